@@ -1,0 +1,158 @@
+/* loom core: event loop, timers, waiter queues and channels.
+ *
+ * Plain C on libuv. Nothing here knows about Lua: values carried by channels
+ * are opaque 64-bit items that the binding gives meaning to, and every
+ * operation that can wait takes a waiter whose callback the core invokes when
+ * the wait ends. Callbacks only record the outcome; they never run user code,
+ * so the core's own data structures are consistent whenever one fires.
+ */
+#ifndef LOOM_H
+#define LOOM_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+/* Status codes: 0 is success, errors are negative, as in libuv. */
+enum {
+  LOOM_OK = 0,
+  LOOM_EAGAIN = UV_EAGAIN,       /* would have to wait */
+  LOOM_ETIMEDOUT = UV_ETIMEDOUT, /* a deadline passed */
+  LOOM_ECANCELED = UV_ECANCELED, /* the waiter was cancelled */
+  LOOM_ECLOSED = UV_EPIPE,       /* the object was closed */
+  LOOM_ENOMEM = UV_ENOMEM
+};
+
+const char *loom_strerror(int status);
+
+/* ---- waiter queues ---------------------------------------------------- */
+
+typedef struct loom_waiter loom_waiter_t;
+typedef struct loom_waitq loom_waitq_t;
+typedef void (*loom_wake_cb)(loom_waiter_t *w, int status);
+
+struct loom_waiter {
+  loom_waiter_t *next;
+  loom_waiter_t *prev;
+  loom_waitq_t *queue; /* NULL while not queued */
+  loom_wake_cb wake;
+  int64_t item;        /* what a channel hands over, in either direction */
+  void *data;          /* the owner's */
+};
+
+struct loom_waitq {
+  loom_waiter_t *head;
+  loom_waiter_t *tail;
+  size_t len;
+};
+
+void loom_waiter_init(loom_waiter_t *w, loom_wake_cb wake, void *data);
+void loom_waitq_init(loom_waitq_t *q);
+void loom_waitq_push(loom_waitq_t *q, loom_waiter_t *w);
+loom_waiter_t *loom_waitq_shift(loom_waitq_t *q);
+/* Unlinks w from whatever queue holds it; a no-op when it is not queued. */
+void loom_waiter_unlink(loom_waiter_t *w);
+/* Unlinks every waiter and calls its wake callback with status. */
+void loom_waitq_wake_all(loom_waitq_t *q, int status);
+
+static inline int loom_waiter_queued(const loom_waiter_t *w) {
+  return w->queue != NULL;
+}
+
+/* ---- loop and timers ---------------------------------------------------- */
+
+typedef struct loom_loop loom_loop_t;
+typedef struct loom_timer loom_timer_t;
+typedef void (*loom_timer_cb)(loom_timer_t *t);
+typedef void (*loom_loop_wake_cb)(loom_loop_t *loop);
+
+/* A timer is a heap entry, not a libuv handle: arming and stopping cost no
+ * allocation and no close callback, so a waiter can embed one and drop it
+ * synchronously. One libuv timer per loop is armed at the earliest deadline. */
+struct loom_timer {
+  uint64_t due_ns;
+  unsigned pos; /* index in the heap + 1; 0 while not armed */
+  loom_timer_cb cb;
+  void *data;
+};
+
+struct loom_loop {
+  uv_loop_t uv;
+  uv_timer_t heap_timer;  /* fires at the earliest heap deadline */
+  uv_timer_t poll_timer;  /* bounds one loom_loop_poll */
+  uv_async_t wakeup;      /* other threads poke the loop through it */
+  loom_timer_t **heap;
+  unsigned heap_len;
+  unsigned heap_cap;
+  uint64_t armed_due_ns;  /* deadline heap_timer is set for, 0 if stopped */
+  loom_loop_wake_cb on_wake;
+  void *data;
+  int initialized;
+};
+
+int loom_loop_init(loom_loop_t *loop);
+/* Closes every handle on the loop (also ones other layers left open), runs
+ * their close callbacks and releases the loop. Safe to call twice. */
+void loom_loop_close(loom_loop_t *loop);
+/* One libuv iteration that waits at most timeout_ms for I/O or timers
+ * (0: never wait, negative: until something happens). Returns nonzero while
+ * anything is pending on the loop. */
+int loom_loop_poll(loom_loop_t *loop, int64_t timeout_ms);
+/* Nonzero while a timer is armed or a handle or request is active. */
+int loom_loop_alive(const loom_loop_t *loop);
+/* The backend file descriptor, for a host that polls it itself. */
+int loom_loop_fd(const loom_loop_t *loop);
+/* Milliseconds until the next timer is due (0 if overdue), -1 if none. */
+int64_t loom_loop_next_timeout(loom_loop_t *loop);
+/* Thread-safe: makes a blocked loom_loop_poll return and, on the loop
+ * thread, calls loop->on_wake. */
+int loom_loop_wake(loom_loop_t *loop);
+
+uint64_t loom_now_ns(void);
+
+void loom_timer_init(loom_timer_t *t, loom_timer_cb cb, void *data);
+int loom_timer_start(loom_loop_t *loop, loom_timer_t *t, uint64_t delay_ns);
+void loom_timer_stop(loom_loop_t *loop, loom_timer_t *t);
+size_t loom_timer_count(const loom_loop_t *loop);
+
+static inline int loom_timer_active(const loom_timer_t *t) {
+  return t->pos != 0;
+}
+
+/* ---- channels ----------------------------------------------------------- */
+
+/* A bounded FIFO of opaque items with FIFO-fair waiting senders and
+ * receivers. Capacity 0 is a rendezvous: a send completes only when a
+ * receiver takes the item. */
+typedef struct loom_chan {
+  int64_t *buf;
+  size_t cap;
+  size_t len;
+  size_t head;
+  int closed;
+  loom_waitq_t senders;   /* waiter->item holds the item offered */
+  loom_waitq_t receivers; /* waiter->item receives the item */
+} loom_chan_t;
+
+int loom_chan_init(loom_chan_t *ch, size_t cap);
+/* Frees the buffer. Waiters still queued are unlinked without being woken;
+ * items left in the buffer are the owner's to release before this. */
+void loom_chan_destroy(loom_chan_t *ch);
+/* 0: delivered or buffered. LOOM_EAGAIN: would wait. LOOM_ECLOSED. */
+int loom_chan_try_send(loom_chan_t *ch, int64_t item);
+/* 0: *item set. LOOM_EAGAIN: empty. LOOM_ECLOSED: closed and drained. */
+int loom_chan_try_recv(loom_chan_t *ch, int64_t *item);
+/* Queue a waiter after the try_ call said LOOM_EAGAIN. It is woken with 0
+ * once the item was taken (send) or handed over in w->item (recv), or with
+ * LOOM_ECLOSED when the channel closes. */
+void loom_chan_wait_send(loom_chan_t *ch, loom_waiter_t *w);
+void loom_chan_wait_recv(loom_chan_t *ch, loom_waiter_t *w);
+/* Closes the channel: waiting receivers and senders are woken with
+ * LOOM_ECLOSED; buffered items stay receivable. LOOM_ECLOSED if it was. */
+int loom_chan_close(loom_chan_t *ch);
+/* Pops one buffered item regardless of closing, for draining on destroy. */
+int loom_chan_drain_one(loom_chan_t *ch, int64_t *item);
+
+static inline size_t loom_chan_len(const loom_chan_t *ch) { return ch->len; }
+
+#endif

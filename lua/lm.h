@@ -1,0 +1,156 @@
+/* Internal header of loom's Lua binding: the per-state context, tasks,
+ * waits and the error helpers every binding file shares. */
+#ifndef LM_H
+#define LM_H
+
+#include <lua.h>
+#include <lauxlib.h>
+#include "loom.h"
+
+#define LM_TASK_MT "loom.task"
+#define LM_CHAN_MT "loom.channel"
+#define LM_ERROR_MT "loom.error"
+#define LM_WAIT_MT "loom.wait"
+
+/* A wait ended because nothing could ever wake it. */
+#define LM_EDEADLOCK (-100001)
+
+/* Resume at most this many tasks before polling for I/O, so a busy set of
+ * tasks cannot starve sockets and timers. */
+#define LM_RUN_BUDGET 512
+
+typedef struct lm_ctx lm_ctx;
+typedef struct lm_task lm_task;
+typedef struct lm_wait lm_wait;
+typedef struct lm_chan lm_chan;
+typedef struct lm_case lm_case;
+
+/* One select case: its waiter is queued on the case's channel. */
+struct lm_case {
+  loom_waiter_t waiter;
+  lm_chan *chan;
+  int is_send;
+};
+
+/* What a blocked piece of code waits on: zero or one timer, one waiter or a
+ * set of select cases. Inside a task it is embedded in the task; outside any
+ * task it is a userdata on the waiting coroutine's stack. */
+struct lm_wait {
+  lm_ctx *ctx;
+  lm_task *task; /* NULL outside any task */
+  int status;    /* outcome once done: 0, LOOM_E* or LM_EDEADLOCK */
+  int done;
+  int chosen;    /* select: index of the case that completed */
+  loom_timer_t timer;
+  loom_waiter_t one;
+  lm_case *cases;
+  int ncases;
+};
+
+enum lm_task_state {
+  LM_NEW,       /* spawned, never resumed */
+  LM_READY,     /* in the run queue */
+  LM_RUNNING,   /* being resumed right now */
+  LM_WAITING,   /* parked on its wait */
+  LM_DONE,
+  LM_FAILED,
+  LM_CANCELLED
+};
+
+struct lm_task {
+  lm_ctx *ctx;
+  lua_State *co;
+  lm_task *next_ready;
+  lm_task *live_prev, *live_next;
+  int ref;         /* registry ref that pins an unfinished task */
+  int nargs;       /* arguments waiting on co's stack before the first run */
+  int nresults;    /* results left on co's stack once done */
+  unsigned char state;
+  unsigned char started;
+  unsigned char cancel_pending;
+  unsigned char observed; /* its failure was re-raised or reported */
+  lm_wait wait;
+  loom_waitq_t joiners;
+};
+
+/* Task userdata slots. */
+#define LM_TASK_CO 1
+#define LM_TASK_ERROR 2
+#define LM_TASK_REASON 3
+#define LM_TASK_TRACEBACK 4
+
+struct lm_ctx {
+  loom_loop_t loop;
+  lm_task *ready_head, *ready_tail;
+  lm_task *current;   /* the task being resumed, NULL outside tasks */
+  lm_task *live_head; /* every unfinished task */
+  size_t live;
+  uint64_t rng;
+  int stepping;       /* depth of nested lm_step calls */
+  int closed;
+};
+
+/* context.c */
+lm_ctx *lm_ctx_get(lua_State *L);
+int lm_step(lm_ctx *ctx, lua_State *L, int64_t timeout_ms);
+int lm_work_remains(lm_ctx *ctx);
+uint32_t lm_random(lm_ctx *ctx);
+void lm_open_context(lua_State *L);
+void lm_push_ctx(lua_State *L);
+
+/* task.c */
+void lm_task_ready(lm_task *t);
+void lm_run_ready(lm_ctx *ctx, lua_State *L, int budget);
+void lm_cancel_all(lm_ctx *ctx, lua_State *L);
+lm_task *lm_spawn(lua_State *L, lm_ctx *ctx, int first, int n);
+void lm_push_task_results(lua_State *L, lm_task *t);
+int lm_task_finished(const lm_task *t);
+void lm_open_task(lua_State *L);
+extern const luaL_Reg lm_task_funcs[];
+
+/* wait.c */
+lm_wait *lm_wait_prepare(lua_State *L, lm_ctx *ctx);
+int lm_wait_begin(lua_State *L, lm_wait *w, lua_KFunction k);
+void lm_wait_arm(lm_wait *w, double seconds);
+void lm_wait_finish(lm_wait *w, int status, int chosen);
+void lm_wait_abort(lm_wait *w);
+int lm_wait_check(lua_State *L, lm_wait *w);
+void lm_drive(lm_ctx *ctx, lua_State *L, lm_wait *w);
+void lm_one_wake(loom_waiter_t *waiter, int status);
+void lm_open_wait(lua_State *L);
+extern const luaL_Reg lm_wait_funcs[];
+#define LM_WAIT_OF(kctx) ((lm_wait *)(kctx))
+
+/* chan.c / select.c */
+struct lm_chan {
+  loom_chan_t ch;
+  lm_ctx *ctx;
+};
+lm_chan *lm_check_chan(lua_State *L, int arg);
+int64_t lm_chan_store(lua_State *L, lm_chan *c, int chan_idx, int value_idx);
+void lm_chan_fetch(lua_State *L, int chan_idx, int64_t item);
+void lm_chan_forget(lua_State *L, int chan_idx, int64_t item);
+void lm_open_chan(lua_State *L);
+extern const luaL_Reg lm_chan_funcs[];
+extern const luaL_Reg lm_select_funcs[];
+
+/* error.c: every error loom raises is a table {kind=, message=}. */
+void lm_push_error(lua_State *L, const char *kind, const char *fmt, ...);
+int lm_error(lua_State *L, const char *kind, const char *fmt, ...);
+int lm_argerror(lua_State *L, int arg, const char *extramsg);
+int lm_typeerror(lua_State *L, int arg, const char *tname);
+lua_Number lm_checknumber(lua_State *L, int arg);
+lua_Integer lm_checkinteger(lua_State *L, int arg);
+lua_Number lm_optnumber(lua_State *L, int arg, lua_Number def);
+double lm_checkseconds(lua_State *L, int arg);
+double lm_optseconds(lua_State *L, int arg);
+void lm_checkcallable(lua_State *L, int arg);
+void *lm_checkudata(lua_State *L, int arg, const char *mt, const char *tname);
+int lm_is_error_kind(lua_State *L, int idx, const char *kind);
+void lm_open_error(lua_State *L);
+extern const luaL_Reg lm_error_funcs[];
+
+/* coro.c: coroutine.resume/wrap that pass loom waits through. */
+void lm_open_coro(lua_State *L);
+
+#endif

@@ -1,0 +1,30 @@
+/* loom for hosts that embed Lua: drive loom's loop from your own loop.
+ *
+ *   luaL_requiref(L, "loom.core", luaopen_loom_core, 0);  (or require "loom")
+ *   each frame:          loom_step(L, 0);
+ *   in a poll() loop:    wait on loom_fd(L) for POLLIN with a timeout of
+ *                        loom_next_timeout(L), then loom_step(L, 0).
+ *
+ * Every lua_State has its own loop; states on different threads are
+ * independent. Call these from the thread that owns L, never from inside a
+ * running task. */
+#ifndef LOOM_LUA_H
+#define LOOM_LUA_H
+
+#include <lua.h>
+
+int luaopen_loom_core(lua_State *L);
+
+/* Runs ready tasks and polls I/O, blocking at most timeout_ms (0: never,
+ * negative: until something happens). Returns 1 while tasks or I/O remain,
+ * 0 when idle, -1 if loom is not loaded in L. */
+int loom_step(lua_State *L, int timeout_ms);
+
+/* The loop's backend file descriptor (readable when loom has events), or -1. */
+int loom_fd(lua_State *L);
+
+/* Milliseconds until loom needs a step: 0 if tasks are ready, -1 if only an
+ * external event can give it work. */
+int loom_next_timeout(lua_State *L);
+
+#endif

@@ -1,0 +1,354 @@
+/* Tasks: a task is a coroutine plus the bookkeeping that lets the scheduler
+ * park it on a wait and resume it when the wait ends. An unfinished task is
+ * pinned in the registry, so dropping every reference to a waiting task
+ * never frees what the loop still points at. */
+#include <stdio.h>
+#include <string.h>
+#include "lm.h"
+
+static lm_task *check_task(lua_State *L, int arg) {
+  return lm_checkudata(L, arg, LM_TASK_MT, "loom.task");
+}
+
+int lm_task_finished(const lm_task *t) { return t->state >= LM_DONE; }
+
+void lm_task_ready(lm_task *t) {
+  if (t->state == LM_READY || lm_task_finished(t))
+    return;
+  lm_ctx *ctx = t->ctx;
+  t->state = LM_READY;
+  t->next_ready = NULL;
+  if (ctx->ready_tail)
+    ctx->ready_tail->next_ready = t;
+  else
+    ctx->ready_head = t;
+  ctx->ready_tail = t;
+}
+
+static void live_remove(lm_ctx *ctx, lm_task *t) {
+  if (t->live_prev)
+    t->live_prev->live_next = t->live_next;
+  else if (ctx->live_head == t)
+    ctx->live_head = t->live_next;
+  if (t->live_next)
+    t->live_next->live_prev = t->live_prev;
+  t->live_prev = t->live_next = NULL;
+}
+
+lm_task *lm_spawn(lua_State *L, lm_ctx *ctx, int first, int n) {
+  lm_task *t = lua_newuserdatauv(L, sizeof *t, 4);
+  memset(t, 0, sizeof *t);
+  t->ctx = ctx;
+  t->ref = LUA_NOREF;
+  loom_waitq_init(&t->joiners);
+  luaL_setmetatable(L, LM_TASK_MT);
+  lua_State *co = lua_newthread(L);
+  lua_setiuservalue(L, -2, LM_TASK_CO);
+  t->co = co;
+  if (!lua_checkstack(co, n))
+    lm_error(L, "argument", "too many arguments to spawn");
+  for (int i = 0; i < n; i++)
+    lua_pushvalue(L, first + i);
+  lua_xmove(L, co, n);
+  t->nargs = n - 1;
+  lua_pushvalue(L, -1);
+  t->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  t->live_next = ctx->live_head;
+  if (ctx->live_head)
+    ctx->live_head->live_prev = t;
+  ctx->live_head = t;
+  ctx->live++;
+  t->state = LM_NEW;
+  lm_task_ready(t);
+  return t;
+}
+
+static void finish(lm_ctx *ctx, lua_State *L, lm_task *t) {
+  live_remove(ctx, t);
+  ctx->live--;
+  loom_waitq_wake_all(&t->joiners, LOOM_OK);
+  /* Last: once unpinned the task may be collected. */
+  luaL_unref(L, LUA_REGISTRYINDEX, t->ref);
+  t->ref = LUA_NOREF;
+}
+
+/* The coroutine died with its error on top of its stack. */
+static void record_failure(lua_State *L, lm_task *t) {
+  lua_State *co = t->co;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, t->ref);
+  int u = lua_gettop(L);
+  int cancelled = lm_is_error_kind(co, -1, "cancelled");
+  lua_pushvalue(co, -1);
+  lua_xmove(co, L, 1);
+  lua_setiuservalue(L, u, LM_TASK_ERROR);
+  if (!cancelled) {
+    luaL_traceback(L, co, NULL, 0);
+    lua_setiuservalue(L, u, LM_TASK_TRACEBACK);
+  }
+  /* Run pending <close> handlers; an error in one replaces the original,
+   * as it would in a protected call. */
+  if (lua_resetthread(co) != LUA_OK) {
+    lua_xmove(co, L, 1);
+    cancelled = lm_is_error_kind(L, -1, "cancelled");
+    lua_setiuservalue(L, u, LM_TASK_ERROR);
+  }
+  lua_settop(co, 0);
+  t->state = cancelled ? LM_CANCELLED : LM_FAILED;
+  lua_settop(L, u - 1);
+}
+
+static void finish_unstarted(lm_ctx *ctx, lua_State *L, lm_task *t) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, t->ref);
+  lua_getiuservalue(L, -1, LM_TASK_REASON);
+  const char *reason = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+  lm_push_error(L, "cancelled", "%s", reason ? reason : "task cancelled before it started");
+  lua_insert(L, -2);
+  lua_setfield(L, -2, "reason");
+  lua_setiuservalue(L, -2, LM_TASK_ERROR);
+  lua_pop(L, 1);
+  lua_settop(t->co, 0);
+  t->state = LM_CANCELLED;
+  finish(ctx, L, t);
+}
+
+static void resume_task(lm_ctx *ctx, lua_State *L, lm_task *t) {
+  int nargs = 0;
+  if (!t->started) {
+    t->started = 1;
+    if (t->cancel_pending) {
+      finish_unstarted(ctx, L, t);
+      return;
+    }
+    nargs = t->nargs;
+  }
+  lm_task *outer = ctx->current;
+  ctx->current = t;
+  t->state = LM_RUNNING;
+  int nres;
+  int status = lua_resume(t->co, L, nargs, &nres);
+  ctx->current = outer;
+  if (status == LUA_YIELD) {
+    lua_pop(t->co, nres);
+    /* Still RUNNING: a bare coroutine.yield() in the task body, which the
+     * scheduler treats as loom.yield(). */
+    if (t->state == LM_RUNNING)
+      lm_task_ready(t);
+    return;
+  }
+  if (status == LUA_OK) {
+    t->nresults = nres;
+    t->state = LM_DONE;
+  } else {
+    record_failure(L, t);
+  }
+  finish(ctx, L, t);
+}
+
+void lm_run_ready(lm_ctx *ctx, lua_State *L, int budget) {
+  while (ctx->ready_head && budget-- > 0) {
+    lm_task *t = ctx->ready_head;
+    ctx->ready_head = t->next_ready;
+    if (ctx->ready_head == NULL)
+      ctx->ready_tail = NULL;
+    t->next_ready = NULL;
+    resume_task(ctx, L, t);
+  }
+}
+
+static int cancel(lm_task *t) {
+  if (lm_task_finished(t))
+    return 0;
+  if (t->state == LM_WAITING && !t->wait.done)
+    lm_wait_finish(&t->wait, LOOM_ECANCELED, -1);
+  else
+    t->cancel_pending = 1;
+  return 1;
+}
+
+void lm_cancel_all(lm_ctx *ctx, lua_State *L) {
+  (void)L;
+  for (lm_task *t = ctx->live_head; t; t = t->live_next)
+    cancel(t);
+}
+
+void lm_push_task_results(lua_State *L, lm_task *t) {
+  int n = t->nresults;
+  luaL_checkstack(L, n, "too many results");
+  lua_checkstack(t->co, n);
+  for (int i = 0; i < n; i++)
+    lua_pushvalue(t->co, -n);
+  lua_xmove(t->co, L, n);
+}
+
+/* Pushes the task's error, with the traceback of where it failed. */
+static void push_task_error(lua_State *L, int task_idx) {
+  task_idx = lua_absindex(L, task_idx);
+  lua_getiuservalue(L, task_idx, LM_TASK_ERROR);
+  if (lua_getiuservalue(L, task_idx, LM_TASK_TRACEBACK) != LUA_TSTRING) {
+    lua_pop(L, 1);
+    return;
+  }
+  if (lua_type(L, -2) == LUA_TSTRING) {
+    lua_pushliteral(L, "\n");
+    lua_insert(L, -2);
+    lua_concat(L, 3);
+  } else if (lua_type(L, -2) == LUA_TTABLE) {
+    if (lua_getfield(L, -2, "traceback") == LUA_TNIL) {
+      lua_pop(L, 1);
+      lua_setfield(L, -2, "traceback");
+    } else {
+      lua_pop(L, 2);
+    }
+  } else {
+    lua_pop(L, 1);
+  }
+}
+
+static int join_result(lua_State *L, lm_task *t, int task_idx) {
+  if (t->state == LM_DONE) {
+    lm_push_task_results(L, t);
+    return t->nresults;
+  }
+  t->observed = 1;
+  push_task_error(L, task_idx);
+  return lua_error(L);
+}
+
+static int join_k(lua_State *L, int status, lua_KContext kctx) {
+  (void)status;
+  lm_wait_check(L, LM_WAIT_OF(kctx));
+  return join_result(L, lua_touserdata(L, 1), 1);
+}
+
+static int task_join(lua_State *L) {
+  lm_task *t = check_task(L, 1);
+  lm_ctx *ctx = t->ctx;
+  lua_settop(L, 1);
+  if (lm_task_finished(t))
+    return join_result(L, t, 1);
+  if (t == ctx->current)
+    return lm_error(L, "usage", "a task cannot join itself");
+  lm_wait *w = lm_wait_prepare(L, ctx);
+  loom_waitq_push(&t->joiners, &w->one);
+  return lm_wait_begin(L, w, join_k);
+}
+
+static int task_cancel(lua_State *L) {
+  lm_task *t = check_task(L, 1);
+  if (!lm_task_finished(t) && !lua_isnoneornil(L, 2)) {
+    lua_pushvalue(L, 2);
+    lua_setiuservalue(L, 1, LM_TASK_REASON);
+  }
+  lua_pushboolean(L, cancel(t));
+  return 1;
+}
+
+static const char *status_name(const lm_task *t) {
+  switch (t->state) {
+  case LM_DONE: return "done";
+  case LM_FAILED: return "failed";
+  case LM_CANCELLED: return "cancelled";
+  default: return t->started ? "running" : "pending";
+  }
+}
+
+static int task_status(lua_State *L) {
+  lua_pushstring(L, status_name(check_task(L, 1)));
+  return 1;
+}
+
+static int task_tostring(lua_State *L) {
+  lm_task *t = check_task(L, 1);
+  lua_pushfstring(L, "loom.task (%s): %p", status_name(t), (void *)t);
+  return 1;
+}
+
+/* A failure nobody saw: hand it to loom.on_error's handler, or stderr. */
+static void report_unobserved(lua_State *L, int task_idx) {
+  int top = lua_gettop(L);
+  push_task_error(L, task_idx);
+  lua_getfield(L, LUA_REGISTRYINDEX, "loom.on_error");
+  if (lua_isfunction(L, -1)) {
+    lua_insert(L, -2);
+    lua_pushvalue(L, task_idx);
+    if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
+      fprintf(stderr, "loom: the on_error handler failed: %s\n",
+              luaL_tolstring(L, -1, NULL));
+      fflush(stderr);
+    }
+  } else {
+    lua_pop(L, 1);
+    const char *msg = luaL_tolstring(L, -1, NULL);
+    lua_getfield(L, -2, "traceback");
+    const char *tb = lua_tostring(L, -1);
+    fprintf(stderr, "loom: a task failed and nobody joined it: %s%s%s\n", msg,
+            tb ? "\n" : "", tb ? tb : "");
+    fflush(stderr);
+  }
+  lua_settop(L, top);
+}
+
+static int task_gc(lua_State *L) {
+  lm_task *t = lua_touserdata(L, 1);
+  if (!lm_task_finished(t)) {
+    /* Only when the whole state closes: unfinished tasks are pinned. */
+    lm_wait_abort(&t->wait);
+    while (loom_waitq_shift(&t->joiners) != NULL) {}
+    return 0;
+  }
+  if (t->state == LM_FAILED && !t->observed) {
+    t->observed = 1;
+    report_unobserved(L, 1);
+  }
+  return 0;
+}
+
+static int l_spawn(lua_State *L) {
+  lm_ctx *ctx = lua_touserdata(L, lua_upvalueindex(1));
+  lm_checkcallable(L, 1);
+  lm_spawn(L, ctx, 1, lua_gettop(L));
+  return 1;
+}
+
+/* loom.current(): the running task, or nil outside tasks. */
+static int l_current(lua_State *L) {
+  lm_ctx *ctx = lua_touserdata(L, lua_upvalueindex(1));
+  if (ctx->current == NULL)
+    return 0;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, ctx->current->ref);
+  return 1;
+}
+
+static int l_on_error(lua_State *L) {
+  if (!lua_isnoneornil(L, 1))
+    lm_checkcallable(L, 1);
+  lua_settop(L, 1);
+  lua_setfield(L, LUA_REGISTRYINDEX, "loom.on_error");
+  return 0;
+}
+
+const luaL_Reg lm_task_funcs[] = {
+  {"spawn", l_spawn},
+  {"current", l_current},
+  {"on_error", l_on_error},
+  {NULL, NULL}
+};
+
+static const luaL_Reg task_methods[] = {
+  {"join", task_join},
+  {"cancel", task_cancel},
+  {"status", task_status},
+  {NULL, NULL}
+};
+
+void lm_open_task(lua_State *L) {
+  if (luaL_newmetatable(L, LM_TASK_MT)) {
+    luaL_newlib(L, task_methods);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, task_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, task_tostring);
+    lua_setfield(L, -2, "__tostring");
+  }
+  lua_pop(L, 1);
+}

@@ -1,0 +1,161 @@
+/* Waiting. A blocking-looking call sets up an lm_wait (queued waiters, a
+ * timer) and hands it to lm_wait_begin. Inside a task that yields to the
+ * scheduler with a marker; a wake-up only records the outcome and queues the
+ * task, and the scheduler later resumes it into the call's continuation.
+ * Outside any task the caller drives the loop itself until the wait ends. */
+#include <math.h>
+#include "lm.h"
+
+/* The first value a loom wait yields. Coroutine resumers that know loom
+ * (coro.c) recognise it and pass the wait on instead of returning it. */
+const char lm_wait_marker = 0;
+
+static void timer_expired(loom_timer_t *timer) {
+  lm_wait_finish(timer->data, LOOM_ETIMEDOUT, -1);
+}
+
+void lm_one_wake(loom_waiter_t *waiter, int status) {
+  lm_wait_finish(waiter->data, status, -1);
+}
+
+static int wait_gc(lua_State *L) {
+  lm_wait_abort(lua_touserdata(L, 1));
+  return 0;
+}
+
+static int raise_cancelled(lua_State *L, lm_task *t) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, t->ref);
+  lua_getiuservalue(L, -1, LM_TASK_REASON);
+  const char *reason = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+  lm_push_error(L, "cancelled", "%s", reason ? reason : "task cancelled");
+  lua_insert(L, -2);
+  lua_setfield(L, -2, "reason");
+  return lua_error(L);
+}
+
+lm_wait *lm_wait_prepare(lua_State *L, lm_ctx *ctx) {
+  lm_task *t = ctx->current;
+  lm_wait *w;
+  if (ctx->closed)
+    lm_error(L, "closed", "the loom context is closed");
+  if (t) {
+    if (t->cancel_pending) {
+      /* A cancel that arrived while the task was not waiting lands at
+       * its next wait. */
+      t->cancel_pending = 0;
+      raise_cancelled(L, t);
+    }
+    w = &t->wait;
+  } else {
+    /* Anchored on the waiting coroutine's stack until the call returns; its
+     * __gc unlinks it should that coroutine be dropped mid-wait. */
+    w = lua_newuserdatauv(L, sizeof *w, 0);
+    luaL_setmetatable(L, LM_WAIT_MT);
+  }
+  w->ctx = ctx;
+  w->task = t;
+  w->status = 0;
+  w->done = 0;
+  w->chosen = -1;
+  loom_timer_init(&w->timer, timer_expired, w);
+  loom_waiter_init(&w->one, lm_one_wake, w);
+  w->cases = NULL;
+  w->ncases = 0;
+  return w;
+}
+
+void lm_wait_arm(lm_wait *w, double seconds) {
+  if (seconds < 0)
+    return;
+  double ns = seconds * 1e9;
+  uint64_t delay = ns > 9e18 ? (uint64_t)9e18 : (uint64_t)ns;
+  loom_timer_start(&w->ctx->loop, &w->timer, delay);
+}
+
+static void unlink_all(lm_wait *w) {
+  loom_waiter_unlink(&w->one);
+  for (int i = 0; i < w->ncases; i++)
+    loom_waiter_unlink(&w->cases[i].waiter);
+  if (!w->ctx->closed)
+    loom_timer_stop(&w->ctx->loop, &w->timer);
+}
+
+void lm_wait_finish(lm_wait *w, int status, int chosen) {
+  if (w->done)
+    return;
+  unlink_all(w);
+  w->status = status;
+  w->chosen = chosen;
+  w->done = 1;
+  if (w->task)
+    lm_task_ready(w->task);
+}
+
+/* Drops a wait that will never be resumed: nothing may point at it after. */
+void lm_wait_abort(lm_wait *w) {
+  if (w->ctx == NULL || w->done)
+    return;
+  unlink_all(w);
+  w->done = 1;
+  w->status = LOOM_ECANCELED;
+}
+
+/* Called in continuations: raises for outcomes every wait shares and
+ * returns the status otherwise. */
+int lm_wait_check(lua_State *L, lm_wait *w) {
+  switch (w->status) {
+  case LOOM_ECANCELED:
+    if (w->task) {
+      w->task->cancel_pending = 0;
+      return raise_cancelled(L, w->task);
+    }
+    return lm_error(L, "cancelled", "wait cancelled");
+  case LM_EDEADLOCK:
+    return lm_error(L, "deadlock",
+                    "this wait can never end: no task, timer or I/O is left to wake it");
+  default:
+    return w->status;
+  }
+}
+
+void lm_drive(lm_ctx *ctx, lua_State *L, lm_wait *w) {
+  while (!w->done) {
+    int progress = lm_step(ctx, L, -1);
+    if (!w->done && !progress)
+      lm_wait_finish(w, LM_EDEADLOCK, -1);
+  }
+}
+
+int lm_wait_begin(lua_State *L, lm_wait *w, lua_KFunction k) {
+  lua_KContext kctx = (lua_KContext)w;
+  if (w->task) {
+    if (!lua_isyieldable(L)) {
+      lm_wait_abort(w);
+      return lm_error(L, "usage",
+                      "cannot wait here: a C function without continuation "
+                      "(a metamethod, a sort comparator, a C library callback) "
+                      "is on the stack");
+    }
+    w->task->state = LM_WAITING;
+    lua_pushlightuserdata(L, (void *)&lm_wait_marker);
+    return lua_yieldk(L, 1, kctx, k);
+  }
+  if (lua_isyieldable(L)) {
+    /* A coroutine outside any task: its resumer (coro.c) drives the loop. */
+    lua_pushlightuserdata(L, (void *)&lm_wait_marker);
+    lua_pushlightuserdata(L, w);
+    return lua_yieldk(L, 2, kctx, k);
+  }
+  lm_drive(w->ctx, L, w);
+  return k(L, LUA_YIELD, kctx);
+}
+
+const luaL_Reg lm_wait_funcs[] = {{NULL, NULL}};
+
+void lm_open_wait(lua_State *L) {
+  if (luaL_newmetatable(L, LM_WAIT_MT)) {
+    lua_pushcfunction(L, wait_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_pop(L, 1);
+}
