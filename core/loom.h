@@ -20,7 +20,8 @@ enum {
   LOOM_ETIMEDOUT = UV_ETIMEDOUT, /* a deadline passed */
   LOOM_ECANCELED = UV_ECANCELED, /* the waiter was cancelled */
   LOOM_ECLOSED = UV_EPIPE,       /* the object was closed */
-  LOOM_ENOMEM = UV_ENOMEM
+  LOOM_ENOMEM = UV_ENOMEM,
+  LOOM_EOVERFLOW = UV_EOVERFLOW  /* a count left its range */
 };
 
 const char *loom_strerror(int status);
@@ -154,5 +155,51 @@ int loom_chan_close(loom_chan_t *ch);
 int loom_chan_drain_one(loom_chan_t *ch, int64_t *item);
 
 static inline size_t loom_chan_len(const loom_chan_t *ch) { return ch->len; }
+
+/* ---- sync primitives ---------------------------------------------------- */
+
+/* Counting semaphore with FIFO waiters. A release hands its permit straight
+ * to the longest waiter, so a late arrival can never barge ahead. */
+typedef struct loom_sem {
+  int64_t count;
+  int64_t max; /* releasing beyond this is a bug in the caller */
+  loom_waitq_t waiters;
+} loom_sem_t;
+
+void loom_sem_init(loom_sem_t *s, int64_t count);
+/* 0: acquired. LOOM_EAGAIN: would wait (then loom_sem_wait). */
+int loom_sem_try_acquire(loom_sem_t *s);
+/* Queue w; it is woken with 0 once it holds a permit. */
+void loom_sem_wait(loom_sem_t *s, loom_waiter_t *w);
+/* 0, or LOOM_EOVERFLOW when every permit is already back. */
+int loom_sem_release(loom_sem_t *s);
+/* Unlinks waiters without waking them, for destroying a semaphore. */
+void loom_sem_destroy(loom_sem_t *s);
+
+/* A flag that tasks wait to see set; setting wakes every waiter. */
+typedef struct loom_event {
+  int is_set;
+  loom_waitq_t waiters;
+} loom_event_t;
+
+void loom_event_init(loom_event_t *e);
+void loom_event_set(loom_event_t *e);
+void loom_event_clear(loom_event_t *e);
+/* Queue w after finding the flag clear; woken with 0 when it is set. */
+void loom_event_wait(loom_event_t *e, loom_waiter_t *w);
+void loom_event_destroy(loom_event_t *e);
+
+/* A counter of outstanding work; waiters wake when it drops to zero. */
+typedef struct loom_waitgroup {
+  int64_t count;
+  loom_waitq_t waiters;
+} loom_waitgroup_t;
+
+void loom_waitgroup_init(loom_waitgroup_t *wg);
+/* Adds delta (negative for done). LOOM_EOVERFLOW if the count would go
+ * below zero, which leaves it unchanged. */
+int loom_waitgroup_add(loom_waitgroup_t *wg, int64_t delta);
+void loom_waitgroup_wait(loom_waitgroup_t *wg, loom_waiter_t *w);
+void loom_waitgroup_destroy(loom_waitgroup_t *wg);
 
 #endif

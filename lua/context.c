@@ -256,6 +256,10 @@ int luaopen_loom_core(lua_State *L) {
   lm_open_wait(L);
   lm_open_task(L);
   lm_open_chan(L);
+  lm_open_sem(L);
+  lm_open_mutex(L);
+  lm_open_event(L);
+  lm_open_waitgroup(L);
   lm_open_context(L);
   lua_newtable(L);
   add_funcs(L, context_funcs);
@@ -263,6 +267,10 @@ int luaopen_loom_core(lua_State *L) {
   add_funcs(L, lm_chan_funcs);
   add_funcs(L, lm_select_funcs);
   add_funcs(L, lm_error_funcs);
+  add_funcs(L, lm_sem_funcs);
+  add_funcs(L, lm_mutex_funcs);
+  add_funcs(L, lm_event_funcs);
+  add_funcs(L, lm_waitgroup_funcs);
   lm_open_coro(L);
   return 1;
 }

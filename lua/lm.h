@@ -11,6 +11,10 @@
 #define LM_CHAN_MT "loom.channel"
 #define LM_ERROR_MT "loom.error"
 #define LM_WAIT_MT "loom.wait"
+#define LM_SEM_MT "loom.semaphore"
+#define LM_MUTEX_MT "loom.mutex"
+#define LM_EVENT_MT "loom.event"
+#define LM_WAITGROUP_MT "loom.waitgroup"
 
 /* A wait ended because nothing could ever wake it. */
 #define LM_EDEADLOCK (-100001)
@@ -115,6 +119,7 @@ void lm_wait_arm(lm_wait *w, double seconds);
 void lm_wait_finish(lm_wait *w, int status, int chosen);
 void lm_wait_abort(lm_wait *w);
 int lm_wait_check(lua_State *L, lm_wait *w);
+int lm_wait_timed_out(lua_State *L, int timeout_idx, const char *what);
 void lm_drive(lm_ctx *ctx, lua_State *L, lm_wait *w);
 void lm_one_wake(loom_waiter_t *waiter, int status);
 void lm_open_wait(lua_State *L);
@@ -149,6 +154,16 @@ void *lm_checkudata(lua_State *L, int arg, const char *mt, const char *tname);
 int lm_is_error_kind(lua_State *L, int idx, const char *kind);
 void lm_open_error(lua_State *L);
 extern const luaL_Reg lm_error_funcs[];
+
+/* sem.c, mutex.c, event.c, waitgroup.c */
+void lm_open_sem(lua_State *L);
+void lm_open_mutex(lua_State *L);
+void lm_open_event(lua_State *L);
+void lm_open_waitgroup(lua_State *L);
+extern const luaL_Reg lm_sem_funcs[], lm_mutex_funcs[], lm_event_funcs[],
+    lm_waitgroup_funcs[];
+void lm_new_class(lua_State *L, const char *name, const luaL_Reg *methods,
+                  lua_CFunction gc);
 
 /* coro.c: coroutine.resume/wrap that pass loom waits through. */
 void lm_open_coro(lua_State *L);

@@ -85,9 +85,14 @@ static void record_failure(lua_State *L, lm_task *t) {
     luaL_traceback(L, co, NULL, 0);
     lua_setiuservalue(L, u, LM_TASK_TRACEBACK);
   }
-  /* Run pending <close> handlers; an error in one replaces the original,
-   * as it would in a protected call. */
-  if (lua_resetthread(co) != LUA_OK) {
+  /* Run pending <close> handlers as the task itself (a mutex checks who
+   * unlocks it); an error in one replaces the original, as it would in a
+   * protected call. */
+  lm_task *outer = t->ctx->current;
+  t->ctx->current = t;
+  int closed = lua_resetthread(co);
+  t->ctx->current = outer;
+  if (closed != LUA_OK) {
     lua_xmove(co, L, 1);
     cancelled = lm_is_error_kind(L, -1, "cancelled");
     lua_setiuservalue(L, u, LM_TASK_ERROR);

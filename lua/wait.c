@@ -118,6 +118,14 @@ int lm_wait_check(lua_State *L, lm_wait *w) {
   }
 }
 
+/* Raises kind "timeout" for a wait whose own deadline (the number at
+ * timeout_idx) passed. */
+int lm_wait_timed_out(lua_State *L, int timeout_idx, const char *what) {
+  lm_push_error(L, "timeout", "timed out after %f s waiting for %s",
+                lua_tonumber(L, timeout_idx), what);
+  return lua_error(L);
+}
+
 void lm_drive(lm_ctx *ctx, lua_State *L, lm_wait *w) {
   while (!w->done) {
     int progress = lm_step(ctx, L, -1);

@@ -1,0 +1,23 @@
+#include "loom.h"
+
+void loom_waitgroup_init(loom_waitgroup_t *wg) {
+  wg->count = 0;
+  loom_waitq_init(&wg->waiters);
+}
+
+int loom_waitgroup_add(loom_waitgroup_t *wg, int64_t delta) {
+  if (wg->count + delta < 0)
+    return LOOM_EOVERFLOW;
+  wg->count += delta;
+  if (wg->count == 0)
+    loom_waitq_wake_all(&wg->waiters, LOOM_OK);
+  return LOOM_OK;
+}
+
+void loom_waitgroup_wait(loom_waitgroup_t *wg, loom_waiter_t *w) {
+  loom_waitq_push(&wg->waiters, w);
+}
+
+void loom_waitgroup_destroy(loom_waitgroup_t *wg) {
+  while (loom_waitq_shift(&wg->waiters) != NULL) {}
+}
