@@ -229,6 +229,9 @@ void lm_open_chan(lua_State *L) {
     lua_setfield(L, -2, "__len");
     lua_pushcfunction(L, chan_gc);
     lua_setfield(L, -2, "__gc");
+    /* `local ch <close> = loom.channel()` closes it when the scope ends. */
+    lua_pushcfunction(L, chan_close);
+    lua_setfield(L, -2, "__close");
     lua_pushcfunction(L, chan_tostring);
     lua_setfield(L, -2, "__tostring");
   }

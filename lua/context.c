@@ -260,6 +260,7 @@ int luaopen_loom_core(lua_State *L) {
   lm_open_mutex(L);
   lm_open_event(L);
   lm_open_waitgroup(L);
+  lm_open_scope(L);
   lm_open_context(L);
   lua_newtable(L);
   add_funcs(L, context_funcs);
@@ -271,6 +272,7 @@ int luaopen_loom_core(lua_State *L) {
   add_funcs(L, lm_mutex_funcs);
   add_funcs(L, lm_event_funcs);
   add_funcs(L, lm_waitgroup_funcs);
+  add_funcs(L, lm_scope_funcs);
   lm_open_coro(L);
   return 1;
 }

@@ -18,6 +18,8 @@
 
 /* A wait ended because nothing could ever wake it. */
 #define LM_EDEADLOCK (-100001)
+/* A wait ended because a cancel scope around it expired. */
+#define LM_EDEADLINE (-100002)
 
 /* Resume at most this many tasks before polling for I/O, so a busy set of
  * tasks cannot starve sockets and timers. */
@@ -28,6 +30,7 @@ typedef struct lm_task lm_task;
 typedef struct lm_wait lm_wait;
 typedef struct lm_chan lm_chan;
 typedef struct lm_case lm_case;
+typedef struct lm_scope lm_scope;
 
 /* One select case: its waiter is queued on the case's channel. */
 struct lm_case {
@@ -75,6 +78,7 @@ struct lm_task {
   unsigned char observed; /* its failure was re-raised or reported */
   lm_wait wait;
   loom_waitq_t joiners;
+  lm_scope *scopes; /* innermost cancel scope first */
 };
 
 /* Task userdata slots. */
@@ -88,6 +92,8 @@ struct lm_ctx {
   lm_task *ready_head, *ready_tail;
   lm_task *current;   /* the task being resumed, NULL outside tasks */
   lm_task *live_head; /* every unfinished task */
+  lm_scope *outside_scopes; /* cancel scopes of code outside tasks */
+  lm_wait *driving_wait;    /* the outside wait lm_drive is serving */
   size_t live;
   uint64_t rng;
   int stepping;       /* depth of nested lm_step calls */
@@ -116,6 +122,7 @@ extern const luaL_Reg lm_task_funcs[];
 lm_wait *lm_wait_prepare(lua_State *L, lm_ctx *ctx);
 int lm_wait_begin(lua_State *L, lm_wait *w, lua_KFunction k);
 void lm_wait_arm(lm_wait *w, double seconds);
+void lm_wait_arm_timer(lm_ctx *ctx, loom_timer_t *timer, double seconds);
 void lm_wait_finish(lm_wait *w, int status, int chosen);
 void lm_wait_abort(lm_wait *w);
 int lm_wait_check(lua_State *L, lm_wait *w);
@@ -164,6 +171,13 @@ extern const luaL_Reg lm_sem_funcs[], lm_mutex_funcs[], lm_event_funcs[],
     lm_waitgroup_funcs[];
 void lm_new_class(lua_State *L, const char *name, const luaL_Reg *methods,
                   lua_CFunction gc);
+
+/* scope.c */
+lm_scope *lm_scope_expired(lm_scope *innermost);
+int lm_scope_raise(lua_State *L, lm_scope *s);
+void lm_scope_release_all(lm_task *t);
+void lm_open_scope(lua_State *L);
+extern const luaL_Reg lm_scope_funcs[];
 
 /* coro.c: coroutine.resume/wrap that pass loom waits through. */
 void lm_open_coro(lua_State *L);

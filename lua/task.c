@@ -64,6 +64,7 @@ lm_task *lm_spawn(lua_State *L, lm_ctx *ctx, int first, int n) {
 }
 
 static void finish(lm_ctx *ctx, lua_State *L, lm_task *t) {
+  lm_scope_release_all(t);
   live_remove(ctx, t);
   ctx->live--;
   loom_waitq_wake_all(&t->joiners, LOOM_OK);

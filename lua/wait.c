@@ -45,6 +45,11 @@ lm_wait *lm_wait_prepare(lua_State *L, lm_ctx *ctx) {
       t->cancel_pending = 0;
       raise_cancelled(L, t);
     }
+  }
+  lm_scope *expired = lm_scope_expired(t ? t->scopes : ctx->outside_scopes);
+  if (expired)
+    lm_scope_raise(L, expired);
+  if (t) {
     w = &t->wait;
   } else {
     /* Anchored on the waiting coroutine's stack until the call returns; its
@@ -64,12 +69,16 @@ lm_wait *lm_wait_prepare(lua_State *L, lm_ctx *ctx) {
   return w;
 }
 
-void lm_wait_arm(lm_wait *w, double seconds) {
+void lm_wait_arm_timer(lm_ctx *ctx, loom_timer_t *timer, double seconds) {
   if (seconds < 0)
     return;
   double ns = seconds * 1e9;
   uint64_t delay = ns > 9e18 ? (uint64_t)9e18 : (uint64_t)ns;
-  loom_timer_start(&w->ctx->loop, &w->timer, delay);
+  loom_timer_start(&ctx->loop, timer, delay);
+}
+
+void lm_wait_arm(lm_wait *w, double seconds) {
+  lm_wait_arm_timer(w->ctx, &w->timer, seconds);
 }
 
 static void unlink_all(lm_wait *w) {
@@ -110,6 +119,13 @@ int lm_wait_check(lua_State *L, lm_wait *w) {
       return raise_cancelled(L, w->task);
     }
     return lm_error(L, "cancelled", "wait cancelled");
+  case LM_EDEADLINE: {
+    lm_ctx *ctx = w->ctx;
+    lm_scope *s = lm_scope_expired(w->task ? w->task->scopes : ctx->outside_scopes);
+    if (s)
+      return lm_scope_raise(L, s);
+    return lm_error(L, "timeout", "timed out");
+  }
   case LM_EDEADLOCK:
     return lm_error(L, "deadlock",
                     "this wait can never end: no task, timer or I/O is left to wake it");
@@ -127,11 +143,14 @@ int lm_wait_timed_out(lua_State *L, int timeout_idx, const char *what) {
 }
 
 void lm_drive(lm_ctx *ctx, lua_State *L, lm_wait *w) {
+  lm_wait *outer = ctx->driving_wait;
+  ctx->driving_wait = w;
   while (!w->done) {
     int progress = lm_step(ctx, L, -1);
     if (!w->done && !progress)
       lm_wait_finish(w, LM_EDEADLOCK, -1);
   }
+  ctx->driving_wait = outer;
 }
 
 int lm_wait_begin(lua_State *L, lm_wait *w, lua_KFunction k) {

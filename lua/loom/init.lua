@@ -1,12 +1,20 @@
 -- loom: tasks, channels and an event loop for Lua 5.4.
 --
--- The C module does the work; this file is where the pure-Lua parts of the
--- API live and where the module table users get is put together.
+-- The C module (loom.core) does the scheduling, waiting and data structures;
+-- the files beside this one add the parts of the API that read best in Lua:
+-- structured concurrency, resilience helpers and pipelines.
 local core = require "loom.core"
 
 local loom = {}
-for name, value in pairs(core) do loom[name] = value end
-
+for name, value in pairs(core) do
+  if name:sub(1, 1) ~= "_" then loom[name] = value end
+end
 loom._VERSION = "loom scm"
+
+require("loom.scope")(loom, core)
+require("loom.sync")(loom)
+require("loom.group")(loom)
+require("loom.resilience")(loom)
+require("loom.pipeline")(loom)
 
 return loom

@@ -1,0 +1,211 @@
+-- Structured concurrency: loom.group and what is built on it (map, each,
+-- all, first). A group's children never outlive it: it waits for all of
+-- them, the first failure cancels the rest (and the group's own body), and
+-- that failure is what the group raises.
+return function(loom)
+  local pack, unpack = table.pack, table.unpack
+
+  local Group = {}
+  Group.__index = Group
+
+  local function is_cancel(err)
+    return loom.is_error(err, "cancelled")
+  end
+
+  function Group:_fail(err, task)
+    if self.failure == nil then
+      self.failure = { err = err, task = task }
+    end
+    self:cancel()
+  end
+
+  -- Every child's <close> guard reports here, on success and on failure.
+  local Guard = {}
+  Guard.__index = Guard
+  Guard.__close = function(guard, err)
+    local g = guard.group
+    g.running = g.running - 1
+    if err ~= nil and not (is_cancel(err) and g.cancelled) then
+      g:_fail(err, loom.current())
+    end
+    if g.running == 0 then g.idle:set() end
+  end
+
+  local function child_main(guard, fn, ...)
+    local _ <close> = guard
+    return fn(...)
+  end
+
+  -- g:spawn(fn, ...) starts a child task of the group and returns it.
+  function Group:spawn(fn, ...)
+    if self.closed then
+      loom.error("usage", "spawn on a group that has finished")
+    end
+    if self.cancelled then
+      loom.error("cancelled", "spawn on a group that is being cancelled")
+    end
+    local t = loom.spawn(child_main, self.guard, fn, ...)
+    self.running = self.running + 1
+    self.idle:clear()
+    self.children[#self.children + 1] = t
+    return t
+  end
+
+  -- g:cancel() stops every child and the group's body.
+  function Group:cancel()
+    if self.cancelled then return end
+    self.cancelled = true
+    self.scope:cancel()
+    for _, t in ipairs(self.children) do t:cancel() end
+  end
+
+  local function wait_children(g)
+    local ok, err = pcall(g.idle.wait, g.idle)
+    if not ok then
+      -- Cancelled from outside (or a timeout around the group): the
+      -- children go too, and the group still waits for them to unwind.
+      g:_fail(err, nil)
+      loom.shield(g.idle.wait, g.idle)
+    end
+  end
+
+  local function finish(g, ok, ...)
+    local expired = g.scope:close()
+    if not ok then
+      local err = ...
+      if not (expired and type(err) == "table" and err.scope == g.scope:id()) then
+        g:_fail(err, nil)
+      end
+    end
+    wait_children(g)
+    g.closed = true
+    -- Join every child so no failure is reported twice as never joined.
+    for _, t in ipairs(g.children) do pcall(t.join, t) end
+    local failure = g.failure
+    if failure then
+      if failure.task then failure.task:join() end
+      error(failure.err, 0)
+    end
+    return ...
+  end
+
+  -- loom.group(fn, ...) runs fn(g, ...) and returns its results once every
+  -- child spawned with g:spawn has finished.
+  function loom.group(fn, ...)
+    local g = setmetatable({
+      children = {}, running = 0, idle = loom.event(),
+      cancelled = false, closed = false,
+    }, Group)
+    g.idle:set()
+    g.guard = setmetatable({ group = g }, Guard)
+    g.scope = loom._cancel_scope()
+    return finish(g, pcall(fn, g, ...))
+  end
+
+  local function check_list(list, fname)
+    if type(list) ~= "table" then
+      loom.error("argument", ("bad argument #1 to '%s' (table expected, got %s)"):format(fname, type(list)))
+    end
+  end
+
+  local function concurrency_of(opts, n, fname)
+    local c = opts and opts.concurrency
+    if c == nil then return n end
+    if math.type(c) ~= "integer" or c < 1 then
+      loom.error("argument", ("bad argument #3 to '%s' (concurrency must be a positive integer)"):format(fname))
+    end
+    return math.min(c, n)
+  end
+
+  -- Runs fn(item, index) for every item with at most `concurrency` running
+  -- at once; workers pull the next index, so no task is spawned per item.
+  local function run_each(list, fn, opts, fname, results)
+    check_list(list, fname)
+    if type(fn) ~= "function" then
+      loom.error("argument", ("bad argument #2 to '%s' (function expected, got %s)"):format(fname, type(fn)))
+    end
+    local n = #list
+    local workers = concurrency_of(opts, n, fname)
+    if n == 0 then return end
+    local next_index = 0
+    local function worker()
+      while true do
+        next_index = next_index + 1
+        local i = next_index
+        if i > n then return end
+        local value = fn(list[i], i)
+        if results then results[i] = value end
+      end
+    end
+    loom.group(function(g)
+      for _ = 1, workers do g:spawn(worker) end
+    end)
+  end
+
+  -- loom.map(list, fn, {concurrency = n}) -> results in input order
+  -- (results.n is #list, so nil results leave no doubt about the length).
+  function loom.map(list, fn, opts)
+    local results = { n = type(list) == "table" and #list or 0 }
+    run_each(list, fn, opts, "loom.map", results)
+    return results
+  end
+
+  function loom.each(list, fn, opts)
+    run_each(list, fn, opts, "loom.each", nil)
+  end
+
+  local function check_functions(fns, fname)
+    for i = 1, fns.n do
+      if type(fns[i]) ~= "function" then
+        loom.error("argument", ("bad argument #%d to '%s' (function expected, got %s)"):format(i, fname, type(fns[i])))
+      end
+    end
+  end
+
+  -- loom.all(f1, f2, ...) -> one packed table of results per function.
+  function loom.all(...)
+    local fns = pack(...)
+    check_functions(fns, "loom.all")
+    local results = {}
+    loom.group(function(g)
+      for i = 1, fns.n do
+        g:spawn(function() results[i] = pack(fns[i]()) end)
+      end
+    end)
+    return unpack(results, 1, fns.n)
+  end
+
+  -- loom.first(f1, f2, ...) -> the results of the first to succeed; the
+  -- others are cancelled. If all fail, an error of kind "all_failed" whose
+  -- `errors` lists every failure in argument order.
+  function loom.first(...)
+    local fns = pack(...)
+    check_functions(fns, "loom.first")
+    if fns.n == 0 then
+      loom.error("argument", "bad argument #1 to 'loom.first' (at least one function expected)")
+    end
+    local winner, errors, failed = nil, {}, 0
+    local decided = loom.event()
+    local tasks = {}
+    for i = 1, fns.n do
+      tasks[i] = loom.spawn(function()
+        local r = pack(pcall(fns[i]))
+        if r[1] then
+          if not winner then winner = r; decided:set() end
+        else
+          errors[i] = r[2]
+          failed = failed + 1
+          if failed == fns.n then decided:set() end
+        end
+      end)
+    end
+    local ok, err = pcall(decided.wait, decided)
+    for _, t in ipairs(tasks) do t:cancel() end
+    loom.shield(function() for _, t in ipairs(tasks) do pcall(t.join, t) end end)
+    if not ok then error(err, 0) end
+    if winner then return unpack(winner, 2, winner.n) end
+    local first = errors[1]
+    loom.error("all_failed", ("all %d alternatives failed; the first: %s"):format(fns.n, tostring(first)),
+      { errors = errors })
+  end
+end

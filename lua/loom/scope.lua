@@ -1,0 +1,40 @@
+-- loom.timeout and loom.shield, on the C core's cancel scopes.
+return function(loom, core)
+  local new_scope = core._scope
+
+  local function close_with(scope, ok, ...)
+    local expired = scope:close()
+    if ok then return ... end
+    local err = ...
+    if expired and type(err) == "table" and err.scope == scope:id() then
+      err.scope = nil
+    end
+    error(err, 0)
+  end
+
+  -- Runs fn(...) with a deadline. When it passes, the wait fn is in ends with
+  -- an error of kind "timeout", and so does every later wait until fn is
+  -- out of the scope, so the work inside is really stopped.
+  function loom.timeout(seconds, fn, ...)
+    if type(seconds) ~= "number" or not (seconds >= 0) then
+      loom.error("argument", "bad argument #1 to 'loom.timeout' (non-negative number of seconds expected, got " .. type(seconds) .. ")")
+    end
+    if type(fn) ~= "function" and not (getmetatable(fn) or {}).__call then
+      loom.error("argument", "bad argument #2 to 'loom.timeout' (function expected, got " .. type(fn) .. ")")
+    end
+    local scope = new_scope(seconds)
+    return close_with(scope, pcall(fn, ...))
+  end
+
+  -- Runs fn(...) out of reach of the timeouts and group cancellations around
+  -- it: for cleanup that must wait (closing a connection, letting children
+  -- finish). A task:cancel() still reaches it.
+  function loom.shield(fn, ...)
+    local scope = new_scope(nil, true)
+    return close_with(scope, pcall(fn, ...))
+  end
+
+  -- A scope that can be cancelled by hand (loom.group uses one for its body).
+  loom._cancel_scope = function() return new_scope(nil) end
+  loom._close_scope = close_with
+end
