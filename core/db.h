@@ -1,0 +1,200 @@
+/* loom's database layer in the core: one adapter interface every driver
+ * implements, one value and result model, and requests in libuv's style.
+ *
+ * A connection runs one request at a time (the pool guarantees it). Every
+ * request completes through its callback exactly once, also when the
+ * connection breaks or is closed under it (status LOOM_ECLOSED or
+ * LOOM_EDB_CONNECTION). Callbacks only record outcomes; no user code runs
+ * inside them. Nothing here knows about Lua. */
+#ifndef LOOM_DB_H
+#define LOOM_DB_H
+
+#include "loom.h"
+
+/* ---- values ----------------------------------------------------------- */
+
+typedef enum loom_vtype {
+  LOOM_VNULL,
+  LOOM_VINT,   /* 64-bit integer */
+  LOOM_VFLOAT,
+  LOOM_VBOOL,
+  LOOM_VTEXT,  /* text, numeric/decimal (exact), json, dates as ISO 8601 */
+  LOOM_VBLOB,  /* binary, NUL bytes included */
+  LOOM_VARRAY  /* one-dimensional; elements through loom_db_array_next */
+} loom_vtype_t;
+
+/* A parameter going in, or a cell coming out. Text and blob bytes of a cell
+ * point into the driver's result and live as long as the result. */
+typedef struct loom_value {
+  loom_vtype_t type;
+  loom_vtype_t elem; /* for arrays: the element type */
+  union {
+    int64_t i;
+    double f;
+    int b;
+    struct {
+      const char *p;
+      size_t len;
+    } s;
+  } u;
+} loom_value_t;
+
+/* ---- errors ----------------------------------------------------------- */
+
+enum {
+  LOOM_EDB_QUERY = -200001,      /* the server refused the statement */
+  LOOM_EDB_CONNECTION = -200002, /* cannot connect, or the connection broke */
+  LOOM_EDB_ARGUMENT = -200003,   /* bad input caught before sending */
+  LOOM_EDB_PROTOCOL = -200004    /* the driver got something it cannot use */
+};
+
+/* What the server (or the driver) said. Strings are owned by the error. */
+typedef struct loom_db_error {
+  char code[8];   /* SQLSTATE, or the driver's error number as text */
+  char *message;
+  char *detail;
+  char *hint;
+  int position;   /* 1-based character position in the SQL, 0 if none */
+} loom_db_error_t;
+
+void loom_db_error_clear(loom_db_error_t *e);
+void loom_db_error_set(loom_db_error_t *e, const char *code, const char *message);
+
+/* ---- results ------------------------------------------------------------ */
+
+typedef struct loom_db_result loom_db_result_t;
+typedef struct loom_db_array_iter {
+  const char *pos, *end;
+  loom_vtype_t elem;
+  char *scratch; /* unescaped element text */
+  size_t scratch_cap;
+} loom_db_array_iter_t;
+
+typedef struct loom_db_result_ops {
+  const char *(*column_name)(loom_db_result_t *r, int col);
+  /* Fills *out for row, col (both 0-based). Call it at most once per cell:
+   * text drivers decode some values (binary strings) in place. */
+  void (*cell)(loom_db_result_t *r, int row, int col, loom_value_t *out);
+  void (*free)(loom_db_result_t *r);
+} loom_db_result_ops_t;
+
+struct loom_db_result {
+  const loom_db_result_ops_t *ops;
+  int nrows;
+  int ncols;
+  int64_t affected;       /* rows changed, -1 if the statement says nothing */
+  int64_t last_insert_id; /* 0 where the driver has none */
+};
+
+void loom_db_result_free(loom_db_result_t *r);
+
+/* For drivers that receive text: the column type hint LOOM_VTEXT_TS marks
+ * timestamps, turned into ISO 8601 ('T' between date and time). */
+#define LOOM_VTEXT_TS ((loom_vtype_t)100)
+int loom_db_text_to_value(loom_vtype_t type, char *p, size_t len, loom_value_t *out);
+long loom_db_unhex(char *dst, const char *src, size_t len);
+/* Starts iterating an array cell; loom_db_array_next gives 1 per element,
+ * 0 at the end, <0 on malformed input. loom_db_array_done frees scratch. */
+void loom_db_array_begin(loom_db_array_iter_t *it, const loom_value_t *cell);
+int loom_db_array_next(loom_db_array_iter_t *it, loom_value_t *out);
+void loom_db_array_done(loom_db_array_iter_t *it);
+
+/* ---- connections and requests ----------------------------------------- */
+
+typedef struct loom_db_driver loom_db_driver_t;
+typedef struct loom_db_conn loom_db_conn_t;
+typedef struct loom_db_req loom_db_req_t;
+typedef void (*loom_db_cb)(loom_db_req_t *req);
+typedef void (*loom_db_notify_cb)(loom_db_conn_t *c, const char *channel,
+                                  const char *payload, int pid);
+
+typedef enum loom_db_op {
+  LOOM_DB_CONNECT,
+  LOOM_DB_QUERY,     /* one statement, with parameters */
+  LOOM_DB_STREAM,    /* one statement; rows arrive one by one (loom_db_next) */
+  LOOM_DB_BATCH,     /* several statements in one round trip */
+  LOOM_DB_COPY_IN,   /* COPY ... FROM STDIN: start, then loom_db_copy_data */
+  LOOM_DB_RESET,     /* make the session clean for the next user */
+  LOOM_DB_PING
+} loom_db_op_t;
+
+/* Transaction state after the last request, as the pool needs it. */
+typedef enum loom_db_txn {
+  LOOM_TXN_IDLE,
+  LOOM_TXN_ACTIVE, /* inside BEGIN ... */
+  LOOM_TXN_FAILED, /* inside a transaction that must be rolled back */
+  LOOM_TXN_UNKNOWN /* broken, or the driver cannot tell */
+} loom_db_txn_t;
+
+/* Batch item: one statement of a LOOM_DB_BATCH. */
+typedef struct loom_db_stmt {
+  const char *sql;
+  size_t sql_len;
+  const loom_value_t *params;
+  int nparams;
+  loom_db_result_t *result; /* set on success */
+  int status;
+  loom_db_error_t err;
+} loom_db_stmt_t;
+
+struct loom_db_req {
+  loom_db_op_t op;
+  loom_db_conn_t *conn;
+  loom_db_cb cb;
+  void *data;
+  int status;            /* 0 when done well; LOOM_EDB_* or LOOM_E* otherwise */
+  loom_db_error_t err;
+  /* LOOM_DB_QUERY / LOOM_DB_STREAM / LOOM_DB_COPY_IN */
+  const char *sql;
+  size_t sql_len;
+  const loom_value_t *params;
+  int nparams;
+  int cache;             /* prepare and keep the statement for next time */
+  loom_db_result_t *result; /* the caller takes it (and frees it) */
+  int more;              /* LOOM_DB_STREAM: a row is in result, more may follow */
+  /* LOOM_DB_BATCH */
+  loom_db_stmt_t *stmts;
+  int nstmts;
+  int active;            /* between start and the final callback */
+  void *driver_data;
+};
+
+struct loom_db_driver {
+  const char *name;
+  /* Opens a connection described by conninfo (the driver's own URL or
+   * key=value form); completes req (op LOOM_DB_CONNECT) with req->conn set. */
+  int (*connect)(loom_loop_t *loop, const char *conninfo, loom_db_req_t *req);
+  /* Starts req on c: QUERY, STREAM, BATCH, COPY_IN, RESET or PING. */
+  int (*start)(loom_db_conn_t *c, loom_db_req_t *req);
+  /* LOOM_DB_STREAM: ask for the next row; req's callback fires again. */
+  int (*next)(loom_db_conn_t *c, loom_db_req_t *req);
+  /* LOOM_DB_COPY_IN: send a chunk (len > 0) or finish (len == 0); req's
+   * callback fires when the chunk is taken or the copy has ended. */
+  int (*copy_data)(loom_db_conn_t *c, loom_db_req_t *req, const char *buf, size_t len);
+  /* Stops the running request: on the server too, where the protocol
+   * allows. The request still completes through its callback, and the
+   * connection is left idle or marked broken. */
+  int (*cancel)(loom_db_conn_t *c);
+  /* Closes; a running request completes with LOOM_ECLOSED first. The
+   * driver frees c once its handles are closed. */
+  void (*close)(loom_db_conn_t *c);
+  loom_db_txn_t (*txn)(loom_db_conn_t *c);
+  /* Keeps reading while idle so notifications arrive (PostgreSQL LISTEN). */
+  int (*watch)(loom_db_conn_t *c, loom_db_notify_cb cb);
+};
+
+/* Fields every driver's connection starts with. */
+struct loom_db_conn {
+  const loom_db_driver_t *driver;
+  loom_loop_t *loop;
+  loom_db_req_t *req;    /* the request in flight, if any */
+  int broken;            /* unusable: the pool must discard it */
+  int dirty;             /* session state a reset must clear */
+  void *data;            /* the owner's (the pool's) */
+  uint64_t created_ns, last_used_ns;
+  int64_t backend_id;    /* server's id of this session, for logs and KILL */
+};
+
+extern const loom_db_driver_t loom_pg_driver;
+
+#endif

@@ -1,0 +1,10 @@
+/* Internal to the PostgreSQL driver (core/pg*.c). */
+#ifndef LOOM_PG_H
+#define LOOM_PG_H
+
+#include <libpq-fe.h>
+#include "db.h"
+
+loom_db_result_t *loom__pg_result(PGresult *res);
+
+#endif

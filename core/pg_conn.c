@@ -1,0 +1,1185 @@
+/* The PostgreSQL driver: libpq in non-blocking mode on loom's loop.
+ *
+ * The socket is polled by libuv; name lookup runs on libuv's thread pool
+ * before libpq starts (libpq would block resolving it). Statements go through
+ * the extended protocol; repeated SQL is prepared once per connection and
+ * cached, and a first use prepares and executes in one round trip (pipeline
+ * mode). Cancel requests (blocking in libpq 15) run on the thread pool, and
+ * a request does not complete until its cancel has been delivered, so a late
+ * cancel can never hit the next query on that connection. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include "pg.h"
+
+#define PG_CACHE_BUCKETS 64
+#define PG_CACHE_MAX 256
+
+typedef struct pg_stmt {
+  struct pg_stmt *next;
+  uint64_t hash;
+  char *key; /* parameter type signature, then the SQL */
+  size_t key_len;
+  char name[24];
+  int ready;
+} pg_stmt;
+
+typedef enum { U_PREP, U_EXEC, U_SYNC } unit_kind;
+
+typedef struct pg_unit {
+  unit_kind kind;
+  int stmt;       /* index into the request's statements */
+  pg_stmt *cached; /* U_PREP: the cache entry being prepared */
+} pg_unit;
+
+typedef struct pg_conn {
+  loom_db_conn_t base;
+  PGconn *pg;
+  uv_poll_t *poll;
+  int sock;
+  int events;
+  int refs;          /* handles and work that must finish before free */
+  int connecting;
+  int closing;
+  loom_db_req_t *connect_req;
+  uv_getaddrinfo_t gai;
+  char **keys, **vals;
+  int nopts;
+  /* prepared statements */
+  pg_stmt *cache[PG_CACHE_BUCKETS];
+  int ncached;
+  unsigned next_stmt;
+  /* the request in flight */
+  pg_unit *units;
+  int nunits, unit_pos;
+  int pipeline;
+  int flushing;
+  int paused;        /* a streamed row was handed over; waiting for next() */
+  int draining;      /* a cancelled stream: rows are dropped */
+  int copying;
+  const char *copy_buf;
+  size_t copy_len;
+  int copy_pending;  /* a chunk waits for room in libpq's buffer */
+  int copy_ending;
+  loom_db_stmt_t one; /* the statement of a single-statement request */
+  /* cancel */
+  uv_work_t cancel_work;
+  PGcancel *cancel;
+  int cancel_busy;
+  int done_after_cancel;
+  loom_db_notify_cb on_notify;
+} pg_conn;
+
+static void on_poll(uv_poll_t *handle, int status, int events);
+static void process(pg_conn *c);
+static void fail_request(pg_conn *c, int status, const char *code, const char *msg);
+void loom__pg_connect_step(pg_conn *c, int status);
+
+/* ---- small helpers ------------------------------------------------------ */
+
+static void trim_message(loom_db_error_t *e) {
+  if (e->message) {
+    size_t n = strlen(e->message);
+    while (n > 0 && (e->message[n - 1] == '\n' || e->message[n - 1] == ' '))
+      e->message[--n] = 0;
+  }
+}
+
+static void set_conn_error(loom_db_error_t *e, PGconn *pg, const char *fallback) {
+  const char *msg = pg ? PQerrorMessage(pg) : NULL;
+  loom_db_error_set(e, "08006", msg && *msg ? msg : fallback);
+  trim_message(e);
+}
+
+static char *dupstr(const char *s) {
+  size_t n = strlen(s) + 1;
+  char *d = malloc(n);
+  if (d)
+    memcpy(d, s, n);
+  return d;
+}
+
+static void want(pg_conn *c, int events) {
+  if (c->poll == NULL || events == c->events)
+    return;
+  c->events = events;
+  if (events)
+    uv_poll_start(c->poll, events, on_poll);
+  else
+    uv_poll_stop(c->poll);
+}
+
+static void maybe_free(pg_conn *c) {
+  if (!c->closing || c->refs > 0)
+    return;
+  for (int i = 0; i < PG_CACHE_BUCKETS; i++) {
+    pg_stmt *s = c->cache[i];
+    while (s) {
+      pg_stmt *next = s->next;
+      free(s->key);
+      free(s);
+      s = next;
+    }
+  }
+  for (int i = 0; i < c->nopts; i++) {
+    free(c->keys[i]);
+    free(c->vals[i]);
+  }
+  free(c->keys);
+  free(c->vals);
+  free(c->units);
+  loom_db_error_clear(&c->one.err);
+  loom_db_result_free(c->one.result);
+  free(c);
+}
+
+static void on_poll_closed(uv_handle_t *h) {
+  pg_conn *c = h->data;
+  free(h);
+  c->refs--;
+  maybe_free(c);
+}
+
+static void drop_poll(pg_conn *c) {
+  if (c->poll) {
+    uv_close((uv_handle_t *)c->poll, on_poll_closed);
+    c->poll = NULL;
+    c->events = 0;
+  }
+}
+
+/* libpq may switch sockets while connecting (another host, SSL retry). */
+static int track_socket(pg_conn *c) {
+  int sock = PQsocket(c->pg);
+  if (c->poll && sock == c->sock)
+    return 0;
+  drop_poll(c);
+  if (sock < 0)
+    return -1;
+  c->poll = malloc(sizeof *c->poll);
+  if (c->poll == NULL)
+    return -1;
+  if (uv_poll_init_socket(&c->base.loop->uv, c->poll, sock) != 0) {
+    free(c->poll);
+    c->poll = NULL;
+    return -1;
+  }
+  c->poll->data = c;
+  c->refs++;
+  c->sock = sock;
+  c->events = 0;
+  return 0;
+}
+
+/* ---- statement cache --------------------------------------------------- */
+
+static uint64_t hash_bytes(const char *p, size_t n) {
+  uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+  for (size_t i = 0; i < n; i++)
+    h = (h ^ (unsigned char)p[i]) * 1099511628211ULL;
+  return h;
+}
+
+static char type_letter(const loom_value_t *v) {
+  switch (v->type) {
+  case LOOM_VINT: return 'i';
+  case LOOM_VFLOAT: return 'f';
+  case LOOM_VBOOL: return 'b';
+  case LOOM_VBLOB: return 'x';
+  default: return 't';
+  }
+}
+
+/* Cache key: one letter per parameter type, a NUL, then the SQL. The same
+ * SQL with other parameter types is another prepared statement. */
+static char *cache_key(const loom_db_stmt_t *st, size_t *len) {
+  size_t n = (size_t)st->nparams + 1 + st->sql_len;
+  char *key = malloc(n);
+  if (key == NULL)
+    return NULL;
+  for (int i = 0; i < st->nparams; i++)
+    key[i] = type_letter(&st->params[i]);
+  key[st->nparams] = 0;
+  memcpy(key + st->nparams + 1, st->sql, st->sql_len);
+  *len = n;
+  return key;
+}
+
+static pg_stmt *cache_find(pg_conn *c, const char *key, size_t len, uint64_t h) {
+  for (pg_stmt *s = c->cache[h % PG_CACHE_BUCKETS]; s; s = s->next)
+    if (s->hash == h && s->key_len == len && memcmp(s->key, key, len) == 0)
+      return s;
+  return NULL;
+}
+
+static void cache_remove(pg_conn *c, pg_stmt *victim) {
+  pg_stmt **p = &c->cache[victim->hash % PG_CACHE_BUCKETS];
+  while (*p && *p != victim)
+    p = &(*p)->next;
+  if (*p) {
+    *p = victim->next;
+    free(victim->key);
+    free(victim);
+    c->ncached--;
+  }
+}
+
+static void cache_clear(pg_conn *c) {
+  for (int i = 0; i < PG_CACHE_BUCKETS; i++)
+    while (c->cache[i])
+      cache_remove(c, c->cache[i]);
+}
+
+/* ---- sending ------------------------------------------------------------ */
+
+/* Parameters as libpq wants them. Integers, floats and booleans are sent
+ * typed, so `select $1` gives back what went in; text is left for the
+ * server to type from context; strings with NUL bytes go as binary bytea. */
+typedef struct pg_params {
+  Oid *types;
+  const char **values;
+  int *lengths;
+  int *formats;
+  char *text;
+} pg_params;
+
+static int params_build(pg_params *pp, const loom_value_t *v, int n) {
+  memset(pp, 0, sizeof *pp);
+  if (n == 0)
+    return 0;
+  size_t per = sizeof(Oid) + sizeof(char *) + 2 * sizeof(int) + 32;
+  char *block = malloc((size_t)n * per);
+  if (block == NULL)
+    return LOOM_ENOMEM;
+  pp->values = (const char **)block;
+  pp->types = (Oid *)(block + (size_t)n * sizeof(char *));
+  pp->lengths = (int *)(block + (size_t)n * (sizeof(char *) + sizeof(Oid)));
+  pp->formats = pp->lengths + n;
+  pp->text = (char *)(pp->formats + n);
+  for (int i = 0; i < n; i++) {
+    char *buf = pp->text + 32 * i;
+    pp->formats[i] = 0;
+    pp->lengths[i] = 0;
+    switch (v[i].type) {
+    case LOOM_VNULL:
+      pp->types[i] = 0;
+      pp->values[i] = NULL;
+      break;
+    case LOOM_VINT:
+      pp->types[i] = 20;
+      snprintf(buf, 32, "%lld", (long long)v[i].u.i);
+      pp->values[i] = buf;
+      break;
+    case LOOM_VFLOAT: {
+      double f = v[i].u.f;
+      pp->types[i] = 701;
+      if (f != f)
+        strcpy(buf, "NaN");
+      else if (f > 1.7976931348623157e308)
+        strcpy(buf, "Infinity");
+      else if (f < -1.7976931348623157e308)
+        strcpy(buf, "-Infinity");
+      else
+        snprintf(buf, 32, "%.17g", f);
+      pp->values[i] = buf;
+      break;
+    }
+    case LOOM_VBOOL:
+      pp->types[i] = 16;
+      pp->values[i] = v[i].u.b ? "t" : "f";
+      break;
+    case LOOM_VBLOB:
+      pp->types[i] = 17;
+      pp->values[i] = v[i].u.s.p;
+      pp->lengths[i] = (int)v[i].u.s.len;
+      pp->formats[i] = 1;
+      break;
+    default:
+      pp->types[i] = 0;
+      pp->values[i] = v[i].u.s.p;
+      pp->lengths[i] = (int)v[i].u.s.len;
+      break;
+    }
+  }
+  return 0;
+}
+
+static void params_free(pg_params *pp) { free((void *)pp->values); }
+
+static int add_unit(pg_conn *c, unit_kind kind, int stmt, pg_stmt *cached) {
+  pg_unit *u = realloc(c->units, (size_t)(c->nunits + 1) * sizeof *u);
+  if (u == NULL)
+    return LOOM_ENOMEM;
+  c->units = u;
+  u[c->nunits].kind = kind;
+  u[c->nunits].stmt = stmt;
+  u[c->nunits].cached = cached;
+  c->nunits++;
+  return 0;
+}
+
+/* Session state a reset must clear: the statement opens something that
+ * outlives it (a session setting, an advisory lock, a LISTEN, a cursor). */
+static int dirties_session(const char *sql, size_t len) {
+  static const char *const starts[] = {"set ", "listen", "prepare", "declare",
+                                       "create temp", "load", NULL};
+  size_t i = 0;
+  while (i < len && (sql[i] == ' ' || sql[i] == '\t' || sql[i] == '\n' || sql[i] == '(' ))
+    i++;
+  for (int k = 0; starts[k]; k++) {
+    size_t n = strlen(starts[k]);
+    if (len - i >= n && strncasecmp(sql + i, starts[k], n) == 0)
+      return 1;
+  }
+  for (size_t j = i; j + 17 <= len; j++) {
+    if ((sql[j] == 'a' || sql[j] == 'A') && strncasecmp(sql + j, "advisory_lock", 13) == 0)
+      return 1;
+    if ((sql[j] == 'a' || sql[j] == 'A') && strncasecmp(sql + j, "advisory_unlock", 15) == 0)
+      return 1;
+  }
+  return 0;
+}
+
+/* Queues one statement; in pipeline mode a cache miss is prepared and
+ * executed in the same round trip. */
+static int send_stmt(pg_conn *c, loom_db_stmt_t *st, int index, int cache, int single_row) {
+  pg_params pp;
+  int r = params_build(&pp, st->params, st->nparams);
+  if (r)
+    return r;
+  if (dirties_session(st->sql, st->sql_len))
+    c->base.dirty = 1;
+  /* libpq wants NUL-terminated SQL; callers give Lua strings, which are. */
+  int ok;
+  pg_stmt *s = NULL;
+  if (cache && c->pipeline) {
+    size_t klen;
+    char *key = cache_key(st, &klen);
+    if (key == NULL) {
+      params_free(&pp);
+      return LOOM_ENOMEM;
+    }
+    uint64_t h = hash_bytes(key, klen);
+    s = cache_find(c, key, klen, h);
+    if (s == NULL && c->ncached < PG_CACHE_MAX) {
+      s = calloc(1, sizeof *s);
+      if (s) {
+        s->hash = h;
+        s->key = key;
+        s->key_len = klen;
+        key = NULL;
+        snprintf(s->name, sizeof s->name, "loom_%u", ++c->next_stmt);
+        s->next = c->cache[h % PG_CACHE_BUCKETS];
+        c->cache[h % PG_CACHE_BUCKETS] = s;
+        c->ncached++;
+      }
+    }
+    free(key);
+    if (s && !s->ready) {
+      ok = PQsendPrepare(c->pg, s->name, st->sql, st->nparams, pp.types);
+      if (ok)
+        ok = add_unit(c, U_PREP, index, s) == 0;
+      if (!ok) {
+        params_free(&pp);
+        return LOOM_EDB_CONNECTION;
+      }
+    }
+  }
+  if (s)
+    ok = PQsendQueryPrepared(c->pg, s->name, st->nparams, pp.values, pp.lengths,
+                             pp.formats, 0);
+  else
+    ok = PQsendQueryParams(c->pg, st->sql, st->nparams, pp.types, pp.values,
+                           pp.lengths, pp.formats, 0);
+  params_free(&pp);
+  if (!ok)
+    return LOOM_EDB_CONNECTION;
+  if (single_row)
+    PQsetSingleRowMode(c->pg);
+  return add_unit(c, U_EXEC, index, NULL);
+}
+
+/* A cached statement that is already prepared runs outside pipeline mode:
+ * one Bind/Execute/Sync, like pgbench -M prepared. */
+static pg_stmt *ready_stmt(pg_conn *c, loom_db_stmt_t *st) {
+  size_t klen;
+  char *key = cache_key(st, &klen);
+  if (key == NULL)
+    return NULL;
+  pg_stmt *s = cache_find(c, key, klen, hash_bytes(key, klen));
+  free(key);
+  return s && s->ready ? s : NULL;
+}
+
+static void flush(pg_conn *c) {
+  int r = PQflush(c->pg);
+  if (r < 0) {
+    fail_request(c, LOOM_EDB_CONNECTION, NULL, NULL);
+    return;
+  }
+  c->flushing = r == 1;
+  want(c, UV_READABLE | (c->flushing ? UV_WRITABLE : 0));
+}
+
+static void reset_machine(pg_conn *c) {
+  c->nunits = c->unit_pos = 0;
+  c->pipeline = c->flushing = c->paused = c->draining = 0;
+  c->copying = c->copy_pending = c->copy_ending = 0;
+  loom_db_error_clear(&c->one.err);
+  loom_db_result_free(c->one.result);
+  memset(&c->one, 0, sizeof c->one);
+}
+
+static loom_db_stmt_t *stmt_at(pg_conn *c, int index) {
+  loom_db_req_t *req = c->base.req;
+  return req->op == LOOM_DB_BATCH ? &req->stmts[index] : &c->one;
+}
+
+static int pg_start(loom_db_conn_t *base, loom_db_req_t *req) {
+  pg_conn *c = (pg_conn *)base;
+  if (c->closing || base->broken || c->pg == NULL) {
+    loom_db_error_set(&req->err, "08003", "the connection is closed");
+    return req->status = LOOM_EDB_CONNECTION;
+  }
+  if (base->req || c->cancel_busy) {
+    loom_db_error_set(&req->err, NULL, "the connection is busy with another request");
+    return req->status = LOOM_EDB_ARGUMENT;
+  }
+  reset_machine(c);
+  req->conn = base;
+  req->status = 0;
+  req->result = NULL;
+  req->more = 0;
+  base->req = req;
+  req->active = 1;
+  base->last_used_ns = loom_now_ns();
+  int r = 0;
+  c->one.sql = req->sql;
+  c->one.sql_len = req->sql_len;
+  c->one.params = req->params;
+  c->one.nparams = req->nparams;
+  switch (req->op) {
+  case LOOM_DB_QUERY: {
+    pg_stmt *s = req->cache ? ready_stmt(c, &c->one) : NULL;
+    if (s) {
+      pg_params pp;
+      r = params_build(&pp, req->params, req->nparams);
+      if (r == 0) {
+        if (!PQsendQueryPrepared(c->pg, s->name, req->nparams, pp.values, pp.lengths,
+                                 pp.formats, 0))
+          r = LOOM_EDB_CONNECTION;
+        params_free(&pp);
+      }
+      if (r == 0)
+        r = add_unit(c, U_EXEC, 0, NULL);
+    } else if (req->cache) {
+      c->pipeline = PQenterPipelineMode(c->pg);
+      r = send_stmt(c, &c->one, 0, 1, 0);
+    } else {
+      r = send_stmt(c, &c->one, 0, 0, 0);
+    }
+    break;
+  }
+  case LOOM_DB_STREAM:
+  case LOOM_DB_COPY_IN:
+    r = send_stmt(c, &c->one, 0, 0, req->op == LOOM_DB_STREAM);
+    break;
+  case LOOM_DB_BATCH:
+    c->pipeline = PQenterPipelineMode(c->pg);
+    if (!c->pipeline)
+      r = LOOM_EDB_CONNECTION;
+    for (int i = 0; r == 0 && i < req->nstmts; i++) {
+      req->stmts[i].status = 0;
+      req->stmts[i].result = NULL;
+      memset(&req->stmts[i].err, 0, sizeof req->stmts[i].err);
+      r = send_stmt(c, &req->stmts[i], i, req->cache, 0);
+    }
+    break;
+  case LOOM_DB_RESET:
+  case LOOM_DB_PING: {
+    const char *sql = "";
+    if (req->op == LOOM_DB_RESET) {
+      /* What asyncpg runs on release, plus the rollback pgxpool implies. */
+      static const char session[] =
+          "CLOSE ALL; UNLISTEN *; SELECT pg_advisory_unlock_all(); RESET ALL";
+      int in_txn = PQtransactionStatus(c->pg) != PQTRANS_IDLE;
+      if (in_txn && base->dirty)
+        sql = "ROLLBACK; CLOSE ALL; UNLISTEN *; SELECT pg_advisory_unlock_all(); RESET ALL";
+      else
+        sql = in_txn ? "ROLLBACK" : session;
+    }
+    if (!PQsendQuery(c->pg, sql))
+      r = LOOM_EDB_CONNECTION;
+    else
+      r = add_unit(c, U_EXEC, 0, NULL);
+    if (req->op == LOOM_DB_RESET)
+      base->dirty = 0;
+    break;
+  }
+  default:
+    r = LOOM_EDB_ARGUMENT;
+  }
+  if (r == 0 && c->pipeline) {
+    if (!PQpipelineSync(c->pg))
+      r = LOOM_EDB_CONNECTION;
+    else
+      r = add_unit(c, U_SYNC, -1, NULL);
+  }
+  if (r != 0) {
+    /* Nothing usable went out: the request fails now, without callback. */
+    if (r == LOOM_EDB_CONNECTION) {
+      set_conn_error(&req->err, c->pg, "cannot send the query");
+      base->broken = 1;
+    } else if (req->err.message == NULL) {
+      loom_db_error_set(&req->err, NULL, loom_strerror(r));
+    }
+    if (c->pipeline && !base->broken)
+      base->broken = 1; /* half a pipeline went out: not worth untangling */
+    base->req = NULL;
+    req->active = 0;
+    return req->status = r;
+  }
+  flush(c);
+  return 0;
+}
+
+/* ---- receiving ---------------------------------------------------------- */
+
+static void take_server_error(loom_db_stmt_t *st, const PGresult *r) {
+  if (st->status != 0)
+    return; /* the first error of a statement is the one that matters */
+  const char *code = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+  const char *msg = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
+  const char *detail = PQresultErrorField(r, PG_DIAG_MESSAGE_DETAIL);
+  const char *hint = PQresultErrorField(r, PG_DIAG_MESSAGE_HINT);
+  const char *pos = PQresultErrorField(r, PG_DIAG_STATEMENT_POSITION);
+  loom_db_error_set(&st->err, code, msg ? msg : PQresultErrorMessage(r));
+  trim_message(&st->err);
+  st->err.detail = detail ? dupstr(detail) : NULL;
+  st->err.hint = hint ? dupstr(hint) : NULL;
+  st->err.position = pos ? atoi(pos) : 0;
+  st->status = LOOM_EDB_QUERY;
+}
+
+static void finish(pg_conn *c) {
+  loom_db_req_t *req = c->base.req;
+  if (req == NULL)
+    return;
+  if (c->cancel_busy) {
+    /* Complete only once the cancel has reached the server. */
+    c->done_after_cancel = 1;
+    want(c, 0);
+    return;
+  }
+  if (c->pipeline && PQpipelineStatus(c->pg) != PQ_PIPELINE_OFF)
+    PQexitPipelineMode(c->pg);
+  c->pipeline = 0;
+  if (c->pg && PQstatus(c->pg) == CONNECTION_BAD)
+    c->base.broken = 1;
+  if (req->op != LOOM_DB_BATCH) {
+    if (req->status == 0)
+      req->status = c->one.status;
+    if (req->err.message == NULL && c->one.err.message) {
+      req->err = c->one.err;
+      memset(&c->one.err, 0, sizeof c->one.err);
+    }
+    if (req->status == 0 && req->result == NULL) {
+      req->result = c->one.result;
+      c->one.result = NULL;
+    }
+    if (req->status == LOOM_EDB_QUERY && strcmp(req->err.code, "57014") == 0 && c->draining)
+      req->status = LOOM_ECANCELED;
+  }
+  /* A prepared statement the server no longer has (DISCARD, DEALLOCATE)
+   * or whose plan went stale: forget the cache rather than fail forever. */
+  if (req->status == LOOM_EDB_QUERY &&
+      (strcmp(req->err.code, "26000") == 0 || strcmp(req->err.code, "0A000") == 0))
+    cache_clear(c);
+  c->base.req = NULL;
+  req->active = 0;
+  req->more = 0;
+  want(c, c->on_notify ? UV_READABLE : 0);
+  req->cb(req);
+}
+
+static void fail_request(pg_conn *c, int status, const char *code, const char *msg) {
+  loom_db_req_t *req = c->base.req;
+  c->base.broken = 1;
+  if (req == NULL)
+    return;
+  if (req->err.message == NULL) {
+    if (msg)
+      loom_db_error_set(&req->err, code, msg);
+    else
+      set_conn_error(&req->err, c->pg, "the connection to the server was lost");
+  }
+  req->status = status;
+  loom_db_result_free(req->result);
+  req->result = NULL;
+  c->unit_pos = c->nunits;
+  c->paused = 0;
+  finish(c);
+}
+
+static void deliver_notifies(pg_conn *c) {
+  PGnotify *n;
+  while ((n = PQnotifies(c->pg)) != NULL) {
+    if (c->on_notify)
+      c->on_notify(&c->base, n->relname, n->extra, n->be_pid);
+    PQfreemem(n);
+  }
+}
+
+/* Hands a streamed row over and stops reading until next(). */
+static void deliver_row(pg_conn *c, PGresult *r) {
+  loom_db_req_t *req = c->base.req;
+  req->result = loom__pg_result(r);
+  if (req->result == NULL) {
+    PQclear(r);
+    fail_request(c, LOOM_ENOMEM, NULL, "out of memory");
+    return;
+  }
+  req->more = 1;
+  c->paused = 1;
+  want(c, 0);
+  req->cb(req);
+}
+
+static void handle_result(pg_conn *c, pg_unit *u, PGresult *r) {
+  loom_db_stmt_t *st = u->stmt >= 0 ? stmt_at(c, u->stmt) : NULL;
+  switch (PQresultStatus(r)) {
+  case PGRES_SINGLE_TUPLE:
+    if (c->draining) {
+      PQclear(r);
+      return;
+    }
+    deliver_row(c, r);
+    return;
+  case PGRES_TUPLES_OK:
+  case PGRES_COMMAND_OK:
+  case PGRES_EMPTY_QUERY:
+    if (u->kind == U_PREP) {
+      u->cached->ready = 1;
+      PQclear(r);
+      return;
+    }
+    if (c->base.req->op == LOOM_DB_STREAM && PQntuples(r) == 0 && PQnfields(r) > 0) {
+      PQclear(r); /* the end of a single-row stream */
+      return;
+    }
+    loom_db_result_free(st->result);
+    st->result = loom__pg_result(r);
+    if (st->result == NULL) {
+      PQclear(r);
+      st->status = LOOM_ENOMEM;
+    }
+    return;
+  case PGRES_COPY_IN:
+    PQclear(r);
+    c->copying = 1;
+    c->paused = 1;
+    want(c, 0);
+    c->base.req->more = 1;
+    c->base.req->cb(c->base.req); /* ready for data */
+    return;
+  case PGRES_PIPELINE_ABORTED:
+    if (st && st->status == 0) {
+      loom_db_error_set(&st->err, "", "not run: an earlier statement of the batch failed");
+      st->status = LOOM_EDB_QUERY;
+    }
+    PQclear(r);
+    return;
+  case PGRES_FATAL_ERROR:
+  case PGRES_NONFATAL_ERROR:
+    if (u->kind == U_PREP) {
+      cache_remove(c, u->cached);
+      /* The same statement's execute reports PIPELINE_ABORTED; the prepare
+       * error is the useful one. */
+      take_server_error(stmt_at(c, u->stmt), r);
+    } else if (st) {
+      take_server_error(st, r);
+    }
+    PQclear(r);
+    return;
+  default:
+    PQclear(r);
+    fail_request(c, LOOM_EDB_PROTOCOL, NULL, "unexpected response from the server");
+  }
+}
+
+static void process(pg_conn *c) {
+  while (c->base.req && !c->paused) {
+    if (c->unit_pos >= c->nunits) {
+      finish(c);
+      return;
+    }
+    if (PQisBusy(c->pg)) {
+      want(c, UV_READABLE | (c->flushing ? UV_WRITABLE : 0));
+      return;
+    }
+    PGresult *r = PQgetResult(c->pg);
+    pg_unit *u = &c->units[c->unit_pos];
+    if (u->kind == U_SYNC) {
+      int sync = r && PQresultStatus(r) == PGRES_PIPELINE_SYNC;
+      if (r)
+        PQclear(r);
+      if (!sync) {
+        fail_request(c, LOOM_EDB_PROTOCOL, NULL, "pipeline out of step with the server");
+        return;
+      }
+      c->unit_pos++;
+      continue;
+    }
+    if (r == NULL) {
+      c->unit_pos++;
+      continue;
+    }
+    handle_result(c, u, r);
+  }
+}
+
+static void copy_progress(pg_conn *c);
+
+static void on_readable_idle(pg_conn *c) {
+  if (!PQconsumeInput(c->pg)) {
+    c->base.broken = 1;
+    want(c, 0);
+    if (c->on_notify)
+      c->on_notify(&c->base, NULL, NULL, 0);
+    return;
+  }
+  deliver_notifies(c);
+}
+
+static void on_poll(uv_poll_t *handle, int status, int events) {
+  pg_conn *c = handle->data;
+  if (c->connecting) {
+    loom__pg_connect_step(c, status);
+    return;
+  }
+  if (c->base.req == NULL) {
+    on_readable_idle(c);
+    return;
+  }
+  if (status < 0) {
+    fail_request(c, LOOM_EDB_CONNECTION, "08006", uv_strerror(status));
+    return;
+  }
+  if (events & UV_READABLE) {
+    if (!PQconsumeInput(c->pg)) {
+      fail_request(c, LOOM_EDB_CONNECTION, NULL, NULL);
+      return;
+    }
+    deliver_notifies(c);
+  }
+  if (c->flushing && (events & (UV_WRITABLE | UV_READABLE))) {
+    int r = PQflush(c->pg);
+    if (r < 0) {
+      fail_request(c, LOOM_EDB_CONNECTION, NULL, NULL);
+      return;
+    }
+    c->flushing = r == 1;
+  }
+  if (c->copying) {
+    copy_progress(c);
+    return;
+  }
+  process(c);
+}
+
+/* ---- streaming and COPY ------------------------------------------------- */
+
+static int pg_next(loom_db_conn_t *base, loom_db_req_t *req) {
+  pg_conn *c = (pg_conn *)base;
+  if (base->req != req || !c->paused || c->copying)
+    return LOOM_EDB_ARGUMENT;
+  req->result = NULL;
+  req->more = 0;
+  c->paused = 0;
+  process(c);
+  return 0;
+}
+
+/* Pushes the pending chunk (or the end of data) into libpq, then flushes;
+ * the request's callback fires once libpq has taken everything. */
+static void copy_progress(pg_conn *c) {
+  loom_db_req_t *req = c->base.req;
+  if (c->copy_pending) {
+    int r = c->copy_ending ? PQputCopyEnd(c->pg, NULL)
+                           : PQputCopyData(c->pg, c->copy_buf, (int)c->copy_len);
+    if (r < 0) {
+      fail_request(c, LOOM_EDB_CONNECTION, NULL, NULL);
+      return;
+    }
+    if (r == 0) {
+      want(c, UV_READABLE | UV_WRITABLE); /* libpq's buffer is full */
+      return;
+    }
+    c->copy_pending = 0;
+  }
+  int f = PQflush(c->pg);
+  if (f < 0) {
+    fail_request(c, LOOM_EDB_CONNECTION, NULL, NULL);
+    return;
+  }
+  c->flushing = f == 1;
+  if (c->flushing) {
+    want(c, UV_READABLE | UV_WRITABLE);
+    return;
+  }
+  if (c->copy_ending) {
+    /* All data is out: read the COPY's own result. */
+    c->copying = 0;
+    c->paused = 0;
+    c->unit_pos = 0;
+    c->nunits = 0;
+    if (add_unit(c, U_EXEC, 0, NULL) != 0) {
+      fail_request(c, LOOM_ENOMEM, NULL, "out of memory");
+      return;
+    }
+    process(c);
+    return;
+  }
+  want(c, 0);
+  req->more = 1;
+  req->cb(req);
+}
+
+static int pg_copy_data(loom_db_conn_t *base, loom_db_req_t *req, const char *buf, size_t len) {
+  pg_conn *c = (pg_conn *)base;
+  if (base->req != req || !c->copying)
+    return LOOM_EDB_ARGUMENT;
+  if (len > 0x7fffffff)
+    return LOOM_EDB_ARGUMENT;
+  c->copy_buf = buf;
+  c->copy_len = len;
+  c->copy_pending = 1;
+  c->copy_ending = len == 0;
+  req->more = 0;
+  copy_progress(c);
+  return 0;
+}
+
+/* ---- cancel --------------------------------------------------------------- */
+
+static void cancel_work(uv_work_t *work) {
+  pg_conn *c = work->data;
+  char errbuf[256];
+  PQcancel(c->cancel, errbuf, sizeof errbuf); /* blocks: off the loop thread */
+}
+
+static void cancel_done(uv_work_t *work, int status) {
+  pg_conn *c = work->data;
+  (void)status;
+  PQfreeCancel(c->cancel);
+  c->cancel = NULL;
+  c->cancel_busy = 0;
+  c->refs--;
+  if (c->done_after_cancel) {
+    c->done_after_cancel = 0;
+    finish(c);
+  }
+  maybe_free(c);
+}
+
+static int pg_cancel(loom_db_conn_t *base) {
+  pg_conn *c = (pg_conn *)base;
+  loom_db_req_t *req = base->req;
+  if (req == NULL || c->cancel_busy || c->pg == NULL)
+    return 0;
+  if (req->op == LOOM_DB_STREAM) {
+    /* Drop the rest of the rows as they come. */
+    c->draining = 1;
+    if (c->paused) {
+      c->paused = 0;
+      req->result = NULL;
+    }
+  }
+  c->cancel = PQgetCancel(c->pg);
+  if (c->cancel == NULL)
+    return LOOM_ENOMEM;
+  c->cancel_work.data = c;
+  if (uv_queue_work(&base->loop->uv, &c->cancel_work, cancel_work, cancel_done) != 0) {
+    PQfreeCancel(c->cancel);
+    c->cancel = NULL;
+    base->broken = 1;
+    return LOOM_EDB_CONNECTION;
+  }
+  c->cancel_busy = 1;
+  c->refs++;
+  if (req->op == LOOM_DB_STREAM)
+    process(c);
+  return 0;
+}
+
+/* ---- close, watch, transaction state -------------------------------------- */
+
+static void pg_close(loom_db_conn_t *base) {
+  pg_conn *c = (pg_conn *)base;
+  if (c->closing)
+    return;
+  c->closing = 1;
+  if (base->req && c->pg) {
+    loom_db_req_t *req = base->req;
+    c->done_after_cancel = 0;
+    int busy = c->cancel_busy;
+    c->cancel_busy = 0; /* complete now: the connection is going away */
+    loom_db_error_set(&req->err, "08003", "the connection was closed");
+    req->status = LOOM_ECLOSED;
+    c->unit_pos = c->nunits;
+    c->paused = 0;
+    c->copying = 0;
+    finish(c);
+    c->cancel_busy = busy;
+  }
+  c->on_notify = NULL;
+  drop_poll(c);
+  if (c->pg) {
+    PQfinish(c->pg);
+    c->pg = NULL;
+  }
+  maybe_free(c);
+}
+
+static int pg_watch(loom_db_conn_t *base, loom_db_notify_cb cb) {
+  pg_conn *c = (pg_conn *)base;
+  c->on_notify = cb;
+  if (base->req == NULL && !base->broken)
+    want(c, cb ? UV_READABLE : 0);
+  return 0;
+}
+
+static loom_db_txn_t pg_txn(loom_db_conn_t *base) {
+  pg_conn *c = (pg_conn *)base;
+  if (c->pg == NULL || base->broken)
+    return LOOM_TXN_UNKNOWN;
+  switch (PQtransactionStatus(c->pg)) {
+  case PQTRANS_IDLE: return LOOM_TXN_IDLE;
+  case PQTRANS_INTRANS: return LOOM_TXN_ACTIVE;
+  case PQTRANS_INERROR: return LOOM_TXN_FAILED;
+  default: return LOOM_TXN_UNKNOWN;
+  }
+}
+
+/* ---- connect --------------------------------------------------------------- */
+
+static void connect_done(pg_conn *c, int status) {
+  loom_db_req_t *req = c->connect_req;
+  c->connect_req = NULL;
+  c->connecting = 0;
+  req->status = status;
+  req->active = 0;
+  if (status == 0) {
+    req->conn = &c->base;
+    want(c, 0);
+  } else {
+    if (req->err.message == NULL)
+      set_conn_error(&req->err, c->pg, "could not connect to the server");
+    req->conn = NULL;
+    c->closing = 1;
+    drop_poll(c);
+    if (c->pg) {
+      PQfinish(c->pg);
+      c->pg = NULL;
+    }
+    maybe_free(c);
+  }
+  req->cb(req);
+}
+
+void loom__pg_connect_step(pg_conn *c, int status) {
+  if (status < 0) {
+    loom_db_error_set(&c->connect_req->err, "08001", uv_strerror(status));
+    connect_done(c, LOOM_EDB_CONNECTION);
+    return;
+  }
+  PostgresPollingStatusType st = PQconnectPoll(c->pg);
+  if (st != PGRES_POLLING_FAILED && track_socket(c) != 0) {
+    connect_done(c, LOOM_EDB_CONNECTION);
+    return;
+  }
+  switch (st) {
+  case PGRES_POLLING_READING:
+    want(c, UV_READABLE);
+    break;
+  case PGRES_POLLING_WRITING:
+    want(c, UV_WRITABLE);
+    break;
+  case PGRES_POLLING_OK:
+    if (PQsetnonblocking(c->pg, 1) != 0) {
+      connect_done(c, LOOM_EDB_CONNECTION);
+      return;
+    }
+    c->base.backend_id = PQbackendPID(c->pg);
+    connect_done(c, 0);
+    break;
+  default:
+    connect_done(c, LOOM_EDB_CONNECTION);
+  }
+}
+
+static void start_connect(pg_conn *c) {
+  c->keys[c->nopts] = NULL;
+  c->vals[c->nopts] = NULL;
+  c->pg = PQconnectStartParams((const char *const *)c->keys,
+                               (const char *const *)c->vals, 0);
+  if (c->pg == NULL || PQstatus(c->pg) == CONNECTION_BAD || track_socket(c) != 0) {
+    connect_done(c, LOOM_EDB_CONNECTION);
+    return;
+  }
+  c->connecting = 1;
+  want(c, UV_WRITABLE);
+}
+
+static int add_opt(pg_conn *c, const char *key, const char *val) {
+  for (int i = 0; i < c->nopts; i++) {
+    if (strcmp(c->keys[i], key) == 0) {
+      char *v = dupstr(val);
+      if (v == NULL)
+        return -1;
+      free(c->vals[i]);
+      c->vals[i] = v;
+      return 0;
+    }
+  }
+  c->keys[c->nopts] = dupstr(key);
+  c->vals[c->nopts] = dupstr(val);
+  if (c->keys[c->nopts] == NULL || c->vals[c->nopts] == NULL)
+    return -1;
+  c->nopts++;
+  return 0;
+}
+
+static const char *get_opt(pg_conn *c, const char *key) {
+  for (int i = 0; i < c->nopts; i++)
+    if (strcmp(c->keys[i], key) == 0)
+      return c->vals[i];
+  return NULL;
+}
+
+static void on_resolved(uv_getaddrinfo_t *gai, int status, struct addrinfo *res) {
+  pg_conn *c = gai->data;
+  c->refs--;
+  if (c->closing) {
+    uv_freeaddrinfo(res);
+    connect_done(c, LOOM_ECLOSED);
+    return;
+  }
+  char ip[64] = "";
+  if (status == 0 && res) {
+    if (res->ai_family == AF_INET6)
+      uv_ip6_name((struct sockaddr_in6 *)res->ai_addr, ip, sizeof ip);
+    else
+      uv_ip4_name((struct sockaddr_in *)res->ai_addr, ip, sizeof ip);
+  }
+  uv_freeaddrinfo(res);
+  if (status != 0 || ip[0] == 0) {
+    char msg[512];
+    snprintf(msg, sizeof msg, "could not resolve host \"%s\": %s", get_opt(c, "host"),
+             status ? uv_strerror(status) : "no address");
+    loom_db_error_set(&c->connect_req->err, "08001", msg);
+    connect_done(c, LOOM_EDB_CONNECTION);
+    return;
+  }
+  if (add_opt(c, "hostaddr", ip) != 0) {
+    connect_done(c, LOOM_ENOMEM);
+    return;
+  }
+  start_connect(c);
+}
+
+/* A host libpq would have to look up: a name, not an address or a socket
+ * directory, and only one of them. */
+static int needs_lookup(const char *host) {
+  if (host == NULL || *host == 0 || host[0] == '/' || strchr(host, ','))
+    return 0;
+  unsigned char buf[16];
+  return uv_inet_pton(AF_INET, host, buf) != 0 && uv_inet_pton(AF_INET6, host, buf) != 0;
+}
+
+static int pg_connect(loom_loop_t *loop, const char *conninfo, loom_db_req_t *req) {
+  char *err = NULL;
+  req->conn = NULL;
+  req->status = 0;
+  PQconninfoOption *opts = PQconninfoParse(conninfo, &err);
+  if (opts == NULL) {
+    /* libpq's message names the bad part, never the password. */
+    loom_db_error_set(&req->err, "08001", err ? err : "invalid connection string");
+    trim_message(&req->err);
+    PQfreemem(err);
+    return req->status = LOOM_EDB_ARGUMENT;
+  }
+  int n = 0;
+  for (PQconninfoOption *o = opts; o->keyword; o++)
+    n++;
+  pg_conn *c = calloc(1, sizeof *c);
+  if (c)
+    c->keys = calloc((size_t)n + 8, sizeof *c->keys);
+  if (c)
+    c->vals = calloc((size_t)n + 8, sizeof *c->vals);
+  if (c == NULL || c->keys == NULL || c->vals == NULL) {
+    if (c) {
+      free(c->keys);
+      free(c->vals);
+    }
+    free(c);
+    PQconninfoFree(opts);
+    return req->status = LOOM_ENOMEM;
+  }
+  c->base.driver = &loom_pg_driver;
+  c->base.loop = loop;
+  c->base.created_ns = c->base.last_used_ns = loom_now_ns();
+  c->connect_req = req;
+  req->active = 1;
+  int bad = 0;
+  for (PQconninfoOption *o = opts; o->keyword; o++)
+    if (o->val && add_opt(c, o->keyword, o->val) != 0)
+      bad = 1;
+  PQconninfoFree(opts);
+  /* What loom's value mapping relies on, unless the caller chose. */
+  if (!get_opt(c, "client_encoding"))
+    bad |= add_opt(c, "client_encoding", "UTF8");
+  if (!get_opt(c, "options"))
+    bad |= add_opt(c, "options", "-c DateStyle=ISO,YMD");
+  if (!get_opt(c, "fallback_application_name"))
+    bad |= add_opt(c, "fallback_application_name", "loom");
+  if (bad) {
+    c->closing = 1;
+    maybe_free(c);
+    req->active = 0;
+    return req->status = LOOM_ENOMEM;
+  }
+  const char *host = get_opt(c, "host");
+  if (!get_opt(c, "hostaddr") && needs_lookup(host)) {
+    struct addrinfo hints;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    c->gai.data = c;
+    int r = uv_getaddrinfo(&loop->uv, &c->gai, on_resolved, host, NULL, &hints);
+    if (r != 0) {
+      loom_db_error_set(&req->err, "08001", uv_strerror(r));
+      c->closing = 1;
+      maybe_free(c);
+      req->active = 0;
+      return req->status = LOOM_EDB_CONNECTION;
+    }
+    c->refs++;
+    return 0;
+  }
+  start_connect(c);
+  return 0;
+}
+
+const loom_db_driver_t loom_pg_driver = {
+  "postgres",
+  pg_connect,
+  pg_start,
+  pg_next,
+  pg_copy_data,
+  pg_cancel,
+  pg_close,
+  pg_txn,
+  pg_watch,
+};
