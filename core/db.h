@@ -181,6 +181,9 @@ struct loom_db_driver {
   loom_db_txn_t (*txn)(loom_db_conn_t *c);
   /* Keeps reading while idle so notifications arrive (PostgreSQL LISTEN). */
   int (*watch)(loom_db_conn_t *c, loom_db_notify_cb cb);
+  /* How many parameters the SQL takes, read from its placeholders. */
+  int (*param_count)(const char *sql, size_t len);
+  const char *placeholder; /* "$1" or "?", for messages */
 };
 
 /* Fields every driver's connection starts with. */

@@ -6,5 +6,6 @@
 #include "db.h"
 
 loom_db_result_t *loom__pg_result(PGresult *res);
+int loom__pg_param_count(const char *sql, size_t len);
 
 #endif

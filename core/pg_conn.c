@@ -1182,4 +1182,6 @@ const loom_db_driver_t loom_pg_driver = {
   pg_close,
   pg_txn,
   pg_watch,
+  loom__pg_param_count,
+  "$1",
 };

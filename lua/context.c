@@ -261,6 +261,7 @@ int luaopen_loom_core(lua_State *L) {
   lm_open_event(L);
   lm_open_waitgroup(L);
   lm_open_scope(L);
+  lm_open_db(L);
   lm_open_context(L);
   lua_newtable(L);
   add_funcs(L, context_funcs);
@@ -273,6 +274,9 @@ int luaopen_loom_core(lua_State *L) {
   add_funcs(L, lm_event_funcs);
   add_funcs(L, lm_waitgroup_funcs);
   add_funcs(L, lm_scope_funcs);
+  add_funcs(L, lm_db_funcs);
+  lua_getfield(L, LUA_REGISTRYINDEX, "loom.null.value");
+  lua_setfield(L, -2, "null");
   lm_open_coro(L);
   return 1;
 }

@@ -48,6 +48,7 @@ struct lm_wait {
   int status;    /* outcome once done: 0, LOOM_E* or LM_EDEADLOCK */
   int done;
   int chosen;    /* select: index of the case that completed */
+  int shielded;  /* cancels and expired scopes do not end it */
   loom_timer_t timer;
   loom_waiter_t one;
   lm_case *cases;
@@ -120,6 +121,7 @@ extern const luaL_Reg lm_task_funcs[];
 
 /* wait.c */
 lm_wait *lm_wait_prepare(lua_State *L, lm_ctx *ctx);
+lm_wait *lm_wait_prepare_shielded(lua_State *L, lm_ctx *ctx);
 int lm_wait_begin(lua_State *L, lm_wait *w, lua_KFunction k);
 void lm_wait_arm(lm_wait *w, double seconds);
 void lm_wait_arm_timer(lm_ctx *ctx, loom_timer_t *timer, double seconds);
@@ -171,6 +173,10 @@ extern const luaL_Reg lm_sem_funcs[], lm_mutex_funcs[], lm_event_funcs[],
     lm_waitgroup_funcs[];
 void lm_new_class(lua_State *L, const char *name, const luaL_Reg *methods,
                   lua_CFunction gc);
+
+/* db.c */
+void lm_open_db(lua_State *L);
+extern const luaL_Reg lm_db_funcs[];
 
 /* scope.c */
 lm_scope *lm_scope_expired(lm_scope *innermost);

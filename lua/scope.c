@@ -48,7 +48,7 @@ int lm_scope_raise(lua_State *L, lm_scope *s) {
 static void interrupt_owner(lm_scope *s) {
   lm_ctx *ctx = s->ctx;
   lm_wait *w = s->task ? &s->task->wait : ctx->driving_wait;
-  if (w == NULL || w->done)
+  if (w == NULL || w->done || w->shielded)
     return;
   if (s->task && s->task->state != LM_WAITING)
     return;

@@ -164,7 +164,7 @@ void lm_run_ready(lm_ctx *ctx, lua_State *L, int budget) {
 static int cancel(lm_task *t) {
   if (lm_task_finished(t))
     return 0;
-  if (t->state == LM_WAITING && !t->wait.done)
+  if (t->state == LM_WAITING && !t->wait.done && !t->wait.shielded)
     lm_wait_finish(&t->wait, LOOM_ECANCELED, -1);
   else
     t->cancel_pending = 1;

@@ -33,12 +33,12 @@ static int raise_cancelled(lua_State *L, lm_task *t) {
   return lua_error(L);
 }
 
-lm_wait *lm_wait_prepare(lua_State *L, lm_ctx *ctx) {
+static lm_wait *prepare(lua_State *L, lm_ctx *ctx, int shielded) {
   lm_task *t = ctx->current;
   lm_wait *w;
   if (ctx->closed)
     lm_error(L, "closed", "the loom context is closed");
-  if (t) {
+  if (t && !shielded) {
     if (t->cancel_pending) {
       /* A cancel that arrived while the task was not waiting lands at
        * its next wait. */
@@ -46,7 +46,7 @@ lm_wait *lm_wait_prepare(lua_State *L, lm_ctx *ctx) {
       raise_cancelled(L, t);
     }
   }
-  lm_scope *expired = lm_scope_expired(t ? t->scopes : ctx->outside_scopes);
+  lm_scope *expired = shielded ? NULL : lm_scope_expired(t ? t->scopes : ctx->outside_scopes);
   if (expired)
     lm_scope_raise(L, expired);
   if (t) {
@@ -66,8 +66,15 @@ lm_wait *lm_wait_prepare(lua_State *L, lm_ctx *ctx) {
   loom_waiter_init(&w->one, lm_one_wake, w);
   w->cases = NULL;
   w->ncases = 0;
+  w->shielded = shielded;
   return w;
 }
+
+lm_wait *lm_wait_prepare(lua_State *L, lm_ctx *ctx) { return prepare(L, ctx, 0); }
+
+/* For cleanup that must finish (draining a cancelled query): neither a
+ * task:cancel() nor an expiring timeout ends this wait. */
+lm_wait *lm_wait_prepare_shielded(lua_State *L, lm_ctx *ctx) { return prepare(L, ctx, 1); }
 
 void lm_wait_arm_timer(lm_ctx *ctx, loom_timer_t *timer, double seconds) {
   if (seconds < 0)
@@ -96,7 +103,9 @@ void lm_wait_finish(lm_wait *w, int status, int chosen) {
   w->status = status;
   w->chosen = chosen;
   w->done = 1;
-  if (w->task)
+  /* A wait can end before its task parks (a driver completing at once):
+   * then lm_wait_begin sees done and carries on without yielding. */
+  if (w->task && w->task->state == LM_WAITING)
     lm_task_ready(w->task);
 }
 
@@ -155,6 +164,8 @@ void lm_drive(lm_ctx *ctx, lua_State *L, lm_wait *w) {
 
 int lm_wait_begin(lua_State *L, lm_wait *w, lua_KFunction k) {
   lua_KContext kctx = (lua_KContext)w;
+  if (w->done)
+    return k(L, LUA_OK, kctx);
   if (w->task) {
     if (!lua_isyieldable(L)) {
       lm_wait_abort(w);

@@ -16,5 +16,6 @@ require("loom.sync")(loom)
 require("loom.group")(loom)
 require("loom.resilience")(loom)
 require("loom.pipeline")(loom)
+require("loom.db")(loom, core)
 
 return loom

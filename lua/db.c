@@ -1,0 +1,936 @@
+/* Databases for Lua: a db is a pool; a conn is one pooled connection lent
+ * to a task. Every call that talks to the server waits like any loom call,
+ * and a wait that is cancelled (task:cancel, loom.timeout) cancels the
+ * statement on the server and drains the connection before the error is
+ * raised, so no query keeps running behind the caller's back. */
+#include <stdlib.h>
+#include <string.h>
+#include "lm.h"
+#include "pool.h"
+
+#define LM_DB_MT "loom.db"
+#define LM_CONN_MT "loom.db.conn"
+#define LM_NULL_MT "loom.null"
+
+typedef struct lm_db {
+  lm_ctx *ctx;
+  loom_pool_t *pool;
+  const loom_db_driver_t *driver;
+  int closed;
+} lm_db;
+
+typedef struct lm_conn {
+  lm_ctx *ctx;
+  lm_db *db;
+  loom_db_conn_t *conn;   /* NULL until acquired and after release */
+  loom_pool_req_t preq;
+  loom_db_req_t req;
+  lm_wait *waiting;       /* what the current request's completion wakes */
+  int acquired_late;      /* the pool handed a connection after we gave up */
+  int row_ready;          /* a streamed row sits in req.result */
+  int stream_done;
+  int interrupted;        /* the status that interrupted the request */
+  loom_value_t *params;
+  int params_cap;
+  loom_db_stmt_t *stmts;
+  int nstmts;
+} lm_conn;
+
+/* Connection slots of the conn userdata: the db, then the Lua strings
+ * (SQL, parameters) a request points into while it runs. */
+#define CONN_DB 1
+#define CONN_ANCHOR 2
+
+/* ---- loom.null ------------------------------------------------------------ */
+
+static void push_null(lua_State *L) { lua_getfield(L, LUA_REGISTRYINDEX, "loom.null.value"); }
+
+static int is_null(lua_State *L, int idx) {
+  return lua_type(L, idx) == LUA_TUSERDATA && luaL_testudata(L, idx, LM_NULL_MT) != NULL;
+}
+
+static int null_tostring(lua_State *L) {
+  lua_pushliteral(L, "loom.null.value");
+  return 1;
+}
+
+/* ---- errors ------------------------------------------------------------------ */
+
+static void push_db_error(lua_State *L, lm_db *db, int status, loom_db_error_t *e,
+                          const char *sql) {
+  const char *kind = "query";
+  switch (status) {
+  case LOOM_EDB_CONNECTION: case LOOM_ECLOSED: kind = "connection"; break;
+  case LOOM_EDB_ARGUMENT: kind = "argument"; break;
+  case LOOM_EDB_PROTOCOL: kind = "protocol"; break;
+  case LOOM_ENOMEM: kind = "memory"; break;
+  default: break;
+  }
+  lm_push_error(L, kind, "%s", e->message ? e->message : loom_strerror(status));
+  if (e->code[0]) {
+    lua_pushstring(L, e->code);
+    lua_setfield(L, -2, "code");
+  }
+  if (e->detail) {
+    lua_pushstring(L, e->detail);
+    lua_setfield(L, -2, "detail");
+  }
+  if (e->hint) {
+    lua_pushstring(L, e->hint);
+    lua_setfield(L, -2, "hint");
+  }
+  if (e->position) {
+    lua_pushinteger(L, e->position);
+    lua_setfield(L, -2, "position");
+  }
+  lua_pushstring(L, db->driver->name);
+  lua_setfield(L, -2, "driver");
+  if (sql) {
+    lua_pushstring(L, sql);
+    lua_setfield(L, -2, "sql");
+  }
+  loom_db_error_clear(e);
+}
+
+static int raise_db_error(lua_State *L, lm_db *db, int status, loom_db_error_t *e,
+                          const char *sql) {
+  push_db_error(L, db, status, e, sql);
+  return lua_error(L);
+}
+
+/* ---- values ---------------------------------------------------------------- */
+
+static void push_value(lua_State *L, loom_value_t *v);
+
+static void push_array(lua_State *L, loom_value_t *cell) {
+  loom_db_array_iter_t it;
+  loom_value_t elem;
+  loom_db_array_begin(&it, cell);
+  lua_newtable(L);
+  int n = 0, r;
+  while ((r = loom_db_array_next(&it, &elem)) > 0) {
+    push_value(L, &elem);
+    lua_rawseti(L, -2, ++n);
+  }
+  loom_db_array_done(&it);
+  if (r < 0) {
+    lua_pop(L, 1);
+    lua_pushlstring(L, cell->u.s.p, cell->u.s.len);
+  }
+}
+
+static void push_value(lua_State *L, loom_value_t *v) {
+  switch (v->type) {
+  case LOOM_VNULL: push_null(L); break;
+  case LOOM_VINT: lua_pushinteger(L, v->u.i); break;
+  case LOOM_VFLOAT: lua_pushnumber(L, v->u.f); break;
+  case LOOM_VBOOL: lua_pushboolean(L, v->u.b); break;
+  case LOOM_VARRAY: push_array(L, v); break;
+  default: lua_pushlstring(L, v->u.s.p, v->u.s.len); break;
+  }
+}
+
+/* Pushes an array of rows keyed by column name, then an info table with
+ * `columns` and `affected`. */
+static void push_result(lua_State *L, loom_db_result_t *r) {
+  int nc = r->ncols, nr = r->nrows;
+  luaL_checkstack(L, nc + 8, "too many columns");
+  int names = lua_gettop(L) + 1;
+  for (int c = 0; c < nc; c++)
+    lua_pushstring(L, r->ops->column_name(r, c));
+  lua_createtable(L, nr, 0);
+  for (int i = 0; i < nr; i++) {
+    lua_createtable(L, 0, nc);
+    for (int c = 0; c < nc; c++) {
+      loom_value_t v;
+      r->ops->cell(r, i, c, &v);
+      lua_pushvalue(L, names + c);
+      push_value(L, &v);
+      lua_rawset(L, -3);
+    }
+    lua_rawseti(L, -2, i + 1);
+  }
+  lua_createtable(L, 0, 2);
+  lua_createtable(L, nc, 0);
+  for (int c = 0; c < nc; c++) {
+    lua_pushvalue(L, names + c);
+    lua_rawseti(L, -2, c + 1);
+  }
+  lua_setfield(L, -2, "columns");
+  if (r->affected >= 0) {
+    lua_pushinteger(L, r->affected);
+    lua_setfield(L, -2, "affected");
+  }
+  if (r->last_insert_id) {
+    lua_pushinteger(L, r->last_insert_id);
+    lua_setfield(L, -2, "last_insert_id");
+  }
+  /* Drop the names below the two results. */
+  lua_rotate(L, names, 2);
+  lua_settop(L, names + 1);
+}
+
+/* Reads parameters first..top into c->params. nil and loom.null are NULL. */
+static int read_params(lua_State *L, lm_conn *c, int first, const char *sql, size_t sql_len) {
+  int n = lua_gettop(L) - first + 1;
+  if (n < 0)
+    n = 0;
+  int want = c->db->driver->param_count(sql, sql_len);
+  if (want != n)
+    return lm_error(L, "argument",
+                    "the statement takes %d parameter%s (%s...) but %d %s given",
+                    want, want == 1 ? "" : "s", c->db->driver->placeholder, n,
+                    n == 1 ? "was" : "were");
+  if (n > c->params_cap) {
+    loom_value_t *p = realloc(c->params, (size_t)n * sizeof *p);
+    if (p == NULL)
+      return lm_error(L, "memory", "out of memory");
+    c->params = p;
+    c->params_cap = n;
+  }
+  for (int i = 0; i < n; i++) {
+    int idx = first + i;
+    loom_value_t *v = &c->params[i];
+    switch (lua_type(L, idx)) {
+    case LUA_TNIL:
+      v->type = LOOM_VNULL;
+      break;
+    case LUA_TBOOLEAN:
+      v->type = LOOM_VBOOL;
+      v->u.b = lua_toboolean(L, idx);
+      break;
+    case LUA_TNUMBER:
+      if (lua_isinteger(L, idx)) {
+        v->type = LOOM_VINT;
+        v->u.i = lua_tointeger(L, idx);
+      } else {
+        v->type = LOOM_VFLOAT;
+        v->u.f = lua_tonumber(L, idx);
+      }
+      break;
+    case LUA_TSTRING: {
+      size_t len;
+      const char *s = lua_tolstring(L, idx, &len);
+      /* Text cannot carry NUL bytes; such a string is binary data. */
+      v->type = memchr(s, 0, len) ? LOOM_VBLOB : LOOM_VTEXT;
+      v->u.s.p = s;
+      v->u.s.len = len;
+      break;
+    }
+    default:
+      if (is_null(L, idx)) {
+        v->type = LOOM_VNULL;
+        break;
+      }
+      return lm_error(L, "argument",
+                      "parameter %d is a %s: only nil/loom.null, booleans, numbers "
+                      "and strings can be sent",
+                      i + 1, luaL_typename(L, idx));
+    }
+  }
+  return n;
+}
+
+/* ---- db ------------------------------------------------------------------------ */
+
+static lm_db *check_db(lua_State *L) {
+  lm_db *db = lm_checkudata(L, 1, LM_DB_MT, "loom.db");
+  if (db->closed)
+    lm_error(L, "closed", "the database handle is closed");
+  return db;
+}
+
+static uint64_t opt_ns(lua_State *L, int t, const char *name, uint64_t def) {
+  uint64_t v = def;
+  if (lua_getfield(L, t, name) != LUA_TNIL) {
+    int ok;
+    double s = lua_tonumberx(L, -1, &ok);
+    if (!ok || !(s >= 0))
+      lm_error(L, "argument", "pool option '%s' must be a non-negative number of seconds", name);
+    v = (uint64_t)(s * 1e9);
+  }
+  lua_pop(L, 1);
+  return v;
+}
+
+static int opt_int(lua_State *L, int t, const char *name, int def) {
+  int v = def;
+  if (lua_getfield(L, t, name) != LUA_TNIL) {
+    if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 0 || lua_tointeger(L, -1) > 100000)
+      lm_error(L, "argument", "pool option '%s' must be a non-negative integer", name);
+    v = (int)lua_tointeger(L, -1);
+  }
+  lua_pop(L, 1);
+  return v;
+}
+
+/* core _db_open(driver_name, conninfo, pool_options) */
+static int l_db_open(lua_State *L) {
+  lm_ctx *ctx = lua_touserdata(L, lua_upvalueindex(1));
+  const char *driver = luaL_checkstring(L, 1);
+  const char *conninfo = luaL_checkstring(L, 2);
+  loom_pool_config_t cfg;
+  loom_pool_config_default(&cfg);
+  if (lua_type(L, 3) == LUA_TTABLE) {
+    cfg.min = opt_int(L, 3, "min", cfg.min);
+    cfg.max = opt_int(L, 3, "max", cfg.max);
+    cfg.acquire_timeout_ns = opt_ns(L, 3, "acquire_timeout", cfg.acquire_timeout_ns);
+    cfg.validate_idle_ns = opt_ns(L, 3, "validate_after", cfg.validate_idle_ns);
+    cfg.max_lifetime_ns = opt_ns(L, 3, "max_lifetime", cfg.max_lifetime_ns);
+    cfg.max_idle_ns = opt_ns(L, 3, "idle_timeout", cfg.max_idle_ns);
+    if (cfg.max < 1)
+      lm_error(L, "argument", "pool option 'max' must be at least 1");
+  }
+  const loom_db_driver_t *drv = NULL;
+  if (strcmp(driver, "postgres") == 0)
+    drv = &loom_pg_driver;
+  if (drv == NULL)
+    return lm_error(L, "argument", "no driver named '%s'", driver);
+  lm_db *db = lua_newuserdatauv(L, sizeof *db, 0);
+  db->ctx = ctx;
+  db->driver = drv;
+  db->closed = 1;
+  luaL_setmetatable(L, LM_DB_MT);
+  db->pool = loom_pool_new(&ctx->loop, drv, conninfo, &cfg);
+  if (db->pool == NULL)
+    return lm_error(L, "memory", "cannot create the pool");
+  db->closed = 0;
+  return 1;
+}
+
+static int db_close(lua_State *L) {
+  lm_db *db = lm_checkudata(L, 1, LM_DB_MT, "loom.db");
+  if (!db->closed) {
+    db->closed = 1;
+    if (!db->ctx->closed)
+      loom_pool_close(db->pool);
+  }
+  return 0;
+}
+
+static int db_gc(lua_State *L) {
+  lm_db *db = lua_touserdata(L, 1);
+  if (!db->closed) {
+    db->closed = 1;
+    if (!db->ctx->closed)
+      loom_pool_close(db->pool);
+  }
+  return 0;
+}
+
+static int db_stats(lua_State *L) {
+  lm_db *db = lm_checkudata(L, 1, LM_DB_MT, "loom.db");
+  loom_pool_stats_t s;
+  memset(&s, 0, sizeof s);
+  if (!db->closed)
+    loom_pool_stats(db->pool, &s);
+  lua_createtable(L, 0, 12);
+#define FIELD(name, value) (lua_pushinteger(L, (lua_Integer)(value)), lua_setfield(L, -2, name))
+  FIELD("size", s.total);
+  FIELD("total", s.total);
+  FIELD("idle", s.idle);
+  FIELD("in_use", s.in_use);
+  FIELD("waiting", s.waiting);
+  FIELD("connecting", s.connecting);
+  FIELD("acquired", s.acquired);
+  FIELD("timeouts", s.timeouts);
+  FIELD("created", s.created);
+  FIELD("closed", s.closed);
+  FIELD("failed_connects", s.failed_connects);
+#undef FIELD
+  lua_pushnumber(L, (double)s.wait_ns / 1e9);
+  lua_setfield(L, -2, "wait_time");
+  return 1;
+}
+
+/* ---- acquiring ------------------------------------------------------------------ */
+
+static lm_conn *check_conn(lua_State *L) {
+  lm_conn *c = lm_checkudata(L, 1, LM_CONN_MT, "loom.db.conn");
+  if (c->conn == NULL)
+    lm_error(L, "closed", "this connection was released to the pool");
+  return c;
+}
+
+static void pool_done(loom_pool_req_t *preq) {
+  lm_conn *c = preq->data;
+  if (c->waiting)
+    lm_wait_finish(c->waiting, 0, -1);
+  else if (preq->status == 0)
+    c->acquired_late = 1;
+}
+
+static int acquired(lua_State *L, lm_conn *c) {
+  loom_pool_req_t *preq = &c->preq;
+  if (preq->status == 0) {
+    c->conn = preq->conn;
+    lua_settop(L, 2);
+    return 1;
+  }
+  if (preq->status == LOOM_ETIMEDOUT) {
+    loom_pool_stats_t s;
+    loom_pool_stats(c->db->pool, &s);
+    return lm_error(L, "pool_timeout",
+                    "no connection free within the acquire timeout (%d in use, %d waiting)",
+                    (int)s.in_use, (int)s.waiting);
+  }
+  return raise_db_error(L, c->db, preq->status, &preq->err, NULL);
+}
+
+static int acquire_k(lua_State *L, int status, lua_KContext kctx) {
+  (void)status;
+  lm_wait *w = LM_WAIT_OF(kctx);
+  lm_conn *c = lua_touserdata(L, 2);
+  c->waiting = NULL;
+  if (w->status != 0) {
+    /* Interrupted while queued: leave the queue, or give back what came. */
+    loom_pool_cancel(&c->preq);
+    if (c->preq.conn) {
+      loom_pool_release(c->db->pool, c->preq.conn);
+      c->preq.conn = NULL;
+    }
+    lm_wait_check(L, w);
+  }
+  return acquired(L, c);
+}
+
+/* db:_acquire() -> conn */
+static int db_acquire(lua_State *L) {
+  lm_db *db = check_db(L);
+  lua_settop(L, 1);
+  lm_conn *c = lua_newuserdatauv(L, sizeof *c, 2);
+  memset(c, 0, sizeof *c);
+  c->ctx = db->ctx;
+  c->db = db;
+  luaL_setmetatable(L, LM_CONN_MT);
+  lua_pushvalue(L, 1);
+  lua_setiuservalue(L, 2, CONN_DB);
+  c->preq.cb = pool_done;
+  c->preq.data = c;
+  int r = loom_pool_acquire(db->pool, &c->preq);
+  if (r != LOOM_EAGAIN) {
+    c->preq.status = r;
+    return acquired(L, c);
+  }
+  lm_wait *w = lm_wait_prepare(L, db->ctx);
+  c->waiting = w;
+  return lm_wait_begin(L, w, acquire_k);
+}
+
+static void give_back(lm_conn *c, int discard) {
+  if (c->conn == NULL)
+    return;
+  loom_db_conn_t *conn = c->conn;
+  c->conn = NULL;
+  if (c->db->ctx->closed)
+    return;
+  if (conn->req) {
+    /* Released mid-request (collected with a query in flight): the
+     * connection cannot be trusted; close it. */
+    conn->req->cb = NULL;
+    discard = 1;
+  }
+  if (discard)
+    loom_pool_discard(c->db->pool, conn);
+  else
+    loom_pool_release(c->db->pool, conn);
+}
+
+static int conn_release(lua_State *L) {
+  lm_conn *c = lm_checkudata(L, 1, LM_CONN_MT, "loom.db.conn");
+  give_back(c, lua_toboolean(L, 2));
+  return 0;
+}
+
+static int conn_release_close(lua_State *L) {
+  lm_conn *c = lm_checkudata(L, 1, LM_CONN_MT, "loom.db.conn");
+  give_back(c, 0);
+  return 0;
+}
+
+static int conn_gc(lua_State *L) {
+  lm_conn *c = lua_touserdata(L, 1);
+  if (c->waiting == NULL && c->preq.waiter.queue && !c->ctx->closed)
+    loom_pool_cancel(&c->preq);
+  c->waiting = NULL;
+  give_back(c, 1);
+  for (int i = 0; i < c->nstmts; i++) {
+    loom_db_result_free(c->stmts[i].result);
+    loom_db_error_clear(&c->stmts[i].err);
+  }
+  free(c->stmts);
+  free(c->params);
+  loom_db_result_free(c->req.result);
+  c->req.result = NULL;
+  loom_db_error_clear(&c->req.err);
+  return 0;
+}
+
+/* ---- running requests ----------------------------------------------------------- */
+
+static void req_done(loom_db_req_t *req) {
+  lm_conn *c = req->data;
+  if (c == NULL)
+    return;
+  if (req->op == LOOM_DB_STREAM) {
+    if (req->more)
+      c->row_ready = 1;
+    else
+      c->stream_done = 1;
+  }
+  if (c->waiting)
+    lm_wait_finish(c->waiting, 0, -1);
+}
+
+static int drained_k(lua_State *L, int status, lua_KContext kctx);
+
+/* The continuation every request shares: completed, or interrupted (then
+ * cancel on the server, wait out the drain, and raise the interruption). */
+static int request_k(lua_State *L, lm_conn *c, lm_wait *w, lua_KFunction done_k) {
+  c->waiting = NULL;
+  if (w->status == 0 || !c->req.active)
+    return done_k(L, LUA_OK, 0);
+  c->interrupted = w->status;
+  c->conn->driver->cancel(c->conn);
+  lm_wait *drain = lm_wait_prepare_shielded(L, c->ctx);
+  c->waiting = drain;
+  if (!c->req.active)
+    lm_wait_finish(drain, 0, -1);
+  return lm_wait_begin(L, drain, drained_k);
+}
+
+static int drained_k(lua_State *L, int status, lua_KContext kctx) {
+  (void)status;
+  lm_wait *w = LM_WAIT_OF(kctx);
+  lm_conn *c = lua_touserdata(L, 1);
+  c->waiting = NULL;
+  loom_db_result_free(c->req.result);
+  c->req.result = NULL;
+  loom_db_error_clear(&c->req.err);
+  c->row_ready = 0;
+  c->stream_done = 1;
+  /* Whatever the statement managed, the caller asked for it to stop. */
+  w->status = c->interrupted;
+  w->shielded = 0;
+  lm_wait_check(L, w);
+  return lm_error(L, "cancelled", "request interrupted");
+}
+
+static int start_request(lua_State *L, lm_conn *c, lua_KFunction k) {
+  c->req.cb = req_done;
+  c->req.data = c;
+  lm_wait *w = lm_wait_prepare(L, c->ctx);
+  c->waiting = w;
+  int r = c->conn->driver->start(c->conn, &c->req);
+  if (r != 0) {
+    c->waiting = NULL;
+    lm_wait_abort(w);
+    return raise_db_error(L, c->db, r, &c->req.err, c->req.sql);
+  }
+  return lm_wait_begin(L, w, k);
+}
+
+static int query_done_k(lua_State *L, int status, lua_KContext kctx) {
+  (void)status; (void)kctx;
+  lm_conn *c = lua_touserdata(L, 1);
+  loom_db_req_t *req = &c->req;
+  if (req->status != 0) {
+    loom_db_result_free(req->result);
+    req->result = NULL;
+    return raise_db_error(L, c->db, req->status, &req->err, req->sql);
+  }
+  loom_db_result_t *r = req->result;
+  req->result = NULL;
+  push_result(L, r);
+  loom_db_result_free(r);
+  return 2;
+}
+
+static int query_k(lua_State *L, int status, lua_KContext kctx) {
+  (void)status;
+  return request_k(L, lua_touserdata(L, 1), LM_WAIT_OF(kctx), query_done_k);
+}
+
+static void set_sql(lm_conn *c, loom_db_op_t op, const char *sql, size_t len, int n, int cache) {
+  loom_db_error_clear(&c->req.err);
+  c->req.op = op;
+  c->req.sql = sql;
+  c->req.sql_len = len;
+  c->req.params = c->params;
+  c->req.nparams = n;
+  c->req.cache = cache;
+  c->row_ready = c->stream_done = 0;
+}
+
+/* conn:_query(sql, cache, ...) -> rows, info */
+static int conn_query(lua_State *L) {
+  lm_conn *c = check_conn(L);
+  size_t len;
+  const char *sql = luaL_checklstring(L, 2, &len);
+  int cache = lua_toboolean(L, 3);
+  int n = read_params(L, c, 4, sql, len);
+  set_sql(c, LOOM_DB_QUERY, sql, len, n, cache);
+  return start_request(L, c, query_k);
+}
+
+/* ---- streaming ------------------------------------------------------------------- */
+
+static int next_k(lua_State *L, int status, lua_KContext kctx);
+
+static int take_row(lua_State *L, lm_conn *c) {
+  loom_db_req_t *req = &c->req;
+  if (c->row_ready) {
+    c->row_ready = 0;
+    loom_db_result_t *r = req->result;
+    req->result = NULL;
+    push_result(L, r);
+    loom_db_result_free(r);
+    lua_pop(L, 1);
+    lua_rawgeti(L, -1, 1);
+    /* Ask for the next row while this one is being used. */
+    c->conn->driver->next(c->conn, req);
+    return 1;
+  }
+  if (c->stream_done) {
+    c->stream_done = 0;
+    if (req->status != 0)
+      return raise_db_error(L, c->db, req->status, &req->err, req->sql);
+    loom_db_result_free(req->result);
+    req->result = NULL;
+    return 0;
+  }
+  lm_wait *w = lm_wait_prepare(L, c->ctx);
+  c->waiting = w;
+  return lm_wait_begin(L, w, next_k);
+}
+
+static int next_done_k(lua_State *L, int status, lua_KContext kctx) {
+  (void)status; (void)kctx;
+  return take_row(L, lua_touserdata(L, 1));
+}
+
+static int next_k(lua_State *L, int status, lua_KContext kctx) {
+  (void)status;
+  lm_conn *c = lua_touserdata(L, 1);
+  lm_wait *w = LM_WAIT_OF(kctx);
+  c->waiting = NULL;
+  if (w->status == 0)
+    return take_row(L, c);
+  return request_k(L, c, w, next_done_k);
+}
+
+/* conn:_stream(sql, ...) starts a streamed statement; conn:_next() -> row | nil */
+static int conn_stream(lua_State *L) {
+  lm_conn *c = check_conn(L);
+  size_t len;
+  const char *sql = luaL_checklstring(L, 2, &len);
+  int n = read_params(L, c, 3, sql, len);
+  set_sql(c, LOOM_DB_STREAM, sql, len, n, 0);
+  c->req.cb = req_done;
+  c->req.data = c;
+  int r = c->conn->driver->start(c->conn, &c->req);
+  if (r != 0)
+    return raise_db_error(L, c->db, r, &c->req.err, sql);
+  /* The SQL and parameters must outlive this call: anchor the SQL. */
+  lua_pushvalue(L, 2);
+  lua_setiuservalue(L, 1, CONN_ANCHOR);
+  return 0;
+}
+
+static int conn_next(lua_State *L) {
+  lm_conn *c = check_conn(L);
+  lua_settop(L, 1);
+  if (c->req.op != LOOM_DB_STREAM)
+    return 0;
+  return take_row(L, c);
+}
+
+static int stop_k(lua_State *L, int status, lua_KContext kctx) {
+  (void)status; (void)kctx;
+  lm_conn *c = lua_touserdata(L, 1);
+  c->waiting = NULL;
+  loom_db_result_free(c->req.result);
+  c->req.result = NULL;
+  loom_db_error_clear(&c->req.err);
+  c->row_ready = 0;
+  c->stream_done = 0;
+  lua_pushboolean(L, c->req.status == 0 || c->req.status == LOOM_ECANCELED ||
+                     c->req.status == LOOM_EDB_QUERY);
+  return 1;
+}
+
+/* conn:_stop() ends a stream early: cancel, drop the rest, wait for idle. */
+static int conn_stop(lua_State *L) {
+  lm_conn *c = check_conn(L);
+  lua_settop(L, 1);
+  if (!c->req.active)
+    return stop_k(L, LUA_OK, 0);
+  c->conn->driver->cancel(c->conn);
+  if (c->row_ready) {
+    c->row_ready = 0;
+    loom_db_result_free(c->req.result);
+    c->req.result = NULL;
+    c->conn->driver->next(c->conn, &c->req);
+  }
+  lm_wait *w = lm_wait_prepare_shielded(L, c->ctx);
+  c->waiting = w;
+  if (!c->req.active)
+    lm_wait_finish(w, 0, -1);
+  return lm_wait_begin(L, w, stop_k);
+}
+
+/* ---- batches -------------------------------------------------------------------- */
+
+static int batch_done_k(lua_State *L, int status, lua_KContext kctx) {
+  (void)status; (void)kctx;
+  lm_conn *c = lua_touserdata(L, 1);
+  loom_db_req_t *req = &c->req;
+  if (req->status != 0)
+    return raise_db_error(L, c->db, req->status, &req->err, NULL);
+  for (int i = 0; i < c->nstmts; i++) {
+    loom_db_stmt_t *st = &c->stmts[i];
+    if (st->status != 0) {
+      lua_rawgeti(L, 2, i + 1);
+      lua_rawgeti(L, -1, 1);
+      push_db_error(L, c->db, st->status, &st->err, lua_tostring(L, -1));
+      lua_pushinteger(L, i + 1);
+      lua_setfield(L, -2, "batch_index");
+      return lua_error(L);
+    }
+  }
+  lua_createtable(L, c->nstmts, 0);
+  for (int i = 0; i < c->nstmts; i++) {
+    loom_db_result_t *r = c->stmts[i].result;
+    c->stmts[i].result = NULL;
+    push_result(L, r);
+    loom_db_result_free(r);
+    lua_pop(L, 1); /* keep the rows; info of a batch item is rarely wanted */
+    lua_rawseti(L, -2, i + 1);
+  }
+  return 1;
+}
+
+static int batch_k(lua_State *L, int status, lua_KContext kctx) {
+  (void)status;
+  return request_k(L, lua_touserdata(L, 1), LM_WAIT_OF(kctx), batch_done_k);
+}
+
+/* conn:_batch({ {sql, p1, p2, ...}, ... }, cache) -> { rows1, rows2, ... } */
+static int conn_batch(lua_State *L) {
+  lm_conn *c = check_conn(L);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  int cache = lua_toboolean(L, 3);
+  lua_settop(L, 2);
+  int n = (int)lua_rawlen(L, 2);
+  if (n == 0) {
+    lua_newtable(L);
+    return 1;
+  }
+  for (int i = 0; i < c->nstmts; i++) {
+    loom_db_result_free(c->stmts[i].result);
+    loom_db_error_clear(&c->stmts[i].err);
+  }
+  loom_db_stmt_t *stmts = realloc(c->stmts, (size_t)n * sizeof *stmts);
+  if (stmts == NULL)
+    return lm_error(L, "memory", "out of memory");
+  c->stmts = stmts;
+  memset(stmts, 0, (size_t)n * sizeof *stmts);
+  c->nstmts = n;
+  /* One parameter array for all statements; each points into it. */
+  int total = 0;
+  for (int i = 1; i <= n; i++) {
+    if (lua_rawgeti(L, 2, i) != LUA_TTABLE)
+      return lm_error(L, "argument", "batch item %d must be a table {sql, params...}", i);
+    total += (int)lua_rawlen(L, -1) - 1;
+    lua_pop(L, 1);
+  }
+  if (total > c->params_cap) {
+    loom_value_t *p = realloc(c->params, (size_t)total * sizeof *p);
+    if (p == NULL)
+      return lm_error(L, "memory", "out of memory");
+    c->params = p;
+    c->params_cap = total;
+  }
+  int used = 0;
+  for (int i = 0; i < n; i++) {
+    lua_rawgeti(L, 2, i + 1);
+    int item = lua_gettop(L);
+    int len = (int)lua_rawlen(L, item);
+    lua_rawgeti(L, item, 1);
+    size_t sql_len;
+    const char *sql = lua_tolstring(L, -1, &sql_len);
+    if (sql == NULL)
+      return lm_error(L, "argument", "batch item %d: SQL string expected first", i + 1);
+    lua_pop(L, 1);
+    /* Parameters onto the stack so read_params can check and convert. */
+    int base = lua_gettop(L);
+    luaL_checkstack(L, len, "too many parameters");
+    for (int k = 2; k <= len; k++)
+      lua_rawgeti(L, item, k);
+    loom_value_t *saved = c->params;
+    int saved_cap = c->params_cap;
+    c->params = saved + used;
+    c->params_cap = total - used;
+    int np = read_params(L, c, base + 1, sql, sql_len);
+    c->params = saved;
+    c->params_cap = saved_cap;
+    stmts[i].sql = sql; /* the string lives in the batch table (arg 2) */
+    stmts[i].sql_len = sql_len;
+    stmts[i].params = saved + used;
+    stmts[i].nparams = np;
+    used += np;
+    lua_settop(L, item - 1);
+  }
+  loom_db_error_clear(&c->req.err);
+  c->req.op = LOOM_DB_BATCH;
+  c->req.sql = NULL;
+  c->req.stmts = stmts;
+  c->req.nstmts = n;
+  c->req.cache = cache;
+  return start_request(L, c, batch_k);
+}
+
+/* ---- COPY ------------------------------------------------------------------------ */
+
+static int copy_done_k(lua_State *L, int status, lua_KContext kctx) {
+  (void)status; (void)kctx;
+  lm_conn *c = lua_touserdata(L, 1);
+  loom_db_req_t *req = &c->req;
+  if (req->status != 0) {
+    loom_db_result_free(req->result);
+    req->result = NULL;
+    return raise_db_error(L, c->db, req->status, &req->err, NULL);
+  }
+  if (req->more)
+    return 0; /* ready for (more) data */
+  loom_db_result_t *r = req->result;
+  req->result = NULL;
+  lua_pushinteger(L, r ? r->affected : 0);
+  loom_db_result_free(r);
+  return 1;
+}
+
+static int copy_k(lua_State *L, int status, lua_KContext kctx) {
+  (void)status;
+  return request_k(L, lua_touserdata(L, 1), LM_WAIT_OF(kctx), copy_done_k);
+}
+
+/* conn:_copy(sql) starts COPY FROM STDIN; conn:_copy_data(chunk) sends;
+ * conn:_copy_data() ends and returns the row count. */
+static int conn_copy(lua_State *L) {
+  lm_conn *c = check_conn(L);
+  size_t len;
+  const char *sql = luaL_checklstring(L, 2, &len);
+  lua_settop(L, 2);
+  lua_pushvalue(L, 2);
+  lua_setiuservalue(L, 1, CONN_ANCHOR);
+  set_sql(c, LOOM_DB_COPY_IN, sql, len, 0, 0);
+  return start_request(L, c, copy_k);
+}
+
+static int conn_copy_data(lua_State *L) {
+  lm_conn *c = check_conn(L);
+  size_t len = 0;
+  const char *buf = lua_isnoneornil(L, 2) ? "" : luaL_checklstring(L, 2, &len);
+  lua_settop(L, 2);
+  if (!c->req.active || c->req.op != LOOM_DB_COPY_IN)
+    return lm_error(L, "usage", "no COPY in progress on this connection");
+  lua_pushvalue(L, 2);
+  lua_setiuservalue(L, 1, CONN_ANCHOR); /* libpq may need the chunk until it has room */
+  if (len == 0)
+    buf = "";
+  lm_wait *w = lm_wait_prepare(L, c->ctx);
+  c->waiting = w;
+  int r = c->conn->driver->copy_data(c->conn, &c->req, buf, len);
+  if (r != 0) {
+    c->waiting = NULL;
+    lm_wait_abort(w);
+    return lm_error(L, "usage", "the connection is not ready for COPY data");
+  }
+  return lm_wait_begin(L, w, copy_k);
+}
+
+/* ---- small things ----------------------------------------------------------------- */
+
+static int conn_txn(lua_State *L) {
+  lm_conn *c = check_conn(L);
+  static const char *const names[] = {"idle", "active", "failed", "unknown"};
+  lua_pushstring(L, names[c->conn->driver->txn(c->conn)]);
+  return 1;
+}
+
+static int conn_backend_id(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)check_conn(L)->conn->backend_id);
+  return 1;
+}
+
+static int conn_broken(lua_State *L) {
+  lm_conn *c = lm_checkudata(L, 1, LM_CONN_MT, "loom.db.conn");
+  lua_pushboolean(L, c->conn == NULL || c->conn->broken);
+  return 1;
+}
+
+static int conn_db(lua_State *L) {
+  lm_checkudata(L, 1, LM_CONN_MT, "loom.db.conn");
+  lua_getiuservalue(L, 1, CONN_DB);
+  return 1;
+}
+
+static int conn_tostring(lua_State *L) {
+  lm_conn *c = lm_checkudata(L, 1, LM_CONN_MT, "loom.db.conn");
+  if (c->conn)
+    lua_pushfstring(L, "loom.db.conn (%s, backend %d)", c->db->driver->name,
+                    (int)c->conn->backend_id);
+  else
+    lua_pushliteral(L, "loom.db.conn (released)");
+  return 1;
+}
+
+static const luaL_Reg db_methods[] = {
+  {"_acquire", db_acquire},
+  {"_close", db_close},
+  {"_stats", db_stats},
+  {NULL, NULL}
+};
+
+static const luaL_Reg conn_methods[] = {
+  {"_query", conn_query},
+  {"_stream", conn_stream},
+  {"_next", conn_next},
+  {"_stop", conn_stop},
+  {"_batch", conn_batch},
+  {"_copy", conn_copy},
+  {"_copy_data", conn_copy_data},
+  {"_release", conn_release},
+  {"_txn", conn_txn},
+  {"_backend_id", conn_backend_id},
+  {"_broken", conn_broken},
+  {"_db", conn_db},
+  {NULL, NULL}
+};
+
+const luaL_Reg lm_db_funcs[] = {{"_db_open", l_db_open}, {NULL, NULL}};
+
+void lm_open_db(lua_State *L) {
+  lm_new_class(L, LM_DB_MT, db_methods, db_gc);
+  lm_new_class(L, LM_CONN_MT, conn_methods, conn_gc);
+  luaL_getmetatable(L, LM_CONN_MT);
+  lua_pushcfunction(L, conn_tostring);
+  lua_setfield(L, -2, "__tostring");
+  /* `local c <close> = db:_acquire()` gives it back however the scope ends. */
+  lua_pushcfunction(L, conn_release_close);
+  lua_setfield(L, -2, "__close");
+  lua_pop(L, 1);
+  if (luaL_newmetatable(L, LM_NULL_MT)) {
+    lua_pushcfunction(L, null_tostring);
+    lua_setfield(L, -2, "__tostring");
+  }
+  lua_pop(L, 1);
+  lua_getfield(L, LUA_REGISTRYINDEX, "loom.null.value");
+  if (lua_isnil(L, -1)) {
+    lua_newuserdatauv(L, 0, 0);
+    luaL_setmetatable(L, LM_NULL_MT);
+    lua_setfield(L, LUA_REGISTRYINDEX, "loom.null.value");
+  }
+  lua_pop(L, 1);
+}

@@ -1,0 +1,291 @@
+-- loom.db: the database API on top of the C pool and drivers.
+--
+-- A db is a pool. A call like db:query borrows a connection for the one
+-- statement, unless the calling task holds one already (inside
+-- db:transaction, db:with or while an db:acquire() session is open), in
+-- which case it uses that one: a task never waits on the pool for a
+-- connection it is itself holding.
+return function(loom, core)
+  local pack, unpack = table.pack, table.unpack
+
+  local DB = {}
+  DB.__index = DB
+  local Session = {}
+  Session.__index = Session
+
+  -- Connections pinned to the task (or to code outside tasks) using them.
+  local OUTSIDE = {}
+  local pins = setmetatable({}, { __mode = "k" })
+
+  local function owner() return loom.current() or OUTSIDE end
+
+  local function pinned(db)
+    local p = pins[owner()]
+    return p and p[db]
+  end
+
+  local function pin(db, conn)
+    local o = owner()
+    local p = pins[o]
+    if not p then p = {}; pins[o] = p end
+    local previous = p[db]
+    p[db] = conn
+    return previous
+  end
+
+  local function unpin(db, previous)
+    local p = pins[owner()]
+    if p then p[db] = previous end
+  end
+
+  local function argerror(n, fname, msg)
+    loom.error("argument", ("bad argument #%d to '%s' (%s)"):format(n, fname, msg))
+  end
+
+  local function check_sql(sql, fname)
+    if type(sql) ~= "string" then argerror(1, fname, "SQL string expected, got " .. type(sql)) end
+  end
+
+  -- "postgres://user:secret@host/db" -> "postgres://user:***@host/db"
+  local function redact(url)
+    url = url:gsub("^(%a[%w+.-]*://[^:/@]*):[^@]*@", "%1:***@")
+    url = url:gsub("([?&]password=)[^&]*", "%1***")
+    url = url:gsub("(password%s*=%s*)'[^']*'", "%1***"):gsub("(password%s*=%s*)[^%s']+", "%1***")
+    return url
+  end
+
+  loom.db = {}
+
+  -- loom.db.open(url, {pool = {min=, max=, acquire_timeout=, max_lifetime=,
+  --   idle_timeout=, validate_after=}, statement_cache = true})
+  function loom.db.open(url, opts)
+    if type(url) ~= "string" then argerror(1, "loom.db.open", "URL string expected, got " .. type(url)) end
+    opts = opts or {}
+    if type(opts) ~= "table" then argerror(2, "loom.db.open", "options table expected") end
+    local driver
+    if url:match("^postgres://") or url:match("^postgresql://") then
+      driver = "postgres"
+    else
+      local scheme = url:match("^(%a[%w+.-]*):") or url
+      loom.error("argument", ("no database driver for '%s' (postgres://... is supported)"):format(redact(scheme)))
+    end
+    local pool = opts.pool or {}
+    if type(pool) ~= "table" then argerror(2, "loom.db.open", "pool must be a table") end
+    local handle = core._db_open(driver, url, pool)
+    return setmetatable({
+      handle = handle, driver = driver, shown = redact(url),
+      cache = opts.statement_cache ~= false, listeners = nil,
+    }, DB)
+  end
+
+  DB.__tostring = function(db) return ("loom.db (%s)"):format(db.shown) end
+  DB.__close = function(db) db:close() end
+
+  ---------------------------------------------------------------- statements
+  -- Everything below is written once against :_run(method, ...), which DB
+  -- (pinned or borrowed connection) and Session (its own) implement.
+
+  function DB:_run(method, ...)
+    local c = pinned(self)
+    if c then return c[method](c, ...) end
+    local borrowed <close> = self.handle:_acquire()
+    return borrowed[method](borrowed, ...)
+  end
+
+  local function define(T)
+    -- query(sql, ...) -> rows, info   (rows keyed by column name)
+    function T:query(sql, ...)
+      check_sql(sql, "query")
+      return self:_run("_query", sql, self.cache, ...)
+    end
+
+    -- exec(sql, ...) -> affected rows, last insert id
+    function T:exec(sql, ...)
+      check_sql(sql, "exec")
+      local _, info = self:_run("_query", sql, self.cache, ...)
+      return info.affected or 0, info.last_insert_id
+    end
+
+    function T:first(sql, ...)
+      check_sql(sql, "first")
+      local rows = self:_run("_query", sql, self.cache, ...)
+      return rows[1]
+    end
+
+    function T:value(sql, ...)
+      check_sql(sql, "value")
+      local rows, info = self:_run("_query", sql, self.cache, ...)
+      local row = rows[1]
+      if row == nil or info.columns[1] == nil then return nil end
+      return row[info.columns[1]]
+    end
+
+    -- batch{ {sql, ...}, ... } -> { rows, rows, ... }: one round trip.
+    function T:batch(list)
+      if type(list) ~= "table" then argerror(1, "batch", "table of {sql, params...} expected") end
+      return self:_run("_batch", list, self.cache)
+    end
+  end
+  define(DB)
+  define(Session)
+
+  -- for row in db:rows(sql, ...) do ... end: rows arrive one at a time from
+  -- the server; leaving the loop early (break, error) cancels the rest and
+  -- gives the connection back clean.
+  local function stream(conn, owned, sql, ...)
+    local ok, err = pcall(conn._stream, conn, sql, ...)
+    if not ok then
+      if owned then conn:_release() end
+      error(err, 0)
+    end
+    local finished = false
+    local closer = setmetatable({}, { __close = function()
+      if not finished then conn:_stop() end
+      if owned then conn:_release() end
+    end })
+    return function()
+      local row = conn:_next()
+      if row == nil then finished = true end
+      return row
+    end, nil, nil, closer
+  end
+
+  function DB:rows(sql, ...)
+    check_sql(sql, "rows")
+    local c = pinned(self)
+    if c then return stream(c, false, sql, ...) end
+    return stream(self.handle:_acquire(), true, sql, ...)
+  end
+
+  function Session:rows(sql, ...)
+    check_sql(sql, "rows")
+    return stream(self.conn, false, sql, ...)
+  end
+
+  ---------------------------------------------------------------- sessions
+  function Session:_run(method, ...)
+    local c = self.conn
+    if not c then loom.error("closed", "this session was released") end
+    return c[method](c, ...)
+  end
+
+  function Session:release()
+    if self.conn == nil then return end
+    local conn = self.conn
+    self.conn = nil
+    if self.pinned then unpin(self.db, self.previous) end
+    if self.owns then conn:_release() end
+  end
+  Session.__close = Session.release
+
+  function Session:backend_id() return self.conn and self.conn:_backend_id() end
+
+  -- db:acquire() -> a session on one connection, pinned to this task until
+  -- released (`local s <close> = db:acquire()`). Asking again while holding
+  -- one gives a session on the same connection.
+  function DB:acquire()
+    local held = pinned(self)
+    if held then
+      return setmetatable({ db = self, conn = held, cache = self.cache, owns = false }, Session)
+    end
+    local conn = self.handle:_acquire()
+    local s = setmetatable({ db = self, conn = conn, cache = self.cache, owns = true, pinned = true }, Session)
+    s.previous = pin(self, conn)
+    return s
+  end
+
+  function DB:with(fn, ...)
+    local s <close> = self:acquire()
+    return fn(s, ...)
+  end
+
+  ---------------------------------------------------------------- transactions
+  local ISOLATION = {
+    ["serializable"] = "SERIALIZABLE", ["repeatable read"] = "REPEATABLE READ",
+    ["read committed"] = "READ COMMITTED", ["read uncommitted"] = "READ UNCOMMITTED",
+  }
+  local RETRYABLE = { ["40001"] = true, ["40P01"] = true }
+
+  local function begin_sql(opts)
+    local sql = "BEGIN"
+    if opts.isolation then
+      local level = ISOLATION[opts.isolation]
+      if not level then argerror(2, "transaction", "unknown isolation level '" .. tostring(opts.isolation) .. "'") end
+      sql = sql .. " ISOLATION LEVEL " .. level
+    end
+    if opts.read_only then sql = sql .. " READ ONLY" end
+    return sql
+  end
+
+  local function savepoint(s, fn, ...)
+    s.depth = (s.depth or 0) + 1
+    local name = "loom_sp_" .. s.depth
+    s:_run("_query", "SAVEPOINT " .. name, false)
+    local r = pack(pcall(fn, s, ...))
+    if r[1] then
+      s:_run("_query", "RELEASE SAVEPOINT " .. name, false)
+      s.depth = s.depth - 1
+      return unpack(r, 2, r.n)
+    end
+    s.depth = s.depth - 1
+    pcall(s._run, s, "_query", "ROLLBACK TO SAVEPOINT " .. name, false)
+    error(r[2], 0)
+  end
+
+  -- tx:savepoint(fn, ...): fn's work is undone alone if it fails.
+  Session.savepoint = savepoint
+
+  -- db:transaction(fn, {isolation=, read_only=, retries=0, backoff=0.01})
+  -- runs fn(tx) in a transaction: commit when it returns, rollback when it
+  -- raises. Serialization failures (40001) and deadlocks (40P01) are retried
+  -- with backoff up to `retries` times.
+  function DB:transaction(fn, opts)
+    if type(fn) ~= "function" then argerror(1, "transaction", "function expected, got " .. type(fn)) end
+    opts = opts or {}
+    if type(opts) ~= "table" then argerror(2, "transaction", "options table expected") end
+    local held = pinned(self)
+    if held then
+      -- Already in this task's transaction or session: nest as a savepoint.
+      local s = setmetatable({ db = self, conn = held, cache = self.cache, owns = false }, Session)
+      if held:_txn() ~= "idle" then return savepoint(s, fn) end
+    end
+    local retries = opts.retries or 0
+    local delay = opts.backoff or 0.01
+    local sql = begin_sql(opts)
+    for attempt = 1, retries + 1 do
+      local s <close> = self:acquire()
+      s:_run("_query", sql, false)
+      local r = pack(pcall(fn, s))
+      local err
+      if r[1] then
+        local ok, e = pcall(s._run, s, "_query", "COMMIT", false)
+        if ok then return unpack(r, 2, r.n) end
+        err = e
+      else
+        err = r[2]
+        -- Roll back here when we can; releasing rolls back otherwise.
+        if s.conn:_txn() ~= "idle" and not s.conn:_broken() then
+          pcall(loom.shield, s._run, s, "_query", "ROLLBACK", false)
+        end
+      end
+      local retry = attempt <= retries and type(err) == "table" and RETRYABLE[err.code]
+      if not retry then error(err, 0) end
+      s:release()
+      loom.sleep(delay * (0.5 + math.random()))
+      delay = delay * 2
+    end
+  end
+
+  ---------------------------------------------------------------- the rest
+  function DB:stats() return self.handle:_stats() end
+
+  function DB:close()
+    if self.closed then return end
+    self.closed = true
+    if self._listener then self._listener:close() end
+    self.handle:_close()
+  end
+
+  loom.db._redact = redact
+  loom.db._DB, loom.db._Session = DB, Session
+end
