@@ -50,7 +50,7 @@ static int is_null(lua_State *L, int idx) {
 }
 
 static int null_tostring(lua_State *L) {
-  lua_pushliteral(L, "loom.null.value");
+  lua_pushliteral(L, "loom.null");
   return 1;
 }
 
