@@ -101,13 +101,27 @@ static char *dupstr(const char *s) {
 }
 
 static void want(pg_conn *c, int events) {
-  if (c->poll == NULL || events == c->events)
+  if (c->poll == NULL)
     return;
-  c->events = events;
-  if (events)
-    uv_poll_start(c->poll, events, on_poll);
+  /* Between requests the socket stays registered for reading (a server
+   * closing it is noticed, and no epoll_ctl is spent per query) but does
+   * not keep the loop alive. A paused request really stops reading: that
+   * is the backpressure of a stream. */
+  int idle = events == 0 && c->base.req == NULL && !c->connecting &&
+             !c->base.broken && !c->closing;
+  if (idle)
+    events = UV_READABLE;
+  if (events != c->events) {
+    c->events = events;
+    if (events)
+      uv_poll_start(c->poll, events, on_poll);
+    else
+      uv_poll_stop(c->poll);
+  }
+  if (idle && !c->on_notify)
+    uv_unref((uv_handle_t *)c->poll);
   else
-    uv_poll_stop(c->poll);
+    uv_ref((uv_handle_t *)c->poll);
 }
 
 static void maybe_free(pg_conn *c) {
@@ -988,6 +1002,11 @@ static void connect_done(pg_conn *c, int status) {
   req->cb(req);
 }
 
+static void ignore_notice(void *arg, const char *message) {
+  (void)arg;
+  (void)message;
+}
+
 void loom__pg_connect_step(pg_conn *c, int status) {
   if (status < 0) {
     loom_db_error_set(&c->connect_req->err, "08001", uv_strerror(status));
@@ -1007,6 +1026,9 @@ void loom__pg_connect_step(pg_conn *c, int status) {
     want(c, UV_WRITABLE);
     break;
   case PGRES_POLLING_OK:
+    /* Notices (NOTICE, WARNING) are the server talking to a person; libpq
+     * would print them on stderr from inside the loop. */
+    PQsetNoticeProcessor(c->pg, ignore_notice, NULL);
     if (PQsetnonblocking(c->pg, 1) != 0) {
       connect_done(c, LOOM_EDB_CONNECTION);
       return;

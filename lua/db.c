@@ -30,6 +30,7 @@ typedef struct lm_conn {
   int row_ready;          /* a streamed row sits in req.result */
   int stream_done;
   int interrupted;        /* the status that interrupted the request */
+  int mode;               /* what a finished query returns (MODE_*) */
   loom_value_t *params;
   int params_cap;
   loom_db_stmt_t *stmts;
@@ -38,6 +39,8 @@ typedef struct lm_conn {
 
 /* Connection slots of the conn userdata: the db, then the Lua strings
  * (SQL, parameters) a request points into while it runs. */
+enum { MODE_ROWS, MODE_VALUE, MODE_EXEC };
+
 #define CONN_DB 1
 #define CONN_ANCHOR 2
 
@@ -541,9 +544,32 @@ static int query_done_k(lua_State *L, int status, lua_KContext kctx) {
   }
   loom_db_result_t *r = req->result;
   req->result = NULL;
-  push_result(L, r);
+  int n = 2;
+  switch (c->mode) {
+  case MODE_VALUE:
+    /* The first column of the first row, without building any table. */
+    n = 1;
+    if (r && r->nrows > 0 && r->ncols > 0) {
+      loom_value_t v;
+      r->ops->cell(r, 0, 0, &v);
+      push_value(L, &v);
+    } else {
+      lua_pushnil(L);
+    }
+    break;
+  case MODE_EXEC:
+    n = 2;
+    lua_pushinteger(L, r && r->affected > 0 ? r->affected : 0);
+    if (r && r->last_insert_id)
+      lua_pushinteger(L, r->last_insert_id);
+    else
+      lua_pushnil(L);
+    break;
+  default:
+    push_result(L, r);
+  }
   loom_db_result_free(r);
-  return 2;
+  return n;
 }
 
 static int query_k(lua_State *L, int status, lua_KContext kctx) {
@@ -563,15 +589,24 @@ static void set_sql(lm_conn *c, loom_db_op_t op, const char *sql, size_t len, in
 }
 
 /* conn:_query(sql, cache, ...) -> rows, info */
-static int conn_query(lua_State *L) {
+static int run_query(lua_State *L, int mode) {
   lm_conn *c = check_conn(L);
   size_t len;
   const char *sql = luaL_checklstring(L, 2, &len);
   int cache = lua_toboolean(L, 3);
   int n = read_params(L, c, 4, sql, len);
   set_sql(c, LOOM_DB_QUERY, sql, len, n, cache);
+  c->mode = mode;
   return start_request(L, c, query_k);
 }
+
+static int conn_query(lua_State *L) { return run_query(L, MODE_ROWS); }
+
+/* conn:_value(sql, cache, ...) -> the first column of the first row */
+static int conn_value(lua_State *L) { return run_query(L, MODE_VALUE); }
+
+/* conn:_exec(sql, cache, ...) -> affected, last insert id */
+static int conn_exec(lua_State *L) { return run_query(L, MODE_EXEC); }
 
 /* ---- streaming ------------------------------------------------------------------- */
 
@@ -895,6 +930,8 @@ static const luaL_Reg db_methods[] = {
 
 static const luaL_Reg conn_methods[] = {
   {"_query", conn_query},
+  {"_value", conn_value},
+  {"_exec", conn_exec},
   {"_stream", conn_stream},
   {"_next", conn_next},
   {"_stop", conn_stop},

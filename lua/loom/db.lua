@@ -102,8 +102,7 @@ return function(loom, core)
     -- exec(sql, ...) -> affected rows, last insert id
     function T:exec(sql, ...)
       check_sql(sql, "exec")
-      local _, info = self:_run("_query", sql, self.cache, ...)
-      return info.affected or 0, info.last_insert_id
+      return self:_run("_exec", sql, self.cache, ...)
     end
 
     function T:first(sql, ...)
@@ -114,10 +113,7 @@ return function(loom, core)
 
     function T:value(sql, ...)
       check_sql(sql, "value")
-      local rows, info = self:_run("_query", sql, self.cache, ...)
-      local row = rows[1]
-      if row == nil or info.columns[1] == nil then return nil end
-      return row[info.columns[1]]
+      return self:_run("_value", sql, self.cache, ...)
     end
 
     -- batch{ {sql, ...}, ... } -> { rows, rows, ... }: one round trip.
