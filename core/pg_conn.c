@@ -62,6 +62,7 @@ typedef struct pg_conn {
   size_t copy_len;
   int copy_pending;  /* a chunk waits for room in libpq's buffer */
   int copy_ending;
+  int copy_abort;    /* end the COPY with an error: the caller gave up */
   loom_db_stmt_t one; /* the statement of a single-statement request */
   /* cancel */
   uv_work_t cancel_work;
@@ -439,7 +440,7 @@ static void flush(pg_conn *c) {
 static void reset_machine(pg_conn *c) {
   c->nunits = c->unit_pos = 0;
   c->pipeline = c->flushing = c->paused = c->draining = 0;
-  c->copying = c->copy_pending = c->copy_ending = 0;
+  c->copying = c->copy_pending = c->copy_ending = c->copy_abort = 0;
   loom_db_error_clear(&c->one.err);
   loom_db_result_free(c->one.result);
   memset(&c->one, 0, sizeof c->one);
@@ -820,7 +821,7 @@ static int pg_next(loom_db_conn_t *base, loom_db_req_t *req) {
 static void copy_progress(pg_conn *c) {
   loom_db_req_t *req = c->base.req;
   if (c->copy_pending) {
-    int r = c->copy_ending ? PQputCopyEnd(c->pg, NULL)
+    int r = c->copy_ending ? PQputCopyEnd(c->pg, c->copy_abort ? "cancelled by the client" : NULL)
                            : PQputCopyData(c->pg, c->copy_buf, (int)c->copy_len);
     if (r < 0) {
       fail_request(c, LOOM_EDB_CONNECTION, NULL, NULL);
@@ -902,6 +903,16 @@ static int pg_cancel(loom_db_conn_t *base) {
   loom_db_req_t *req = base->req;
   if (req == NULL || c->cancel_busy || c->pg == NULL)
     return 0;
+  if (c->copying) {
+    /* Mid-COPY the server waits for us: end the data with an error. */
+    c->draining = 1;
+    c->copy_abort = 1;
+    c->copy_ending = 1;
+    c->copy_pending = 1;
+    c->paused = 0;
+    copy_progress(c);
+    return 0;
+  }
   if (req->op == LOOM_DB_STREAM) {
     /* Drop the rest of the rows as they come. */
     c->draining = 1;

@@ -275,6 +275,7 @@ int luaopen_loom_core(lua_State *L) {
   add_funcs(L, lm_waitgroup_funcs);
   add_funcs(L, lm_scope_funcs);
   add_funcs(L, lm_db_funcs);
+  add_funcs(L, lm_copy_funcs);
   lua_getfield(L, LUA_REGISTRYINDEX, "loom.null.value");
   lua_setfield(L, -2, "null");
   lm_open_coro(L);

@@ -430,7 +430,7 @@ static void give_back(lm_conn *c, int discard) {
   if (conn->req) {
     /* Released mid-request (collected with a query in flight): the
      * connection cannot be trusted; close it. */
-    conn->req->cb = NULL;
+    conn->req->data = NULL;
     discard = 1;
   }
   if (discard)

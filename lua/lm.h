@@ -176,7 +176,7 @@ void lm_new_class(lua_State *L, const char *name, const luaL_Reg *methods,
 
 /* db.c */
 void lm_open_db(lua_State *L);
-extern const luaL_Reg lm_db_funcs[];
+extern const luaL_Reg lm_db_funcs[], lm_copy_funcs[];
 
 /* scope.c */
 lm_scope *lm_scope_expired(lm_scope *innermost);

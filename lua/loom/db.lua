@@ -85,11 +85,16 @@ return function(loom, core)
   -- Everything below is written once against :_run(method, ...), which DB
   -- (pinned or borrowed connection) and Session (its own) implement.
 
+  -- method: a connection method's name, or a function(conn, ...).
   function DB:_run(method, ...)
     local c = pinned(self)
-    if c then return c[method](c, ...) end
-    local borrowed <close> = self.handle:_acquire()
-    return borrowed[method](borrowed, ...)
+    if not c then
+      local borrowed <close> = self.handle:_acquire()
+      if type(method) == "function" then return method(borrowed, ...) end
+      return borrowed[method](borrowed, ...)
+    end
+    if type(method) == "function" then return method(c, ...) end
+    return c[method](c, ...)
   end
 
   local function define(T)
@@ -162,6 +167,7 @@ return function(loom, core)
   function Session:_run(method, ...)
     local c = self.conn
     if not c then loom.error("closed", "this session was released") end
+    if type(method) == "function" then return method(c, ...) end
     return c[method](c, ...)
   end
 
@@ -271,6 +277,52 @@ return function(loom, core)
       delay = delay * 2
     end
   end
+
+  ---------------------------------------------------------------- bulk insert
+  local function quote_ident(name)
+    return '"' .. name:gsub('"', '""') .. '"'
+  end
+
+  local function quote_table(name)
+    local parts = {}
+    for part in name:gmatch("[^.]+") do parts[#parts + 1] = quote_ident(part) end
+    return table.concat(parts, ".")
+  end
+
+  local COPY_CHUNK = 4000 -- rows per chunk sent while the next is formatted
+
+  local copy_format = core._copy_format
+  local function bulk(conn, sql, columns, rows, n)
+    -- The first chunk is formatted before the COPY starts, so bad input
+    -- there is an error before anything is sent.
+    local chunk = copy_format(rows, columns, 1, math.min(n, COPY_CHUNK))
+    conn:_copy(sql)
+    conn:_copy_data(chunk)
+    for first = COPY_CHUNK + 1, n, COPY_CHUNK do
+      conn:_copy_data(copy_format(rows, columns, first, math.min(n, first + COPY_CHUNK - 1)))
+    end
+    return conn:_copy_data()
+  end
+
+  -- insert_many(table, columns, rows) -> rows inserted. Rows are arrays in
+  -- column order or tables keyed by column name. On PostgreSQL it is one
+  -- COPY ... FROM STDIN, streamed in chunks.
+  local function insert_many(self, tbl, columns, rows)
+    if type(tbl) ~= "string" or tbl == "" then argerror(1, "insert_many", "table name expected") end
+    if type(columns) ~= "table" or #columns == 0 then argerror(2, "insert_many", "non-empty array of column names expected") end
+    for i, col in ipairs(columns) do
+      if type(col) ~= "string" then argerror(2, "insert_many", "column " .. i .. " is not a string") end
+    end
+    if type(rows) ~= "table" then argerror(3, "insert_many", "array of rows expected") end
+    local n = #rows
+    if n == 0 then return 0 end
+    local quoted = {}
+    for i, col in ipairs(columns) do quoted[i] = quote_ident(col) end
+    local sql = ("COPY %s (%s) FROM STDIN"):format(quote_table(tbl), table.concat(quoted, ", "))
+    return self:_run(bulk, sql, columns, rows, n)
+  end
+  DB.insert_many = insert_many
+  Session.insert_many = insert_many
 
   ---------------------------------------------------------------- the rest
   function DB:stats() return self.handle:_stats() end
