@@ -56,10 +56,10 @@ static void check_not_in_task(lua_State *L, lm_ctx *ctx, const char *what) {
  * its wait; tasks left blocked forever after it finished are cancelled. */
 static void run_until_done(lm_ctx *ctx, lua_State *L, lm_task *main) {
   int cancelled_for_failure = 0;
-  while (!lm_task_finished(main) || ctx->live > 0) {
+  while (!lm_task_finished(main) || ctx->live > ctx->daemons) {
     if (lm_task_finished(main) && main->state != LM_DONE && !cancelled_for_failure) {
       cancelled_for_failure = 1;
-      lm_cancel_all(ctx, L);
+      lm_cancel_all(ctx, L, 0);
     }
     if (lm_step(ctx, L, -1))
       continue;
@@ -67,7 +67,7 @@ static void run_until_done(lm_ctx *ctx, lua_State *L, lm_task *main) {
       if (main->state == LM_WAITING)
         lm_wait_finish(&main->wait, LM_EDEADLOCK, -1);
     } else {
-      lm_cancel_all(ctx, L);
+      lm_cancel_all(ctx, L, 0);
     }
   }
 }
@@ -262,6 +262,7 @@ int luaopen_loom_core(lua_State *L) {
   lm_open_waitgroup(L);
   lm_open_scope(L);
   lm_open_db(L);
+  lm_open_listen(L);
   lm_open_context(L);
   lua_newtable(L);
   add_funcs(L, context_funcs);
@@ -276,6 +277,7 @@ int luaopen_loom_core(lua_State *L) {
   add_funcs(L, lm_scope_funcs);
   add_funcs(L, lm_db_funcs);
   add_funcs(L, lm_copy_funcs);
+  add_funcs(L, lm_listen_funcs);
   lua_getfield(L, LUA_REGISTRYINDEX, "loom.null.value");
   lua_setfield(L, -2, "null");
   lm_open_coro(L);

@@ -77,6 +77,7 @@ struct lm_task {
   unsigned char started;
   unsigned char cancel_pending;
   unsigned char observed; /* its failure was re-raised or reported */
+  unsigned char daemon;   /* loom.run does not wait for it */
   lm_wait wait;
   loom_waitq_t joiners;
   lm_scope *scopes; /* innermost cancel scope first */
@@ -96,6 +97,7 @@ struct lm_ctx {
   lm_scope *outside_scopes; /* cancel scopes of code outside tasks */
   lm_wait *driving_wait;    /* the outside wait lm_drive is serving */
   size_t live;
+  size_t daemons;     /* unfinished tasks loom.run does not wait for */
   uint64_t rng;
   int stepping;       /* depth of nested lm_step calls */
   int closed;
@@ -112,7 +114,7 @@ void lm_push_ctx(lua_State *L);
 /* task.c */
 void lm_task_ready(lm_task *t);
 void lm_run_ready(lm_ctx *ctx, lua_State *L, int budget);
-void lm_cancel_all(lm_ctx *ctx, lua_State *L);
+void lm_cancel_all(lm_ctx *ctx, lua_State *L, int daemons_too);
 lm_task *lm_spawn(lua_State *L, lm_ctx *ctx, int first, int n);
 void lm_push_task_results(lua_State *L, lm_task *t);
 int lm_task_finished(const lm_task *t);
@@ -176,7 +178,8 @@ void lm_new_class(lua_State *L, const char *name, const luaL_Reg *methods,
 
 /* db.c */
 void lm_open_db(lua_State *L);
-extern const luaL_Reg lm_db_funcs[], lm_copy_funcs[];
+extern const luaL_Reg lm_db_funcs[], lm_copy_funcs[], lm_listen_funcs[];
+void lm_open_listen(lua_State *L);
 
 /* scope.c */
 lm_scope *lm_scope_expired(lm_scope *innermost);

@@ -67,6 +67,8 @@ static void finish(lm_ctx *ctx, lua_State *L, lm_task *t) {
   lm_scope_release_all(t);
   live_remove(ctx, t);
   ctx->live--;
+  if (t->daemon)
+    ctx->daemons--;
   loom_waitq_wake_all(&t->joiners, LOOM_OK);
   /* Last: once unpinned the task may be collected. */
   luaL_unref(L, LUA_REGISTRYINDEX, t->ref);
@@ -171,10 +173,11 @@ static int cancel(lm_task *t) {
   return 1;
 }
 
-void lm_cancel_all(lm_ctx *ctx, lua_State *L) {
+void lm_cancel_all(lm_ctx *ctx, lua_State *L, int daemons_too) {
   (void)L;
   for (lm_task *t = ctx->live_head; t; t = t->live_next)
-    cancel(t);
+    if (daemons_too || !t->daemon)
+      cancel(t);
 }
 
 void lm_push_task_results(lua_State *L, lm_task *t) {
@@ -316,6 +319,17 @@ static int l_spawn(lua_State *L) {
   return 1;
 }
 
+/* core _spawn_daemon(fn, ...): a background task (a listener's dispatcher)
+ * that loom.run does not wait for. */
+static int l_spawn_daemon(lua_State *L) {
+  lm_ctx *ctx = lua_touserdata(L, lua_upvalueindex(1));
+  lm_checkcallable(L, 1);
+  lm_task *t = lm_spawn(L, ctx, 1, lua_gettop(L));
+  t->daemon = 1;
+  ctx->daemons++;
+  return 1;
+}
+
 /* loom.current(): the running task, or nil outside tasks. */
 static int l_current(lua_State *L) {
   lm_ctx *ctx = lua_touserdata(L, lua_upvalueindex(1));
@@ -335,6 +349,7 @@ static int l_on_error(lua_State *L) {
 
 const luaL_Reg lm_task_funcs[] = {
   {"spawn", l_spawn},
+  {"_spawn_daemon", l_spawn_daemon},
   {"current", l_current},
   {"on_error", l_on_error},
   {NULL, NULL}

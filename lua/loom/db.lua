@@ -73,7 +73,7 @@ return function(loom, core)
     if type(pool) ~= "table" then argerror(2, "loom.db.open", "pool must be a table") end
     local handle = core._db_open(driver, url, pool)
     return setmetatable({
-      handle = handle, driver = driver, shown = redact(url),
+      handle = handle, driver = driver, shown = redact(url), url = url,
       cache = opts.statement_cache ~= false, listeners = nil,
     }, DB)
   end
@@ -323,6 +323,131 @@ return function(loom, core)
   end
   DB.insert_many = insert_many
   Session.insert_many = insert_many
+
+  ---------------------------------------------------------------- advisory locks
+  -- db:lock(key, fn, {timeout = s}): fn runs holding a session-level
+  -- advisory lock on key (a string or an integer); the lock is released
+  -- however fn ends, cancellation included. fn gets the session holding it.
+  function DB:lock(key, fn, opts)
+    local kt = math.type(key) == "integer" and "integer" or type(key)
+    if kt ~= "string" and kt ~= "integer" then argerror(1, "lock", "string or integer key expected, got " .. type(key)) end
+    if type(fn) ~= "function" then argerror(2, "lock", "function expected, got " .. type(fn)) end
+    opts = opts or {}
+    local arg = kt == "string" and "hashtextextended($1, 0)" or "$1::bigint"
+    local s <close> = self:acquire()
+    local take = "SELECT pg_advisory_lock(" .. arg .. ")"
+    if opts.timeout then
+      -- A lock wait past the timeout is cancelled on the server too.
+      loom.timeout(opts.timeout, s._run, s, "_exec", take, true, key)
+    else
+      s:_run("_exec", take, true, key)
+    end
+    local r = pack(pcall(fn, s))
+    loom.shield(pcall, s._run, s, "_exec", "SELECT pg_advisory_unlock(" .. arg .. ")", true, key)
+    if not r[1] then error(r[2], 0) end
+    return unpack(r, 2, r.n)
+  end
+
+  ---------------------------------------------------------------- LISTEN / NOTIFY
+  function DB:notify(channel, payload)
+    if type(channel) ~= "string" then argerror(1, "notify", "channel name expected, got " .. type(channel)) end
+    if payload ~= nil and type(payload) ~= "string" then argerror(2, "notify", "string payload expected") end
+    self:_run("_exec", "SELECT pg_notify($1, $2)", self.cache, channel, payload or "")
+  end
+
+  local Listener = {}
+  Listener.__index = Listener
+
+  -- Tells every subscriber that notifications may have been missed.
+  local function announce_gap(l)
+    for name, subs in pairs(l.subs) do
+      for sub in pairs(subs) do
+        if not sub:try_send({ channel = name, gap = true }) then l.gap_pending[sub] = true end
+      end
+    end
+  end
+
+  local function deliver(l, name, note)
+    local subs = l.subs[name]
+    if not subs then return end
+    for sub in pairs(subs) do
+      if sub:is_closed() then
+        subs[sub] = nil
+      else
+        if l.gap_pending[sub] and sub:try_send({ channel = name, gap = true }) then
+          l.gap_pending[sub] = nil
+        end
+        if l.gap_pending[sub] or not sub:try_send(note) then
+          -- A subscriber that does not keep up loses messages, and hears so.
+          l.gap_pending[sub] = true
+        end
+      end
+    end
+  end
+
+  local function listen_all(l)
+    for name in pairs(l.subs) do l.conn:_exec('LISTEN "' .. name:gsub('"', '""') .. '"') end
+  end
+
+  -- The dispatcher: reads notifications, fans them out, and after a lost
+  -- connection reconnects with backoff, LISTENs again and reports a gap.
+  local function dispatch(l)
+    while true do
+      local name, payload, pid = l.conn:_next()
+      if name then
+        deliver(l, name, { channel = name, payload = payload, pid = pid })
+      elseif not l.closed then
+        local delay = 0.05
+        while not l.closed do
+          local ok = pcall(function()
+            l.conn:_connect()
+            l.mutex:with(listen_all, l)
+          end)
+          if ok then break end
+          loom.sleep(delay * (0.5 + math.random()))
+          delay = math.min(delay * 2, 5)
+        end
+        announce_gap(l)
+      else
+        return
+      end
+    end
+  end
+
+  function Listener:close()
+    if self.closed then return end
+    self.closed = true
+    if self.task then self.task:cancel("listener closed") end
+    self.conn:_close()
+    for _, subs in pairs(self.subs) do
+      for sub in pairs(subs) do sub:close() end
+    end
+  end
+
+  -- db:listen(channel, {buffer = 1000}) -> a loom channel receiving
+  -- {channel=, payload=, pid=}; after a reconnect (or if this subscriber
+  -- fell behind) it receives {channel=, gap=true}. Close it to unsubscribe.
+  function DB:listen(name, opts)
+    if type(name) ~= "string" or name == "" then argerror(1, "listen", "channel name expected") end
+    opts = opts or {}
+    local l = self._listener
+    if not l then
+      l = setmetatable({ subs = {}, gap_pending = setmetatable({}, { __mode = "k" }),
+        mutex = loom.mutex(), conn = core._listener(self.driver, self.url) }, Listener)
+      self._listener = l
+      l.conn:_connect()
+      l.task = core._spawn_daemon(dispatch, l)
+    end
+    local sub = loom.channel(opts.buffer or 1000)
+    local subs = l.subs[name]
+    if not subs then
+      subs = {}
+      l.subs[name] = subs
+      l.mutex:with(function() l.conn:_exec('LISTEN "' .. name:gsub('"', '""') .. '"') end)
+    end
+    subs[sub] = true
+    return sub
+  end
 
   ---------------------------------------------------------------- the rest
   function DB:stats() return self.handle:_stats() end

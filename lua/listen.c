@@ -1,0 +1,246 @@
+/* A dedicated connection that LISTENs: notifications are queued in C as
+ * the driver reads them (inside a libuv callback, where no Lua may run) and
+ * handed to the Lua dispatcher task one at a time. */
+#include <stdlib.h>
+#include <string.h>
+#include "lm.h"
+#include "db.h"
+
+#define LM_LISTENER_MT "loom.db.listener"
+
+typedef struct lm_note {
+  struct lm_note *next;
+  char *channel;
+  char *payload;
+  int pid;
+} lm_note;
+
+typedef struct lm_listener {
+  lm_ctx *ctx;
+  const loom_db_driver_t *driver;
+  loom_db_conn_t *conn;
+  loom_db_req_t req;
+  lm_note *head, *tail;
+  int lost;     /* the connection broke since the last _next */
+  lm_wait *req_waiting;  /* a task running _connect or _exec */
+  lm_wait *note_waiting; /* the dispatcher in _next */
+} lm_listener;
+
+static char *dup(const char *s) {
+  size_t n = strlen(s ? s : "") + 1;
+  char *d = malloc(n);
+  if (d)
+    memcpy(d, s ? s : "", n);
+  return d;
+}
+
+static void wake(lm_wait *w) {
+  if (w)
+    lm_wait_finish(w, 0, -1);
+}
+
+static void on_notify(loom_db_conn_t *conn, const char *channel, const char *payload, int pid) {
+  lm_listener *l = conn->data;
+  if (l == NULL)
+    return;
+  if (channel == NULL) {
+    l->lost = 1;
+  } else {
+    lm_note *n = calloc(1, sizeof *n);
+    if (n == NULL || (n->channel = dup(channel)) == NULL || (n->payload = dup(payload)) == NULL) {
+      if (n) {
+        free(n->channel);
+        free(n);
+      }
+      l->lost = 1; /* dropping one silently would be worse */
+    } else {
+      n->pid = pid;
+      if (l->tail)
+        l->tail->next = n;
+      else
+        l->head = n;
+      l->tail = n;
+    }
+  }
+  wake(l->note_waiting);
+}
+
+static void drop_conn(lm_listener *l) {
+  if (l->conn) {
+    l->conn->data = NULL;
+    l->driver->watch(l->conn, NULL);
+    if (!l->ctx->closed)
+      l->driver->close(l->conn);
+    l->conn = NULL;
+  }
+}
+
+static lm_listener *check(lua_State *L) {
+  return lm_checkudata(L, 1, LM_LISTENER_MT, "loom.db.listener");
+}
+
+static void req_done(loom_db_req_t *req) {
+  lm_listener *l = req->data;
+  if (l)
+    wake(l->req_waiting);
+}
+
+/* core _listener(driver, conninfo): the conninfo is kept as user value. */
+static int l_listener(lua_State *L) {
+  const char *driver = luaL_checkstring(L, 1);
+  luaL_checkstring(L, 2);
+  if (strcmp(driver, "postgres") != 0)
+    return lm_error(L, "argument", "LISTEN needs PostgreSQL");
+  lm_listener *l = lua_newuserdatauv(L, sizeof *l, 1);
+  memset(l, 0, sizeof *l);
+  l->ctx = lua_touserdata(L, lua_upvalueindex(1));
+  l->driver = &loom_pg_driver;
+  luaL_setmetatable(L, LM_LISTENER_MT);
+  lua_pushvalue(L, 2);
+  lua_setiuservalue(L, -2, 1);
+  return 1;
+}
+
+static int raise_req(lua_State *L, loom_db_req_t *req) {
+  const char *kind = req->status == LOOM_EDB_QUERY ? "query" : "connection";
+  lm_push_error(L, kind, "%s", req->err.message ? req->err.message : loom_strerror(req->status));
+  if (req->err.code[0]) {
+    lua_pushstring(L, req->err.code);
+    lua_setfield(L, -2, "code");
+  }
+  loom_db_error_clear(&req->err);
+  return lua_error(L);
+}
+
+/* Both continuations: a request ran; interrupted ones close the connection
+ * (the dispatcher reconnects), since a listener has no pool to drain into. */
+static int req_k(lua_State *L, int status, lua_KContext kctx) {
+  (void)status;
+  lm_listener *l = lua_touserdata(L, 1);
+  lm_wait *w = LM_WAIT_OF(kctx);
+  l->req_waiting = NULL;
+  if (w->status != 0 || l->req.active) {
+    l->req.data = NULL;
+    drop_conn(l);
+    lm_wait_check(L, w);
+  }
+  loom_db_result_free(l->req.result);
+  l->req.result = NULL;
+  if (l->req.status != 0)
+    return raise_req(L, &l->req);
+  if (l->req.op == LOOM_DB_CONNECT) {
+    l->conn = l->req.conn;
+    l->conn->data = l;
+    l->lost = 0;
+    l->driver->watch(l->conn, on_notify);
+  }
+  return 0;
+}
+
+static int begin(lua_State *L, lm_listener *l) {
+  lm_wait *w = lm_wait_prepare(L, l->ctx);
+  l->req_waiting = w;
+  if (!l->req.active)
+    lm_wait_finish(w, 0, -1);
+  return lm_wait_begin(L, w, req_k);
+}
+
+/* l:_connect() */
+static int listener_connect(lua_State *L) {
+  lm_listener *l = check(L);
+  lua_settop(L, 1);
+  drop_conn(l);
+  lua_getiuservalue(L, 1, 1);
+  memset(&l->req, 0, sizeof l->req);
+  l->req.op = LOOM_DB_CONNECT;
+  l->req.cb = req_done;
+  l->req.data = l;
+  if (l->driver->connect(&l->ctx->loop, lua_tostring(L, -1), &l->req) != 0)
+    return raise_req(L, &l->req);
+  return begin(L, l);
+}
+
+/* l:_exec(sql): LISTEN / UNLISTEN on the listening connection. */
+static int listener_exec(lua_State *L) {
+  lm_listener *l = check(L);
+  size_t len;
+  const char *sql = luaL_checklstring(L, 2, &len);
+  lua_settop(L, 2);
+  if (l->conn == NULL || l->conn->broken)
+    return lm_error(L, "connection", "the listener is not connected");
+  memset(&l->req, 0, sizeof l->req);
+  l->req.op = LOOM_DB_QUERY;
+  l->req.sql = sql;
+  l->req.sql_len = len;
+  l->req.cb = req_done;
+  l->req.data = l;
+  if (l->driver->start(l->conn, &l->req) != 0)
+    return raise_req(L, &l->req);
+  return begin(L, l);
+}
+
+static int next_k(lua_State *L, int status, lua_KContext kctx);
+
+/* l:_next() -> channel, payload, pid | nil when the connection was lost */
+static int listener_next(lua_State *L) {
+  lm_listener *l = check(L);
+  lua_settop(L, 1);
+  if (l->head) {
+    lm_note *n = l->head;
+    l->head = n->next;
+    if (l->head == NULL)
+      l->tail = NULL;
+    lua_pushstring(L, n->channel);
+    lua_pushstring(L, n->payload);
+    lua_pushinteger(L, n->pid);
+    free(n->channel);
+    free(n->payload);
+    free(n);
+    return 3;
+  }
+  if (l->lost || l->conn == NULL || l->conn->broken) {
+    l->lost = 0;
+    drop_conn(l);
+    return 0;
+  }
+  lm_wait *w = lm_wait_prepare(L, l->ctx);
+  l->note_waiting = w;
+  return lm_wait_begin(L, w, next_k);
+}
+
+static int next_k(lua_State *L, int status, lua_KContext kctx) {
+  (void)status;
+  lm_listener *l = lua_touserdata(L, 1);
+  l->note_waiting = NULL;
+  lm_wait_check(L, LM_WAIT_OF(kctx));
+  return listener_next(L);
+}
+
+static int listener_close(lua_State *L) {
+  lm_listener *l = lua_touserdata(L, 1);
+  l->req.data = NULL;
+  drop_conn(l);
+  while (l->head) {
+    lm_note *n = l->head;
+    l->head = n->next;
+    free(n->channel);
+    free(n->payload);
+    free(n);
+  }
+  l->tail = NULL;
+  return 0;
+}
+
+static const luaL_Reg methods[] = {
+  {"_connect", listener_connect},
+  {"_exec", listener_exec},
+  {"_next", listener_next},
+  {"_close", listener_close},
+  {NULL, NULL}
+};
+
+const luaL_Reg lm_listen_funcs[] = {{"_listener", l_listener}, {NULL, NULL}};
+
+void lm_open_listen(lua_State *L) {
+  lm_new_class(L, LM_LISTENER_MT, methods, listener_close);
+}
