@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# Every test loom has, as CI runs it: C unit tests (ctest), the busted specs
+# (examples included) against a real PostgreSQL server started here, the
+# same again built with AddressSanitizer, LeakSanitizer and UBSan, and an
+# install from the rockspec. Ends with one line "N passed, N failed".
+#   LOOM_SKIP_ASAN=1   skip the sanitizer pass (quick local runs)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+
+bash scripts/deps.sh || exit 1
+
+passed=0
+failed=0
+broken=()
+logs=$(mktemp -d)
+
+stage() { printf '\n==== %s\n' "$*"; }
+fail_stage() { broken+=("$1"); failed=$((failed + 1)); }
+
+build() { # build DIR [cmake args...]
+  local dir=$1; shift
+  cmake -S . -B "$dir" "$@" >"$logs/cmake-$(basename "$dir").log" 2>&1 &&
+    cmake --build "$dir" -j"$(nproc)" >"$logs/build-$(basename "$dir").log" 2>&1 || {
+      cat "$logs/cmake-$(basename "$dir").log" "$logs/build-$(basename "$dir").log" | tail -n 40
+      return 1
+    }
+}
+
+ctests() { # ctests DIR
+  local log="$logs/ctest-$(basename "$1").log"
+  ctest --test-dir "$1" --output-on-failure -j2 2>&1 | tee "$log"
+  local line
+  line=$(grep -E 'tests passed, [0-9]+ tests? failed out of [0-9]+' "$log" | tail -n 1)
+  if [ -z "$line" ]; then
+    grep -q 'No tests were found' "$log" && return 0
+    fail_stage "ctest in $1 printed no summary"
+    return
+  fi
+  local bad total
+  bad=$(sed -E 's/.* ([0-9]+) tests? failed out of ([0-9]+).*/\1/' <<<"$line")
+  total=$(sed -E 's/.* failed out of ([0-9]+).*/\1/' <<<"$line")
+  passed=$((passed + total - bad))
+  failed=$((failed + bad))
+  [ "$bad" -eq 0 ] || broken+=("ctest in $1")
+}
+
+specs() { # specs BUILD_DIR [env assignments...]
+  local dir=$1; shift
+  local log="$logs/busted-$(basename "$dir").log"
+  env LOOM_BUILD_DIR="$dir" "$@" lua5.4 /usr/bin/busted -o utfTerminal 2>&1 | tee "$log"
+  local line
+  line=$(grep -E '[0-9]+ successes? / [0-9]+ failures? / [0-9]+ errors? / [0-9]+ pending' "$log" | tail -n 1)
+  if [ -z "$line" ]; then
+    fail_stage "busted with $dir printed no summary (crashed?)"
+    return
+  fi
+  local ok bad err pend
+  read -r ok bad err pend < <(sed -E 's/[^0-9]*([0-9]+)[^0-9]+([0-9]+)[^0-9]+([0-9]+)[^0-9]+([0-9]+).*/\1 \2 \3 \4/' <<<"$line")
+  # Pending counts as failed: CI must run everything.
+  passed=$((passed + ok))
+  failed=$((failed + bad + err + pend))
+  [ $((bad + err + pend)) -eq 0 ] || broken+=("busted with $dir")
+  if grep -qE 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$log"; then
+    fail_stage "sanitizer report in busted with $dir"
+  fi
+}
+
+# One PostgreSQL server for the whole run, stopped however the run ends.
+pgdir=$(mktemp -u /tmp/loom-pg.XXXXXX)
+trap 'bash spec/support/pg_server.sh stop "$pgdir"; rm -rf "$logs"' EXIT
+stage "PostgreSQL test server"
+if bash spec/support/pg_server.sh start "$pgdir"; then
+  export LOOM_PG_URL LOOM_PG_ADMIN_URL LOOM_PG_DIR="$pgdir"
+  LOOM_PG_URL=$(cat "$pgdir/url")
+  LOOM_PG_ADMIN_URL=$(cat "$pgdir/admin_url")
+  echo "up on port $(cat "$pgdir/port")"
+else
+  fail_stage "the PostgreSQL test server did not start"
+fi
+
+stage "build"
+if build build -DCMAKE_BUILD_TYPE=RelWithDebInfo; then
+  stage "C tests"
+  ctests build
+  stage "specs and examples"
+  specs build
+else
+  fail_stage "build"
+fi
+
+if [ "${LOOM_SKIP_ASAN:-}" != 1 ]; then
+  stage "build with AddressSanitizer, LeakSanitizer, UBSan"
+  if build build-asan -DCMAKE_BUILD_TYPE=Debug -DLOOM_SANITIZE=ON; then
+    export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:halt_on_error=1:print_stacktrace=1"
+    export LSAN_OPTIONS="suppressions=$root/test/lsan.supp:print_suppressions=0"
+    export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
+    stage "C tests under sanitizers"
+    ctests build-asan
+    stage "specs and examples under sanitizers"
+    specs build-asan LD_PRELOAD="$(gcc -print-file-name=libasan.so)" LOOM_SOAK_QUERIES=100000
+    unset ASAN_OPTIONS LSAN_OPTIONS UBSAN_OPTIONS
+  else
+    fail_stage "sanitizer build"
+  fi
+fi
+
+stage "install from the rockspec into a fresh tree"
+tree=$(mktemp -d)
+if luarocks --lua-version=5.4 make --tree "$tree" rockspec/loom-scm-1.rockspec >"$logs/rock.log" 2>&1 &&
+  out=$(lua5.4 -e "package.path='$tree/share/lua/5.4/?.lua;$tree/share/lua/5.4/?/init.lua;'..package.path
+                   package.cpath='$tree/lib/lua/5.4/?.so;'..package.cpath
+                   local loom = require 'loom'
+                   print(loom.run(function() loom.sleep(0.01) return 'installed loom works' end))") &&
+  [ "$out" = "installed loom works" ]; then
+  echo "$out"
+  passed=$((passed + 1))
+else
+  tail -n 30 "$logs/rock.log"
+  fail_stage "rockspec install"
+fi
+rm -rf "$tree"
+rm -rf build.luarocks
+
+stage "summary"
+for b in "${broken[@]}"; do echo "FAILED: $b"; done
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]
