@@ -917,7 +917,9 @@ static int pg_cancel(loom_db_conn_t *base) {
     /* Drop the rest of the rows as they come. */
     c->draining = 1;
     if (c->paused) {
+      /* The row handed over is dropped with the rest. */
       c->paused = 0;
+      loom_db_result_free(req->result);
       req->result = NULL;
     }
   }

@@ -98,7 +98,9 @@ if [ "${LOOM_SKIP_ASAN:-}" != 1 ]; then
     stage "C tests under sanitizers"
     ctests build-asan
     stage "specs and examples under sanitizers"
-    specs build-asan LD_PRELOAD="$(gcc -print-file-name=libasan.so)" LOOM_SOAK_QUERIES=100000
+    gcc -shared -fPIC -o build-asan/keep_modules.so scripts/keep_modules.c
+    specs build-asan LD_PRELOAD="$(gcc -print-file-name=libasan.so) $root/build-asan/keep_modules.so" \
+      LOOM_SOAK_QUERIES=100000
     unset ASAN_OPTIONS LSAN_OPTIONS UBSAN_OPTIONS
   else
     fail_stage "sanitizer build"
