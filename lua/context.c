@@ -61,6 +61,11 @@ static void run_until_done(lm_ctx *ctx, lua_State *L, lm_task *main) {
       cancelled_for_failure = 1;
       lm_cancel_all(ctx, L, 0);
     }
+    /* Run the ready tasks before blocking in the poll: when main fails
+     * here, the others are cancelled now, not after their next wake-up. */
+    lm_run_ready(ctx, L, LM_RUN_BUDGET);
+    if (lm_task_finished(main) && main->state != LM_DONE && !cancelled_for_failure)
+      continue;
     if (lm_step(ctx, L, -1))
       continue;
     if (!lm_task_finished(main)) {

@@ -180,6 +180,7 @@ static int l_error(lua_State *L) {
 
 /* loom.is_error(value [, kind]) */
 static int l_is_error(lua_State *L) {
+  lua_settop(L, 2); /* the metatables pushed below must not land at index 2 */
   int is = lua_type(L, 1) == LUA_TTABLE && lua_getmetatable(L, 1) &&
            (luaL_getmetatable(L, LM_ERROR_MT), lua_rawequal(L, -1, -2));
   if (is && !lua_isnoneornil(L, 2))
