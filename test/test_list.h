@@ -1,0 +1,46 @@
+/* Every C unit test, once. test/CMakeLists.txt reads the TEST_ENTRY lines
+ * to register one ctest test per entry, named core.GROUP.NAME. */
+#define TEST_LIST(X)                    \
+  X(waitq, fifo)                        \
+  X(waitq, unlink_middle)               \
+  X(waitq, unlink_ends)                 \
+  X(waitq, cancel)                      \
+  X(waitq, wake_all_unlinks_peer)       \
+  X(timer, heap_order)                  \
+  X(timer, equal_deadlines_fifo)        \
+  X(timer, stop_pending)                \
+  X(timer, stop_earliest_rearms)        \
+  X(timer, many)                        \
+  X(timer, restart_from_callback)       \
+  X(timer, zero_delay_from_callback)    \
+  X(loop, create_close)                 \
+  X(loop, close_with_armed_timers)      \
+  X(loop, close_with_user_handle)       \
+  X(loop, wake_from_thread)             \
+  X(loop, wake_before_poll)             \
+  X(loop, next_timeout)                 \
+  X(loop, fd)                           \
+  X(loop, poll_timeout_bounds_wait)     \
+  X(chan, rendezvous)                   \
+  X(chan, rendezvous_receiver_first)    \
+  X(chan, bounded)                      \
+  X(chan, bounded_sender_refill)        \
+  X(chan, fair_receivers)               \
+  X(chan, fair_senders)                 \
+  X(chan, close_keeps_buffered)         \
+  X(chan, close_wakes_waiters)          \
+  X(chan, send_on_closed)               \
+  X(chan, close_twice)                  \
+  X(chan, try_ops)                      \
+  X(chan, cancelled_waiter_skipped)     \
+  X(sem, acquire_release)               \
+  X(sem, fifo_handoff)                  \
+  X(sem, no_barging)                    \
+  X(sem, overflow)                      \
+  X(sem, cancel_waiter)                 \
+  X(event, set_wakes_all)               \
+  X(event, clear)                       \
+  X(event, cancel_waiter)               \
+  X(waitgroup, wait_for_zero)           \
+  X(waitgroup, below_zero)              \
+  X(waitgroup, reuse)
