@@ -56,7 +56,15 @@ return function(loom)
     if self.cancelled then return end
     self.cancelled = true
     self.scope:cancel()
-    for _, t in ipairs(self.children) do t:cancel() end
+    for _, t in ipairs(self.children) do
+      -- A child cancelled before it started never runs, so its guard
+      -- never closes: count it out here, or the group waits forever.
+      local unstarted = t:status() == "pending"
+      if t:cancel() and unstarted then
+        self.running = self.running - 1
+        if self.running == 0 then self.idle:set() end
+      end
+    end
   end
 
   local function wait_children(g)
