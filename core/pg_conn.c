@@ -352,6 +352,9 @@ static int dirties_session(const char *sql, size_t len) {
       return 1;
     if ((sql[j] == 'a' || sql[j] == 'A') && strncasecmp(sql + j, "advisory_unlock", 15) == 0)
       return 1;
+    /* set_config(name, value, false) is a SET in function form. */
+    if ((sql[j] == 's' || sql[j] == 'S') && strncasecmp(sql + j, "set_config", 10) == 0)
+      return 1;
   }
   return 0;
 }
@@ -515,12 +518,17 @@ static int pg_start(loom_db_conn_t *base, loom_db_req_t *req) {
   case LOOM_DB_PING: {
     const char *sql = "";
     if (req->op == LOOM_DB_RESET) {
-      /* What asyncpg runs on release, plus the rollback pgxpool implies. */
-      static const char session[] =
-          "CLOSE ALL; UNLISTEN *; SELECT pg_advisory_unlock_all(); RESET ALL";
+      /* What asyncpg runs on release, plus the rollback pgxpool implies,
+       * and what RESET ALL leaves alone: SET ROLE (undone by SET SESSION
+       * AUTHORIZATION DEFAULT) and temporary tables. Prepared statements
+       * stay: they are the statement cache. */
+#define PG_RESET_SESSION                                                          \
+  "CLOSE ALL; UNLISTEN *; SELECT pg_advisory_unlock_all(); "                      \
+  "SET SESSION AUTHORIZATION DEFAULT; RESET ALL; DISCARD TEMP"
+      static const char session[] = PG_RESET_SESSION;
       int in_txn = PQtransactionStatus(c->pg) != PQTRANS_IDLE;
       if (in_txn && base->dirty)
-        sql = "ROLLBACK; CLOSE ALL; UNLISTEN *; SELECT pg_advisory_unlock_all(); RESET ALL";
+        sql = "ROLLBACK; " PG_RESET_SESSION;
       else
         sql = in_txn ? "ROLLBACK" : session;
     }

@@ -31,6 +31,7 @@ struct loom_pool {
   loom_timer_t backoff_timer;
   loom_db_error_t last_err;
   uint64_t rng;
+  uv_timer_t *trim_timer; /* unreferenced: never keeps the loop alive */
 };
 
 void loom_pool_config_default(loom_pool_config_t *cfg) {
@@ -56,6 +57,7 @@ static double random01(loom_pool_t *p) {
 static void grow(loom_pool_t *p);
 static void serve(loom_pool_t *p);
 static void maybe_free_pool(loom_pool_t *p);
+static void arm_trim(loom_pool_t *p);
 
 /* ---- idle list ------------------------------------------------------------ */
 
@@ -108,6 +110,39 @@ static void trim_idle(loom_pool_t *p) {
     close_conn(p, pc);
   }
 }
+
+/* Trimming must also happen in a pool nobody calls: a timer for when the
+ * least recently used idle connection expires. It is a libuv timer of its
+ * own, unreferenced, so an idle pool never keeps the loop running. */
+static void trim_fired(uv_timer_t *h) {
+  loom_pool_t *p = h->data;
+  trim_idle(p);
+  arm_trim(p);
+}
+
+static void arm_trim(loom_pool_t *p) {
+  if (p->closing || p->idle_tail == NULL || p->total <= p->cfg.min)
+    return;
+  if (p->trim_timer == NULL) {
+    uv_timer_t *t = malloc(sizeof *t);
+    if (t == NULL || uv_timer_init(&p->loop->uv, t) != 0) {
+      free(t);
+      return;
+    }
+    uv_unref((uv_handle_t *)t);
+    t->data = p;
+    p->trim_timer = t;
+  } else if (uv_is_active((uv_handle_t *)p->trim_timer)) {
+    return; /* it re-arms for the then oldest one when it fires */
+  }
+  uint64_t now = loom_now_ns();
+  uint64_t due = p->idle_tail->idle_since_ns + p->cfg.max_idle_ns;
+  uint64_t ms = due > now ? (due - now + 999999u) / 1000000u : 0;
+  uv_update_time(&p->loop->uv);
+  uv_timer_start(p->trim_timer, trim_fired, ms, 0);
+}
+
+static void free_handle(uv_handle_t *h) { free(h); }
 
 /* ---- handing connections to waiters ------------------------------------------ */
 
@@ -178,6 +213,7 @@ static void serve(loom_pool_t *p) {
     complete(req, 0);
   }
   grow(p);
+  arm_trim(p);
 }
 
 /* ---- connecting ---------------------------------------------------------------- */
@@ -402,6 +438,8 @@ static void maybe_free_pool(loom_pool_t *p) {
   if (!p->closing || p->total > 0)
     return;
   loom_timer_stop(p->loop, &p->backoff_timer);
+  if (p->trim_timer)
+    uv_close((uv_handle_t *)p->trim_timer, free_handle);
   loom_db_error_clear(&p->last_err);
   free(p->conninfo);
   free(p);

@@ -2,16 +2,22 @@
 # A throwaway PostgreSQL server for the tests, in a directory of its own:
 #   pg_server.sh start DIR     initdb, start on 127.0.0.1 and a free port
 #   pg_server.sh restart DIR   fast restart, same port and data (fault tests)
+#   pg_server.sh pause DIR     fast shutdown, keeping data and port (outage tests)
+#   pg_server.sh resume DIR    start a paused server again
 #   pg_server.sh stop DIR      stop and remove DIR
 # After start, DIR/url holds the URL of the test role (a password login) and
 # DIR/admin_url the superuser's. Runs the server as `postgres` when root.
+# With openssl installed the server also speaks TLS: a throwaway CA signs a
+# certificate for 127.0.0.1 and localhost; DIR/ca.crt is that CA,
+# DIR/other_ca.crt one that signed nothing, and DIR/ssl_url the URL of a
+# role the server admits over TLS only (pg_hba hostnossl ... reject).
 set -euo pipefail
 # Sanitizer runs preload libasan into the test process; the server's own
 # programs must not inherit it.
 unset LD_PRELOAD
 
-cmd=${1:?usage: pg_server.sh start|restart|stop DIR}
-dir=${2:?usage: pg_server.sh start|restart|stop DIR}
+cmd=${1:?usage: pg_server.sh start|restart|pause|resume|stop DIR}
+dir=${2:?usage: pg_server.sh start|restart|pause|resume|stop DIR}
 
 bindir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
 if [ -z "$bindir" ] || [ ! -x "$bindir/initdb" ]; then
@@ -39,6 +45,39 @@ free_port() {
 
 secret() { od -An -N12 -tx1 /dev/urandom | tr -d ' \n'; }
 
+# make_certs DIR: a CA, a server certificate it signs (SAN 127.0.0.1 and
+# localhost), and an unrelated CA, all valid for two days.
+make_certs() {
+  local d=$1/tls
+  mkdir -p "$d"
+  cat > "$d/openssl.cnf" <<'CNF'
+[req]
+distinguished_name = dn
+prompt = no
+[dn]
+CN = loom test
+[ca]
+basicConstraints = critical, CA:TRUE
+keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+[server]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature, keyEncipherment
+extendedKeyUsage = serverAuth
+subjectAltName = IP:127.0.0.1, DNS:localhost
+authorityKeyIdentifier = keyid
+CNF
+  local ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
+  openssl req -config "$d/openssl.cnf" -x509 "${ec[@]}" -days 2 -subj "/CN=loom test CA" \
+    -extensions ca -keyout "$d/ca.key" -out "$d/ca.crt" 2>/dev/null &&
+    openssl req -config "$d/openssl.cnf" -x509 "${ec[@]}" -days 2 -subj "/CN=loom other CA" \
+      -extensions ca -keyout "$d/other_ca.key" -out "$d/other_ca.crt" 2>/dev/null &&
+    openssl req -config "$d/openssl.cnf" -new "${ec[@]}" -subj "/CN=localhost" \
+      -keyout "$d/server.key" -out "$d/server.csr" 2>/dev/null &&
+    openssl x509 -req -in "$d/server.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" -CAcreateserial \
+      -days 2 -extfile "$d/openssl.cnf" -extensions server -out "$d/server.crt" 2>/dev/null
+}
+
 fail_with_log() {
   echo "$1" >&2
   [ -f "$dir/log" ] && tail -n 30 "$dir/log" >&2
@@ -58,6 +97,29 @@ start)
     --auth-local=trust --auth-host=scram-sha-256 -E UTF8 --locale=C >"$dir/initdb.log" 2>&1 ||
     fail_with_log "initdb failed: $(tail -n 5 "$dir/initdb.log")"
   rm -f "$dir/admin_pw"
+  tls=0
+  if ! command -v openssl >/dev/null; then
+    echo "openssl not found (Debian package 'openssl'): the test server runs without TLS" >&2
+  elif make_certs "$dir"; then
+    cp "$dir/tls/server.crt" "$dir/tls/server.key" "$dir/data/"
+    chmod 600 "$dir/data/server.key"
+    [ "$(id -u)" -eq 0 ] && chown postgres "$dir/data/server.crt" "$dir/data/server.key"
+    cp "$dir/tls/ca.crt" "$dir/ca.crt"
+    cp "$dir/tls/other_ca.crt" "$dir/other_ca.crt"
+    rm -f "$dir/tls/ca.key" "$dir/tls/other_ca.key" "$dir/tls/server.key"
+    # First match wins: the TLS-only role is turned away without TLS.
+    { echo "hostnossl all loom_ssl all reject"; cat "$dir/data/pg_hba.conf"; } > "$dir/data/pg_hba.new"
+    mv "$dir/data/pg_hba.new" "$dir/data/pg_hba.conf"
+    [ "$(id -u)" -eq 0 ] && chown postgres "$dir/data/pg_hba.conf"
+    cat >> "$dir/data/postgresql.conf" <<CONF
+ssl = on
+ssl_cert_file = 'server.crt'
+ssl_key_file = 'server.key'
+CONF
+    tls=1
+  else
+    echo "could not make the TLS certificates: the test server runs without TLS" >&2
+  fi
   cat >> "$dir/data/postgresql.conf" <<CONF
 listen_addresses = '127.0.0.1'
 port = $port
@@ -73,6 +135,11 @@ CONF
   as_server "$bindir/psql" -h "$dir" -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 -q \
     -c "CREATE ROLE loom LOGIN PASSWORD '$user_pw'" \
     -c "CREATE DATABASE loom_test OWNER loom" >/dev/null
+  if [ "$tls" = 1 ]; then
+    as_server "$bindir/psql" -h "$dir" -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 -q \
+      -c "CREATE ROLE loom_ssl LOGIN PASSWORD '$user_pw'" >/dev/null
+    echo "postgres://loom_ssl:$user_pw@127.0.0.1:$port/loom_test" > "$dir/ssl_url"
+  fi
   echo "postgres://loom:$user_pw@127.0.0.1:$port/loom_test" > "$dir/url"
   echo "postgres://postgres:$admin_pw@127.0.0.1:$port/loom_test" > "$dir/admin_url"
   echo "$port" > "$dir/port"
@@ -81,6 +148,14 @@ restart)
   as_server "$bindir/pg_ctl" -D "$dir/data" -l "$dir/log" -m fast -w -t 30 restart >/dev/null ||
     fail_with_log "the test server did not restart"
   ;;
+pause)
+  as_server "$bindir/pg_ctl" -D "$dir/data" -m fast -w -t 30 stop >/dev/null ||
+    fail_with_log "the test server did not stop"
+  ;;
+resume)
+  as_server "$bindir/pg_ctl" -D "$dir/data" -l "$dir/log" -w -t 30 start >/dev/null ||
+    fail_with_log "the test server did not start again"
+  ;;
 stop)
   if [ -d "$dir/data" ]; then
     as_server "$bindir/pg_ctl" -D "$dir/data" -m immediate -w -t 30 stop >/dev/null 2>&1 || true
@@ -88,7 +163,7 @@ stop)
   rm -rf "$dir"
   ;;
 *)
-  echo "usage: pg_server.sh start|restart|stop DIR" >&2
+  echo "usage: pg_server.sh start|restart|pause|resume|stop DIR" >&2
   exit 2
   ;;
 esac
