@@ -165,6 +165,20 @@ describe("loom.group", function()
     end)
   end)
 
+  it("finishes when a child is cancelled by hand before it ran", function()
+    run(function()
+      local child
+      local r = loom.group(function(g)
+        child = g:spawn(function() loom.sleep(0.01) end)
+        child:cancel()
+        g:spawn(loom.sleep, 0.005)
+        return "ok"
+      end)
+      assert.equal("ok", r)
+      assert.equal("cancelled", child:status())
+    end)
+  end)
+
   it("cannot be spawned on once it has finished", function()
     run(function()
       local saved

@@ -19,16 +19,15 @@ return function(loom)
     self:cancel()
   end
 
-  -- Every child's <close> guard reports here, on success and on failure.
+  -- Every child that runs reports its failure here, from a <close> guard,
+  -- so the rest are cancelled at once.
   local Guard = {}
   Guard.__index = Guard
   Guard.__close = function(guard, err)
     local g = guard.group
-    g.running = g.running - 1
     if err ~= nil and not (is_cancel(err) and g.cancelled) then
       g:_fail(err, loom.current())
     end
-    if g.running == 0 then g.idle:set() end
   end
 
   local function child_main(guard, fn, ...)
@@ -45,8 +44,6 @@ return function(loom)
       loom.error("cancelled", "spawn on a group that is being cancelled")
     end
     local t = loom.spawn(child_main, self.guard, fn, ...)
-    self.running = self.running + 1
-    self.idle:clear()
     self.children[#self.children + 1] = t
     return t
   end
@@ -56,24 +53,35 @@ return function(loom)
     if self.cancelled then return end
     self.cancelled = true
     self.scope:cancel()
-    for _, t in ipairs(self.children) do
-      -- A child cancelled before it started never runs, so its guard
-      -- never closes: count it out here, or the group waits forever.
-      local unstarted = t:status() == "pending"
-      if t:cancel() and unstarted then
-        self.running = self.running - 1
-        if self.running == 0 then self.idle:set() end
-      end
-    end
+    for _, t in ipairs(self.children) do t:cancel() end
   end
 
+  local function finished(t)
+    local s = t:status()
+    return s ~= "pending" and s ~= "running"
+  end
+
+  -- Waits by joining every child (more may be spawned meanwhile), not by
+  -- counting guards: a child cancelled before it started never runs, so
+  -- it never closes its guard.
   local function wait_children(g)
-    local ok, err = pcall(g.idle.wait, g.idle)
-    if not ok then
-      -- Cancelled from outside (or a timeout around the group): the
-      -- children go too, and the group still waits for them to unwind.
-      g:_fail(err, nil)
-      loom.shield(g.idle.wait, g.idle)
+    local i = 1
+    while i <= #g.children do
+      local t = g.children[i]
+      local ok, err = pcall(t.join, t)
+      if not ok and not finished(t) then
+        -- Cancelled from outside (or a timeout around the group): the
+        -- children go too, and the group still waits for them to unwind.
+        g:_fail(err, nil)
+        loom.shield(function()
+          for j = i, #g.children do
+            local c = g.children[j]
+            while not finished(c) do pcall(c.join, c) end
+          end
+        end)
+        return
+      end
+      i = i + 1
     end
   end
 
@@ -101,10 +109,8 @@ return function(loom)
   -- child spawned with g:spawn has finished.
   function loom.group(fn, ...)
     local g = setmetatable({
-      children = {}, running = 0, idle = loom.event(),
-      cancelled = false, closed = false,
+      children = {}, cancelled = false, closed = false,
     }, Group)
-    g.idle:set()
     g.guard = setmetatable({ group = g }, Guard)
     g.scope = loom._cancel_scope()
     return finish(g, pcall(fn, g, ...))
