@@ -309,8 +309,9 @@ describe("loom.all", function()
   it("runs the functions side by side", function()
     run(function()
       local t0 = loom.now()
-      loom.all(function() loom.sleep(0.1) end, function() loom.sleep(0.1) end, function() loom.sleep(0.1) end)
-      assert.is_true(loom.now() - t0 < 0.28)
+      local f = function() loom.sleep(0.2) end
+      loom.all(f, f, f, f, f)
+      assert.is_true(loom.now() - t0 < 0.8, "one after the other would take 1 s")
     end)
   end)
 
@@ -1000,7 +1001,9 @@ describe("loom.breaker", function()
   it("goes closed -> open -> half-open -> open -> half-open -> closed", function()
     run(function()
       local changes = {}
-      local br = loom.breaker { failures = 2, reset_after = 0.02,
+      -- reset_after is long enough that a stall of the machine between
+      -- two lines cannot make the breaker half-open early.
+      local br = loom.breaker { failures = 2, reset_after = 0.15,
         on_change = function(new, old) changes[#changes + 1] = old .. ">" .. new end }
       local calls, healthy = 0, false
       local function service()
@@ -1017,16 +1020,16 @@ describe("loom.breaker", function()
       -- Open: fails fast without calling the service.
       local err = expect_error("breaker_open", br.call, br, service)
       assert.equal(2, calls)
-      assert.is_true(err.retry_in > 0 and err.retry_in <= 0.02)
+      assert.is_true(err.retry_in > 0 and err.retry_in <= 0.15)
 
-      loom.sleep(0.03)
+      loom.sleep(0.16)
       assert.equal("half_open", br:state())
       expect_error("connection", br.call, br, service) -- the probe fails
       assert.equal(3, calls)
       assert.equal("open", br:state())
       expect_error("breaker_open", br.call, br, service)
 
-      loom.sleep(0.03)
+      loom.sleep(0.16)
       healthy = true
       assert.equal("up", br:call(service))
       assert.equal("closed", br:state())
