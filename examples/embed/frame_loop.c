@@ -14,8 +14,11 @@
 #define FPS 60
 #define FRAME_NS (1000000000L / FPS)
 #define MAX_FRAMES (3 * FPS)
-/* A step that takes half a frame has stalled the game. */
+/* A step that takes half a frame has stalled the game. One or two may be
+ * the OS scheduling something else on a busy machine; a step that blocks
+ * on loom's timers would stall nearly every frame. */
 #define MAX_STEP_NS (FRAME_NS / 2)
+#define MAX_STALLS 2
 
 static const char script[] =
   "local loom = require 'loom'\n"
@@ -84,7 +87,7 @@ int main(void) {
   }
 
   long long start = now_ns(), next = start, worst_step = 0;
-  int frame = 0, busy = 1;
+  int frame = 0, busy = 1, stalls = 0;
   while (busy && frame < MAX_FRAMES) {
     frame++;
     lua_pushinteger(L, frame);
@@ -94,6 +97,7 @@ int main(void) {
     long long took = now_ns() - t0;
     if (took > worst_step)
       worst_step = took;
+    stalls += took > MAX_STEP_NS;
     if (busy < 0) {
       fprintf(stderr, "loom is not loaded in this state\n");
       return 1;
@@ -108,9 +112,9 @@ int main(void) {
   lua_Integer finished = state_field(L, "finished");
   lua_Integer pings = state_field(L, "pings");
   lua_Integer ticks = state_field(L, "ticks");
-  printf("%d frames in %.2f s; worst step %.3f ms; tasks finished %lld/3, "
-         "pings %lld/5, ticks %lld/4\n",
-         frame, secs, worst_step / 1e6, (long long)finished,
+  printf("%d frames in %.2f s; worst step %.3f ms, %d stalled; tasks "
+         "finished %lld/3, pings %lld/5, ticks %lld/4\n",
+         frame, secs, worst_step / 1e6, stalls, (long long)finished,
          (long long)pings, (long long)ticks);
   lua_close(L);
 
@@ -124,9 +128,9 @@ int main(void) {
     fprintf(stderr, "FAIL: %d frames for 0.2 s of sleeping\n", frame);
     ok = 0;
   }
-  if (worst_step > MAX_STEP_NS) {
-    fprintf(stderr, "FAIL: a step took %.3f ms of a %.3f ms frame\n",
-            worst_step / 1e6, FRAME_NS / 1e6);
+  if (stalls > MAX_STALLS) {
+    fprintf(stderr, "FAIL: %d steps took over half a frame (worst %.3f ms)\n",
+            stalls, worst_step / 1e6);
     ok = 0;
   }
   return ok ? 0 : 1;

@@ -20,7 +20,7 @@
 #define MESSAGE_GAP_US 25000
 /* Far more than the run needs unless the loop spins: a host that is told
  * to wait 0 ms over and over burns iterations, not time. */
-#define MAX_ITERATIONS 2000
+#define MAX_ITERATIONS 200
 
 static const char script[] =
   "local loom = require 'loom'\n"
@@ -93,6 +93,10 @@ int main(void) {
     return 1;
   }
 
+  if (loom_fd(L) < 0) {
+    fprintf(stderr, "FAIL: loom_fd gave no descriptor\n");
+    return 1;
+  }
   int pipefd[2];
   pthread_t th;
   if (pipe(pipefd) != 0 || pthread_create(&th, NULL, producer, &pipefd[1])) {
