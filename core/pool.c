@@ -165,6 +165,8 @@ static void validated(loom_db_req_t *dreq) {
   pool_conn *pc = dreq->data;
   loom_pool_t *p = pc->pool;
   p->busy--;
+  loom_db_result_free(dreq->result); /* the ping's empty result */
+  dreq->result = NULL;
   if (dreq->status != 0 || p->closing || pc->conn->broken) {
     close_conn(p, pc);
   } else {

@@ -377,6 +377,8 @@ static int acquired(lua_State *L, lm_conn *c) {
                     "no connection free within the acquire timeout (%d in use, %d waiting)",
                     (int)s.in_use, (int)s.waiting);
   }
+  if (preq->status == LOOM_ECLOSED)
+    return lm_error(L, "closed", "the database handle was closed while waiting for a connection");
   return raise_db_error(L, c->db, preq->status, &preq->err, NULL);
 }
 
