@@ -1,0 +1,1314 @@
+/* The MySQL/MariaDB driver: MariaDB Connector/C's non-blocking API on
+ * loom's loop.
+ *
+ * Every library call is a `_start` that either finishes or returns what it
+ * waits for (socket readable/writable, a timeout); the loop polls the socket
+ * with libuv, arms a loom timer for MYSQL_WAIT_TIMEOUT, and calls the
+ * matching `_cont`. One operation runs at a time, and drive() chains them:
+ * prepare, execute, fetch row after row (copied out as they come, so a
+ * streamed statement is never buffered whole), close a temporary statement.
+ *
+ * Host names are resolved on libuv's thread pool first (the library would
+ * block in getaddrinfo). Statements with parameters, and repeated ones,
+ * are server-side prepared statements kept in a per-connection cache.
+ * Cancelling sends KILL QUERY <thread id> from a second, short-lived
+ * connection (opened non-blocking too), and the request completes only after
+ * that KILL has been answered, so it can never hit the next query. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <errmsg.h>
+#include <mysqld_error.h>
+#include "my.h"
+
+#define MY_CACHE_BUCKETS 64
+#define MY_CACHE_MAX 256
+
+typedef struct my_stmt {
+  struct my_stmt *next;
+  uint64_t hash;
+  char *sql;
+  size_t len;
+  MYSQL_STMT *stmt;
+} my_stmt;
+
+typedef enum {
+  OP_NONE, OP_CONNECT, OP_REAL_QUERY, OP_FETCH_ROW, OP_FREE_RESULT, OP_NEXT_RESULT,
+  OP_PREPARE, OP_EXECUTE, OP_STMT_FETCH, OP_STMT_NEXT_RESULT, OP_STMT_CLOSE,
+  OP_RESET, OP_PING
+} my_op;
+
+enum { K_NONE, K_CONNECTING, K_KILLING };
+
+typedef struct my_conn my_conn;
+struct my_conn {
+  loom_db_conn_t base;
+  MYSQL *m;
+  my_opts opts;
+  char *conninfo;     /* kept for the KILL connection */
+  char ip[64];        /* the resolved address, "" for a socket path */
+  uv_poll_t *poll;
+  int sock;
+  int events;
+  loom_timer_t timer; /* MYSQL_WAIT_TIMEOUT */
+  int refs;           /* handles, lookups and stack frames using c */
+  int closing;
+  int connecting;
+  loom_db_req_t *connect_req;
+  uv_getaddrinfo_t gai;
+  /* prepared statements */
+  my_stmt *cache[MY_CACHE_BUCKETS];
+  int ncached;
+  /* the library call in flight */
+  my_op op;
+  int wait;
+  int iret;
+  my_bool bret;
+  MYSQL *mret;
+  MYSQL_ROW row;
+  /* the request in flight */
+  loom_db_stmt_t one;   /* the statement of a single-statement request */
+  loom_db_stmt_t *cur;  /* the statement running */
+  int stmt_index;
+  MYSQL_STMT *ps;       /* its prepared statement */
+  my_stmt *cached;      /* its cache entry; NULL: closed after use */
+  int to_cache;         /* being prepared to go into the cache */
+  MYSQL_RES *res;       /* text protocol result being read */
+  my_result *result;    /* rows gathered */
+  my_op fetch_op;       /* how the next row is read */
+  my_binds binds;
+  MYSQL_BIND *pbind;
+  char *pbool;
+  int pcap;
+  int discard;          /* rows are dropped: extra result sets, or cancelled */
+  int paused;           /* a streamed row was handed over; waiting for next() */
+  int draining;         /* cancelled */
+  /* KILL QUERY */
+  my_conn *killer;
+  loom_db_req_t kill_req;
+  int kill_state;
+  int done_after_kill;
+  char kill_sql[48];
+};
+
+static void drive(my_conn *c, int st);
+static void on_poll(uv_poll_t *handle, int status, int events);
+static int step(my_conn *c, my_op done);
+static void finish(my_conn *c);
+static void start_connect(my_conn *c);
+static void my_close(loom_db_conn_t *base);
+
+/* ---- small helpers ------------------------------------------------------ */
+
+static char *dupstr(const char *s) {
+  size_t n = strlen(s) + 1;
+  char *d = malloc(n);
+  if (d)
+    memcpy(d, s, n);
+  return d;
+}
+
+/* Client errors (2000-2999) and the server's ways of saying the session is
+ * gone: the connection cannot be used again. */
+static int is_conn_error(unsigned no) {
+  return (no >= 2000 && no < 3000) || no == ER_CONNECTION_KILLED || no == ER_SERVER_SHUTDOWN ||
+         no == ER_NET_READ_ERROR || no == ER_NET_READ_INTERRUPTED || no == ER_NET_ERROR_ON_WRITE ||
+         no == ER_NET_WRITE_INTERRUPTED || no == ER_NET_PACKET_TOO_LARGE || no == 4031;
+}
+
+static void set_error(loom_db_error_t *e, unsigned no, const char *sqlstate, const char *msg) {
+  char code[16];
+  snprintf(code, sizeof code, "%u", no);
+  loom_db_error_set(e, code, msg && *msg ? msg : "unknown MySQL error");
+  if (sqlstate) {
+    strncpy(e->sqlstate, sqlstate, sizeof e->sqlstate - 1);
+    e->sqlstate[sizeof e->sqlstate - 1] = 0;
+  }
+}
+
+/* Records the first error of the running statement. */
+static void stmt_error(my_conn *c, unsigned no, const char *sqlstate, const char *msg) {
+  loom_db_stmt_t *st = c->cur;
+  if (is_conn_error(no))
+    c->base.broken = 1;
+  if (st == NULL || st->status != 0)
+    return;
+  set_error(&st->err, no, sqlstate, msg);
+  st->status = is_conn_error(no) ? LOOM_EDB_CONNECTION : LOOM_EDB_QUERY;
+}
+
+static void conn_error(my_conn *c) {
+  stmt_error(c, mysql_errno(c->m), mysql_sqlstate(c->m), mysql_error(c->m));
+}
+
+static void ps_error(my_conn *c) {
+  stmt_error(c, mysql_stmt_errno(c->ps), mysql_stmt_sqlstate(c->ps), mysql_stmt_error(c->ps));
+}
+
+static void want(my_conn *c, int events) {
+  if (c->poll == NULL)
+    return;
+  /* Idle, the socket stays registered for reading without keeping the loop
+   * alive: a server closing it (wait_timeout, KILL, shutdown) is noticed. */
+  int idle = events == 0 && c->op == OP_NONE && c->base.req == NULL && !c->connecting &&
+             !c->base.broken && !c->closing;
+  if (idle)
+    events = UV_READABLE;
+  if (events != c->events) {
+    c->events = events;
+    if (events)
+      uv_poll_start(c->poll, events, on_poll);
+    else
+      uv_poll_stop(c->poll);
+  }
+  if (idle)
+    uv_unref((uv_handle_t *)c->poll);
+  else
+    uv_ref((uv_handle_t *)c->poll);
+}
+
+static void cache_free_all(my_conn *c);
+
+static void maybe_free(my_conn *c) {
+  if (!c->closing || c->refs > 0)
+    return;
+  cache_free_all(c);
+  loom__my_binds_free(&c->binds);
+  free(c->pbind);
+  free(c->pbool);
+  loom__my_opts_free(&c->opts);
+  free(c->conninfo);
+  loom_db_error_clear(&c->one.err);
+  loom_db_result_free(c->one.result);
+  free(c);
+}
+
+static void on_poll_closed(uv_handle_t *h) {
+  my_conn *c = h->data;
+  free(h);
+  c->refs--;
+  maybe_free(c);
+}
+
+static void drop_poll(my_conn *c) {
+  if (c->poll) {
+    uv_close((uv_handle_t *)c->poll, on_poll_closed);
+    c->poll = NULL;
+    c->events = 0;
+  }
+}
+
+static int track_socket(my_conn *c) {
+  int sock = (int)mysql_get_socket(c->m);
+  if (c->poll && sock == c->sock)
+    return 0;
+  drop_poll(c);
+  if (sock < 0)
+    return -1;
+  c->poll = malloc(sizeof *c->poll);
+  if (c->poll == NULL)
+    return -1;
+  if (uv_poll_init_socket(&c->base.loop->uv, c->poll, sock) != 0) {
+    free(c->poll);
+    c->poll = NULL;
+    return -1;
+  }
+  c->poll->data = c;
+  c->refs++;
+  c->sock = sock;
+  c->events = 0;
+  return 0;
+}
+
+/* ---- statement cache ---------------------------------------------------- */
+
+static uint64_t hash_bytes(const char *p, size_t n) {
+  uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+  for (size_t i = 0; i < n; i++)
+    h = (h ^ (unsigned char)p[i]) * 1099511628211ULL;
+  return h;
+}
+
+static my_stmt *cache_find(my_conn *c, const char *sql, size_t len, uint64_t h) {
+  for (my_stmt *s = c->cache[h % MY_CACHE_BUCKETS]; s; s = s->next)
+    if (s->hash == h && s->len == len && memcmp(s->sql, sql, len) == 0)
+      return s;
+  return NULL;
+}
+
+static int cache_add(my_conn *c, const char *sql, size_t len, MYSQL_STMT *stmt) {
+  my_stmt *s = calloc(1, sizeof *s);
+  if (s == NULL)
+    return -1;
+  s->sql = malloc(len ? len : 1);
+  if (s->sql == NULL) {
+    free(s);
+    return -1;
+  }
+  memcpy(s->sql, sql, len);
+  s->len = len;
+  s->hash = hash_bytes(sql, len);
+  s->stmt = stmt;
+  s->next = c->cache[s->hash % MY_CACHE_BUCKETS];
+  c->cache[s->hash % MY_CACHE_BUCKETS] = s;
+  c->ncached++;
+  c->cached = s;
+  return 0;
+}
+
+/* Unlinks an entry; its statement becomes the caller's (closed after use). */
+static void cache_forget(my_conn *c, my_stmt *victim) {
+  my_stmt **p = &c->cache[victim->hash % MY_CACHE_BUCKETS];
+  while (*p && *p != victim)
+    p = &(*p)->next;
+  if (*p) {
+    *p = victim->next;
+    free(victim->sql);
+    free(victim);
+    c->ncached--;
+  }
+}
+
+/* Only once the server has forgotten the statements (after a reset or
+ * close, which invalidate them in the library): no I/O happens here. */
+static void cache_free_all(my_conn *c) {
+  for (int i = 0; i < MY_CACHE_BUCKETS; i++) {
+    while (c->cache[i]) {
+      my_stmt *s = c->cache[i];
+      MYSQL_STMT *stmt = s->stmt;
+      cache_forget(c, s);
+      mysql_stmt_close(stmt);
+    }
+  }
+}
+
+/* ---- library calls ------------------------------------------------------ */
+
+static int op_start(my_conn *c, my_op op) {
+  MYSQL *m = c->m;
+  loom_db_stmt_t *st = c->cur;
+  c->op = op;
+  switch (op) {
+  case OP_CONNECT: {
+    my_opts *o = &c->opts;
+    return mysql_real_connect_start(&c->mret, m, c->ip[0] ? c->ip : NULL, o->user,
+                                    o->password ? o->password : "", o->db, o->port,
+                                    o->socket, CLIENT_MULTI_RESULTS | CLIENT_FOUND_ROWS);
+  }
+  case OP_REAL_QUERY: return mysql_real_query_start(&c->iret, m, st->sql, st->sql_len);
+  case OP_FETCH_ROW: return mysql_fetch_row_start(&c->row, c->res);
+  case OP_FREE_RESULT: return mysql_free_result_start(c->res);
+  case OP_NEXT_RESULT: return mysql_next_result_start(&c->iret, m);
+  case OP_PREPARE: return mysql_stmt_prepare_start(&c->iret, c->ps, st->sql, st->sql_len);
+  case OP_EXECUTE: return mysql_stmt_execute_start(&c->iret, c->ps);
+  case OP_STMT_FETCH: return mysql_stmt_fetch_start(&c->iret, c->ps);
+  case OP_STMT_NEXT_RESULT: return mysql_stmt_next_result_start(&c->iret, c->ps);
+  case OP_STMT_CLOSE: return mysql_stmt_close_start(&c->bret, c->ps);
+  case OP_RESET: return mysql_reset_connection_start(&c->iret, m);
+  case OP_PING: return mysql_ping_start(&c->iret, m);
+  default: return 0;
+  }
+}
+
+static int op_cont(my_conn *c, int ready) {
+  MYSQL *m = c->m;
+  switch (c->op) {
+  case OP_CONNECT: return mysql_real_connect_cont(&c->mret, m, ready);
+  case OP_REAL_QUERY: return mysql_real_query_cont(&c->iret, m, ready);
+  case OP_FETCH_ROW: return mysql_fetch_row_cont(&c->row, c->res, ready);
+  case OP_FREE_RESULT: return mysql_free_result_cont(c->res, ready);
+  case OP_NEXT_RESULT: return mysql_next_result_cont(&c->iret, m, ready);
+  case OP_PREPARE: return mysql_stmt_prepare_cont(&c->iret, c->ps, ready);
+  case OP_EXECUTE: return mysql_stmt_execute_cont(&c->iret, c->ps, ready);
+  case OP_STMT_FETCH: return mysql_stmt_fetch_cont(&c->iret, c->ps, ready);
+  case OP_STMT_NEXT_RESULT: return mysql_stmt_next_result_cont(&c->iret, c->ps, ready);
+  case OP_STMT_CLOSE: return mysql_stmt_close_cont(&c->bret, c->ps, ready);
+  case OP_RESET: return mysql_reset_connection_cont(&c->iret, m, ready);
+  case OP_PING: return mysql_ping_cont(&c->iret, m, ready);
+  default: return 0;
+  }
+}
+
+/* Ends a suspended library call at once, as failed: with the socket shut
+ * down every read and write fails, so each _cont returns without waiting.
+ * c->op stays set: the caller steps it or drops it. */
+static void force_complete(my_conn *c) {
+  if (c->op == OP_NONE || c->m == NULL)
+    return;
+  c->base.broken = 1;
+  if (c->wait == 0)
+    return;
+  int sock = (int)mysql_get_socket(c->m);
+  if (sock >= 0)
+    shutdown(sock, SHUT_RDWR);
+  loom_timer_stop(c->base.loop, &c->timer);
+  int st = c->wait;
+  for (int i = 0; st != 0 && i < 1000; i++)
+    st = op_cont(c, MYSQL_WAIT_READ | MYSQL_WAIT_WRITE | MYSQL_WAIT_TIMEOUT);
+  c->wait = 0;
+}
+
+/* 1: waiting; 0: the call could not wait and was completed as failed. */
+static int wait_for(my_conn *c, int st) {
+  c->wait = st;
+  if ((st & (MYSQL_WAIT_READ | MYSQL_WAIT_WRITE | MYSQL_WAIT_EXCEPT)) && track_socket(c) != 0) {
+    force_complete(c);
+    return 0;
+  }
+  int ev = 0;
+  if (st & (MYSQL_WAIT_READ | MYSQL_WAIT_EXCEPT))
+    ev |= UV_READABLE;
+  if (st & MYSQL_WAIT_WRITE)
+    ev |= UV_WRITABLE;
+  if (st & MYSQL_WAIT_TIMEOUT)
+    loom_timer_start(c->base.loop, &c->timer,
+                     (uint64_t)mysql_get_timeout_value_ms(c->m) * 1000000ull);
+  want(c, ev);
+  return 1;
+}
+
+/* Runs library calls until one has to wait or the request is done. st is
+ * what the last started call returned: a wait mask, 0 (finished) or -1
+ * (nothing started). */
+static void drive(my_conn *c, int st) {
+  c->refs++;
+  for (;;) {
+    if (st < 0)
+      break;
+    if (st > 0 && wait_for(c, st))
+      break;
+    my_op done = c->op;
+    c->op = OP_NONE;
+    st = step(c, done);
+  }
+  c->refs--;
+  maybe_free(c);
+}
+
+static void resume(my_conn *c, int ready) {
+  loom_timer_stop(c->base.loop, &c->timer);
+  c->wait = 0;
+  int st = op_cont(c, ready);
+  drive(c, st);
+}
+
+static void on_timer(loom_timer_t *t) {
+  my_conn *c = t->data;
+  if (c->wait & MYSQL_WAIT_TIMEOUT)
+    resume(c, MYSQL_WAIT_TIMEOUT);
+}
+
+/* A readable socket between requests: the server closed it or sent an
+ * error before closing (wait_timeout, KILL, shutdown). */
+static void idle_readable(my_conn *c) {
+  char b;
+  ssize_t n = recv(c->sock, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+    return;
+  c->base.broken = 1;
+  want(c, 0);
+}
+
+static void on_poll(uv_poll_t *handle, int status, int events) {
+  my_conn *c = handle->data;
+  if (c->op == OP_NONE) {
+    if (!c->connecting && c->base.req == NULL && !c->closing)
+      idle_readable(c);
+    else
+      want(c, 0);
+    return;
+  }
+  if (c->wait == 0)
+    return;
+  int ready = 0;
+  if (status < 0) {
+    ready = c->wait & (MYSQL_WAIT_READ | MYSQL_WAIT_WRITE);
+  } else {
+    if (events & UV_READABLE)
+      ready |= MYSQL_WAIT_READ;
+    if (events & UV_WRITABLE)
+      ready |= MYSQL_WAIT_WRITE;
+  }
+  ready &= c->wait | MYSQL_WAIT_EXCEPT;
+  if (ready == 0)
+    return;
+  resume(c, ready);
+}
+
+/* ---- statements ----------------------------------------------------------- */
+
+static int bind_params(my_conn *c) {
+  loom_db_stmt_t *st = c->cur;
+  int n = st->nparams;
+  if ((unsigned)n != mysql_stmt_param_count(c->ps)) {
+    char msg[160];
+    snprintf(msg, sizeof msg, "the server counts %lu parameters (?) in the statement, but %d were given",
+             mysql_stmt_param_count(c->ps), n);
+    if (st->status == 0) {
+      loom_db_error_set(&st->err, NULL, msg);
+      st->status = LOOM_EDB_ARGUMENT;
+    }
+    return -1;
+  }
+  if (n == 0)
+    return 0;
+  if (n > c->pcap) {
+    MYSQL_BIND *b = realloc(c->pbind, (size_t)n * sizeof *b);
+    if (b)
+      c->pbind = b;
+    char *pb = realloc(c->pbool, (size_t)n);
+    if (pb)
+      c->pbool = pb;
+    if (b == NULL || pb == NULL) {
+      loom_db_error_set(&st->err, NULL, "out of memory");
+      st->status = LOOM_ENOMEM;
+      return -1;
+    }
+    c->pcap = n;
+  }
+  memset(c->pbind, 0, (size_t)n * sizeof *c->pbind);
+  for (int i = 0; i < n; i++) {
+    const loom_value_t *v = &st->params[i];
+    MYSQL_BIND *b = &c->pbind[i];
+    switch (v->type) {
+    case LOOM_VNULL:
+      b->buffer_type = MYSQL_TYPE_NULL;
+      break;
+    case LOOM_VINT:
+      b->buffer_type = MYSQL_TYPE_LONGLONG;
+      b->buffer = (void *)&v->u.i;
+      break;
+    case LOOM_VFLOAT:
+      b->buffer_type = MYSQL_TYPE_DOUBLE;
+      b->buffer = (void *)&v->u.f;
+      break;
+    case LOOM_VBOOL:
+      c->pbool[i] = (char)(v->u.b != 0);
+      b->buffer_type = MYSQL_TYPE_TINY;
+      b->buffer = &c->pbool[i];
+      break;
+    case LOOM_VBLOB:
+      b->buffer_type = MYSQL_TYPE_BLOB;
+      b->buffer = (void *)v->u.s.p;
+      b->buffer_length = (unsigned long)v->u.s.len;
+      break;
+    default:
+      b->buffer_type = MYSQL_TYPE_STRING;
+      b->buffer = (void *)v->u.s.p;
+      b->buffer_length = (unsigned long)v->u.s.len;
+      break;
+    }
+  }
+  if (mysql_stmt_bind_param(c->ps, c->pbind)) {
+    ps_error(c);
+    return -1;
+  }
+  return 0;
+}
+
+static int end_stmt(my_conn *c);
+
+static int after_ps(my_conn *c);
+
+static int begin_stmt(my_conn *c) {
+  loom_db_req_t *req = c->base.req;
+  loom_db_stmt_t *st = c->cur;
+  st->status = 0;
+  st->result = NULL;
+  c->discard = c->draining;
+  c->ps = NULL;
+  c->cached = NULL;
+  c->to_cache = 0;
+  if (loom__my_dirties_session(st->sql, st->sql_len))
+    c->base.dirty = 1;
+  int cache = req->cache && req->op != LOOM_DB_STREAM;
+  if (st->nparams == 0 && !cache)
+    return op_start(c, OP_REAL_QUERY);
+  if (cache) {
+    my_stmt *s = cache_find(c, st->sql, st->sql_len, hash_bytes(st->sql, st->sql_len));
+    if (s) {
+      c->cached = s;
+      c->ps = s->stmt;
+      if (bind_params(c) != 0)
+        return end_stmt(c);
+      return op_start(c, OP_EXECUTE);
+    }
+    c->to_cache = c->ncached < MY_CACHE_MAX;
+  }
+  c->ps = mysql_stmt_init(c->m);
+  if (c->ps == NULL) {
+    loom_db_error_set(&st->err, NULL, "out of memory");
+    st->status = LOOM_ENOMEM;
+    return end_stmt(c);
+  }
+  return op_start(c, OP_PREPARE);
+}
+
+static int prepared(my_conn *c) {
+  loom_db_stmt_t *st = c->cur;
+  if (c->iret != 0) {
+    unsigned no = mysql_stmt_errno(c->ps);
+    /* Some statements cannot be prepared; without parameters they can
+     * still run as plain text. No I/O: the statement never existed. */
+    if (no == ER_UNSUPPORTED_PS && st->nparams == 0) {
+      mysql_stmt_close(c->ps);
+      c->ps = NULL;
+      return op_start(c, OP_REAL_QUERY);
+    }
+    ps_error(c);
+    mysql_stmt_close(c->ps);
+    c->ps = NULL;
+    return end_stmt(c);
+  }
+  if (bind_params(c) != 0)
+    return after_ps(c);
+  if (c->to_cache && cache_add(c, st->sql, st->sql_len, c->ps) != 0)
+    c->to_cache = 0;
+  return op_start(c, OP_EXECUTE);
+}
+
+static my_result *new_result(my_conn *c, int binary) {
+  if (binary)
+    return loom__my_result_new(c->ps->fields, mysql_stmt_field_count(c->ps));
+  return loom__my_result_new(mysql_fetch_fields(c->res), mysql_num_fields(c->res));
+}
+
+/* Takes the fetched row: into the result, or handed over alone (stream).
+ * 1 when the request paused. */
+static int take_row(my_conn *c, int binary) {
+  loom_db_req_t *req = c->base.req;
+  if (c->discard)
+    return 0;
+  int stream = req->op == LOOM_DB_STREAM;
+  my_result *r = stream ? new_result(c, binary) : c->result;
+  int rc = r == NULL ? LOOM_ENOMEM
+           : binary  ? loom__my_result_bin_row(r, &c->binds, c->ps)
+                     : loom__my_result_text_row(r, c->row, mysql_fetch_lengths(c->res));
+  if (rc != 0) {
+    if (stream && r)
+      loom_db_result_free(loom__my_result_base(r));
+    if (c->cur->status == 0) {
+      loom_db_error_set(&c->cur->err, NULL, rc == LOOM_ENOMEM ? "out of memory" : "cannot read a column");
+      c->cur->status = rc;
+    }
+    c->discard = 1;
+    return 0;
+  }
+  if (!stream)
+    return 0;
+  loom__my_result_set_counts(r, 1, 0);
+  req->result = loom__my_result_base(r);
+  req->more = 1;
+  c->paused = 1;
+  want(c, 0);
+  req->cb(req);
+  return 1;
+}
+
+static int executed(my_conn *c) {
+  if (c->iret != 0) {
+    ps_error(c);
+    if (c->cached && mysql_stmt_errno(c->ps) == ER_UNKNOWN_STMT_HANDLER) {
+      cache_forget(c, c->cached); /* the server lost it: prepare again next time */
+      c->cached = NULL;
+    }
+    return after_ps(c);
+  }
+  unsigned n = mysql_stmt_field_count(c->ps);
+  if (n > 0) {
+    if (loom__my_binds_setup(&c->binds, c->ps) != 0) {
+      ps_error(c);
+      c->discard = 1;
+    }
+    if (!c->discard && c->base.req->op != LOOM_DB_STREAM) {
+      c->result = new_result(c, 1);
+      if (c->result == NULL) {
+        loom_db_error_set(&c->cur->err, NULL, "out of memory");
+        c->cur->status = LOOM_ENOMEM;
+        c->discard = 1;
+      }
+    }
+    c->fetch_op = OP_STMT_FETCH;
+    return op_start(c, OP_STMT_FETCH);
+  }
+  c->result = loom__my_result_new(NULL, 0);
+  if (c->result)
+    loom__my_result_set_counts(c->result, (int64_t)mysql_stmt_affected_rows(c->ps),
+                               (int64_t)mysql_stmt_insert_id(c->ps));
+  return after_ps(c);
+}
+
+static int stmt_fetched(my_conn *c) {
+  if (c->iret == 0 || c->iret == MYSQL_DATA_TRUNCATED) {
+    if (take_row(c, 1))
+      return -1;
+    return op_start(c, OP_STMT_FETCH);
+  }
+  if (c->iret != MYSQL_NO_DATA)
+    ps_error(c);
+  if (c->result)
+    loom__my_result_set_counts(c->result, loom__my_result_base(c->result)->nrows, 0);
+  return after_ps(c);
+}
+
+/* After a prepared statement's rows: skip further result sets (CALL), close
+ * it unless cached. */
+static int after_ps(my_conn *c) {
+  if (!c->base.broken && c->ps && c->ps->mysql &&
+      (c->m->server_status & SERVER_MORE_RESULTS_EXIST) && c->cur->status == 0) {
+    c->discard = 1;
+    return op_start(c, OP_STMT_NEXT_RESULT);
+  }
+  if (c->ps && c->cached == NULL) {
+    if (c->base.broken) {
+      mysql_stmt_close(c->ps); /* nothing to tell a server that is gone */
+      c->ps = NULL;
+      return end_stmt(c);
+    }
+    return op_start(c, OP_STMT_CLOSE);
+  }
+  return end_stmt(c);
+}
+
+static int stmt_next_result(my_conn *c) {
+  if (c->iret > 0) {
+    ps_error(c);
+    return after_ps(c);
+  }
+  if (c->iret < 0 || mysql_stmt_field_count(c->ps) == 0)
+    return after_ps(c);
+  if (loom__my_binds_setup(&c->binds, c->ps) != 0) {
+    ps_error(c);
+    return after_ps(c);
+  }
+  c->fetch_op = OP_STMT_FETCH;
+  return op_start(c, OP_STMT_FETCH);
+}
+
+/* ---- the text protocol ---------------------------------------------------- */
+
+static int after_text(my_conn *c) {
+  if (!c->base.broken && c->cur->status == 0 && mysql_more_results(c->m)) {
+    c->discard = 1;
+    return op_start(c, OP_NEXT_RESULT);
+  }
+  return end_stmt(c);
+}
+
+static int text_result(my_conn *c) {
+  if (mysql_field_count(c->m) == 0) {
+    if (c->result == NULL && !c->discard) {
+      c->result = loom__my_result_new(NULL, 0);
+      if (c->result)
+        loom__my_result_set_counts(c->result, (int64_t)mysql_affected_rows(c->m),
+                                   (int64_t)mysql_insert_id(c->m));
+    }
+    return after_text(c);
+  }
+  c->res = mysql_use_result(c->m);
+  if (c->res == NULL) {
+    conn_error(c);
+    return end_stmt(c);
+  }
+  if (!c->discard && c->base.req->op != LOOM_DB_STREAM && c->result == NULL) {
+    c->result = new_result(c, 0);
+    if (c->result == NULL) {
+      loom_db_error_set(&c->cur->err, NULL, "out of memory");
+      c->cur->status = LOOM_ENOMEM;
+      c->discard = 1;
+    }
+  }
+  c->fetch_op = OP_FETCH_ROW;
+  return op_start(c, OP_FETCH_ROW);
+}
+
+static int row_fetched(my_conn *c) {
+  if (c->row == NULL) {
+    if (mysql_errno(c->m))
+      conn_error(c);
+    if (c->result)
+      loom__my_result_set_counts(c->result, loom__my_result_base(c->result)->nrows, 0);
+    return op_start(c, OP_FREE_RESULT);
+  }
+  if (take_row(c, 0))
+    return -1;
+  return op_start(c, OP_FETCH_ROW);
+}
+
+/* ---- requests ------------------------------------------------------------- */
+
+static int end_stmt(my_conn *c) {
+  loom_db_req_t *req = c->base.req;
+  loom_db_stmt_t *st = c->cur;
+  if (c->result) {
+    loom_db_result_t *r = loom__my_result_base(c->result);
+    c->result = NULL;
+    if (st->status == 0 && !c->discard && req->op != LOOM_DB_STREAM)
+      st->result = r;
+    else
+      loom_db_result_free(r);
+  }
+  c->ps = NULL;
+  c->cached = NULL;
+  if (req->op == LOOM_DB_BATCH && !c->base.broken) {
+    if (st->status != 0) {
+      for (int i = c->stmt_index + 1; i < req->nstmts; i++) {
+        loom_db_error_set(&req->stmts[i].err, "", "not run: an earlier statement of the batch failed");
+        req->stmts[i].status = LOOM_EDB_QUERY;
+      }
+    } else if (c->stmt_index + 1 < req->nstmts) {
+      c->cur = &req->stmts[++c->stmt_index];
+      return begin_stmt(c);
+    }
+  }
+  finish(c);
+  return -1;
+}
+
+static void abort_killer(my_conn *c);
+
+static void finish(my_conn *c) {
+  loom_db_req_t *req = c->base.req;
+  if (req == NULL)
+    return;
+  if (c->kill_state == K_CONNECTING) {
+    abort_killer(c); /* done before the KILL went out: no need for it */
+  } else if (c->kill_state == K_KILLING) {
+    /* Complete only once the KILL has been answered. */
+    c->done_after_kill = 1;
+    want(c, 0);
+    return;
+  }
+  if (req->op != LOOM_DB_BATCH) {
+    if (req->status == 0)
+      req->status = c->one.status;
+    if (req->err.message == NULL && c->one.err.message) {
+      req->err = c->one.err;
+      memset(&c->one.err, 0, sizeof c->one.err);
+    }
+    if (req->status == 0 && req->result == NULL) {
+      req->result = c->one.result;
+      c->one.result = NULL;
+    }
+    if (c->draining && req->status == LOOM_EDB_QUERY && strcmp(req->err.code, "1317") == 0)
+      req->status = LOOM_ECANCELED;
+  }
+  if (req->status != 0 && req->result) {
+    loom_db_result_free(req->result);
+    req->result = NULL;
+  }
+  loom_db_result_free(c->one.result);
+  c->one.result = NULL;
+  c->cur = NULL;
+  c->paused = 0;
+  c->base.req = NULL;
+  req->active = 0;
+  req->more = 0;
+  want(c, 0);
+  req->cb(req);
+}
+
+static int reset_done(my_conn *c) {
+  if (c->iret != 0) {
+    conn_error(c);
+    c->base.broken = 1;
+  } else {
+    /* The server dropped the prepared statements; the library invalidated
+     * its handles, which now close without I/O. */
+    cache_free_all(c);
+    c->base.dirty = 0;
+  }
+  finish(c);
+  return -1;
+}
+
+static int step(my_conn *c, my_op done) {
+  switch (done) {
+  case OP_CONNECT: {
+    loom_db_req_t *req = c->connect_req;
+    int ok = c->mret != NULL;
+    if (!ok)
+      set_error(&req->err, mysql_errno(c->m), mysql_sqlstate(c->m), mysql_error(c->m));
+    c->connecting = 0;
+    c->connect_req = NULL;
+    req->active = 0;
+    if (ok) {
+      c->base.backend_id = (int64_t)mysql_thread_id(c->m);
+      req->status = 0;
+      req->conn = &c->base;
+      want(c, 0);
+    } else {
+      req->status = LOOM_EDB_CONNECTION;
+      req->conn = NULL;
+      c->closing = 1;
+      drop_poll(c);
+      mysql_close(c->m); /* nothing to send: the connection never opened */
+      c->m = NULL;
+    }
+    req->cb(req);
+    return -1;
+  }
+  case OP_REAL_QUERY:
+    if (c->iret != 0) {
+      conn_error(c);
+      return end_stmt(c);
+    }
+    return text_result(c);
+  case OP_FETCH_ROW: return row_fetched(c);
+  case OP_FREE_RESULT:
+    c->res = NULL;
+    return after_text(c);
+  case OP_NEXT_RESULT:
+    if (c->iret > 0) {
+      conn_error(c);
+      return end_stmt(c);
+    }
+    if (c->iret < 0)
+      return end_stmt(c);
+    return text_result(c);
+  case OP_PREPARE: return prepared(c);
+  case OP_EXECUTE: return executed(c);
+  case OP_STMT_FETCH: return stmt_fetched(c);
+  case OP_STMT_NEXT_RESULT: return stmt_next_result(c);
+  case OP_STMT_CLOSE:
+    c->ps = NULL;
+    return end_stmt(c);
+  case OP_RESET: return reset_done(c);
+  case OP_PING:
+    if (c->iret != 0)
+      conn_error(c);
+    finish(c);
+    return -1;
+  default:
+    return -1;
+  }
+}
+
+static int my_start(loom_db_conn_t *base, loom_db_req_t *req) {
+  my_conn *c = (my_conn *)base;
+  if (c->closing || base->broken || c->m == NULL) {
+    loom_db_error_set(&req->err, "2006", "the connection is closed");
+    return req->status = LOOM_EDB_CONNECTION;
+  }
+  if (base->req || c->kill_state != K_NONE || c->op != OP_NONE) {
+    loom_db_error_set(&req->err, NULL, "the connection is busy with another request");
+    return req->status = LOOM_EDB_ARGUMENT;
+  }
+  if (req->op == LOOM_DB_COPY_IN || (req->op != LOOM_DB_QUERY && req->op != LOOM_DB_STREAM &&
+                                     req->op != LOOM_DB_BATCH && req->op != LOOM_DB_RESET &&
+                                     req->op != LOOM_DB_PING)) {
+    loom_db_error_set(&req->err, NULL, "not supported by the MySQL driver");
+    return req->status = LOOM_EDB_ARGUMENT;
+  }
+  loom_db_error_clear(&c->one.err);
+  loom_db_result_free(c->one.result);
+  memset(&c->one, 0, sizeof c->one);
+  c->draining = c->discard = c->paused = 0;
+  c->result = NULL;
+  req->conn = base;
+  req->status = 0;
+  req->result = NULL;
+  req->more = 0;
+  req->active = 1;
+  base->req = req;
+  base->last_used_ns = loom_now_ns();
+  c->one.sql = req->sql;
+  c->one.sql_len = req->sql_len;
+  c->one.params = req->params;
+  c->one.nparams = req->nparams;
+  c->cur = &c->one;
+  c->stmt_index = 0;
+  int st;
+  switch (req->op) {
+  case LOOM_DB_QUERY:
+  case LOOM_DB_STREAM:
+    st = begin_stmt(c);
+    break;
+  case LOOM_DB_BATCH:
+    for (int i = 0; i < req->nstmts; i++) {
+      req->stmts[i].status = 0;
+      req->stmts[i].result = NULL;
+      memset(&req->stmts[i].err, 0, sizeof req->stmts[i].err);
+    }
+    if (req->nstmts == 0) {
+      finish(c);
+      return 0;
+    }
+    c->cur = &req->stmts[0];
+    st = begin_stmt(c);
+    break;
+  case LOOM_DB_RESET:
+    if (!base->dirty && (c->m->server_status & SERVER_STATUS_IN_TRANS)) {
+      /* Only a transaction to end: keep the prepared statements. */
+      c->one.sql = "ROLLBACK";
+      c->one.sql_len = 8;
+      st = op_start(c, OP_REAL_QUERY);
+    } else {
+      st = op_start(c, OP_RESET);
+    }
+    break;
+  default:
+    st = op_start(c, OP_PING);
+    break;
+  }
+  drive(c, st);
+  return 0;
+}
+
+static int my_next(loom_db_conn_t *base, loom_db_req_t *req) {
+  my_conn *c = (my_conn *)base;
+  if (base->req != req || !c->paused)
+    return LOOM_EDB_ARGUMENT;
+  req->result = NULL;
+  req->more = 0;
+  c->paused = 0;
+  drive(c, op_start(c, c->fetch_op));
+  return 0;
+}
+
+/* ---- cancel: KILL QUERY from a second connection ---------------------------- */
+
+static my_conn *conn_new(loom_loop_t *loop, const char *conninfo, loom_db_req_t *req,
+                         char *err, size_t errlen);
+
+static void kill_done(loom_db_req_t *req);
+
+static void abort_killer(my_conn *c) {
+  my_conn *k = c->killer;
+  c->kill_state = K_NONE;
+  c->killer = NULL;
+  if (k)
+    my_close(&k->base); /* its connect completes (ECLOSED) into kill_connected */
+}
+
+static void kill_connected(loom_db_req_t *req) {
+  my_conn *c = req->data;
+  if (c->kill_state != K_CONNECTING || req->status != 0) {
+    if (c->kill_state == K_CONNECTING) {
+      /* Could not reach the server to stop the query: the connection
+       * cannot be trusted to come back soon; give up on it. */
+      c->kill_state = K_NONE;
+      c->killer = NULL;
+      if (c->base.req) {
+        c->base.broken = 1;
+        if (c->op != OP_NONE) {
+          force_complete(c);
+          drive(c, 0);
+        } else {
+          stmt_error(c, CR_SERVER_LOST, "08S01", "cancelled, and KILL QUERY could not be sent");
+          finish(c);
+        }
+      }
+    }
+    loom_db_error_clear(&req->err);
+    c->refs--;
+    maybe_free(c);
+    return;
+  }
+  c->kill_state = K_KILLING;
+  c->killer = (my_conn *)req->conn;
+  int n = snprintf(c->kill_sql, sizeof c->kill_sql, "KILL QUERY %lld",
+                   (long long)c->base.backend_id);
+  memset(req, 0, sizeof *req);
+  req->op = LOOM_DB_QUERY;
+  req->sql = c->kill_sql;
+  req->sql_len = (size_t)n;
+  req->cb = kill_done;
+  req->data = c;
+  if (my_start(&c->killer->base, req) != 0)
+    kill_done(req);
+}
+
+static void kill_done(loom_db_req_t *req) {
+  my_conn *c = req->data;
+  loom_db_result_free(req->result);
+  req->result = NULL;
+  loom_db_error_clear(&req->err);
+  my_conn *k = c->killer;
+  c->killer = NULL;
+  c->kill_state = K_NONE;
+  if (k)
+    my_close(&k->base);
+  if (c->done_after_kill) {
+    c->done_after_kill = 0;
+    finish(c);
+  }
+  c->refs--;
+  maybe_free(c);
+}
+
+static int my_cancel(loom_db_conn_t *base) {
+  my_conn *c = (my_conn *)base;
+  loom_db_req_t *req = base->req;
+  if (req == NULL || c->closing || c->draining || c->m == NULL)
+    return 0;
+  c->draining = 1;
+  c->discard = 1;
+  if (base->backend_id == 0)
+    return 0;
+  char err[128];
+  memset(&c->kill_req, 0, sizeof c->kill_req);
+  c->kill_req.op = LOOM_DB_CONNECT;
+  c->kill_req.cb = kill_connected;
+  c->kill_req.data = c;
+  c->refs++;
+  c->kill_state = K_CONNECTING;
+  my_conn *k = conn_new(base->loop, c->conninfo, &c->kill_req, err, sizeof err);
+  if (k == NULL) {
+    c->kill_state = K_NONE;
+    c->refs--;
+    base->broken = 1;
+    return LOOM_ENOMEM;
+  }
+  c->killer = k;
+  memcpy(k->ip, c->ip, sizeof k->ip);
+  start_connect(k);
+  return 0;
+}
+
+/* ---- close, transaction state ------------------------------------------------- */
+
+static void my_close(loom_db_conn_t *base) {
+  my_conn *c = (my_conn *)base;
+  if (c->closing)
+    return;
+  c->closing = 1;
+  c->refs++;
+  if (c->kill_state == K_CONNECTING)
+    abort_killer(c);
+  if (c->connect_req) {
+    force_complete(c);
+    c->op = OP_NONE;
+    loom_db_req_t *req = c->connect_req;
+    c->connect_req = NULL;
+    c->connecting = 0;
+    req->active = 0;
+    req->conn = NULL;
+    if (req->err.message == NULL)
+      loom_db_error_set(&req->err, "2006", "the connection was closed while connecting");
+    req->status = LOOM_ECLOSED;
+    req->cb(req);
+  }
+  force_complete(c);
+  c->op = OP_NONE;
+  if (base->req) {
+    loom_db_req_t *req = base->req;
+    c->done_after_kill = 0;
+    int ks = c->kill_state;
+    c->kill_state = K_NONE; /* complete now: the connection is going away */
+    loom_db_error_set(&req->err, "2006", "the connection was closed");
+    req->status = LOOM_ECLOSED;
+    finish(c);
+    c->kill_state = ks;
+  }
+  if (c->res && c->m) {
+    int st = mysql_free_result_start(c->res);
+    if (st) {
+      int sock = (int)mysql_get_socket(c->m);
+      if (sock >= 0)
+        shutdown(sock, SHUT_RDWR);
+      for (int i = 0; st && i < 1000; i++)
+        st = mysql_free_result_cont(c->res, MYSQL_WAIT_READ | MYSQL_WAIT_WRITE | MYSQL_WAIT_TIMEOUT);
+    }
+    c->res = NULL;
+  }
+  loom_timer_stop(base->loop, &c->timer);
+  drop_poll(c);
+  if (c->m) {
+    MYSQL_STMT *temp = c->ps && c->cached == NULL ? c->ps : NULL;
+    int st = mysql_close_start(c->m);
+    if (st) {
+      int sock = (int)mysql_get_socket(c->m);
+      if (sock >= 0)
+        shutdown(sock, SHUT_RDWR);
+      for (int i = 0; st && i < 1000; i++)
+        st = mysql_close_cont(c->m, MYSQL_WAIT_READ | MYSQL_WAIT_WRITE | MYSQL_WAIT_TIMEOUT);
+    }
+    c->m = NULL;
+    /* Closing invalidated the statements: they free without I/O. */
+    if (temp)
+      mysql_stmt_close(temp);
+    c->ps = NULL;
+    cache_free_all(c);
+  }
+  c->refs--;
+  maybe_free(c);
+}
+
+static loom_db_txn_t my_txn(loom_db_conn_t *base) {
+  my_conn *c = (my_conn *)base;
+  if (c->m == NULL || base->broken)
+    return LOOM_TXN_UNKNOWN;
+  return (c->m->server_status & SERVER_STATUS_IN_TRANS) ? LOOM_TXN_ACTIVE : LOOM_TXN_IDLE;
+}
+
+static int my_watch(loom_db_conn_t *base, loom_db_notify_cb cb) {
+  (void)base;
+  return cb ? LOOM_EDB_ARGUMENT : 0;
+}
+
+static int my_copy_data(loom_db_conn_t *base, loom_db_req_t *req, const char *buf, size_t len) {
+  (void)base; (void)req; (void)buf; (void)len;
+  return LOOM_EDB_ARGUMENT;
+}
+
+/* ---- connect ------------------------------------------------------------------- */
+
+static void connect_failed(my_conn *c, int status) {
+  loom_db_req_t *req = c->connect_req;
+  c->connect_req = NULL;
+  c->connecting = 0;
+  req->status = status;
+  req->active = 0;
+  req->conn = NULL;
+  if (req->err.message == NULL)
+    loom_db_error_set(&req->err, "2002", "could not connect to the server");
+  c->closing = 1;
+  drop_poll(c);
+  if (c->m) {
+    mysql_close(c->m);
+    c->m = NULL;
+  }
+  maybe_free(c);
+  req->cb(req);
+}
+
+static void start_connect(my_conn *c) {
+  my_opts *o = &c->opts;
+  c->m = mysql_init(NULL);
+  if (c->m == NULL) {
+    connect_failed(c, LOOM_ENOMEM);
+    return;
+  }
+  /* Before anything else: without it the first _start call crashes. */
+  mysql_options(c->m, MYSQL_OPT_NONBLOCK, 0);
+  mysql_options(c->m, MYSQL_SET_CHARSET_NAME, o->charset ? o->charset : "utf8mb4");
+  unsigned timeout = o->connect_timeout ? o->connect_timeout : 10;
+  mysql_options(c->m, MYSQL_OPT_CONNECT_TIMEOUT, &timeout);
+  unsigned proto = o->socket ? MYSQL_PROTOCOL_SOCKET : MYSQL_PROTOCOL_TCP;
+  mysql_options(c->m, MYSQL_OPT_PROTOCOL, &proto);
+  my_bool no = 0, yes = 1;
+  mysql_options(c->m, MYSQL_OPT_LOCAL_INFILE, &no);
+  mysql_options(c->m, MYSQL_REPORT_DATA_TRUNCATION, &yes);
+  if (o->ssl_mode >= MY_SSL_REQUIRED || o->ssl_ca || o->ssl_cert) {
+    if (o->ssl_ca)
+      mysql_options(c->m, MYSQL_OPT_SSL_CA, o->ssl_ca);
+    if (o->ssl_cert)
+      mysql_options(c->m, MYSQL_OPT_SSL_CERT, o->ssl_cert);
+    if (o->ssl_key)
+      mysql_options(c->m, MYSQL_OPT_SSL_KEY, o->ssl_key);
+    if (o->ssl_cipher)
+      mysql_options(c->m, MYSQL_OPT_SSL_CIPHER, o->ssl_cipher);
+    if (o->tls_version)
+      mysql_options(c->m, MARIADB_OPT_TLS_VERSION, o->tls_version);
+    if (o->ssl_mode != MY_SSL_DISABLED && o->ssl_mode != MY_SSL_PREFERRED)
+      mysql_options(c->m, MYSQL_OPT_SSL_ENFORCE, &yes);
+    my_bool verify = o->ssl_mode >= MY_SSL_VERIFY_CA;
+    mysql_options(c->m, MYSQL_OPT_SSL_VERIFY_SERVER_CERT, &verify);
+  }
+  c->connecting = 1;
+  drive(c, op_start(c, OP_CONNECT));
+}
+
+static void on_resolved(uv_getaddrinfo_t *gai, int status, struct addrinfo *res) {
+  my_conn *c = gai->data;
+  c->refs--;
+  if (c->closing) {
+    uv_freeaddrinfo(res);
+    maybe_free(c);
+    return;
+  }
+  char ip[64] = "";
+  if (status == 0 && res) {
+    if (res->ai_family == AF_INET6)
+      uv_ip6_name((struct sockaddr_in6 *)res->ai_addr, ip, sizeof ip);
+    else
+      uv_ip4_name((struct sockaddr_in *)res->ai_addr, ip, sizeof ip);
+  }
+  uv_freeaddrinfo(res);
+  if (status != 0 || ip[0] == 0) {
+    char msg[512];
+    snprintf(msg, sizeof msg, "could not resolve host \"%.200s\": %s", c->opts.host,
+             status ? uv_strerror(status) : "no address");
+    loom_db_error_set(&c->connect_req->err, "2005", msg);
+    connect_failed(c, LOOM_EDB_CONNECTION);
+    return;
+  }
+  memcpy(c->ip, ip, sizeof c->ip);
+  start_connect(c);
+}
+
+static my_conn *conn_new(loom_loop_t *loop, const char *conninfo, loom_db_req_t *req,
+                         char *err, size_t errlen) {
+  my_conn *c = calloc(1, sizeof *c);
+  if (c == NULL) {
+    snprintf(err, errlen, "out of memory");
+    return NULL;
+  }
+  if (loom__my_parse_url(conninfo, &c->opts, err, errlen) != 0 ||
+      (c->conninfo = dupstr(conninfo)) == NULL) {
+    loom__my_opts_free(&c->opts);
+    free(c);
+    return NULL;
+  }
+  c->base.driver = &loom_mysql_driver;
+  c->base.loop = loop;
+  c->base.created_ns = c->base.last_used_ns = loom_now_ns();
+  c->sock = -1;
+  loom_timer_init(&c->timer, on_timer, c);
+  c->connect_req = req;
+  req->active = 1;
+  req->conn = NULL;
+  req->status = 0;
+  return c;
+}
+
+static int my_connect(loom_loop_t *loop, const char *conninfo, loom_db_req_t *req) {
+  char err[256] = "invalid MySQL URL";
+  my_conn *c = conn_new(loop, conninfo, req, err, sizeof err);
+  if (c == NULL) {
+    loom_db_error_set(&req->err, "2005", err);
+    return req->status = LOOM_EDB_ARGUMENT;
+  }
+  const char *host = c->opts.host;
+  unsigned char buf[16];
+  if (c->opts.socket) {
+    c->ip[0] = 0;
+  } else if (uv_inet_pton(AF_INET, host, buf) == 0 || uv_inet_pton(AF_INET6, host, buf) == 0) {
+    snprintf(c->ip, sizeof c->ip, "%s", host);
+  } else {
+    struct addrinfo hints;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    c->gai.data = c;
+    int r = uv_getaddrinfo(&loop->uv, &c->gai, on_resolved, host, NULL, &hints);
+    if (r != 0) {
+      loom_db_error_set(&req->err, "2005", uv_strerror(r));
+      c->closing = 1;
+      maybe_free(c);
+      req->active = 0;
+      return req->status = LOOM_EDB_CONNECTION;
+    }
+    c->refs++;
+    return 0;
+  }
+  start_connect(c);
+  return 0;
+}
+
+const loom_db_driver_t loom_mysql_driver = {
+  .name = "mysql",
+  .connect = my_connect,
+  .start = my_start,
+  .next = my_next,
+  .copy_data = my_copy_data,
+  .cancel = my_cancel,
+  .close = my_close,
+  .txn = my_txn,
+  .watch = my_watch,
+  .param_count = loom__my_param_count,
+  .placeholder = "?",
+};
