@@ -15,6 +15,7 @@
 
 #define PG_CACHE_BUCKETS 64
 #define PG_CACHE_MAX 256
+#define PG_MEMO 16 /* entries found by the SQL string's address */
 
 typedef struct pg_stmt {
   struct pg_stmt *next;
@@ -23,6 +24,7 @@ typedef struct pg_stmt {
   size_t key_len;
   char name[24];
   int ready;
+  int dirties; /* running it leaves session state behind (dirties_session) */
 } pg_stmt;
 
 typedef enum { U_PREP, U_EXEC, U_SYNC } unit_kind;
@@ -51,8 +53,11 @@ typedef struct pg_conn {
   int ncached;
   unsigned next_stmt;
   /* the request in flight */
+  pg_stmt *memo[PG_MEMO];
+  char *pbuf;        /* parameter arrays for libpq, reused */
+  size_t pbuf_cap;
   pg_unit *units;
-  int nunits, unit_pos;
+  int nunits, unit_pos, units_cap;
   int pipeline;
   int flushing;
   int paused;        /* a streamed row was handed over; waiting for next() */
@@ -144,6 +149,7 @@ static void maybe_free(pg_conn *c) {
   free(c->keys);
   free(c->vals);
   free(c->units);
+  free(c->pbuf);
   loom_db_error_clear(&c->one.err);
   loom_db_result_free(c->one.result);
   free(c);
@@ -189,12 +195,8 @@ static int track_socket(pg_conn *c) {
 
 /* ---- statement cache --------------------------------------------------- */
 
-static uint64_t hash_bytes(const char *p, size_t n) {
-  uint64_t h = 1469598103934665603ULL; /* FNV-1a */
-  for (size_t i = 0; i < n; i++)
-    h = (h ^ (unsigned char)p[i]) * 1099511628211ULL;
-  return h;
-}
+#define FNV_BASIS 1469598103934665603ULL
+#define FNV_PRIME 1099511628211ULL
 
 static char type_letter(const loom_value_t *v) {
   switch (v->type) {
@@ -207,8 +209,30 @@ static char type_letter(const loom_value_t *v) {
 }
 
 /* Cache key: one letter per parameter type, a NUL, then the SQL. The same
- * SQL with other parameter types is another prepared statement. */
-static char *cache_key(const loom_db_stmt_t *st, size_t *len) {
+ * SQL with other parameter types is another prepared statement. Hashed
+ * (FNV-1a) and compared in place, without building the key. */
+static uint64_t stmt_hash(const loom_db_stmt_t *st) {
+  uint64_t h = FNV_BASIS;
+  for (int i = 0; i < st->nparams; i++)
+    h = (h ^ (unsigned char)type_letter(&st->params[i])) * FNV_PRIME;
+  h = h * FNV_PRIME; /* the NUL */
+  const unsigned char *p = (const unsigned char *)st->sql;
+  for (size_t i = 0; i < st->sql_len; i++)
+    h = (h ^ p[i]) * FNV_PRIME;
+  return h;
+}
+
+static int stmt_matches(const pg_stmt *s, const loom_db_stmt_t *st) {
+  size_t n = (size_t)st->nparams;
+  if (s->key_len != n + 1 + st->sql_len)
+    return 0;
+  for (size_t i = 0; i < n; i++)
+    if (s->key[i] != type_letter(&st->params[i]))
+      return 0;
+  return memcmp(s->key + n + 1, st->sql, st->sql_len) == 0;
+}
+
+static char *stmt_key(const loom_db_stmt_t *st, size_t *len) {
   size_t n = (size_t)st->nparams + 1 + st->sql_len;
   char *key = malloc(n);
   if (key == NULL)
@@ -221,10 +245,28 @@ static char *cache_key(const loom_db_stmt_t *st, size_t *len) {
   return key;
 }
 
-static pg_stmt *cache_find(pg_conn *c, const char *key, size_t len, uint64_t h) {
-  for (pg_stmt *s = c->cache[h % PG_CACHE_BUCKETS]; s; s = s->next)
-    if (s->hash == h && s->key_len == len && memcmp(s->key, key, len) == 0)
+/* The SQL of a hot statement is the same Lua string every time: a small
+ * table indexed by its address finds the entry without hashing the text
+ * (the entry is still compared in full, so an address reused by another
+ * string cannot match wrongly). */
+static unsigned memo_slot(const char *sql) {
+  uintptr_t a = (uintptr_t)sql;
+  return (unsigned)((a >> 4) ^ (a >> 10)) & (PG_MEMO - 1);
+}
+
+/* The cached entry for st, or NULL (then *hash is set for cache_add). */
+static pg_stmt *cache_lookup(pg_conn *c, const loom_db_stmt_t *st, uint64_t *hash) {
+  unsigned m = memo_slot(st->sql);
+  pg_stmt *s = c->memo[m];
+  if (s && stmt_matches(s, st))
+    return s;
+  uint64_t h = stmt_hash(st);
+  *hash = h;
+  for (s = c->cache[h % PG_CACHE_BUCKETS]; s; s = s->next)
+    if (s->hash == h && stmt_matches(s, st)) {
+      c->memo[m] = s;
       return s;
+    }
   return NULL;
 }
 
@@ -234,6 +276,9 @@ static void cache_remove(pg_conn *c, pg_stmt *victim) {
     p = &(*p)->next;
   if (*p) {
     *p = victim->next;
+    for (int i = 0; i < PG_MEMO; i++)
+      if (c->memo[i] == victim)
+        c->memo[i] = NULL;
     free(victim->key);
     free(victim);
     c->ncached--;
@@ -250,7 +295,9 @@ static void cache_clear(pg_conn *c) {
 
 /* Parameters as libpq wants them. Integers, floats and booleans are sent
  * typed, so `select $1` gives back what went in; text is left for the
- * server to type from context; strings with NUL bytes go as binary bytea. */
+ * server to type from context; strings with NUL bytes go as binary bytea.
+ * The arrays live in a buffer of the connection, reused by every request:
+ * libpq copies the values out as it queues each message. */
 typedef struct pg_params {
   Oid *types;
   const char **values;
@@ -259,14 +306,38 @@ typedef struct pg_params {
   char *text;
 } pg_params;
 
-static int params_build(pg_params *pp, const loom_value_t *v, int n) {
+/* Decimal digits of v into buf (at least 21 bytes); returns buf. */
+static char *format_int(char *buf, int64_t v) {
+  char tmp[24];
+  int n = 0;
+  uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+  do {
+    tmp[n++] = (char)('0' + u % 10);
+    u /= 10;
+  } while (u);
+  char *p = buf;
+  if (v < 0)
+    *p++ = '-';
+  while (n)
+    *p++ = tmp[--n];
+  *p = 0;
+  return buf;
+}
+
+static int params_build(pg_conn *c, pg_params *pp, const loom_value_t *v, int n) {
   memset(pp, 0, sizeof *pp);
   if (n == 0)
     return 0;
   size_t per = sizeof(Oid) + sizeof(char *) + 2 * sizeof(int) + 32;
-  char *block = malloc((size_t)n * per);
-  if (block == NULL)
-    return LOOM_ENOMEM;
+  size_t need = (size_t)n * per;
+  if (need > c->pbuf_cap) {
+    char *p = realloc(c->pbuf, need);
+    if (p == NULL)
+      return LOOM_ENOMEM;
+    c->pbuf = p;
+    c->pbuf_cap = need;
+  }
+  char *block = c->pbuf;
   pp->values = (const char **)block;
   pp->types = (Oid *)(block + (size_t)n * sizeof(char *));
   pp->lengths = (int *)(block + (size_t)n * (sizeof(char *) + sizeof(Oid)));
@@ -283,8 +354,7 @@ static int params_build(pg_params *pp, const loom_value_t *v, int n) {
       break;
     case LOOM_VINT:
       pp->types[i] = 20;
-      snprintf(buf, 32, "%lld", (long long)v[i].u.i);
-      pp->values[i] = buf;
+      pp->values[i] = format_int(buf, v[i].u.i);
       break;
     case LOOM_VFLOAT: {
       double f = v[i].u.f;
@@ -320,17 +390,19 @@ static int params_build(pg_params *pp, const loom_value_t *v, int n) {
   return 0;
 }
 
-static void params_free(pg_params *pp) { free((void *)pp->values); }
-
 static int add_unit(pg_conn *c, unit_kind kind, int stmt, pg_stmt *cached) {
-  pg_unit *u = realloc(c->units, (size_t)(c->nunits + 1) * sizeof *u);
-  if (u == NULL)
-    return LOOM_ENOMEM;
-  c->units = u;
-  u[c->nunits].kind = kind;
-  u[c->nunits].stmt = stmt;
-  u[c->nunits].cached = cached;
-  c->nunits++;
+  if (c->nunits == c->units_cap) {
+    int cap = c->units_cap ? c->units_cap * 2 : 8;
+    pg_unit *u = realloc(c->units, (size_t)cap * sizeof *u);
+    if (u == NULL)
+      return LOOM_ENOMEM;
+    c->units = u;
+    c->units_cap = cap;
+  }
+  pg_unit *u = &c->units[c->nunits++];
+  u->kind = kind;
+  u->stmt = stmt;
+  u->cached = cached;
   return 0;
 }
 
@@ -363,54 +435,51 @@ static int dirties_session(const char *sql, size_t len) {
  * executed in the same round trip. */
 static int send_stmt(pg_conn *c, loom_db_stmt_t *st, int index, int cache, int single_row) {
   pg_params pp;
-  int r = params_build(&pp, st->params, st->nparams);
+  int r = params_build(c, &pp, st->params, st->nparams);
   if (r)
     return r;
-  if (dirties_session(st->sql, st->sql_len))
-    c->base.dirty = 1;
   /* libpq wants NUL-terminated SQL; callers give Lua strings, which are. */
   int ok;
   pg_stmt *s = NULL;
   if (cache && c->pipeline) {
-    size_t klen;
-    char *key = cache_key(st, &klen);
-    if (key == NULL) {
-      params_free(&pp);
-      return LOOM_ENOMEM;
-    }
-    uint64_t h = hash_bytes(key, klen);
-    s = cache_find(c, key, klen, h);
+    uint64_t h = 0;
+    s = cache_lookup(c, st, &h);
     if (s == NULL && c->ncached < PG_CACHE_MAX) {
+      size_t klen;
+      char *key = stmt_key(st, &klen);
+      if (key == NULL)
+        return LOOM_ENOMEM;
       s = calloc(1, sizeof *s);
-      if (s) {
+      if (s == NULL) {
+        free(key);
+      } else {
         s->hash = h;
         s->key = key;
         s->key_len = klen;
-        key = NULL;
+        s->dirties = dirties_session(st->sql, st->sql_len);
         snprintf(s->name, sizeof s->name, "loom_%u", ++c->next_stmt);
         s->next = c->cache[h % PG_CACHE_BUCKETS];
         c->cache[h % PG_CACHE_BUCKETS] = s;
         c->ncached++;
+        c->memo[memo_slot(st->sql)] = s;
       }
     }
-    free(key);
     if (s && !s->ready) {
       ok = PQsendPrepare(c->pg, s->name, st->sql, st->nparams, pp.types);
       if (ok)
         ok = add_unit(c, U_PREP, index, s) == 0;
-      if (!ok) {
-        params_free(&pp);
+      if (!ok)
         return LOOM_EDB_CONNECTION;
-      }
     }
   }
+  if (s ? s->dirties : dirties_session(st->sql, st->sql_len))
+    c->base.dirty = 1;
   if (s)
     ok = PQsendQueryPrepared(c->pg, s->name, st->nparams, pp.values, pp.lengths,
                              pp.formats, 0);
   else
     ok = PQsendQueryParams(c->pg, st->sql, st->nparams, pp.types, pp.values,
                            pp.lengths, pp.formats, 0);
-  params_free(&pp);
   if (!ok)
     return LOOM_EDB_CONNECTION;
   if (single_row)
@@ -421,12 +490,8 @@ static int send_stmt(pg_conn *c, loom_db_stmt_t *st, int index, int cache, int s
 /* A cached statement that is already prepared runs outside pipeline mode:
  * one Bind/Execute/Sync, like pgbench -M prepared. */
 static pg_stmt *ready_stmt(pg_conn *c, loom_db_stmt_t *st) {
-  size_t klen;
-  char *key = cache_key(st, &klen);
-  if (key == NULL)
-    return NULL;
-  pg_stmt *s = cache_find(c, key, klen, hash_bytes(key, klen));
-  free(key);
+  uint64_t h;
+  pg_stmt *s = cache_lookup(c, st, &h);
   return s && s->ready ? s : NULL;
 }
 
@@ -482,13 +547,12 @@ static int pg_start(loom_db_conn_t *base, loom_db_req_t *req) {
     pg_stmt *s = req->cache ? ready_stmt(c, &c->one) : NULL;
     if (s) {
       pg_params pp;
-      r = params_build(&pp, req->params, req->nparams);
-      if (r == 0) {
-        if (!PQsendQueryPrepared(c->pg, s->name, req->nparams, pp.values, pp.lengths,
-                                 pp.formats, 0))
-          r = LOOM_EDB_CONNECTION;
-        params_free(&pp);
-      }
+      r = params_build(c, &pp, req->params, req->nparams);
+      if (r == 0 && s->dirties)
+        base->dirty = 1;
+      if (r == 0 && !PQsendQueryPrepared(c->pg, s->name, req->nparams, pp.values,
+                                         pp.lengths, pp.formats, 0))
+        r = LOOM_EDB_CONNECTION;
       if (r == 0)
         r = add_unit(c, U_EXEC, 0, NULL);
     } else if (req->cache) {

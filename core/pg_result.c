@@ -8,7 +8,7 @@
 typedef struct pg_result {
   loom_db_result_t base;
   PGresult *res;
-  loom_vtype_t *types; /* per column */
+  loom_vtype_t types[]; /* per column */
 } pg_result;
 
 /* Type OIDs from pg_type.h; libpq does not export them. */
@@ -72,29 +72,24 @@ static void cell(loom_db_result_t *r, int row, int col, loom_value_t *out) {
 static void result_free(loom_db_result_t *r) {
   pg_result *pr = (pg_result *)r;
   PQclear(pr->res);
-  free(pr->types);
   free(pr);
 }
 
 static const loom_db_result_ops_t pg_result_ops = {column_name, cell, result_free};
 
 loom_db_result_t *loom__pg_result(PGresult *res) {
-  pg_result *pr = calloc(1, sizeof *pr);
+  /* One allocation: the column types follow the header. */
+  int nc = PQnfields(res);
+  pg_result *pr = malloc(sizeof *pr + (size_t)nc * sizeof pr->types[0]);
   if (pr == NULL)
     return NULL;
   pr->base.ops = &pg_result_ops;
   pr->res = res;
   pr->base.nrows = PQntuples(res);
-  pr->base.ncols = PQnfields(res);
+  pr->base.ncols = nc;
   const char *tuples = PQcmdTuples(res);
   pr->base.affected = tuples && *tuples ? strtoll(tuples, NULL, 10) : -1;
   pr->base.last_insert_id = 0;
-  int nc = pr->base.ncols;
-  pr->types = malloc((size_t)(nc ? nc : 1) * sizeof *pr->types);
-  if (pr->types == NULL) {
-    free(pr);
-    return NULL;
-  }
   for (int c = 0; c < nc; c++) {
     Oid oid = PQftype(res, c);
     pr->types[c] = array_elem(oid) ? LOOM_VARRAY : scalar_type(oid);

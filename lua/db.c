@@ -133,9 +133,9 @@ static void push_value(lua_State *L, loom_value_t *v) {
   }
 }
 
-/* Pushes an array of rows keyed by column name, then an info table with
- * `columns` and `affected`. */
-static void push_result(lua_State *L, loom_db_result_t *r) {
+/* Pushes an array of rows keyed by column name, then (with_info) an info
+ * table with `columns` and `affected`. */
+static void push_result_ex(lua_State *L, loom_db_result_t *r, int with_info) {
   int nc = r->ncols, nr = r->nrows;
   luaL_checkstack(L, nc + 8, "too many columns");
   int names = lua_gettop(L) + 1;
@@ -152,6 +152,11 @@ static void push_result(lua_State *L, loom_db_result_t *r) {
       lua_rawset(L, -3);
     }
     lua_rawseti(L, -2, i + 1);
+  }
+  if (!with_info) {
+    lua_replace(L, names); /* the rows where the names began */
+    lua_settop(L, names);
+    return;
   }
   lua_createtable(L, 0, 2);
   lua_createtable(L, nc, 0);
@@ -173,12 +178,57 @@ static void push_result(lua_State *L, loom_db_result_t *r) {
   lua_settop(L, names + 1);
 }
 
+static void push_result(lua_State *L, loom_db_result_t *r) { push_result_ex(L, r, 1); }
+
+/* Just the rows: what a batch item and a streamed row need. */
+static void push_rows(lua_State *L, loom_db_result_t *r) { push_result_ex(L, r, 0); }
+
+/* Placeholder counts of recently used SQL texts, one table per driver (in
+ * the registry under the driver's address): the same statement runs again
+ * and again, and its text need not be parsed every time. A slot is found
+ * by the text's address and checked against a copy of the text. */
+#define PC_SLOTS 32
+#define PC_MAX_SQL 240
+
+typedef struct pc_entry {
+  size_t len;
+  int count;
+  char text[PC_MAX_SQL];
+} pc_entry;
+
+static int param_count(lua_State *L, const loom_db_driver_t *drv, const char *sql, size_t len) {
+  if (len > PC_MAX_SQL)
+    return drv->param_count(sql, len);
+  pc_entry *memo;
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, drv) == LUA_TUSERDATA) {
+    memo = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+  } else {
+    lua_pop(L, 1);
+    memo = lua_newuserdatauv(L, PC_SLOTS * sizeof *memo, 0);
+    for (int i = 0; i < PC_SLOTS; i++) {
+      memo[i].len = 0;
+      memo[i].count = drv->param_count("", 0);
+    }
+    lua_rawsetp(L, LUA_REGISTRYINDEX, drv);
+  }
+  uintptr_t a = (uintptr_t)sql;
+  pc_entry *e = &memo[((a >> 4) ^ (a >> 11)) & (PC_SLOTS - 1)];
+  if (e->len == len && memcmp(e->text, sql, len) == 0)
+    return e->count;
+  int n = drv->param_count(sql, len);
+  e->len = len;
+  memcpy(e->text, sql, len);
+  e->count = n;
+  return n;
+}
+
 /* Reads parameters first..top into c->params. nil and loom.null are NULL. */
 static int read_params(lua_State *L, lm_conn *c, int first, const char *sql, size_t sql_len) {
   int n = lua_gettop(L) - first + 1;
   if (n < 0)
     n = 0;
-  int want = c->db->driver->param_count(sql, sql_len);
+  int want = param_count(L, c->db->driver, sql, sql_len);
   if (want != n)
     return lm_error(L, "argument",
                     "the statement takes %d parameter%s (%s...) but %d %s given",
@@ -620,9 +670,8 @@ static int take_row(lua_State *L, lm_conn *c) {
     c->row_ready = 0;
     loom_db_result_t *r = req->result;
     req->result = NULL;
-    push_result(L, r);
+    push_rows(L, r);
     loom_db_result_free(r);
-    lua_pop(L, 1);
     lua_rawgeti(L, -1, 1);
     /* Ask for the next row while this one is being used. */
     c->conn->driver->next(c->conn, req);
@@ -739,9 +788,8 @@ static int batch_done_k(lua_State *L, int status, lua_KContext kctx) {
   for (int i = 0; i < c->nstmts; i++) {
     loom_db_result_t *r = c->stmts[i].result;
     c->stmts[i].result = NULL;
-    push_result(L, r);
+    push_rows(L, r); /* info of a batch item is rarely wanted */
     loom_db_result_free(r);
-    lua_pop(L, 1); /* keep the rows; info of a batch item is rarely wanted */
     lua_rawseti(L, -2, i + 1);
   }
   return 1;
