@@ -50,11 +50,12 @@ enum {
 
 /* What the server (or the driver) said. Strings are owned by the error. */
 typedef struct loom_db_error {
-  char code[8];   /* SQLSTATE, or the driver's error number as text */
+  char code[32];  /* SQLSTATE, the driver's error number or name as text */
   char *message;
   char *detail;
   char *hint;
   int position;   /* 1-based character position in the SQL, 0 if none */
+  char sqlstate[8]; /* SQLSTATE where code holds the driver's number (MySQL) */
 } loom_db_error_t;
 
 void loom_db_error_clear(loom_db_error_t *e);
@@ -107,6 +108,13 @@ typedef struct loom_db_req loom_db_req_t;
 typedef void (*loom_db_cb)(loom_db_req_t *req);
 typedef void (*loom_db_notify_cb)(loom_db_conn_t *c, const char *channel,
                                   const char *payload, int pid);
+
+/* A row changed by a committed write: op is 'i', 'u' or 'd'. */
+typedef struct loom_db_change {
+  int op;
+  const char *table;
+  int64_t rowid;
+} loom_db_change_t;
 
 typedef enum loom_db_op {
   LOOM_DB_CONNECT,
@@ -184,6 +192,10 @@ struct loom_db_driver {
   /* How many parameters the SQL takes, read from its placeholders. */
   int (*param_count)(const char *sql, size_t len);
   const char *placeholder; /* "$1" or "?", for messages */
+  /* Optional. Hands over the row changes committed through c since the
+   * last call while c->track_changes was set: *out is one malloc'd block
+   * (array and strings) for the caller to free. Returns the count. */
+  int (*take_changes)(loom_db_conn_t *c, loom_db_change_t **out);
 };
 
 /* Fields every driver's connection starts with. */
@@ -196,8 +208,12 @@ struct loom_db_conn {
   void *data;            /* the owner's (the pool's) */
   uint64_t created_ns, last_used_ns;
   int64_t backend_id;    /* server's id of this session, for logs and KILL */
+  int track_changes;     /* record committed row changes (take_changes) */
 };
 
+
 extern const loom_db_driver_t loom_pg_driver;
+extern const loom_db_driver_t loom_sqlite_driver;
+extern const loom_db_driver_t loom_mysql_driver;
 
 #endif

@@ -72,6 +72,7 @@ typedef void (*loom_loop_wake_cb)(loom_loop_t *loop);
  * synchronously. One libuv timer per loop is armed at the earliest deadline. */
 struct loom_timer {
   uint64_t due_ns;
+  uint64_t seq; /* arming order: equal deadlines fire first-armed first */
   unsigned pos; /* index in the heap + 1; 0 while not armed */
   loom_timer_cb cb;
   void *data;
@@ -86,15 +87,31 @@ struct loom_loop {
   unsigned heap_len;
   unsigned heap_cap;
   uint64_t armed_due_ns;  /* deadline heap_timer is set for, 0 if stopped */
+  uint64_t timer_seq;     /* next loom_timer.seq */
   loom_loop_wake_cb on_wake;
   void *data;
   int initialized;
+  /* Work handed back by other threads (loom_loop_post): a lock-free stack
+   * they push on, and the async handle that wakes the loop for it. */
+  uv_async_t posted;
+  struct loom_post *_Atomic post_stack;
+  _Atomic int spinning;   /* the loop is watching post_stack: no wake needed */
+  int64_t expecting;      /* posts announced by loom_loop_expect, not yet run */
+  uint64_t last_run_ns;   /* when libuv last polled, to keep I/O and timers fair */
+};
+
+/* Work another thread finished, to be completed on the loop thread. */
+typedef struct loom_post loom_post_t;
+struct loom_post {
+  loom_post_t *next;
+  void (*cb)(loom_post_t *p); /* runs on the loop thread */
 };
 
 int loom_loop_init(loom_loop_t *loop);
 /* Closes every handle on the loop (also ones other layers left open), runs
- * their close callbacks and releases the loop. Safe to call twice. */
-void loom_loop_close(loom_loop_t *loop);
+ * their close callbacks and releases the loop. Safe to call twice. Returns
+ * uv_loop_close's verdict, so tests can prove nothing was left behind. */
+int loom_loop_close(loom_loop_t *loop);
 /* One libuv iteration that waits at most timeout_ms for I/O or timers
  * (0: never wait, negative: until something happens). Returns nonzero while
  * anything is pending on the loop. */
@@ -108,6 +125,14 @@ int64_t loom_loop_next_timeout(loom_loop_t *loop);
 /* Thread-safe: makes a blocked loom_loop_poll return and, on the loop
  * thread, calls loop->on_wake. */
 int loom_loop_wake(loom_loop_t *loop);
+/* Thread-safe: p->cb runs on the loop thread soon, in posting order per
+ * thread. */
+void loom_loop_post(loom_loop_t *loop, loom_post_t *p);
+/* Loop thread: n more (or, negative, fewer) posts are on their way. While
+ * any are expected the loop stays alive, and a poll that would block first
+ * spins briefly for them: a worker thread's answer in microseconds then
+ * costs no wake-up through the kernel on either side. */
+void loom_loop_expect(loom_loop_t *loop, int64_t n);
 
 uint64_t loom_now_ns(void);
 

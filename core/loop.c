@@ -1,5 +1,7 @@
 /* One libuv loop per loom context. Never uv_default_loop(): two contexts on
  * two threads must not share anything. */
+#include <sched.h>
+#include <stdatomic.h>
 #include <string.h>
 #include "loom.h"
 
@@ -10,6 +12,50 @@ static void wakeup_cb(uv_async_t *handle) {
   loom_loop_t *loop = handle->data;
   if (loop->on_wake)
     loop->on_wake(loop);
+}
+
+/* Runs what other threads posted, oldest first. */
+static int run_posts(loom_loop_t *loop) {
+  loom_post_t *p = atomic_exchange(&loop->post_stack, NULL);
+  if (p == NULL)
+    return 0;
+  loom_post_t *fifo = NULL;
+  while (p) {
+    loom_post_t *next = p->next;
+    p->next = fifo;
+    fifo = p;
+    p = next;
+  }
+  int n = 0;
+  while (fifo) {
+    loom_post_t *next = fifo->next;
+    fifo->cb(fifo);
+    fifo = next;
+    n++;
+  }
+  return n;
+}
+
+static void posted_cb(uv_async_t *handle) { run_posts(handle->data); }
+
+void loom_loop_post(loom_loop_t *loop, loom_post_t *p) {
+  loom_post_t *head = atomic_load(&loop->post_stack);
+  do
+    p->next = head;
+  while (!atomic_compare_exchange_weak(&loop->post_stack, &head, p));
+  /* Pairs with the loop clearing `spinning` before it looks once more: one
+   * of the two always sees the other. */
+  if (!atomic_load(&loop->spinning))
+    uv_async_send(&loop->posted);
+}
+
+void loom_loop_expect(loom_loop_t *loop, int64_t n) {
+  int64_t before = loop->expecting;
+  loop->expecting += n;
+  if (before <= 0 && loop->expecting > 0)
+    uv_ref((uv_handle_t *)&loop->posted);
+  else if (before > 0 && loop->expecting <= 0)
+    uv_unref((uv_handle_t *)&loop->posted);
 }
 
 int loom_loop_init(loom_loop_t *loop) {
@@ -29,6 +75,17 @@ int loom_loop_init(loom_loop_t *loop) {
     return r;
   }
   loop->wakeup.data = loop;
+  r = uv_async_init(&loop->uv, &loop->posted, posted_cb);
+  if (r) {
+    uv_close((uv_handle_t *)&loop->wakeup, NULL);
+    uv_close((uv_handle_t *)&loop->heap_timer, NULL);
+    uv_close((uv_handle_t *)&loop->poll_timer, NULL);
+    uv_run(&loop->uv, UV_RUN_DEFAULT);
+    uv_loop_close(&loop->uv);
+    return r;
+  }
+  loop->posted.data = loop;
+  uv_unref((uv_handle_t *)&loop->posted);
   /* Only real work keeps the loop alive: an idle wake-up handle or the
    * bound of a poll must not make loom_loop_alive() report pending work. */
   uv_unref((uv_handle_t *)&loop->wakeup);
@@ -43,19 +100,58 @@ static void close_any(uv_handle_t *handle, void *arg) {
     uv_close(handle, NULL);
 }
 
-void loom_loop_close(loom_loop_t *loop) {
+int loom_loop_close(loom_loop_t *loop) {
   if (!loop->initialized)
-    return;
+    return 0;
   loop->initialized = 0;
+  /* Work still out on other threads comes back first: its owners free it
+   * there, and worker threads are joined by them. */
+  while (loop->expecting > 0 && uv_run(&loop->uv, UV_RUN_ONCE))
+    ;
+  run_posts(loop);
   loom__timer_heap_free(loop);
   uv_walk(&loop->uv, close_any, NULL);
   uv_run(&loop->uv, UV_RUN_DEFAULT);
-  uv_loop_close(&loop->uv);
+  return uv_loop_close(&loop->uv);
 }
 
 static void poll_timer_cb(uv_timer_t *handle) { (void)handle; }
 
+/* How long a poll spins for expected posts before sleeping in the kernel,
+ * and how long at most it answers from posts alone without letting libuv
+ * look at sockets and timers. */
+#define SPIN_NS 50000
+#define FAIRNESS_NS 1000000
+
+static int spin_for_posts(loom_loop_t *loop) {
+  uint64_t start = uv_hrtime();
+  if (start - loop->last_run_ns > FAIRNESS_NS)
+    return 0;
+  atomic_store(&loop->spinning, 1);
+  int seen = 0;
+  for (unsigned i = 0;; i++) {
+    if (atomic_load_explicit(&loop->post_stack, memory_order_relaxed) != NULL) {
+      seen = 1;
+      break;
+    }
+    if ((i & 63) == 63) {
+      if (uv_hrtime() - start > SPIN_NS)
+        break;
+      /* On a busy machine the thread we wait for may need this core. */
+      sched_yield();
+    }
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+  }
+  atomic_store(&loop->spinning, 0);
+  return run_posts(loop) > 0 || seen;
+}
+
 int loom_loop_poll(loom_loop_t *loop, int64_t timeout_ms) {
+  if (timeout_ms != 0 && loop->expecting > 0 && spin_for_posts(loop))
+    return 1;
+  loop->last_run_ns = uv_hrtime();
   if (timeout_ms == 0)
     return uv_run(&loop->uv, UV_RUN_NOWAIT);
   if (timeout_ms > 0)

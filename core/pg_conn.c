@@ -1093,12 +1093,18 @@ static void ignore_notice(void *arg, const char *message) {
 }
 
 void loom__pg_connect_step(pg_conn *c, int status) {
-  if (status < 0) {
+  /* libuv reports an error on the socket (a refused connect) as EBADF and
+   * stops watching it: let libpq read the socket's own error, which names
+   * the cause, or move on to the next address. */
+  int sock = c->sock;
+  if (status < 0)
+    c->events = 0;
+  PostgresPollingStatusType st = PQconnectPoll(c->pg);
+  if (status < 0 && st != PGRES_POLLING_FAILED && PQsocket(c->pg) == sock) {
     loom_db_error_set(&c->connect_req->err, "08001", uv_strerror(status));
     connect_done(c, LOOM_EDB_CONNECTION);
     return;
   }
-  PostgresPollingStatusType st = PQconnectPoll(c->pg);
   if (st != PGRES_POLLING_FAILED && track_socket(c) != 0) {
     connect_done(c, LOOM_EDB_CONNECTION);
     return;
@@ -1291,4 +1297,5 @@ const loom_db_driver_t loom_pg_driver = {
   pg_watch,
   loom__pg_param_count,
   "$1",
+  NULL,
 };

@@ -14,14 +14,20 @@
 
 typedef struct lm_db {
   lm_ctx *ctx;
-  loom_pool_t *pool;
+  loom_pool_t *pool;      /* every connection, or SQLite's one writer */
+  loom_pool_t *readers;   /* SQLite: connections for reads beside the writer */
   const loom_db_driver_t *driver;
   int closed;
+  int track_changes;      /* db:changes() has subscribers */
 } lm_db;
+
+/* User values of the db userdata. */
+#define DB_ON_CHANGES 1
 
 typedef struct lm_conn {
   lm_ctx *ctx;
   lm_db *db;
+  loom_pool_t *pool;      /* the pool conn comes from */
   loom_db_conn_t *conn;   /* NULL until acquired and after release */
   loom_pool_req_t preq;
   loom_db_req_t req;
@@ -71,8 +77,18 @@ static void push_db_error(lua_State *L, lm_db *db, int status, loom_db_error_t *
   }
   lm_push_error(L, kind, "%s", e->message ? e->message : loom_strerror(status));
   if (e->code[0]) {
-    lua_pushstring(L, e->code);
+    /* MySQL's error numbers are numbers (1213, 1064), beside the SQLSTATE. */
+    char *end;
+    long num = strtol(e->code, &end, 10);
+    if (strcmp(db->driver->name, "mysql") == 0 && *end == 0 && num > 0)
+      lua_pushinteger(L, num);
+    else
+      lua_pushstring(L, e->code);
     lua_setfield(L, -2, "code");
+  }
+  if (e->sqlstate[0]) {
+    lua_pushstring(L, e->sqlstate);
+    lua_setfield(L, -2, "sqlstate");
   }
   if (e->detail) {
     lua_pushstring(L, e->detail);
@@ -183,6 +199,43 @@ static void push_result(lua_State *L, loom_db_result_t *r) { push_result_ex(L, r
 /* Just the rows: what a batch item and a streamed row need. */
 static void push_rows(lua_State *L, loom_db_result_t *r) { push_result_ex(L, r, 0); }
 
+/* The value at idx as a parameter; -1 for a type no database takes. */
+static int to_value(lua_State *L, int idx, loom_value_t *v) {
+  switch (lua_type(L, idx)) {
+  case LUA_TNIL:
+    v->type = LOOM_VNULL;
+    return 0;
+  case LUA_TBOOLEAN:
+    v->type = LOOM_VBOOL;
+    v->u.b = lua_toboolean(L, idx);
+    return 0;
+  case LUA_TNUMBER:
+    if (lua_isinteger(L, idx)) {
+      v->type = LOOM_VINT;
+      v->u.i = lua_tointeger(L, idx);
+    } else {
+      v->type = LOOM_VFLOAT;
+      v->u.f = lua_tonumber(L, idx);
+    }
+    return 0;
+  case LUA_TSTRING: {
+    size_t len;
+    const char *s = lua_tolstring(L, idx, &len);
+    /* Text cannot carry NUL bytes; such a string is binary data. */
+    v->type = memchr(s, 0, len) ? LOOM_VBLOB : LOOM_VTEXT;
+    v->u.s.p = s;
+    v->u.s.len = len;
+    return 0;
+  }
+  default:
+    if (is_null(L, idx)) {
+      v->type = LOOM_VNULL;
+      return 0;
+    }
+    return -1;
+  }
+}
+
 /* Placeholder counts of recently used SQL texts, one table per driver (in
  * the registry under the driver's address): the same statement runs again
  * and again, and its text need not be parsed every time. A slot is found
@@ -243,43 +296,11 @@ static int read_params(lua_State *L, lm_conn *c, int first, const char *sql, siz
   }
   for (int i = 0; i < n; i++) {
     int idx = first + i;
-    loom_value_t *v = &c->params[i];
-    switch (lua_type(L, idx)) {
-    case LUA_TNIL:
-      v->type = LOOM_VNULL;
-      break;
-    case LUA_TBOOLEAN:
-      v->type = LOOM_VBOOL;
-      v->u.b = lua_toboolean(L, idx);
-      break;
-    case LUA_TNUMBER:
-      if (lua_isinteger(L, idx)) {
-        v->type = LOOM_VINT;
-        v->u.i = lua_tointeger(L, idx);
-      } else {
-        v->type = LOOM_VFLOAT;
-        v->u.f = lua_tonumber(L, idx);
-      }
-      break;
-    case LUA_TSTRING: {
-      size_t len;
-      const char *s = lua_tolstring(L, idx, &len);
-      /* Text cannot carry NUL bytes; such a string is binary data. */
-      v->type = memchr(s, 0, len) ? LOOM_VBLOB : LOOM_VTEXT;
-      v->u.s.p = s;
-      v->u.s.len = len;
-      break;
-    }
-    default:
-      if (is_null(L, idx)) {
-        v->type = LOOM_VNULL;
-        break;
-      }
+    if (to_value(L, idx, &c->params[i]) != 0)
       return lm_error(L, "argument",
                       "parameter %d is a %s: only nil/loom.null, booleans, numbers "
                       "and strings can be sent",
                       i + 1, luaL_typename(L, idx));
-    }
   }
   return n;
 }
@@ -337,46 +358,131 @@ static int l_db_open(lua_State *L) {
   const loom_db_driver_t *drv = NULL;
   if (strcmp(driver, "postgres") == 0)
     drv = &loom_pg_driver;
+  else if (strcmp(driver, "sqlite") == 0)
+    drv = &loom_sqlite_driver;
+  else if (strcmp(driver, "mysql") == 0)
+    drv = &loom_mysql_driver;
   if (drv == NULL)
     return lm_error(L, "argument", "no driver named '%s'", driver);
-  lm_db *db = lua_newuserdatauv(L, sizeof *db, 0);
+  lm_db *db = lua_newuserdatauv(L, sizeof *db, 1);
+  memset(db, 0, sizeof *db);
   db->ctx = ctx;
   db->driver = drv;
   db->closed = 1;
   luaL_setmetatable(L, LM_DB_MT);
-  db->pool = loom_pool_new(&ctx->loop, drv, conninfo, &cfg);
+  if (drv == &loom_sqlite_driver) {
+    /* One writer, so writers queue here instead of meeting SQLITE_BUSY;
+     * readers beside it (WAL). The writer stays open: an in-memory
+     * database lives as long as one connection to it. */
+    loom_pool_config_t wcfg = cfg;
+    wcfg.min = 1;
+    wcfg.max = 1;
+    wcfg.max_lifetime_ns = UINT64_MAX / 2;
+    lua_pushfstring(L, "%s\nrole=writer", conninfo);
+    db->pool = loom_pool_new(&ctx->loop, drv, lua_tostring(L, -1), &wcfg);
+    lua_pop(L, 1);
+    if (db->pool && cfg.max > 0 && !(lua_type(L, 3) == LUA_TTABLE && opt_int(L, 3, "readers", 1) == 0)) {
+      loom_pool_config_t rcfg = cfg;
+      rcfg.max = lua_type(L, 3) == LUA_TTABLE ? opt_int(L, 3, "readers", 2) : 2;
+      if (rcfg.min > rcfg.max)
+        rcfg.min = rcfg.max;
+      lua_pushfstring(L, "%s\nrole=reader", conninfo);
+      db->readers = loom_pool_new(&ctx->loop, drv, lua_tostring(L, -1), &rcfg);
+      lua_pop(L, 1);
+      if (db->readers == NULL) {
+        loom_pool_close(db->pool);
+        db->pool = NULL;
+      }
+    }
+  } else {
+    db->pool = loom_pool_new(&ctx->loop, drv, conninfo, &cfg);
+  }
   if (db->pool == NULL)
     return lm_error(L, "memory", "cannot create the pool");
   db->closed = 0;
   return 1;
 }
 
+static void close_pools(lm_db *db) {
+  if (db->closed)
+    return;
+  db->closed = 1;
+  if (db->ctx->closed)
+    return;
+  loom_pool_close(db->pool);
+  if (db->readers)
+    loom_pool_close(db->readers);
+}
+
 static int db_close(lua_State *L) {
-  lm_db *db = lm_checkudata(L, 1, LM_DB_MT, "loom.db");
-  if (!db->closed) {
-    db->closed = 1;
-    if (!db->ctx->closed)
-      loom_pool_close(db->pool);
-  }
+  close_pools(lm_checkudata(L, 1, LM_DB_MT, "loom.db"));
   return 0;
 }
 
 static int db_gc(lua_State *L) {
-  lm_db *db = lua_touserdata(L, 1);
-  if (!db->closed) {
-    db->closed = 1;
-    if (!db->ctx->closed)
-      loom_pool_close(db->pool);
-  }
+  close_pools(lua_touserdata(L, 1));
   return 0;
+}
+
+/* db:_on_changes(fn | nil): fn(changes) is called after a request through
+ * this db that committed row changes (drivers that track them). */
+static int db_on_changes(lua_State *L) {
+  lm_db *db = lm_checkudata(L, 1, LM_DB_MT, "loom.db");
+  lua_settop(L, 2);
+  db->track_changes = !lua_isnil(L, 2);
+  lua_setiuservalue(L, 1, DB_ON_CHANGES);
+  return 0;
+}
+
+/* After a request on c: hands committed row changes to the db's callback. */
+static void deliver_changes(lua_State *L, lm_conn *c) {
+  if (!c->db->track_changes || c->conn == NULL || c->conn->driver->take_changes == NULL)
+    return;
+  loom_db_change_t *v;
+  int n = c->conn->driver->take_changes(c->conn, &v);
+  if (n == 0)
+    return;
+  int top = lua_gettop(L);
+  lua_getiuservalue(L, 1, CONN_DB);
+  lua_getiuservalue(L, -1, DB_ON_CHANGES);
+  lua_createtable(L, n, 0);
+  for (int i = 0; i < n; i++) {
+    lua_createtable(L, 0, 3);
+    lua_pushstring(L, v[i].op == 'i' ? "insert" : v[i].op == 'u' ? "update" : "delete");
+    lua_setfield(L, -2, "op");
+    lua_pushstring(L, v[i].table);
+    lua_setfield(L, -2, "table");
+    lua_pushinteger(L, v[i].rowid);
+    lua_setfield(L, -2, "rowid");
+    lua_rawseti(L, -2, i + 1);
+  }
+  free(v);
+  lua_call(L, 1, 0);
+  lua_settop(L, top);
 }
 
 static int db_stats(lua_State *L) {
   lm_db *db = lm_checkudata(L, 1, LM_DB_MT, "loom.db");
   loom_pool_stats_t s;
   memset(&s, 0, sizeof s);
-  if (!db->closed)
+  if (!db->closed) {
     loom_pool_stats(db->pool, &s);
+    if (db->readers) {
+      loom_pool_stats_t r;
+      loom_pool_stats(db->readers, &r);
+      s.total += r.total;
+      s.idle += r.idle;
+      s.in_use += r.in_use;
+      s.waiting += r.waiting;
+      s.connecting += r.connecting;
+      s.acquired += r.acquired;
+      s.timeouts += r.timeouts;
+      s.created += r.created;
+      s.closed += r.closed;
+      s.failed_connects += r.failed_connects;
+      s.wait_ns += r.wait_ns;
+    }
+  }
   lua_createtable(L, 0, 12);
 #define FIELD(name, value) (lua_pushinteger(L, (lua_Integer)(value)), lua_setfield(L, -2, name))
   FIELD("size", s.total);
@@ -417,12 +523,13 @@ static int acquired(lua_State *L, lm_conn *c) {
   loom_pool_req_t *preq = &c->preq;
   if (preq->status == 0) {
     c->conn = preq->conn;
+    c->conn->track_changes = c->db->track_changes;
     lua_settop(L, 2);
     return 1;
   }
   if (preq->status == LOOM_ETIMEDOUT) {
     loom_pool_stats_t s;
-    loom_pool_stats(c->db->pool, &s);
+    loom_pool_stats(c->pool, &s);
     return lm_error(L, "pool_timeout",
                     "no connection free within the acquire timeout (%d in use, %d waiting)",
                     (int)s.in_use, (int)s.waiting);
@@ -441,7 +548,7 @@ static int acquire_k(lua_State *L, int status, lua_KContext kctx) {
     /* Interrupted while queued: leave the queue, or give back what came. */
     loom_pool_cancel(&c->preq);
     if (c->preq.conn) {
-      loom_pool_release(c->db->pool, c->preq.conn);
+      loom_pool_release(c->pool, c->preq.conn);
       c->preq.conn = NULL;
     }
     lm_wait_check(L, w);
@@ -449,20 +556,22 @@ static int acquire_k(lua_State *L, int status, lua_KContext kctx) {
   return acquired(L, c);
 }
 
-/* db:_acquire() -> conn */
+/* db:_acquire([for_reading]) -> conn; SQLite serves reads beside writes */
 static int db_acquire(lua_State *L) {
   lm_db *db = check_db(L);
+  int reading = lua_toboolean(L, 2);
   lua_settop(L, 1);
   lm_conn *c = lua_newuserdatauv(L, sizeof *c, 2);
   memset(c, 0, sizeof *c);
   c->ctx = db->ctx;
   c->db = db;
+  c->pool = reading && db->readers ? db->readers : db->pool;
   luaL_setmetatable(L, LM_CONN_MT);
   lua_pushvalue(L, 1);
   lua_setiuservalue(L, 2, CONN_DB);
   c->preq.cb = pool_done;
   c->preq.data = c;
-  int r = loom_pool_acquire(db->pool, &c->preq);
+  int r = loom_pool_acquire(c->pool, &c->preq);
   if (r != LOOM_EAGAIN) {
     c->preq.status = r;
     return acquired(L, c);
@@ -486,9 +595,9 @@ static void give_back(lm_conn *c, int discard) {
     discard = 1;
   }
   if (discard)
-    loom_pool_discard(c->db->pool, conn);
+    loom_pool_discard(c->pool, conn);
   else
-    loom_pool_release(c->db->pool, conn);
+    loom_pool_release(c->pool, conn);
 }
 
 static int conn_release(lua_State *L) {
@@ -596,6 +705,7 @@ static int query_done_k(lua_State *L, int status, lua_KContext kctx) {
   }
   loom_db_result_t *r = req->result;
   req->result = NULL;
+  deliver_changes(L, c);
   int n = 2;
   switch (c->mode) {
   case MODE_VALUE:
@@ -773,6 +883,7 @@ static int batch_done_k(lua_State *L, int status, lua_KContext kctx) {
   loom_db_req_t *req = &c->req;
   if (req->status != 0)
     return raise_db_error(L, c->db, req->status, &req->err, NULL);
+  deliver_changes(L, c);
   for (int i = 0; i < c->nstmts; i++) {
     loom_db_stmt_t *st = &c->stmts[i];
     if (st->status != 0) {
@@ -875,6 +986,112 @@ static int conn_batch(lua_State *L) {
   return start_request(L, c, batch_k);
 }
 
+/* ---- bulk inserts without COPY (SQLite) -------------------------------------------- */
+
+static int insert_done_k(lua_State *L, int status, lua_KContext kctx) {
+  (void)status; (void)kctx;
+  lm_conn *c = lua_touserdata(L, 1);
+  loom_db_req_t *req = &c->req;
+  if (req->status != 0)
+    return raise_db_error(L, c->db, req->status, &req->err, NULL);
+  deliver_changes(L, c);
+  for (int i = 0; i < c->nstmts; i++) {
+    loom_db_stmt_t *st = &c->stmts[i];
+    if (st->status != 0) {
+      push_db_error(L, c->db, st->status, &st->err, lua_tostring(L, 2));
+      lua_pushinteger(L, lua_tointeger(L, 5) + i);
+      lua_setfield(L, -2, "row");
+      return lua_error(L);
+    }
+    loom_db_result_free(st->result);
+    st->result = NULL;
+  }
+  lua_pushinteger(L, c->nstmts);
+  return 1;
+}
+
+static int insert_k(lua_State *L, int status, lua_KContext kctx) {
+  (void)status;
+  return request_k(L, lua_touserdata(L, 1), LM_WAIT_OF(kctx), insert_done_k);
+}
+
+/* conn:_insert_rows(sql, columns, rows, first, last) -> count: the one
+ * prepared INSERT run for rows[first..last], all in one job. Rows are
+ * arrays in column order or tables keyed by column name. */
+static int conn_insert_rows(lua_State *L) {
+  lm_conn *c = check_conn(L);
+  size_t sql_len;
+  const char *sql = luaL_checklstring(L, 2, &sql_len);
+  luaL_checktype(L, 3, LUA_TTABLE);
+  luaL_checktype(L, 4, LUA_TTABLE);
+  lua_Integer first = luaL_checkinteger(L, 5), last = luaL_checkinteger(L, 6);
+  lua_settop(L, 6);
+  int ncols = (int)lua_rawlen(L, 3);
+  int n = (int)(last - first + 1);
+  if (n <= 0 || ncols <= 0) {
+    lua_pushinteger(L, 0);
+    return 1;
+  }
+  for (int i = 0; i < c->nstmts; i++) {
+    loom_db_result_free(c->stmts[i].result);
+    loom_db_error_clear(&c->stmts[i].err);
+  }
+  c->nstmts = 0;
+  loom_db_stmt_t *stmts = realloc(c->stmts, (size_t)n * sizeof *stmts);
+  if (stmts == NULL)
+    return lm_error(L, "memory", "out of memory");
+  c->stmts = stmts;
+  memset(stmts, 0, (size_t)n * sizeof *stmts);
+  int total = n * ncols;
+  if (total > c->params_cap) {
+    loom_value_t *p = realloc(c->params, (size_t)total * sizeof *p);
+    if (p == NULL)
+      return lm_error(L, "memory", "out of memory");
+    c->params = p;
+    c->params_cap = total;
+  }
+  lua_rawgeti(L, 3, 1); /* 7: the first column's name tells keyed rows apart */
+  for (int i = 0; i < n; i++) {
+    if (lua_rawgeti(L, 4, first + i) != LUA_TTABLE)
+      return lm_error(L, "argument", "row %d is a %s, not a table", (int)(first + i),
+                      luaL_typename(L, -1));
+    int row = lua_gettop(L);
+    lua_pushvalue(L, 7);
+    int keyed = lua_rawget(L, row) != LUA_TNIL;
+    lua_pop(L, 1);
+    loom_value_t *vals = c->params + (size_t)i * (size_t)ncols;
+    for (int k = 0; k < ncols; k++) {
+      if (keyed) {
+        lua_rawgeti(L, 3, k + 1);
+        lua_rawget(L, row);
+      } else {
+        lua_rawgeti(L, row, k + 1);
+      }
+      /* Strings stay alive in the rows table, which this call keeps on its
+       * stack until the job is done. */
+      if (to_value(L, -1, &vals[k]) != 0)
+        return lm_error(L, "argument", "row %d, column %d is a %s: only nil/loom.null, "
+                        "booleans, numbers and strings can be stored",
+                        (int)(first + i), k + 1, luaL_typename(L, -1));
+      lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    stmts[i].sql = sql;
+    stmts[i].sql_len = sql_len;
+    stmts[i].params = vals;
+    stmts[i].nparams = ncols;
+  }
+  lua_settop(L, 6);
+  c->nstmts = n;
+  loom_db_error_clear(&c->req.err);
+  c->req.op = LOOM_DB_BATCH;
+  c->req.sql = NULL;
+  c->req.stmts = stmts;
+  c->req.nstmts = n;
+  c->req.cache = 1;
+  return start_request(L, c, insert_k);
+}
+
 /* ---- COPY ------------------------------------------------------------------------ */
 
 static int copy_done_k(lua_State *L, int status, lua_KContext kctx) {
@@ -975,6 +1192,7 @@ static const luaL_Reg db_methods[] = {
   {"_acquire", db_acquire},
   {"_close", db_close},
   {"_stats", db_stats},
+  {"_on_changes", db_on_changes},
   {NULL, NULL}
 };
 
@@ -986,6 +1204,7 @@ static const luaL_Reg conn_methods[] = {
   {"_next", conn_next},
   {"_stop", conn_stop},
   {"_batch", conn_batch},
+  {"_insert_rows", conn_insert_rows},
   {"_copy", conn_copy},
   {"_copy_data", conn_copy_data},
   {"_release", conn_release},

@@ -7,6 +7,7 @@
 -- connection it is itself holding.
 return function(loom, core)
   local pack, unpack = table.pack, table.unpack
+  local sqlite_conninfo
 
   local DB = {}
   DB.__index = DB
@@ -56,25 +57,50 @@ return function(loom, core)
 
   loom.db = {}
 
+  -- "sqlite:path/to/file.db" or "sqlite::memory:" -> the driver's conninfo.
+  -- An in-memory database is a named memdb: every connection of this
+  -- handle (the writer and the readers) sees the same one.
+  local memories = 0
+  sqlite_conninfo = function(url, opts)
+    local path = url:sub(#"sqlite:" + 1)
+    if path:sub(1, 2) == "//" then path = path:sub(3) end
+    if path == "" then argerror(1, "loom.db.open", "sqlite: needs a file name or :memory:") end
+    if path:find("\n", 1, true) then argerror(1, "loom.db.open", "file name contains a newline") end
+    local memory = path == ":memory:"
+    if memory then
+      memories = memories + 1
+      path = ("file:/loom-%p-%d?vfs=memdb"):format(loom, memories)
+    end
+    local busy = opts.busy_timeout or 5
+    if type(busy) ~= "number" then argerror(2, "loom.db.open", "busy_timeout must be a number of seconds") end
+    return ("path=%s\nbusy_timeout=%d\nmemory=%d"):format(path, math.floor(busy * 1000), memory and 1 or 0)
+  end
+
   -- loom.db.open(url, {pool = {min=, max=, acquire_timeout=, max_lifetime=,
   --   idle_timeout=, validate_after=}, statement_cache = true})
   function loom.db.open(url, opts)
     if type(url) ~= "string" then argerror(1, "loom.db.open", "URL string expected, got " .. type(url)) end
     opts = opts or {}
     if type(opts) ~= "table" then argerror(2, "loom.db.open", "options table expected") end
-    local driver
+    local driver, conninfo = nil, url
     if url:match("^postgres://") or url:match("^postgresql://") then
       driver = "postgres"
+    elseif url:match("^sqlite:") then
+      driver = "sqlite"
+      conninfo = sqlite_conninfo(url, opts)
+    elseif url:match("^mysql://") or url:match("^mariadb://") then
+      driver = "mysql"
     else
       local scheme = url:match("^(%a[%w+.-]*):") or url
-      loom.error("argument", ("no database driver for '%s' (postgres://... is supported)"):format(redact(scheme)))
+      loom.error("argument", ("no database driver for '%s' (postgres://..., sqlite:FILE or sqlite::memory:)"):format(redact(scheme)))
     end
     local pool = opts.pool or {}
     if type(pool) ~= "table" then argerror(2, "loom.db.open", "pool must be a table") end
-    local handle = core._db_open(driver, url, pool)
+    local handle = core._db_open(driver, conninfo, pool)
     return setmetatable({
       handle = handle, driver = driver, shown = redact(url), url = url,
       cache = opts.statement_cache ~= false, listeners = nil,
+      split = driver == "sqlite" and pool.readers ~= 0,
     }, DB)
   end
 
@@ -85,11 +111,39 @@ return function(loom, core)
   -- Everything below is written once against :_run(method, ...), which DB
   -- (pinned or borrowed connection) and Session (its own) implement.
 
+  -- SQLite serves statements that only read on reader connections beside
+  -- the one writer. What reads is decided from the SQL's first word, once
+  -- per distinct SQL; a misjudged write fails loudly on a reader (they are
+  -- query_only), it never corrupts anything.
+  local reads_cache, reads_cached = {}, 0
+  local WRITE_WORD = { insert = true, update = true, delete = true, replace = true }
+  local function only_reads(sql)
+    local r = reads_cache[sql]
+    if r ~= nil then return r end
+    local body = sql:gsub("^[%s(]+", "")
+    while body:sub(1, 2) == "--" or body:sub(1, 2) == "/*" do
+      if body:sub(1, 2) == "--" then body = body:gsub("^%-%-[^\n]*\n?", "")
+      else body = body:gsub("^/%*.-%*/", "") end
+      body = body:gsub("^[%s(]+", "")
+    end
+    local word = (body:match("^(%a+)") or ""):lower()
+    r = word == "select" or word == "values" or word == "explain"
+    if word == "with" then
+      r = true
+      for w in body:gmatch("%a+") do if WRITE_WORD[w:lower()] then r = false break end end
+    end
+    if reads_cached > 1000 then reads_cache, reads_cached = {}, 0 end
+    reads_cache[sql] = r
+    reads_cached = reads_cached + 1
+    return r
+  end
+
   -- method: a connection method's name, or a function(conn, ...).
   function DB:_run(method, ...)
     local c = pinned(self)
     if not c then
-      local borrowed <close> = self.handle:_acquire()
+      local reading = self.split and (method == "_query" or method == "_value") and only_reads((...))
+      local borrowed <close> = self.handle:_acquire(reading)
       if type(method) == "function" then return method(borrowed, ...) end
       return borrowed[method](borrowed, ...)
     end
@@ -155,7 +209,7 @@ return function(loom, core)
     check_sql(sql, "rows")
     local c = pinned(self)
     if c then return stream(c, false, sql, ...) end
-    return stream(self.handle:_acquire(), true, sql, ...)
+    return stream(self.handle:_acquire(self.split and only_reads(sql)), true, sql, ...)
   end
 
   function Session:rows(sql, ...)
@@ -185,12 +239,12 @@ return function(loom, core)
   -- db:acquire() -> a session on one connection, pinned to this task until
   -- released (`local s <close> = db:acquire()`). Asking again while holding
   -- one gives a session on the same connection.
-  function DB:acquire()
+  function DB:acquire(reading)
     local held = pinned(self)
     if held then
       return setmetatable({ db = self, conn = held, cache = self.cache, owns = false }, Session)
     end
-    local conn = self.handle:_acquire()
+    local conn = self.handle:_acquire(reading and self.split)
     local s = setmetatable({ db = self, conn = conn, cache = self.cache, owns = true, pinned = true }, Session)
     s.previous = pin(self, conn)
     return s
@@ -206,15 +260,27 @@ return function(loom, core)
     ["serializable"] = "SERIALIZABLE", ["repeatable read"] = "REPEATABLE READ",
     ["read committed"] = "READ COMMITTED", ["read uncommitted"] = "READ UNCOMMITTED",
   }
-  local RETRYABLE = { ["40001"] = true, ["40P01"] = true }
+  local RETRYABLE = { ["40001"] = true, ["40P01"] = true,
+    [1213] = true, [1205] = true, -- MySQL: deadlock, lock wait timeout
+    SQLITE_BUSY = true, SQLITE_BUSY_SNAPSHOT = true }
 
-  local function begin_sql(opts)
-    local sql = "BEGIN"
-    if opts.isolation then
-      local level = ISOLATION[opts.isolation]
-      if not level then argerror(2, "transaction", "unknown isolation level '" .. tostring(opts.isolation) .. "'") end
-      sql = sql .. " ISOLATION LEVEL " .. level
+  local function begin_sql(opts, driver)
+    local level = opts.isolation and ISOLATION[opts.isolation]
+    if opts.isolation and not level then
+      argerror(2, "transaction", "unknown isolation level '" .. tostring(opts.isolation) .. "'")
     end
+    if driver == "sqlite" then
+      -- SQLite transactions are always serializable. A writing one takes the
+      -- write lock up front: one that upgrades later can fail with BUSY.
+      return opts.read_only and "BEGIN" or "BEGIN IMMEDIATE"
+    end
+    if driver == "mysql" then
+      -- MySQL sets the level of the next transaction in its own statement.
+      local sql = opts.read_only and "START TRANSACTION READ ONLY" or "START TRANSACTION"
+      return sql, level and ("SET TRANSACTION ISOLATION LEVEL " .. level) or nil
+    end
+    local sql = "BEGIN"
+    if level then sql = sql .. " ISOLATION LEVEL " .. level end
     if opts.read_only then sql = sql .. " READ ONLY" end
     return sql
   end
@@ -253,9 +319,10 @@ return function(loom, core)
     end
     local retries = opts.retries or 0
     local delay = opts.backoff or 0.01
-    local sql = begin_sql(opts)
+    local sql, before = begin_sql(opts, self.driver)
     for attempt = 1, retries + 1 do
-      local s <close> = self:acquire()
+      local s <close> = self:acquire(opts.read_only)
+      if before then s:_run("_query", before, false) end
       s:_run("_query", sql, false)
       local r = pack(pcall(fn, s))
       local err
@@ -304,6 +371,77 @@ return function(loom, core)
     return conn:_copy_data()
   end
 
+  -- SQLite: the one prepared INSERT for every row, in chunks handed to the
+  -- connection's thread, all in one transaction (the caller's, if open).
+  local INSERT_CHUNK = 4096
+  local function insert_rows(conn, sql, columns, rows, n)
+    local own = conn:_txn() == "idle"
+    if own then conn:_exec("BEGIN IMMEDIATE", false) end
+    local ok, err = pcall(function()
+      for first = 1, n, INSERT_CHUNK do
+        conn:_insert_rows(sql, columns, rows, first, math.min(n, first + INSERT_CHUNK - 1))
+      end
+    end)
+    if own then
+      if ok then
+        ok, err = pcall(conn._exec, conn, "COMMIT", false)
+      end
+      if not ok and conn:_txn() ~= "idle" and not conn:_broken() then
+        pcall(loom.shield, conn._exec, conn, "ROLLBACK", false)
+      end
+    end
+    if not ok then error(err, 0) end
+    return n
+  end
+
+  -- MySQL: multi-row INSERTs with ? parameters, each under the server's
+  -- max_allowed_packet and the 65535 placeholders a statement may hold, all
+  -- in one transaction (the caller's, if open). Full batches share one
+  -- cached prepared statement.
+  local MY_BATCH_ROWS = 1000
+  local function my_insert_rows(conn, head, columns, rows, n)
+    local ncols = #columns
+    local per = math.max(1, math.min(MY_BATCH_ROWS, 65535 // ncols))
+    local packet = conn:_value("SELECT @@max_allowed_packet", true)
+    local budget = math.max(1024, math.floor(packet * 0.75) - #head)
+    local group = "(" .. ("?, "):rep(ncols - 1) .. "?)"
+    local own = conn:_txn() == "idle"
+    if own then conn:_exec("START TRANSACTION", false) end
+    local ok, err = pcall(function()
+      local i = 1
+      while i <= n do
+        local params, np, bytes, count = {}, 0, 0, 0
+        while i <= n and count < per do
+          local row = rows[i]
+          if type(row) ~= "table" then argerror(3, "insert_many", "row " .. i .. " is not a table") end
+          local keyed = type(next(row)) == "string"
+          local size = 2 * ncols
+          for c = 1, ncols do
+            local v = row[keyed and columns[c] or c]
+            size = size + (type(v) == "string" and #v + 9 or 9)
+          end
+          if count > 0 and bytes + size > budget then break end
+          for c = 1, ncols do
+            local v = row[keyed and columns[c] or c]
+            np = np + 1
+            params[np] = v
+          end
+          bytes, count, i = bytes + size, count + 1, i + 1
+        end
+        local sql = head .. (group .. ", "):rep(count - 1) .. group
+        conn:_exec(sql, count == per, unpack(params, 1, np))
+      end
+    end)
+    if own then
+      if ok then ok, err = pcall(conn._exec, conn, "COMMIT", false) end
+      if not ok and conn:_txn() ~= "idle" and not conn:_broken() then
+        pcall(loom.shield, conn._exec, conn, "ROLLBACK", false)
+      end
+    end
+    if not ok then error(err, 0) end
+    return n
+  end
+
   -- insert_many(table, columns, rows) -> rows inserted. Rows are arrays in
   -- column order or tables keyed by column name. On PostgreSQL it is one
   -- COPY ... FROM STDIN, streamed in chunks.
@@ -318,6 +456,19 @@ return function(loom, core)
     if n == 0 then return 0 end
     local quoted = {}
     for i, col in ipairs(columns) do quoted[i] = quote_ident(col) end
+    if self.driver == "mysql" or (self.db and self.db.driver == "mysql") then
+      local q = {}
+      for i, col in ipairs(columns) do q[i] = "`" .. col:gsub("`", "``") .. "`" end
+      local parts = {}
+      for part in tbl:gmatch("[^.]+") do parts[#parts + 1] = "`" .. part:gsub("`", "``") .. "`" end
+      local head = ("INSERT INTO %s (%s) VALUES "):format(table.concat(parts, "."), table.concat(q, ", "))
+      return self:_run(my_insert_rows, head, columns, rows, n)
+    end
+    if self.driver == "sqlite" or (self.db and self.db.driver == "sqlite") then
+      local marks = ("?, "):rep(#columns - 1) .. "?"
+      local sql = ("INSERT INTO %s (%s) VALUES (%s)"):format(quote_table(tbl), table.concat(quoted, ", "), marks)
+      return self:_run(insert_rows, sql, columns, rows, n)
+    end
     local sql = ("COPY %s (%s) FROM STDIN"):format(quote_table(tbl), table.concat(quoted, ", "))
     return self:_run(bulk, sql, columns, rows, n)
   end
@@ -333,6 +484,51 @@ return function(loom, core)
     if kt ~= "string" and kt ~= "integer" then argerror(1, "lock", "string or integer key expected, got " .. type(key)) end
     if type(fn) ~= "function" then argerror(2, "lock", "function expected, got " .. type(fn)) end
     opts = opts or {}
+    if type(opts) ~= "table" then argerror(3, "lock", "options table expected") end
+    if self.driver == "mysql" then
+      -- A named lock (GET_LOCK) held by the session; names longer than the
+      -- 64 characters MySQL allows are hashed on the server.
+      local name = "loom:" .. tostring(key)
+      local arg = #name > 64 and "SHA1(?)" or "?"
+      local s <close> = self:acquire()
+      local take = "SELECT GET_LOCK(" .. arg .. ", ?)"
+      local got
+      if opts.timeout then
+        -- The server gives up at the timeout; loom.timeout covers a server
+        -- that does not answer (and KILLs the wait).
+        got = loom.timeout(opts.timeout + 5, s._run, s, "_value", take, true, name, opts.timeout)
+      else
+        got = s:_run("_value", take, true, name, 31536000)
+      end
+      if got ~= 1 then
+        loom.error("timeout", ("the lock %q was not free within %g s"):format(tostring(key), opts.timeout or 31536000))
+      end
+      local r = pack(pcall(fn, s))
+      loom.shield(pcall, s._run, s, "_value", "SELECT RELEASE_LOCK(" .. arg .. ")", true, name)
+      if not r[1] then error(r[2], 0) end
+      return unpack(r, 2, r.n)
+    end
+    if self.driver == "sqlite" then
+      -- An embedded database has no server to hold locks: a named lock of
+      -- this handle, shared by its tasks. fn gets the db.
+      local locks = self._locks
+      if not locks then locks = {}; self._locks = locks end
+      local entry = locks[key]
+      if not entry then entry = { mutex = loom.mutex(), users = 0 }; locks[key] = entry end
+      entry.users = entry.users + 1
+      local r = pack(pcall(function()
+        if opts.timeout then loom.timeout(opts.timeout, entry.mutex.lock, entry.mutex)
+        else entry.mutex:lock() end
+        local inner = pack(pcall(fn, self))
+        entry.mutex:unlock()
+        if not inner[1] then error(inner[2], 0) end
+        return unpack(inner, 2, inner.n)
+      end))
+      entry.users = entry.users - 1
+      if entry.users == 0 then locks[key] = nil end
+      if not r[1] then error(r[2], 0) end
+      return unpack(r, 2, r.n)
+    end
     local arg = kt == "string" and "hashtextextended($1, 0)" or "$1::bigint"
     local s <close> = self:acquire()
     local take = "SELECT pg_advisory_lock(" .. arg .. ")"
@@ -349,7 +545,55 @@ return function(loom, core)
   end
 
   ---------------------------------------------------------------- LISTEN / NOTIFY
+  local function server_only(db, what)
+    if db.driver == "sqlite" then
+      loom.error("argument", what .. " needs a database server: SQLite has db:changes() instead")
+    end
+    if db.driver == "mysql" then
+      loom.error("argument", what .. " is PostgreSQL's LISTEN/NOTIFY: MySQL has no notifications")
+    end
+  end
+
+  -- db:changes({buffer = 1000}) -> a loom channel of {op=, table=, rowid=}
+  -- for rows written through this handle (SQLite), sent after their
+  -- transaction commits, never for work rolled back. A subscriber that
+  -- falls behind receives {gap = true} once it has room again. Close the
+  -- channel to unsubscribe.
+  function DB:changes(opts)
+    if self.driver ~= "sqlite" then
+      loom.error("argument", "db:changes() is for SQLite; use db:listen() on a server")
+    end
+    opts = opts or {}
+    local subs = self._change_subs
+    if not subs then
+      subs = {}
+      self._change_subs = subs
+      local behind = setmetatable({}, { __mode = "k" })
+      self.handle:_on_changes(function(list)
+        local any = false
+        for sub in pairs(subs) do
+          if sub:is_closed() then
+            subs[sub] = nil
+          else
+            any = true
+            if behind[sub] and sub:try_send({ gap = true }) then behind[sub] = nil end
+            if not behind[sub] then
+              for i = 1, #list do
+                if not sub:try_send(list[i]) then behind[sub] = true break end
+              end
+            end
+          end
+        end
+        if not any then self.handle:_on_changes(nil); self._change_subs = nil end
+      end)
+    end
+    local sub = loom.channel(opts.buffer or 1000)
+    subs[sub] = true
+    return sub
+  end
+
   function DB:notify(channel, payload)
+    server_only(self, "db:notify")
     if type(channel) ~= "string" then argerror(1, "notify", "channel name expected, got " .. type(channel)) end
     if payload ~= nil and type(payload) ~= "string" then argerror(2, "notify", "string payload expected") end
     self:_run("_exec", "SELECT pg_notify($1, $2)", self.cache, channel, payload or "")
@@ -429,6 +673,7 @@ return function(loom, core)
   -- fell behind) it receives {channel=, gap=true}. Close it to unsubscribe.
   function DB:listen(name, opts)
     if type(name) ~= "string" or name == "" then argerror(1, "listen", "channel name expected") end
+    server_only(self, "db:listen")
     opts = opts or {}
     local l = self._listener
     if not l then

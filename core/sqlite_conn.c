@@ -1,0 +1,899 @@
+/* The SQLite driver. SQLite calls block (disk, locks, long statements), so
+ * every one of them runs on the connection's own lane, a worker thread that
+ * stays warm between statements; the loop thread only hands jobs over and
+ * takes results back. One job runs at a time per connection, and the
+ * connection is opened in multi-thread mode (no SQLite mutexes): it is only
+ * ever touched by one thread at a time, the lane, or the loop thread while
+ * no job is out.
+ *
+ * conninfo is "key=value" lines written by the binding:
+ *   path=FILE (or a "file:" URI)   role=writer|reader
+ *   busy_timeout=MS                memory=1 (path names a shared memdb) */
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include "lane.h"
+#include "sqlite.h"
+
+#define CACHE_SIZE 64
+#define CHUNK_ROWS 256
+#define CHUNK_BYTES (256 * 1024)
+
+typedef struct sq_cached {
+  char *sql;
+  size_t len;
+  uint64_t hash;
+  uint64_t used;
+  sqlite3_stmt *st;
+} sq_cached;
+
+typedef struct sq_change_rec {
+  int op;
+  char *table;
+  int64_t rowid;
+} sq_change_rec;
+
+typedef struct sq_changes {
+  sq_change_rec *v;
+  int n, cap;
+} sq_changes;
+
+/* A streamed row handed to the caller: a view into the current chunk. */
+typedef struct sq_row {
+  loom_db_result_t base;
+  sq_result *chunk;
+  int row;
+} sq_row;
+
+enum job_kind { J_OPEN, J_QUERY, J_STREAM_START, J_STREAM_MORE, J_STREAM_END, J_BATCH,
+                J_RESET, J_PING, J_CLOSE };
+
+typedef struct sq_conn {
+  loom_db_conn_t base;
+  loom_lane_t *lane;
+  loom_job_t job;
+  enum job_kind kind;
+  int job_out;              /* a job is on the lane */
+  sqlite3 *db;
+  char *path;
+  int reader, memory, busy_ms;
+  loom_db_req_t *connect_req;
+  /* the statement cache, lane side */
+  sq_cached cache[CACHE_SIZE];
+  uint64_t tick;
+  /* outcome of the job, read on the loop thread after it */
+  int status;
+  loom_db_error_t err;
+  sq_result *result;
+  int autocommit;
+  /* streaming */
+  sqlite3_stmt *stream;     /* the statement being stepped */
+  int stream_cached;        /* it belongs to the cache: reset, don't finalize */
+  int stream_end;           /* the last row has been read */
+  sq_result *chunk, *next_chunk;
+  int chunk_pos;
+  int want_row;             /* next() was called and nothing was ready */
+  int stopping;             /* cancel: end the stream at the next chance */
+  sq_row view;
+  /* changes: pending until commit (lane side), then committed */
+  sq_changes pending, committed;
+  int closing;
+} sq_conn;
+
+static uint64_t hash_sql(const char *s, size_t len) {
+  uint64_t h = 1469598103934665603ull;
+  for (size_t i = 0; i < len; i++)
+    h = (h ^ (unsigned char)s[i]) * 1099511628211ull;
+  return h;
+}
+
+/* ---- lane side ------------------------------------------------------------ */
+
+static void set_error(sq_conn *c, int status, int code) {
+  c->status = status;
+  const char *msg = c->db ? sqlite3_errmsg(c->db) : sqlite3_errstr(code);
+  if (code == SQLITE_INTERRUPT)
+    c->status = LOOM_ECANCELED;
+  loom_db_error_set(&c->err, loom__sq_code_name(code), msg);
+  int off = c->db ? sqlite3_error_offset(c->db) : -1;
+  if (off >= 0)
+    c->err.position = off + 1;
+}
+
+static void cache_drop(sq_cached *e) {
+  sqlite3_finalize(e->st);
+  free(e->sql);
+  memset(e, 0, sizeof *e);
+}
+
+/* A statement for sql: from the cache when asked to cache, else fresh (the
+ * caller finalizes it when *cached is 0). */
+static sqlite3_stmt *prepare(sq_conn *c, const char *sql, size_t len, int use_cache, int *cached) {
+  *cached = 0;
+  uint64_t h = 0;
+  sq_cached *slot = NULL;
+  if (use_cache) {
+    h = hash_sql(sql, len);
+    sq_cached *oldest = &c->cache[0];
+    for (int i = 0; i < CACHE_SIZE; i++) {
+      sq_cached *e = &c->cache[i];
+      if (e->st && e->hash == h && e->len == len && memcmp(e->sql, sql, len) == 0) {
+        e->used = ++c->tick;
+        *cached = 1;
+        return e->st;
+      }
+      if (e->used < oldest->used)
+        oldest = e;
+    }
+    slot = oldest;
+  }
+  sqlite3_stmt *st = NULL;
+  const char *tail = NULL;
+  int rc = sqlite3_prepare_v3(c->db, sql, (int)len, use_cache ? SQLITE_PREPARE_PERSISTENT : 0,
+                              &st, &tail);
+  if (rc != SQLITE_OK) {
+    set_error(c, LOOM_EDB_QUERY, rc);
+    return NULL;
+  }
+  if (st == NULL) {
+    c->status = LOOM_EDB_ARGUMENT;
+    loom_db_error_set(&c->err, NULL, "the SQL holds no statement");
+    return NULL;
+  }
+  while (tail && tail < sql + len && (*tail == ' ' || *tail == ';' || *tail == '\n' ||
+                                       *tail == '\t' || *tail == '\r'))
+    tail++;
+  if (tail && tail < sql + len) {
+    sqlite3_finalize(st);
+    c->status = LOOM_EDB_ARGUMENT;
+    loom_db_error_set(&c->err, NULL,
+                      "one statement at a time: use db:batch or several calls for more");
+    return NULL;
+  }
+  if (slot) {
+    char *copy = malloc(len + 1);
+    if (copy) {
+      if (slot->st)
+        cache_drop(slot);
+      memcpy(copy, sql, len);
+      copy[len] = 0;
+      slot->sql = copy;
+      slot->len = len;
+      slot->hash = h;
+      slot->st = st;
+      slot->used = ++c->tick;
+      *cached = 1;
+    }
+  }
+  return st;
+}
+
+static int bind_params(sq_conn *c, sqlite3_stmt *st, const loom_value_t *params, int n) {
+  int want = sqlite3_bind_parameter_count(st);
+  if (want != n) {
+    c->status = LOOM_EDB_ARGUMENT;
+    char msg[128];
+    snprintf(msg, sizeof msg, "the statement takes %d parameter%s but %d %s given", want,
+             want == 1 ? "" : "s", n, n == 1 ? "was" : "were");
+    loom_db_error_set(&c->err, NULL, msg);
+    return -1;
+  }
+  for (int i = 0; i < n; i++) {
+    const loom_value_t *v = &params[i];
+    int rc;
+    switch (v->type) {
+    case LOOM_VNULL: rc = sqlite3_bind_null(st, i + 1); break;
+    case LOOM_VINT: rc = sqlite3_bind_int64(st, i + 1, v->u.i); break;
+    case LOOM_VFLOAT: rc = sqlite3_bind_double(st, i + 1, v->u.f); break;
+    case LOOM_VBOOL: rc = sqlite3_bind_int(st, i + 1, v->u.b != 0); break;
+    case LOOM_VBLOB:
+      rc = sqlite3_bind_blob64(st, i + 1, v->u.s.p, v->u.s.len, SQLITE_STATIC);
+      break;
+    case LOOM_VTEXT:
+      rc = sqlite3_bind_text64(st, i + 1, v->u.s.p, v->u.s.len, SQLITE_STATIC, SQLITE_UTF8);
+      break;
+    default:
+      c->status = LOOM_EDB_ARGUMENT;
+      loom_db_error_set(&c->err, NULL, "arrays cannot be sent to SQLite");
+      return -1;
+    }
+    if (rc != SQLITE_OK) {
+      set_error(c, LOOM_EDB_ARGUMENT, rc);
+      return -1;
+    }
+  }
+  return 0;
+}
+
+static void release_stmt(sqlite3_stmt *st, int cached) {
+  if (cached) {
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+  } else {
+    sqlite3_finalize(st);
+  }
+}
+
+/* Runs one statement to the end into a new result. */
+static sq_result *run_one(sq_conn *c, const char *sql, size_t len, const loom_value_t *params,
+                          int nparams, int use_cache) {
+  int cached;
+  sqlite3_stmt *st = prepare(c, sql, len, use_cache, &cached);
+  if (st == NULL)
+    return NULL;
+  if (bind_params(c, st, params, nparams) != 0) {
+    release_stmt(st, cached);
+    return NULL;
+  }
+  sq_result *r = loom__sq_result_new(st);
+  if (r == NULL) {
+    release_stmt(st, cached);
+    c->status = LOOM_ENOMEM;
+    loom_db_error_set(&c->err, NULL, "out of memory");
+    return NULL;
+  }
+  int rc;
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    if (loom__sq_result_add_row(r, st) != 0) {
+      rc = SQLITE_NOMEM;
+      break;
+    }
+  }
+  if (rc != SQLITE_DONE) {
+    set_error(c, LOOM_EDB_QUERY, rc);
+    release_stmt(st, cached);
+    loom_db_result_free(&r->base);
+    return NULL;
+  }
+  if (!sqlite3_stmt_readonly(st)) {
+    r->base.affected = sqlite3_changes64(c->db);
+    r->base.last_insert_id = sqlite3_last_insert_rowid(c->db);
+  }
+  release_stmt(st, cached);
+  return r;
+}
+
+/* Steps the stream into a fresh chunk, a bounded number of rows or bytes. */
+static void fill_chunk(sq_conn *c) {
+  sq_result *r = loom__sq_result_new(c->stream);
+  if (r == NULL) {
+    c->status = LOOM_ENOMEM;
+    loom_db_error_set(&c->err, NULL, "out of memory");
+    return;
+  }
+  int rc = SQLITE_ROW;
+  while (r->base.nrows < CHUNK_ROWS && r->arena_len < CHUNK_BYTES &&
+         (rc = sqlite3_step(c->stream)) == SQLITE_ROW) {
+    if (loom__sq_result_add_row(r, c->stream) != 0) {
+      rc = SQLITE_NOMEM;
+      break;
+    }
+  }
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+    set_error(c, LOOM_EDB_QUERY, rc);
+    loom_db_result_free(&r->base);
+    c->stream_end = 1;
+    return;
+  }
+  if (rc == SQLITE_DONE)
+    c->stream_end = 1;
+  c->next_chunk = r;
+}
+
+static void end_stream(sq_conn *c) {
+  if (c->stream) {
+    release_stmt(c->stream, c->stream_cached);
+    c->stream = NULL;
+  }
+  c->stream_end = 1;
+}
+
+static void on_update(void *arg, int op, const char *dbname, const char *table, sqlite3_int64 rowid) {
+  (void)dbname;
+  sq_conn *c = arg;
+  if (!c->base.track_changes)
+    return;
+  sq_changes *p = &c->pending;
+  if (p->n == p->cap) {
+    int cap = p->cap ? p->cap * 2 : 16;
+    sq_change_rec *v = realloc(p->v, (size_t)cap * sizeof *v);
+    if (v == NULL)
+      return;
+    p->v = v;
+    p->cap = cap;
+  }
+  char *t = strdup(table);
+  if (t == NULL)
+    return;
+  p->v[p->n].op = op == SQLITE_INSERT ? 'i' : op == SQLITE_UPDATE ? 'u' : 'd';
+  p->v[p->n].table = t;
+  p->v[p->n].rowid = rowid;
+  p->n++;
+}
+
+static void clear_changes(sq_changes *p) {
+  for (int i = 0; i < p->n; i++)
+    free(p->v[i].table);
+  p->n = 0;
+}
+
+static int on_commit(void *arg) {
+  sq_conn *c = arg;
+  sq_changes *from = &c->pending, *to = &c->committed;
+  if (from->n == 0)
+    return 0;
+  if (to->n + from->n > to->cap) {
+    int cap = to->cap ? to->cap : 16;
+    while (cap < to->n + from->n)
+      cap *= 2;
+    sq_change_rec *v = realloc(to->v, (size_t)cap * sizeof *v);
+    if (v == NULL) {
+      clear_changes(from);
+      return 0;
+    }
+    to->v = v;
+    to->cap = cap;
+  }
+  memcpy(to->v + to->n, from->v, (size_t)from->n * sizeof *from->v);
+  to->n += from->n;
+  from->n = 0;
+  return 0;
+}
+
+static void on_rollback(void *arg) { clear_changes(&((sq_conn *)arg)->pending); }
+
+static int exec_sql(sq_conn *c, const char *sql) {
+  int rc = sqlite3_exec(c->db, sql, NULL, NULL, NULL);
+  if (rc != SQLITE_OK) {
+    set_error(c, LOOM_EDB_CONNECTION, rc);
+    return -1;
+  }
+  return 0;
+}
+
+static void do_open(sq_conn *c) {
+  int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_URI;
+  int rc = sqlite3_open_v2(c->path, &c->db, flags, NULL);
+  if (rc != SQLITE_OK) {
+    c->status = LOOM_EDB_CONNECTION;
+    char msg[256];
+    snprintf(msg, sizeof msg, "cannot open the database: %s",
+             c->db ? sqlite3_errmsg(c->db) : sqlite3_errstr(rc));
+    loom_db_error_set(&c->err, loom__sq_code_name(rc), msg);
+    sqlite3_close_v2(c->db);
+    c->db = NULL;
+    return;
+  }
+  sqlite3_extended_result_codes(c->db, 1);
+  sqlite3_busy_timeout(c->db, c->busy_ms);
+  /* Reading the schema proves this is a database (a corrupt or foreign file
+   * fails here, not at the first query), and WAL lets readers run beside
+   * the writer. */
+  if (exec_sql(c, "SELECT count(*) FROM sqlite_schema") != 0)
+    goto fail;
+  if (!c->memory && !c->reader) {
+    sqlite3_stmt *st = NULL;
+    rc = sqlite3_prepare_v2(c->db, "PRAGMA journal_mode=WAL", -1, &st, NULL);
+    if (rc == SQLITE_OK)
+      rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_ROW && rc != SQLITE_READONLY && (rc & 0xff) != SQLITE_READONLY) {
+      set_error(c, LOOM_EDB_CONNECTION, rc);
+      goto fail;
+    }
+    if (exec_sql(c, "PRAGMA synchronous=NORMAL") != 0)
+      goto fail;
+  }
+  if (c->reader && exec_sql(c, "PRAGMA query_only=1") != 0)
+    goto fail;
+  if (!c->reader) {
+    sqlite3_update_hook(c->db, on_update, c);
+    sqlite3_commit_hook(c->db, on_commit, c);
+    sqlite3_rollback_hook(c->db, on_rollback, c);
+  }
+  return;
+fail:
+  if (c->err.message == NULL)
+    loom_db_error_set(&c->err, NULL, "cannot open the database");
+  else {
+    char msg[300];
+    snprintf(msg, sizeof msg, "cannot open the database: %s", c->err.message);
+    char code[32];
+    memcpy(code, c->err.code, sizeof code);
+    loom_db_error_set(&c->err, code, msg);
+  }
+  c->status = LOOM_EDB_CONNECTION;
+  sqlite3_close_v2(c->db);
+  c->db = NULL;
+}
+
+static void do_close(sq_conn *c) {
+  end_stream(c);
+  for (int i = 0; i < CACHE_SIZE; i++)
+    if (c->cache[i].st)
+      cache_drop(&c->cache[i]);
+  if (c->db)
+    sqlite3_close_v2(c->db);
+  c->db = NULL;
+}
+
+static void lane_work(loom_job_t *job) {
+  sq_conn *c = job->data;
+  loom_db_req_t *req = c->base.req;
+  switch (c->kind) {
+  case J_OPEN:
+    do_open(c);
+    break;
+  case J_QUERY:
+    c->result = run_one(c, req->sql, req->sql_len, req->params, req->nparams, req->cache);
+    break;
+  case J_STREAM_START: {
+    int cached;
+    c->stream_end = 0;
+    c->stream = prepare(c, req->sql, req->sql_len, req->cache, &cached);
+    c->stream_cached = cached;
+    if (c->stream == NULL) {
+      c->stream_end = 1;
+      break;
+    }
+    if (bind_params(c, c->stream, req->params, req->nparams) != 0) {
+      end_stream(c);
+      break;
+    }
+    fill_chunk(c);
+    if (c->stream_end)
+      end_stream(c);
+    break;
+  }
+  case J_STREAM_MORE:
+    fill_chunk(c);
+    if (c->stream_end)
+      end_stream(c);
+    break;
+  case J_STREAM_END:
+    end_stream(c);
+    break;
+  case J_BATCH:
+    for (int i = 0; i < req->nstmts; i++) {
+      loom_db_stmt_t *s = &req->stmts[i];
+      c->status = 0;
+      sq_result *r = run_one(c, s->sql, s->sql_len, s->params, s->nparams, req->cache);
+      s->status = c->status;
+      s->err = c->err;
+      memset(&c->err, 0, sizeof c->err);
+      s->result = r ? &r->base : NULL;
+      /* Like a pipeline: what follows a failure is not run. */
+      if (s->status != 0) {
+        for (int k = i + 1; k < req->nstmts; k++) {
+          req->stmts[k].status = LOOM_ECANCELED;
+          loom_db_error_set(&req->stmts[k].err, NULL, "not run: an earlier statement failed");
+        }
+        break;
+      }
+    }
+    c->status = 0;
+    break;
+  case J_RESET:
+    end_stream(c);
+    if (!sqlite3_get_autocommit(c->db)) {
+      int rc = sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
+      if (rc != SQLITE_OK)
+        set_error(c, LOOM_EDB_CONNECTION, rc);
+    }
+    clear_changes(&c->pending);
+    break;
+  case J_PING:
+    break;
+  case J_CLOSE:
+    do_close(c);
+    break;
+  }
+  c->autocommit = c->db ? sqlite3_get_autocommit(c->db) : 1;
+}
+
+/* ---- loop side ----------------------------------------------------------- */
+
+static void lane_done(loom_job_t *job);
+
+static void submit(sq_conn *c, enum job_kind kind) {
+  c->kind = kind;
+  c->status = 0;
+  c->job_out = 1;
+  c->job.work = lane_work;
+  c->job.done = lane_done;
+  c->job.data = c;
+  loom_lane_submit(c->lane, &c->job);
+}
+
+static void free_conn(sq_conn *c) {
+  if (c->lane)
+    loom_lane_stop(c->lane);
+  loom_db_result_free(c->chunk ? &c->chunk->base : NULL);
+  loom_db_result_free(c->next_chunk ? &c->next_chunk->base : NULL);
+  loom_db_result_free(c->result ? &c->result->base : NULL);
+  clear_changes(&c->pending);
+  clear_changes(&c->committed);
+  free(c->pending.v);
+  free(c->committed.v);
+  loom_db_error_clear(&c->err);
+  free(c->path);
+  free(c);
+}
+
+static void complete(sq_conn *c, int status) {
+  loom_db_req_t *req = c->base.req;
+  if (req == NULL)
+    return;
+  c->base.req = NULL;
+  req->status = status;
+  if (status != 0 && req->err.message == NULL && c->err.message) {
+    req->err = c->err;
+    memset(&c->err, 0, sizeof c->err);
+  }
+  loom_db_error_clear(&c->err);
+  req->more = 0;
+  req->active = 0;
+  req->cb(req);
+}
+
+static void view_free(loom_db_result_t *r) { (void)r; }
+
+static const char *view_name(loom_db_result_t *base, int col) {
+  sq_row *v = (sq_row *)base;
+  return v->chunk->base.ops->column_name(&v->chunk->base, col);
+}
+
+static void view_cell(loom_db_result_t *base, int row, int col, loom_value_t *out) {
+  (void)row;
+  sq_row *v = (sq_row *)base;
+  loom__sq_cell(v->chunk, v->row, col, out);
+}
+
+static const loom_db_result_ops_t view_ops = {view_name, view_cell, view_free};
+
+/* Hands the next streamed row over, asks for more, or ends the stream. */
+static void deliver(sq_conn *c) {
+  loom_db_req_t *req = c->base.req;
+  if (c->chunk && c->chunk_pos >= c->chunk->base.nrows) {
+    loom_db_result_free(&c->chunk->base);
+    c->chunk = NULL;
+  }
+  if (c->chunk == NULL && c->next_chunk) {
+    c->chunk = c->next_chunk;
+    c->next_chunk = NULL;
+    c->chunk_pos = 0;
+  }
+  if (c->chunk && c->chunk_pos < c->chunk->base.nrows) {
+    /* Read ahead while the caller works through this chunk. */
+    if (c->chunk_pos == 0 && !c->stream_end && !c->job_out && c->next_chunk == NULL)
+      submit(c, J_STREAM_MORE);
+    c->view.base.ops = &view_ops;
+    c->view.base.nrows = 1;
+    c->view.base.ncols = c->chunk->base.ncols;
+    c->view.base.affected = -1;
+    c->view.chunk = c->chunk;
+    c->view.row = c->chunk_pos++;
+    c->want_row = 0;
+    req->result = &c->view.base;
+    req->more = 1;
+    req->cb(req);
+    return;
+  }
+  if (c->status != 0) {
+    c->want_row = 0;
+    complete(c, c->status);
+    return;
+  }
+  if (c->stream_end) {
+    if (c->job_out) {
+      c->want_row = 1;
+      return;
+    }
+    c->want_row = 0;
+    req->result = NULL;
+    complete(c, 0);
+    return;
+  }
+  c->want_row = 1;
+  if (!c->job_out)
+    submit(c, J_STREAM_MORE);
+}
+
+static void finish_stop(sq_conn *c) {
+  loom_db_result_free(c->chunk ? &c->chunk->base : NULL);
+  loom_db_result_free(c->next_chunk ? &c->next_chunk->base : NULL);
+  c->chunk = c->next_chunk = NULL;
+  c->stopping = 0;
+  loom_db_error_clear(&c->err);
+  loom_db_req_t *req = c->base.req;
+  if (req)
+    req->result = NULL;
+  complete(c, LOOM_ECANCELED);
+}
+
+static void lane_done(loom_job_t *job) {
+  sq_conn *c = job->data;
+  c->job_out = 0;
+  enum job_kind kind = c->kind;
+  if (kind == J_CLOSE) {
+    free_conn(c);
+    return;
+  }
+  if (kind == J_OPEN) {
+    loom_db_req_t *req = c->connect_req;
+    c->connect_req = NULL;
+    req->active = 0;
+    req->status = c->status;
+    if (c->status == 0) {
+      req->conn = &c->base;
+    } else {
+      req->err = c->err;
+      memset(&c->err, 0, sizeof c->err);
+      req->conn = NULL;
+      c->closing = 1;
+      submit(c, J_CLOSE);
+    }
+    req->cb(req);
+    return;
+  }
+  if (c->closing) {
+    if (c->base.req) {
+      loom_db_error_set(&c->err, NULL, "the connection was closed");
+      complete(c, LOOM_ECLOSED);
+    }
+    submit(c, J_CLOSE);
+    return;
+  }
+  loom_db_req_t *req = c->base.req;
+  if (req == NULL)
+    return;
+  switch (kind) {
+  case J_QUERY:
+    req->result = c->result ? &c->result->base : NULL;
+    c->result = NULL;
+    complete(c, c->status);
+    break;
+  case J_STREAM_START:
+  case J_STREAM_MORE:
+    if (c->stopping) {
+      if (c->stream)
+        submit(c, J_STREAM_END);
+      else
+        finish_stop(c);
+      break;
+    }
+    if (c->want_row || kind == J_STREAM_START)
+      deliver(c);
+    break;
+  case J_STREAM_END:
+    finish_stop(c);
+    break;
+  case J_BATCH:
+  case J_RESET:
+  case J_PING:
+    complete(c, c->status);
+    break;
+  default:
+    break;
+  }
+}
+
+static int sq_start(loom_db_conn_t *base, loom_db_req_t *req) {
+  sq_conn *c = (sq_conn *)base;
+  if (c->closing || c->db == NULL) {
+    loom_db_error_set(&req->err, NULL, "the connection is closed");
+    return req->status = LOOM_EDB_CONNECTION;
+  }
+  if (base->req || c->job_out) {
+    loom_db_error_set(&req->err, NULL, "the connection is busy with another request");
+    return req->status = LOOM_EDB_ARGUMENT;
+  }
+  enum job_kind kind;
+  switch (req->op) {
+  case LOOM_DB_QUERY: kind = J_QUERY; break;
+  case LOOM_DB_STREAM: kind = J_STREAM_START; break;
+  case LOOM_DB_BATCH: kind = J_BATCH; break;
+  case LOOM_DB_RESET: kind = J_RESET; break;
+  case LOOM_DB_PING: kind = J_PING; break;
+  default:
+    loom_db_error_set(&req->err, NULL, "SQLite has no COPY: use insert_many");
+    return req->status = LOOM_EDB_ARGUMENT;
+  }
+  req->conn = base;
+  req->status = 0;
+  req->result = NULL;
+  req->more = 0;
+  req->active = 1;
+  base->req = req;
+  base->last_used_ns = loom_now_ns();
+  loom_db_error_clear(&c->err);
+  c->stopping = 0;
+  c->want_row = 0;
+  c->stream_end = 0;
+  c->chunk_pos = 0;
+  submit(c, kind);
+  return 0;
+}
+
+static int sq_next(loom_db_conn_t *base, loom_db_req_t *req) {
+  sq_conn *c = (sq_conn *)base;
+  if (base->req != req || req->op != LOOM_DB_STREAM || c->stopping)
+    return LOOM_EDB_ARGUMENT;
+  req->result = NULL;
+  req->more = 0;
+  deliver(c);
+  return 0;
+}
+
+static int sq_copy_data(loom_db_conn_t *base, loom_db_req_t *req, const char *buf, size_t len) {
+  (void)base; (void)buf; (void)len;
+  loom_db_error_set(&req->err, NULL, "SQLite has no COPY: use insert_many");
+  return LOOM_EDB_ARGUMENT;
+}
+
+static int sq_cancel(loom_db_conn_t *base) {
+  sq_conn *c = (sq_conn *)base;
+  loom_db_req_t *req = base->req;
+  if (req == NULL || c->db == NULL)
+    return 0;
+  if (req->op == LOOM_DB_STREAM) {
+    if (c->stopping)
+      return 0;
+    c->stopping = 1;
+    c->want_row = 0;
+    if (c->job_out) {
+      sqlite3_interrupt(c->db);
+      return 0;
+    }
+    if (c->stream)
+      submit(c, J_STREAM_END);
+    else
+      finish_stop(c);
+    return 0;
+  }
+  /* Thread-safe by design: the statement on the lane stops at its next
+   * step with SQLITE_INTERRUPT, and the request completes as cancelled. A
+   * late interrupt is harmless: SQLite clears it once no statement runs. */
+  if (c->job_out)
+    sqlite3_interrupt(c->db);
+  return 0;
+}
+
+static void sq_close(loom_db_conn_t *base) {
+  sq_conn *c = (sq_conn *)base;
+  if (c->closing)
+    return;
+  c->closing = 1;
+  if (c->job_out) {
+    /* The answer to the running job closes the connection after it. */
+    if (c->db)
+      sqlite3_interrupt(c->db);
+    return;
+  }
+  if (base->req) {
+    loom_db_error_set(&c->err, NULL, "the connection was closed");
+    complete(c, LOOM_ECLOSED);
+  }
+  submit(c, J_CLOSE);
+}
+
+static loom_db_txn_t sq_txn(loom_db_conn_t *base) {
+  sq_conn *c = (sq_conn *)base;
+  if (c->db == NULL || base->broken)
+    return LOOM_TXN_UNKNOWN;
+  return c->autocommit ? LOOM_TXN_IDLE : LOOM_TXN_ACTIVE;
+}
+
+static int sq_watch(loom_db_conn_t *base, loom_db_notify_cb cb) {
+  (void)base; (void)cb;
+  return LOOM_EDB_ARGUMENT;
+}
+
+static int sq_take_changes(loom_db_conn_t *base, loom_db_change_t **out) {
+  sq_conn *c = (sq_conn *)base;
+  *out = NULL;
+  sq_changes *p = &c->committed;
+  if (p->n == 0)
+    return 0;
+  size_t bytes = (size_t)p->n * sizeof(loom_db_change_t);
+  for (int i = 0; i < p->n; i++)
+    bytes += strlen(p->v[i].table) + 1;
+  loom_db_change_t *v = malloc(bytes);
+  if (v == NULL)
+    return 0;
+  char *s = (char *)(v + p->n);
+  for (int i = 0; i < p->n; i++) {
+    size_t len = strlen(p->v[i].table) + 1;
+    memcpy(s, p->v[i].table, len);
+    v[i].op = p->v[i].op;
+    v[i].table = s;
+    v[i].rowid = p->v[i].rowid;
+    s += len;
+  }
+  int n = p->n;
+  clear_changes(p);
+  *out = v;
+  return n;
+}
+
+static char *conf_get(const char *conninfo, const char *key) {
+  size_t klen = strlen(key);
+  const char *p = conninfo;
+  while (p && *p) {
+    const char *eol = strchr(p, '\n');
+    size_t len = eol ? (size_t)(eol - p) : strlen(p);
+    if (len > klen && strncmp(p, key, klen) == 0 && p[klen] == '=') {
+      char *v = malloc(len - klen);
+      if (v) {
+        memcpy(v, p + klen + 1, len - klen - 1);
+        v[len - klen - 1] = 0;
+      }
+      return v;
+    }
+    p = eol ? eol + 1 : NULL;
+  }
+  return NULL;
+}
+
+static int conf_int(const char *conninfo, const char *key, int def) {
+  char *v = conf_get(conninfo, key);
+  if (v == NULL)
+    return def;
+  int n = atoi(v);
+  free(v);
+  return n;
+}
+
+static int sq_connect(loom_loop_t *loop, const char *conninfo, loom_db_req_t *req) {
+  req->conn = NULL;
+  req->status = 0;
+  sq_conn *c = calloc(1, sizeof *c);
+  if (c == NULL) {
+    loom_db_error_set(&req->err, NULL, "out of memory");
+    return req->status = LOOM_ENOMEM;
+  }
+  c->base.driver = &loom_sqlite_driver;
+  c->base.loop = loop;
+  c->base.created_ns = c->base.last_used_ns = loom_now_ns();
+  c->autocommit = 1;
+  c->path = conf_get(conninfo, "path");
+  char *role = conf_get(conninfo, "role");
+  c->reader = role && strcmp(role, "reader") == 0;
+  free(role);
+  c->memory = conf_int(conninfo, "memory", 0);
+  c->busy_ms = conf_int(conninfo, "busy_timeout", 5000);
+  if (c->path == NULL) {
+    free(c);
+    loom_db_error_set(&req->err, NULL, "no database path given");
+    return req->status = LOOM_EDB_ARGUMENT;
+  }
+  c->lane = loom_lane_start(loop);
+  if (c->lane == NULL) {
+    free(c->path);
+    free(c);
+    loom_db_error_set(&req->err, NULL, "cannot start a worker thread");
+    return req->status = LOOM_EDB_CONNECTION;
+  }
+  /* SQLite has no server session: the address tells connections apart in
+   * logs, with no global counter. */
+  c->base.backend_id = (int64_t)(((uintptr_t)c >> 4) & 0xffffff);
+  c->connect_req = req;
+  req->active = 1;
+  submit(c, J_OPEN);
+  return 0;
+}
+
+const loom_db_driver_t loom_sqlite_driver = {
+  "sqlite",
+  sq_connect,
+  sq_start,
+  sq_next,
+  sq_copy_data,
+  sq_cancel,
+  sq_close,
+  sq_txn,
+  sq_watch,
+  loom__sq_param_count,
+  "?",
+  sq_take_changes,
+};
