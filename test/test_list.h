@@ -18,6 +18,7 @@
   X(loop, close_with_user_handle)       \
   X(loop, wake_from_thread)             \
   X(loop, wake_before_poll)             \
+  X(loop, wake_idle_drains_fd)          \
   X(loop, next_timeout)                 \
   X(loop, fd)                           \
   X(loop, poll_timeout_bounds_wait)     \

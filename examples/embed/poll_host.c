@@ -106,6 +106,8 @@ int main(void) {
 
   int host_msgs = 0, pipe_open = 1, loom_busy = 1;
   int iterations = 0, by_fd = 0, by_timeout = 0;
+  /* The last polls, to show what a spinning loop was told. */
+  struct { int timeout, r, loom_ev, pipe_ev, busy; } trace[16];
   while (pipe_open || loom_busy) {
     if (++iterations > MAX_ITERATIONS)
       break;
@@ -139,6 +141,11 @@ int main(void) {
     else if (fds[0].revents & POLLIN)
       by_fd++;
     loom_busy = loom_step(L, 0);
+    trace[iterations % 16].timeout = timeout;
+    trace[iterations % 16].r = r;
+    trace[iterations % 16].loom_ev = fds[0].revents;
+    trace[iterations % 16].pipe_ev = fds[1].revents;
+    trace[iterations % 16].busy = loom_busy;
   }
   pthread_join(th, NULL);
 
@@ -155,6 +162,12 @@ int main(void) {
   if (iterations > MAX_ITERATIONS) {
     fprintf(stderr, "FAIL: the loop spun (over %d iterations)\n",
             MAX_ITERATIONS);
+    for (int i = 0; i < 16; i++) {
+      int k = (iterations + 1 + i) % 16;
+      fprintf(stderr, "  poll(timeout %d) = %d, loom revents %#x, pipe "
+              "revents %#x, step says %d\n", trace[k].timeout, trace[k].r,
+              trace[k].loom_ev, trace[k].pipe_ev, trace[k].busy);
+    }
     ok = 0;
   }
   if (host_msgs != MESSAGES || handled != MESSAGES ||
