@@ -819,6 +819,10 @@ static int reset_done(my_conn *c) {
      * its handles, which now close without I/O. */
     cache_free_all(c);
     c->base.dirty = 0;
+    /* The reset rolled back and restored autocommit, but the library
+     * keeps the status flags of the last statement before it. */
+    c->m->server_status &= ~(unsigned)(SERVER_STATUS_IN_TRANS | SERVER_STATUS_IN_TRANS_READONLY);
+    c->m->server_status |= SERVER_STATUS_AUTOCOMMIT;
   }
   finish(c);
   return -1;

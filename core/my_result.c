@@ -299,10 +299,15 @@ int loom__my_binds_setup(my_binds *b, MYSQL_STMT *stmt) {
     bd->error = &col->error;
     bd->length = &col->len;
     switch (column_kind(&fields[i])) {
-    case K_INT: case K_UINT: case K_BIT:
+    case K_INT: case K_UINT:
       bd->buffer_type = MYSQL_TYPE_LONGLONG;
       bd->buffer = &col->v.i;
-      bd->is_unsigned = (fields[i].flags & UNSIGNED_FLAG) || fields[i].type == MYSQL_TYPE_BIT;
+      bd->is_unsigned = (fields[i].flags & UNSIGNED_FLAG) != 0;
+      break;
+    case K_BIT: /* the library converts BIT to nothing else: its bytes */
+      bd->buffer_type = MYSQL_TYPE_BLOB;
+      bd->buffer = &col->v.i;
+      bd->buffer_length = 8;
       break;
     case K_FLOAT:
       bd->buffer_type = MYSQL_TYPE_FLOAT;
@@ -368,10 +373,19 @@ int loom__my_result_bin_row(my_result *r, my_binds *b, MYSQL_STMT *stmt) {
       continue;
     }
     switch (kind) {
-    case K_INT: case K_BIT:
+    case K_INT:
       c->type = LOOM_VINT;
       c->u.i = col->v.i;
       break;
+    case K_BIT: {
+      const unsigned char *p = (const unsigned char *)&col->v.i;
+      uint64_t v = 0;
+      for (unsigned long k = 0; k < col->len && k < 8; k++)
+        v = v << 8 | p[k];
+      c->type = LOOM_VINT;
+      c->u.i = (int64_t)v;
+      break;
+    }
     case K_UINT:
       if ((unsigned long long)col->v.i > (unsigned long long)INT64_MAX) {
         rc = put_uint_text(r, c, (unsigned long long)col->v.i);

@@ -68,7 +68,8 @@ specs() { # specs BUILD_DIR [env assignments...]
 
 # One PostgreSQL server for the whole run, stopped however the run ends.
 pgdir=$(mktemp -u /tmp/loom-pg.XXXXXX)
-trap 'bash spec/support/pg_server.sh stop "$pgdir"; rm -rf "$logs"' EXIT
+mydir=$(mktemp -u /tmp/loom-my.XXXXXX)
+trap 'bash spec/support/pg_server.sh stop "$pgdir"; bash spec/support/my_server.sh stop "$mydir"; rm -rf "$logs"' EXIT
 stage "PostgreSQL test server"
 if bash spec/support/pg_server.sh start "$pgdir"; then
   export LOOM_PG_URL LOOM_PG_ADMIN_URL LOOM_PG_DIR="$pgdir"
@@ -77,6 +78,17 @@ if bash spec/support/pg_server.sh start "$pgdir"; then
   echo "up on port $(cat "$pgdir/port")"
 else
   fail_stage "the PostgreSQL test server did not start"
+fi
+
+# One MariaDB server too, for the MySQL specs.
+stage "MariaDB test server"
+if bash spec/support/my_server.sh start "$mydir"; then
+  export LOOM_MYSQL_URL LOOM_MYSQL_ADMIN_URL LOOM_MYSQL_DIR="$mydir"
+  LOOM_MYSQL_URL=$(cat "$mydir/url")
+  LOOM_MYSQL_ADMIN_URL=$(cat "$mydir/admin_url")
+  echo "up on port $(cat "$mydir/port")"
+else
+  fail_stage "the MariaDB test server did not start"
 fi
 
 stage "build"

@@ -59,7 +59,8 @@ launch() {
     --port="$port" --bind-address=127.0.0.1 --pid-file="$dir/pid" --log-error="$dir/log.err" \
     --skip-name-resolve --skip-log-bin --max-connections=500 --innodb-buffer-pool-size=64M \
     --innodb-flush-log-at-trx-commit=0 --innodb-log-file-size=32M --max-allowed-packet=16M \
-    --innodb-lock-wait-timeout=5 "${tls[@]}" </dev/null >/dev/null 2>&1 &
+    --innodb-lock-wait-timeout=5 --character-set-server=utf8mb4 --collation-server=utf8mb4_unicode_ci \
+    "${tls[@]}" </dev/null >/dev/null 2>&1 &
   for _ in $(seq 1 300); do
     if mariadb-admin --no-defaults -S "$dir/sock" -uroot --connect-timeout=1 ping >/dev/null 2>&1; then
       return 0
@@ -100,7 +101,7 @@ start)
   fi
   launch
   admin <<SQL || fail_with_log "could not create the test users"
-CREATE DATABASE loom_test;
+CREATE DATABASE loom_test CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci;
 CREATE USER 'loom'@'%' IDENTIFIED BY '$user_pw';
 GRANT ALL PRIVILEGES ON loom_test.* TO 'loom'@'%';
 CREATE USER 'loomadmin'@'%' IDENTIFIED BY '$admin_pw';

@@ -1,0 +1,66 @@
+-- The MariaDB server the MySQL specs run against: LOOM_MYSQL_URL when set
+-- (with LOOM_MYSQL_ADMIN_URL and LOOM_MYSQL_DIR, as scripts/test.sh exports
+-- them), or else a throwaway server this process starts once and stops at
+-- exit. No server is a failure with the reason, never a silent skip.
+local M = {}
+
+local HERE = "spec/support/my_server.sh"
+
+local function sh(cmd)
+  local ok = os.execute(cmd)
+  if not ok then error("command failed: " .. cmd .. " (see the messages above)", 3) end
+end
+
+local function read(path)
+  local f = io.open(path)
+  if not f then return nil end
+  local s = f:read("l")
+  f:close()
+  return s
+end
+
+local function server()
+  -- Kept in the registry: busted's insulation resets package.loaded.
+  local reg = debug.getregistry()
+  local state = reg["loom.spec.mysql"]
+  if state then return state end
+  if os.getenv("LOOM_MYSQL_URL") then
+    local dir = os.getenv("LOOM_MYSQL_DIR")
+    state = { url = os.getenv("LOOM_MYSQL_URL"), admin_url = os.getenv("LOOM_MYSQL_ADMIN_URL"),
+              dir = dir, tls_url = dir and read(dir .. "/tls_url") }
+  else
+    local dir = os.tmpname()
+    os.remove(dir)
+    sh(("bash %s start %s"):format(HERE, dir))
+    state = { url = read(dir .. "/url"), admin_url = read(dir .. "/admin_url"),
+              tls_url = read(dir .. "/tls_url"), dir = dir, owned = true }
+    state.sentinel = setmetatable({}, { __gc = function()
+      os.execute(("bash %s stop %s"):format(HERE, dir))
+    end })
+  end
+  reg["loom.spec.mysql"] = state
+  return state
+end
+
+function M.url() return server().url end
+
+function M.admin_url()
+  local s = server()
+  if not s.admin_url then error("LOOM_MYSQL_ADMIN_URL is not set: the fault specs need an administrator", 2) end
+  return s.admin_url
+end
+
+function M.tls_url()
+  local s = server()
+  if not s.tls_url then error("the test server has no TLS certificate (openssl missing?)", 2) end
+  return s.tls_url
+end
+
+-- Stops and starts the server (same port and data): connections break.
+function M.restart()
+  local s = server()
+  if not s.dir then error("LOOM_MYSQL_DIR is not set: cannot restart a server this run did not start", 2) end
+  sh(("bash %s restart %s"):format(HERE, s.dir))
+end
+
+return M
