@@ -25,7 +25,16 @@
  * pays on every spawn. */
 static const char task_mt_key = 0;
 
+/* The methods have the task metatable as upvalue 1, so checking self is
+ * a pointer compare, not luaL_testudata's lookup by name. */
 static lm_task *check_task(lua_State *L, int arg) {
+  void *p = lua_touserdata(L, arg);
+  if (p != NULL && lua_getmetatable(L, arg)) {
+    int same = lua_rawequal(L, -1, lua_upvalueindex(1));
+    lua_pop(L, 1);
+    if (same)
+      return p;
+  }
   return lm_checkudata(L, arg, LM_TASK_MT, "loom.task");
 }
 
@@ -396,9 +405,12 @@ static const luaL_Reg task_methods[] = {
 
 void lm_open_task(lua_State *L) {
   if (luaL_newmetatable(L, LM_TASK_MT)) {
-    luaL_newlib(L, task_methods);
+    lua_newtable(L);
+    lua_pushvalue(L, -2);
+    luaL_setfuncs(L, task_methods, 1);
     lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, task_tostring);
+    lua_pushvalue(L, -1);
+    lua_pushcclosure(L, task_tostring, 1);
     lua_setfield(L, -2, "__tostring");
   }
   lua_rawsetp(L, LUA_REGISTRYINDEX, &task_mt_key);
