@@ -152,8 +152,15 @@ int loom_loop_poll(loom_loop_t *loop, int64_t timeout_ms) {
   if (timeout_ms != 0 && loop->expecting > 0 && spin_for_posts(loop))
     return 1;
   loop->last_run_ns = uv_hrtime();
-  if (timeout_ms == 0)
-    return uv_run(&loop->uv, UV_RUN_NOWAIT);
+  if (timeout_ms == 0) {
+    /* uv_run does not poll a loop with no referenced work, yet a wake-up
+     * may be pending on its fd: left there, it keeps the fd readable and
+     * a host that polls the fd spins. Never blocks: this poll is NOWAIT. */
+    uv_ref((uv_handle_t *)&loop->wakeup);
+    uv_run(&loop->uv, UV_RUN_NOWAIT);
+    uv_unref((uv_handle_t *)&loop->wakeup);
+    return uv_loop_alive(&loop->uv);
+  }
   if (timeout_ms > 0)
     uv_timer_start(&loop->poll_timer, poll_timer_cb, (uint64_t)timeout_ms, 0);
   int alive = uv_run(&loop->uv, UV_RUN_ONCE);

@@ -18,8 +18,12 @@ void loom_timer_init(loom_timer_t *t, loom_timer_cb cb, void *data) {
   t->data = data;
 }
 
+/* A binary heap is not stable by itself: without the arming order as a
+ * tie-break, timers sharing a deadline (armed within one tick of a coarse
+ * clock) would fire in whatever order the sifting left them. */
 static int before(const loom_timer_t *a, const loom_timer_t *b) {
-  return a->due_ns < b->due_ns;
+  return a->due_ns < b->due_ns ||
+         (a->due_ns == b->due_ns && a->seq < b->seq);
 }
 
 static void place(loom_loop_t *loop, unsigned i, loom_timer_t *t) {
@@ -117,6 +121,7 @@ int loom_timer_start(loom_loop_t *loop, loom_timer_t *t, uint64_t delay_ns) {
     loop->heap_cap = cap;
   }
   t->due_ns = uv_hrtime() + delay_ns;
+  t->seq = loop->timer_seq++;
   loop->heap[loop->heap_len++] = t;
   sift_up(loop, loop->heap_len - 1);
   if (t->pos == 1)

@@ -1,0 +1,460 @@
+-- The SQLite driver: the database API on files and in memory, its worker
+-- threads, one writer beside parallel readers, interruption, change
+-- streams, and the ways a file can be wrong.
+local loom = require "loom"
+
+local build = os.getenv("LOOM_BUILD_DIR") or "build"
+
+local function tmpfile()
+  local path = os.tmpname()
+  os.remove(path)
+  return path .. ".db"
+end
+
+local function remove_db(path)
+  os.remove(path); os.remove(path .. "-wal"); os.remove(path .. "-shm"); os.remove(path .. "-journal")
+end
+
+-- A slow statement that only burns CPU on the worker thread (~1 s per 10M).
+local SLOW = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < ?) SELECT count(*) FROM c"
+
+describe("sqlite", function()
+  local path, db
+  before_each(function()
+    path = tmpfile()
+    db = loom.db.open("sqlite:" .. path)
+  end)
+  after_each(function()
+    db:close()
+    collectgarbage()
+    remove_db(path)
+  end)
+
+  it("maps types both ways: integers, reals, text, blobs with NUL bytes, NULL", function()
+    loom.run(function()
+      db:exec("CREATE TABLE v (i INTEGER, r REAL, t TEXT, b BLOB, n INTEGER)")
+      local blob = "a\0b\255\0"
+      db:exec("INSERT INTO v VALUES (?, ?, ?, ?, ?)", math.maxinteger, 0.25, "héllo", blob, loom.null)
+      local row = db:first("SELECT * FROM v")
+      assert.equal(math.maxinteger, row.i)
+      assert.equal("integer", math.type(row.i))
+      assert.equal(0.25, row.r)
+      assert.equal("héllo", row.t)
+      assert.equal(blob, row.b)
+      assert.equal(loom.null, row.n)
+      -- nil and booleans go in as NULL and 1/0
+      db:exec("DELETE FROM v")
+      db:exec("INSERT INTO v (i, n) VALUES (?, ?)", true, nil)
+      row = db:first("SELECT i, n FROM v")
+      assert.equal(1, row.i)
+      assert.equal(loom.null, row.n)
+    end)
+  end)
+
+  it("exec reports affected rows and the last insert id; query reports columns", function()
+    loom.run(function()
+      db:exec("CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT)")
+      local n, id = db:exec("INSERT INTO t (name) VALUES (?)", "a")
+      assert.equal(1, n)
+      assert.equal(1, id)
+      n, id = db:exec("INSERT INTO t (name) VALUES (?)", "b")
+      assert.equal(2, id)
+      assert.equal(2, (db:exec("UPDATE t SET name = name || '!'")))
+      local rows, info = db:query("SELECT id, name FROM t ORDER BY id")
+      assert.same({ "id", "name" }, info.columns)
+      assert.same({ { id = 1, name = "a!" }, { id = 2, name = "b!" } }, rows)
+      assert.equal(2, db:value("SELECT count(*) FROM t"))
+      assert.is_nil(db:first("SELECT * FROM t WHERE id = 99"))
+      assert.is_nil(db:value("SELECT id FROM t WHERE id = 99"))
+    end)
+  end)
+
+  it("raises query errors with SQLite's code, and argument errors before running", function()
+    loom.run(function()
+      db:exec("CREATE TABLE u (id INTEGER PRIMARY KEY, email TEXT UNIQUE)")
+      db:exec("INSERT INTO u (email) VALUES ('a@x')")
+      local ok, e = pcall(db.exec, db, "INSERT INTO u (email) VALUES ('a@x')")
+      assert.is_false(ok)
+      assert.equal("query", e.kind)
+      assert.equal("SQLITE_CONSTRAINT_UNIQUE", e.code)
+      assert.equal("sqlite", e.driver)
+      assert.truthy(tostring(e):find("UNIQUE constraint failed", 1, true))
+      ok, e = pcall(db.query, db, "SELEC 1")
+      assert.equal("query", e.kind)
+      assert.equal("SQLITE_ERROR", e.code)
+      assert.truthy(e.message:find("syntax error", 1, true))
+      ok, e = pcall(db.value, db, "SELECT ? + ?", 1)
+      assert.equal("argument", e.kind)
+      assert.truthy(e.message:find("takes 2 parameters", 1, true))
+      ok, e = pcall(db.value, db, "SELECT ?", {})
+      assert.equal("argument", e.kind)
+      assert.truthy(e.message:find("parameter 1 is a table", 1, true))
+      ok, e = pcall(db.exec, db, "SELECT 1; SELECT 2")
+      assert.equal("argument", e.kind)
+      assert.truthy(e.message:find("one statement", 1, true))
+      ok, e = pcall(db.listen, db, "ch")
+      assert.equal("argument", e.kind)
+      -- named and numbered parameters count as SQLite counts them
+      assert.equal(3, db:value("SELECT :a + :a + ?2", 1, 1))
+    end)
+  end)
+
+  it("streams rows in chunks, and an early break leaves the connection clean", function()
+    loom.run(function()
+      local n, sum = 0, 0
+      for row in db:rows("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 100000) SELECT x FROM c") do
+        n = n + 1
+        sum = sum + row.x
+      end
+      assert.equal(100000, n)
+      assert.equal(100000 * 100001 // 2, sum)
+      local seen = 0
+      for _ in db:rows("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT x FROM c") do
+        seen = seen + 1
+        if seen == 3 then break end
+      end
+      assert.equal(3, seen)
+      assert.equal(7, db:value("SELECT 7"))
+      local s = db:stats()
+      assert.equal(0, s.in_use)
+      -- an error in the middle of a stream is raised from the loop
+      local ok, e = pcall(function()
+        for _ in db:rows("SELECT 1 UNION ALL SELECT abs(-9223372036854775807 - 1)") do end
+      end)
+      assert.is_false(ok)
+      assert.equal("query", e.kind)
+    end)
+  end)
+
+  it("commits and rolls back transactions, with savepoints", function()
+    loom.run(function()
+      db:exec("CREATE TABLE acct (id INTEGER PRIMARY KEY, bal INTEGER)")
+      db:exec("INSERT INTO acct VALUES (1, 100), (2, 0)")
+      db:transaction(function(tx)
+        tx:exec("UPDATE acct SET bal = bal - 30 WHERE id = 1")
+        tx:exec("UPDATE acct SET bal = bal + 30 WHERE id = 2")
+      end)
+      assert.equal(70, db:value("SELECT bal FROM acct WHERE id = 1"))
+      local ok = pcall(db.transaction, db, function(tx)
+        tx:exec("UPDATE acct SET bal = 0")
+        error("changed my mind")
+      end)
+      assert.is_false(ok)
+      assert.equal(70, db:value("SELECT bal FROM acct WHERE id = 1"))
+      db:transaction(function(tx)
+        tx:exec("UPDATE acct SET bal = bal + 1 WHERE id = 1")
+        pcall(tx.savepoint, tx, function(sp)
+          sp:exec("UPDATE acct SET bal = 0 WHERE id = 1")
+          error("undo only this")
+        end)
+        -- a query through db inside the transaction uses the same connection
+        assert.equal(71, db:value("SELECT bal FROM acct WHERE id = 1"))
+      end)
+      assert.equal(71, db:value("SELECT bal FROM acct WHERE id = 1"))
+      -- read-only transactions run on a reader and cannot write
+      local ok2, e = pcall(db.transaction, db, function(tx)
+        assert.equal(71, tx:value("SELECT bal FROM acct WHERE id = 1"))
+        tx:exec("UPDATE acct SET bal = 0")
+      end, { read_only = true })
+      assert.is_false(ok2)
+      assert.equal("query", e.kind)
+      assert.equal(71, db:value("SELECT bal FROM acct WHERE id = 1"))
+    end)
+  end)
+
+  it("200 concurrent writer tasks lose no row and never see SQLITE_BUSY", function()
+    loom.run(function()
+      db:exec("CREATE TABLE w (id INTEGER PRIMARY KEY, task INTEGER, n INTEGER)")
+      local errors = {}
+      loom.group(function(g)
+       for t = 1, 200 do
+        g:spawn(function()
+          for n = 1, 5 do
+            local ok, e = pcall(function()
+              if n % 2 == 0 then
+                db:transaction(function(tx)
+                  tx:exec("INSERT INTO w (task, n) VALUES (?, ?)", t, n)
+                  loom.yield()
+                end)
+              else
+                db:exec("INSERT INTO w (task, n) VALUES (?, ?)", t, n)
+              end
+            end)
+            if not ok then errors[#errors + 1] = tostring(e) end
+            -- readers run beside the writer meanwhile
+            db:value("SELECT count(*) FROM w")
+          end
+        end)
+       end
+      end)
+      assert.same({}, errors)
+      assert.equal(1000, db:value("SELECT count(*) FROM w"))
+      assert.equal(200, db:value("SELECT count(DISTINCT task) FROM w"))
+    end)
+  end)
+
+  it("runs a slow statement on a worker thread while the loop keeps ticking", function()
+    loom.run(function()
+      local ticks = 0
+      local ticker = loom.spawn(function()
+        while true do loom.sleep(0.01); ticks = ticks + 1 end
+      end)
+      local started = loom.now()
+      assert.equal(3000000, db:value(SLOW, 3000000))
+      local took = loom.now() - started
+      ticker:cancel()
+      -- The ticker ran all along: at least a third of the ticks it could have.
+      assert.is_true(ticks >= math.floor(took / 0.01 / 3), ("%d ticks in %.2f s"):format(ticks, took))
+      assert.is_true(ticks >= 3)
+    end)
+  end)
+
+  it("interrupts a statement on timeout and cancel; the connection comes back clean", function()
+    loom.run(function()
+      local started = loom.now()
+      local ok, e = pcall(loom.timeout, 0.1, db.value, db, SLOW, 500000000)
+      assert.is_false(ok)
+      assert.equal("timeout", e.kind)
+      assert.is_true(loom.now() - started < 2, "interrupted, not run to the end")
+      assert.equal(1, db:value("SELECT 1"))
+      -- task:cancel interrupts too, inside a write transaction
+      db:exec("CREATE TABLE k (x INTEGER)")
+      local t = loom.spawn(function()
+        db:transaction(function(tx)
+          tx:exec("INSERT INTO k VALUES (1)")
+          tx:value(SLOW, 500000000)
+        end)
+      end)
+      loom.sleep(0.1)
+      t:cancel()
+      local ok2, e2 = pcall(t.join, t)
+      assert.is_false(ok2)
+      assert.equal("cancelled", e2.kind)
+      -- rolled back, and the writer is free again
+      assert.equal(0, db:value("SELECT count(*) FROM k"))
+      db:exec("INSERT INTO k VALUES (2)")
+      assert.equal(1, db:value("SELECT count(*) FROM k"))
+      assert.equal(0, db:stats().in_use)
+    end)
+  end)
+
+  it("insert_many inserts array and keyed rows in one transaction, all or nothing", function()
+    loom.run(function()
+      db:exec("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL, price REAL, note TEXT)")
+      local rows = {}
+      for i = 1, 10000 do
+        rows[i] = i % 2 == 0 and { i, "item\t" .. i, i / 4, loom.null }
+                 or { id = i, name = "item\n" .. i, price = i / 4 }
+      end
+      assert.equal(10000, db:insert_many("items", { "id", "name", "price", "note" }, rows))
+      assert.equal(10000, db:value("SELECT count(*) FROM items"))
+      assert.equal("item\t2", db:value("SELECT name FROM items WHERE id = 2"))
+      assert.equal("item\n3", db:value("SELECT name FROM items WHERE id = 3"))
+      assert.equal(loom.null, db:value("SELECT note FROM items WHERE id = 3"))
+      -- a failing row rolls the whole call back and says which row
+      local bad = { { 20001, "ok" }, { 20002, loom.null }, { 20003, "ok" } }
+      local ok, e = pcall(db.insert_many, db, "items", { "id", "name" }, bad)
+      assert.is_false(ok)
+      assert.equal("query", e.kind)
+      assert.equal(2, e.row)
+      assert.equal(0, db:value("SELECT count(*) FROM items WHERE id > 20000"))
+      ok, e = pcall(db.insert_many, db, "items", { "id", "name" }, { { 1, {} } })
+      assert.equal("argument", e.kind)
+    end)
+  end)
+
+  it("db:lock is a named lock of the handle, with a timeout, released on error", function()
+    loom.run(function()
+      local inside, most = 0, 0
+      loom.each({ 1, 2, 3, 4, 5 }, function()
+        db:lock("jobs", function()
+          inside = inside + 1
+          most = math.max(most, inside)
+          loom.sleep(0.01)
+          inside = inside - 1
+        end)
+      end)
+      assert.equal(1, most)
+      local ok = pcall(db.lock, db, "jobs", function() error("boom") end)
+      assert.is_false(ok)
+      local holder = loom.spawn(function() db:lock(42, function() loom.sleep(0.3) end) end)
+      loom.sleep(0.02)
+      local ok2, e = pcall(db.lock, db, 42, function() end, { timeout = 0.05 })
+      assert.is_false(ok2)
+      assert.equal("timeout", e.kind)
+      holder:join()
+      assert.equal("free", db:lock(42, function() return "free" end))
+    end)
+  end)
+
+  it("db:changes streams committed writes, never rolled-back ones", function()
+    loom.run(function()
+      db:exec("CREATE TABLE c (id INTEGER PRIMARY KEY, v TEXT)")
+      local ch = db:changes()
+      db:exec("INSERT INTO c (v) VALUES ('a')")
+      db:transaction(function(tx)
+        tx:exec("UPDATE c SET v = 'b' WHERE id = 1")
+        tx:exec("INSERT INTO c (v) VALUES ('c')")
+        -- nothing is sent before the commit
+        assert.equal(1, #ch)
+      end)
+      pcall(db.transaction, db, function(tx)
+        tx:exec("DELETE FROM c")
+        error("roll back")
+      end)
+      db:exec("DELETE FROM c WHERE id = 2")
+      local got = {}
+      while #ch > 0 do
+        local e = ch:recv()
+        got[#got + 1] = ("%s %s %d"):format(e.op, e.table, e.rowid)
+      end
+      assert.same({ "insert c 1", "update c 1", "insert c 2", "delete c 2" }, got)
+      -- a subscriber that falls behind hears of the gap
+      local small = db:changes({ buffer = 2 })
+      db:insert_many("c", { "v" }, { { "x" }, { "y" }, { "z" } })
+      assert.equal("insert", small:recv().op)
+      assert.equal("insert", small:recv().op)
+      db:exec("INSERT INTO c (v) VALUES ('w')")
+      assert.is_true(small:recv().gap)
+      small:close()
+      ch:close()
+    end)
+  end)
+
+  it("acquire and with pin one connection; stats count both pools", function()
+    loom.run(function()
+      db:exec("CREATE TABLE s (x INTEGER)")
+      do
+        local s <close> = db:acquire()
+        s:exec("CREATE TEMP TABLE mine (x INTEGER)")
+        s:exec("INSERT INTO mine VALUES (1)")
+        -- the same connection serves db calls from this task meanwhile
+        assert.equal(1, db:value("SELECT count(*) FROM mine"))
+      end
+      assert.equal(3, db:with(function(s) return s:value("SELECT 1 + 2") end))
+      local st = db:stats()
+      for _, k in ipairs({ "total", "idle", "in_use", "waiting", "acquired", "timeouts", "created", "closed", "wait_time" }) do
+        assert.is_not_nil(st[k], k)
+      end
+      assert.is_true(st.total >= 1)
+      assert.equal(0, st.in_use)
+    end)
+  end)
+end)
+
+describe("sqlite files and memory", function()
+  it("sqlite::memory: is one database for every connection of the handle", function()
+    local db = loom.db.open("sqlite::memory:", { pool = { readers = 3 } })
+    local other = loom.db.open("sqlite::memory:")
+    loom.run(function()
+      db:exec("CREATE TABLE m (x INTEGER)")
+      db:insert_many("m", { "x" }, { { 1 }, { 2 }, { 3 } })
+      local counts = loom.map({ 1, 2, 3, 4, 5, 6 }, function() return db:value("SELECT sum(x) FROM m") end)
+      for i = 1, 6 do assert.equal(6, counts[i]) end
+      -- another handle's memory database is another database
+      local ok, e = pcall(other.value, other, "SELECT count(*) FROM m")
+      assert.is_false(ok)
+      assert.truthy(e.message:find("no such table", 1, true))
+    end)
+    db:close()
+    other:close()
+  end)
+
+  it("a path that cannot be opened is a clear connection error", function()
+    local db = loom.db.open("sqlite:/nonexistent-dir/sub/x.db", { pool = { acquire_timeout = 2 } })
+    local ok, e = pcall(function() return loom.run(function() return db:value("SELECT 1") end) end)
+    assert.is_false(ok)
+    assert.equal("connection", e.kind)
+    assert.truthy(e.message:find("cannot open the database", 1, true), e.message)
+    db:close()
+  end)
+
+  it("a file that is not a database is a clear connection error", function()
+    local path = tmpfile()
+    local f = assert(io.open(path, "wb"))
+    f:write(("this is not a database\n"):rep(500))
+    f:close()
+    local db = loom.db.open("sqlite:" .. path, { pool = { acquire_timeout = 2 } })
+    local ok, e = pcall(function() return loom.run(function() return db:value("SELECT 1") end) end)
+    assert.is_false(ok)
+    assert.equal("connection", e.kind)
+    assert.truthy(e.message:find("not a database", 1, true), e.message)
+    db:close()
+    remove_db(path)
+  end)
+
+  it("a read-only database reads and refuses writes with SQLITE_READONLY", function()
+    local path = tmpfile()
+    local rw = loom.db.open("sqlite:" .. path)
+    loom.run(function()
+      rw:exec("CREATE TABLE r (x INTEGER)")
+      rw:exec("INSERT INTO r VALUES (5)")
+    end)
+    rw:close()
+    collectgarbage()
+    local ro = loom.db.open("sqlite:file:" .. path .. "?mode=ro")
+    loom.run(function()
+      assert.equal(5, ro:value("SELECT x FROM r"))
+      local ok, e = pcall(ro.exec, ro, "INSERT INTO r VALUES (6)")
+      assert.is_false(ok)
+      assert.equal("query", e.kind)
+      assert.truthy(e.code:find("SQLITE_READONLY", 1, true), e.code)
+    end)
+    ro:close()
+    remove_db(path)
+  end)
+
+  it("a database locked by another process gives SQLITE_BUSY after the busy timeout", function()
+    local path = tmpfile()
+    local db = loom.db.open("sqlite:" .. path, { busy_timeout = 0.2 })
+    loom.run(function() db:exec("CREATE TABLE l (x INTEGER)") end)
+    local env = ("LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='%s/?.so;;'"):format(build)
+    local holder = io.popen(env .. " lua5.4 -e \"local loom = require 'loom'\n"
+      .. "local db = loom.db.open('sqlite:" .. path .. "')\n"
+      .. "loom.run(function() db:with(function(s) s:exec('BEGIN EXCLUSIVE'); s:exec('INSERT INTO l VALUES (1)')\n"
+      .. "io.write('locked\\n'); io.flush(); loom.sleep(1.5); s:exec('ROLLBACK') end) end)\" 2>&1")
+    assert.equal("locked", holder:read("l"))
+    loom.run(function()
+      local ok, e = pcall(db.exec, db, "INSERT INTO l VALUES (2)")
+      assert.is_false(ok)
+      assert.equal("query", e.kind)
+      assert.truthy(e.code:find("SQLITE_BUSY", 1, true), e.code)
+      -- readers are not blocked by the other process's write (WAL)
+      assert.equal(0, db:value("SELECT count(*) FROM l"))
+    end)
+    holder:close()
+    loom.run(function()
+      db:exec("INSERT INTO l VALUES (3)")
+      assert.equal(1, db:value("SELECT count(*) FROM l"))
+    end)
+    db:close()
+    remove_db(path)
+  end)
+
+  it("collecting a handle with statements in flight is safe", function()
+    local path = tmpfile()
+    local results = {}
+    loom.run(function()
+      do
+        local db = loom.db.open("sqlite:" .. path)
+        db:exec("CREATE TABLE g (x INTEGER)")
+        for i = 1, 6 do
+          loom.spawn(function() results[i] = db:value("SELECT ? + count(*) FROM g", i) end)
+        end
+        loom.spawn(function() pcall(db.value, db, SLOW, 2000000) end)
+      end
+      for _ = 1, 5 do collectgarbage(); loom.yield() end
+      loom.sleep(0.05)
+      collectgarbage()
+    end)
+    collectgarbage()
+    for i = 1, 6 do assert.equal(i, results[i]) end
+    remove_db(path)
+  end)
+
+  it("unknown schemes name the ones that exist", function()
+    local ok, e = pcall(loom.db.open, "sqlite:")
+    assert.is_false(ok)
+    assert.equal("argument", e.kind)
+  end)
+end)
