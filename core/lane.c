@@ -1,3 +1,5 @@
+#define _GNU_SOURCE
+#include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -63,6 +65,10 @@ static loom_job_t *take(loom_lane_t *lane) {
 static void lane_main(void *arg) {
   loom_lane_t *lane = arg;
   loom_job_t *job;
+#ifdef __linux__
+  /* Named, so top -H and profilers tell lanes from the loop thread. */
+  pthread_setname_np(pthread_self(), "loom-lane");
+#endif
   while ((job = take(lane)) != NULL) {
     job->work(job);
     job->post.cb = job_posted;
