@@ -23,6 +23,8 @@ typedef struct lm_db {
 
 /* User values of the db userdata. */
 #define DB_ON_CHANGES 1
+#define DB_SPARE 2      /* conn userdata given back by <close>, for reuse */
+#define SPARE_MAX 8
 
 typedef struct lm_conn {
   lm_ctx *ctx;
@@ -364,8 +366,10 @@ static int l_db_open(lua_State *L) {
     drv = &loom_mysql_driver;
   if (drv == NULL)
     return lm_error(L, "argument", "no driver named '%s'", driver);
-  lm_db *db = lua_newuserdatauv(L, sizeof *db, 1);
+  lm_db *db = lua_newuserdatauv(L, sizeof *db, 2);
   memset(db, 0, sizeof *db);
+  lua_newtable(L);
+  lua_setiuservalue(L, -2, DB_SPARE);
   db->ctx = ctx;
   db->driver = drv;
   db->closed = 1;
@@ -561,14 +565,37 @@ static int db_acquire(lua_State *L) {
   lm_db *db = check_db(L);
   int reading = lua_toboolean(L, 2);
   lua_settop(L, 1);
-  lm_conn *c = lua_newuserdatauv(L, sizeof *c, 2);
-  memset(c, 0, sizeof *c);
+  /* A statement borrows a conn object per call: reuse one given back
+   * rather than make garbage on every query. */
+  lm_conn *c = NULL;
+  lua_getiuservalue(L, 1, DB_SPARE);
+  lua_Integer spare = (lua_Integer)lua_rawlen(L, 2);
+  if (spare > 0) {
+    lua_rawgeti(L, 2, spare);
+    lua_pushnil(L);
+    lua_rawseti(L, 2, spare);
+    lua_remove(L, 2);
+    c = lua_touserdata(L, 2);
+    loom_value_t *params = c->params;
+    int params_cap = c->params_cap;
+    loom_db_stmt_t *stmts = c->stmts;
+    int nstmts = c->nstmts;
+    memset(c, 0, sizeof *c);
+    c->params = params;
+    c->params_cap = params_cap;
+    c->stmts = stmts;
+    c->nstmts = nstmts;
+  } else {
+    lua_settop(L, 1);
+    c = lua_newuserdatauv(L, sizeof *c, 2);
+    memset(c, 0, sizeof *c);
+    luaL_setmetatable(L, LM_CONN_MT);
+    lua_pushvalue(L, 1);
+    lua_setiuservalue(L, 2, CONN_DB);
+  }
   c->ctx = db->ctx;
   c->db = db;
   c->pool = reading && db->readers ? db->readers : db->pool;
-  luaL_setmetatable(L, LM_CONN_MT);
-  lua_pushvalue(L, 1);
-  lua_setiuservalue(L, 2, CONN_DB);
   c->preq.cb = pool_done;
   c->preq.data = c;
   int r = loom_pool_acquire(c->pool, &c->preq);
@@ -606,9 +633,26 @@ static int conn_release(lua_State *L) {
   return 0;
 }
 
+/* __close: only DB:_run's borrowed conns are closed this way, and nothing
+ * keeps them after, so an idle one goes back to the db's spares. */
 static int conn_release_close(lua_State *L) {
   lm_conn *c = lm_checkudata(L, 1, LM_CONN_MT, "loom.db.conn");
   give_back(c, 0);
+  if (c->waiting || c->req.active || loom_waiter_queued(&c->preq.waiter) || c->db->closed)
+    return 0;
+  loom_db_result_free(c->req.result);
+  c->req.result = NULL;
+  loom_db_error_clear(&c->req.err);
+  lua_settop(L, 1);
+  lua_pushnil(L);
+  lua_setiuservalue(L, 1, CONN_ANCHOR);
+  lua_getiuservalue(L, 1, CONN_DB);
+  lua_getiuservalue(L, 2, DB_SPARE);
+  lua_Integer n = (lua_Integer)lua_rawlen(L, 3);
+  if (n < SPARE_MAX) {
+    lua_pushvalue(L, 1);
+    lua_rawseti(L, 3, n + 1);
+  }
   return 0;
 }
 
@@ -1103,8 +1147,10 @@ static int copy_done_k(lua_State *L, int status, lua_KContext kctx) {
     req->result = NULL;
     return raise_db_error(L, c->db, req->status, &req->err, NULL);
   }
-  if (req->more)
+  if (req->more) {
+    lm_copy_chunk_free(L, 2); /* libpq has taken it */
     return 0; /* ready for (more) data */
+  }
   loom_db_result_t *r = req->result;
   req->result = NULL;
   lua_pushinteger(L, r ? r->affected : 0);
@@ -1133,7 +1179,9 @@ static int conn_copy(lua_State *L) {
 static int conn_copy_data(lua_State *L) {
   lm_conn *c = check_conn(L);
   size_t len = 0;
-  const char *buf = lua_isnoneornil(L, 2) ? "" : luaL_checklstring(L, 2, &len);
+  const char *buf = lua_isnoneornil(L, 2) ? "" : lm_copy_chunk(L, 2, &len);
+  if (buf == NULL)
+    return luaL_typeerror(L, 2, "string or COPY chunk");
   lua_settop(L, 2);
   if (!c->req.active || c->req.op != LOOM_DB_COPY_IN)
     return lm_error(L, "usage", "no COPY in progress on this connection");
