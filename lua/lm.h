@@ -179,6 +179,10 @@ void lm_new_class(lua_State *L, const char *name, const luaL_Reg *methods,
 /* db.c */
 void lm_open_db(lua_State *L);
 extern const luaL_Reg lm_db_funcs[], lm_copy_funcs[], lm_listen_funcs[];
+/* A chunk of COPY text from core._copy_format (or a string) at idx: its
+ * bytes, or NULL if idx is neither; _free releases a chunk's bytes early. */
+const char *lm_copy_chunk(lua_State *L, int idx, size_t *len);
+void lm_copy_chunk_free(lua_State *L, int idx);
 void lm_open_listen(lua_State *L);
 
 /* scope.c */
