@@ -11,6 +11,7 @@ packages=(
   libmariadb-dev                      # the MySQL/MariaDB driver
   lua-busted luarocks                 # tests and install checks
   postgresql postgresql-contrib       # the test server (contrib has pgbench)
+  openssl                             # throwaway TLS certificates for the test servers
   mariadb-server mariadb-client       # the MariaDB test server (and mariadb-slap)
 )
 if [ "${LOOM_DEPS_BENCH:-}" = 1 ]; then
