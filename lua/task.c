@@ -63,6 +63,38 @@ static void live_remove(lm_ctx *ctx, lm_task *t) {
   t->live_prev = t->live_next = NULL;
 }
 
+/* Message handler of a task's body: the traceback of where it failed,
+ * taken before the stack unwinds. A cancellation needs none. */
+static int task_trace(lua_State *co) {
+  lm_ctx *ctx = lm_ctx_get(co);
+  lm_task *t = ctx ? ctx->current : NULL;
+  if (t && t->ref != LUA_NOREF && !lm_is_error_kind(co, 1, "cancelled")) {
+    lua_rawgeti(co, LUA_REGISTRYINDEX, t->ref);
+    luaL_traceback(co, co, NULL, 1);
+    lua_setiuservalue(co, -2, LM_TASK_TRACEBACK);
+    lua_pop(co, 1);
+  }
+  lua_settop(co, 1);
+  return 1;
+}
+
+static int body_done(lua_State *co, int status, lua_KContext kctx) {
+  (void)kctx;
+  if (status != LUA_OK && status != LUA_YIELD)
+    return lua_error(co);
+  return lua_gettop(co) - 1;
+}
+
+/* What every task runs: fn(...) in a protected call inside the coroutine,
+ * so an error or a cancel unwinds there, and <close> handlers and cleanup
+ * may still wait (a shielded rollback, an unlock that talks to a server). */
+static int task_body(lua_State *co) {
+  int nargs = lua_gettop(co) - 1;
+  lua_pushcfunction(co, task_trace);
+  lua_insert(co, 1);
+  return body_done(co, lua_pcallk(co, nargs, LUA_MULTRET, 1, 0, body_done), 0);
+}
+
 lm_task *lm_spawn(lua_State *L, lm_ctx *ctx, int first, int n) {
   lm_task *t = lua_newuserdatauv(L, sizeof *t, 4);
   memset(t, 0, sizeof *t);
@@ -74,12 +106,13 @@ lm_task *lm_spawn(lua_State *L, lm_ctx *ctx, int first, int n) {
   lua_State *co = lua_newthread(L);
   lua_setiuservalue(L, -2, LM_TASK_CO);
   t->co = co;
-  if (!lua_checkstack(co, n))
+  if (!lua_checkstack(co, n + 2))
     lm_error(L, "argument", "too many arguments to spawn");
+  lua_pushcfunction(co, task_body);
   for (int i = 0; i < n; i++)
     lua_pushvalue(L, first + i);
   lua_xmove(L, co, n);
-  t->nargs = n - 1;
+  t->nargs = n;
   lua_pushvalue(L, -1);
   t->ref = luaL_ref(L, LUA_REGISTRYINDEX);
   t->live_next = ctx->live_head;
@@ -115,10 +148,13 @@ static void record_failure(lua_State *L, lm_task *t) {
   lua_pushvalue(co, -1);
   lua_xmove(co, L, 1);
   lua_setiuservalue(L, u, LM_TASK_ERROR);
-  if (!cancelled) {
+  /* The body's handler took the traceback where the error was raised;
+   * only an error that bypassed it (out of memory) gets one here. */
+  if (!cancelled && lua_getiuservalue(L, u, LM_TASK_TRACEBACK) != LUA_TSTRING) {
     luaL_traceback(L, co, NULL, 0);
     lua_setiuservalue(L, u, LM_TASK_TRACEBACK);
   }
+  lua_settop(L, u);
   /* Run pending <close> handlers as the task itself (a mutex checks who
    * unlocks it); an error in one replaces the original, as it would in a
    * protected call. */
