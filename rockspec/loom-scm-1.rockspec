@@ -5,12 +5,12 @@ source = {
    url = "git+file:///dev/null", -- built from a checkout: luarocks make
 }
 description = {
-   summary = "Tasks, channels, structured concurrency and async PostgreSQL for Lua 5.4",
+   summary = "Tasks, channels, structured concurrency and async databases for Lua 5.4",
    detailed = [[
 loom gives Lua 5.4 scripts an event loop (libuv), tasks, channels, select,
-structured concurrency, sync primitives, pipelines and an asynchronous
-PostgreSQL driver with a connection pool. Calls that wait read like calls
-that block and yield to the loop instead.
+structured concurrency, sync primitives, pipelines and asynchronous
+PostgreSQL, MySQL/MariaDB and SQLite drivers with a connection pool. Calls
+that wait read like calls that block and yield to the loop instead.
 ]],
    license = "MIT",
 }
@@ -20,6 +20,8 @@ dependencies = {
 external_dependencies = {
    LIBUV = { header = "uv.h" },
    LIBPQ = { header = "postgresql/libpq-fe.h" },
+   SQLITE = { header = "sqlite3.h" },
+   MARIADB = { header = "mariadb/mysql.h" },
 }
 build = {
    type = "cmake",
