@@ -196,6 +196,16 @@ struct loom_db_driver {
    * last call while c->track_changes was set: *out is one malloc'd block
    * (array and strings) for the caller to free. Returns the count. */
   int (*take_changes)(loom_db_conn_t *c, loom_db_change_t **out);
+  /* Optional. Runs a LOOM_DB_QUERY on c beside other shared requests: they
+   * queue on the connection and run in order, each completing through its
+   * own callback. For drivers whose connections have a queue of their own
+   * (SQLite's worker thread), so several tasks' reads keep it busy with no
+   * gap between statements. c->req stays NULL meanwhile. */
+  int (*start_shared)(loom_db_conn_t *c, loom_db_req_t *req);
+  /* Stops one shared request, and only that one. */
+  int (*cancel_shared)(loom_db_conn_t *c, loom_db_req_t *req);
+  /* Shared requests not completed yet. */
+  int (*shared_pending)(loom_db_conn_t *c);
 };
 
 /* Fields every driver's connection starts with. */

@@ -48,6 +48,17 @@ typedef struct sq_row {
 enum job_kind { J_OPEN, J_QUERY, J_STREAM_START, J_STREAM_MORE, J_STREAM_END, J_BATCH,
                 J_RESET, J_PING, J_CLOSE };
 
+/* A shared request's own job: its outcome travels in it, not in the conn. */
+typedef struct sq_shared {
+  loom_job_t job;
+  struct sq_conn *c;
+  loom_db_req_t *req;
+  _Atomic int cancelled;
+  int status;
+  loom_db_error_t err;
+  sq_result *result;
+} sq_shared;
+
 typedef struct sq_conn {
   loom_db_conn_t base;
   loom_lane_t *lane;
@@ -78,6 +89,8 @@ typedef struct sq_conn {
   /* changes: pending until commit (lane side), then committed */
   sq_changes pending, committed;
   int closing;
+  int shared_out;                  /* shared jobs submitted, not yet done */
+  _Atomic int *_Atomic stop_flag;  /* the running shared job's cancel flag */
 } sq_conn;
 
 static uint64_t hash_sql(const char *s, size_t len) {
@@ -351,6 +364,12 @@ static int exec_sql(sq_conn *c, const char *sql) {
   return 0;
 }
 
+static int stop_requested(void *arg) {
+  sq_conn *c = arg;
+  _Atomic int *flag = atomic_load_explicit(&c->stop_flag, memory_order_acquire);
+  return flag && atomic_load_explicit(flag, memory_order_relaxed);
+}
+
 static void do_open(sq_conn *c) {
   int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_URI;
   int rc = sqlite3_open_v2(c->path, &c->db, flags, NULL);
@@ -366,6 +385,9 @@ static void do_open(sq_conn *c) {
   }
   sqlite3_extended_result_codes(c->db, 1);
   sqlite3_busy_timeout(c->db, c->busy_ms);
+  /* Stops one shared statement without touching the others queued on this
+   * connection (sqlite3_interrupt would hit whatever runs at that moment). */
+  sqlite3_progress_handler(c->db, 1000, stop_requested, c);
   /* Reading the schema proves this is a database (a corrupt or foreign file
    * fails here, not at the first query), and WAL lets readers run beside
    * the writer. */
@@ -641,7 +663,8 @@ static void lane_done(loom_job_t *job) {
       loom_db_error_set(&c->err, NULL, "the connection was closed");
       complete(c, LOOM_ECLOSED);
     }
-    submit(c, J_CLOSE);
+    if (c->shared_out == 0)
+      submit(c, J_CLOSE);
     return;
   }
   loom_db_req_t *req = c->base.req;
@@ -731,6 +754,91 @@ static int sq_copy_data(loom_db_conn_t *base, loom_db_req_t *req, const char *bu
   return LOOM_EDB_ARGUMENT;
 }
 
+/* ---- shared requests ------------------------------------------------------- */
+
+static void shared_work(loom_job_t *job) {
+  sq_shared *sh = job->data;
+  sq_conn *c = sh->c;
+  loom_db_req_t *req = sh->req;
+  if (atomic_load(&sh->cancelled) || c->db == NULL) {
+    sh->status = LOOM_ECANCELED;
+    loom_db_error_set(&sh->err, NULL, "cancelled before it ran");
+    return;
+  }
+  /* The conn's outcome fields are this job's scratch: keep what an
+   * exclusive job before it left for the loop thread to read. */
+  int saved_status = c->status;
+  loom_db_error_t saved_err = c->err;
+  memset(&c->err, 0, sizeof c->err);
+  atomic_store_explicit(&c->stop_flag, &sh->cancelled, memory_order_release);
+  c->status = 0;
+  sh->result = run_one(c, req->sql, req->sql_len, req->params, req->nparams, req->cache);
+  atomic_store_explicit(&c->stop_flag, NULL, memory_order_release);
+  sh->status = c->status;
+  sh->err = c->err;
+  c->status = saved_status;
+  c->err = saved_err;
+}
+
+static void shared_done(loom_job_t *job) {
+  sq_shared *sh = job->data;
+  sq_conn *c = sh->c;
+  loom_db_req_t *req = sh->req;
+  c->shared_out--;
+  req->status = sh->status;
+  req->err = sh->err;
+  req->result = sh->result ? &sh->result->base : NULL;
+  req->more = 0;
+  req->active = 0;
+  free(sh);
+  req->driver_data = NULL;
+  req->cb(req);
+  if (c->closing && c->shared_out == 0 && !c->job_out)
+    submit(c, J_CLOSE);
+}
+
+static int sq_start_shared(loom_db_conn_t *base, loom_db_req_t *req) {
+  sq_conn *c = (sq_conn *)base;
+  if (c->closing || c->db == NULL) {
+    loom_db_error_set(&req->err, NULL, "the connection is closed");
+    return req->status = LOOM_EDB_CONNECTION;
+  }
+  if (req->op != LOOM_DB_QUERY) {
+    loom_db_error_set(&req->err, NULL, "only single statements run shared");
+    return req->status = LOOM_EDB_ARGUMENT;
+  }
+  sq_shared *sh = calloc(1, sizeof *sh);
+  if (sh == NULL) {
+    loom_db_error_set(&req->err, NULL, "out of memory");
+    return req->status = LOOM_ENOMEM;
+  }
+  sh->c = c;
+  sh->req = req;
+  sh->job.work = shared_work;
+  sh->job.done = shared_done;
+  sh->job.data = sh;
+  req->conn = base;
+  req->status = 0;
+  req->result = NULL;
+  req->more = 0;
+  req->active = 1;
+  req->driver_data = sh;
+  base->last_used_ns = loom_now_ns();
+  c->shared_out++;
+  loom_lane_submit(c->lane, &sh->job);
+  return 0;
+}
+
+static int sq_cancel_shared(loom_db_conn_t *base, loom_db_req_t *req) {
+  (void)base;
+  sq_shared *sh = req->driver_data;
+  if (req->active && sh)
+    atomic_store(&sh->cancelled, 1);
+  return 0;
+}
+
+static int sq_shared_pending(loom_db_conn_t *base) { return ((sq_conn *)base)->shared_out; }
+
 static int sq_cancel(loom_db_conn_t *base) {
   sq_conn *c = (sq_conn *)base;
   loom_db_req_t *req = base->req;
@@ -764,8 +872,8 @@ static void sq_close(loom_db_conn_t *base) {
   if (c->closing)
     return;
   c->closing = 1;
-  if (c->job_out) {
-    /* The answer to the running job closes the connection after it. */
+  if (c->job_out || c->shared_out) {
+    /* The answer to the last job out closes the connection after it. */
     if (c->db)
       sqlite3_interrupt(c->db);
     return;
@@ -896,4 +1004,7 @@ const loom_db_driver_t loom_sqlite_driver = {
   loom__sq_param_count,
   "?",
   sq_take_changes,
+  sq_start_shared,
+  sq_cancel_shared,
+  sq_shared_pending,
 };

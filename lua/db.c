@@ -12,6 +12,8 @@
 #define LM_CONN_MT "loom.db.conn"
 #define LM_NULL_MT "loom.null"
 
+#define LEASES_MAX 16
+
 typedef struct lm_db {
   lm_ctx *ctx;
   loom_pool_t *pool;      /* every connection, or SQLite's one writer */
@@ -19,6 +21,12 @@ typedef struct lm_db {
   const loom_db_driver_t *driver;
   int closed;
   int track_changes;      /* db:changes() has subscribers */
+  /* SQLite: reader connections kept out of the pool for single-statement
+   * reads of any task, which queue on them (driver start_shared). */
+  int lease_target;
+  int nleases;
+  loom_db_conn_t *leases[LEASES_MAX];
+  int lease_inflight[LEASES_MAX];
 } lm_db;
 
 /* User values of the db userdata. */
@@ -30,6 +38,7 @@ typedef struct lm_conn {
   lm_ctx *ctx;
   lm_db *db;
   loom_pool_t *pool;      /* the pool conn comes from */
+  int lease;              /* >= 0: conn is that shared lease, not pool-owned */
   loom_db_conn_t *conn;   /* NULL until acquired and after release */
   loom_pool_req_t preq;
   loom_db_req_t req;
@@ -387,7 +396,14 @@ static int l_db_open(lua_State *L) {
     lua_pop(L, 1);
     if (db->pool && cfg.max > 0 && !(lua_type(L, 3) == LUA_TTABLE && opt_int(L, 3, "readers", 1) == 0)) {
       loom_pool_config_t rcfg = cfg;
-      rcfg.max = lua_type(L, 3) == LUA_TTABLE ? opt_int(L, 3, "readers", 2) : 2;
+      int readers = lua_type(L, 3) == LUA_TTABLE ? opt_int(L, 3, "readers", 2) : 2;
+      if (readers > LEASES_MAX)
+        readers = LEASES_MAX;
+      /* `readers` connections serve single reads shared by every task; two
+       * more serve streams and read-only transactions, which need one
+       * connection to themselves. */
+      db->lease_target = db->driver->start_shared ? readers : 0;
+      rcfg.max = readers + 2;
       if (rcfg.min > rcfg.max)
         rcfg.min = rcfg.max;
       lua_pushfstring(L, "%s\nrole=reader", conninfo);
@@ -413,6 +429,9 @@ static void close_pools(lm_db *db) {
   db->closed = 1;
   if (db->ctx->closed)
     return;
+  for (int i = 0; i < db->nleases; i++)
+    loom_pool_release(db->readers, db->leases[i]);
+  db->nleases = 0;
   loom_pool_close(db->pool);
   if (db->readers)
     loom_pool_close(db->readers);
@@ -485,6 +504,11 @@ static int db_stats(lua_State *L) {
       s.closed += r.closed;
       s.failed_connects += r.failed_connects;
       s.wait_ns += r.wait_ns;
+      for (int i = 0; i < db->nleases; i++)
+        if (db->lease_inflight[i] == 0) {
+          s.in_use--;
+          s.idle++;
+        }
     }
   }
   lua_createtable(L, 0, 12);
@@ -560,13 +584,11 @@ static int acquire_k(lua_State *L, int status, lua_KContext kctx) {
   return acquired(L, c);
 }
 
-/* db:_acquire([for_reading]) -> conn; SQLite serves reads beside writes */
-static int db_acquire(lua_State *L) {
-  lm_db *db = check_db(L);
-  int reading = lua_toboolean(L, 2);
+/* Pushes a conn object for db (at index 1) as index 2. A statement
+ * borrows one per call: reuse one given back rather than make garbage on
+ * every query. */
+static lm_conn *push_conn_object(lua_State *L, lm_db *db) {
   lua_settop(L, 1);
-  /* A statement borrows a conn object per call: reuse one given back
-   * rather than make garbage on every query. */
   lm_conn *c = NULL;
   lua_getiuservalue(L, 1, DB_SPARE);
   lua_Integer spare = (lua_Integer)lua_rawlen(L, 2);
@@ -595,6 +617,15 @@ static int db_acquire(lua_State *L) {
   }
   c->ctx = db->ctx;
   c->db = db;
+  c->lease = -1;
+  return c;
+}
+
+/* db:_acquire([for_reading]) -> conn; SQLite serves reads beside writes */
+static int db_acquire(lua_State *L) {
+  lm_db *db = check_db(L);
+  int reading = lua_toboolean(L, 2);
+  lm_conn *c = push_conn_object(L, db);
   c->pool = reading && db->readers ? db->readers : db->pool;
   c->preq.cb = pool_done;
   c->preq.data = c;
@@ -608,11 +639,91 @@ static int db_acquire(lua_State *L) {
   return lm_wait_begin(L, w, acquire_k);
 }
 
+/* ---- shared reads (SQLite) ------------------------------------------------------ */
+
+static void give_back(lm_conn *c, int discard);
+
+static void drop_idle_broken_leases(lm_db *db) {
+  for (int i = 0; i < db->nleases; i++) {
+    if (db->leases[i]->broken && db->lease_inflight[i] == 0) {
+      loom_pool_discard(db->readers, db->leases[i]);
+      db->nleases--;
+      db->leases[i] = db->leases[db->nleases];
+      db->lease_inflight[i] = db->lease_inflight[db->nleases];
+      i--;
+    }
+  }
+}
+
+/* db:_want_lease() -> true when one more shared reader would help: none is
+ * idle and there are fewer than the target. */
+static int db_want_lease(lua_State *L) {
+  lm_db *db = check_db(L);
+  drop_idle_broken_leases(db);
+  int want = !db->closed && db->nleases < db->lease_target;
+  for (int i = 0; want && i < db->nleases; i++)
+    if (db->lease_inflight[i] == 0)
+      want = 0;
+  lua_pushboolean(L, want);
+  return 1;
+}
+
+/* db:_lease(conn): the connection conn holds becomes a shared reader. */
+static int db_lease(lua_State *L) {
+  lm_db *db = check_db(L);
+  lm_conn *c = lm_checkudata(L, 2, LM_CONN_MT, "loom.db.conn");
+  if (c->conn == NULL || c->lease >= 0)
+    return 0;
+  if (db->closed || db->nleases >= db->lease_target || c->pool != db->readers) {
+    give_back(c, 0);
+    return 0;
+  }
+  db->leases[db->nleases] = c->conn;
+  db->lease_inflight[db->nleases] = 0;
+  db->nleases++;
+  c->conn = NULL;
+  return 0;
+}
+
+/* db:_shared() -> conn on the least busy shared reader, or nil if none. */
+static int db_shared(lua_State *L) {
+  lm_db *db = check_db(L);
+  drop_idle_broken_leases(db);
+  int best = -1;
+  for (int i = 0; i < db->nleases; i++)
+    if (!db->leases[i]->broken && (best < 0 || db->lease_inflight[i] < db->lease_inflight[best]))
+      best = i;
+  if (best < 0 || db->closed) {
+    lua_pushnil(L);
+    return 1;
+  }
+  lm_conn *c = push_conn_object(L, db);
+  c->pool = db->readers;
+  c->lease = best;
+  c->conn = db->leases[best];
+  db->lease_inflight[best]++;
+  return 1;
+}
+
 static void give_back(lm_conn *c, int discard) {
   if (c->conn == NULL)
     return;
   loom_db_conn_t *conn = c->conn;
   c->conn = NULL;
+  if (c->lease >= 0) {
+    int i = c->lease;
+    c->lease = -1;
+    if (c->req.active) {
+      /* Collected with its statement queued: it is stopped, and its
+       * completion finds nobody to tell. */
+      c->req.data = NULL;
+      if (!c->db->ctx->closed)
+        conn->driver->cancel_shared(conn, &c->req);
+    }
+    if (i < c->db->nleases && c->db->leases[i] == conn)
+      c->db->lease_inflight[i]--;
+    return;
+  }
   if (c->db->ctx->closed)
     return;
   if (conn->req) {
@@ -699,7 +810,10 @@ static int request_k(lua_State *L, lm_conn *c, lm_wait *w, lua_KFunction done_k)
   if (w->status == 0 || !c->req.active)
     return done_k(L, LUA_OK, 0);
   c->interrupted = w->status;
-  c->conn->driver->cancel(c->conn);
+  if (c->lease >= 0)
+    c->conn->driver->cancel_shared(c->conn, &c->req);
+  else
+    c->conn->driver->cancel(c->conn);
   lm_wait *drain = lm_wait_prepare_shielded(L, c->ctx);
   c->waiting = drain;
   if (!c->req.active)
@@ -729,7 +843,8 @@ static int start_request(lua_State *L, lm_conn *c, lua_KFunction k) {
   c->req.data = c;
   lm_wait *w = lm_wait_prepare(L, c->ctx);
   c->waiting = w;
-  int r = c->conn->driver->start(c->conn, &c->req);
+  const loom_db_driver_t *drv = c->conn->driver;
+  int r = c->lease >= 0 ? drv->start_shared(c->conn, &c->req) : drv->start(c->conn, &c->req);
   if (r != 0) {
     c->waiting = NULL;
     lm_wait_abort(w);
@@ -1241,6 +1356,9 @@ static const luaL_Reg db_methods[] = {
   {"_close", db_close},
   {"_stats", db_stats},
   {"_on_changes", db_on_changes},
+  {"_want_lease", db_want_lease},
+  {"_lease", db_lease},
+  {"_shared", db_shared},
   {NULL, NULL}
 };
 

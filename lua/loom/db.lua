@@ -143,6 +143,14 @@ return function(loom, core)
     local c = pinned(self)
     if not c then
       local reading = self.split and (method == "_query" or method == "_value") and only_reads((...))
+      if reading then
+        -- One statement: it queues on a shared reader with other tasks'
+        -- reads, so the reader's thread never waits between them.
+        local h = self.handle
+        if h:_want_lease() then h:_lease(h:_acquire(true)) end
+        local shared <close> = h:_shared()
+        if shared then return shared[method](shared, ...) end
+      end
       local borrowed <close> = self.handle:_acquire(reading)
       if type(method) == "function" then return method(borrowed, ...) end
       return borrowed[method](borrowed, ...)
