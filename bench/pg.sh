@@ -10,7 +10,9 @@
 # Settings (environment): PG_BENCH_SECONDS (5) per measurement, PG_BENCH_ROUNDS (3):
 # every measurement runs once per round, loom and its peer back to back, the
 # order flipped each round; the best round counts (the machine is shared and
-# noisy: the best is the least disturbed). PG_BENCH_SCALE (10: 1M accounts),
+# noisy: the best is the least disturbed), the median is shown beside it.
+# One-connection measurements are pinned (see below). LOOM_PG_DIR: the
+# pg_server.sh directory of the LOOM_PG_URL server, to pin it too. PG_BENCH_SCALE (10: 1M accounts),
 # PG_BENCH_ROWS (1000000) for insert_many / \copy, LOOM_BUILD_DIR (build-pgbench),
 # PG_BENCH_ONLY: a space-separated subset of: select1 select8 batch4 insert peers.
 set -euo pipefail
@@ -72,18 +74,53 @@ if [[ " $ONLY " == *" insert "* ]]; then
   "$LUA" bench/pg.lua copyfile "$ROWS" "$copyfile"
 fi
 
-declare -A best
-note() { # name value: keep the best
+# Where the processes run. With one client, a query is a ping-pong between the
+# client and its server backend, and on these (virtual) cores the result depends
+# mostly on whether the two share a core (a context switch) or not (a cross-core
+# wakeup, several times slower): left to the scheduler, the same program gives
+# 15k or 40k/s from one run to the next. So the one-connection measurements pin
+# the server (postmaster; backends inherit it) to core 0 and the client to core
+# 0 ("same core") or core 1 ("split"), identically for loom and its peers; the
+# multi-connection ones run unpinned. Pinning needs the server's postmaster.pid:
+# our own server's, or LOOM_PG_DIR/data's; without it everything runs unpinned.
+pm_pid=""
+for f in "${server:+$server/data/postmaster.pid}" "${LOOM_PG_DIR:+$LOOM_PG_DIR/data/postmaster.pid}"; do
+  if [ -n "$f" ] && [ -r "$f" ]; then pm_pid=$(head -n 1 "$f"); break; fi
+done
+ncpu=$(nproc)
+command -v taskset >/dev/null || pm_pid=""
+[ "$ncpu" -ge 2 ] || pm_pid=""
+all_cpus="0-$((ncpu - 1))"
+server_on() { [ -n "$pm_pid" ] && taskset -pc "$1" "$pm_pid" >/dev/null 2>&1 || true; }
+restore() { server_on "$all_cpus"; }
+trap 'restore; cleanup' EXIT
+
+declare -A best all
+note() { # name value: keep the best, and every value for the median
   local name=$1 v=$2
+  [ -n "$v" ] || return 0
+  all[$name]="${all[$name]:-} $v"
   if [ -z "${best[$name]:-}" ] || awk -v a="$v" -v b="${best[$name]}" 'BEGIN{exit !(a>b)}'; then
     best[$name]=$v
   fi
 }
-loom_run() { "$LUA" bench/pg.lua "$@" | awk '/^RESULT/{print $3}'; }
-pgbench_tps() { pgbench -n "$@" -T "$SECS" "$URL" 2>&1 | awk '/^tps = /{print $3}'; }
+median() { # name
+  echo "${all[$1]:-}" | tr ' ' '\n' | awk 'NF' | sort -g |
+    awk '{v[NR]=$1} END{if (NR) printf "%.1f", NR % 2 ? v[(NR+1)/2] : (v[NR/2] + v[NR/2+1]) / 2}'
+}
+pin=()
+loom_run() { "${pin[@]}" "$LUA" bench/pg.lua "$@" | awk '/^RESULT/{print $3}'; }
+pgbench_tps() { "${pin[@]}" pgbench -n "$@" -T "$SECS" "$URL" 2>&1 | awk '/^tps = /{print $3}'; }
 
-run_one() {
-  case $1 in
+run_one() { # name@placement
+  local name=${1%@*} place=${1#*@}
+  pin=()
+  case $place in
+  same) server_on 0; pin=(taskset -c 0) ;;
+  split) server_on 0; pin=(taskset -c 1) ;;
+  *) server_on "$all_cpus" ;;
+  esac
+  case $name in
   pgbench_c1) note "$1" "$(pgbench_tps -S -M prepared -c 1 -j 1)" ;;
   loom_t1) note "$1" "$(loom_run select "$URL" 1 "$SECS" "$SCALE")" ;;
   pgbench_c8) note "$1" "$(pgbench_tps -S -M prepared -c 8 -j 1)" ;;
@@ -91,31 +128,35 @@ run_one() {
   pgbench_pipe4)
     local tps
     tps=$(pgbench_tps -M prepared -s "$SCALE" -f bench/peers/pgbench_pg_pipeline10.sql -c 4 -j 1)
-    note "$1" "$(awk -v t="$tps" 'BEGIN{printf "%.1f", t * 10}')" ;;
+    [ -n "$tps" ] && note "$1" "$(awk -v t="$tps" 'BEGIN{printf "%.1f", t * 10}')" ;;
   loom_batch4) note "$1" "$(loom_run batch "$URL" 4 "$SECS" "$SCALE")" ;;
   psql_copy)
     q "TRUNCATE bench_pg_copy" >/dev/null
     local ms
-    ms=$(psql "$URL" -X -q -c '\timing on' \
+    ms=$("${pin[@]}" psql "$URL" -X -q -c '\timing on' \
       -c "\\copy bench_pg_copy (id, note, score, created) from '$copyfile'" | awk '/^Time:/{print $2}')
-    note "$1" "$(awk -v ms="$ms" -v n="$ROWS" 'BEGIN{printf "%.1f", n / (ms / 1000)}')" ;;
+    [ -n "$ms" ] && note "$1" "$(awk -v ms="$ms" -v n="$ROWS" 'BEGIN{printf "%.1f", n / (ms / 1000)}')" ;;
   loom_insert) note "$1" "$(loom_run insert "$URL" "$ROWS")" ;;
-  luasql) note "$1" "$("$LUA" bench/peers/pg_luasql.lua "$URL" "$SECS" "$SCALE" | awk '/^RESULT/{print $3}')" ;;
+  luasql) note "$1" "$("${pin[@]}" "$LUA" bench/peers/pg_luasql.lua "$URL" "$SECS" "$SCALE" | awk '/^RESULT/{print $3}')" ;;
   asyncpg_conn1 | asyncpg_conn8 | asyncpg_pool1 | asyncpg_pool8)
-    local mode=${1#asyncpg_}
-    note "$1" "$("$PY" bench/peers/pg_asyncpg.py "$URL" "$SECS" "$SCALE" "${mode: -1}" "${mode%?}" |
+    local mode=${name#asyncpg_}
+    note "$1" "$("${pin[@]}" "$PY" bench/peers/pg_asyncpg.py "$URL" "$SECS" "$SCALE" "${mode: -1}" "${mode%?}" |
       awk '/^RESULT/{print $3}')" ;;
   esac
 }
 
+one=any
+[ -n "$pm_pid" ] && one=same
 pairs=()
 for what in $ONLY; do
   case $what in
-  select1) pairs+=("pgbench_c1 loom_t1") ;;
-  select8) pairs+=("pgbench_c8 loom_t8") ;;
-  batch4) pairs+=("pgbench_pipe4 loom_batch4") ;;
-  insert) pairs+=("psql_copy loom_insert") ;;
-  peers) pairs+=("luasql asyncpg_conn1" "asyncpg_conn8 asyncpg_pool1" "asyncpg_pool8") ;;
+  select1)
+    pairs+=("pgbench_c1@$one loom_t1@$one")
+    [ -n "$pm_pid" ] && pairs+=("pgbench_c1@split loom_t1@split") ;;
+  select8) pairs+=("pgbench_c8@any loom_t8@any") ;;
+  batch4) pairs+=("pgbench_pipe4@any loom_batch4@any") ;;
+  insert) pairs+=("psql_copy@any loom_insert@any") ;;
+  peers) pairs+=("luasql@$one asyncpg_conn1@$one" "asyncpg_pool1@$one" "asyncpg_conn8@any asyncpg_pool8@any") ;;
   esac
 done
 
@@ -130,45 +171,64 @@ for round in $(seq 1 "$ROUNDS"); do
     fi
   done
 done
+restore
 
 ver=$(pgbench --version | awk '{print $3}')
 echo
-echo "PostgreSQL $(q 'SHOW server_version' | awk '{print $1}'), scale $SCALE, ${SECS}s per measurement, best of $ROUNDS rounds, $(nproc) cores"
+echo "PostgreSQL $(q 'SHOW server_version' | awk '{print $1}'), scale $SCALE, ${SECS}s per measurement, $ROUNDS rounds, $ncpu cores"
+if [ -n "$pm_pid" ]; then
+  echo "one-connection rows pinned: server on core 0, client on core 0 (same) or 1 (split); the rest unpinned"
+else
+  echo "nothing pinned (no postmaster.pid at hand)"
+fi
+echo "ratio: best loom round / best peer round (PASS/FAIL on it); median: the same with medians"
 echo
-printf '| %-44s | %14s | %-32s | %14s | %6s | %6s | %-4s |\n' "loom" "loom" "peer" "peer" "ratio" "target" ""
-printf '|%s|%s|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..46})" "$(printf -- '-%.0s' {1..16})" \
-  "$(printf -- '-%.0s' {1..34})" "$(printf -- '-%.0s' {1..16})" "--------" "--------" "------"
+printf '| %-44s | %12s | %-34s | %12s | %6s | %6s | %6s | %-4s |\n' "loom" "loom" "peer" "peer" "ratio" "median" "target" ""
+printf '|%s|%s|%s|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..46})" "$(printf -- '-%.0s' {1..14})" \
+  "$(printf -- '-%.0s' {1..36})" "$(printf -- '-%.0s' {1..14})" "--------" "--------" "--------" "------"
 fails=0
 row() { # label loomkey peerlabel peerkey target unit
   local lv=${best[$2]:-} pv=${best[$4]:-}
-  [ -z "$lv" ] || [ -z "$pv" ] && return
-  local ratio verdict
+  if [ -z "$lv" ] || [ -z "$pv" ]; then
+    printf '| %-44s | %12s | %-34s | %12s | %6s | %6s | %5.2fx | %-4s |\n' "$1" "${lv:-n/a}" "$3" "${pv:-n/a}" "" "" "$5" "FAIL"
+    fails=$((fails + 1))
+    return
+  fi
+  local ratio mratio verdict
   ratio=$(awk -v a="$lv" -v b="$pv" 'BEGIN{printf "%.2f", a / b}')
+  mratio=$(awk -v a="$(median "$2")" -v b="$(median "$4")" 'BEGIN{printf "%.2f", a / b}')
   if awk -v r="$ratio" -v t="$5" 'BEGIN{exit !(r >= t)}'; then verdict=PASS; else verdict=FAIL; fails=$((fails + 1)); fi
-  printf '| %-44s | %10.0f %-3s | %-32s | %10.0f %-3s | %5.2fx | %5.2fx | %-4s |\n' \
-    "$1" "$lv" "$6" "$3" "$pv" "$6" "$ratio" "$5" "$verdict"
+  printf '| %-44s | %8.0f %-3s | %-34s | %8.0f %-3s | %5.2fx | %5.2fx | %5.2fx | %-4s |\n' \
+    "$1" "$lv" "$6" "$3" "$pv" "$6" "$ratio" "$mratio" "$5" "$verdict"
 }
-row "point select, 1 task" loom_t1 "pgbench -S -M prepared -c1" pgbench_c1 0.9 q/s
-row "point select, 8 tasks, pool 8" loom_t8 "pgbench -S -M prepared -c8 -j1" pgbench_c8 0.9 q/s
-row "db:batch of 10 selects, 4 conns" loom_batch4 "pgbench pipeline of 10, -c4 -j1" pgbench_pipe4 0.7 q/s
-row "insert_many $ROWS rows" loom_insert "psql \\copy from a file" psql_copy 0.8 r/s
+if [ -n "$pm_pid" ]; then
+  row "point select, 1 task (same core)" loom_t1@same "pgbench -S -M prepared -c1" pgbench_c1@same 0.9 q/s
+  row "point select, 1 task (split cores)" loom_t1@split "pgbench -S -M prepared -c1" pgbench_c1@split 0.9 q/s
+else
+  row "point select, 1 task" loom_t1@any "pgbench -S -M prepared -c1" pgbench_c1@any 0.9 q/s
+fi
+row "point select, 8 tasks, pool 8" loom_t8@any "pgbench -S -M prepared -c8 -j1" pgbench_c8@any 0.9 q/s
+row "db:batch of 10 selects, 4 conns" loom_batch4@any "pgbench pipeline of 10, -c4 -j1" pgbench_pipe4@any 0.7 q/s
+row "insert_many $ROWS rows" loom_insert@any "psql \\copy from a file" psql_copy@any 0.8 r/s
 if [[ " $ONLY " == *" peers "* ]]; then
   echo
-  echo "The same point select elsewhere (loom 1 task: ${best[loom_t1]:-?} q/s, 8 tasks: ${best[loom_t8]:-?} q/s):"
+  echo "The same point select elsewhere, best round (loom: 1 task ${best[loom_t1@$one]:-?} q/s, 8 tasks ${best[loom_t8@any]:-?} q/s):"
   echo
-  printf '| %-40s | %10s | %-12s |\n' "peer" "q/s" "loom / peer"
-  printf '|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..42})" "$(printf -- '-%.0s' {1..12})" "$(printf -- '-%.0s' {1..14})"
+  printf '| %-52s | %10s | %-12s |\n' "peer" "q/s" "loom / peer"
+  printf '|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..54})" "$(printf -- '-%.0s' {1..12})" "$(printf -- '-%.0s' {1..14})"
   peer() { # label key loomkey
     local v=${best[$2]:-} l=${best[$3]:-}
     [ -z "$v" ] && return
-    printf '| %-40s | %10.0f | %-12s |\n' "$1" "$v" \
+    printf '| %-52s | %10.0f | %-12s |\n' "$1" "$v" \
       "$([ -n "$l" ] && awk -v a="$l" -v b="$v" 'BEGIN{printf "%.2fx", a / b}')"
   }
-  peer "LuaSQL (luasql.postgres), 1 connection" luasql loom_t1
-  peer "asyncpg, 1 connection" asyncpg_conn1 loom_t1
-  peer "asyncpg pool of 1" asyncpg_pool1 loom_t1
-  peer "asyncpg, 8 connections" asyncpg_conn8 loom_t8
-  peer "asyncpg pool of 8, 8 workers" asyncpg_pool8 loom_t8
+  where=""
+  [ "$one" = same ] && where=" (same core)"
+  peer "LuaSQL (luasql.postgres), 1 connection$where" luasql@$one loom_t1@$one
+  peer "asyncpg, 1 connection$where" asyncpg_conn1@$one loom_t1@$one
+  peer "asyncpg pool of 1$where" asyncpg_pool1@$one loom_t1@$one
+  peer "asyncpg, 8 connections" asyncpg_conn8@any loom_t8@any
+  peer "asyncpg pool of 8, 8 workers" asyncpg_pool8@any loom_t8@any
 fi
 echo
 echo "pgbench $ver; loom from $LOOM_BUILD_DIR; $fails target(s) missed"
