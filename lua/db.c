@@ -318,8 +318,23 @@ static int read_params(lua_State *L, lm_conn *c, int first, const char *sql, siz
 
 /* ---- db ------------------------------------------------------------------------ */
 
+/* The methods of db and conn objects hold their metatable as upvalue 1
+ * (lm_open_db), so checking self is a pointer compare: luaL_testudata
+ * looks the metatable up by name on every call. Called from elsewhere, it
+ * falls back to that lookup. */
+static void *check_self(lua_State *L, const char *mt, const char *tname) {
+  void *p = lua_touserdata(L, 1);
+  if (p != NULL && lua_getmetatable(L, 1)) {
+    int same = lua_rawequal(L, -1, lua_upvalueindex(1));
+    lua_pop(L, 1);
+    if (same)
+      return p;
+  }
+  return lm_checkudata(L, 1, mt, tname);
+}
+
 static lm_db *check_db(lua_State *L) {
-  lm_db *db = lm_checkudata(L, 1, LM_DB_MT, "loom.db");
+  lm_db *db = check_self(L, LM_DB_MT, "loom.db");
   if (db->closed)
     lm_error(L, "closed", "the database handle is closed");
   return db;
@@ -533,7 +548,7 @@ static int db_stats(lua_State *L) {
 /* ---- acquiring ------------------------------------------------------------------ */
 
 static lm_conn *check_conn(lua_State *L) {
-  lm_conn *c = lm_checkudata(L, 1, LM_CONN_MT, "loom.db.conn");
+  lm_conn *c = check_self(L, LM_CONN_MT, "loom.db.conn");
   if (c->conn == NULL)
     lm_error(L, "closed", "this connection was released to the pool");
   return c;
@@ -685,7 +700,8 @@ static int db_lease(lua_State *L) {
   return 0;
 }
 
-/* db:_shared() -> conn on the least busy shared reader, or nil if none. */
+/* db:_shared() -> conn on the least busy shared reader, or nil when there
+ * is none yet or one more would help (then: _lease(_acquire(true))). */
 static int db_shared(lua_State *L) {
   lm_db *db = check_db(L);
   drop_idle_broken_leases(db);
@@ -693,7 +709,8 @@ static int db_shared(lua_State *L) {
   for (int i = 0; i < db->nleases; i++)
     if (!db->leases[i]->broken && (best < 0 || db->lease_inflight[i] < db->lease_inflight[best]))
       best = i;
-  if (best < 0 || db->closed) {
+  int grow = best >= 0 && db->lease_inflight[best] > 0 && db->nleases < db->lease_target;
+  if (best < 0 || grow || db->closed) {
     lua_pushnil(L);
     return 1;
   }
@@ -747,7 +764,7 @@ static int conn_release(lua_State *L) {
 /* __close: only DB:_run's borrowed conns are closed this way, and nothing
  * keeps them after, so an idle one goes back to the db's spares. */
 static int conn_release_close(lua_State *L) {
-  lm_conn *c = lm_checkudata(L, 1, LM_CONN_MT, "loom.db.conn");
+  lm_conn *c = check_self(L, LM_CONN_MT, "loom.db.conn");
   give_back(c, 0);
   if (c->waiting || c->req.active || loom_waiter_queued(&c->preq.waiter) || c->db->closed)
     return 0;
@@ -1383,6 +1400,15 @@ static const luaL_Reg conn_methods[] = {
 
 const luaL_Reg lm_db_funcs[] = {{"_db_open", l_db_open}, {NULL, NULL}};
 
+/* Registers the methods again, now with their metatable as upvalue 1. */
+static void methods_know_mt(lua_State *L, const char *mt, const luaL_Reg *methods) {
+  luaL_getmetatable(L, mt);
+  lua_getfield(L, -1, "__index");
+  lua_pushvalue(L, -2);
+  luaL_setfuncs(L, methods, 1);
+  lua_pop(L, 2);
+}
+
 void lm_open_db(lua_State *L) {
   lm_new_class(L, LM_DB_MT, db_methods, db_gc);
   lm_new_class(L, LM_CONN_MT, conn_methods, conn_gc);
@@ -1390,9 +1416,12 @@ void lm_open_db(lua_State *L) {
   lua_pushcfunction(L, conn_tostring);
   lua_setfield(L, -2, "__tostring");
   /* `local c <close> = db:_acquire()` gives it back however the scope ends. */
-  lua_pushcfunction(L, conn_release_close);
+  lua_pushvalue(L, -1);
+  lua_pushcclosure(L, conn_release_close, 1);
   lua_setfield(L, -2, "__close");
   lua_pop(L, 1);
+  methods_know_mt(L, LM_DB_MT, db_methods);
+  methods_know_mt(L, LM_CONN_MT, conn_methods);
   if (luaL_newmetatable(L, LM_NULL_MT)) {
     lua_pushcfunction(L, null_tostring);
     lua_setfield(L, -2, "__tostring");

@@ -138,6 +138,12 @@ return function(loom, core)
     return r
   end
 
+  -- One more shared reader from the pool, then a conn on the least busy.
+  local function lease(handle)
+    if handle:_want_lease() then handle:_lease(handle:_acquire(true)) end
+    return handle:_shared() or nil
+  end
+
   -- method: a connection method's name, or a function(conn, ...).
   function DB:_run(method, ...)
     local c = pinned(self)
@@ -146,9 +152,7 @@ return function(loom, core)
       if reading then
         -- One statement: it queues on a shared reader with other tasks'
         -- reads, so the reader's thread never waits between them.
-        local h = self.handle
-        if h:_want_lease() then h:_lease(h:_acquire(true)) end
-        local shared <close> = h:_shared()
+        local shared <close> = self.handle:_shared() or lease(self.handle)
         if shared then return shared[method](shared, ...) end
       end
       local borrowed <close> = self.handle:_acquire(reading)
