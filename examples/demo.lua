@@ -107,8 +107,8 @@ loom.run(function()
     db:value("SELECT count(*) FROM invoices"), loom.now() - started, net / 100, total / 100))
   assert(invoiced == ORDERS and net == revenue)
 
-  step("a reservation rush: 60 shoppers, 3 hot products with 20 in stock each")
-  db:exec("UPDATE products SET stock = 20 WHERE id <= 3")
+  step("a reservation rush: 24 shoppers, 4 hot products with 5 in stock each")
+  db:exec("UPDATE products SET stock = 5 WHERE id <= 4")
   local stale, turned_away = 0, 0
   local function reserve(shopper, product, qty)
     -- Read without holding anything, decide, then write only if nobody
@@ -125,27 +125,27 @@ loom.run(function()
     return true
   end
   local shoppers = {}
-  for s = 1, 60 do shoppers[s] = s end
+  for s = 1, 24 do shoppers[s] = s end
   loom.each(shoppers, function(s)
-    local product, qty = s % 3 + 1, s % 2 + 1
+    local product, qty = s % 4 + 1, s // 4 % 2 + 1 -- 6 shoppers want 9 of each
     local got = loom.retry(function() return reserve(s, product, qty) end, {
       attempts = 50, backoff = 0.001, max_delay = 0.01,
       retry_on = function(err)
         if loom.is_error(err, "stale") then stale = stale + 1; return true end
       end })
     if not got then turned_away = turned_away + 1 end
-    if s % 10 == 0 then print(("  shopper %2d: %s"):format(s, got and ("reserved %d of product %d"):format(qty, product) or "sold out")) end
+    if s % 3 == 0 then print(("  shopper %2d: %s"):format(s, got and ("reserved %d of product %d"):format(qty, product) or "not enough left")) end
   end)
   local sold = db:value("SELECT sum(qty) FROM reservations")
-  for p = 1, 3 do
+  for p = 1, 4 do
     local left = db:value("SELECT stock FROM products WHERE id = ?", p)
     local reserved = db:value("SELECT coalesce(sum(qty), 0) FROM reservations WHERE product = ?", p)
     print(("  product %d: %2d reserved, %d left"):format(p, reserved, left))
-    assert(left >= 0 and left + reserved == 20)
+    assert(left >= 0 and left + reserved == 5)
   end
-  print(("  no oversell: %d of 60 units reserved, %d shoppers turned away, %d stale reads retried"):format(
+  print(("  no oversell: %d of 20 units reserved, %d shoppers turned away, %d stale reads retried"):format(
     sold, turned_away, stale))
-  assert(sold <= 60)
+  assert(sold <= 20)
 
   step("a timeout stops a slow query; the loop stays free meanwhile")
   local ticks = 0

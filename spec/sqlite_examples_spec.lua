@@ -10,7 +10,7 @@ local expected = {
   ["transfers.lua"] = "final balances 900 and 100",
   ["named_lock.lua"] = "the lock is free: ok",
   ["change_stream.lua"] = "nothing of the rolled-back transaction appeared",
-  ["cursor_stream.lua"] = "streamed 200000 rows in 20 batches",
+  ["cursor_stream.lua"] = "streamed 100000 rows in 10 batches",
   ["cache_warm.lua"] = "after reset() the next request loads it again",
   ["report_timeout.lua"] = "the interrupted one is not still running",
 }

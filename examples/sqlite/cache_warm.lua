@@ -19,7 +19,7 @@ end)
 loom.run(function()
   db:exec("CREATE TABLE prices (sku INTEGER PRIMARY KEY, cents INTEGER NOT NULL)")
   db:exec([[INSERT INTO prices (sku, cents)
-            WITH RECURSIVE g(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM g WHERE i < 50000)
+            WITH RECURSIVE g(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM g WHERE i < 20000)
             SELECT i, i * 125 FROM g]])
 
   local started = loom.now()

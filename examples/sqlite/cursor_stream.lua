@@ -1,4 +1,4 @@
--- Cursor-style streaming in batches: walk 200,000 rows without ever
+-- Cursor-style streaming in batches: walk 100,000 rows without ever
 -- holding them all, handing them on in batches of 10,000. The memory in
 -- use stays flat from the first batch to the last. Leaving a stream early
 -- (break) stops the statement and gives the connection back clean.
@@ -10,7 +10,7 @@ local db = loom.db.open("sqlite:" .. path, { pool = { readers = 1 } })
 loom.run(function()
   db:exec("CREATE TABLE readings (id INTEGER PRIMARY KEY, sensor TEXT NOT NULL, value REAL NOT NULL)")
   db:exec([[INSERT INTO readings (id, sensor, value)
-            WITH RECURSIVE g(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM g WHERE i < 200000)
+            WITH RECURSIVE g(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM g WHERE i < 100000)
             SELECT i, 'sensor-' || (i % 16), i * 0.5 FROM g]])
   print(("%d readings on disk"):format(db:value("SELECT count(*) FROM readings")))
 
@@ -22,7 +22,7 @@ loom.run(function()
     total = total + #batch
     local kb = collectgarbage("count") // 1
     low, high = math.min(low, kb), math.max(high, kb)
-    if batches % 4 == 1 or batches == 20 then
+    if batches % 4 == 1 or batches == 10 then
       print(("  batch %2d: %d rows (memory in use: %d KB)"):format(batches, #batch, kb))
     end
     batch = {}
@@ -34,10 +34,10 @@ loom.run(function()
   end
   if #batch > 0 then flush() end
   print(("streamed %d rows in %d batches; memory stayed between %d and %d KB"):format(total, batches, low, high))
-  assert(total == 200000 and sum == 200000 * 200001 // 2)
-  -- All 200,000 rows as tables would take tens of MB; a batch or two is all
+  assert(total == 100000 and sum == 100000 * 100001 // 2)
+  -- All 100,000 rows as tables would take well over 10 MB; a batch or two is all
   -- that is ever alive.
-  assert(high < 20 * 1024, "memory stayed flat")
+  assert(high < 10 * 1024, "memory stayed flat")
 
   -- Leaving early stops the rest; the only reader is free and clean again.
   local first = {}
