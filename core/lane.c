@@ -118,6 +118,8 @@ void loom_lane_submit(loom_lane_t *lane, loom_job_t *job) {
 
 int loom_lane_pending(const loom_lane_t *lane) { return lane->pending; }
 
+int loom_lane_queued(loom_lane_t *lane) { return atomic_load(&lane->queued); }
+
 void loom_lane_stop(loom_lane_t *lane) {
   uv_mutex_lock(&lane->lock);
   lane->quit = 1;

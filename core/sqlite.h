@@ -17,6 +17,12 @@ typedef struct sq_result {
 } sq_result;
 
 sq_result *loom__sq_result_new(sqlite3_stmt *st);
+/* Makes r (kept for reuse) ready for a statement's rows: the same as a new
+ * result, without allocating when r has room. 0 or LOOM_ENOMEM. */
+int loom__sq_result_reset(sq_result *r, sqlite3_stmt *st);
+/* A copy of r in one allocation, to hand to another thread. */
+sq_result *loom__sq_result_compact(const sq_result *r);
+void loom__sq_result_destroy(sq_result *r);
 /* Appends the statement's current row; 0 or LOOM_ENOMEM. */
 int loom__sq_result_add_row(sq_result *r, sqlite3_stmt *st);
 /* Cell of a result, row-major. */

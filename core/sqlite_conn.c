@@ -90,6 +90,10 @@ typedef struct sq_conn {
   sq_changes pending, committed;
   int closing;
   int shared_out;                  /* shared jobs submitted, not yet done */
+  sq_result *scratch;              /* lane: rows of the statement running */
+  int batch_left;                  /* lane: shared jobs left in this read transaction */
+  int batch_open;                  /* lane: a read transaction spans several jobs */
+  sqlite3_stmt *begin_st, *commit_st;
   _Atomic int *_Atomic stop_flag;  /* the running shared job's cancel flag */
 } sq_conn;
 
@@ -238,8 +242,12 @@ static sq_result *run_one(sq_conn *c, const char *sql, size_t len, const loom_va
     release_stmt(st, cached);
     return NULL;
   }
-  sq_result *r = loom__sq_result_new(st);
-  if (r == NULL) {
+  /* Rows go into a result the lane keeps; a small one then leaves in one
+   * allocation, a big one leaves as it is. */
+  if (c->scratch == NULL)
+    c->scratch = loom__sq_result_new(NULL);
+  sq_result *r = c->scratch;
+  if (r == NULL || loom__sq_result_reset(r, st) != 0) {
     release_stmt(st, cached);
     c->status = LOOM_ENOMEM;
     loom_db_error_set(&c->err, NULL, "out of memory");
@@ -255,7 +263,6 @@ static sq_result *run_one(sq_conn *c, const char *sql, size_t len, const loom_va
   if (rc != SQLITE_DONE) {
     set_error(c, LOOM_EDB_QUERY, rc);
     release_stmt(st, cached);
-    loom_db_result_free(&r->base);
     return NULL;
   }
   if (!sqlite3_stmt_readonly(st)) {
@@ -263,7 +270,16 @@ static sq_result *run_one(sq_conn *c, const char *sql, size_t len, const loom_va
     r->base.last_insert_id = sqlite3_last_insert_rowid(c->db);
   }
   release_stmt(st, cached);
-  return r;
+  if (r->base.nrows > 64 || r->arena_len > 16384) {
+    c->scratch = NULL;
+    return r;
+  }
+  sq_result *out = loom__sq_result_compact(r);
+  if (out == NULL) {
+    c->status = LOOM_ENOMEM;
+    loom_db_error_set(&c->err, NULL, "out of memory");
+  }
+  return out;
 }
 
 /* Steps the stream into a fresh chunk, a bounded number of rows or bytes. */
@@ -431,6 +447,9 @@ fail:
 
 static void do_close(sq_conn *c) {
   end_stream(c);
+  sqlite3_finalize(c->begin_st);
+  sqlite3_finalize(c->commit_st);
+  c->begin_st = c->commit_st = NULL;
   for (int i = 0; i < CACHE_SIZE; i++)
     if (c->cache[i].st)
       cache_drop(&c->cache[i]);
@@ -439,9 +458,13 @@ static void do_close(sq_conn *c) {
   c->db = NULL;
 }
 
+static void batch_leave(sq_conn *c, int force);
+
 static void lane_work(loom_job_t *job) {
   sq_conn *c = job->data;
   loom_db_req_t *req = c->base.req;
+  if (c->db)
+    batch_leave(c, 1);
   switch (c->kind) {
   case J_OPEN:
     do_open(c);
@@ -533,6 +556,7 @@ static void free_conn(sq_conn *c) {
   loom_db_result_free(c->chunk ? &c->chunk->base : NULL);
   loom_db_result_free(c->next_chunk ? &c->next_chunk->base : NULL);
   loom_db_result_free(c->result ? &c->result->base : NULL);
+  loom__sq_result_destroy(c->scratch);
   clear_changes(&c->pending);
   clear_changes(&c->committed);
   free(c->pending.v);
@@ -756,6 +780,38 @@ static int sq_copy_data(loom_db_conn_t *base, loom_db_req_t *req, const char *bu
 
 /* ---- shared requests ------------------------------------------------------- */
 
+static void exec_cached(sq_conn *c, sqlite3_stmt **st, const char *sql) {
+  if (*st == NULL && sqlite3_prepare_v3(c->db, sql, -1, SQLITE_PREPARE_PERSISTENT, st, NULL) != SQLITE_OK)
+    return;
+  sqlite3_step(*st);
+  sqlite3_reset(*st);
+}
+
+/* Reads already queued behind this one run in one read transaction with
+ * it: one round of file locking for the lot instead of one per statement.
+ * Only jobs submitted before the transaction began join it, so each still
+ * sees every write that finished before it was asked for. */
+static void batch_enter(sq_conn *c) {
+  if (c->batch_open) {
+    c->batch_left--;
+    return;
+  }
+  int behind = loom_lane_queued(c->lane);
+  if (behind > 0 && sqlite3_get_autocommit(c->db)) {
+    exec_cached(c, &c->begin_st, "BEGIN");
+    c->batch_open = !sqlite3_get_autocommit(c->db);
+    c->batch_left = behind;
+  }
+}
+
+static void batch_leave(sq_conn *c, int force) {
+  if (c->batch_open && (c->batch_left == 0 || force)) {
+    exec_cached(c, &c->commit_st, "COMMIT");
+    c->batch_open = 0;
+    c->batch_left = 0;
+  }
+}
+
 static void shared_work(loom_job_t *job) {
   sq_shared *sh = job->data;
   sq_conn *c = sh->c;
@@ -763,6 +819,10 @@ static void shared_work(loom_job_t *job) {
   if (atomic_load(&sh->cancelled) || c->db == NULL) {
     sh->status = LOOM_ECANCELED;
     loom_db_error_set(&sh->err, NULL, "cancelled before it ran");
+    if (c->db) {
+      batch_enter(c);
+      batch_leave(c, 0);
+    }
     return;
   }
   /* The conn's outcome fields are this job's scratch: keep what an
@@ -770,10 +830,12 @@ static void shared_work(loom_job_t *job) {
   int saved_status = c->status;
   loom_db_error_t saved_err = c->err;
   memset(&c->err, 0, sizeof c->err);
+  batch_enter(c);
   atomic_store_explicit(&c->stop_flag, &sh->cancelled, memory_order_release);
   c->status = 0;
   sh->result = run_one(c, req->sql, req->sql_len, req->params, req->nparams, req->cache);
   atomic_store_explicit(&c->stop_flag, NULL, memory_order_release);
+  batch_leave(c, 0);
   sh->status = c->status;
   sh->err = c->err;
   c->status = saved_status;

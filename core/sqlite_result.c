@@ -52,6 +52,72 @@ static void sq_cell(loom_db_result_t *base, int row, int col, loom_value_t *out)
 
 const loom_db_result_ops_t loom__sq_result_ops = {sq_column_name, sq_cell, sq_free};
 
+int loom__sq_result_reset(sq_result *r, sqlite3_stmt *st) {
+  r->base.ops = &loom__sq_result_ops;
+  r->base.nrows = 0;
+  r->base.affected = -1;
+  r->base.last_insert_id = 0;
+  r->arena_len = 0;
+  int nc = st ? sqlite3_column_count(st) : 0;
+  if (nc > r->base.ncols || r->names == NULL) {
+    size_t *names = realloc(r->names, (size_t)(nc ? nc : 1) * sizeof *names);
+    if (names == NULL)
+      return LOOM_ENOMEM;
+    r->names = names;
+    /* cells were sized for the old column count */
+    r->row_cap = 0;
+  }
+  if (nc != r->base.ncols)
+    r->row_cap = 0;
+  r->base.ncols = nc;
+  for (int c = 0; c < nc; c++) {
+    const char *name = sqlite3_column_name(st, c);
+    if (name == NULL)
+      name = "?";
+    size_t len = strlen(name);
+    if (reserve(r, len + 1) != 0)
+      return LOOM_ENOMEM;
+    r->names[c] = put(r, name, len);
+  }
+  return 0;
+}
+
+static void compact_free(loom_db_result_t *base) { free(base); }
+
+static const char *compact_column_name(loom_db_result_t *base, int col) {
+  sq_result *r = (sq_result *)base;
+  return r->arena + r->names[col];
+}
+
+static const loom_db_result_ops_t compact_ops = {compact_column_name, sq_cell, compact_free};
+
+sq_result *loom__sq_result_compact(const sq_result *r) {
+  size_t nc = (size_t)r->base.ncols, nr = (size_t)r->base.nrows;
+  size_t names = nc * sizeof(size_t), cells = nr * nc * sizeof(loom_value_t);
+  sq_result *out = malloc(sizeof *out + names + cells + r->arena_len);
+  if (out == NULL)
+    return NULL;
+  *out = *r;
+  out->base.ops = &compact_ops;
+  char *p = (char *)(out + 1);
+  out->names = (size_t *)p;
+  memcpy(out->names, r->names, names);
+  out->cells = (loom_value_t *)(p + names);
+  if (cells)
+    memcpy(out->cells, r->cells, cells);
+  out->arena = p + names + cells;
+  if (r->arena_len)
+    memcpy(out->arena, r->arena, r->arena_len);
+  out->arena_cap = r->arena_len;
+  out->row_cap = (int)nr;
+  return out;
+}
+
+void loom__sq_result_destroy(sq_result *r) {
+  if (r)
+    sq_free(&r->base);
+}
+
 sq_result *loom__sq_result_new(sqlite3_stmt *st) {
   sq_result *r = calloc(1, sizeof *r);
   if (r == NULL)
