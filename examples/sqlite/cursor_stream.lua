@@ -39,7 +39,8 @@ loom.run(function()
   -- that is ever alive.
   assert(high < 10 * 1024, "memory stayed flat")
 
-  -- Leaving early stops the rest; the only reader is free and clean again.
+  -- Leaving early stops the statement on its thread and gives the
+  -- connection back to the pool, clean.
   local first = {}
   for row in db:rows("WITH RECURSIVE g(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM g WHERE i < 10000000) SELECT i FROM g") do
     first[#first + 1] = row.i

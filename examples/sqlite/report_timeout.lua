@@ -2,7 +2,8 @@
 -- million gets 200 ms. The query runs on a reader connection's own thread,
 -- so the loop stays free meanwhile (a ticker task keeps ticking); when the
 -- time is up SQLite is interrupted (not just abandoned) and the next query
--- answers at once on the same (only) reader connection.
+-- answers at once. With readers = 1 every single read shares one reader
+-- connection, so the next query runs where the slow one was stopped.
 local loom = require "loom"
 
 local path = os.tmpname()

@@ -211,8 +211,14 @@ return function(loom, core)
       if owned then conn:_release() end
     end })
     return function()
+      if finished then return nil end
       local row = conn:_next()
-      if row == nil then finished = true end
+      if row == nil then
+        -- Done: give the connection back now, not only when a for loop's
+        -- closing value runs (an iterator handed on, e.g. to loom.pipeline).
+        finished = true
+        if owned then owned = false; conn:_release() end
+      end
       return row
     end, nil, nil, closer
   end
