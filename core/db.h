@@ -158,6 +158,7 @@ struct loom_db_req {
   const loom_value_t *params;
   int nparams;
   int cache;             /* prepare and keep the statement for next time */
+  int no_rows;           /* LOOM_DB_BATCH: only success or failure is wanted */
   loom_db_result_t *result; /* the caller takes it (and frees it) */
   int more;              /* LOOM_DB_STREAM: a row is in result, more may follow */
   /* LOOM_DB_BATCH */

@@ -9,9 +9,11 @@
  * conninfo is "key=value" lines written by the binding:
  *   path=FILE (or a "file:" URI)   role=writer|reader
  *   busy_timeout=MS                memory=1 (path names a shared memdb) */
+#include <ctype.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include "lane.h"
 #include "sqlite.h"
 
@@ -88,6 +90,13 @@ typedef struct sq_conn {
   sq_row view;
   /* changes: pending until commit (lane side), then committed */
   sq_changes pending, committed;
+  /* lane: savepoints open in the transaction, with how many changes were
+   * pending when each began, so ROLLBACK TO can drop what it undid */
+  struct {
+    char name[64];
+    int mark;
+  } savepoints[32];
+  int nsavepoints;
   int closing;
   int shared_out;                  /* shared jobs submitted, not yet done */
   sq_result *scratch;              /* lane: rows of the statement running */
@@ -231,6 +240,22 @@ static void release_stmt(sqlite3_stmt *st, int cached) {
   }
 }
 
+static void truncate_changes(sq_changes *p, int n);
+static void track_savepoints(sq_conn *c, const char *sql, size_t len);
+
+/* A statement that fails inside a transaction is undone alone, and so are
+ * the row changes it made before failing (a failure outside one rolls
+ * back, which the rollback hook sees). */
+static void changes_after_failure(sq_conn *c, int mark) {
+  if (c->base.track_changes && c->db && !sqlite3_get_autocommit(c->db))
+    truncate_changes(&c->pending, mark);
+}
+
+static void changes_after(sq_conn *c, const char *sql, size_t len) {
+  if (c->base.track_changes && !sqlite3_get_autocommit(c->db))
+    track_savepoints(c, sql, len);
+}
+
 /* Runs one statement to the end into a new result. */
 static sq_result *run_one(sq_conn *c, const char *sql, size_t len, const loom_value_t *params,
                           int nparams, int use_cache) {
@@ -254,6 +279,7 @@ static sq_result *run_one(sq_conn *c, const char *sql, size_t len, const loom_va
     return NULL;
   }
   int rc;
+  int mark = c->pending.n;
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
     if (loom__sq_result_add_row(r, st) != 0) {
       rc = SQLITE_NOMEM;
@@ -263,8 +289,10 @@ static sq_result *run_one(sq_conn *c, const char *sql, size_t len, const loom_va
   if (rc != SQLITE_DONE) {
     set_error(c, LOOM_EDB_QUERY, rc);
     release_stmt(st, cached);
+    changes_after_failure(c, mark);
     return NULL;
   }
+  changes_after(c, sql, len);
   if (!sqlite3_stmt_readonly(st)) {
     r->base.affected = sqlite3_changes64(c->db);
     r->base.last_insert_id = sqlite3_last_insert_rowid(c->db);
@@ -280,6 +308,51 @@ static sq_result *run_one(sq_conn *c, const char *sql, size_t len, const loom_va
     loom_db_error_set(&c->err, NULL, "out of memory");
   }
   return out;
+}
+
+/* A batch whose results nobody reads (insert_many): each statement is
+ * bound and stepped, a statement repeated from the one before is not even
+ * looked up again, and no result is built. */
+static void run_writes(sq_conn *c, loom_db_req_t *req) {
+  sqlite3_stmt *st = NULL;
+  int cached = 0;
+  const char *last_sql = NULL;
+  size_t last_len = 0;
+  for (int i = 0; i < req->nstmts; i++) {
+    loom_db_stmt_t *s = &req->stmts[i];
+    c->status = 0;
+    if (st == NULL || s->sql != last_sql || s->sql_len != last_len) {
+      if (st)
+        release_stmt(st, cached);
+      st = prepare(c, s->sql, s->sql_len, req->cache, &cached);
+      last_sql = s->sql;
+      last_len = s->sql_len;
+    }
+    int rc = SQLITE_DONE;
+    int mark = c->pending.n;
+    if (st && bind_params(c, st, s->params, s->nparams) == 0) {
+      while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        ;
+      if (rc != SQLITE_DONE) {
+        set_error(c, LOOM_EDB_QUERY, rc);
+        changes_after_failure(c, mark);
+      }
+      sqlite3_reset(st);
+    }
+    s->status = c->status;
+    s->err = c->err;
+    memset(&c->err, 0, sizeof c->err);
+    if (s->status != 0) {
+      for (int k = i + 1; k < req->nstmts; k++) {
+        req->stmts[k].status = LOOM_ECANCELED;
+        loom_db_error_set(&req->stmts[k].err, NULL, "not run: an earlier statement failed");
+      }
+      break;
+    }
+  }
+  if (st)
+    release_stmt(st, cached);
+  c->status = 0;
 }
 
 /* Steps the stream into a fresh chunk, a bounded number of rows or bytes. */
@@ -348,6 +421,7 @@ static void clear_changes(sq_changes *p) {
 
 static int on_commit(void *arg) {
   sq_conn *c = arg;
+  c->nsavepoints = 0;
   sq_changes *from = &c->pending, *to = &c->committed;
   if (from->n == 0)
     return 0;
@@ -369,7 +443,84 @@ static int on_commit(void *arg) {
   return 0;
 }
 
-static void on_rollback(void *arg) { clear_changes(&((sq_conn *)arg)->pending); }
+static void on_rollback(void *arg) {
+  sq_conn *c = arg;
+  clear_changes(&c->pending);
+  c->nsavepoints = 0;
+}
+
+/* Keeps only the first n pending changes: the rest were undone. */
+static void truncate_changes(sq_changes *p, int n) {
+  while (p->n > n)
+    free(p->v[--p->n].table);
+}
+
+/* The next word of sql at *i (letters, digits, _ or a quoted name). */
+static size_t next_word(const char *sql, size_t len, size_t *i, const char **word) {
+  while (*i < len && (sql[*i] == ' ' || sql[*i] == '\t' || sql[*i] == '\n' || sql[*i] == '\r'))
+    (*i)++;
+  size_t start = *i;
+  if (*i < len && (sql[*i] == '"' || sql[*i] == '`' || sql[*i] == '[' || sql[*i] == '\'')) {
+    char close = sql[*i] == '[' ? ']' : sql[*i];
+    (*i)++;
+    while (*i < len && sql[*i] != close)
+      (*i)++;
+    if (*i < len)
+      (*i)++;
+  } else {
+    while (*i < len && (isalnum((unsigned char)sql[*i]) || sql[*i] == '_' || (unsigned char)sql[*i] >= 0x80))
+      (*i)++;
+  }
+  *word = sql + start;
+  return *i - start;
+}
+
+static int word_is(const char *w, size_t n, const char *kw) {
+  return strlen(kw) == n && strncasecmp(w, kw, n) == 0;
+}
+
+/* After a statement ran in a transaction: SAVEPOINT, ROLLBACK TO and
+ * RELEASE move the marks that say which pending changes still stand. */
+static void track_savepoints(sq_conn *c, const char *sql, size_t len) {
+  size_t i = 0, n;
+  const char *w;
+  n = next_word(sql, len, &i, &w);
+  int kind = word_is(w, n, "SAVEPOINT") ? 1 : word_is(w, n, "ROLLBACK") ? 2 : word_is(w, n, "RELEASE") ? 3 : 0;
+  if (kind == 0)
+    return;
+  if (kind == 2) {
+    n = next_word(sql, len, &i, &w);
+    if (word_is(w, n, "TRANSACTION"))
+      n = next_word(sql, len, &i, &w);
+    if (!word_is(w, n, "TO"))
+      return; /* a whole rollback: the hook saw it */
+  }
+  n = next_word(sql, len, &i, &w);
+  if (kind != 1 && word_is(w, n, "SAVEPOINT"))
+    n = next_word(sql, len, &i, &w);
+  if (n == 0 || n >= sizeof c->savepoints[0].name)
+    return;
+  if (kind == 1) {
+    if (c->nsavepoints < 32) {
+      memcpy(c->savepoints[c->nsavepoints].name, w, n);
+      c->savepoints[c->nsavepoints].name[n] = 0;
+      c->savepoints[c->nsavepoints].mark = c->pending.n;
+      c->nsavepoints++;
+    }
+    return;
+  }
+  for (int k = c->nsavepoints - 1; k >= 0; k--) {
+    if (strlen(c->savepoints[k].name) == n && strncasecmp(c->savepoints[k].name, w, n) == 0) {
+      if (kind == 2) {
+        truncate_changes(&c->pending, c->savepoints[k].mark);
+        c->nsavepoints = k + 1; /* ROLLBACK TO keeps the savepoint itself */
+      } else {
+        c->nsavepoints = k;
+      }
+      return;
+    }
+  }
+}
 
 static int exec_sql(sq_conn *c, const char *sql) {
   int rc = sqlite3_exec(c->db, sql, NULL, NULL, NULL);
@@ -499,6 +650,10 @@ static void lane_work(loom_job_t *job) {
     end_stream(c);
     break;
   case J_BATCH:
+    if (req->no_rows) {
+      run_writes(c, req);
+      break;
+    }
     for (int i = 0; i < req->nstmts; i++) {
       loom_db_stmt_t *s = &req->stmts[i];
       c->status = 0;

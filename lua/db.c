@@ -1159,6 +1159,7 @@ static int conn_batch(lua_State *L) {
   c->req.stmts = stmts;
   c->req.nstmts = n;
   c->req.cache = cache;
+  c->req.no_rows = 0;
   return start_request(L, c, batch_k);
 }
 
@@ -1265,6 +1266,7 @@ static int conn_insert_rows(lua_State *L) {
   c->req.stmts = stmts;
   c->req.nstmts = n;
   c->req.cache = 1;
+  c->req.no_rows = 1;
   return start_request(L, c, insert_k);
 }
 

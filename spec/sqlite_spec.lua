@@ -334,6 +334,19 @@ describe("sqlite", function()
         got[#got + 1] = ("%s %s %d"):format(e.op, e.table, e.rowid)
       end
       assert.same({ "insert c 1", "update c 1", "insert c 2", "delete c 2" }, got)
+      -- work undone inside a committed transaction never shows: a statement
+      -- that failed halfway, a savepoint rolled back
+      db:exec("CREATE TABLE bal (id INTEGER PRIMARY KEY, v INTEGER CHECK (v >= 0))")
+      db:exec("INSERT INTO bal VALUES (1, 1000), (2, 100)")
+      while #ch > 0 do ch:recv() end
+      db:transaction(function(tx)
+        assert.is_false((pcall(tx.exec, tx, "UPDATE bal SET v = v - 500")))
+        pcall(tx.savepoint, tx, function(sp) sp:exec("INSERT INTO bal VALUES (3, 1)"); error("undo") end)
+        tx:savepoint(function(sp) sp:exec("INSERT INTO bal VALUES (4, 1)") end)
+      end)
+      local e = ch:recv()
+      assert.same({ "insert", "bal", 4 }, { e.op, e.table, e.rowid })
+      assert.equal(0, #ch)
       -- a subscriber that falls behind hears of the gap
       local small = db:changes({ buffer = 2 })
       db:insert_many("c", { "v" }, { { "x" }, { "y" }, { "z" } })
