@@ -39,6 +39,8 @@ typedef struct lm_conn {
   lm_db *db;
   loom_pool_t *pool;      /* the pool conn comes from */
   int lease;              /* >= 0: conn is that shared lease, not pool-owned */
+  int one_shot;           /* db:_run1: give back when the statement ends */
+  int make_lease;         /* db:_run1: the connection acquired becomes a lease */
   loom_db_conn_t *conn;   /* NULL until acquired and after release */
   loom_pool_req_t preq;
   loom_db_req_t req;
@@ -602,17 +604,17 @@ static int acquire_k(lua_State *L, int status, lua_KContext kctx) {
 /* Pushes a conn object for db (at index 1) as index 2. A statement
  * borrows one per call: reuse one given back rather than make garbage on
  * every query. */
-static lm_conn *push_conn_object(lua_State *L, lm_db *db) {
-  lua_settop(L, 1);
+static lm_conn *new_conn_object(lua_State *L, lm_db *db) {
   lm_conn *c = NULL;
+  int top = lua_gettop(L);
   lua_getiuservalue(L, 1, DB_SPARE);
-  lua_Integer spare = (lua_Integer)lua_rawlen(L, 2);
+  lua_Integer spare = (lua_Integer)lua_rawlen(L, top + 1);
   if (spare > 0) {
-    lua_rawgeti(L, 2, spare);
+    lua_rawgeti(L, top + 1, spare);
     lua_pushnil(L);
-    lua_rawseti(L, 2, spare);
-    lua_remove(L, 2);
-    c = lua_touserdata(L, 2);
+    lua_rawseti(L, top + 1, spare);
+    lua_remove(L, top + 1);
+    c = lua_touserdata(L, top + 1);
     loom_value_t *params = c->params;
     int params_cap = c->params_cap;
     loom_db_stmt_t *stmts = c->stmts;
@@ -623,17 +625,22 @@ static lm_conn *push_conn_object(lua_State *L, lm_db *db) {
     c->stmts = stmts;
     c->nstmts = nstmts;
   } else {
-    lua_settop(L, 1);
+    lua_settop(L, top);
     c = lua_newuserdatauv(L, sizeof *c, 2);
     memset(c, 0, sizeof *c);
     luaL_setmetatable(L, LM_CONN_MT);
     lua_pushvalue(L, 1);
-    lua_setiuservalue(L, 2, CONN_DB);
+    lua_setiuservalue(L, top + 1, CONN_DB);
   }
   c->ctx = db->ctx;
   c->db = db;
   c->lease = -1;
   return c;
+}
+
+static lm_conn *push_conn_object(lua_State *L, lm_db *db) {
+  lua_settop(L, 1);
+  return new_conn_object(L, db);
 }
 
 /* db:_acquire([for_reading]) -> conn; SQLite serves reads beside writes */
@@ -763,24 +770,35 @@ static int conn_release(lua_State *L) {
 
 /* __close: only DB:_run's borrowed conns are closed this way, and nothing
  * keeps them after, so an idle one goes back to the db's spares. */
-static int conn_release_close(lua_State *L) {
-  lm_conn *c = check_self(L, LM_CONN_MT, "loom.db.conn");
+/* Gives back the connection of the conn object at idx and, when nothing
+ * else can refer to it, keeps the object among the db's spares. The stack
+ * is left as it was. */
+static void end_borrow(lua_State *L, int idx) {
+  lm_conn *c = lua_touserdata(L, idx);
+  c->one_shot = 0;
   give_back(c, 0);
   if (c->waiting || c->req.active || loom_waiter_queued(&c->preq.waiter) || c->db->closed)
-    return 0;
+    return;
   loom_db_result_free(c->req.result);
   c->req.result = NULL;
   loom_db_error_clear(&c->req.err);
-  lua_settop(L, 1);
+  idx = lua_absindex(L, idx);
+  int top = lua_gettop(L);
   lua_pushnil(L);
-  lua_setiuservalue(L, 1, CONN_ANCHOR);
-  lua_getiuservalue(L, 1, CONN_DB);
-  lua_getiuservalue(L, 2, DB_SPARE);
-  lua_Integer n = (lua_Integer)lua_rawlen(L, 3);
+  lua_setiuservalue(L, idx, CONN_ANCHOR);
+  lua_getiuservalue(L, idx, CONN_DB);
+  lua_getiuservalue(L, -1, DB_SPARE);
+  lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
   if (n < SPARE_MAX) {
-    lua_pushvalue(L, 1);
-    lua_rawseti(L, 3, n + 1);
+    lua_pushvalue(L, idx);
+    lua_rawseti(L, -2, n + 1);
   }
+  lua_settop(L, top);
+}
+
+static int conn_release_close(lua_State *L) {
+  check_self(L, LM_CONN_MT, "loom.db.conn");
+  end_borrow(L, 1);
   return 0;
 }
 
@@ -851,6 +869,8 @@ static int drained_k(lua_State *L, int status, lua_KContext kctx) {
   /* Whatever the statement managed, the caller asked for it to stop. */
   w->status = c->interrupted;
   w->shielded = 0;
+  if (c->one_shot)
+    end_borrow(L, 1);
   lm_wait_check(L, w);
   return lm_error(L, "cancelled", "request interrupted");
 }
@@ -865,7 +885,10 @@ static int start_request(lua_State *L, lm_conn *c, lua_KFunction k) {
   if (r != 0) {
     c->waiting = NULL;
     lm_wait_abort(w);
-    return raise_db_error(L, c->db, r, &c->req.err, c->req.sql);
+    push_db_error(L, c->db, r, &c->req.err, c->req.sql);
+    if (c->one_shot)
+      end_borrow(L, 1);
+    return lua_error(L);
   }
   return lm_wait_begin(L, w, k);
 }
@@ -877,11 +900,16 @@ static int query_done_k(lua_State *L, int status, lua_KContext kctx) {
   if (req->status != 0) {
     loom_db_result_free(req->result);
     req->result = NULL;
-    return raise_db_error(L, c->db, req->status, &req->err, req->sql);
+    push_db_error(L, c->db, req->status, &req->err, req->sql);
+    if (c->one_shot)
+      end_borrow(L, 1);
+    return lua_error(L);
   }
   loom_db_result_t *r = req->result;
   req->result = NULL;
   deliver_changes(L, c);
+  if (c->one_shot)
+    end_borrow(L, 1);
   int n = 2;
   switch (c->mode) {
   case MODE_VALUE:
@@ -945,6 +973,104 @@ static int conn_value(lua_State *L) { return run_query(L, MODE_VALUE); }
 
 /* conn:_exec(sql, cache, ...) -> affected, last insert id */
 static int conn_exec(lua_State *L) { return run_query(L, MODE_EXEC); }
+
+/* ---- one statement in one call ------------------------------------------------ */
+
+/* The connection came (or did not): start the statement, or say why not. */
+static int run1_acquired(lua_State *L, lm_conn *c) {
+  loom_pool_req_t *preq = &c->preq;
+  if (preq->status != 0) {
+    c->one_shot = 0;
+    if (preq->status == LOOM_ETIMEDOUT) {
+      loom_pool_stats_t s;
+      loom_pool_stats(c->pool, &s);
+      return lm_error(L, "pool_timeout",
+                      "no connection free within the acquire timeout (%d in use, %d waiting)",
+                      (int)s.in_use, (int)s.waiting);
+    }
+    if (preq->status == LOOM_ECLOSED)
+      return lm_error(L, "closed", "the database handle was closed while waiting for a connection");
+    return raise_db_error(L, c->db, preq->status, &preq->err, NULL);
+  }
+  c->conn = preq->conn;
+  c->conn->track_changes = c->db->track_changes;
+  lm_db *db = c->db;
+  if (c->make_lease && db->nleases < db->lease_target) {
+    db->leases[db->nleases] = c->conn;
+    db->lease_inflight[db->nleases] = 1;
+    c->lease = db->nleases++;
+  }
+  return start_request(L, c, query_k);
+}
+
+static int run1_acquire_k(lua_State *L, int status, lua_KContext kctx) {
+  (void)status;
+  lm_wait *w = LM_WAIT_OF(kctx);
+  lm_conn *c = lua_touserdata(L, 1);
+  c->waiting = NULL;
+  if (w->status != 0) {
+    loom_pool_cancel(&c->preq);
+    if (c->preq.conn) {
+      loom_pool_release(c->pool, c->preq.conn);
+      c->preq.conn = NULL;
+    }
+    c->one_shot = 0;
+    lm_wait_check(L, w);
+  }
+  return run1_acquired(L, c);
+}
+
+/* db:_run1(mode, reading, sql, cache, ...) -> what conn:_query/_value/_exec
+ * give: a connection borrowed (or a shared reader joined), the statement
+ * run and the connection given back, in one call from Lua. */
+static int db_run1(lua_State *L) {
+  lm_db *db = check_db(L);
+  int mode = (int)luaL_checkinteger(L, 2);
+  int reading = lua_toboolean(L, 3);
+  size_t len;
+  const char *sql = luaL_checklstring(L, 4, &len);
+  int cache = lua_toboolean(L, 5);
+  /* Into the layout conn methods have: conn, sql, cache, params... */
+  lua_rotate(L, 2, -2);
+  lua_pop(L, 2);
+  new_conn_object(L, db);
+  lua_replace(L, 1);
+  lm_conn *c = lua_touserdata(L, 1);
+  c->mode = mode;
+  int n = read_params(L, c, 4, sql, len);
+  set_sql(c, LOOM_DB_QUERY, sql, len, n, cache);
+  c->one_shot = 1;
+  if (db->closed) {
+    c->one_shot = 0;
+    return lm_error(L, "closed", "the database handle is closed");
+  }
+  if (reading && db->lease_target > 0) {
+    drop_idle_broken_leases(db);
+    int best = -1;
+    for (int i = 0; i < db->nleases; i++)
+      if (!db->leases[i]->broken && (best < 0 || db->lease_inflight[i] < db->lease_inflight[best]))
+        best = i;
+    if (best >= 0 && (db->lease_inflight[best] == 0 || db->nleases >= db->lease_target)) {
+      c->pool = db->readers;
+      c->lease = best;
+      c->conn = db->leases[best];
+      db->lease_inflight[best]++;
+      return start_request(L, c, query_k);
+    }
+    c->make_lease = 1;
+  }
+  c->pool = reading && db->readers ? db->readers : db->pool;
+  c->preq.cb = pool_done;
+  c->preq.data = c;
+  int r = loom_pool_acquire(c->pool, &c->preq);
+  if (r != LOOM_EAGAIN) {
+    c->preq.status = r;
+    return run1_acquired(L, c);
+  }
+  lm_wait *w = lm_wait_prepare(L, db->ctx);
+  c->waiting = w;
+  return lm_wait_begin(L, w, run1_acquire_k);
+}
 
 /* ---- streaming ------------------------------------------------------------------- */
 
@@ -1378,6 +1504,7 @@ static const luaL_Reg db_methods[] = {
   {"_want_lease", db_want_lease},
   {"_lease", db_lease},
   {"_shared", db_shared},
+  {"_run1", db_run1},
   {NULL, NULL}
 };
 

@@ -144,10 +144,17 @@ return function(loom, core)
     return handle:_shared() or nil
   end
 
+  local ONE_CALL = { _query = 0, _value = 1, _exec = 2 }
+
   -- method: a connection method's name, or a function(conn, ...).
   function DB:_run(method, ...)
     local c = pinned(self)
     if not c then
+      local mode = ONE_CALL[method]
+      if mode then
+        -- One statement: borrowed, run and given back by one C call.
+        return self.handle:_run1(mode, self.split and mode ~= 2 and only_reads((...)), ...)
+      end
       local reading = self.split and (method == "_query" or method == "_value") and only_reads((...))
       if reading then
         -- One statement: it queues on a shared reader with other tasks'
