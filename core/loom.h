@@ -98,6 +98,8 @@ struct loom_loop {
   _Atomic int spinning;   /* the loop is watching post_stack: no wake needed */
   int64_t expecting;      /* posts announced by loom_loop_expect, not yet run */
   uint64_t last_run_ns;   /* when libuv last polled, to keep I/O and timers fair */
+  int draining;           /* objects closed but still finishing I/O (a pool's
+                           * connects): loom_loop_close lets them end */
 };
 
 /* Work another thread finished, to be completed on the loop thread. */

@@ -109,6 +109,11 @@ int loom_loop_close(loom_loop_t *loop) {
   while (loop->expecting > 0 && uv_run(&loop->uv, UV_RUN_ONCE))
     ;
   run_posts(loop);
+  /* A pool closed with connects in flight frees itself when they end; give
+   * them a few seconds rather than leak them. */
+  uint64_t deadline = uv_hrtime() + 5000000000ull;
+  while (loop->draining > 0 && uv_hrtime() < deadline)
+    loom_loop_poll(loop, 50);
   loom__timer_heap_free(loop);
   uv_walk(&loop->uv, close_any, NULL);
   uv_run(&loop->uv, UV_RUN_DEFAULT);

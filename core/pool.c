@@ -23,6 +23,7 @@ struct loom_pool {
   pool_conn *idle_head, *idle_tail;
   loom_waitq_t waiters;
   int total;      /* every connection, connecting ones included */
+  int draining;   /* closed, counted in loop->draining until freed */
   int nidle, in_use, connecting, busy; /* busy: resetting or validating */
   loom_pool_stats_t stats;
   int closing;
@@ -439,6 +440,8 @@ void loom_pool_stats(const loom_pool_t *p, loom_pool_stats_t *out) {
 static void maybe_free_pool(loom_pool_t *p) {
   if (!p->closing || p->total > 0)
     return;
+  if (p->draining)
+    p->loop->draining--;
   loom_timer_stop(p->loop, &p->backoff_timer);
   if (p->trim_timer)
     uv_close((uv_handle_t *)p->trim_timer, free_handle);
@@ -459,6 +462,10 @@ void loom_pool_close(loom_pool_t *p) {
     pool_conn *pc = p->idle_head;
     idle_remove(p, pc);
     close_conn(p, pc);
+  }
+  if (p->total > 0) {
+    p->draining = 1;
+    p->loop->draining++;
   }
   maybe_free_pool(p);
 }
