@@ -5,8 +5,14 @@
 #include <stdlib.h>
 #include "lane.h"
 
+
+
 /* How long an idle lane spins for the next job before it sleeps. */
 #define LANE_SPIN_NS 50000
+/* While spinning, give the core away once every this many turns (about
+ * 40 us): often enough for a busy machine, rarely enough that the syscall
+ * does not slow the hand-off itself. */
+#define LANE_YIELD_EVERY 1024
 
 struct loom_lane {
   loom_loop_t *loop;
@@ -33,7 +39,7 @@ static loom_job_t *take(loom_lane_t *lane) {
   for (unsigned i = 0;; i++) {
     if (atomic_load_explicit(&lane->queued, memory_order_acquire) > 0)
       break;
-    if ((i & 63) == 63) {
+    if ((i & (LANE_YIELD_EVERY - 1)) == LANE_YIELD_EVERY - 1) {
       uint64_t now = uv_hrtime();
       if (start == 0)
         start = now;

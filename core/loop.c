@@ -5,6 +5,8 @@
 #include <string.h>
 #include "loom.h"
 
+
+
 void loom__timer_heap_init(loom_loop_t *loop);
 void loom__timer_heap_free(loom_loop_t *loop);
 
@@ -127,6 +129,10 @@ static void poll_timer_cb(uv_timer_t *handle) { (void)handle; }
  * look at sockets and timers. */
 #define SPIN_NS 50000
 #define FAIRNESS_NS 1000000
+/* While spinning, give the core away once every this many turns (about
+ * 40 us): often enough for a busy machine, rarely enough that the syscall
+ * does not slow the hand-off itself. */
+#define SPIN_YIELD_EVERY 1024
 
 static int spin_for_posts(loom_loop_t *loop) {
   uint64_t start = uv_hrtime();
@@ -139,7 +145,7 @@ static int spin_for_posts(loom_loop_t *loop) {
       seen = 1;
       break;
     }
-    if ((i & 63) == 63) {
+    if ((i & (SPIN_YIELD_EVERY - 1)) == SPIN_YIELD_EVERY - 1) {
       if (uv_hrtime() - start > SPIN_NS)
         break;
       /* On a busy machine the thread we wait for may need this core. */
