@@ -5,8 +5,6 @@
 #include <stdlib.h>
 #include "lane.h"
 
-
-
 /* How long an idle lane spins for the next job before it sleeps. */
 #define LANE_SPIN_NS 50000
 /* While spinning, give the core away once every this many turns (about

@@ -5,8 +5,6 @@
 #include <string.h>
 #include "loom.h"
 
-
-
 void loom__timer_heap_init(loom_loop_t *loop);
 void loom__timer_heap_free(loom_loop_t *loop);
 
