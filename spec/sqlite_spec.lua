@@ -126,6 +126,26 @@ describe("sqlite", function()
     end)
   end)
 
+  it("batch runs several statements in one trip to the worker, results in order", function()
+    loom.run(function()
+      db:exec("CREATE TABLE b (id INTEGER PRIMARY KEY, v TEXT)")
+      local results = db:batch({
+        { "INSERT INTO b (v) VALUES (?)", "one" },
+        { "INSERT INTO b (v) VALUES (?)", "two" },
+        { "SELECT v FROM b ORDER BY id" },
+        { "SELECT count(*) AS n FROM b WHERE v = ?", "two" },
+      })
+      assert.equal(4, #results)
+      assert.same({ { v = "one" }, { v = "two" } }, results[3])
+      assert.equal(1, results[4][1].n)
+      local ok, e = pcall(db.batch, db, { { "SELECT 1" }, { "SELEC oops" }, { "INSERT INTO b (v) VALUES ('never')" } })
+      assert.is_false(ok)
+      assert.equal("query", e.kind)
+      assert.equal(2, e.batch_index)
+      assert.equal(0, db:value("SELECT count(*) FROM b WHERE v = 'never'"))
+    end)
+  end)
+
   it("commits and rolls back transactions, with savepoints", function()
     loom.run(function()
       db:exec("CREATE TABLE acct (id INTEGER PRIMARY KEY, bal INTEGER)")
