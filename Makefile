@@ -18,4 +18,4 @@ bench: build
 	bash bench/run.sh
 
 clean:
-	rm -rf build build-asan build-bench
+	rm -rf build build-asan build-tsan build-bench

@@ -759,14 +759,16 @@ static void deliver(sq_conn *c) {
     loom_db_result_free(&c->chunk->base);
     c->chunk = NULL;
   }
-  if (c->chunk == NULL && c->next_chunk) {
+  /* While a read-ahead is out, the lane owns next_chunk, stream_end and
+   * status: the loop thread reads them only once its answer is back. */
+  if (c->chunk == NULL && !c->job_out && c->next_chunk) {
     c->chunk = c->next_chunk;
     c->next_chunk = NULL;
     c->chunk_pos = 0;
   }
   if (c->chunk && c->chunk_pos < c->chunk->base.nrows) {
     /* Read ahead while the caller works through this chunk. */
-    if (c->chunk_pos == 0 && !c->stream_end && !c->job_out && c->next_chunk == NULL)
+    if (c->chunk_pos == 0 && !c->job_out && !c->stream_end && c->next_chunk == NULL)
       submit(c, J_STREAM_MORE);
     c->view.base.ops = &view_ops;
     c->view.base.nrows = 1;
@@ -780,24 +782,23 @@ static void deliver(sq_conn *c) {
     req->cb(req);
     return;
   }
+  if (c->job_out) {
+    /* The read-ahead's answer delivers. */
+    c->want_row = 1;
+    return;
+  }
+  c->want_row = 0;
   if (c->status != 0) {
-    c->want_row = 0;
     complete(c, c->status);
     return;
   }
   if (c->stream_end) {
-    if (c->job_out) {
-      c->want_row = 1;
-      return;
-    }
-    c->want_row = 0;
     req->result = NULL;
     complete(c, 0);
     return;
   }
   c->want_row = 1;
-  if (!c->job_out)
-    submit(c, J_STREAM_MORE);
+  submit(c, J_STREAM_MORE);
 }
 
 static void finish_stop(sq_conn *c) {

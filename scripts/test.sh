@@ -3,7 +3,8 @@
 # (examples included) against a real PostgreSQL server started here, the
 # same again built with AddressSanitizer, LeakSanitizer and UBSan, and an
 # install from the rockspec. Ends with one line "N passed, N failed".
-#   LOOM_SKIP_ASAN=1   skip the sanitizer pass (quick local runs)
+#   LOOM_SKIP_ASAN=1   skip the AddressSanitizer pass (quick local runs)
+#   LOOM_SKIP_TSAN=1   skip the ThreadSanitizer pass
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -45,10 +46,13 @@ ctests() { # ctests DIR
   [ "$bad" -eq 0 ] || broken+=("ctest in $1")
 }
 
-specs() { # specs BUILD_DIR [env assignments...]
+specs() { # specs BUILD_DIR [env assignments...] [-- spec files]
   local dir=$1; shift
   local log="$logs/busted-$(basename "$dir").log"
-  env LOOM_BUILD_DIR="$dir" "$@" lua5.4 /usr/bin/busted -o utfTerminal 2>&1 | tee "$log"
+  local envs=() files=()
+  while [ $# -gt 0 ] && [ "$1" != "--" ]; do envs+=("$1"); shift; done
+  [ "${1:-}" = "--" ] && { shift; files=("$@"); }
+  env LOOM_BUILD_DIR="$dir" "${envs[@]}" lua5.4 /usr/bin/busted -o utfTerminal "${files[@]}" 2>&1 | tee "$log"
   local line
   line=$(grep -E '[0-9]+ successes? / [0-9]+ failures? / [0-9]+ errors? / [0-9]+ pending' "$log" | tail -n 1)
   if [ -z "$line" ]; then
@@ -116,6 +120,23 @@ if [ "${LOOM_SKIP_ASAN:-}" != 1 ]; then
     unset ASAN_OPTIONS LSAN_OPTIONS UBSAN_OPTIONS
   else
     fail_stage "sanitizer build"
+  fi
+fi
+
+if [ "${LOOM_SKIP_TSAN:-}" != 1 ]; then
+  # SQLite's worker threads and the loop hand work back and forth: the
+  # specs that drive them run under ThreadSanitizer too.
+  stage "SQLite threads under ThreadSanitizer"
+  if build build-tsan -DCMAKE_BUILD_TYPE=Debug -DLOOM_BUILD_TESTS=OFF \
+       -DCMAKE_C_FLAGS="-fsanitize=thread -O1 -g" -DCMAKE_MODULE_LINKER_FLAGS="-fsanitize=thread"; then
+    gcc -shared -fPIC -o build-tsan/keep_modules.so scripts/keep_modules.c
+    specs build-tsan LD_PRELOAD="$(gcc -print-file-name=libtsan.so) $root/build-tsan/keep_modules.so" \
+      TSAN_OPTIONS="halt_on_error=0 report_signal_unsafe=0" -- spec/sqlite_spec.lua
+    if grep -q "WARNING: ThreadSanitizer" "$logs/busted-build-tsan.log"; then
+      fail_stage "ThreadSanitizer report in the SQLite specs"
+    fi
+  else
+    fail_stage "ThreadSanitizer build"
   fi
 fi
 
