@@ -14,6 +14,8 @@
  * Cancelling sends KILL QUERY <thread id> from a second, short-lived
  * connection (opened non-blocking too), and the request completes only after
  * that KILL has been answered, so it can never hit the next query. */
+#define _GNU_SOURCE /* dladdr */
+#include <dlfcn.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1269,7 +1271,18 @@ static my_conn *conn_new(loom_loop_t *loop, const char *conninfo, loom_db_req_t 
   return c;
 }
 
+/* The library sets up global state once (character sets, client plugins)
+ * and frees it only in mysql_library_end, which no one connection may call
+ * while others live. Keep it loaded until the process exits, so that state
+ * is reachable rather than orphaned when the Lua module is unloaded. */
+static void pin_library(void) {
+  Dl_info info;
+  if (dladdr((void *)mysql_init, &info) && info.dli_fname)
+    dlopen(info.dli_fname, RTLD_LAZY | RTLD_NOLOAD | RTLD_NODELETE);
+}
+
 static int my_connect(loom_loop_t *loop, const char *conninfo, loom_db_req_t *req) {
+  pin_library();
   char err[256] = "invalid MySQL URL";
   my_conn *c = conn_new(loop, conninfo, req, err, sizeof err);
   if (c == NULL) {
