@@ -8,7 +8,8 @@
  *
  * conninfo is "key=value" lines written by the binding:
  *   path=FILE (or a "file:" URI)   role=writer|reader
- *   busy_timeout=MS                memory=1 (path names a shared memdb) */
+ *   busy_timeout=MS                memory=1 (path names a shared memdb)
+ *   pragma=TEXT (any number: PRAGMA TEXT on every connection it opens) */
 #include <ctype.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -69,6 +70,7 @@ typedef struct sq_conn {
   int job_out;              /* a job is on the lane */
   sqlite3 *db;
   char *path;
+  char *conninfo;           /* kept for the user's pragma= lines */
   int reader, memory, busy_ms;
   loom_db_req_t *connect_req;
   /* the statement cache, lane side */
@@ -573,6 +575,21 @@ static void do_open(sq_conn *c) {
     if (exec_sql(c, "PRAGMA synchronous=NORMAL") != 0)
       goto fail;
   }
+  /* The user's PRAGMAs, on every connection (the readers' page cache,
+   * mmap_size, foreign_keys...). */
+  for (const char *p = c->conninfo; p && *p;) {
+    const char *eol = strchr(p, '\n');
+    size_t len = eol ? (size_t)(eol - p) : strlen(p);
+    if (len > 7 && strncmp(p, "pragma=", 7) == 0) {
+      char sql[512];
+      if (len - 7 + 8 < sizeof sql) {
+        snprintf(sql, sizeof sql, "PRAGMA %.*s", (int)(len - 7), p + 7);
+        if (exec_sql(c, sql) != 0)
+          goto fail;
+      }
+    }
+    p = eol ? eol + 1 : NULL;
+  }
   if (c->reader && exec_sql(c, "PRAGMA query_only=1") != 0)
     goto fail;
   if (!c->reader) {
@@ -718,6 +735,7 @@ static void free_conn(sq_conn *c) {
   free(c->committed.v);
   loom_db_error_clear(&c->err);
   free(c->path);
+  free(c->conninfo);
   free(c);
 }
 
@@ -1183,12 +1201,14 @@ static int sq_connect(loom_loop_t *loop, const char *conninfo, loom_db_req_t *re
   c->base.created_ns = c->base.last_used_ns = loom_now_ns();
   c->autocommit = 1;
   c->path = conf_get(conninfo, "path");
+  c->conninfo = strdup(conninfo);
   char *role = conf_get(conninfo, "role");
   c->reader = role && strcmp(role, "reader") == 0;
   free(role);
   c->memory = conf_int(conninfo, "memory", 0);
   c->busy_ms = conf_int(conninfo, "busy_timeout", 5000);
   if (c->path == NULL) {
+    free(c->conninfo);
     free(c);
     loom_db_error_set(&req->err, NULL, "no database path given");
     return req->status = LOOM_EDB_ARGUMENT;
@@ -1196,6 +1216,7 @@ static int sq_connect(loom_loop_t *loop, const char *conninfo, loom_db_req_t *re
   c->lane = loom_lane_start(loop);
   if (c->lane == NULL) {
     free(c->path);
+    free(c->conninfo);
     free(c);
     loom_db_error_set(&req->err, NULL, "cannot start a worker thread");
     return req->status = LOOM_EDB_CONNECTION;

@@ -74,7 +74,18 @@ return function(loom, core)
     end
     local busy = opts.busy_timeout or 5
     if type(busy) ~= "number" then argerror(2, "loom.db.open", "busy_timeout must be a number of seconds") end
-    return ("path=%s\nbusy_timeout=%d\nmemory=%d"):format(path, math.floor(busy * 1000), memory and 1 or 0)
+    local info = ("path=%s\nbusy_timeout=%d\nmemory=%d"):format(path, math.floor(busy * 1000), memory and 1 or 0)
+    -- {pragmas = {"cache_size = -16000", "foreign_keys = on"}}: run on every
+    -- connection as it opens (writer and readers alike).
+    local pragmas = opts.pragmas or {}
+    if type(pragmas) ~= "table" then argerror(2, "loom.db.open", "pragmas must be an array of strings") end
+    for i, p in ipairs(pragmas) do
+      if type(p) ~= "string" or p:find("[\n;]") then
+        argerror(2, "loom.db.open", ("pragmas[%d] must be one PRAGMA's text, like 'cache_size = -16000'"):format(i))
+      end
+      info = info .. "\npragma=" .. p
+    end
+    return info
   end
 
   -- loom.db.open(url, {pool = {min=, max=, acquire_timeout=, max_lifetime=,
