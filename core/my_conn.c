@@ -17,6 +17,7 @@
 #define _GNU_SOURCE /* dladdr */
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -221,7 +222,21 @@ static int track_socket(my_conn *c) {
   c->refs++;
   c->sock = sock;
   c->events = 0;
+  /* The library opens it without close-on-exec: a child the process
+   * starts (os.execute) would keep it open, and with it its registration
+   * in the loop's epoll set after we close it. */
+  int flags = fcntl(sock, F_GETFD);
+  if (flags >= 0)
+    fcntl(sock, F_SETFD, flags | FD_CLOEXEC);
   return 0;
+}
+
+/* The library closes the socket itself when the connection fails (and
+ * its number may come back for another connection): stop polling it at
+ * once, before libuv would act on a number that is no longer ours. */
+static void check_socket(my_conn *c) {
+  if (c->poll && (c->m == NULL || (int)mysql_get_socket(c->m) != c->sock))
+    drop_poll(c);
 }
 
 /* ---- statement cache ---------------------------------------------------- */
@@ -350,6 +365,7 @@ static void force_complete(my_conn *c) {
   for (int i = 0; st != 0 && i < 1000; i++)
     st = op_cont(c, MYSQL_WAIT_READ | MYSQL_WAIT_WRITE | MYSQL_WAIT_TIMEOUT);
   c->wait = 0;
+  check_socket(c);
 }
 
 /* 1: waiting; 0: the call could not wait and was completed as failed. */
@@ -383,6 +399,7 @@ static void drive(my_conn *c, int st) {
       break;
     my_op done = c->op;
     c->op = OP_NONE;
+    check_socket(c);
     st = step(c, done);
   }
   c->refs--;

@@ -65,7 +65,12 @@ describe("mysql faults", function()
         end)
       end
       loom.sleep(0.3)
-      my.restart() -- blocks this process for a moment: the loop simply waits
+      -- blocks this process for a moment: the loop simply waits
+      local restarted, why = pcall(my.restart)
+      if not restarted then
+        stop = true -- or the workers would keep run() from returning
+        error(why, 0)
+      end
       loom.sleep(0.5)
       local after = done
       loom.sleep(1)

@@ -9,6 +9,10 @@
 # server as `mysql` when root.
 set -euo pipefail
 
+# Called from specs that may run under AddressSanitizer: the server and its
+# tools are not loom's to check (and LSan's exit codes would fail them).
+unset LD_PRELOAD ASAN_OPTIONS LSAN_OPTIONS UBSAN_OPTIONS
+
 cmd=${1:?usage: my_server.sh start|restart|stop DIR}
 dir=${2:?usage: my_server.sh start|restart|stop DIR}
 
