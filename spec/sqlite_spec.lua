@@ -487,9 +487,16 @@ describe("sqlite files and memory", function()
     local path = tmpfile()
     local db = loom.db.open("sqlite:" .. path, { busy_timeout = 0.2 })
     loom.run(function() db:exec("CREATE TABLE l (x INTEGER)") end)
-    local env = ("LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='%s/?.so;;'"):format(build)
-    -- (without the sanitizer runtime a test run may preload into us)
-    local holder = io.popen(env .. " env -u LD_PRELOAD lua5.4 -e \"local loom = require 'loom'\n"
+    -- The other process runs a plain build when there is one: a sanitizer
+    -- runtime preloaded into this run has no business in it.
+    local child_build, env = build, ""
+    local plain = io.open("build/loom/core.so")
+    if plain then
+      plain:close()
+      child_build, env = "build", "env -u LD_PRELOAD -u TSAN_OPTIONS -u ASAN_OPTIONS "
+    end
+    env = env .. ("LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='%s/?.so;;'"):format(child_build)
+    local holder = io.popen(env .. " lua5.4 -e \"local loom = require 'loom'\n"
       .. "local db = loom.db.open('sqlite:" .. path .. "')\n"
       .. "loom.run(function() db:with(function(s) s:exec('BEGIN EXCLUSIVE'); s:exec('INSERT INTO l VALUES (1)')\n"
       .. "io.write('locked\\n'); io.flush(); loom.sleep(1.5); s:exec('ROLLBACK') end) end)\" 2>&1")
