@@ -677,58 +677,6 @@ static void drop_idle_broken_leases(lm_db *db) {
   }
 }
 
-/* db:_want_lease() -> true when one more shared reader would help: none is
- * idle and there are fewer than the target. */
-static int db_want_lease(lua_State *L) {
-  lm_db *db = check_db(L);
-  drop_idle_broken_leases(db);
-  int want = !db->closed && db->nleases < db->lease_target;
-  for (int i = 0; want && i < db->nleases; i++)
-    if (db->lease_inflight[i] == 0)
-      want = 0;
-  lua_pushboolean(L, want);
-  return 1;
-}
-
-/* db:_lease(conn): the connection conn holds becomes a shared reader. */
-static int db_lease(lua_State *L) {
-  lm_db *db = check_db(L);
-  lm_conn *c = lm_checkudata(L, 2, LM_CONN_MT, "loom.db.conn");
-  if (c->conn == NULL || c->lease >= 0)
-    return 0;
-  if (db->closed || db->nleases >= db->lease_target || c->pool != db->readers) {
-    give_back(c, 0);
-    return 0;
-  }
-  db->leases[db->nleases] = c->conn;
-  db->lease_inflight[db->nleases] = 0;
-  db->nleases++;
-  c->conn = NULL;
-  return 0;
-}
-
-/* db:_shared() -> conn on the least busy shared reader, or nil when there
- * is none yet or one more would help (then: _lease(_acquire(true))). */
-static int db_shared(lua_State *L) {
-  lm_db *db = check_db(L);
-  drop_idle_broken_leases(db);
-  int best = -1;
-  for (int i = 0; i < db->nleases; i++)
-    if (!db->leases[i]->broken && (best < 0 || db->lease_inflight[i] < db->lease_inflight[best]))
-      best = i;
-  int grow = best >= 0 && db->lease_inflight[best] > 0 && db->nleases < db->lease_target;
-  if (best < 0 || grow || db->closed) {
-    lua_pushnil(L);
-    return 1;
-  }
-  lm_conn *c = push_conn_object(L, db);
-  c->pool = db->readers;
-  c->lease = best;
-  c->conn = db->leases[best];
-  db->lease_inflight[best]++;
-  return 1;
-}
-
 static void give_back(lm_conn *c, int discard) {
   if (c->conn == NULL)
     return;
@@ -1501,9 +1449,6 @@ static const luaL_Reg db_methods[] = {
   {"_close", db_close},
   {"_stats", db_stats},
   {"_on_changes", db_on_changes},
-  {"_want_lease", db_want_lease},
-  {"_lease", db_lease},
-  {"_shared", db_shared},
   {"_run1", db_run1},
   {NULL, NULL}
 };

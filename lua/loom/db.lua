@@ -150,12 +150,6 @@ return function(loom, core)
     return r
   end
 
-  -- One more shared reader from the pool, then a conn on the least busy.
-  local function lease(handle)
-    if handle:_want_lease() then handle:_lease(handle:_acquire(true)) end
-    return handle:_shared() or nil
-  end
-
   local ONE_CALL = { _query = 0, _value = 1, _exec = 2 }
 
   -- method: a connection method's name, or a function(conn, ...).
@@ -167,14 +161,7 @@ return function(loom, core)
         -- One statement: borrowed, run and given back by one C call.
         return self.handle:_run1(mode, self.split and mode ~= 2 and only_reads((...)), ...)
       end
-      local reading = self.split and (method == "_query" or method == "_value") and only_reads((...))
-      if reading then
-        -- One statement: it queues on a shared reader with other tasks'
-        -- reads, so the reader's thread never waits between them.
-        local shared <close> = self.handle:_shared() or lease(self.handle)
-        if shared then return shared[method](shared, ...) end
-      end
-      local borrowed <close> = self.handle:_acquire(reading)
+      local borrowed <close> = self.handle:_acquire()
       if type(method) == "function" then return method(borrowed, ...) end
       return borrowed[method](borrowed, ...)
     end
