@@ -267,6 +267,12 @@ static void push_task_error(lua_State *L, int task_idx) {
     return;
   }
   if (lua_type(L, -2) == LUA_TSTRING) {
+    /* An error that already carries the traceback of where it was raised
+     * (a child's, re-raised by a group) keeps that one alone. */
+    if (strstr(lua_tostring(L, -2), "\nstack traceback:") != NULL) {
+      lua_pop(L, 1);
+      return;
+    }
     lua_pushliteral(L, "\n");
     lua_insert(L, -2);
     lua_concat(L, 3);
