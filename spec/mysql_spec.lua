@@ -388,7 +388,9 @@ describe("mysql streaming, batches, insert_many", function()
       for row in db:rows("SELECT seq FROM seq_1_to_100000000") do
         if row.seq == 2 then break end
       end
-      assert.is_true(loom.now() - started < 5, "the rest was not read to the end")
+      -- Reading the 100M rows takes minutes (more under sanitizers); giving
+      -- up on them (KILL QUERY and a drain) takes well under this bound.
+      assert.is_true(loom.now() - started < 20, "the rest was not read to the end")
       assert.equal(1, db:value("SELECT 1"))
       assert.equal(0, db:stats().in_use)
       local ok, e = pcall(function() for _ in db:rows("SELECT nope") do end end)
