@@ -312,6 +312,14 @@ static sq_result *run_one(sq_conn *c, const char *sql, size_t len, const loom_va
   return out;
 }
 
+/* Like a pipeline: what follows a failed batch item is not run. */
+static void skip_rest(loom_db_req_t *req, int from) {
+  for (int k = from; k < req->nstmts; k++) {
+    req->stmts[k].status = LOOM_ECANCELED;
+    loom_db_error_set(&req->stmts[k].err, NULL, "not run: an earlier statement failed");
+  }
+}
+
 /* A batch whose results nobody reads (insert_many): each statement is
  * bound and stepped, a statement repeated from the one before is not even
  * looked up again, and no result is built. */
@@ -345,10 +353,7 @@ static void run_writes(sq_conn *c, loom_db_req_t *req) {
     s->err = c->err;
     memset(&c->err, 0, sizeof c->err);
     if (s->status != 0) {
-      for (int k = i + 1; k < req->nstmts; k++) {
-        req->stmts[k].status = LOOM_ECANCELED;
-        loom_db_error_set(&req->stmts[k].err, NULL, "not run: an earlier statement failed");
-      }
+      skip_rest(req, i + 1);
       break;
     }
   }
@@ -679,12 +684,8 @@ static void lane_work(loom_job_t *job) {
       s->err = c->err;
       memset(&c->err, 0, sizeof c->err);
       s->result = r ? &r->base : NULL;
-      /* Like a pipeline: what follows a failure is not run. */
       if (s->status != 0) {
-        for (int k = i + 1; k < req->nstmts; k++) {
-          req->stmts[k].status = LOOM_ECANCELED;
-          loom_db_error_set(&req->stmts[k].err, NULL, "not run: an earlier statement failed");
-        }
+        skip_rest(req, i + 1);
         break;
       }
     }

@@ -64,9 +64,8 @@ int loom__sq_result_reset(sq_result *r, sqlite3_stmt *st) {
     if (names == NULL)
       return LOOM_ENOMEM;
     r->names = names;
-    /* cells were sized for the old column count */
-    r->row_cap = 0;
   }
+  /* cells were sized for the old column count */
   if (nc != r->base.ncols)
     r->row_cap = 0;
   r->base.ncols = nc;
@@ -122,27 +121,9 @@ sq_result *loom__sq_result_new(sqlite3_stmt *st) {
   sq_result *r = calloc(1, sizeof *r);
   if (r == NULL)
     return NULL;
-  r->base.ops = &loom__sq_result_ops;
-  r->base.affected = -1;
-  int nc = st ? sqlite3_column_count(st) : 0;
-  r->base.ncols = nc;
-  if (nc > 0) {
-    r->names = malloc((size_t)nc * sizeof *r->names);
-    if (r->names == NULL) {
-      sq_free(&r->base);
-      return NULL;
-    }
-    for (int c = 0; c < nc; c++) {
-      const char *name = sqlite3_column_name(st, c);
-      if (name == NULL)
-        name = "?";
-      size_t len = strlen(name);
-      if (reserve(r, len + 1) != 0) {
-        sq_free(&r->base);
-        return NULL;
-      }
-      r->names[c] = put(r, name, len);
-    }
+  if (loom__sq_result_reset(r, st) != 0) {
+    sq_free(&r->base);
+    return NULL;
   }
   return r;
 }

@@ -289,6 +289,33 @@ static int param_count(lua_State *L, const loom_db_driver_t *drv, const char *sq
   return n;
 }
 
+/* Room for n parameters in c->params. */
+static loom_value_t *reserve_params(lua_State *L, lm_conn *c, int n) {
+  if (n > c->params_cap) {
+    loom_value_t *p = realloc(c->params, (size_t)n * sizeof *p);
+    if (p == NULL)
+      lm_error(L, "memory", "out of memory");
+    c->params = p;
+    c->params_cap = n;
+  }
+  return c->params;
+}
+
+/* n cleared statement slots in c->stmts, the last batch's results freed. */
+static loom_db_stmt_t *reserve_stmts(lua_State *L, lm_conn *c, int n) {
+  for (int i = 0; i < c->nstmts; i++) {
+    loom_db_result_free(c->stmts[i].result);
+    loom_db_error_clear(&c->stmts[i].err);
+  }
+  c->nstmts = 0;
+  loom_db_stmt_t *stmts = realloc(c->stmts, (size_t)n * sizeof *stmts);
+  if (stmts == NULL)
+    lm_error(L, "memory", "out of memory");
+  c->stmts = stmts;
+  memset(stmts, 0, (size_t)n * sizeof *stmts);
+  return stmts;
+}
+
 /* Reads parameters first..top into c->params. nil and loom.null are NULL. */
 static int read_params(lua_State *L, lm_conn *c, int first, const char *sql, size_t sql_len) {
   int n = lua_gettop(L) - first + 1;
@@ -300,13 +327,7 @@ static int read_params(lua_State *L, lm_conn *c, int first, const char *sql, siz
                     "the statement takes %d parameter%s (%s...) but %d %s given",
                     want, want == 1 ? "" : "s", c->db->driver->placeholder, n,
                     n == 1 ? "was" : "were");
-  if (n > c->params_cap) {
-    loom_value_t *p = realloc(c->params, (size_t)n * sizeof *p);
-    if (p == NULL)
-      return lm_error(L, "memory", "out of memory");
-    c->params = p;
-    c->params_cap = n;
-  }
+  reserve_params(L, c, n);
   for (int i = 0; i < n; i++) {
     int idx = first + i;
     if (to_value(L, idx, &c->params[i]) != 0)
@@ -564,14 +585,9 @@ static void pool_done(loom_pool_req_t *preq) {
     c->acquired_late = 1;
 }
 
-static int acquired(lua_State *L, lm_conn *c) {
+/* Raises why the pool gave no connection. */
+static int acquire_error(lua_State *L, lm_conn *c) {
   loom_pool_req_t *preq = &c->preq;
-  if (preq->status == 0) {
-    c->conn = preq->conn;
-    c->conn->track_changes = c->db->track_changes;
-    lua_settop(L, 2);
-    return 1;
-  }
   if (preq->status == LOOM_ETIMEDOUT) {
     loom_pool_stats_t s;
     loom_pool_stats(c->pool, &s);
@@ -582,6 +598,15 @@ static int acquired(lua_State *L, lm_conn *c) {
   if (preq->status == LOOM_ECLOSED)
     return lm_error(L, "closed", "the database handle was closed while waiting for a connection");
   return raise_db_error(L, c->db, preq->status, &preq->err, NULL);
+}
+
+static int acquired(lua_State *L, lm_conn *c) {
+  if (c->preq.status != 0)
+    return acquire_error(L, c);
+  c->conn = c->preq.conn;
+  c->conn->track_changes = c->db->track_changes;
+  lua_settop(L, 2);
+  return 1;
 }
 
 static int acquire_k(lua_State *L, int status, lua_KContext kctx) {
@@ -929,16 +954,7 @@ static int run1_acquired(lua_State *L, lm_conn *c) {
   loom_pool_req_t *preq = &c->preq;
   if (preq->status != 0) {
     c->one_shot = 0;
-    if (preq->status == LOOM_ETIMEDOUT) {
-      loom_pool_stats_t s;
-      loom_pool_stats(c->pool, &s);
-      return lm_error(L, "pool_timeout",
-                      "no connection free within the acquire timeout (%d in use, %d waiting)",
-                      (int)s.in_use, (int)s.waiting);
-    }
-    if (preq->status == LOOM_ECLOSED)
-      return lm_error(L, "closed", "the database handle was closed while waiting for a connection");
-    return raise_db_error(L, c->db, preq->status, &preq->err, NULL);
+    return acquire_error(L, c);
   }
   c->conn = preq->conn;
   c->conn->track_changes = c->db->track_changes;
@@ -1172,15 +1188,7 @@ static int conn_batch(lua_State *L) {
     lua_newtable(L);
     return 1;
   }
-  for (int i = 0; i < c->nstmts; i++) {
-    loom_db_result_free(c->stmts[i].result);
-    loom_db_error_clear(&c->stmts[i].err);
-  }
-  loom_db_stmt_t *stmts = realloc(c->stmts, (size_t)n * sizeof *stmts);
-  if (stmts == NULL)
-    return lm_error(L, "memory", "out of memory");
-  c->stmts = stmts;
-  memset(stmts, 0, (size_t)n * sizeof *stmts);
+  loom_db_stmt_t *stmts = reserve_stmts(L, c, n);
   c->nstmts = n;
   /* One parameter array for all statements; each points into it. */
   int total = 0;
@@ -1190,13 +1198,7 @@ static int conn_batch(lua_State *L) {
     total += (int)lua_rawlen(L, -1) - 1;
     lua_pop(L, 1);
   }
-  if (total > c->params_cap) {
-    loom_value_t *p = realloc(c->params, (size_t)total * sizeof *p);
-    if (p == NULL)
-      return lm_error(L, "memory", "out of memory");
-    c->params = p;
-    c->params_cap = total;
-  }
+  reserve_params(L, c, total);
   int used = 0;
   for (int i = 0; i < n; i++) {
     lua_rawgeti(L, 2, i + 1);
@@ -1283,24 +1285,8 @@ static int conn_insert_rows(lua_State *L) {
     lua_pushinteger(L, 0);
     return 1;
   }
-  for (int i = 0; i < c->nstmts; i++) {
-    loom_db_result_free(c->stmts[i].result);
-    loom_db_error_clear(&c->stmts[i].err);
-  }
-  c->nstmts = 0;
-  loom_db_stmt_t *stmts = realloc(c->stmts, (size_t)n * sizeof *stmts);
-  if (stmts == NULL)
-    return lm_error(L, "memory", "out of memory");
-  c->stmts = stmts;
-  memset(stmts, 0, (size_t)n * sizeof *stmts);
-  int total = n * ncols;
-  if (total > c->params_cap) {
-    loom_value_t *p = realloc(c->params, (size_t)total * sizeof *p);
-    if (p == NULL)
-      return lm_error(L, "memory", "out of memory");
-    c->params = p;
-    c->params_cap = total;
-  }
+  loom_db_stmt_t *stmts = reserve_stmts(L, c, n);
+  reserve_params(L, c, n * ncols);
   lua_rawgeti(L, 3, 1); /* 7: the first column's name tells keyed rows apart */
   for (int i = 0; i < n; i++) {
     if (lua_rawgeti(L, 4, first + i) != LUA_TTABLE)
