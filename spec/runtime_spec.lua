@@ -145,7 +145,7 @@ describe("tasks", function()
     end)
   end)
 
-  it("reports every status: pending, running, done, failed, cancelled", function()
+  it("reports every status a task passes through, from not yet started to done, failed or cancelled", function()
     loom.run(function()
       local gate = loom.event()
       local t = loom.spawn(function() gate:wait(); return "ok" end)
