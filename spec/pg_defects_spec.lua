@@ -1,0 +1,109 @@
+-- PostgreSQL defects found by adversarial testing (issue 10): each case
+-- failed (or crashed the process) before its fix.
+-- spec/support/pg.lua starts a throwaway server unless LOOM_PG_URL is set.
+local loom = require "loom"
+local pg = require "spec.support.pg"
+
+local URL = pg.url()
+
+local function open(opts) return loom.db.open(URL, opts) end
+
+-- One connection, so every statement below runs on the connection the
+-- one before it left behind.
+describe("postgres: a stream leaves nothing behind on its connection", function()
+  local db
+  setup(function() db = open({ pool = { max = 1 } }) end)
+  teardown(function() db:close() end)
+
+  local function pid() return db:value("SELECT pg_backend_pid()") end
+
+  it("rows run to the end, then a batch, round after round", function()
+    loom.run(function()
+      local me = pid()
+      for i = 1, 5 do
+        local n = 0
+        for r in db:rows("SELECT 1 AS one") do n = n + r.one end
+        assert.equal(1, n)
+        local res = db:batch({ { "SELECT 1 AS one" }, { "SELECT $1::int AS i", i } })
+        assert.same({ { { one = 1 } }, { { i = i } } }, res)
+      end
+      assert.equal(me, pid())
+    end)
+  end)
+
+  it("rows run to the end, then value, query, first, exec, transaction and batch", function()
+    loom.run(function()
+      local me = pid()
+      local stream = "SELECT g FROM generate_series(1, 3) g"
+      local steps = {
+        function() assert.equal(7, db:value("SELECT 7")) end,
+        function() assert.equal(3, #db:query(stream)) end,
+        function() assert.equal(1, db:first(stream).g) end,
+        function() assert.equal(1, db:exec("SELECT 1")) end,
+        function()
+          assert.equal(2, db:transaction(function(tx) return tx:value("SELECT 2") end))
+        end,
+        function()
+          db:with(function(s) assert.same({ { { g = 1 }, { g = 2 }, { g = 3 } } }, s:batch({ { stream } })) end)
+        end,
+      }
+      for round = 1, 2 do
+        for _, step in ipairs(steps) do
+          local n = 0
+          for _ in db:rows(stream) do n = n + 1 end
+          assert.equal(3, n)
+          step()
+        end
+      end
+      assert.equal(me, pid())
+    end)
+  end)
+
+  it("rows left early, or ended by an error, then a batch", function()
+    loom.run(function()
+      local me = pid()
+      for _ = 1, 3 do
+        for r in db:rows("SELECT g FROM generate_series(1, 100000) g") do
+          if r.g == 2 then break end
+        end
+        assert.same({ { { a = 1 } } }, db:batch({ { "SELECT 1 AS a" } }))
+        local ok, e = pcall(function()
+          for _ in db:rows("SELECT 1 / (g - 3) FROM generate_series(1, 5) g") do end
+        end)
+        assert.is_false(ok); assert.equal("22012", e.code)
+        assert.same({ { { a = 1 } } }, db:batch({ { "SELECT 1 AS a" } }))
+      end
+      assert.equal(me, pid())
+    end)
+  end)
+
+  it("without the statement cache too", function()
+    loom.run(function()
+      local nocache = open({ pool = { max = 1 }, statement_cache = false })
+      for i = 1, 3 do
+        for _ in nocache:rows("SELECT 1") do end
+        assert.same({ { { i = i } } }, nocache:batch({ { "SELECT $1::int AS i", i } }))
+        for _ in nocache:rows("SELECT 1") do end
+        assert.equal(i, nocache:value("SELECT $1::int", i))
+      end
+      nocache:close()
+    end)
+  end)
+
+  it("a mixed run of rows, batch and value on one connection", function()
+    loom.run(function()
+      local me = pid()
+      for i = 1, 60 do
+        local k = i % 3
+        if k == 0 then
+          for _ in db:rows("SELECT g FROM generate_series(1, $1::int) g", i % 4) do end
+        elseif k == 1 then
+          assert.equal(i, db:batch({ { "SELECT $1::int AS i", i } })[1][1].i)
+        else
+          assert.equal(i, db:value("SELECT $1::int", i))
+        end
+      end
+      assert.equal(me, pid())
+    end)
+  end)
+end)
