@@ -16,6 +16,7 @@
 #define PG_CACHE_BUCKETS 64
 #define PG_CACHE_MAX 256
 #define PG_MEMO 16 /* entries found by the SQL string's address */
+#define PG_MAX_PARAMS 65535
 
 typedef struct pg_stmt {
   struct pg_stmt *next;
@@ -527,6 +528,24 @@ static int pg_start(loom_db_conn_t *base, loom_db_req_t *req) {
   }
   if (base->req || c->cancel_busy) {
     loom_db_error_set(&req->err, NULL, "the connection is busy with another request");
+    return req->status = LOOM_EDB_ARGUMENT;
+  }
+  /* The protocol counts parameters in 16 bits. libpq refuses more as
+   * well, but a send it refuses looks like a broken connection here (and
+   * in a batch, part of the pipeline may have gone out already). */
+  int most = 0;
+  if (req->op == LOOM_DB_BATCH) {
+    for (int i = 0; i < req->nstmts; i++)
+      if (req->stmts[i].nparams > most)
+        most = req->stmts[i].nparams;
+  } else if (req->op != LOOM_DB_RESET && req->op != LOOM_DB_PING) {
+    most = req->nparams;
+  }
+  if (most > PG_MAX_PARAMS) {
+    char msg[128];
+    snprintf(msg, sizeof msg, "a PostgreSQL statement takes at most %d parameters, not %d",
+             PG_MAX_PARAMS, most);
+    loom_db_error_set(&req->err, NULL, msg);
     return req->status = LOOM_EDB_ARGUMENT;
   }
   reset_machine(c);

@@ -107,3 +107,41 @@ describe("postgres: a stream leaves nothing behind on its connection", function(
     end)
   end)
 end)
+
+describe("postgres: more parameters than the protocol carries", function()
+  local db
+  setup(function() db = open({ pool = { max = 1 } }) end)
+  teardown(function() db:close() end)
+
+  local function statement(n)
+    local parts, args = {}, {}
+    for i = 1, n do parts[i] = "$" .. i; args[i] = i end
+    return "SELECT cardinality(ARRAY[" .. table.concat(parts, ",") .. "]::int8[])", args
+  end
+
+  it("are refused with kind argument before sending; the connection stays", function()
+    loom.run(function()
+      local me = db:value("SELECT pg_backend_pid()")
+      local sql, args = statement(65536)
+      local function refused(ok, e)
+        assert.is_false(ok)
+        assert.equal("argument", e.kind)
+        assert.matches("65535", e.message)
+        assert.equal(me, db:value("SELECT pg_backend_pid()"))
+      end
+      refused(pcall(db.value, db, sql, table.unpack(args)))
+      refused(pcall(db.batch, db, { { "SELECT 1" }, { sql, table.unpack(args) } }))
+      refused(pcall(function() for _ in db:rows(sql, table.unpack(args)) do end end))
+      local nocache = open({ pool = { max = 1 }, statement_cache = false })
+      local ok, e = pcall(nocache.value, nocache, sql, table.unpack(args))
+      assert.equal("argument", e.kind)
+      assert.equal(1, nocache:value("SELECT 1"))
+      nocache:close()
+      -- The most the protocol carries still works.
+      sql, args = statement(65535)
+      assert.equal(65535, db:value(sql, table.unpack(args)))
+      assert.equal(me, db:value("SELECT pg_backend_pid()"))
+      assert.equal(1, db:stats().created)
+    end)
+  end)
+end)
