@@ -145,3 +145,27 @@ describe("postgres: more parameters than the protocol carries", function()
     end)
   end)
 end)
+
+describe("postgres: values", function()
+  local db
+  setup(function() db = open() end)
+  teardown(function() db:close() end)
+
+  it("insert_many writes NaN and infinities as PostgreSQL spells them", function()
+    loom.run(function()
+      db:exec("DROP TABLE IF EXISTS spec_nan")
+      db:exec("CREATE TABLE spec_nan (id int, f float8, t text)")
+      local inf = math.huge
+      db:insert_many("spec_nan", { "id", "f", "t" },
+        { { 1, 0 / 0, 0 / 0 }, { 2, inf, inf }, { 3, -inf, -inf }, { 4, -(0 / 0), -(0 / 0) } })
+      local rows = db:query("SELECT id, f::text AS f, t FROM spec_nan ORDER BY id")
+      assert.same({ { id = 1, f = "NaN", t = "NaN" }, { id = 2, f = "Infinity", t = "Infinity" },
+        { id = 3, f = "-Infinity", t = "-Infinity" }, { id = 4, f = "NaN", t = "NaN" } }, rows)
+      -- The same as exec writes.
+      db:exec("INSERT INTO spec_nan VALUES (5, $1, $1), (6, $2, $2), (7, $3, $3)", 0 / 0, inf, -inf)
+      rows = db:query("SELECT f::text AS f FROM spec_nan WHERE id >= 5 ORDER BY id")
+      assert.same({ { f = "NaN" }, { f = "Infinity" }, { f = "-Infinity" } }, rows)
+      db:exec("DROP TABLE spec_nan")
+    end)
+  end)
+end)
