@@ -151,6 +151,31 @@ describe("postgres: values", function()
   setup(function() db = open() end)
   teardown(function() db:close() end)
 
+  it("multi-dimensional arrays come back as nested tables", function()
+    loom.run(function()
+      local N = loom.null
+      local r = db:first([==[SELECT '{{1,2},{3,4}}'::int[] AS i2,
+        '{{{1},{2}},{{3},{4}}}'::int8[] AS i3,
+        ARRAY[['a', NULL], ['b"c', 'd,e'], ['{x}', '}']]::text[] AS t2,
+        ARRAY[['\', ' sp '], ['NULL', '']]::text[] AS t2q,
+        '[0:1][1:2]={{1,2},{3,4}}'::int[] AS bounds,
+        '{{1.5,NULL},{NaN,-2}}'::float8[] AS f2,
+        '{{t,f}}'::bool[] AS b2,
+        '{}'::int[][] AS empty]==])
+      assert.same({ { 1, 2 }, { 3, 4 } }, r.i2)
+      assert.same({ { { 1 }, { 2 } }, { { 3 }, { 4 } } }, r.i3)
+      assert.same({ { "a", N }, { 'b"c', "d,e" }, { "{x}", "}" } }, r.t2)
+      assert.same({ { "\\", " sp " }, { "NULL", "" } }, r.t2q)
+      assert.same({ { 1, 2 }, { 3, 4 } }, r.bounds)
+      assert.equal(1.5, r.f2[1][1]); assert.equal(N, r.f2[1][2])
+      assert.is_true(r.f2[2][1] ~= r.f2[2][1]); assert.equal(-2, r.f2[2][2])
+      assert.same({ { true, false } }, r.b2)
+      assert.same({}, r.empty)
+      -- A streamed row decodes the same way.
+      for row in db:rows("SELECT '{{5,6}}'::int[] AS a") do assert.same({ { 5, 6 } }, row.a) end
+    end)
+  end)
+
   it("insert_many writes NaN and infinities as PostgreSQL spells them", function()
     loom.run(function()
       db:exec("DROP TABLE IF EXISTS spec_nan")
