@@ -146,6 +146,67 @@ describe("postgres: more parameters than the protocol carries", function()
   end)
 end)
 
+describe("postgres: listen/notify names and lock keys", function()
+  local db
+  setup(function() db = open({ pool = { max = 2 } }) end)
+  teardown(function() db:close() end)
+
+  local function refused(what, pattern, f, ...)
+    local ok, e = pcall(f, ...)
+    assert.is_false(ok, what)
+    assert.equal("argument", e.kind, what)
+    assert.matches(pattern, e.message, 1, true)
+  end
+
+  it("a channel name PostgreSQL would truncate is refused, 63 bytes works", function()
+    loom.run(function()
+      refused("64 bytes", "63", db.listen, db, ("c"):rep(64))
+      refused("multibyte", "63", db.listen, db, ("é"):rep(32))
+      local name = ("d"):rep(63)
+      local ch = db:listen(name)
+      db:notify(name, "at the limit")
+      local m = loom.timeout(5, ch.recv, ch)
+      assert.equal("at the limit", m.payload); assert.equal(name, m.channel)
+      ch:close()
+    end)
+  end)
+
+  it("NUL bytes in names, payloads and lock keys are refused with kind argument", function()
+    loom.run(function()
+      refused("listen", "NUL", db.listen, db, "a\0b")
+      refused("notify channel", "NUL", db.notify, db, "a\0b", "x")
+      refused("notify payload", "NUL", db.notify, db, "spec_nul", "x\0y")
+      refused("lock key", "NUL", db.lock, db, "k\0ey", function() end)
+      assert.equal("ok", db:lock("key", function() return "ok" end))
+    end)
+  end)
+
+  -- Each on a db of its own: a listener of its own, whose connection the
+  -- test ends.
+  local function reconnects(prepare)
+    loom.run(function()
+      local own = open()
+      local ch = own:listen("spec_reconnect")
+      prepare(own)
+      own:exec("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'LISTEN%'")
+      local m = loom.timeout(5, ch.recv, ch)
+      assert.is_true(m.gap)
+      own:notify("spec_reconnect", "still here")
+      m = loom.timeout(5, ch.recv, ch)
+      while m.gap do m = loom.timeout(5, ch.recv, ch) end
+      assert.equal("still here", m.payload)
+      own:close()
+    end)
+  end
+
+  it("a refused name does not break the listener's reconnect", function()
+    reconnects(function(own)
+      pcall(own.listen, own, "a\0b")
+      pcall(own.listen, own, ("c"):rep(64))
+    end)
+  end)
+end)
+
 describe("postgres: values", function()
   local db
   setup(function() db = open() end)
