@@ -205,6 +205,10 @@ describe("postgres: listen/notify names and lock keys", function()
       pcall(own.listen, own, ("c"):rep(64))
     end)
   end)
+
+  it("a closed subscription does not break the listener's reconnect", function()
+    reconnects(function(own) own:listen("spec_closed"):close() end)
+  end)
 end)
 
 describe("postgres: values", function()

@@ -655,7 +655,8 @@ return function(loom, core)
   local function announce_gap(l)
     for name, subs in pairs(l.subs) do
       for sub in pairs(subs) do
-        if not sub:try_send({ channel = name, gap = true }) then l.gap_pending[sub] = true end
+        if sub:is_closed() then subs[sub] = nil -- unsubscribed: sending would raise
+        elseif not sub:try_send({ channel = name, gap = true }) then l.gap_pending[sub] = true end
       end
     end
   end
