@@ -1,5 +1,6 @@
 /* Driver-independent parts of the database layer: error records, results,
- * and the array literal parser ({a,"b c",NULL}) that array cells use. */
+ * and the array literal parser ({a,"b c",NULL}, {{1,2},{3,4}}) that array
+ * cells use. */
 #include <stdlib.h>
 #include <string.h>
 #include "db.h"
@@ -137,8 +138,36 @@ int loom_db_array_next(loom_db_array_iter_t *it, loom_value_t *out) {
   const char *p = it->pos, *end = it->end;
   if (p >= end || *p == '}')
     return 0;
-  if (*p == '{')
-    return -1; /* a nested array: only one dimension is supported */
+  if (*p == '{') {
+    /* A sub-array (a dimension more): handed out whole, as an array cell
+     * of the same element type, for the caller to iterate in turn. Quoted
+     * elements may hold braces. */
+    const char *start = p;
+    int depth = 0, quoted = 0;
+    for (; p < end; p++) {
+      if (quoted) {
+        if (*p == '\\' && p + 1 < end)
+          p++;
+        else if (*p == '"')
+          quoted = 0;
+      } else if (*p == '"') {
+        quoted = 1;
+      } else if (*p == '{') {
+        depth++;
+      } else if (*p == '}' && --depth == 0) {
+        break;
+      }
+    }
+    if (p >= end)
+      return -1;
+    p++;
+    out->type = LOOM_VARRAY;
+    out->elem = it->elem;
+    out->u.s.p = start;
+    out->u.s.len = (size_t)(p - start);
+    it->pos = p < end && *p == ',' ? p + 1 : p;
+    return 1;
+  }
   size_t n = 0;
   int quoted = *p == '"';
   if (quoted) {

@@ -20,7 +20,8 @@ typedef enum loom_vtype {
   LOOM_VBOOL,
   LOOM_VTEXT,  /* text, numeric/decimal (exact), json, dates as ISO 8601 */
   LOOM_VBLOB,  /* binary, NUL bytes included */
-  LOOM_VARRAY  /* one-dimensional; elements through loom_db_array_next */
+  LOOM_VARRAY  /* elements through loom_db_array_next; a sub-array of a
+                  multi-dimensional one is an element of type LOOM_VARRAY */
 } loom_vtype_t;
 
 /* A parameter going in, or a cell coming out. Text and blob bytes of a cell

@@ -16,6 +16,7 @@
 #define PG_CACHE_BUCKETS 64
 #define PG_CACHE_MAX 256
 #define PG_MEMO 16 /* entries found by the SQL string's address */
+#define PG_MAX_PARAMS 65535
 
 typedef struct pg_stmt {
   struct pg_stmt *next;
@@ -482,8 +483,8 @@ static int send_stmt(pg_conn *c, loom_db_stmt_t *st, int index, int cache, int s
                            pp.lengths, pp.formats, 0);
   if (!ok)
     return LOOM_EDB_CONNECTION;
-  if (single_row)
-    PQsetSingleRowMode(c->pg);
+  if (single_row && !PQsetSingleRowMode(c->pg))
+    return LOOM_EDB_PROTOCOL;
   return add_unit(c, U_EXEC, index, NULL);
 }
 
@@ -529,6 +530,24 @@ static int pg_start(loom_db_conn_t *base, loom_db_req_t *req) {
     loom_db_error_set(&req->err, NULL, "the connection is busy with another request");
     return req->status = LOOM_EDB_ARGUMENT;
   }
+  /* The protocol counts parameters in 16 bits. libpq refuses more as
+   * well, but a send it refuses looks like a broken connection here (and
+   * in a batch, part of the pipeline may have gone out already). */
+  int most = 0;
+  if (req->op == LOOM_DB_BATCH) {
+    for (int i = 0; i < req->nstmts; i++)
+      if (req->stmts[i].nparams > most)
+        most = req->stmts[i].nparams;
+  } else if (req->op != LOOM_DB_RESET && req->op != LOOM_DB_PING) {
+    most = req->nparams;
+  }
+  if (most > PG_MAX_PARAMS) {
+    char msg[128];
+    snprintf(msg, sizeof msg, "a PostgreSQL statement takes at most %d parameters, not %d",
+             PG_MAX_PARAMS, most);
+    loom_db_error_set(&req->err, NULL, msg);
+    return req->status = LOOM_EDB_ARGUMENT;
+  }
   reset_machine(c);
   req->conn = base;
   req->status = 0;
@@ -564,8 +583,17 @@ static int pg_start(loom_db_conn_t *base, loom_db_req_t *req) {
     break;
   }
   case LOOM_DB_STREAM:
-  case LOOM_DB_COPY_IN:
-    r = send_stmt(c, &c->one, 0, 0, req->op == LOOM_DB_STREAM);
+    /* In pipeline mode: libpq (up to 16 at least) clears its single-row
+     * flag only when a pipeline moves on to its next query or when a query
+     * is sent outside pipeline mode. A stream run outside one leaves the
+     * flag set, and the first query of the next pipeline on this
+     * connection (a batch) would come back row by row. Here the stream's
+     * own Sync clears it. */
+    c->pipeline = PQenterPipelineMode(c->pg);
+    r = c->pipeline ? send_stmt(c, &c->one, 0, 0, 1) : LOOM_EDB_CONNECTION;
+    break;
+  case LOOM_DB_COPY_IN: /* COPY is not allowed in pipeline mode */
+    r = send_stmt(c, &c->one, 0, 0, 0);
     break;
   case LOOM_DB_BATCH:
     c->pipeline = PQenterPipelineMode(c->pg);
@@ -737,6 +765,13 @@ static void handle_result(pg_conn *c, pg_unit *u, PGresult *r) {
   loom_db_stmt_t *st = u->stmt >= 0 ? stmt_at(c, u->stmt) : NULL;
   switch (PQresultStatus(r)) {
   case PGRES_SINGLE_TUPLE:
+    if (c->base.req->op != LOOM_DB_STREAM) {
+      /* Rows one by one for a request that did not ask for them would be
+       * handed over as a stream the caller is not reading. */
+      PQclear(r);
+      fail_request(c, LOOM_EDB_PROTOCOL, NULL, "a row arrived on its own outside a stream");
+      return;
+    }
     if (c->draining) {
       PQclear(r);
       return;

@@ -51,13 +51,8 @@ static void cell(loom_db_result_t *r, int row, int col, loom_value_t *out) {
   size_t len = (size_t)PQgetlength(pr->res, row, col);
   loom_vtype_t t = pr->types[col];
   if (t == LOOM_VARRAY) {
-    /* Only one dimension maps to a list; deeper arrays stay text. */
-    if (len >= 2 && p[1] == '{') {
-      out->type = LOOM_VTEXT;
-    } else {
-      out->type = LOOM_VARRAY;
-      out->elem = scalar_type(array_elem(PQftype(pr->res, col)));
-    }
+    out->type = LOOM_VARRAY;
+    out->elem = scalar_type(array_elem(PQftype(pr->res, col)));
     out->u.s.p = p;
     out->u.s.len = len;
     return;

@@ -113,6 +113,14 @@ static size_t format_float(char *buf, double f) {
       return k + (size_t)d;
     }
   }
+  /* printf's "nan" (or "-nan", from the sign bit of 0/0) and "inf" are
+   * not what the server reads: spell them as exec's parameters do. */
+  if (f != f)
+    return (size_t)snprintf(buf, 64, "NaN");
+  if (f > 1.7976931348623157e308)
+    return (size_t)snprintf(buf, 64, "Infinity");
+  if (f < -1.7976931348623157e308)
+    return (size_t)snprintf(buf, 64, "-Infinity");
   return (size_t)snprintf(buf, 64, "%.17g", f);
 }
 

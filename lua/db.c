@@ -137,6 +137,7 @@ static void push_value(lua_State *L, loom_value_t *v);
 static void push_array(lua_State *L, loom_value_t *cell) {
   loom_db_array_iter_t it;
   loom_value_t elem;
+  luaL_checkstack(L, 4, "array nested too deep"); /* a level of nesting each */
   loom_db_array_begin(&it, cell);
   lua_newtable(L);
   int n = 0, r;

@@ -160,11 +160,11 @@ static int listener_connect(lua_State *L) {
   return begin(L, l);
 }
 
-/* l:_exec(sql): LISTEN / UNLISTEN on the listening connection. */
-static int listener_exec(lua_State *L) {
-  lm_listener *l = check(L);
+/* Runs the SQL at index 2 (kept there while it runs) on the listening
+ * connection. */
+static int run_sql(lua_State *L, lm_listener *l) {
   size_t len;
-  const char *sql = luaL_checklstring(L, 2, &len);
+  const char *sql = lua_tolstring(L, 2, &len);
   lua_settop(L, 2);
   if (l->conn == NULL || l->conn->broken)
     return lm_error(L, "connection", "the listener is not connected");
@@ -177,6 +177,46 @@ static int listener_exec(lua_State *L) {
   if (l->driver->start(l->conn, &l->req) != 0)
     return raise_req(L, &l->req);
   return begin(L, l);
+}
+
+/* l:_exec(sql): LISTEN / UNLISTEN on the listening connection. */
+static int listener_exec(lua_State *L) {
+  lm_listener *l = check(L);
+  luaL_checkstring(L, 2);
+  return run_sql(L, l);
+}
+
+/* PostgreSQL keeps NAMEDATALEN - 1 bytes of an identifier. */
+#define PG_NAME_MAX 63
+
+/* l:_listen(name): LISTEN to a channel, quoted here. A longer name could
+ * never receive anything: LISTEN keeps its first 63 bytes, pg_notify
+ * refuses the whole name, and a notification on the short one reaches no
+ * subscriber. A NUL byte cannot be sent at all. Both are the caller's
+ * mistake, said before anything is sent. */
+static int listener_listen(lua_State *L) {
+  lm_listener *l = check(L);
+  size_t len;
+  const char *name = luaL_checklstring(L, 2, &len);
+  if (memchr(name, 0, len))
+    return lm_error(L, "argument", "db:listen: a channel name cannot contain NUL bytes");
+  if (len > PG_NAME_MAX)
+    return lm_error(L, "argument",
+                    "db:listen: the channel name is %d bytes; PostgreSQL keeps only the first "
+                    "%d of a name, so nothing sent to it would arrive",
+                    (int)len, PG_NAME_MAX);
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  luaL_addstring(&b, "LISTEN \"");
+  for (size_t i = 0; i < len; i++) {
+    if (name[i] == '"')
+      luaL_addchar(&b, '"');
+    luaL_addchar(&b, name[i]);
+  }
+  luaL_addchar(&b, '"');
+  luaL_pushresult(&b);
+  lua_replace(L, 2);
+  return run_sql(L, l);
 }
 
 static int next_k(lua_State *L, int status, lua_KContext kctx);
@@ -234,6 +274,7 @@ static int listener_close(lua_State *L) {
 static const luaL_Reg methods[] = {
   {"_connect", listener_connect},
   {"_exec", listener_exec},
+  {"_listen", listener_listen},
   {"_next", listener_next},
   {"_close", listener_close},
   {NULL, NULL}

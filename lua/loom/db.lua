@@ -574,6 +574,7 @@ return function(loom, core)
       if not r[1] then error(r[2], 0) end
       return unpack(r, 2, r.n)
     end
+    if kt == "string" and key:find("\0", 1, true) then loom.error("argument", "db:lock: a key cannot contain NUL bytes") end
     local arg = kt == "string" and "hashtextextended($1, 0)" or "$1::bigint"
     local s <close> = self:acquire()
     local take = "SELECT pg_advisory_lock(" .. arg .. ")"
@@ -641,6 +642,9 @@ return function(loom, core)
     server_only(self, "db:notify")
     if type(channel) ~= "string" then argerror(1, "notify", "channel name expected, got " .. type(channel)) end
     if payload ~= nil and type(payload) ~= "string" then argerror(2, "notify", "string payload expected") end
+    if channel:find("\0", 1, true) or (payload and payload:find("\0", 1, true)) then
+      loom.error("argument", "db:notify: a channel name or payload cannot contain NUL bytes")
+    end
     self:_run("_exec", "SELECT pg_notify($1, $2)", self.cache, channel, payload or "")
   end
 
@@ -651,7 +655,8 @@ return function(loom, core)
   local function announce_gap(l)
     for name, subs in pairs(l.subs) do
       for sub in pairs(subs) do
-        if not sub:try_send({ channel = name, gap = true }) then l.gap_pending[sub] = true end
+        if sub:is_closed() then subs[sub] = nil -- unsubscribed: sending would raise
+        elseif not sub:try_send({ channel = name, gap = true }) then l.gap_pending[sub] = true end
       end
     end
   end
@@ -675,7 +680,7 @@ return function(loom, core)
   end
 
   local function listen_all(l)
-    for name in pairs(l.subs) do l.conn:_exec('LISTEN "' .. name:gsub('"', '""') .. '"') end
+    for name in pairs(l.subs) do l.conn:_listen(name) end
   end
 
   -- The dispatcher: reads notifications, fans them out, and after a lost
@@ -731,9 +736,10 @@ return function(loom, core)
     local sub = loom.channel(opts.buffer or 1000)
     local subs = l.subs[name]
     if not subs then
-      subs = {}
+      -- Kept only once LISTEN worked: the reconnect LISTENs every name again.
+      l.mutex:with(function() l.conn:_listen(name) end)
+      subs = l.subs[name] or {}
       l.subs[name] = subs
-      l.mutex:with(function() l.conn:_exec('LISTEN "' .. name:gsub('"', '""') .. '"') end)
     end
     subs[sub] = true
     return sub
