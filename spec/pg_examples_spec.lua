@@ -3,7 +3,7 @@ local pg = require "spec.support.pg"
 local build = os.getenv("LOOM_BUILD_DIR") or "build"
 
 local expected = {
-  ["fan_out.lua"] = "5 queries of 50 ms each answered",
+  ["fan_out.lua"] = "5 queries of 200 ms each answered",
   ["bulk_insert.lua"] = "loaded 50000 rows",
   ["batch_updates.lua"] = "updated 5000 accounts in 10 batches",
   ["optimistic_lock.lua"] = "at version 5 after",

@@ -293,9 +293,11 @@ describe("postgres pool health", function()
   end)
 
   it("retires connections at a jittered max_lifetime, not all at the same instant", function()
-    -- Two seconds: up to 200 ms of jitter, more than a stall of a loaded
-    -- machine, which could otherwise retire them all at one wake-up.
-    local N, LIFE = 6, 2.0
+    -- Four seconds: up to 400 ms of jitter, well beyond a stall of a loaded
+    -- machine, which could otherwise retire them all at one wake-up. What
+    -- is asserted is the promise (none retired early, none used long after
+    -- its lifetime, not all at one instant), with slack for such stalls.
+    local N, LIFE = 6, 4.0
     local db = open({ max = N, max_lifetime = LIFE, validate_after = 10 })
     loom.run(function()
       local first, last = {}, {}
@@ -315,17 +317,20 @@ describe("postgres pool health", function()
           end
         end)
       end
-      loom.sleep(LIFE + 0.5)
+      loom.sleep(LIFE + 1.5)
       stop = true
       for _, t in ipairs(workers) do t:join() end
       local gen1, lo, hi = 0, math.huge, -math.huge
       for pid, t in pairs(first) do
-        if t - start < 0.2 then
+        -- The first generation: connections in use before any could retire
+        -- (a loaded machine may take a while to open all of them).
+        if t - start < 0.85 * LIFE then
           gen1 = gen1 + 1
           local age = last[pid] - start
           lo, hi = math.min(lo, age), math.max(hi, age)
           assert.is_true(age >= 0.85 * LIFE, ("backend %d retired after %.3f s, before 90%% of max_lifetime"):format(pid, age))
-          assert.is_true(age <= LIFE + 0.15, ("backend %d still used after %.3f s"):format(pid, age))
+          -- A second of slack: a stalled loop may read the clock late.
+          assert.is_true(age <= LIFE + 1.0, ("backend %d still used after %.3f s"):format(pid, age))
         end
       end
       assert.equal(N, gen1)

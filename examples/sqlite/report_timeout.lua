@@ -31,13 +31,18 @@ loom.run(function()
   ticking = false
   ticker:join()
   print(("the ticker ticked %d times meanwhile"):format(ticks))
-  assert(ticks >= 3, "the loop kept running other tasks")
+  -- One tick is the promise (the loop was not blocked by the query); how
+  -- many fit in 200 ms depends on how busy the machine is.
+  assert(ticks >= 1, "the loop kept running other tasks")
 
   started = loom.now()
   local answer = db:value("SELECT 40 + 2")
   local next_took = loom.now() - started
   print(("the next query answered %d in %.1f ms: the interrupted one is not still running"):format(answer, next_took * 1000))
-  assert(answer == 42 and next_took < 1, "the interrupted query no longer runs")
+  -- Counting to 50 million takes seconds; the next query on the same
+  -- reader would wait that long if the interrupted one still ran. Two
+  -- seconds leave room for a loaded machine.
+  assert(answer == 42 and next_took < 2, "the interrupted query no longer runs")
   local stats = db:stats()
   print(("connections in use: %d"):format(stats.in_use))
   assert(stats.in_use == 0)
