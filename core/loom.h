@@ -122,7 +122,10 @@ int loom_loop_poll(loom_loop_t *loop, int64_t timeout_ms);
 int loom_loop_alive(const loom_loop_t *loop);
 /* The backend file descriptor, for a host that polls it itself. */
 int loom_loop_fd(const loom_loop_t *loop);
-/* Milliseconds until the next timer is due (0 if overdue), -1 if none. */
+/* How long a host may wait on the backend fd before it must poll the loop:
+ * 0 when work is due or libuv holds work the fd does not announce (interest
+ * not yet handed to the kernel, pending or close callbacks), else the
+ * milliseconds to the next timer, -1 if none. */
 int64_t loom_loop_next_timeout(loom_loop_t *loop);
 /* Thread-safe: makes a blocked loom_loop_poll return and, on the loop
  * thread, calls loop->on_wake. */

@@ -184,6 +184,30 @@ int loom_loop_alive(const loom_loop_t *loop) {
 
 int loom_loop_fd(const loom_loop_t *loop) { return uv_backend_fd(&loop->uv); }
 
+int64_t loom_loop_next_timeout(loom_loop_t *loop) {
+  if (!uv_loop_alive(&loop->uv))
+    return -1;
+  /* libuv's own answer for embedders, not the heap's deadline: a step
+   * polls libuv, and libuv fires the heap's timer by its millisecond clock,
+   * up to a millisecond after the heap's deadline. Told 0 from the heap
+   * then, a host would step in vain and spin until that clock ticks.
+   * It also says 0 whenever libuv holds work the backend fd does not
+   * announce: a watcher's new or changed interest (a new connection's
+   * socket) reaches the kernel only in libuv's next poll (libuv >= 1.44
+   * counts that in), and pending and close callbacks run only there too.
+   * Its timers are measured from the loop's cached time: bring that up to
+   * now, or a host would sleep past them. */
+  uv_update_time(&loop->uv);
+  int64_t ms = uv_backend_timeout(&loop->uv);
+#if UV_VERSION_HEX < 0x012c00 && !defined(_WIN32)
+  /* Older libuv leaves the interest out of its answer: look at its queue
+   * of watchers waiting for the kernel ourselves (empty: points to itself). */
+  if (loop->uv.watcher_queue[0] != (void *)loop->uv.watcher_queue)
+    ms = 0;
+#endif
+  return ms;
+}
+
 int loom_loop_wake(loom_loop_t *loop) { return uv_async_send(&loop->wakeup); }
 
 const char *loom_strerror(int status) {

@@ -140,13 +140,6 @@ void loom_timer_stop(loom_loop_t *loop, loom_timer_t *t) {
 
 size_t loom_timer_count(const loom_loop_t *loop) { return loop->heap_len; }
 
-int64_t loom_loop_next_timeout(loom_loop_t *loop) {
-  if (loop->heap_len == 0)
-    return -1;
-  uint64_t due = loop->heap[0]->due_ns, now = uv_hrtime();
-  return due > now ? (int64_t)((due - now + 999999u) / 1000000u) : 0;
-}
-
 void loom__timer_heap_init(loom_loop_t *loop) {
   loop->heap = NULL;
   loop->heap_len = loop->heap_cap = 0;

@@ -130,8 +130,6 @@ static int next_timeout_ms(lm_ctx *ctx) {
   if (ctx->ready_head)
     return 0;
   int64_t ms = loom_loop_next_timeout(&ctx->loop);
-  if (ms < 0 && loom_loop_alive(&ctx->loop))
-    ms = -1;
   return ms > 0x7fffffff ? 0x7fffffff : (int)ms;
 }
 

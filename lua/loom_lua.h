@@ -23,8 +23,10 @@ int loom_step(lua_State *L, int timeout_ms);
 /* The loop's backend file descriptor (readable when loom has events), or -1. */
 int loom_fd(lua_State *L);
 
-/* Milliseconds until loom needs a step: 0 if tasks are ready, -1 if only an
- * external event can give it work. */
+/* Milliseconds until loom needs a step, -1 if only an event on loom_fd or
+ * from the host can give it work. Ask after every step: 0 (tasks ready, or
+ * I/O interest that reaches the fd only in the next step, such as a new
+ * connection's socket) means step again before waiting on the fd. */
 int loom_next_timeout(lua_State *L);
 
 #endif

@@ -10,6 +10,7 @@ packages=(
   libsqlite3-dev                      # the SQLite driver
   libmariadb-dev                      # the MySQL/MariaDB driver
   lua-busted luarocks                 # tests and install checks
+  lua-luv                             # a host owning the loop, in the embedding spec
   postgresql postgresql-contrib       # the test server (contrib has pgbench)
   openssl                             # throwaway TLS certificates for the test servers
   mariadb-server mariadb-client       # the MariaDB test server (and mariadb-slap)

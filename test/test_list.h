@@ -20,6 +20,8 @@
   X(loop, wake_before_poll)             \
   X(loop, wake_idle_drains_fd)          \
   X(loop, next_timeout)                 \
+  X(loop, next_timeout_pending_work)    \
+  X(loop, next_timeout_zero_means_due)  \
   X(loop, fd)                           \
   X(loop, poll_timeout_bounds_wait)     \
   X(chan, rendezvous)                   \
