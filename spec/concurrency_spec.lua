@@ -41,6 +41,31 @@ local function assert_idle()
   assert.equal(0, s.timers, "timers left armed")
 end
 
+-- Runs a Lua script in a child lua5.4 with loom on its paths, killed after
+-- `limit` seconds: for what, broken, would spin or hang the spec run.
+-- Returns whether it exited 0 and what it printed (stdout and stderr).
+local build = os.getenv("LOOM_BUILD_DIR") or "build"
+local function run_child(source, limit)
+  local path = os.tmpname()
+  local f = assert(io.open(path, "w"))
+  f:write(source)
+  f:close()
+  local cmd = ("LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='%s/?.so;;' timeout -k 5 %d lua5.4 %s 2>&1")
+    :format(build, limit, path)
+  local p = io.popen(cmd)
+  local out = p:read("a")
+  local ok = p:close()
+  os.remove(path)
+  return ok, out
+end
+
+-- Waits until `seconds` have passed, catching every cancellation meanwhile:
+-- a child that ignores being cancelled for a while.
+local function stubborn(seconds)
+  local deadline = loom.now() + seconds
+  while loom.now() < deadline do pcall(loom.sleep, deadline - loom.now()) end
+end
+
 local function range(n)
   local t = {}
   for i = 1, n do t[i] = i end
@@ -185,6 +210,103 @@ describe("loom.group", function()
       loom.group(function(g) saved = g end)
       expect_error("usage", saved.spawn, saved, function() end)
     end)
+  end)
+
+  -- A wait that blocks costs a few milliseconds of CPU however loaded the
+  -- machine is; one that spins burns all the CPU it is given, which is
+  -- more than half the wall time unless the machine is starved. Half is
+  -- far from both.
+  it("timed out, waits blocked, not spinning, for children that ignore the cancel for a while", function()
+    run(function()
+      local log = {}
+      local children = {}
+      local c0, t0 = os.clock(), loom.now()
+      expect_error("timeout", loom.timeout, 0.02, function()
+        loom.group(function(g)
+          for i = 1, 8 do
+            children[i] = g:spawn(function() stubborn(0.3); log[#log + 1] = i end)
+          end
+          loom.sleep(30)
+        end)
+      end)
+      local cpu, wall = os.clock() - c0, loom.now() - t0
+      assert.equal(8, #log, "the group returned before its children finished")
+      for i = 1, 8 do assert.equal("done", children[i]:status()) end
+      assert.is_true(wall >= 0.3)
+      assert.is_true(cpu < 0.5 * wall, ("%.3f s of CPU in %.3f s: the group spun"):format(cpu, wall))
+    end)
+  end)
+
+  it("cancelled by hand, waits for children that ignore the cancel for a while", function()
+    run(function()
+      local log = {}
+      local c0, t0 = os.clock(), loom.now()
+      local t = loom.spawn(function()
+        loom.group(function(g)
+          g:spawn(function() stubborn(0.2); log[#log + 1] = "child" end)
+          loom.sleep(30)
+        end)
+      end)
+      loom.sleep(0.01)
+      t:cancel()
+      -- Cancelled again while it waits for the child: still no spin.
+      loom.sleep(0.01)
+      t:cancel()
+      expect_error("cancelled", t.join, t)
+      local cpu, wall = os.clock() - c0, loom.now() - t0
+      assert.same({ "child" }, log)
+      assert.is_true(cpu < 0.5 * wall, ("%.3f s of CPU in %.3f s: the group spun"):format(cpu, wall))
+    end)
+  end)
+
+  -- The join the group waited with raised at once again and again (the
+  -- scheduler delivers a deadlock to the main task each time nothing can
+  -- progress) and the group retried it in a busy loop, forever.
+  it("whose children ignore the cancel and wait on what nothing can wake raises deadlock, not spinning", function()
+    local ok, out = run_child([[
+      local loom = require "loom"
+      local c0, t0 = os.clock(), loom.now()
+      local children = {}
+      local ok, err = pcall(loom.run, function()
+        loom.timeout(0.02, function()
+          loom.group(function(g)
+            for i = 1, 8 do
+              children[i] = g:spawn(function()
+                local never = loom.event()
+                pcall(never.wait, never) -- the group's cancel, caught
+                never:wait()             -- and nothing can ever wake this
+              end)
+            end
+            loom.sleep(30)
+          end)
+        end)
+      end)
+      local statuses = {}
+      for i = 1, 8 do statuses[i] = children[i]:status() end
+      print("result", ok, type(err) == "table" and err.kind or tostring(err))
+      print("children", table.concat(statuses, ","))
+      print("cpu", os.clock() - c0, "wall", loom.now() - t0)
+    ]], 20)
+    assert.is_true(ok, "the script did not finish:\n" .. out)
+    assert.truthy(out:find("result	false	deadlock", 1, true), out)
+    -- run cancels them once main has failed; then they unwind.
+    assert.truthy(out:find("children	" .. ("cancelled,"):rep(7) .. "cancelled", 1, true), out)
+  end)
+
+  it("used where no wait can happen raises that at once, not spinning", function()
+    local ok, out = run_child([[
+      local loom = require "loom"
+      local ok, err = pcall(loom.run, function()
+        local list = { 2, 1 }
+        table.sort(list, function(a, b)
+          loom.group(function(g) g:spawn(loom.sleep, 0.01) end)
+          return a < b
+        end)
+      end)
+      print("result", ok, type(err) == "table" and err.kind or tostring(err))
+    ]], 20)
+    assert.is_true(ok, "the script did not finish:\n" .. out)
+    assert.truthy(out:find("result	false	usage", 1, true), out)
   end)
 
   it("g:cancel() stops the children; the group then returns normally", function()
@@ -366,6 +488,21 @@ describe("loom.first", function()
       assert.equal("b", err.errors[2])
       assert.equal("query", err.errors[3].kind)
       assert.truthy(tostring(err):find("3", 1, true))
+    end)
+  end)
+
+  it("cancelled while an alternative ignores the cancel for a while, waits for it", function()
+    run(function()
+      local log = {}
+      local t = loom.spawn(function()
+        return loom.first(function() stubborn(0.05); log[#log + 1] = "alt" end)
+      end)
+      loom.sleep(0.005)
+      t:cancel()
+      loom.sleep(0.005)
+      t:cancel() -- again while first waits for the alternative to end
+      expect_error("cancelled", t.join, t)
+      assert.same({ "alt" }, log)
     end)
   end)
 
@@ -808,6 +945,7 @@ describe("waitgroup", function()
       expect_error("usage", wg.add, wg, -1)
     end)
   end)
+
 end)
 
 describe("select and cancellation", function()

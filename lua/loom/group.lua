@@ -70,15 +70,14 @@ return function(loom)
       local t = g.children[i]
       local ok, err = pcall(t.join, t)
       if not ok and not finished(t) then
-        -- Cancelled from outside (or a timeout around the group): the
-        -- children go too, and the group still waits for them to unwind.
+        -- Cancelled from outside, a timeout around the group, or a wait
+        -- that can never end: the children go too, and the group still
+        -- waits for them to unwind. Not with join: it would raise at once
+        -- again (an expired scope, a deadlock, a place where no wait can
+        -- happen) and retrying it would spin. _await blocks until the
+        -- child is done, or raises when that can never happen.
         g:_fail(err, nil)
-        loom.shield(function()
-          for j = i, #g.children do
-            local c = g.children[j]
-            while not finished(c) do pcall(c.join, c) end
-          end
-        end)
+        for j = i, #g.children do g.children[j]:_await() end
         return
       end
       i = i + 1
@@ -93,10 +92,14 @@ return function(loom)
         g:_fail(err, nil)
       end
     end
-    wait_children(g)
+    local waited, wait_err = pcall(wait_children, g)
     g.closed = true
-    -- Join every child so no failure is reported twice as never joined.
-    for _, t in ipairs(g.children) do pcall(t.join, t) end
+    -- Join every finished child so no failure is reported twice as never
+    -- joined.
+    for _, t in ipairs(g.children) do
+      if finished(t) then pcall(t.join, t) end
+    end
+    if not waited then error(wait_err, 0) end
     local failure = g.failure
     if failure then
       if failure.task then failure.task:join() end
@@ -215,7 +218,9 @@ return function(loom)
     end
     local ok, err = pcall(decided.wait, decided)
     for _, t in ipairs(tasks) do t:cancel() end
-    loom.shield(function() for _, t in ipairs(tasks) do pcall(t.join, t) end end)
+    -- Not a join: one interrupted by a second cancel would stop waiting for
+    -- an alternative that is still unwinding.
+    for _, t in ipairs(tasks) do t:_await() end
     if not ok then error(err, 0) end
     if winner then return unpack(winner, 2, winner.n) end
     local first = errors[1]
