@@ -393,8 +393,17 @@ static void report_unobserved(lua_State *L, int task_idx) {
     }
   } else {
     lua_pop(L, 1);
-    const char *msg = luaL_tolstring(L, -1, NULL);
-    lua_getfield(L, -2, "traceback");
+    int err = lua_gettop(L);
+    const char *msg = luaL_tolstring(L, err, NULL);
+    /* Only a table carries the traceback as a field (a string has it
+     * appended already); indexing nil or a number here would raise inside
+     * a finalizer, where the error, and so the report, is lost. */
+    if (lua_type(L, err) == LUA_TTABLE)
+      lua_getfield(L, err, "traceback");
+    else if (lua_type(L, err) == LUA_TSTRING)
+      lua_pushnil(L);
+    else
+      lua_getiuservalue(L, task_idx, LM_TASK_TRACEBACK);
     const char *tb = lua_tostring(L, -1);
     fprintf(stderr, "loom: a task failed and nobody joined it: %s%s%s\n", msg,
             tb ? "\n" : "", tb ? tb : "");

@@ -309,6 +309,36 @@ describe("loom.group", function()
     assert.truthy(out:find("result	false	usage", 1, true), out)
   end)
 
+  -- Lua hands __close a nil error both for a normal exit and for error(nil).
+  it("a child's error(nil) is a failure too: it cancels the rest and nil is raised", function()
+    run(function()
+      for _, raise in ipairs({ function() error(nil) end, function() error() end }) do
+        local sibling
+        local ok, err = pcall(loom.group, function(g)
+          g:spawn(function() loom.sleep(0.005); raise() end)
+          sibling = g:spawn(loom.sleep, 30)
+        end)
+        assert.is_false(ok)
+        assert.is_nil(err)
+        assert.equal("cancelled", sibling:status())
+      end
+    end)
+  end)
+
+  it("a body that raises error(nil) fails the group too", function()
+    run(function()
+      local child
+      local ok, err = pcall(loom.group, function(g)
+        child = g:spawn(loom.sleep, 30)
+        loom.yield()
+        error(nil)
+      end)
+      assert.is_false(ok)
+      assert.is_nil(err)
+      assert.equal("cancelled", child:status())
+    end)
+  end)
+
   it("g:cancel() stops the children; the group then returns normally", function()
     run(function()
       local child
@@ -404,6 +434,24 @@ describe("loom.map and loom.each", function()
     end)
   end)
 
+  it("an item that raises error(nil) fails the whole map or each", function()
+    run(function()
+      local later
+      local ok, err = pcall(loom.map, { 1, 2, 3 }, function(v)
+        if v == 1 then error(nil) end
+        loom.sleep(0.01)
+        later = v
+        return v
+      end)
+      assert.is_false(ok, "map returned as if item 1 had given nil")
+      assert.is_nil(err)
+      assert.is_nil(later, "the other items were not cancelled")
+      ok, err = pcall(loom.each, { 1, 2 }, function(v) if v == 2 then error() end end, { concurrency = 1 })
+      assert.is_false(ok)
+      assert.is_nil(err)
+    end)
+  end)
+
   it("rejects bad arguments", function()
     local e = expect_error("argument", loom.map, {}, print, { concurrency = 0 })
     assert.truthy(e.message:find("#3", 1, true))
@@ -448,6 +496,18 @@ describe("loom.all", function()
     end)
   end)
 
+  it("an error(nil) is a failure: the others are cancelled and nil is raised", function()
+    run(function()
+      local log = {}
+      local ok, err = pcall(loom.all,
+        function() local _ <close> = guard(log, "slow"); loom.sleep(30) end,
+        function() loom.sleep(0.005); error(nil) end)
+      assert.is_false(ok)
+      assert.is_nil(err)
+      assert.same({ "slow:cancelled" }, log)
+    end)
+  end)
+
   it("rejects non-functions", function()
     local e = expect_error("argument", loom.all, function() end, 5)
     assert.truthy(e.message:find("#2", 1, true))
@@ -488,6 +548,18 @@ describe("loom.first", function()
       assert.equal("b", err.errors[2])
       assert.equal("query", err.errors[3].kind)
       assert.truthy(tostring(err):find("3", 1, true))
+    end)
+  end)
+
+  it("counts an error(nil) as a failure, listed in errors with errors.n", function()
+    run(function()
+      assert.equal("ok", loom.first(function() error(nil) end, function() loom.sleep(0.005); return "ok" end))
+      local err = expect_error("all_failed", loom.first,
+        function() error(nil) end,
+        function() loom.sleep(0.005); error("b", 0) end)
+      assert.equal(2, err.errors.n)
+      assert.is_nil(err.errors[1])
+      assert.equal("b", err.errors[2])
     end)
   end)
 
@@ -1377,6 +1449,23 @@ describe("pipelines", function()
       assert.is_true(pulled < 100, "the source kept being pulled: " .. pulled)
       assert.is_true(#log <= 1)
       for _, entry in ipairs(log) do assert.equal("slow:cancelled", entry) end
+    end)
+  end)
+
+  it("an error(nil) in a stage fails the pipeline: no item is silently lost", function()
+    run(function()
+      local ok, err = pcall(function()
+        return loom.pipeline(range(5))
+          :map(function(v) if v == 3 then error(nil) end return v end, { workers = 2 })
+          :collect()
+      end)
+      assert.is_false(ok, "the pipeline returned without item 3")
+      assert.is_nil(err)
+      ok, err = pcall(function()
+        return loom.pipeline(range(5)):filter(function(v) if v == 2 then error() end return true end):collect()
+      end)
+      assert.is_false(ok)
+      assert.is_nil(err)
     end)
   end)
 

@@ -103,6 +103,11 @@ describe("loom.run", function()
     assert.is_true(cleaned)
   end)
 
+  it("re-raises the main function's error(nil) as nil", function()
+    local r = table.pack(pcall(loom.run, function() error(nil) end))
+    assert.same({ false, nil, n = 2 }, r)
+  end)
+
   -- A daemon (what a db:listen() dispatcher runs in) that sleeps stands
   -- for anything the loop holds open that run does not wait for: run
   -- used to poll once more before seeing it had nothing left to wait for,
@@ -269,6 +274,15 @@ describe("tasks", function()
       assert.truthy(err:find("deep failure", 1, true))
       assert.truthy(err:find("stack traceback", 1, true))
       assert.truthy(err:find("deep", 1, true))
+    end)
+  end)
+
+  it("join re-raises a task's error(nil) as nil, and the task counts as failed", function()
+    loom.run(function()
+      local t = loom.spawn(function() loom.sleep(0.001); error(nil) end)
+      assert.same({ false, nil, n = 2 }, table.pack(pcall(t.join, t)))
+      assert.equal("failed", t:status())
+      assert.same({ false, nil, n = 2 }, table.pack(pcall(t.join, t)))
     end)
   end)
 
@@ -548,6 +562,26 @@ describe("failures nobody joins", function()
     assert.truthy(out:find("unjoined boom", 1, true), out)
     assert.truthy(out:find("stack traceback", 1, true), out)
     assert.truthy(out:find("inner", 1, true), out)
+  end)
+
+  -- The report looked for a traceback field in the error itself: on nil or
+  -- a number that raised inside the finalizer, and the report was lost.
+  it("are reported whatever the error value: nil, a number, a boolean", function()
+    local ok, out = run_child([[
+      local loom = require "loom"
+      loom.run(function()
+        loom.spawn(function() error(nil) end)
+        loom.spawn(function() error(42) end)
+        loom.spawn(function() error(false) end)
+      end)
+      collectgarbage(); collectgarbage()
+      print("script went on")
+    ]])
+    assert.is_true(ok, out)
+    assert.truthy(out:find("script went on", 1, true), out)
+    for _, value in ipairs({ "nil", "42", "false" }) do
+      assert.truthy(out:find("nobody joined it: " .. value .. "\nstack traceback", 1, true), out)
+    end
   end)
 
   it("are not reported once joined, nor when cancelled or successful", function()

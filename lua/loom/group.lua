@@ -20,19 +20,29 @@ return function(loom)
   end
 
   -- Every child that runs reports its failure here, from a <close> guard,
-  -- so the rest are cancelled at once.
+  -- so the rest are cancelled at once. A guard, not a pcall, keeps the
+  -- traceback of where the child failed. __close gets nil both when the
+  -- child returned and when it raised error(nil), so a child that returns
+  -- says so first: nothing can run between that and its guard closing.
   local Guard = {}
   Guard.__index = Guard
   Guard.__close = function(guard, err)
+    local returned = guard.returned
+    guard.returned = false
     local g = guard.group
-    if err ~= nil and not (is_cancel(err) and g.cancelled) then
+    if (err ~= nil or not returned) and not (is_cancel(err) and g.cancelled) then
       g:_fail(err, loom.current())
     end
   end
 
+  local function returned(guard, ...)
+    guard.returned = true
+    return ...
+  end
+
   local function child_main(guard, fn, ...)
     local _ <close> = guard
-    return fn(...)
+    return returned(guard, fn(...))
   end
 
   -- g:spawn(fn, ...) starts a child task of the group and returns it.
@@ -201,7 +211,8 @@ return function(loom)
     if fns.n == 0 then
       loom.error("argument", "bad argument #1 to 'loom.first' (at least one function expected)")
     end
-    local winner, errors, failed = nil, {}, 0
+    -- n: a failure may be error(nil), which would leave a hole.
+    local winner, errors, failed = nil, { n = fns.n }, 0
     local decided = loom.event()
     local tasks = {}
     for i = 1, fns.n do
