@@ -339,6 +339,18 @@ describe("loom.group", function()
     end)
   end)
 
+  it("rejects what cannot be called, naming the argument", function()
+    local e = expect_error("argument", loom.group, nil)
+    assert.truthy(e.message:find("bad argument #1 to 'loom.group' (function expected, got nil)", 1, true), e.message)
+    expect_error("argument", loom.group, 42)
+    run(function()
+      local spawned = error_of(loom.group, function(g) g:spawn(nil) end)
+      assert.equal("argument", spawned.kind)
+      assert.truthy(spawned.message:find("bad argument #1 to 'spawn' (function expected, got nil)", 1, true),
+        spawned.message)
+    end)
+  end)
+
   it("g:cancel() stops the children; the group then returns normally", function()
     run(function()
       local child
@@ -744,6 +756,12 @@ describe("loom.shield", function()
       assert.same({ 1, 2, n = 2 }, table.pack(loom.shield(function(a) return a, 2 end, 1)))
       assert.equal("inside", error_of(loom.shield, function() error("inside", 0) end))
     end)
+  end)
+
+  it("rejects what cannot be called, naming the argument", function()
+    local e = expect_error("argument", loom.shield, nil)
+    assert.truthy(e.message:find("bad argument #1 to 'loom.shield' (function expected, got nil)", 1, true), e.message)
+    expect_error("argument", loom.shield, "fn")
   end)
 
   it("does not stop task:cancel()", function()

@@ -45,8 +45,15 @@ return function(loom)
     return returned(guard, fn(...))
   end
 
+  local function is_callable(f)
+    return type(f) == "function" or (getmetatable(f) or {}).__call ~= nil
+  end
+
   -- g:spawn(fn, ...) starts a child task of the group and returns it.
   function Group:spawn(fn, ...)
+    if not is_callable(fn) then
+      loom.error("argument", "bad argument #1 to 'spawn' (function expected, got " .. type(fn) .. ")")
+    end
     if self.closed then
       loom.error("usage", "spawn on a group that has finished")
     end
@@ -121,6 +128,9 @@ return function(loom)
   -- loom.group(fn, ...) runs fn(g, ...) and returns its results once every
   -- child spawned with g:spawn has finished.
   function loom.group(fn, ...)
+    if not is_callable(fn) then
+      loom.error("argument", "bad argument #1 to 'loom.group' (function expected, got " .. type(fn) .. ")")
+    end
     local g = setmetatable({
       children = {}, cancelled = false, closed = false,
     }, Group)

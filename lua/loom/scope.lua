@@ -2,6 +2,10 @@
 return function(loom, core)
   local new_scope = core._scope
 
+  local function is_callable(f)
+    return type(f) == "function" or (getmetatable(f) or {}).__call ~= nil
+  end
+
   local function close_with(scope, ok, ...)
     local expired = scope:close()
     if ok then return ... end
@@ -19,7 +23,7 @@ return function(loom, core)
     if type(seconds) ~= "number" or not (seconds >= 0) then
       loom.error("argument", "bad argument #1 to 'loom.timeout' (non-negative number of seconds expected, got " .. type(seconds) .. ")")
     end
-    if type(fn) ~= "function" and not (getmetatable(fn) or {}).__call then
+    if not is_callable(fn) then
       loom.error("argument", "bad argument #2 to 'loom.timeout' (function expected, got " .. type(fn) .. ")")
     end
     local scope = new_scope(seconds)
@@ -30,6 +34,9 @@ return function(loom, core)
   -- it: for cleanup that must wait (closing a connection, letting children
   -- finish). A task:cancel() still reaches it.
   function loom.shield(fn, ...)
+    if not is_callable(fn) then
+      loom.error("argument", "bad argument #1 to 'loom.shield' (function expected, got " .. type(fn) .. ")")
+    end
     local scope = new_scope(nil, true)
     return close_with(scope, pcall(fn, ...))
   end
