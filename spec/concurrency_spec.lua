@@ -468,8 +468,15 @@ describe("loom.map and loom.each", function()
     local e = expect_error("argument", loom.map, {}, print, { concurrency = 0 })
     assert.truthy(e.message:find("#3", 1, true))
     expect_error("argument", loom.map, {}, print, { concurrency = 1.5 })
+    expect_error("argument", loom.map, {}, print, { concurrency = 0 / 0 })
     expect_error("argument", loom.each, "list", print)
     expect_error("argument", loom.each, {}, nil)
+    for _, opts in ipairs({ "x", 5, true }) do
+      e = expect_error("argument", loom.each, { 1 }, print, opts)
+      assert.truthy(e.message:find("bad argument #3 to 'loom.each' (options table expected, got " .. type(opts), 1, true),
+        e.message)
+      expect_error("argument", loom.map, { 1 }, print, opts)
+    end
   end)
 end)
 
@@ -730,6 +737,8 @@ describe("loom.timeout", function()
 
   it("rejects bad arguments", function()
     expect_error("argument", loom.timeout, -1, print)
+    expect_error("argument", loom.timeout, 0 / 0, print)
+    expect_error("argument", loom.timeout, "1", print)
     expect_error("argument", loom.timeout, 1, "fn")
   end)
 end)
@@ -1036,6 +1045,21 @@ describe("waitgroup", function()
     end)
   end)
 
+  it("refuses a count beyond what its counter holds, and keeps the count", function()
+    local wg = loom.waitgroup()
+    wg:add(2)
+    local e = expect_error("argument", function() wg:add(math.maxinteger) end)
+    assert.truthy(e.message:find("bad argument #1 to 'add'", 1, true), e.message)
+    assert.equal(2, wg:count())
+    wg:add(math.maxinteger - 2)
+    expect_error("argument", function() wg:add() end)
+    expect_error("usage", function() wg:add(math.mininteger) end)
+    assert.equal(math.maxinteger, wg:count())
+    wg:add(-math.maxinteger)
+    assert.equal(0, wg:count())
+    expect_error("argument", function() wg:wait(0 / 0) end)
+    expect_error("argument", function() wg:wait(-1) end)
+  end)
 end)
 
 describe("select and cancellation", function()
@@ -1238,6 +1262,14 @@ describe("loom.retry", function()
     expect_error("argument", loom.retry, print, { jitter = 2 })
     expect_error("argument", loom.retry, print, { factor = 0.5 })
     expect_error("argument", loom.retry, print, "opts")
+    -- NaN compares false with every bound, so it slipped past them.
+    local nan = 0 / 0
+    for _, name in ipairs({ "backoff", "factor", "max_delay", "jitter" }) do
+      local e = expect_error("argument", loom.retry, print, { [name] = nan })
+      assert.truthy(e.message:find("bad argument #2 to 'loom.retry' (" .. name, 1, true), e.message)
+    end
+    local e = expect_error("argument", loom.retry, print, { retry_on = 5 })
+    assert.truthy(e.message:find("retry_on", 1, true), e.message)
   end)
 end)
 
@@ -1332,6 +1364,11 @@ describe("loom.breaker", function()
     expect_error("argument", loom.breaker, { failures = 0 })
     expect_error("argument", loom.breaker, { reset_after = -1 })
     expect_error("argument", loom.breaker, 5)
+    for opts, name in pairs({ [{ reset_after = 0 / 0 }] = "reset_after", [{ failure_on = 5 }] = "failure_on",
+                               [{ on_change = "x" }] = "on_change" }) do
+      local e = expect_error("argument", loom.breaker, opts)
+      assert.truthy(e.message:find("bad argument #1 to 'loom.breaker' (" .. name, 1, true), e.message)
+    end
   end)
 end)
 

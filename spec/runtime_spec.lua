@@ -1166,6 +1166,27 @@ describe("errors", function()
     end
   end)
 
+  it("negative and NaN timeouts are argument errors, whatever waits", function()
+    local sem, mu, ev, wg = loom.semaphore(1), loom.mutex(), loom.event(), loom.waitgroup()
+    wg:add(1)
+    sem:acquire()
+    -- Checked before anything else, also when the call would not wait.
+    for _, bad in ipairs({ -1, 0 / 0 }) do
+      for _, c in ipairs({
+        { "acquire", function() sem:acquire(bad) end },
+        { "lock", function() mu:lock(bad) end },
+        { "wait", function() ev:wait(bad) end },
+        { "wait", function() wg:wait(bad) end },
+        { "sleep", function() loom.sleep(bad) end },
+        { "select", function() loom.select { { loom.channel(), "recv" }, timeout = bad } end },
+      }) do
+        expect_error("argument", c[2])
+      end
+    end
+    sem:release()
+    wg:done()
+  end)
+
   it("timeouts of sync primitives are errors of kind timeout", function()
     loom.run(function()
       local sem = loom.semaphore(1)

@@ -146,6 +146,9 @@ return function(loom)
   end
 
   local function concurrency_of(opts, n, fname)
+    if opts ~= nil and type(opts) ~= "table" then
+      loom.error("argument", ("bad argument #3 to '%s' (options table expected, got %s)"):format(fname, type(opts)))
+    end
     local c = opts and opts.concurrency
     if c == nil then return n end
     if math.type(c) ~= "integer" or c < 1 then
