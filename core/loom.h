@@ -227,7 +227,7 @@ typedef struct loom_waitgroup {
 
 void loom_waitgroup_init(loom_waitgroup_t *wg);
 /* Adds delta (negative for done). LOOM_EOVERFLOW if the count would go
- * below zero, which leaves it unchanged. */
+ * below zero or past INT64_MAX, which leaves it unchanged. */
 int loom_waitgroup_add(loom_waitgroup_t *wg, int64_t delta);
 void loom_waitgroup_wait(loom_waitgroup_t *wg, loom_waiter_t *w);
 void loom_waitgroup_destroy(loom_waitgroup_t *wg);

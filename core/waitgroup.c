@@ -6,7 +6,8 @@ void loom_waitgroup_init(loom_waitgroup_t *wg) {
 }
 
 int loom_waitgroup_add(loom_waitgroup_t *wg, int64_t delta) {
-  if (wg->count + delta < 0)
+  /* Compared without computing count + delta, which could overflow. */
+  if (delta < 0 ? delta < -wg->count : delta > INT64_MAX - wg->count)
     return LOOM_EOVERFLOW;
   wg->count += delta;
   if (wg->count == 0)

@@ -52,11 +52,14 @@ static void check_not_in_task(lua_State *L, lm_ctx *ctx, const char *what) {
 }
 
 /* Drives the loop until the task finished and no other task is left. A main
- * task that waits on something nothing can wake gets a deadlock error at
- * its wait; tasks left blocked forever after it finished are cancelled. */
+ * task that waits on what nothing can wake gets a deadlock error at its
+ * wait. When main has failed, or has finished while the others wait on what
+ * nothing can wake, the others are cancelled; those that catch that and wait
+ * again on nothing are left behind rather than cancelled in a busy loop. */
 static void run_until_done(lm_ctx *ctx, lua_State *L, lm_task *main) {
   int cancelled_for_failure = 0;
-  while (!lm_task_finished(main) || ctx->live > ctx->daemons) {
+  size_t live_when_cancelled = (size_t)-1;
+  for (;;) {
     if (lm_task_finished(main) && main->state != LM_DONE && !cancelled_for_failure) {
       cancelled_for_failure = 1;
       lm_cancel_all(ctx, L, 0);
@@ -64,6 +67,11 @@ static void run_until_done(lm_ctx *ctx, lua_State *L, lm_task *main) {
     /* Run the ready tasks before blocking in the poll: when main fails
      * here, the others are cancelled now, not after their next wake-up. */
     lm_run_ready(ctx, L, LM_RUN_BUDGET);
+    /* Checked before every poll: what the loop still holds open (a
+     * daemon's connection, a far timer) must not keep run from returning
+     * once the last task it waits for finished here. */
+    if (lm_task_finished(main) && ctx->live <= ctx->daemons)
+      return;
     if (lm_task_finished(main) && main->state != LM_DONE && !cancelled_for_failure)
       continue;
     if (lm_step(ctx, L, -1))
@@ -71,8 +79,11 @@ static void run_until_done(lm_ctx *ctx, lua_State *L, lm_task *main) {
     if (!lm_task_finished(main)) {
       if (main->state == LM_WAITING)
         lm_wait_finish(&main->wait, LM_EDEADLOCK, -1);
-    } else {
+    } else if (ctx->live != live_when_cancelled) {
+      live_when_cancelled = ctx->live;
       lm_cancel_all(ctx, L, 0);
+    } else {
+      return;
     }
   }
 }

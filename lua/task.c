@@ -317,6 +317,37 @@ static int task_join(lua_State *L) {
   return lm_wait_begin(L, w, join_k);
 }
 
+static int await_k(lua_State *L, int status, lua_KContext kctx);
+
+static int await_begin(lua_State *L, lm_task *t) {
+  lm_wait *w = lm_wait_prepare_shielded(L, t->ctx);
+  loom_waitq_push(&t->joiners, &w->one);
+  return lm_wait_begin(L, w, await_k);
+}
+
+static int await_k(lua_State *L, int status, lua_KContext kctx) {
+  (void)status;
+  lm_wait_check(L, LM_WAIT_OF(kctx));
+  lm_task *t = lua_touserdata(L, 1);
+  return lm_task_finished(t) ? 0 : await_begin(L, t);
+}
+
+/* t:_await(): waits until t has finished, and nothing else ends the wait:
+ * neither a task:cancel() of the waiter nor a scope expiring around it
+ * (a cancel lands at the waiter's next wait). A group uses it to let its
+ * children unwind: retrying a join that keeps raising at once would spin.
+ * Raises only when the wait can never end (deadlock) or cannot happen here;
+ * returns nothing, the outcome is t's to report. */
+static int task_await(lua_State *L) {
+  lm_task *t = check_task(L, 1);
+  lua_settop(L, 1);
+  if (lm_task_finished(t))
+    return 0;
+  if (t == t->ctx->current)
+    return lm_error(L, "usage", "a task cannot wait for itself");
+  return await_begin(L, t);
+}
+
 static int task_cancel(lua_State *L) {
   lm_task *t = check_task(L, 1);
   if (!lm_task_finished(t) && !lua_isnoneornil(L, 2)) {
@@ -362,8 +393,17 @@ static void report_unobserved(lua_State *L, int task_idx) {
     }
   } else {
     lua_pop(L, 1);
-    const char *msg = luaL_tolstring(L, -1, NULL);
-    lua_getfield(L, -2, "traceback");
+    int err = lua_gettop(L);
+    const char *msg = luaL_tolstring(L, err, NULL);
+    /* Only a table carries the traceback as a field (a string has it
+     * appended already); indexing nil or a number here would raise inside
+     * a finalizer, where the error, and so the report, is lost. */
+    if (lua_type(L, err) == LUA_TTABLE)
+      lua_getfield(L, err, "traceback");
+    else if (lua_type(L, err) == LUA_TSTRING)
+      lua_pushnil(L);
+    else
+      lua_getiuservalue(L, task_idx, LM_TASK_TRACEBACK);
     const char *tb = lua_tostring(L, -1);
     fprintf(stderr, "loom: a task failed and nobody joined it: %s%s%s\n", msg,
             tb ? "\n" : "", tb ? tb : "");
@@ -442,6 +482,7 @@ static const luaL_Reg task_methods[] = {
   {"join", task_join},
   {"cancel", task_cancel},
   {"status", task_status},
+  {"_await", task_await},
   {NULL, NULL}
 };
 

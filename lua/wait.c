@@ -155,6 +155,12 @@ void lm_drive(lm_ctx *ctx, lua_State *L, lm_wait *w) {
   lm_wait *outer = ctx->driving_wait;
   ctx->driving_wait = w;
   while (!w->done) {
+    /* The ready tasks first: one of them may end this wait, and then the
+     * poll must not block on what the loop holds open for someone else (a
+     * daemon's connection, a far timer). */
+    lm_run_ready(ctx, L, LM_RUN_BUDGET);
+    if (w->done)
+      break;
     int progress = lm_step(ctx, L, -1);
     if (!w->done && !progress)
       lm_wait_finish(w, LM_EDEADLOCK, -1);

@@ -20,8 +20,11 @@ static int l_waitgroup(lua_State *L) {
 }
 
 static int add(lua_State *L, lm_waitgroup *g, lua_Integer delta) {
-  if (loom_waitgroup_add(&g->wg, delta) != LOOM_OK)
+  if (loom_waitgroup_add(&g->wg, delta) != LOOM_OK) {
+    if (delta > 0)
+      return lm_argerror(L, 2, "count would overflow the waitgroup counter");
     return lm_error(L, "usage", "waitgroup counter would go below zero");
+  }
   return 0;
 }
 

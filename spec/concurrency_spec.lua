@@ -41,6 +41,31 @@ local function assert_idle()
   assert.equal(0, s.timers, "timers left armed")
 end
 
+-- Runs a Lua script in a child lua5.4 with loom on its paths, killed after
+-- `limit` seconds: for what, broken, would spin or hang the spec run.
+-- Returns whether it exited 0 and what it printed (stdout and stderr).
+local build = os.getenv("LOOM_BUILD_DIR") or "build"
+local function run_child(source, limit)
+  local path = os.tmpname()
+  local f = assert(io.open(path, "w"))
+  f:write(source)
+  f:close()
+  local cmd = ("LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='%s/?.so;;' timeout -k 5 %d lua5.4 %s 2>&1")
+    :format(build, limit, path)
+  local p = io.popen(cmd)
+  local out = p:read("a")
+  local ok = p:close()
+  os.remove(path)
+  return ok, out
+end
+
+-- Waits until `seconds` have passed, catching every cancellation meanwhile:
+-- a child that ignores being cancelled for a while.
+local function stubborn(seconds)
+  local deadline = loom.now() + seconds
+  while loom.now() < deadline do pcall(loom.sleep, deadline - loom.now()) end
+end
+
 local function range(n)
   local t = {}
   for i = 1, n do t[i] = i end
@@ -187,6 +212,145 @@ describe("loom.group", function()
     end)
   end)
 
+  -- A wait that blocks costs a few milliseconds of CPU however loaded the
+  -- machine is; one that spins burns all the CPU it is given, which is
+  -- more than half the wall time unless the machine is starved. Half is
+  -- far from both.
+  it("timed out, waits blocked, not spinning, for children that ignore the cancel for a while", function()
+    run(function()
+      local log = {}
+      local children = {}
+      local c0, t0 = os.clock(), loom.now()
+      expect_error("timeout", loom.timeout, 0.02, function()
+        loom.group(function(g)
+          for i = 1, 8 do
+            children[i] = g:spawn(function() stubborn(0.3); log[#log + 1] = i end)
+          end
+          loom.sleep(30)
+        end)
+      end)
+      local cpu, wall = os.clock() - c0, loom.now() - t0
+      assert.equal(8, #log, "the group returned before its children finished")
+      for i = 1, 8 do assert.equal("done", children[i]:status()) end
+      assert.is_true(wall >= 0.3)
+      assert.is_true(cpu < 0.5 * wall, ("%.3f s of CPU in %.3f s: the group spun"):format(cpu, wall))
+    end)
+  end)
+
+  it("cancelled by hand, waits for children that ignore the cancel for a while", function()
+    run(function()
+      local log = {}
+      local c0, t0 = os.clock(), loom.now()
+      local t = loom.spawn(function()
+        loom.group(function(g)
+          g:spawn(function() stubborn(0.2); log[#log + 1] = "child" end)
+          loom.sleep(30)
+        end)
+      end)
+      loom.sleep(0.01)
+      t:cancel()
+      -- Cancelled again while it waits for the child: still no spin.
+      loom.sleep(0.01)
+      t:cancel()
+      expect_error("cancelled", t.join, t)
+      local cpu, wall = os.clock() - c0, loom.now() - t0
+      assert.same({ "child" }, log)
+      assert.is_true(cpu < 0.5 * wall, ("%.3f s of CPU in %.3f s: the group spun"):format(cpu, wall))
+    end)
+  end)
+
+  -- The join the group waited with raised at once again and again (the
+  -- scheduler delivers a deadlock to the main task each time nothing can
+  -- progress) and the group retried it in a busy loop, forever.
+  it("whose children ignore the cancel and wait on what nothing can wake raises deadlock, not spinning", function()
+    local ok, out = run_child([[
+      local loom = require "loom"
+      local c0, t0 = os.clock(), loom.now()
+      local children = {}
+      local ok, err = pcall(loom.run, function()
+        loom.timeout(0.02, function()
+          loom.group(function(g)
+            for i = 1, 8 do
+              children[i] = g:spawn(function()
+                local never = loom.event()
+                pcall(never.wait, never) -- the group's cancel, caught
+                never:wait()             -- and nothing can ever wake this
+              end)
+            end
+            loom.sleep(30)
+          end)
+        end)
+      end)
+      local statuses = {}
+      for i = 1, 8 do statuses[i] = children[i]:status() end
+      print("result", ok, type(err) == "table" and err.kind or tostring(err))
+      print("children", table.concat(statuses, ","))
+      print("cpu", os.clock() - c0, "wall", loom.now() - t0)
+    ]], 20)
+    assert.is_true(ok, "the script did not finish:\n" .. out)
+    assert.truthy(out:find("result	false	deadlock", 1, true), out)
+    -- run cancels them once main has failed; then they unwind.
+    assert.truthy(out:find("children	" .. ("cancelled,"):rep(7) .. "cancelled", 1, true), out)
+  end)
+
+  it("used where no wait can happen raises that at once, not spinning", function()
+    local ok, out = run_child([[
+      local loom = require "loom"
+      local ok, err = pcall(loom.run, function()
+        local list = { 2, 1 }
+        table.sort(list, function(a, b)
+          loom.group(function(g) g:spawn(loom.sleep, 0.01) end)
+          return a < b
+        end)
+      end)
+      print("result", ok, type(err) == "table" and err.kind or tostring(err))
+    ]], 20)
+    assert.is_true(ok, "the script did not finish:\n" .. out)
+    assert.truthy(out:find("result	false	usage", 1, true), out)
+  end)
+
+  -- Lua hands __close a nil error both for a normal exit and for error(nil).
+  it("a child's error(nil) is a failure too: it cancels the rest and nil is raised", function()
+    run(function()
+      for _, raise in ipairs({ function() error(nil) end, function() error() end }) do
+        local sibling
+        local ok, err = pcall(loom.group, function(g)
+          g:spawn(function() loom.sleep(0.005); raise() end)
+          sibling = g:spawn(loom.sleep, 30)
+        end)
+        assert.is_false(ok)
+        assert.is_nil(err)
+        assert.equal("cancelled", sibling:status())
+      end
+    end)
+  end)
+
+  it("a body that raises error(nil) fails the group too", function()
+    run(function()
+      local child
+      local ok, err = pcall(loom.group, function(g)
+        child = g:spawn(loom.sleep, 30)
+        loom.yield()
+        error(nil)
+      end)
+      assert.is_false(ok)
+      assert.is_nil(err)
+      assert.equal("cancelled", child:status())
+    end)
+  end)
+
+  it("rejects what cannot be called, naming the argument", function()
+    local e = expect_error("argument", loom.group, nil)
+    assert.truthy(e.message:find("bad argument #1 to 'loom.group' (function expected, got nil)", 1, true), e.message)
+    expect_error("argument", loom.group, 42)
+    run(function()
+      local spawned = error_of(loom.group, function(g) g:spawn(nil) end)
+      assert.equal("argument", spawned.kind)
+      assert.truthy(spawned.message:find("bad argument #1 to 'spawn' (function expected, got nil)", 1, true),
+        spawned.message)
+    end)
+  end)
+
   it("g:cancel() stops the children; the group then returns normally", function()
     run(function()
       local child
@@ -282,12 +446,37 @@ describe("loom.map and loom.each", function()
     end)
   end)
 
+  it("an item that raises error(nil) fails the whole map or each", function()
+    run(function()
+      local later
+      local ok, err = pcall(loom.map, { 1, 2, 3 }, function(v)
+        if v == 1 then error(nil) end
+        loom.sleep(0.01)
+        later = v
+        return v
+      end)
+      assert.is_false(ok, "map returned as if item 1 had given nil")
+      assert.is_nil(err)
+      assert.is_nil(later, "the other items were not cancelled")
+      ok, err = pcall(loom.each, { 1, 2 }, function(v) if v == 2 then error() end end, { concurrency = 1 })
+      assert.is_false(ok)
+      assert.is_nil(err)
+    end)
+  end)
+
   it("rejects bad arguments", function()
     local e = expect_error("argument", loom.map, {}, print, { concurrency = 0 })
     assert.truthy(e.message:find("#3", 1, true))
     expect_error("argument", loom.map, {}, print, { concurrency = 1.5 })
+    expect_error("argument", loom.map, {}, print, { concurrency = 0 / 0 })
     expect_error("argument", loom.each, "list", print)
     expect_error("argument", loom.each, {}, nil)
+    for _, opts in ipairs({ "x", 5, true }) do
+      e = expect_error("argument", loom.each, { 1 }, print, opts)
+      assert.truthy(e.message:find("bad argument #3 to 'loom.each' (options table expected, got " .. type(opts), 1, true),
+        e.message)
+      expect_error("argument", loom.map, { 1 }, print, opts)
+    end
   end)
 end)
 
@@ -322,6 +511,18 @@ describe("loom.all", function()
         function() local _ <close> = guard(log, "slow"); loom.sleep(30) end,
         function() loom.sleep(0.005); error("all broke", 0) end)
       assert.equal("all broke", first_line(err))
+      assert.same({ "slow:cancelled" }, log)
+    end)
+  end)
+
+  it("an error(nil) is a failure: the others are cancelled and nil is raised", function()
+    run(function()
+      local log = {}
+      local ok, err = pcall(loom.all,
+        function() local _ <close> = guard(log, "slow"); loom.sleep(30) end,
+        function() loom.sleep(0.005); error(nil) end)
+      assert.is_false(ok)
+      assert.is_nil(err)
       assert.same({ "slow:cancelled" }, log)
     end)
   end)
@@ -366,6 +567,33 @@ describe("loom.first", function()
       assert.equal("b", err.errors[2])
       assert.equal("query", err.errors[3].kind)
       assert.truthy(tostring(err):find("3", 1, true))
+    end)
+  end)
+
+  it("counts an error(nil) as a failure, listed in errors with errors.n", function()
+    run(function()
+      assert.equal("ok", loom.first(function() error(nil) end, function() loom.sleep(0.005); return "ok" end))
+      local err = expect_error("all_failed", loom.first,
+        function() error(nil) end,
+        function() loom.sleep(0.005); error("b", 0) end)
+      assert.equal(2, err.errors.n)
+      assert.is_nil(err.errors[1])
+      assert.equal("b", err.errors[2])
+    end)
+  end)
+
+  it("cancelled while an alternative ignores the cancel for a while, waits for it", function()
+    run(function()
+      local log = {}
+      local t = loom.spawn(function()
+        return loom.first(function() stubborn(0.05); log[#log + 1] = "alt" end)
+      end)
+      loom.sleep(0.005)
+      t:cancel()
+      loom.sleep(0.005)
+      t:cancel() -- again while first waits for the alternative to end
+      expect_error("cancelled", t.join, t)
+      assert.same({ "alt" }, log)
     end)
   end)
 
@@ -509,6 +737,8 @@ describe("loom.timeout", function()
 
   it("rejects bad arguments", function()
     expect_error("argument", loom.timeout, -1, print)
+    expect_error("argument", loom.timeout, 0 / 0, print)
+    expect_error("argument", loom.timeout, "1", print)
     expect_error("argument", loom.timeout, 1, "fn")
   end)
 end)
@@ -535,6 +765,12 @@ describe("loom.shield", function()
       assert.same({ 1, 2, n = 2 }, table.pack(loom.shield(function(a) return a, 2 end, 1)))
       assert.equal("inside", error_of(loom.shield, function() error("inside", 0) end))
     end)
+  end)
+
+  it("rejects what cannot be called, naming the argument", function()
+    local e = expect_error("argument", loom.shield, nil)
+    assert.truthy(e.message:find("bad argument #1 to 'loom.shield' (function expected, got nil)", 1, true), e.message)
+    expect_error("argument", loom.shield, "fn")
   end)
 
   it("does not stop task:cancel()", function()
@@ -808,6 +1044,22 @@ describe("waitgroup", function()
       expect_error("usage", wg.add, wg, -1)
     end)
   end)
+
+  it("refuses a count beyond what its counter holds, and keeps the count", function()
+    local wg = loom.waitgroup()
+    wg:add(2)
+    local e = expect_error("argument", function() wg:add(math.maxinteger) end)
+    assert.truthy(e.message:find("bad argument #1 to 'add'", 1, true), e.message)
+    assert.equal(2, wg:count())
+    wg:add(math.maxinteger - 2)
+    expect_error("argument", function() wg:add() end)
+    expect_error("usage", function() wg:add(math.mininteger) end)
+    assert.equal(math.maxinteger, wg:count())
+    wg:add(-math.maxinteger)
+    assert.equal(0, wg:count())
+    expect_error("argument", function() wg:wait(0 / 0) end)
+    expect_error("argument", function() wg:wait(-1) end)
+  end)
 end)
 
 describe("select and cancellation", function()
@@ -1010,6 +1262,14 @@ describe("loom.retry", function()
     expect_error("argument", loom.retry, print, { jitter = 2 })
     expect_error("argument", loom.retry, print, { factor = 0.5 })
     expect_error("argument", loom.retry, print, "opts")
+    -- NaN compares false with every bound, so it slipped past them.
+    local nan = 0 / 0
+    for _, name in ipairs({ "backoff", "factor", "max_delay", "jitter" }) do
+      local e = expect_error("argument", loom.retry, print, { [name] = nan })
+      assert.truthy(e.message:find("bad argument #2 to 'loom.retry' (" .. name, 1, true), e.message)
+    end
+    local e = expect_error("argument", loom.retry, print, { retry_on = 5 })
+    assert.truthy(e.message:find("retry_on", 1, true), e.message)
   end)
 end)
 
@@ -1104,6 +1364,11 @@ describe("loom.breaker", function()
     expect_error("argument", loom.breaker, { failures = 0 })
     expect_error("argument", loom.breaker, { reset_after = -1 })
     expect_error("argument", loom.breaker, 5)
+    for opts, name in pairs({ [{ reset_after = 0 / 0 }] = "reset_after", [{ failure_on = 5 }] = "failure_on",
+                               [{ on_change = "x" }] = "on_change" }) do
+      local e = expect_error("argument", loom.breaker, opts)
+      assert.truthy(e.message:find("bad argument #1 to 'loom.breaker' (" .. name, 1, true), e.message)
+    end
   end)
 end)
 
@@ -1239,6 +1504,23 @@ describe("pipelines", function()
       assert.is_true(pulled < 100, "the source kept being pulled: " .. pulled)
       assert.is_true(#log <= 1)
       for _, entry in ipairs(log) do assert.equal("slow:cancelled", entry) end
+    end)
+  end)
+
+  it("an error(nil) in a stage fails the pipeline: no item is silently lost", function()
+    run(function()
+      local ok, err = pcall(function()
+        return loom.pipeline(range(5))
+          :map(function(v) if v == 3 then error(nil) end return v end, { workers = 2 })
+          :collect()
+      end)
+      assert.is_false(ok, "the pipeline returned without item 3")
+      assert.is_nil(err)
+      ok, err = pcall(function()
+        return loom.pipeline(range(5)):filter(function(v) if v == 2 then error() end return true end):collect()
+      end)
+      assert.is_false(ok)
+      assert.is_nil(err)
     end)
   end)
 

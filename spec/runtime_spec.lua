@@ -22,15 +22,16 @@ local function expect_error(kind, fn, ...)
   return err
 end
 
--- Runs a Lua script in a child lua5.4 with loom on its paths; returns
+-- Runs a Lua script in a child lua5.4 with loom on its paths (killed after
+-- `limit` seconds when given: for what, broken, would hang or spin); returns
 -- whether it exited 0 and everything it printed (stdout and stderr).
-local function run_child(source)
+local function run_child(source, limit)
   local path = os.tmpname()
   local f = assert(io.open(path, "w"))
   f:write(source)
   f:close()
-  local cmd = ("LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='%s/?.so;;' lua5.4 %s 2>&1")
-    :format(build, path)
+  local cmd = ("LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='%s/?.so;;' %slua5.4 %s 2>&1")
+    :format(build, limit and ("timeout -k 5 %d "):format(limit) or "", path)
   local p = io.popen(cmd)
   local out = p:read("a")
   local ok = p:close()
@@ -100,6 +101,91 @@ describe("loom.run", function()
     assert.truthy(tostring(err):find("main gives up", 1, true))
     assert.equal("cancelled", child:status())
     assert.is_true(cleaned)
+  end)
+
+  it("re-raises the main function's error(nil) as nil", function()
+    local r = table.pack(pcall(loom.run, function() error(nil) end))
+    assert.same({ false, nil, n = 2 }, r)
+  end)
+
+  -- A daemon (what a db:listen() dispatcher runs in) that sleeps stands
+  -- for anything the loop holds open that run does not wait for: run
+  -- used to poll once more before seeing it had nothing left to wait for,
+  -- and that poll blocked until the daemon's timer fired.
+  describe("while the loop holds something open for a daemon", function()
+    local core = require "loom.core"
+    local daemon, woke
+
+    before_each(function()
+      woke = false
+      daemon = core._spawn_daemon(function() loom.sleep(10); woke = true end)
+    end)
+
+    after_each(function()
+      daemon:cancel()
+      pcall(daemon.join, daemon)
+    end)
+
+    it("re-raises main's error at once when main fails before waiting", function()
+      local err = error_of(loom.run, function() error("main broke", 0) end)
+      assert.truthy(tostring(err):find("main broke", 1, true))
+      assert.is_false(woke, "run returned only once the daemon's timer fired")
+    end)
+
+    it("re-raises main's error at once after cancelling a task that waits forever", function()
+      local waiter
+      local err = error_of(loom.run, function()
+        waiter = loom.spawn(function() loom.channel():recv() end)
+        loom.yield()
+        error("main broke", 0)
+      end)
+      assert.truthy(tostring(err):find("main broke", 1, true))
+      assert.equal("cancelled", waiter:status())
+      assert.is_false(woke, "run returned only once the daemon's timer fired")
+    end)
+
+    it("re-raises main's error at once after cancelling a task that sleeps far into the future", function()
+      local sleeper
+      local err = error_of(loom.run, function()
+        sleeper = loom.spawn(loom.sleep, 1e6)
+        loom.sleep(0.001)
+        error("main broke", 0)
+      end)
+      assert.truthy(tostring(err):find("main broke", 1, true))
+      assert.equal("cancelled", sleeper:status())
+      assert.is_false(woke, "run returned only once the daemon's timer fired")
+    end)
+
+    it("returns main's results at once when main finishes without waiting", function()
+      assert.equal("done", loom.run(function() return "done" end))
+      assert.is_false(woke, "run returned only once the daemon's timer fired")
+    end)
+
+    it("a join at top level returns once the task finished", function()
+      local t = loom.spawn(function() return "joined" end)
+      assert.equal("joined", t:join())
+      assert.is_false(woke, "the join returned only once the daemon's timer fired")
+    end)
+  end)
+
+  -- Run cancelled them again every time nothing could progress, and they
+  -- caught it and waited again: a busy loop.
+  it("gives up on tasks that catch the cancel and wait again on what nothing can wake, not spinning", function()
+    local ok, out = run_child([[
+      local loom = require "loom"
+      local stubborn
+      local ok, err = pcall(loom.run, function()
+        stubborn = loom.spawn(function()
+          local never = loom.event()
+          while true do pcall(never.wait, never) end
+        end)
+        loom.yield()
+        error("main broke", 0)
+      end)
+      print("result", ok, err, stubborn:status())
+    ]], 20)
+    assert.is_true(ok, "the script did not finish:\n" .. out)
+    assert.truthy(out:find("result\tfalse\tmain broke", 1, true), out)
   end)
 
   it("raises a deadlock error when the main function waits on what nothing can wake", function()
@@ -188,6 +274,15 @@ describe("tasks", function()
       assert.truthy(err:find("deep failure", 1, true))
       assert.truthy(err:find("stack traceback", 1, true))
       assert.truthy(err:find("deep", 1, true))
+    end)
+  end)
+
+  it("join re-raises a task's error(nil) as nil, and the task counts as failed", function()
+    loom.run(function()
+      local t = loom.spawn(function() loom.sleep(0.001); error(nil) end)
+      assert.same({ false, nil, n = 2 }, table.pack(pcall(t.join, t)))
+      assert.equal("failed", t:status())
+      assert.same({ false, nil, n = 2 }, table.pack(pcall(t.join, t)))
     end)
   end)
 
@@ -467,6 +562,26 @@ describe("failures nobody joins", function()
     assert.truthy(out:find("unjoined boom", 1, true), out)
     assert.truthy(out:find("stack traceback", 1, true), out)
     assert.truthy(out:find("inner", 1, true), out)
+  end)
+
+  -- The report looked for a traceback field in the error itself: on nil or
+  -- a number that raised inside the finalizer, and the report was lost.
+  it("are reported whatever the error value: nil, a number, a boolean", function()
+    local ok, out = run_child([[
+      local loom = require "loom"
+      loom.run(function()
+        loom.spawn(function() error(nil) end)
+        loom.spawn(function() error(42) end)
+        loom.spawn(function() error(false) end)
+      end)
+      collectgarbage(); collectgarbage()
+      print("script went on")
+    ]])
+    assert.is_true(ok, out)
+    assert.truthy(out:find("script went on", 1, true), out)
+    for _, value in ipairs({ "nil", "42", "false" }) do
+      assert.truthy(out:find("nobody joined it: " .. value .. "\nstack traceback", 1, true), out)
+    end
   end)
 
   it("are not reported once joined, nor when cancelled or successful", function()
@@ -1049,6 +1164,27 @@ describe("errors", function()
       local want = ("bad argument #1 to '%s'"):format(c[1])
       assert.truthy(err.message:find(want, 1, true), err.message)
     end
+  end)
+
+  it("negative and NaN timeouts are argument errors, whatever waits", function()
+    local sem, mu, ev, wg = loom.semaphore(1), loom.mutex(), loom.event(), loom.waitgroup()
+    wg:add(1)
+    sem:acquire()
+    -- Checked before anything else, also when the call would not wait.
+    for _, bad in ipairs({ -1, 0 / 0 }) do
+      for _, c in ipairs({
+        { "acquire", function() sem:acquire(bad) end },
+        { "lock", function() mu:lock(bad) end },
+        { "wait", function() ev:wait(bad) end },
+        { "wait", function() wg:wait(bad) end },
+        { "sleep", function() loom.sleep(bad) end },
+        { "select", function() loom.select { { loom.channel(), "recv" }, timeout = bad } end },
+      }) do
+        expect_error("argument", c[2])
+      end
+    end
+    sem:release()
+    wg:done()
   end)
 
   it("timeouts of sync primitives are errors of kind timeout", function()

@@ -181,6 +181,14 @@ TEST_IMPL(waitgroup_below_zero) {
   ASSERT_EQ(wg.count, 2);
   ASSERT_EQ(log.n, 0);
   ASSERT(loom_waiter_queued(&w.w));
+  /* So is one past INT64_MAX, checked without overflowing. */
+  ASSERT_EQ(loom_waitgroup_add(&wg, INT64_MAX), LOOM_EOVERFLOW);
+  ASSERT_EQ(loom_waitgroup_add(&wg, INT64_MIN), LOOM_EOVERFLOW);
+  ASSERT_EQ(wg.count, 2);
+  ASSERT_EQ(loom_waitgroup_add(&wg, INT64_MAX - 2), LOOM_OK);
+  ASSERT_EQ(loom_waitgroup_add(&wg, 1), LOOM_EOVERFLOW);
+  ASSERT_EQ(loom_waitgroup_add(&wg, -(INT64_MAX - 2)), LOOM_OK);
+  ASSERT_EQ(wg.count, 2);
   loom_waitgroup_destroy(&wg);
   ASSERT(!loom_waiter_queued(&w.w));
 }

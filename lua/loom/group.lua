@@ -20,23 +20,40 @@ return function(loom)
   end
 
   -- Every child that runs reports its failure here, from a <close> guard,
-  -- so the rest are cancelled at once.
+  -- so the rest are cancelled at once. A guard, not a pcall, keeps the
+  -- traceback of where the child failed. __close gets nil both when the
+  -- child returned and when it raised error(nil), so a child that returns
+  -- says so first: nothing can run between that and its guard closing.
   local Guard = {}
   Guard.__index = Guard
   Guard.__close = function(guard, err)
+    local returned = guard.returned
+    guard.returned = false
     local g = guard.group
-    if err ~= nil and not (is_cancel(err) and g.cancelled) then
+    if (err ~= nil or not returned) and not (is_cancel(err) and g.cancelled) then
       g:_fail(err, loom.current())
     end
   end
 
+  local function returned(guard, ...)
+    guard.returned = true
+    return ...
+  end
+
   local function child_main(guard, fn, ...)
     local _ <close> = guard
-    return fn(...)
+    return returned(guard, fn(...))
+  end
+
+  local function is_callable(f)
+    return type(f) == "function" or (getmetatable(f) or {}).__call ~= nil
   end
 
   -- g:spawn(fn, ...) starts a child task of the group and returns it.
   function Group:spawn(fn, ...)
+    if not is_callable(fn) then
+      loom.error("argument", "bad argument #1 to 'spawn' (function expected, got " .. type(fn) .. ")")
+    end
     if self.closed then
       loom.error("usage", "spawn on a group that has finished")
     end
@@ -70,15 +87,14 @@ return function(loom)
       local t = g.children[i]
       local ok, err = pcall(t.join, t)
       if not ok and not finished(t) then
-        -- Cancelled from outside (or a timeout around the group): the
-        -- children go too, and the group still waits for them to unwind.
+        -- Cancelled from outside, a timeout around the group, or a wait
+        -- that can never end: the children go too, and the group still
+        -- waits for them to unwind. Not with join: it would raise at once
+        -- again (an expired scope, a deadlock, a place where no wait can
+        -- happen) and retrying it would spin. _await blocks until the
+        -- child is done, or raises when that can never happen.
         g:_fail(err, nil)
-        loom.shield(function()
-          for j = i, #g.children do
-            local c = g.children[j]
-            while not finished(c) do pcall(c.join, c) end
-          end
-        end)
+        for j = i, #g.children do g.children[j]:_await() end
         return
       end
       i = i + 1
@@ -93,10 +109,14 @@ return function(loom)
         g:_fail(err, nil)
       end
     end
-    wait_children(g)
+    local waited, wait_err = pcall(wait_children, g)
     g.closed = true
-    -- Join every child so no failure is reported twice as never joined.
-    for _, t in ipairs(g.children) do pcall(t.join, t) end
+    -- Join every finished child so no failure is reported twice as never
+    -- joined.
+    for _, t in ipairs(g.children) do
+      if finished(t) then pcall(t.join, t) end
+    end
+    if not waited then error(wait_err, 0) end
     local failure = g.failure
     if failure then
       if failure.task then failure.task:join() end
@@ -108,6 +128,9 @@ return function(loom)
   -- loom.group(fn, ...) runs fn(g, ...) and returns its results once every
   -- child spawned with g:spawn has finished.
   function loom.group(fn, ...)
+    if not is_callable(fn) then
+      loom.error("argument", "bad argument #1 to 'loom.group' (function expected, got " .. type(fn) .. ")")
+    end
     local g = setmetatable({
       children = {}, cancelled = false, closed = false,
     }, Group)
@@ -123,6 +146,9 @@ return function(loom)
   end
 
   local function concurrency_of(opts, n, fname)
+    if opts ~= nil and type(opts) ~= "table" then
+      loom.error("argument", ("bad argument #3 to '%s' (options table expected, got %s)"):format(fname, type(opts)))
+    end
     local c = opts and opts.concurrency
     if c == nil then return n end
     if math.type(c) ~= "integer" or c < 1 then
@@ -198,7 +224,8 @@ return function(loom)
     if fns.n == 0 then
       loom.error("argument", "bad argument #1 to 'loom.first' (at least one function expected)")
     end
-    local winner, errors, failed = nil, {}, 0
+    -- n: a failure may be error(nil), which would leave a hole.
+    local winner, errors, failed = nil, { n = fns.n }, 0
     local decided = loom.event()
     local tasks = {}
     for i = 1, fns.n do
@@ -215,7 +242,9 @@ return function(loom)
     end
     local ok, err = pcall(decided.wait, decided)
     for _, t in ipairs(tasks) do t:cancel() end
-    loom.shield(function() for _, t in ipairs(tasks) do pcall(t.join, t) end end)
+    -- Not a join: one interrupted by a second cancel would stop waiting for
+    -- an alternative that is still unwinding.
+    for _, t in ipairs(tasks) do t:_await() end
     if not ok then error(err, 0) end
     if winner then return unpack(winner, 2, winner.n) end
     local first = errors[1]

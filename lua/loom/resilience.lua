@@ -84,10 +84,22 @@ return function(loom)
     if math.type(attempts) ~= "integer" or attempts < 1 then
       argerror(2, "loom.retry", "attempts must be a positive integer")
     end
-    if type(delay) ~= "number" or delay < 0 or type(factor) ~= "number" or factor < 1
-      or type(max_delay) ~= "number" or max_delay < 0
-      or type(jitter) ~= "number" or jitter < 0 or jitter > 1 then
-      argerror(2, "loom.retry", "backoff, max_delay >= 0, factor >= 1 and 0 <= jitter <= 1 expected")
+    -- Written as not (x >= lower) so that NaN, which compares false with
+    -- everything, is refused too.
+    if type(delay) ~= "number" or not (delay >= 0) then
+      argerror(2, "loom.retry", "backoff must be a non-negative number")
+    end
+    if type(factor) ~= "number" or not (factor >= 1) then
+      argerror(2, "loom.retry", "factor must be a number >= 1")
+    end
+    if type(max_delay) ~= "number" or not (max_delay >= 0) then
+      argerror(2, "loom.retry", "max_delay must be a non-negative number")
+    end
+    if type(jitter) ~= "number" or not (jitter >= 0 and jitter <= 1) then
+      argerror(2, "loom.retry", "jitter must be a number from 0 to 1")
+    end
+    if not is_callable(retry_on) then
+      argerror(2, "loom.retry", "retry_on must be a function")
     end
     for attempt = 1, attempts do
       local r = pack(pcall(fn, attempt))
@@ -119,8 +131,13 @@ return function(loom)
     if math.type(failures) ~= "integer" or failures < 1 then
       argerror(1, "loom.breaker", "failures must be a positive integer")
     end
-    if type(reset_after) ~= "number" or reset_after < 0 then
+    if type(reset_after) ~= "number" or not (reset_after >= 0) then
       argerror(1, "loom.breaker", "reset_after must be a non-negative number")
+    end
+    for _, name in ipairs { "on_change", "failure_on" } do
+      if opts[name] ~= nil and not is_callable(opts[name]) then
+        argerror(1, "loom.breaker", name .. " must be a function")
+      end
     end
     return setmetatable({
       threshold = failures, reset_after = reset_after, on_change = opts.on_change,

@@ -2,6 +2,10 @@
 return function(loom, core)
   local new_scope = core._scope
 
+  local function is_callable(f)
+    return type(f) == "function" or (getmetatable(f) or {}).__call ~= nil
+  end
+
   local function close_with(scope, ok, ...)
     local expired = scope:close()
     if ok then return ... end
@@ -16,10 +20,13 @@ return function(loom, core)
   -- an error of kind "timeout", and so does every later wait until fn is
   -- out of the scope, so the work inside is really stopped.
   function loom.timeout(seconds, fn, ...)
-    if type(seconds) ~= "number" or not (seconds >= 0) then
+    if type(seconds) ~= "number" then
       loom.error("argument", "bad argument #1 to 'loom.timeout' (non-negative number of seconds expected, got " .. type(seconds) .. ")")
     end
-    if type(fn) ~= "function" and not (getmetatable(fn) or {}).__call then
+    if not (seconds >= 0) then
+      loom.error("argument", "bad argument #1 to 'loom.timeout' (non-negative number of seconds expected, got " .. tostring(seconds) .. ")")
+    end
+    if not is_callable(fn) then
       loom.error("argument", "bad argument #2 to 'loom.timeout' (function expected, got " .. type(fn) .. ")")
     end
     local scope = new_scope(seconds)
@@ -30,6 +37,9 @@ return function(loom, core)
   -- it: for cleanup that must wait (closing a connection, letting children
   -- finish). A task:cancel() still reaches it.
   function loom.shield(fn, ...)
+    if not is_callable(fn) then
+      loom.error("argument", "bad argument #1 to 'loom.shield' (function expected, got " .. type(fn) .. ")")
+    end
     local scope = new_scope(nil, true)
     return close_with(scope, pcall(fn, ...))
   end
