@@ -33,6 +33,28 @@ describe("examples", function()
     end
   end)
 
+  -- Bars redraw a line with \r: in a pipe (CI, a log) that would make one
+  -- line of thousands of frames, so there each bar prints its final figure.
+  it("demo.lua prints no progress frames into a pipe", function()
+    local ok, out = run("demo.lua")
+    assert.is_true(ok, "demo.lua failed:\n" .. out)
+    assert.is_falsy(out:find("\r", 1, true), "progress frames in a pipe:\n" .. out:sub(1, 2000))
+    for _, figure in ipairs({ "4000/4000 orders written", "120/120 statements sent", "4000/4000 invoices written" }) do
+      assert.is_truthy(out:find("\n  " .. figure .. "\n", 1, true), "no line '" .. figure .. "':\n" .. out)
+    end
+  end)
+
+  -- `script` (util-linux, on every Debian) gives the demo a terminal.
+  it("demo.lua draws its bars on a terminal", function()
+    local cmd = ("cd examples && LUA_PATH='../lua/?.lua;../lua/?/init.lua;;' LUA_CPATH='../%s/?.so;;' "
+      .. "timeout 300 script -qec 'lua5.4 demo.lua' /dev/null 2>&1"):format(build)
+    local p = io.popen(cmd)
+    local out = p:read("a")
+    assert.is_true(p:close(), "demo.lua failed on a terminal:\n" .. out)
+    assert.is_truthy(out:find("\r  [" .. ("#"):rep(30) .. "] 4000/4000 orders written", 1, true),
+      "no bar on a terminal:\n" .. out:sub(1, 2000))
+  end)
+
   for script, line in pairs(expected) do
     it(script .. " runs and prints what it promises", function()
       local ok, out = run(script)
