@@ -8,6 +8,7 @@
 # (spec/support/pg_server.sh, my_server.sh) and removed when the example
 # ends, however it ends.
 #   LOOM_BUILD_DIR=dir   use that build as it is instead of building build/
+#   LUA=command          the interpreter (default lua5.4), e.g. with a sanitizer preloaded
 set -euo pipefail
 
 usage="usage: bash scripts/example.sh EXAMPLE.lua [args...]"
@@ -15,12 +16,6 @@ script=${1:?$usage}
 shift
 [ -f "$script" ] || { echo "example.sh: no such file: $script ($usage)" >&2; exit 2; }
 root=$(cd "$(dirname "$0")/.." && pwd)
-
-# A sanitizer run preloads its runtime into this script: only the example
-# itself runs with it, not the tools used here (their own leaks would fail
-# them) nor the servers.
-preload=${LD_PRELOAD-}
-unset LD_PRELOAD
 
 need=()
 if [ -z "${LOOM_PG_URL:-}" ] && grep -q LOOM_PG_URL "$script"; then need+=(pg); fi
@@ -71,7 +66,6 @@ done
 
 # Not exec: the servers are stopped once the example is done.
 rc=0
-env ${preload:+LD_PRELOAD="$preload"} \
-  LUA_PATH="$root/lua/?.lua;$root/lua/?/init.lua;;" LUA_CPATH="$build/?.so;;" \
-  lua5.4 "$script" "$@" || rc=$?
+LUA_PATH="$root/lua/?.lua;$root/lua/?/init.lua;;" LUA_CPATH="$build/?.so;;" \
+  ${LUA:-lua5.4} "$script" "$@" || rc=$?
 exit $rc
