@@ -1,20 +1,18 @@
-# The two commands of the quick start, and a few for working on loom.
+# Shortcuts for those who have make: each runs the script the README names,
+# which work on a machine without make too.
 .PHONY: demo test build clean bench
 
-LUA_ENV = LUA_PATH="$(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;;" LUA_CPATH="$(CURDIR)/build/?.so;;"
-
-demo: build
-	cd examples && $(LUA_ENV) lua5.4 demo.lua
+demo:
+	bash scripts/demo.sh
 
 test:
 	bash scripts/test.sh
 
 build:
-	bash scripts/deps.sh
-	cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-	cmake --build build -j2
+	bash scripts/build.sh
 
 bench: build
+	bash scripts/deps.sh test
 	bash bench/run.sh
 
 clean:

@@ -1,5 +1,5 @@
 -- loom demo: a small shop in a SQLite file, worked on by many tasks at once.
---   make demo    (or: lua5.4 examples/demo.lua with loom on the Lua paths)
+--   bash scripts/demo.sh    (or: bash scripts/example.sh examples/demo.lua)
 -- It builds the database, runs a parallel map over it with a concurrency
 -- limit, a read -> transform -> write pipeline, and a stock reservation rush
 -- guarded by optimistic locking; then it removes the file.
@@ -12,10 +12,23 @@ local db = loom.db.open("sqlite:" .. path, { pool = { readers = 4 } })
 
 local PRODUCTS, CUSTOMERS, ORDERS = 40, 120, 4000
 
+-- Progress bars redraw one line with \r, which only a terminal shows as a
+-- bar: in a pipe, a log or CI every frame would pile up on one long line.
+-- `test -t 1` runs in a shell that inherits this process's stdout, so it
+-- asks the one question that matters (is *our* stdout a terminal?) with no C
+-- and no guessing from TERM or CI variables. Without a terminal, each bar
+-- prints its final figure only.
+local on_terminal = os.execute("test -t 1") == true
+
 local function bar(done, total, label)
+  label = label or ""
+  if not on_terminal then
+    if done == total then print(("  %d/%d %s"):format(done, total, label)) end
+    return
+  end
   local width = 30
   local filled = done * width // total
-  io.write(("\r  [%s%s] %4d/%d %s"):format(("#"):rep(filled), ("."):rep(width - filled), done, total, label or ""))
+  io.write(("\r  [%s%s] %4d/%d %s"):format(("#"):rep(filled), ("."):rep(width - filled), done, total, label))
   if done == total then io.write("\n") end
   io.flush()
 end

@@ -33,6 +33,32 @@ describe("examples", function()
     end
   end)
 
+  -- Bars redraw a line with \r: in a pipe (CI, a log) that would make one
+  -- line of thousands of frames, so there each bar prints its final figure.
+  it("demo.lua prints no progress frames into a pipe", function()
+    local ok, out = run("demo.lua")
+    assert.is_true(ok, "demo.lua failed:\n" .. out)
+    assert.is_falsy(out:find("\r", 1, true), "progress frames in a pipe:\n" .. out:sub(1, 2000))
+    for _, figure in ipairs({ "4000/4000 orders written", "120/120 statements sent", "4000/4000 invoices written" }) do
+      assert.is_truthy(out:find("\n  " .. figure .. "\n", 1, true), "no line '" .. figure .. "':\n" .. out)
+    end
+  end)
+
+  -- `script` (util-linux, on every Debian) gives the demo a terminal. In the
+  -- sanitizer pass only lua5.4 gets the preloaded libasan: LSan would fail
+  -- `script` for its own leaks.
+  it("demo.lua draws its bars on a terminal", function()
+    local preload = os.getenv("LD_PRELOAD")
+    local lua = preload and ("env LD_PRELOAD=%s lua5.4"):format((preload:gsub("%s+", ":"))) or "lua5.4"
+    local cmd = ("cd examples && LUA_PATH='../lua/?.lua;../lua/?/init.lua;;' LUA_CPATH='../%s/?.so;;' "
+      .. "timeout 300 env -u LD_PRELOAD script -qec '%s demo.lua' /dev/null 2>&1"):format(build, lua)
+    local p = io.popen(cmd)
+    local out = p:read("a")
+    assert.is_true(p:close(), "demo.lua failed on a terminal:\n" .. out)
+    assert.is_truthy(out:find("\r  [" .. ("#"):rep(30) .. "] 4000/4000 orders written", 1, true),
+      "no bar on a terminal:\n" .. out:sub(1, 2000))
+  end)
+
   for script, line in pairs(expected) do
     it(script .. " runs and prints what it promises", function()
       local ok, out = run(script)

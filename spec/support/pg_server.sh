@@ -18,6 +18,11 @@ unset LD_PRELOAD
 
 cmd=${1:?usage: pg_server.sh start|restart|pause|resume|stop DIR}
 dir=${2:?usage: pg_server.sh start|restart|pause|resume|stop DIR}
+# As root the server's programs run as postgres, which may not enter the
+# caller's directory (a checkout under /root: psql and pg_ctl then complain
+# on every call): work from / with DIR made absolute.
+case "$dir" in /*) ;; *) dir=$PWD/$dir ;; esac
+cd /
 
 bindir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
 if [ -z "$bindir" ] || [ ! -x "$bindir/initdb" ]; then

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Runs one example script as it is, from any directory:
+#   bash scripts/example.sh examples/postgres/fan_out.lua [args...]
+# Builds loom in build/ first (installing what the build needs when run as
+# root) and puts this checkout's loom on the Lua paths. An example that reads
+# LOOM_PG_URL or LOOM_MYSQL_URL gets that variable as set, or when it is not
+# set, a throwaway server started here on 127.0.0.1 and a free port
+# (spec/support/pg_server.sh, my_server.sh) and removed when the example
+# ends, however it ends.
+#   LOOM_BUILD_DIR=dir   use that build as it is instead of building build/
+#   LUA=command          the interpreter (default lua5.4), e.g. with a sanitizer preloaded
+set -euo pipefail
+
+usage="usage: bash scripts/example.sh EXAMPLE.lua [args...]"
+script=${1:?$usage}
+shift
+[ -f "$script" ] || { echo "example.sh: no such file: $script ($usage)" >&2; exit 2; }
+root=$(cd "$(dirname "$0")/.." && pwd)
+
+need=()
+if [ -z "${LOOM_PG_URL:-}" ] && grep -q LOOM_PG_URL "$script"; then need+=(pg); fi
+if [ -z "${LOOM_MYSQL_URL:-}" ] && grep -q LOOM_MYSQL_URL "$script"; then need+=(mysql); fi
+
+if [ -n "${LOOM_BUILD_DIR:-}" ]; then
+  build=$(cd "$LOOM_BUILD_DIR" && pwd)
+  [ ${#need[@]} -eq 0 ] || bash "$root/scripts/deps.sh" "${need[@]}"
+else
+  [ ${#need[@]} -eq 0 ] || bash "$root/scripts/deps.sh" "${need[@]}"
+  bash "$root/scripts/build.sh"
+  build=$root/build
+fi
+
+pgdir= mydir=
+stop_servers() {
+  if [ -n "$pgdir" ]; then
+    bash "$root/spec/support/pg_server.sh" stop "$pgdir"
+    echo "example.sh: the PostgreSQL server is stopped" >&2
+  fi
+  if [ -n "$mydir" ]; then
+    bash "$root/spec/support/my_server.sh" stop "$mydir"
+    echo "example.sh: the MariaDB server is stopped" >&2
+  fi
+}
+trap stop_servers EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+for s in "${need[@]}"; do
+  case "$s" in
+  pg)
+    pgdir=$(mktemp -u /tmp/loom-example-pg.XXXXXX)
+    bash "$root/spec/support/pg_server.sh" start "$pgdir"
+    LOOM_PG_URL=$(cat "$pgdir/url")
+    export LOOM_PG_URL
+    echo "example.sh: a throwaway PostgreSQL server on 127.0.0.1:$(cat "$pgdir/port") (LOOM_PG_URL)" >&2
+    ;;
+  mysql)
+    mydir=$(mktemp -u /tmp/loom-example-my.XXXXXX)
+    bash "$root/spec/support/my_server.sh" start "$mydir"
+    LOOM_MYSQL_URL=$(cat "$mydir/url")
+    export LOOM_MYSQL_URL
+    echo "example.sh: a throwaway MariaDB server on 127.0.0.1:$(cat "$mydir/port") (LOOM_MYSQL_URL)" >&2
+    ;;
+  esac
+done
+
+# Not exec: the servers are stopped once the example is done.
+rc=0
+LUA_PATH="$root/lua/?.lua;$root/lua/?/init.lua;;" LUA_CPATH="$build/?.so;;" \
+  ${LUA:-lua5.4} "$script" "$@" || rc=$?
+exit $rc
