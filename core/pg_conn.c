@@ -25,6 +25,7 @@ typedef struct pg_stmt {
   size_t key_len;
   char name[24];
   int ready;
+  int preparing; /* a Parse is queued in the pipeline that is going out */
   int dirties; /* running it leaves session state behind (dirties_session) */
 } pg_stmt;
 
@@ -465,12 +466,15 @@ static int send_stmt(pg_conn *c, loom_db_stmt_t *st, int index, int cache, int s
         c->memo[memo_slot(st->sql)] = s;
       }
     }
-    if (s && !s->ready) {
+    /* A batch may repeat a statement: it is prepared once, and the later
+     * ones run after that Parse in the same pipeline. */
+    if (s && !s->ready && !s->preparing) {
       ok = PQsendPrepare(c->pg, s->name, st->sql, st->nparams, pp.types);
       if (ok)
         ok = add_unit(c, U_PREP, index, s) == 0;
       if (!ok)
         return LOOM_EDB_CONNECTION;
+      s->preparing = 1;
     }
   }
   if (s ? s->dirties : dirties_session(st->sql, st->sql_len))
@@ -783,6 +787,7 @@ static void handle_result(pg_conn *c, pg_unit *u, PGresult *r) {
   case PGRES_EMPTY_QUERY:
     if (u->kind == U_PREP) {
       u->cached->ready = 1;
+      u->cached->preparing = 0;
       PQclear(r);
       return;
     }
@@ -806,6 +811,8 @@ static void handle_result(pg_conn *c, pg_unit *u, PGresult *r) {
     c->base.req->cb(c->base.req); /* ready for data */
     return;
   case PGRES_PIPELINE_ABORTED:
+    if (u->kind == U_PREP)
+      u->cached->preparing = 0; /* never parsed: the next use prepares it */
     if (st && st->status == 0) {
       loom_db_error_set(&st->err, "", "not run: an earlier statement of the batch failed");
       st->status = LOOM_EDB_QUERY;

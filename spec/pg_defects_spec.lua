@@ -259,3 +259,28 @@ describe("postgres: values", function()
     end)
   end)
 end)
+
+-- Found by bench/soak.lua: a batch naming the same SQL twice prepared it
+-- twice in one pipeline ("prepared statement loom_1 already exists").
+describe("postgres: a batch that repeats a statement", function()
+  it("prepares it once, first use and later, with cancels in between", function()
+    local db = open({ pool = { max = 1 } })
+    loom.run(function()
+      local list = { { "SELECT $1::int AS i", 1 }, { "SELECT 2 AS i" }, { "SELECT $1::int AS i", 3 } }
+      for _ = 1, 3 do
+        assert.same({ { { i = 1 } }, { { i = 2 } }, { { i = 3 } } }, db:batch(list))
+      end
+      -- A batch cut short by a timeout leaves the cache consistent: the
+      -- next ones still prepare (or reuse) each statement exactly once.
+      for round = 1, 200 do
+        local fresh = { { "SELECT $1::int + " .. round .. " AS i", 1 }, { "SELECT pg_sleep(0.0005)" },
+                        { "SELECT $1::int + " .. round .. " AS i", 3 } }
+        pcall(loom.timeout, (round % 7) * 0.0003, db.batch, db, fresh)
+        local r = db:batch(fresh)
+        assert.equal(round + 1, r[1][1].i)
+        assert.equal(round + 3, r[3][1].i)
+      end
+    end)
+    db:close()
+  end)
+end)
