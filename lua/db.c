@@ -363,14 +363,18 @@ static lm_db *check_db(lua_State *L) {
   return db;
 }
 
+/* A duration option in seconds. math.huge, or anything as far out, means
+ * never: (uint64_t)(s * 1e9) is undefined past 2^64. */
 static uint64_t opt_ns(lua_State *L, int t, const char *name, uint64_t def) {
   uint64_t v = def;
   if (lua_getfield(L, t, name) != LUA_TNIL) {
     int ok;
     double s = lua_tonumberx(L, -1, &ok);
     if (!ok || !(s >= 0))
-      lm_error(L, "argument", "pool option '%s' must be a non-negative number of seconds", name);
-    v = (uint64_t)(s * 1e9);
+      lm_error(L, "argument", "bad argument #2 to 'loom.db.open' (pool option '%s' must be a "
+               "non-negative number of seconds, got %s)", name, ok ? "a negative number or NaN"
+               : luaL_typename(L, -1));
+    v = s * 1e9 >= (double)LOOM_POOL_NEVER ? LOOM_POOL_NEVER : (uint64_t)(s * 1e9);
   }
   lua_pop(L, 1);
   return v;
@@ -379,9 +383,12 @@ static uint64_t opt_ns(lua_State *L, int t, const char *name, uint64_t def) {
 static int opt_int(lua_State *L, int t, const char *name, int def) {
   int v = def;
   if (lua_getfield(L, t, name) != LUA_TNIL) {
-    if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 0 || lua_tointeger(L, -1) > 100000)
-      lm_error(L, "argument", "pool option '%s' must be a non-negative integer", name);
-    v = (int)lua_tointeger(L, -1);
+    int ok;
+    lua_Integer n = lua_tointegerx(L, -1, &ok);
+    if (!ok || n < 0 || n > 100000)
+      lm_error(L, "argument", "bad argument #2 to 'loom.db.open' (pool option '%s' must be a "
+               "whole number from 0 to 100000)", name);
+    v = (int)n;
   }
   lua_pop(L, 1);
   return v;
@@ -401,8 +408,9 @@ static int l_db_open(lua_State *L) {
     cfg.validate_idle_ns = opt_ns(L, 3, "validate_after", cfg.validate_idle_ns);
     cfg.max_lifetime_ns = opt_ns(L, 3, "max_lifetime", cfg.max_lifetime_ns);
     cfg.max_idle_ns = opt_ns(L, 3, "idle_timeout", cfg.max_idle_ns);
+    opt_int(L, 3, "readers", 0); /* SQLite's, checked whatever the driver */
     if (cfg.max < 1)
-      lm_error(L, "argument", "pool option 'max' must be at least 1");
+      lm_error(L, "argument", "bad argument #2 to 'loom.db.open' (pool option 'max' must be at least 1)");
   }
   const loom_db_driver_t *drv = NULL;
   if (strcmp(driver, "postgres") == 0)
@@ -428,7 +436,7 @@ static int l_db_open(lua_State *L) {
     loom_pool_config_t wcfg = cfg;
     wcfg.min = 1;
     wcfg.max = 1;
-    wcfg.max_lifetime_ns = UINT64_MAX / 2;
+    wcfg.max_lifetime_ns = LOOM_POOL_NEVER;
     lua_pushfstring(L, "%s\nrole=writer", conninfo);
     db->pool = loom_pool_new(&ctx->loop, drv, lua_tostring(L, -1), &wcfg);
     lua_pop(L, 1);
