@@ -27,6 +27,10 @@ typedef struct lm_db {
   int nleases;
   loom_db_conn_t *leases[LEASES_MAX];
   int lease_inflight[LEASES_MAX];
+  /* Pieces of the URL that may be a password, longest first, each ended
+   * by a NUL: no error message shows them (a driver's parser or a server
+   * may echo a malformed URL). NULL when there are none. */
+  char *secrets;
 } lm_db;
 
 /* User values of the db userdata. */
@@ -78,6 +82,19 @@ static int null_tostring(lua_State *L) {
 
 /* ---- errors ------------------------------------------------------------------ */
 
+/* Pushes text with every secret of db replaced by "***". */
+static void push_scrubbed(lua_State *L, lm_db *db, const char *text) {
+  lua_pushstring(L, text);
+  if (db->secrets == NULL)
+    return;
+  for (const char *s = db->secrets; *s; s += strlen(s) + 1) {
+    if (strstr(lua_tostring(L, -1), s)) {
+      luaL_gsub(L, lua_tostring(L, -1), s, "***");
+      lua_remove(L, -2);
+    }
+  }
+}
+
 static void push_db_error(lua_State *L, lm_db *db, int status, loom_db_error_t *e,
                           const char *sql) {
   const char *kind = "query";
@@ -88,7 +105,9 @@ static void push_db_error(lua_State *L, lm_db *db, int status, loom_db_error_t *
   case LOOM_ENOMEM: kind = "memory"; break;
   default: break;
   }
-  lm_push_error(L, kind, "%s", e->message ? e->message : loom_strerror(status));
+  push_scrubbed(L, db, e->message ? e->message : loom_strerror(status));
+  lm_push_error(L, kind, "%s", lua_tostring(L, -1));
+  lua_remove(L, -2);
   if (e->code[0]) {
     /* MySQL's error numbers are numbers (1213, 1064), beside the SQLSTATE. */
     char *end;
@@ -104,11 +123,11 @@ static void push_db_error(lua_State *L, lm_db *db, int status, loom_db_error_t *
     lua_setfield(L, -2, "sqlstate");
   }
   if (e->detail) {
-    lua_pushstring(L, e->detail);
+    push_scrubbed(L, db, e->detail);
     lua_setfield(L, -2, "detail");
   }
   if (e->hint) {
-    lua_pushstring(L, e->hint);
+    push_scrubbed(L, db, e->hint);
     lua_setfield(L, -2, "hint");
   }
   if (e->position) {
@@ -394,7 +413,42 @@ static int opt_int(lua_State *L, int t, const char *name, int def) {
   return v;
 }
 
-/* core _db_open(driver_name, conninfo, pool_options) */
+/* The secrets array at idx as one block: each string and its NUL, then a
+ * final NUL. Strings holding a NUL cannot be found in C text; the caller
+ * passes their part before the NUL as well. */
+static char *copy_secrets(lua_State *L, int idx) {
+  if (lua_type(L, idx) != LUA_TTABLE)
+    return NULL;
+  size_t total = 1;
+  int n = (int)lua_rawlen(L, idx);
+  for (int i = 1; i <= n; i++) {
+    lua_rawgeti(L, idx, i);
+    size_t len;
+    const char *s = lua_tolstring(L, -1, &len);
+    if (s && len > 0 && strlen(s) == len)
+      total += len + 1;
+    lua_pop(L, 1);
+  }
+  if (total == 1)
+    return NULL;
+  char *block = malloc(total), *p = block;
+  if (block == NULL)
+    return NULL;
+  for (int i = 1; i <= n; i++) {
+    lua_rawgeti(L, idx, i);
+    size_t len;
+    const char *s = lua_tolstring(L, -1, &len);
+    if (s && len > 0 && strlen(s) == len) {
+      memcpy(p, s, len + 1);
+      p += len + 1;
+    }
+    lua_pop(L, 1);
+  }
+  *p = 0;
+  return block;
+}
+
+/* core _db_open(driver_name, conninfo, pool_options, secrets) */
 static int l_db_open(lua_State *L) {
   lm_ctx *ctx = lua_touserdata(L, lua_upvalueindex(1));
   const char *driver = luaL_checkstring(L, 1);
@@ -429,6 +483,7 @@ static int l_db_open(lua_State *L) {
   db->driver = drv;
   db->closed = 1;
   luaL_setmetatable(L, LM_DB_MT);
+  db->secrets = copy_secrets(L, 4);
   if (drv == &loom_sqlite_driver) {
     /* One writer, so writers queue here instead of meeting SQLITE_BUSY;
      * readers beside it (WAL). The writer stays open: an in-memory
@@ -489,7 +544,10 @@ static int db_close(lua_State *L) {
 }
 
 static int db_gc(lua_State *L) {
-  close_pools(lua_touserdata(L, 1));
+  lm_db *db = lua_touserdata(L, 1);
+  close_pools(db);
+  free(db->secrets);
+  db->secrets = NULL;
   return 0;
 }
 
