@@ -54,6 +54,7 @@ typedef struct lm_conn {
   int stream_done;
   int interrupted;        /* the status that interrupted the request */
   int mode;               /* what a finished query returns (MODE_*) */
+  int shielded;           /* the next request's wait ignores cancels and timeouts */
   loom_value_t *params;
   int params_cap;
   loom_db_stmt_t *stmts;
@@ -917,7 +918,8 @@ static int drained_k(lua_State *L, int status, lua_KContext kctx) {
 static int start_request(lua_State *L, lm_conn *c, lua_KFunction k) {
   c->req.cb = req_done;
   c->req.data = c;
-  lm_wait *w = lm_wait_prepare(L, c->ctx);
+  lm_wait *w = c->shielded ? lm_wait_prepare_shielded(L, c->ctx) : lm_wait_prepare(L, c->ctx);
+  c->shielded = 0;
   c->waiting = w;
   const loom_db_driver_t *drv = c->conn->driver;
   int r = c->lease >= 0 ? drv->start_shared(c->conn, &c->req) : drv->start(c->conn, &c->req);
@@ -1012,6 +1014,21 @@ static int conn_value(lua_State *L) { return run_query(L, MODE_VALUE); }
 
 /* conn:_exec(sql, cache, ...) -> affected, last insert id */
 static int conn_exec(lua_State *L) { return run_query(L, MODE_EXEC); }
+
+/* conn:_settle(sql) runs a statement whose outcome the caller must know,
+ * like COMMIT: once sent it is waited for, whatever happens meanwhile. A
+ * cancel or a timeout that arrives during it ends the next wait instead;
+ * interrupting it would leave "was it committed?" without an answer. */
+static int conn_settle(lua_State *L) {
+  lm_conn *c = check_conn(L);
+  size_t len;
+  const char *sql = luaL_checklstring(L, 2, &len);
+  lua_settop(L, 2);
+  set_sql(c, LOOM_DB_QUERY, sql, len, 0, 0);
+  c->mode = MODE_EXEC;
+  c->shielded = 1;
+  return start_request(L, c, query_k);
+}
 
 /* ---- one statement in one call ------------------------------------------------ */
 
@@ -1509,6 +1526,7 @@ static const luaL_Reg conn_methods[] = {
   {"_query", conn_query},
   {"_value", conn_value},
   {"_exec", conn_exec},
+  {"_settle", conn_settle},
   {"_stream", conn_stream},
   {"_next", conn_next},
   {"_stop", conn_stop},
