@@ -198,8 +198,16 @@ static int set_param(my_opts *o, const char *key, size_t klen, char *val, char *
   else if (KEY("socket"))
     slot = &o->socket;
   else if (KEY("connect-timeout") || KEY("connect_timeout")) {
-    o->connect_timeout = (unsigned)strtoul(val, NULL, 10);
+    /* strtoul alone takes "abc" as 0 (the default) and "-1" as 2^32 - 1. */
+    char *end;
+    unsigned long t = strtoul(val, &end, 10);
+    int bad = val[0] < '0' || val[0] > '9' || *end || t > 31536000;
     free(val);
+    if (bad) {
+      snprintf(err, errlen, "connect_timeout must be a whole number of seconds");
+      return -1;
+    }
+    o->connect_timeout = (unsigned)t;
     return 0;
   } else if (KEY("password")) {
     slot = &o->password;

@@ -122,7 +122,8 @@ static void trim_fired(uv_timer_t *h) {
 }
 
 static void arm_trim(loom_pool_t *p) {
-  if (p->closing || p->idle_tail == NULL || p->total <= p->cfg.min)
+  if (p->closing || p->idle_tail == NULL || p->total <= p->cfg.min ||
+      p->cfg.max_idle_ns >= LOOM_POOL_NEVER)
     return;
   if (p->trim_timer == NULL) {
     uv_timer_t *t = malloc(sizeof *t);
@@ -257,7 +258,9 @@ static void connected(loom_db_req_t *dreq) {
   pc->conn = dreq->conn;
   pc->conn->data = pc;
   double jitter = 1.0 - 0.1 * random01(p);
-  pc->retire_ns = loom_now_ns() + (uint64_t)(p->cfg.max_lifetime_ns * jitter);
+  pc->retire_ns = p->cfg.max_lifetime_ns >= LOOM_POOL_NEVER
+                      ? UINT64_MAX
+                      : loom_now_ns() + (uint64_t)((double)p->cfg.max_lifetime_ns * jitter);
   if (p->closing) {
     close_conn(p, pc);
     maybe_free_pool(p);
@@ -364,7 +367,8 @@ int loom_pool_acquire(loom_pool_t *p, loom_pool_req_t *req) {
     }
   }
   loom_waitq_push(&p->waiters, &req->waiter);
-  loom_timer_start(p->loop, &req->timer, p->cfg.acquire_timeout_ns);
+  if (p->cfg.acquire_timeout_ns < LOOM_POOL_NEVER)
+    loom_timer_start(p->loop, &req->timer, p->cfg.acquire_timeout_ns);
   grow(p);
   if (req->waiter.queue == NULL)
     return req->status == 0 && req->conn ? 0 : req->status;

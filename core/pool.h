@@ -16,10 +16,17 @@ typedef struct loom_pool loom_pool_t;
 typedef struct loom_pool_req loom_pool_req_t;
 typedef void (*loom_pool_cb)(loom_pool_req_t *req);
 
+/* A duration that never ends: a config value at or past it means "never"
+ * (no acquire deadline, no retirement, no validation, no trimming). Far
+ * enough out to read as forever, near enough that adding it to
+ * loom_now_ns() cannot overflow. */
+#define LOOM_POOL_NEVER (UINT64_C(1) << 62)
+
 typedef struct loom_pool_config {
   int min;                    /* connections kept open */
   int max;                    /* connections at most */
-  uint64_t acquire_timeout_ns; /* how long an acquire may wait */
+  uint64_t acquire_timeout_ns; /* how long an acquire may wait (all durations:
+                               * LOOM_POOL_NEVER or more is never) */
   uint64_t validate_idle_ns;  /* ping a connection idle at least this long */
   uint64_t max_lifetime_ns;   /* retire after this (with up to 10% jitter less) */
   uint64_t max_idle_ns;       /* close idle connections above min after this */

@@ -27,6 +27,10 @@ typedef struct lm_db {
   int nleases;
   loom_db_conn_t *leases[LEASES_MAX];
   int lease_inflight[LEASES_MAX];
+  /* Pieces of the URL that may be a password, longest first, each ended
+   * by a NUL: no error message shows them (a driver's parser or a server
+   * may echo a malformed URL). NULL when there are none. */
+  char *secrets;
 } lm_db;
 
 /* User values of the db userdata. */
@@ -50,6 +54,7 @@ typedef struct lm_conn {
   int stream_done;
   int interrupted;        /* the status that interrupted the request */
   int mode;               /* what a finished query returns (MODE_*) */
+  int shielded;           /* the next request's wait ignores cancels and timeouts */
   loom_value_t *params;
   int params_cap;
   loom_db_stmt_t *stmts;
@@ -78,6 +83,19 @@ static int null_tostring(lua_State *L) {
 
 /* ---- errors ------------------------------------------------------------------ */
 
+/* Pushes text with every secret of db replaced by "***". */
+static void push_scrubbed(lua_State *L, lm_db *db, const char *text) {
+  lua_pushstring(L, text);
+  if (db->secrets == NULL)
+    return;
+  for (const char *s = db->secrets; *s; s += strlen(s) + 1) {
+    if (strstr(lua_tostring(L, -1), s)) {
+      luaL_gsub(L, lua_tostring(L, -1), s, "***");
+      lua_remove(L, -2);
+    }
+  }
+}
+
 static void push_db_error(lua_State *L, lm_db *db, int status, loom_db_error_t *e,
                           const char *sql) {
   const char *kind = "query";
@@ -88,7 +106,9 @@ static void push_db_error(lua_State *L, lm_db *db, int status, loom_db_error_t *
   case LOOM_ENOMEM: kind = "memory"; break;
   default: break;
   }
-  lm_push_error(L, kind, "%s", e->message ? e->message : loom_strerror(status));
+  push_scrubbed(L, db, e->message ? e->message : loom_strerror(status));
+  lm_push_error(L, kind, "%s", lua_tostring(L, -1));
+  lua_remove(L, -2);
   if (e->code[0]) {
     /* MySQL's error numbers are numbers (1213, 1064), beside the SQLSTATE. */
     char *end;
@@ -104,11 +124,11 @@ static void push_db_error(lua_State *L, lm_db *db, int status, loom_db_error_t *
     lua_setfield(L, -2, "sqlstate");
   }
   if (e->detail) {
-    lua_pushstring(L, e->detail);
+    push_scrubbed(L, db, e->detail);
     lua_setfield(L, -2, "detail");
   }
   if (e->hint) {
-    lua_pushstring(L, e->hint);
+    push_scrubbed(L, db, e->hint);
     lua_setfield(L, -2, "hint");
   }
   if (e->position) {
@@ -364,14 +384,18 @@ static lm_db *check_db(lua_State *L) {
   return db;
 }
 
+/* A duration option in seconds. math.huge, or anything as far out, means
+ * never: (uint64_t)(s * 1e9) is undefined past 2^64. */
 static uint64_t opt_ns(lua_State *L, int t, const char *name, uint64_t def) {
   uint64_t v = def;
   if (lua_getfield(L, t, name) != LUA_TNIL) {
     int ok;
     double s = lua_tonumberx(L, -1, &ok);
     if (!ok || !(s >= 0))
-      lm_error(L, "argument", "pool option '%s' must be a non-negative number of seconds", name);
-    v = (uint64_t)(s * 1e9);
+      lm_error(L, "argument", "bad argument #2 to 'loom.db.open' (pool option '%s' must be a "
+               "non-negative number of seconds, got %s)", name, ok ? "a negative number or NaN"
+               : luaL_typename(L, -1));
+    v = s * 1e9 >= (double)LOOM_POOL_NEVER ? LOOM_POOL_NEVER : (uint64_t)(s * 1e9);
   }
   lua_pop(L, 1);
   return v;
@@ -380,15 +404,53 @@ static uint64_t opt_ns(lua_State *L, int t, const char *name, uint64_t def) {
 static int opt_int(lua_State *L, int t, const char *name, int def) {
   int v = def;
   if (lua_getfield(L, t, name) != LUA_TNIL) {
-    if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 0 || lua_tointeger(L, -1) > 100000)
-      lm_error(L, "argument", "pool option '%s' must be a non-negative integer", name);
-    v = (int)lua_tointeger(L, -1);
+    int ok;
+    lua_Integer n = lua_tointegerx(L, -1, &ok);
+    if (!ok || n < 0 || n > 100000)
+      lm_error(L, "argument", "bad argument #2 to 'loom.db.open' (pool option '%s' must be a "
+               "whole number from 0 to 100000)", name);
+    v = (int)n;
   }
   lua_pop(L, 1);
   return v;
 }
 
-/* core _db_open(driver_name, conninfo, pool_options) */
+/* The secrets array at idx as one block: each string and its NUL, then a
+ * final NUL. Strings holding a NUL cannot be found in C text; the caller
+ * passes their part before the NUL as well. */
+static char *copy_secrets(lua_State *L, int idx) {
+  if (lua_type(L, idx) != LUA_TTABLE)
+    return NULL;
+  size_t total = 1;
+  int n = (int)lua_rawlen(L, idx);
+  for (int i = 1; i <= n; i++) {
+    lua_rawgeti(L, idx, i);
+    size_t len;
+    const char *s = lua_tolstring(L, -1, &len);
+    if (s && len > 0 && strlen(s) == len)
+      total += len + 1;
+    lua_pop(L, 1);
+  }
+  if (total == 1)
+    return NULL;
+  char *block = malloc(total), *p = block;
+  if (block == NULL)
+    return NULL;
+  for (int i = 1; i <= n; i++) {
+    lua_rawgeti(L, idx, i);
+    size_t len;
+    const char *s = lua_tolstring(L, -1, &len);
+    if (s && len > 0 && strlen(s) == len) {
+      memcpy(p, s, len + 1);
+      p += len + 1;
+    }
+    lua_pop(L, 1);
+  }
+  *p = 0;
+  return block;
+}
+
+/* core _db_open(driver_name, conninfo, pool_options, secrets) */
 static int l_db_open(lua_State *L) {
   lm_ctx *ctx = lua_touserdata(L, lua_upvalueindex(1));
   const char *driver = luaL_checkstring(L, 1);
@@ -402,8 +464,9 @@ static int l_db_open(lua_State *L) {
     cfg.validate_idle_ns = opt_ns(L, 3, "validate_after", cfg.validate_idle_ns);
     cfg.max_lifetime_ns = opt_ns(L, 3, "max_lifetime", cfg.max_lifetime_ns);
     cfg.max_idle_ns = opt_ns(L, 3, "idle_timeout", cfg.max_idle_ns);
+    opt_int(L, 3, "readers", 0); /* SQLite's, checked whatever the driver */
     if (cfg.max < 1)
-      lm_error(L, "argument", "pool option 'max' must be at least 1");
+      lm_error(L, "argument", "bad argument #2 to 'loom.db.open' (pool option 'max' must be at least 1)");
   }
   const loom_db_driver_t *drv = NULL;
   if (strcmp(driver, "postgres") == 0)
@@ -422,6 +485,7 @@ static int l_db_open(lua_State *L) {
   db->driver = drv;
   db->closed = 1;
   luaL_setmetatable(L, LM_DB_MT);
+  db->secrets = copy_secrets(L, 4);
   if (drv == &loom_sqlite_driver) {
     /* One writer, so writers queue here instead of meeting SQLITE_BUSY;
      * readers beside it (WAL). The writer stays open: an in-memory
@@ -429,7 +493,7 @@ static int l_db_open(lua_State *L) {
     loom_pool_config_t wcfg = cfg;
     wcfg.min = 1;
     wcfg.max = 1;
-    wcfg.max_lifetime_ns = UINT64_MAX / 2;
+    wcfg.max_lifetime_ns = LOOM_POOL_NEVER;
     lua_pushfstring(L, "%s\nrole=writer", conninfo);
     db->pool = loom_pool_new(&ctx->loop, drv, lua_tostring(L, -1), &wcfg);
     lua_pop(L, 1);
@@ -482,7 +546,10 @@ static int db_close(lua_State *L) {
 }
 
 static int db_gc(lua_State *L) {
-  close_pools(lua_touserdata(L, 1));
+  lm_db *db = lua_touserdata(L, 1);
+  close_pools(db);
+  free(db->secrets);
+  db->secrets = NULL;
   return 0;
 }
 
@@ -852,7 +919,8 @@ static int drained_k(lua_State *L, int status, lua_KContext kctx) {
 static int start_request(lua_State *L, lm_conn *c, lua_KFunction k) {
   c->req.cb = req_done;
   c->req.data = c;
-  lm_wait *w = lm_wait_prepare(L, c->ctx);
+  lm_wait *w = c->shielded ? lm_wait_prepare_shielded(L, c->ctx) : lm_wait_prepare(L, c->ctx);
+  c->shielded = 0;
   c->waiting = w;
   const loom_db_driver_t *drv = c->conn->driver;
   int r = c->lease >= 0 ? drv->start_shared(c->conn, &c->req) : drv->start(c->conn, &c->req);
@@ -947,6 +1015,21 @@ static int conn_value(lua_State *L) { return run_query(L, MODE_VALUE); }
 
 /* conn:_exec(sql, cache, ...) -> affected, last insert id */
 static int conn_exec(lua_State *L) { return run_query(L, MODE_EXEC); }
+
+/* conn:_settle(sql) runs a statement whose outcome the caller must know,
+ * like COMMIT: once sent it is waited for, whatever happens meanwhile. A
+ * cancel or a timeout that arrives during it ends the next wait instead;
+ * interrupting it would leave "was it committed?" without an answer. */
+static int conn_settle(lua_State *L) {
+  lm_conn *c = check_conn(L);
+  size_t len;
+  const char *sql = luaL_checklstring(L, 2, &len);
+  lua_settop(L, 2);
+  set_sql(c, LOOM_DB_QUERY, sql, len, 0, 0);
+  c->mode = MODE_EXEC;
+  c->shielded = 1;
+  return start_request(L, c, query_k);
+}
 
 /* ---- one statement in one call ------------------------------------------------ */
 
@@ -1444,6 +1527,7 @@ static const luaL_Reg conn_methods[] = {
   {"_query", conn_query},
   {"_value", conn_value},
   {"_exec", conn_exec},
+  {"_settle", conn_settle},
   {"_stream", conn_stream},
   {"_next", conn_next},
   {"_stop", conn_stop},

@@ -40,47 +40,156 @@ return function(loom, core)
     if p then p[db] = previous end
   end
 
+  -- Transactions that must not commit, by connection object: a savepoint
+  -- that could not be ended leaves its work in an unknown state, even if
+  -- the caller catches the error and carries on.
+  local doomed = setmetatable({}, { __mode = "k" })
+
   local function argerror(n, fname, msg)
     loom.error("argument", ("bad argument #%d to '%s' (%s)"):format(n, fname, msg))
   end
 
-  local function check_sql(sql, fname)
-    if type(sql) ~= "string" then argerror(1, fname, "SQL string expected, got " .. type(sql)) end
+  -- An error value to raise later (after cleanup) or to hand back.
+  local function make_error(kind, msg, fields)
+    local _, e = pcall(loom.error, kind, msg, fields)
+    return e
+  end
+
+  local find = string.find
+
+  -- Every entry point that takes SQL comes through here. A NUL byte ends
+  -- the text for some drivers (libpq reads a C string), so what runs would
+  -- not be what the caller wrote: "DELETE ... WHERE id = 1\0 AND owner = x"
+  -- would delete every row with id 1.
+  local function check_sql(sql, fname, where)
+    if type(sql) ~= "string" then
+      argerror(1, fname, (where or "") .. "SQL string expected, got " .. type(sql))
+    end
+    if find(sql, "\0", 1, true) then
+      argerror(1, fname, (where or "") .. "the SQL text contains a NUL byte (binary data goes in a parameter)")
+    end
+  end
+
+  local function check_name(name, n, fname, what)
+    if find(name, "\0", 1, true) then argerror(n, fname, what .. " contains a NUL byte") end
+  end
+
+  local function released()
+    loom.error("usage", "this session was released: a session serves until release(), "
+      .. "or the end of the with() or transaction() that gave it")
+  end
+
+  ---------------------------------------------------------------- passwords
+  local function percent_decode(s)
+    return (s:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
+  end
+
+  -- The parts of a connection URL that may be a password. Parsers disagree
+  -- about malformed URLs (libpq ends the user info at the first '@', the
+  -- MySQL driver at the last) and a driver or server may echo any part of
+  -- one in an error, so all that could be meant as a password counts:
+  -- what follows the first ':' up to each '@' after it, a "port" that is no
+  -- number (the '@' left out), and password= values; each as written and
+  -- percent-decoded. Longest first, so a longer one is hidden whole.
+  local function url_secrets(url)
+    local list, seen = {}, {}
+    local function add1(v)
+      if v ~= "" and not seen[v] then seen[v] = true; list[#list + 1] = v end
+    end
+    local function add(raw)
+      for _, v in ipairs({ raw, percent_decode(raw) }) do
+        add1(v)
+        local cut = v:find("\0", 1, true) -- C text ends there
+        if cut then add1(v:sub(1, cut - 1)) end
+      end
+    end
+    local rest = url:match("^%s*%a[%w+.-]*:/*(.*)$") or url
+    local colon = rest:find(":", 1, true)
+    if colon then
+      for at in rest:gmatch("()@") do
+        if at > colon then add(rest:sub(colon + 1, at - 1)) end
+      end
+    end
+    local authority = rest:match("^[^/?#]*")
+    if not authority:find("@", 1, true) then
+      local port = authority:match(":([^:]*)$")
+      if port and not port:match("^%d*$") then add(port) end
+    end
+    for v in url:gmatch("[Pp][Aa][Ss][Ss][Ww][Oo][Rr][Dd]%s*=%s*'([^']*)'") do add(v) end
+    for v in url:gmatch("[Pp][Aa][Ss][Ss][Ww][Oo][Rr][Dd]%s*=%s*([^&%s']*)") do add(v) end
+    table.sort(list, function(a, b) return #a > #b end)
+    return list
+  end
+
+  local function scrub(text, secrets)
+    for _, secret in ipairs(secrets) do
+      local out, i = {}, 1
+      while true do
+        local a, b = find(text, secret, i, true)
+        if not a then break end
+        out[#out + 1] = text:sub(i, a - 1)
+        out[#out + 1] = "***"
+        i = b + 1
+      end
+      if #out > 0 then
+        out[#out + 1] = text:sub(i)
+        text = table.concat(out)
+      end
+    end
+    return text
   end
 
   -- "postgres://user:secret@host/db" -> "postgres://user:***@host/db"
-  local function redact(url)
-    url = url:gsub("^(%a[%w+.-]*://[^:/@]*):[^@]*@", "%1:***@")
-    url = url:gsub("([?&]password=)[^&]*", "%1***")
-    url = url:gsub("(password%s*=%s*)'[^']*'", "%1***"):gsub("(password%s*=%s*)[^%s']+", "%1***")
-    return url
+  local function redact(url) return scrub(url, url_secrets(url)) end
+
+  local function scrub_error(e, secrets)
+    if type(e) == "table" then
+      for _, field in ipairs({ "message", "detail", "hint" }) do
+        if type(e[field]) == "string" then e[field] = scrub(e[field], secrets) end
+      end
+    elseif type(e) == "string" then
+      e = scrub(e, secrets)
+    end
+    return e
   end
 
   loom.db = {}
+
+  local dialects -- what differs between drivers; filled in at the end
+
+  local function check_seconds(v, n, fname, what)
+    if v ~= nil and (type(v) ~= "number" or not (v >= 0)) then
+      argerror(n, fname, what .. " must be a non-negative number of seconds, got "
+        .. (type(v) == "number" and tostring(v) or type(v)))
+    end
+    return v
+  end
 
   -- "sqlite:path/to/file.db" or "sqlite::memory:" -> the driver's conninfo.
   -- An in-memory database is a named memdb: every connection of this
   -- handle (the writer and the readers) sees the same one.
   local memories = 0
-  sqlite_conninfo = function(url, opts)
+  local function sqlite_conninfo(url, opts)
     local path = url:sub(#"sqlite:" + 1)
     if path:sub(1, 2) == "//" then path = path:sub(3) end
     if path == "" then argerror(1, "loom.db.open", "sqlite: needs a file name or :memory:") end
     if path:find("\n", 1, true) then argerror(1, "loom.db.open", "file name contains a newline") end
+    check_name(path, 1, "loom.db.open", "the file name")
     local memory = path == ":memory:"
     if memory then
       memories = memories + 1
       path = ("file:/loom-%p-%d?vfs=memdb"):format(loom, memories)
     end
-    local busy = opts.busy_timeout or 5
-    if type(busy) ~= "number" then argerror(2, "loom.db.open", "busy_timeout must be a number of seconds") end
-    local info = ("path=%s\nbusy_timeout=%d\nmemory=%d"):format(path, math.floor(busy * 1000), memory and 1 or 0)
+    -- SQLite takes milliseconds in an int: more than 2^31 - 1 ms (24 days)
+    -- is as good as never.
+    local busy = math.min((opts.busy_timeout or 5) * 1000, 2 ^ 31 - 1)
+    local info = ("path=%s\nbusy_timeout=%d\nmemory=%d"):format(path, math.floor(busy), memory and 1 or 0)
     -- {pragmas = {"cache_size = -16000", "foreign_keys = on"}}: run on every
     -- connection as it opens (writer and readers alike).
     local pragmas = opts.pragmas or {}
     if type(pragmas) ~= "table" then argerror(2, "loom.db.open", "pragmas must be an array of strings") end
     for i, p in ipairs(pragmas) do
-      if type(p) ~= "string" or p:find("[\n;]") then
+      if type(p) ~= "string" or p:find("[\n;\0]") then
         argerror(2, "loom.db.open", ("pragmas[%d] must be one PRAGMA's text, like 'cache_size = -16000'"):format(i))
       end
       info = info .. "\npragma=" .. p
@@ -94,25 +203,34 @@ return function(loom, core)
     if type(url) ~= "string" then argerror(1, "loom.db.open", "URL string expected, got " .. type(url)) end
     opts = opts or {}
     if type(opts) ~= "table" then argerror(2, "loom.db.open", "options table expected") end
-    local driver, conninfo = nil, url
-    if url:match("^postgres://") or url:match("^postgresql://") then
-      driver = "postgres"
-    elseif url:match("^sqlite:") then
-      driver = "sqlite"
-      conninfo = sqlite_conninfo(url, opts)
-    elseif url:match("^mysql://") or url:match("^mariadb://") then
-      driver = "mysql"
-    else
-      local scheme = url:match("^(%a[%w+.-]*):") or url
-      loom.error("argument", ("no database driver for '%s' (postgres://..., sqlite:FILE or sqlite::memory:)"):format(redact(scheme)))
+    local secrets = url_secrets(url)
+    local driver, dialect
+    for name, d in pairs(dialects) do
+      for _, prefix in ipairs(d.schemes) do
+        if url:sub(1, #prefix) == prefix then driver, dialect = name, d end
+      end
     end
+    if not driver then
+      -- Only a well-formed scheme is shown: the rest may hold a password.
+      local scheme = url:match("^(%a[%w+.-]*):")
+      local known = {}
+      for _, d in pairs(dialects) do
+        for _, prefix in ipairs(d.schemes) do known[#known + 1] = prefix end
+      end
+      table.sort(known)
+      loom.error("argument", ("no database driver for %s (URLs start with %s)"):format(
+        scheme and ("'" .. scrub(scheme, secrets) .. ":'") or "this URL", table.concat(known, ", ")))
+    end
+    check_name(url, 1, "loom.db.open", "the URL")
+    check_seconds(opts.busy_timeout, 2, "loom.db.open", "busy_timeout")
+    local conninfo = dialect.conninfo and dialect.conninfo(url, opts) or url
     local pool = opts.pool or {}
     if type(pool) ~= "table" then argerror(2, "loom.db.open", "pool must be a table") end
-    local handle = core._db_open(driver, conninfo, pool)
+    local handle = core._db_open(driver, conninfo, pool, secrets)
     return setmetatable({
-      handle = handle, driver = driver, shown = redact(url), url = url,
-      cache = opts.statement_cache ~= false, listeners = nil,
-      split = driver == "sqlite" and pool.readers ~= 0,
+      handle = handle, driver = driver, dialect = dialect, shown = scrub(url, secrets), url = url,
+      secrets = secrets, cache = opts.statement_cache ~= false, listeners = nil,
+      split = dialect.split_reads and pool.readers ~= 0,
     }, DB)
   end
 
@@ -196,6 +314,11 @@ return function(loom, core)
     -- batch{ {sql, ...}, ... } -> { rows, rows, ... }: one round trip.
     function T:batch(list)
       if type(list) ~= "table" then argerror(1, "batch", "table of {sql, params...} expected") end
+      for i = 1, #list do
+        local item = list[i]
+        if type(item) ~= "table" then argerror(1, "batch", ("item %d must be a table {sql, params...}"):format(i)) end
+        check_sql(item[1], "batch", ("item %d: "):format(i))
+      end
       return self:_run("_batch", list, self.cache)
     end
   end
@@ -208,7 +331,7 @@ return function(loom, core)
   local function direct(name, mode)
     local method = "_" .. name
     DB[name] = function(self, sql, ...)
-      if type(sql) ~= "string" then check_sql(sql, name) end
+      if type(sql) ~= "string" or find(sql, "\0", 1, true) then check_sql(sql, name) end
       local c = pinned(self)
       if c then return c[method](c, sql, self.cache, ...) end
       return self.handle:_run1(mode, mode ~= 2 and self.split and only_reads(sql), sql, self.cache, ...)
@@ -218,7 +341,7 @@ return function(loom, core)
   direct("value", 1)
   direct("exec", 2)
   function DB:first(sql, ...)
-    if type(sql) ~= "string" then check_sql(sql, "first") end
+    if type(sql) ~= "string" or find(sql, "\0", 1, true) then check_sql(sql, "first") end
     local rows = self:query(sql, ...)
     return rows[1]
   end
@@ -259,13 +382,14 @@ return function(loom, core)
 
   function Session:rows(sql, ...)
     check_sql(sql, "rows")
+    if not self.conn then released() end
     return stream(self.conn, false, sql, ...)
   end
 
   ---------------------------------------------------------------- sessions
   function Session:_run(method, ...)
     local c = self.conn
-    if not c then loom.error("closed", "this session was released") end
+    if not c then released() end
     if type(method) == "function" then return method(c, ...) end
     return c[method](c, ...)
   end
@@ -275,7 +399,10 @@ return function(loom, core)
     local conn = self.conn
     self.conn = nil
     if self.pinned then unpin(self.db, self.previous) end
-    if self.owns then conn:_release() end
+    if self.owns then
+      doomed[conn] = nil
+      conn:_release()
+    end
   end
   Session.__close = Session.release
 
@@ -305,84 +432,111 @@ return function(loom, core)
     ["serializable"] = "SERIALIZABLE", ["repeatable read"] = "REPEATABLE READ",
     ["read committed"] = "READ COMMITTED", ["read uncommitted"] = "READ UNCOMMITTED",
   }
-  local RETRYABLE = { ["40001"] = true, ["40P01"] = true,
-    [1213] = true, [1205] = true, -- MySQL: deadlock, lock wait timeout
-    SQLITE_BUSY = true, SQLITE_BUSY_SNAPSHOT = true }
 
-  local function begin_sql(opts, driver)
-    local level = opts.isolation and ISOLATION[opts.isolation]
-    if opts.isolation and not level then
-      argerror(2, "transaction", "unknown isolation level '" .. tostring(opts.isolation) .. "'")
+  -- Ends conn's transaction with COMMIT. Once sent, COMMIT is waited for
+  -- whatever happens (a timeout or cancel lands at the next wait), so true
+  -- means committed and an error means not committed, except kind
+  -- commit_unknown: the connection broke with COMMIT on its way, and only
+  -- the server knows.
+  local function commit(conn)
+    local ok, e = pcall(conn._settle, conn, "COMMIT")
+    if ok then return true end
+    if conn:_broken() or (type(e) == "table" and e.kind == "connection") then
+      return false, make_error("commit_unknown", "the connection broke during COMMIT: "
+        .. "the transaction may or may not have committed", { cause = e })
     end
-    if driver == "sqlite" then
-      -- SQLite transactions are always serializable. A writing one takes the
-      -- write lock up front: one that upgrades later can fail with BUSY.
-      return opts.read_only and "BEGIN" or "BEGIN IMMEDIATE"
-    end
-    if driver == "mysql" then
-      -- MySQL sets the level of the next transaction in its own statement.
-      local sql = opts.read_only and "START TRANSACTION READ ONLY" or "START TRANSACTION"
-      return sql, level and ("SET TRANSACTION ISOLATION LEVEL " .. level) or nil
-    end
-    local sql = "BEGIN"
-    if level then sql = sql .. " ISOLATION LEVEL " .. level end
-    if opts.read_only then sql = sql .. " READ ONLY" end
-    return sql
+    return false, e
   end
+
+  local function rollback(conn)
+    if conn:_txn() ~= "idle" and not conn:_broken() then pcall(conn._settle, conn, "ROLLBACK") end
+  end
+
+  -- Savepoint names are unique, never reused on a connection: a MySQL
+  -- SAVEPOINT with a name in use silently replaces the older one, and a
+  -- nested transaction would then destroy its caller's savepoint.
+  local savepoints = 0
 
   local function savepoint(s, fn, ...)
-    s.depth = (s.depth or 0) + 1
-    local name = "loom_sp_" .. s.depth
+    if type(fn) ~= "function" then argerror(1, "savepoint", "function expected, got " .. type(fn)) end
+    local conn = s.conn
+    if not conn then released() end
+    savepoints = savepoints + 1
+    local name = "loom_sp_" .. savepoints
     s:_run("_query", "SAVEPOINT " .. name, false)
     local r = pack(pcall(fn, s, ...))
+    local ok, e
     if r[1] then
-      s:_run("_query", "RELEASE SAVEPOINT " .. name, false)
-      s.depth = s.depth - 1
-      return unpack(r, 2, r.n)
+      ok, e = pcall(s._run, s, "_query", "RELEASE SAVEPOINT " .. name, false)
+      if ok then return unpack(r, 2, r.n) end
+    else
+      ok, e = pcall(s._run, s, "_settle", "ROLLBACK TO SAVEPOINT " .. name)
+      if ok then ok, e = pcall(s._run, s, "_settle", "RELEASE SAVEPOINT " .. name) end
+      if ok then error(r[2], 0) end
+      if type(e) == "table" then e.cause = r[2] end
     end
-    s.depth = s.depth - 1
-    pcall(s._run, s, "_query", "ROLLBACK TO SAVEPOINT " .. name, false)
-    error(r[2], 0)
+    doomed[conn] = doomed[conn] or e
+    error(e, 0)
   end
 
-  -- tx:savepoint(fn, ...): fn's work is undone alone if it fails.
+  -- tx:savepoint(fn, ...): fn's work is undone alone if it fails. If the
+  -- savepoint itself cannot be ended, that error is raised and the
+  -- transaction around it will roll back, not commit.
   Session.savepoint = savepoint
 
   -- db:transaction(fn, {isolation=, read_only=, retries=0, backoff=0.01})
   -- runs fn(tx) in a transaction: commit when it returns, rollback when it
-  -- raises. Serialization failures (40001) and deadlocks (40P01) are retried
-  -- with backoff up to `retries` times.
+  -- raises. Serialization failures and deadlocks are retried with backoff
+  -- up to `retries` times (math.huge: no limit).
   function DB:transaction(fn, opts)
     if type(fn) ~= "function" then argerror(1, "transaction", "function expected, got " .. type(fn)) end
     opts = opts or {}
     if type(opts) ~= "table" then argerror(2, "transaction", "options table expected") end
-    local held = pinned(self)
-    if held then
-      -- Already in this task's transaction or session: nest as a savepoint.
-      local s = setmetatable({ db = self, conn = held, cache = self.cache, owns = false }, Session)
-      if held:_txn() ~= "idle" then return savepoint(s, fn) end
-    end
     local retries = opts.retries or 0
-    local delay = opts.backoff or 0.01
-    local sql, before = begin_sql(opts, self.driver)
+    if type(retries) ~= "number" or not (retries >= 0) or (retries < math.huge and retries % 1 ~= 0) then
+      argerror(2, "transaction", "retries must be a whole number, 0 or more (math.huge: no limit), got "
+        .. (type(retries) == "number" and tostring(retries) or type(retries)))
+    end
+    local delay = check_seconds(opts.backoff, 2, "transaction", "backoff") or 0.01
+    local level = opts.isolation and ISOLATION[opts.isolation]
+    if opts.isolation and not level then
+      argerror(2, "transaction", "unknown isolation level '" .. tostring(opts.isolation) .. "'")
+    end
+    local held = pinned(self)
+    if held and held:_txn() ~= "idle" then
+      -- Already in this task's transaction: nest as a savepoint.
+      return savepoint(setmetatable({ db = self, conn = held, cache = self.cache, owns = false }, Session), fn)
+    end
+    local sql, before = self.dialect.begin(opts, level)
     for attempt = 1, retries + 1 do
       local s <close> = self:acquire(opts.read_only)
+      local conn = s.conn
       if before then s:_run("_query", before, false) end
       s:_run("_query", sql, false)
       local r = pack(pcall(fn, s))
       local err
-      if r[1] then
-        local ok, e = pcall(s._run, s, "_query", "COMMIT", false)
-        if ok then return unpack(r, 2, r.n) end
+      if s.conn ~= conn then
+        -- fn released its session: the transaction was rolled back (by the
+        -- pool, or here when the connection is the caller's).
+        err = r[1] and make_error("usage", "the transaction's session was released inside it: nothing was committed") or r[2]
+        pcall(rollback, conn)
+      elseif r[1] and doomed[conn] then
+        err = doomed[conn]
+        rollback(conn)
+      elseif r[1] then
+        local ok, e = commit(conn)
+        if ok then
+          doomed[conn] = nil
+          return unpack(r, 2, r.n)
+        end
         err = e
+        rollback(conn)
       else
         err = r[2]
-        -- Roll back here when we can; releasing rolls back otherwise.
-        if s.conn:_txn() ~= "idle" and not s.conn:_broken() then
-          pcall(loom.shield, s._run, s, "_query", "ROLLBACK", false)
-        end
+        rollback(conn)
       end
-      local retry = attempt <= retries and type(err) == "table" and RETRYABLE[err.code]
+      doomed[conn] = nil
+      local retry = attempt <= retries and type(err) == "table" and self.dialect.retryable[err.code]
       if not retry then error(err, 0) end
       s:release()
       loom.sleep(delay * (0.5 + math.random()))
@@ -416,27 +570,31 @@ return function(loom, core)
     return conn:_copy_data()
   end
 
+  -- Runs work(conn, ...) in a transaction of its own, begun with `begin`,
+  -- unless conn is in one already (then it is the caller's to end).
+  local function own_transaction(conn, begin, work, ...)
+    if conn:_txn() ~= "idle" then return work(conn, ...) end
+    conn:_exec(begin, false)
+    local r = pack(pcall(work, conn, ...))
+    if r[1] then
+      local ok, e = commit(conn)
+      if ok then return unpack(r, 2, r.n) end
+      r[2] = e
+    end
+    rollback(conn)
+    error(r[2], 0)
+  end
+
   -- SQLite: the one prepared INSERT for every row, in chunks handed to the
   -- connection's thread, all in one transaction (the caller's, if open).
   local INSERT_CHUNK = 4096
   local function insert_rows(conn, sql, columns, rows, n)
-    local own = conn:_txn() == "idle"
-    if own then conn:_exec("BEGIN IMMEDIATE", false) end
-    local ok, err = pcall(function()
+    return own_transaction(conn, "BEGIN IMMEDIATE", function()
       for first = 1, n, INSERT_CHUNK do
         conn:_insert_rows(sql, columns, rows, first, math.min(n, first + INSERT_CHUNK - 1))
       end
+      return n
     end)
-    if own then
-      if ok then
-        ok, err = pcall(conn._exec, conn, "COMMIT", false)
-      end
-      if not ok and conn:_txn() ~= "idle" and not conn:_broken() then
-        pcall(loom.shield, conn._exec, conn, "ROLLBACK", false)
-      end
-    end
-    if not ok then error(err, 0) end
-    return n
   end
 
   -- MySQL: multi-row INSERTs with ? parameters, each under the server's
@@ -450,9 +608,7 @@ return function(loom, core)
     local packet = conn:_value("SELECT @@max_allowed_packet", true)
     local budget = math.max(1024, math.floor(packet * 0.75) - #head)
     local group = "(" .. ("?, "):rep(ncols - 1) .. "?)"
-    local own = conn:_txn() == "idle"
-    if own then conn:_exec("START TRANSACTION", false) end
-    local ok, err = pcall(function()
+    return own_transaction(conn, "START TRANSACTION", function()
       local i = 1
       while i <= n do
         local params, np, bytes, count = {}, 0, 0, 0
@@ -476,15 +632,8 @@ return function(loom, core)
         local sql = head .. (group .. ", "):rep(count - 1) .. group
         conn:_exec(sql, count == per, unpack(params, 1, np))
       end
+      return n
     end)
-    if own then
-      if ok then ok, err = pcall(conn._exec, conn, "COMMIT", false) end
-      if not ok and conn:_txn() ~= "idle" and not conn:_broken() then
-        pcall(loom.shield, conn._exec, conn, "ROLLBACK", false)
-      end
-    end
-    if not ok then error(err, 0) end
-    return n
   end
 
   -- insert_many(table, columns, rows) -> rows inserted. Rows are arrays in
@@ -492,112 +641,138 @@ return function(loom, core)
   -- COPY ... FROM STDIN, streamed in chunks.
   local function insert_many(self, tbl, columns, rows)
     if type(tbl) ~= "string" or tbl == "" then argerror(1, "insert_many", "table name expected") end
+    check_name(tbl, 1, "insert_many", "the table name")
     if type(columns) ~= "table" or #columns == 0 then argerror(2, "insert_many", "non-empty array of column names expected") end
     for i, col in ipairs(columns) do
       if type(col) ~= "string" then argerror(2, "insert_many", "column " .. i .. " is not a string") end
+      check_name(col, 2, "insert_many", "column " .. i)
     end
     if type(rows) ~= "table" then argerror(3, "insert_many", "array of rows expected") end
     local n = #rows
     if n == 0 then return 0 end
-    local quoted = {}
-    for i, col in ipairs(columns) do quoted[i] = quote_ident(col) end
-    if self.driver == "mysql" or (self.db and self.db.driver == "mysql") then
-      local q = {}
-      for i, col in ipairs(columns) do q[i] = "`" .. col:gsub("`", "``") .. "`" end
-      local parts = {}
-      for part in tbl:gmatch("[^.]+") do parts[#parts + 1] = "`" .. part:gsub("`", "``") .. "`" end
-      local head = ("INSERT INTO %s (%s) VALUES "):format(table.concat(parts, "."), table.concat(q, ", "))
-      return self:_run(my_insert_rows, head, columns, rows, n)
-    end
-    if self.driver == "sqlite" or (self.db and self.db.driver == "sqlite") then
-      local marks = ("?, "):rep(#columns - 1) .. "?"
-      local sql = ("INSERT INTO %s (%s) VALUES (%s)"):format(quote_table(tbl), table.concat(quoted, ", "), marks)
-      return self:_run(insert_rows, sql, columns, rows, n)
-    end
-    local sql = ("COPY %s (%s) FROM STDIN"):format(quote_table(tbl), table.concat(quoted, ", "))
-    return self:_run(bulk, sql, columns, rows, n)
+    return (self.db or self).dialect.insert_many(self, tbl, columns, rows, n)
   end
   DB.insert_many = insert_many
   Session.insert_many = insert_many
 
   ---------------------------------------------------------------- advisory locks
-  -- db:lock(key, fn, {timeout = s}): fn runs holding a session-level
-  -- advisory lock on key (a string or an integer); the lock is released
-  -- however fn ends, cancellation included. fn gets the session holding it.
+  -- db:lock(key, fn, {timeout = s}): fn runs holding a lock on key (a
+  -- string or an integer); the lock is released however fn ends,
+  -- cancellation included. A task may take a lock it holds again: the
+  -- lock is counted and freed when the outermost call ends, as a server's
+  -- session-level locks are.
   function DB:lock(key, fn, opts)
     local kt = math.type(key) == "integer" and "integer" or type(key)
     if kt ~= "string" and kt ~= "integer" then argerror(1, "lock", "string or integer key expected, got " .. type(key)) end
     if type(fn) ~= "function" then argerror(2, "lock", "function expected, got " .. type(fn)) end
     opts = opts or {}
     if type(opts) ~= "table" then argerror(3, "lock", "options table expected") end
-    if self.driver == "mysql" then
-      -- A named lock (GET_LOCK) held by the session; names longer than the
-      -- 64 characters MySQL allows are hashed on the server.
-      local name = "loom:" .. tostring(key)
-      local arg = #name > 64 and "SHA1(?)" or "?"
-      local s <close> = self:acquire()
-      local take = "SELECT GET_LOCK(" .. arg .. ", ?)"
-      local got
-      if opts.timeout then
-        -- The server gives up at the timeout; loom.timeout covers a server
-        -- that does not answer (and KILLs the wait).
-        got = loom.timeout(opts.timeout + 5, s._run, s, "_value", take, true, name, opts.timeout)
-      else
-        got = s:_run("_value", take, true, name, 31536000)
-      end
-      if got ~= 1 then
-        loom.error("timeout", ("the lock %q was not free within %g s"):format(tostring(key), opts.timeout or 31536000))
-      end
+    local timeout = check_seconds(opts.timeout, 3, "lock", "timeout")
+    -- A billion seconds (31 years) is as good as never, and a server can
+    -- take it: math.huge it cannot.
+    if timeout and timeout >= 1e9 then timeout = nil end
+    return self.dialect.lock(self, key, fn, timeout)
+  end
+
+  -- A lock a server holds for the session: fn gets the session. take(s,
+  -- key, timeout) raises kind timeout when the lock stays taken.
+  local function server_lock(take, release)
+    return function(db, key, fn, timeout)
+      local s <close> = db:acquire()
+      take(s, key, timeout)
       local r = pack(pcall(fn, s))
-      loom.shield(pcall, s._run, s, "_value", "SELECT RELEASE_LOCK(" .. arg .. ")", true, name)
+      loom.shield(pcall, release, s, key)
       if not r[1] then error(r[2], 0) end
       return unpack(r, 2, r.n)
     end
-    if self.driver == "sqlite" then
-      -- An embedded database has no server to hold locks: a named lock of
-      -- this handle, shared by its tasks. fn gets the db.
-      local locks = self._locks
-      if not locks then locks = {}; self._locks = locks end
-      local entry = locks[key]
-      if not entry then entry = { mutex = loom.mutex(), users = 0 }; locks[key] = entry end
-      entry.users = entry.users + 1
-      local r = pack(pcall(function()
-        if opts.timeout then loom.timeout(opts.timeout, entry.mutex.lock, entry.mutex)
-        else entry.mutex:lock() end
-        local inner = pack(pcall(fn, self))
-        entry.mutex:unlock()
-        if not inner[1] then error(inner[2], 0) end
-        return unpack(inner, 2, inner.n)
-      end))
-      entry.users = entry.users - 1
-      if entry.users == 0 then locks[key] = nil end
-      if not r[1] then error(r[2], 0) end
-      return unpack(r, 2, r.n)
+  end
+
+  local function pg_lock_arg(key)
+    return math.type(key) == "integer" and "$1::bigint" or "hashtextextended($1, 0)"
+  end
+
+  local pg_lock = server_lock(function(s, key, timeout)
+    if type(key) == "string" and key:find("\0", 1, true) then
+      loom.error("argument", "db:lock: a key cannot contain NUL bytes")
     end
-    if kt == "string" and key:find("\0", 1, true) then loom.error("argument", "db:lock: a key cannot contain NUL bytes") end
-    local arg = kt == "string" and "hashtextextended($1, 0)" or "$1::bigint"
-    local s <close> = self:acquire()
-    local take = "SELECT pg_advisory_lock(" .. arg .. ")"
-    if opts.timeout then
+    local take = "SELECT pg_advisory_lock(" .. pg_lock_arg(key) .. ")"
+    if timeout then
       -- A lock wait past the timeout is cancelled on the server too.
-      loom.timeout(opts.timeout, s._run, s, "_exec", take, true, key)
+      loom.timeout(timeout, s._run, s, "_exec", take, true, key)
     else
       s:_run("_exec", take, true, key)
     end
-    local r = pack(pcall(fn, s))
-    loom.shield(pcall, s._run, s, "_exec", "SELECT pg_advisory_unlock(" .. arg .. ")", true, key)
+  end, function(s, key)
+    s:_run("_exec", "SELECT pg_advisory_unlock(" .. pg_lock_arg(key) .. ")", true, key)
+  end)
+
+  -- A named lock (GET_LOCK) held by the session; names longer than the 64
+  -- characters MySQL allows are hashed on the server.
+  local function my_lock_name(key)
+    local name = "loom:" .. tostring(key)
+    return name, #name > 64 and "SHA1(?)" or "?"
+  end
+
+  local my_lock = server_lock(function(s, key, timeout)
+    local name, arg = my_lock_name(key)
+    local take = "SELECT GET_LOCK(" .. arg .. ", ?)"
+    local got
+    if timeout then
+      -- The server gives up at the timeout; loom.timeout covers a server
+      -- that does not answer (and KILLs the wait).
+      got = loom.timeout(timeout + 5, s._run, s, "_value", take, true, name, timeout)
+    else
+      got = s:_run("_value", take, true, name, 31536000)
+    end
+    if got ~= 1 then
+      loom.error("timeout", ("the lock %q was not free within %g s"):format(tostring(key), timeout or 31536000))
+    end
+  end, function(s, key)
+    local name, arg = my_lock_name(key)
+    s:_run("_value", "SELECT RELEASE_LOCK(" .. arg .. ")", true, name)
+  end)
+
+  -- An embedded database has no server to hold locks: a named lock of the
+  -- handle, shared by its tasks. fn gets the db.
+  local function local_lock(db, key, fn, timeout)
+    local locks = db._locks
+    if not locks then locks = {}; db._locks = locks end
+    local entry = locks[key]
+    if not entry then entry = { mutex = loom.mutex(), users = 0, depth = 0 }; locks[key] = entry end
+    local me = owner()
+    entry.users = entry.users + 1
+    local r = pack(pcall(function()
+      if entry.holder == me then
+        entry.depth = entry.depth + 1
+        local inner = pack(pcall(fn, db))
+        entry.depth = entry.depth - 1
+        if not inner[1] then error(inner[2], 0) end
+        return unpack(inner, 2, inner.n)
+      end
+      if timeout then loom.timeout(timeout, entry.mutex.lock, entry.mutex)
+      else entry.mutex:lock() end
+      entry.holder, entry.depth = me, 1
+      local inner = pack(pcall(fn, db))
+      entry.holder, entry.depth = nil, 0
+      entry.mutex:unlock()
+      if not inner[1] then error(inner[2], 0) end
+      return unpack(inner, 2, inner.n)
+    end))
+    entry.users = entry.users - 1
+    if entry.users == 0 then locks[key] = nil end
     if not r[1] then error(r[2], 0) end
     return unpack(r, 2, r.n)
   end
 
   ---------------------------------------------------------------- LISTEN / NOTIFY
-  local function server_only(db, what)
-    if db.driver == "sqlite" then
-      loom.error("argument", what .. " needs a database server: SQLite has db:changes() instead")
+  local function check_buffer(opts, fname)
+    opts = opts or {}
+    if type(opts) ~= "table" then argerror(2, fname, "options table expected") end
+    local b = opts.buffer
+    if b ~= nil and (type(b) ~= "number" or not (b >= 0) or b % 1 ~= 0 or b > 2 ^ 28) then
+      argerror(2, fname, "buffer must be a whole number of messages from 0 to 2^28")
     end
-    if db.driver == "mysql" then
-      loom.error("argument", what .. " is PostgreSQL's LISTEN/NOTIFY: MySQL has no notifications")
-    end
+    return opts
   end
 
   -- db:changes({buffer = 1000}) -> a loom channel of {op=, table=, rowid=}
@@ -606,10 +781,8 @@ return function(loom, core)
   -- falls behind receives {gap = true} once it has room again. Close the
   -- channel to unsubscribe.
   function DB:changes(opts)
-    if self.driver ~= "sqlite" then
-      loom.error("argument", "db:changes() is for SQLite; use db:listen() on a server")
-    end
-    opts = opts or {}
+    if not self.dialect.changes then loom.error("argument", self.dialect.no_changes) end
+    opts = check_buffer(opts, "changes")
     local subs = self._change_subs
     if not subs then
       subs = {}
@@ -639,7 +812,7 @@ return function(loom, core)
   end
 
   function DB:notify(channel, payload)
-    server_only(self, "db:notify")
+    if not self.dialect.listen then loom.error("argument", self.dialect.no_listen:format("db:notify")) end
     if type(channel) ~= "string" then argerror(1, "notify", "channel name expected, got " .. type(channel)) end
     if payload ~= nil and type(payload) ~= "string" then argerror(2, "notify", "string payload expected") end
     if channel:find("\0", 1, true) or (payload and payload:find("\0", 1, true)) then
@@ -723,14 +896,19 @@ return function(loom, core)
   -- fell behind) it receives {channel=, gap=true}. Close it to unsubscribe.
   function DB:listen(name, opts)
     if type(name) ~= "string" or name == "" then argerror(1, "listen", "channel name expected") end
-    server_only(self, "db:listen")
-    opts = opts or {}
+    check_name(name, 1, "listen", "the channel name")
+    if not self.dialect.listen then loom.error("argument", self.dialect.no_listen:format("db:listen")) end
+    opts = check_buffer(opts, "listen")
     local l = self._listener
     if not l then
       l = setmetatable({ subs = {}, gap_pending = setmetatable({}, { __mode = "k" }),
         mutex = loom.mutex(), conn = core._listener(self.driver, self.url) }, Listener)
+      local ok, e = pcall(l.conn._connect, l.conn)
+      if not ok then
+        pcall(l.conn._close, l.conn)
+        error(scrub_error(e, self.secrets), 0)
+      end
       self._listener = l
-      l.conn:_connect()
       l.task = core._spawn_daemon(dispatch, l)
     end
     local sub = loom.channel(opts.buffer or 1000)
@@ -754,6 +932,72 @@ return function(loom, core)
     if self._listener then self._listener:close() end
     self.handle:_close()
   end
+
+  ---------------------------------------------------------------- dialects
+  -- What differs between drivers, and only that: the code above asks the
+  -- db's dialect and never names a driver.
+  dialects = {
+    postgres = {
+      schemes = { "postgres://", "postgresql://" },
+      retryable = { ["40001"] = true, ["40P01"] = true }, -- serialization failure, deadlock
+      begin = function(opts, level)
+        local sql = "BEGIN"
+        if level then sql = sql .. " ISOLATION LEVEL " .. level end
+        if opts.read_only then sql = sql .. " READ ONLY" end
+        return sql
+      end,
+      insert_many = function(self, tbl, columns, rows, n)
+        local quoted = {}
+        for i, col in ipairs(columns) do quoted[i] = quote_ident(col) end
+        local sql = ("COPY %s (%s) FROM STDIN"):format(quote_table(tbl), table.concat(quoted, ", "))
+        return self:_run(bulk, sql, columns, rows, n)
+      end,
+      lock = pg_lock,
+      listen = true,
+      no_changes = "db:changes() is for SQLite; use db:listen() on a server",
+    },
+    mysql = {
+      schemes = { "mysql://", "mariadb://" },
+      retryable = { [1213] = true, [1205] = true }, -- deadlock, lock wait timeout
+      begin = function(opts, level)
+        -- MySQL sets the level of the next transaction in its own statement.
+        return opts.read_only and "START TRANSACTION READ ONLY" or "START TRANSACTION",
+          level and ("SET TRANSACTION ISOLATION LEVEL " .. level) or nil
+      end,
+      insert_many = function(self, tbl, columns, rows, n)
+        local q = {}
+        for i, col in ipairs(columns) do q[i] = "`" .. col:gsub("`", "``") .. "`" end
+        local parts = {}
+        for part in tbl:gmatch("[^.]+") do parts[#parts + 1] = "`" .. part:gsub("`", "``") .. "`" end
+        local head = ("INSERT INTO %s (%s) VALUES "):format(table.concat(parts, "."), table.concat(q, ", "))
+        return self:_run(my_insert_rows, head, columns, rows, n)
+      end,
+      lock = my_lock,
+      no_listen = "%s is PostgreSQL's LISTEN/NOTIFY: MySQL has no notifications",
+      no_changes = "db:changes() is for SQLite: MySQL has no change stream",
+    },
+    sqlite = {
+      schemes = { "sqlite:" },
+      conninfo = sqlite_conninfo,
+      split_reads = true,
+      retryable = { SQLITE_BUSY = true, SQLITE_BUSY_SNAPSHOT = true },
+      begin = function(opts)
+        -- SQLite transactions are always serializable. A writing one takes
+        -- the write lock up front: one that upgrades later can fail with BUSY.
+        return opts.read_only and "BEGIN" or "BEGIN IMMEDIATE"
+      end,
+      insert_many = function(self, tbl, columns, rows, n)
+        local quoted = {}
+        for i, col in ipairs(columns) do quoted[i] = quote_ident(col) end
+        local marks = ("?, "):rep(#columns - 1) .. "?"
+        local sql = ("INSERT INTO %s (%s) VALUES (%s)"):format(quote_table(tbl), table.concat(quoted, ", "), marks)
+        return self:_run(insert_rows, sql, columns, rows, n)
+      end,
+      lock = local_lock,
+      changes = true,
+      no_listen = "%s needs a database server: SQLite has db:changes() instead",
+    },
+  }
 
   loom.db._redact = redact
   loom.db._DB, loom.db._Session = DB, Session
