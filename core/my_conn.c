@@ -13,7 +13,9 @@
  * are server-side prepared statements kept in a per-connection cache.
  * Cancelling sends KILL QUERY <thread id> from a second, short-lived
  * connection (opened non-blocking too), and the request completes only after
- * that KILL has been answered, so it can never hit the next query. */
+ * that KILL has been answered, so it can never hit the next query. A
+ * cancelled request that does not come back within MY_DRAIN_MS ends anyway
+ * and its connection is given up: a cancel never waits on nothing. */
 #define _GNU_SOURCE /* dladdr */
 #include <dlfcn.h>
 #include <errno.h>
@@ -28,6 +30,12 @@
 
 #define MY_CACHE_BUCKETS 64
 #define MY_CACHE_MAX 256
+/* How long a cancelled request may take to come back (KILL sent and
+ * answered, the rest of the statement's answer read and dropped) before the
+ * connection is given up as in an unknown state. Both take milliseconds on
+ * a working server; the bound is only there so a cancel can never wait on
+ * nothing. */
+#define MY_DRAIN_MS 5000
 
 typedef struct my_stmt {
   struct my_stmt *next;
@@ -56,6 +64,7 @@ struct my_conn {
   int sock;
   int events;
   loom_timer_t timer; /* MYSQL_WAIT_TIMEOUT */
+  loom_timer_t drain_timer; /* bounds a cancelled request (MY_DRAIN_MS) */
   int refs;           /* handles, lookups and stack frames using c */
   int closing;
   int connecting;
@@ -820,6 +829,7 @@ static void finish(my_conn *c) {
   }
   loom_db_result_free(c->one.result);
   c->one.result = NULL;
+  loom_timer_stop(c->base.loop, &c->drain_timer);
   c->cur = NULL;
   c->paused = 0;
   c->base.req = NULL;
@@ -1062,6 +1072,32 @@ static void kill_done(loom_db_req_t *req) {
   maybe_free(c);
 }
 
+/* A cancelled request that did not come back in time: whatever it waits
+ * for (a KILL not answered, a server that went quiet), the connection's
+ * state is unknown. The request completes now, and the connection is
+ * marked broken for the pool to close, so a KILL still on its way can only
+ * hit a session nobody uses any more. */
+static void drain_expired(loom_timer_t *t) {
+  my_conn *c = t->data;
+  if (c->base.req == NULL || c->closing)
+    return;
+  c->refs++;
+  c->base.broken = 1;
+  if (c->kill_state != K_NONE)
+    abort_killer(c); /* finishes a request that only waited for the KILL */
+  if (c->base.req) {
+    if (c->op != OP_NONE) {
+      force_complete(c);
+      drive(c, 0);
+    } else {
+      stmt_error(c, CR_SERVER_LOST, "08S01", "cancelled, and the connection did not come back in time");
+      finish(c);
+    }
+  }
+  c->refs--;
+  maybe_free(c);
+}
+
 static int my_cancel(loom_db_conn_t *base) {
   my_conn *c = (my_conn *)base;
   loom_db_req_t *req = base->req;
@@ -1069,6 +1105,20 @@ static int my_cancel(loom_db_conn_t *base) {
     return 0;
   c->draining = 1;
   c->discard = 1;
+  if (c->paused) {
+    /* A streamed row was handed over and the caller will not ask for the
+     * next one: read the rest here (dropped as it comes), or the request
+     * would wait for a next() that never comes. The row handed over goes
+     * with the rest. */
+    c->paused = 0;
+    loom_db_result_free(req->result);
+    req->result = NULL;
+    req->more = 0;
+    drive(c, op_start(c, c->fetch_op));
+    if (base->req != req)
+      return 0; /* the rest was already here: nothing left to stop */
+  }
+  loom_timer_start(base->loop, &c->drain_timer, (uint64_t)MY_DRAIN_MS * 1000000ull);
   if (base->backend_id == 0)
     return 0;
   char err[128];
@@ -1138,6 +1188,7 @@ static void my_close(loom_db_conn_t *base) {
     c->res = NULL;
   }
   loom_timer_stop(base->loop, &c->timer);
+  loom_timer_stop(base->loop, &c->drain_timer);
   drop_poll(c);
   if (c->m) {
     MYSQL_STMT *temp = c->ps && c->cached == NULL ? c->ps : NULL;
@@ -1281,6 +1332,7 @@ static my_conn *conn_new(loom_loop_t *loop, const char *conninfo, loom_db_req_t 
   c->base.created_ns = c->base.last_used_ns = loom_now_ns();
   c->sock = -1;
   loom_timer_init(&c->timer, on_timer, c);
+  loom_timer_init(&c->drain_timer, drain_expired, c);
   c->connect_req = req;
   req->active = 1;
   req->conn = NULL;

@@ -79,6 +79,8 @@ shutdown_server() {
   local pid
   pid=$(cat "$dir/pid" 2>/dev/null || true)
   [ -n "$pid" ] || return 0
+  # A spec may have left it frozen (SIGSTOP): it would not see the TERM.
+  kill -CONT "$pid" 2>/dev/null || true
   kill "$pid" 2>/dev/null || true
   for _ in $(seq 1 300); do
     kill -0 "$pid" 2>/dev/null || return 0
