@@ -1,5 +1,7 @@
 -- MySQL/MariaDB defects that were found and fixed: cancels that left a
--- request waiting on nothing (tiny timeouts on a pool of one hung).
+-- request waiting on nothing (tiny timeouts on a pool of one hung), and
+-- statements too large for the server's max_allowed_packet that broke the
+-- connection with a cryptic message.
 local loom = require "loom"
 local my = require "spec.support.my"
 
@@ -74,6 +76,52 @@ describe("mysql: a cancel never leaves a request waiting on nothing", function()
       local s = db:stats()
       assert.equal(closed_before + 1, s.closed)
       assert.equal(0, s.in_use)
+    end)
+    db:close()
+  end)
+end)
+
+describe("mysql: statements too large for max_allowed_packet", function()
+  it("are refused before sending with kind argument, naming max_allowed_packet and the size; the connection is kept", function()
+    local db = loom.db.open(URL, { pool = { max = 1 } })
+    loom.run(function()
+      local max = db:value("SELECT @@max_allowed_packet")
+      local big = ("x"):rep(max)
+      local function refused(e, size)
+        assert.equal("argument", e.kind, tostring(e))
+        assert.is_truthy(e.message:find("max_allowed_packet (" .. max .. " bytes)", 1, true), e.message)
+        assert.is_truthy(e.message:find(tostring(size), 1, true), e.message)
+      end
+      db:with(function(s)
+        local id = s:value("SELECT CONNECTION_ID()")
+        -- a parameter (prepared statement)
+        local ok, e = pcall(s.value, s, "SELECT LENGTH(?)", big)
+        assert.is_false(ok)
+        refused(e, #big)
+        assert.equal(id, s:value("SELECT CONNECTION_ID()"))
+        -- twice as large: it used to end in "Server has gone away"
+        ok, e = pcall(s.value, s, "SELECT LENGTH(?), ?", big, big)
+        assert.is_false(ok)
+        refused(e, #big)
+        -- the statement's own text
+        local sql = "SELECT LENGTH('" .. big .. "')"
+        ok, e = pcall(s.value, s, sql)
+        assert.is_false(ok)
+        refused(e, #sql)
+        -- in a batch: that statement fails with its index, the rest is not run
+        ok, e = pcall(s.batch, s, { { "SELECT 1" }, { "SELECT LENGTH(?)", big }, { "SELECT 2" } })
+        assert.is_false(ok)
+        refused(e, #big)
+        assert.equal(2, e.batch_index)
+        -- just under the limit still goes through
+        local fits = big:sub(1, max - 100)
+        assert.equal(#fits, s:value("SELECT LENGTH(?)", fits))
+        assert.equal(id, s:value("SELECT CONNECTION_ID()"))
+      end)
+      local st = db:stats()
+      assert.equal(0, st.closed)
+      assert.equal(0, st.in_use)
+      assert.equal(2, db:value("SELECT 2"))
     end)
     db:close()
   end)
