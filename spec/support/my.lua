@@ -67,7 +67,16 @@ end
 -- Freezes the server (SIGSTOP): connections stay open, nothing answers.
 -- Always thaw it again; my_server.sh thaws it before stopping it too.
 function M.freeze() sh("kill -STOP " .. server_pid()) end
-function M.thaw() sh("kill -CONT " .. server_pid()) end
+
+-- As root the server runs under runuser, which stops itself when its child
+-- stops and would stay stopped (with the server as its zombie once it
+-- exits): wake it too.
+function M.thaw()
+  local pid = server_pid()
+  sh(("kill -CONT %s; parent=$(ps -o ppid= -p %s | tr -d ' '); "
+    .. "if [ -n \"$parent\" ] && [ \"$(ps -o comm= -p \"$parent\")\" = runuser ]; then kill -CONT \"$parent\"; fi")
+    :format(pid, pid))
+end
 
 -- Stops and starts the server (same port and data): connections break.
 function M.restart()
