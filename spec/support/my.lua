@@ -70,10 +70,12 @@ function M.freeze() sh("kill -STOP " .. server_pid()) end
 
 -- As root the server runs under runuser, which stops itself when its child
 -- stops and would stay stopped (with the server as its zombie once it
--- exits): wake it too.
+-- exits): wake it too. The tools run without the sanitizer preloaded into
+-- this process (ps hangs under it).
 function M.thaw()
   local pid = server_pid()
-  sh(("kill -CONT %s; parent=$(ps -o ppid= -p %s | tr -d ' '); "
+  sh(("unset LD_PRELOAD ASAN_OPTIONS LSAN_OPTIONS UBSAN_OPTIONS; "
+    .. "kill -CONT %s; parent=$(ps -o ppid= -p %s | tr -d ' '); "
     .. "if [ -n \"$parent\" ] && [ \"$(ps -o comm= -p \"$parent\")\" = runuser ]; then kill -CONT \"$parent\"; fi")
     :format(pid, pid))
 end
