@@ -13,7 +13,9 @@
  * are server-side prepared statements kept in a per-connection cache.
  * Cancelling sends KILL QUERY <thread id> from a second, short-lived
  * connection (opened non-blocking too), and the request completes only after
- * that KILL has been answered, so it can never hit the next query. */
+ * that KILL has been answered, so it can never hit the next query. A
+ * cancelled request that does not come back within MY_DRAIN_MS ends anyway
+ * and its connection is given up: a cancel never waits on nothing. */
 #define _GNU_SOURCE /* dladdr */
 #include <dlfcn.h>
 #include <errno.h>
@@ -28,6 +30,12 @@
 
 #define MY_CACHE_BUCKETS 64
 #define MY_CACHE_MAX 256
+/* How long a cancelled request may take to come back (KILL sent and
+ * answered, the rest of the statement's answer read and dropped) before the
+ * connection is given up as in an unknown state. Both take milliseconds on
+ * a working server; the bound is only there so a cancel can never wait on
+ * nothing. */
+#define MY_DRAIN_MS 5000
 
 typedef struct my_stmt {
   struct my_stmt *next;
@@ -38,10 +46,15 @@ typedef struct my_stmt {
 } my_stmt;
 
 typedef enum {
-  OP_NONE, OP_CONNECT, OP_REAL_QUERY, OP_FETCH_ROW, OP_FREE_RESULT, OP_NEXT_RESULT,
-  OP_PREPARE, OP_EXECUTE, OP_STMT_FETCH, OP_STMT_NEXT_RESULT, OP_STMT_CLOSE,
-  OP_RESET, OP_PING
+  OP_NONE, OP_CONNECT, OP_SETTINGS, OP_SETTINGS_STORE, OP_REAL_QUERY, OP_FETCH_ROW,
+  OP_FREE_RESULT, OP_NEXT_RESULT, OP_PREPARE, OP_EXECUTE, OP_STMT_FETCH, OP_STMT_NEXT_RESULT,
+  OP_STMT_CLOSE, OP_RESET, OP_PING
 } my_op;
+
+/* Read once per connection, right after connecting: the server drops a
+ * connection that sends a packet larger than this, so a statement that
+ * would need one is refused before anything is sent. */
+static const char SETTINGS_SQL[] = "SELECT @@max_allowed_packet";
 
 enum { K_NONE, K_CONNECTING, K_KILLING };
 
@@ -56,9 +69,13 @@ struct my_conn {
   int sock;
   int events;
   loom_timer_t timer; /* MYSQL_WAIT_TIMEOUT */
+  loom_timer_t drain_timer; /* bounds a cancelled request (MY_DRAIN_MS) */
   int refs;           /* handles, lookups and stack frames using c */
   int closing;
   int connecting;
+  int killer_only;    /* opened to send one KILL: no settings to read */
+  unsigned long long max_packet; /* the server's max_allowed_packet, 0 if unknown */
+  MYSQL_RES *settings;
   loom_db_req_t *connect_req;
   uv_getaddrinfo_t gai;
   /* prepared statements */
@@ -314,6 +331,9 @@ static int op_start(my_conn *c, my_op op) {
                                     o->password ? o->password : "", o->db, o->port,
                                     o->socket, CLIENT_MULTI_RESULTS | CLIENT_FOUND_ROWS);
   }
+  case OP_SETTINGS:
+    return mysql_real_query_start(&c->iret, m, SETTINGS_SQL, sizeof SETTINGS_SQL - 1);
+  case OP_SETTINGS_STORE: return mysql_store_result_start(&c->settings, m);
   case OP_REAL_QUERY: return mysql_real_query_start(&c->iret, m, st->sql, st->sql_len);
   case OP_FETCH_ROW: return mysql_fetch_row_start(&c->row, c->res);
   case OP_FREE_RESULT: return mysql_free_result_start(c->res);
@@ -333,6 +353,8 @@ static int op_cont(my_conn *c, int ready) {
   MYSQL *m = c->m;
   switch (c->op) {
   case OP_CONNECT: return mysql_real_connect_cont(&c->mret, m, ready);
+  case OP_SETTINGS: return mysql_real_query_cont(&c->iret, m, ready);
+  case OP_SETTINGS_STORE: return mysql_store_result_cont(&c->settings, m, ready);
   case OP_REAL_QUERY: return mysql_real_query_cont(&c->iret, m, ready);
   case OP_FETCH_ROW: return mysql_fetch_row_cont(&c->row, c->res, ready);
   case OP_FREE_RESULT: return mysql_free_result_cont(c->res, ready);
@@ -531,6 +553,62 @@ static int end_stmt(my_conn *c);
 
 static int after_ps(my_conn *c);
 
+static unsigned lenenc_size(unsigned long long n) {
+  return n < 251 ? 1 : n < 65536 ? 3 : n < 16777216 ? 4 : 9;
+}
+
+/* Refuses a statement whose packet the server would not take (a payload
+ * of max_allowed_packet bytes or more): it would answer by dropping the
+ * connection, or go away while the packet is still being written, which
+ * says nothing of the cause. The packets are the statement's text
+ * (COM_QUERY, COM_STMT_PREPARE) and, with parameters, COM_STMT_EXECUTE:
+ * a fixed header, the NULL bitmap, two type bytes and the value of each. */
+static int too_large(my_conn *c) {
+  loom_db_stmt_t *st = c->cur;
+  if (c->max_packet == 0)
+    return 0;
+  unsigned long long text = 1 + (unsigned long long)st->sql_len;
+  unsigned long long exec = 0, largest_len = 0;
+  int largest = 0;
+  if (st->nparams > 0) {
+    unsigned long long n = (unsigned long long)st->nparams;
+    exec = 1 + 4 + 1 + 4 + (n + 7) / 8 + 1 + 2 * n;
+    for (int i = 0; i < st->nparams; i++) {
+      const loom_value_t *v = &st->params[i];
+      unsigned long long len;
+      switch (v->type) {
+      case LOOM_VNULL: len = 0; break;
+      case LOOM_VINT: case LOOM_VFLOAT: len = 8; break;
+      case LOOM_VBOOL: len = 1; break;
+      default:
+        len = (unsigned long long)v->u.s.len;
+        exec += lenenc_size(len);
+      }
+      exec += len;
+      if (len > largest_len) {
+        largest_len = len;
+        largest = i + 1;
+      }
+    }
+  }
+  unsigned long long need = exec > text ? exec : text;
+  if (need < c->max_packet)
+    return 0;
+  char msg[256];
+  if (exec > text)
+    snprintf(msg, sizeof msg,
+             "the statement's parameters (%llu bytes in all; the largest, parameter %d, is %llu "
+             "bytes) do not fit in the server's max_allowed_packet (%llu bytes)",
+             need, largest, largest_len, c->max_packet);
+  else
+    snprintf(msg, sizeof msg,
+             "the statement (%llu bytes) does not fit in the server's max_allowed_packet (%llu bytes)",
+             (unsigned long long)st->sql_len, c->max_packet);
+  loom_db_error_set(&st->err, NULL, msg);
+  st->status = LOOM_EDB_ARGUMENT;
+  return 1;
+}
+
 static int begin_stmt(my_conn *c) {
   loom_db_req_t *req = c->base.req;
   loom_db_stmt_t *st = c->cur;
@@ -540,6 +618,8 @@ static int begin_stmt(my_conn *c) {
   c->ps = NULL;
   c->cached = NULL;
   c->to_cache = 0;
+  if (too_large(c))
+    return end_stmt(c);
   if (loom__my_dirties_session(st->sql, st->sql_len))
     c->base.dirty = 1;
   int cache = req->cache && req->op != LOOM_DB_STREAM;
@@ -820,6 +900,7 @@ static void finish(my_conn *c) {
   }
   loom_db_result_free(c->one.result);
   c->one.result = NULL;
+  loom_timer_stop(c->base.loop, &c->drain_timer);
   c->cur = NULL;
   c->paused = 0;
   c->base.req = NULL;
@@ -847,32 +928,60 @@ static int reset_done(my_conn *c) {
   return -1;
 }
 
+/* The connect request ends: ok, or failed with the library's error. */
+static int connect_done(my_conn *c, int ok) {
+  loom_db_req_t *req = c->connect_req;
+  if (!ok)
+    set_error(&req->err, mysql_errno(c->m), mysql_sqlstate(c->m), mysql_error(c->m));
+  c->connecting = 0;
+  c->connect_req = NULL;
+  req->active = 0;
+  if (ok) {
+    c->base.backend_id = (int64_t)mysql_thread_id(c->m);
+    req->status = 0;
+    req->conn = &c->base;
+    want(c, 0);
+  } else {
+    req->status = LOOM_EDB_CONNECTION;
+    req->conn = NULL;
+    c->closing = 1;
+    drop_poll(c);
+    /* Nothing worth sending: the connection never opened, or broke while
+     * its settings were read. Shut down, the library's close cannot wait. */
+    int sock = c->mret ? (int)mysql_get_socket(c->m) : -1;
+    if (sock >= 0)
+      shutdown(sock, SHUT_RDWR);
+    mysql_close(c->m);
+    c->m = NULL;
+  }
+  req->cb(req);
+  return -1;
+}
+
+/* After the settings query: a server that cannot answer it is not usable;
+ * one that refuses it (it never should) leaves the limit unknown. */
+static int settings_read(my_conn *c) {
+  if (c->settings) {
+    MYSQL_ROW row = mysql_fetch_row(c->settings); /* stored: no I/O */
+    if (row && row[0])
+      c->max_packet = strtoull(row[0], NULL, 10);
+    mysql_free_result(c->settings);
+    c->settings = NULL;
+  }
+  return connect_done(c, !is_conn_error(mysql_errno(c->m)));
+}
+
 static int step(my_conn *c, my_op done) {
   switch (done) {
-  case OP_CONNECT: {
-    loom_db_req_t *req = c->connect_req;
-    int ok = c->mret != NULL;
-    if (!ok)
-      set_error(&req->err, mysql_errno(c->m), mysql_sqlstate(c->m), mysql_error(c->m));
-    c->connecting = 0;
-    c->connect_req = NULL;
-    req->active = 0;
-    if (ok) {
-      c->base.backend_id = (int64_t)mysql_thread_id(c->m);
-      req->status = 0;
-      req->conn = &c->base;
-      want(c, 0);
-    } else {
-      req->status = LOOM_EDB_CONNECTION;
-      req->conn = NULL;
-      c->closing = 1;
-      drop_poll(c);
-      mysql_close(c->m); /* nothing to send: the connection never opened */
-      c->m = NULL;
-    }
-    req->cb(req);
-    return -1;
-  }
+  case OP_CONNECT:
+    if (c->mret != NULL && !c->killer_only)
+      return op_start(c, OP_SETTINGS);
+    return connect_done(c, c->mret != NULL);
+  case OP_SETTINGS:
+    if (c->iret != 0)
+      return settings_read(c);
+    return op_start(c, OP_SETTINGS_STORE);
+  case OP_SETTINGS_STORE: return settings_read(c);
   case OP_REAL_QUERY:
     if (c->iret != 0) {
       conn_error(c);
@@ -1062,6 +1171,32 @@ static void kill_done(loom_db_req_t *req) {
   maybe_free(c);
 }
 
+/* A cancelled request that did not come back in time: whatever it waits
+ * for (a KILL not answered, a server that went quiet), the connection's
+ * state is unknown. The request completes now, and the connection is
+ * marked broken for the pool to close, so a KILL still on its way can only
+ * hit a session nobody uses any more. */
+static void drain_expired(loom_timer_t *t) {
+  my_conn *c = t->data;
+  if (c->base.req == NULL || c->closing)
+    return;
+  c->refs++;
+  c->base.broken = 1;
+  if (c->kill_state != K_NONE)
+    abort_killer(c); /* finishes a request that only waited for the KILL */
+  if (c->base.req) {
+    if (c->op != OP_NONE) {
+      force_complete(c);
+      drive(c, 0);
+    } else {
+      stmt_error(c, CR_SERVER_LOST, "08S01", "cancelled, and the connection did not come back in time");
+      finish(c);
+    }
+  }
+  c->refs--;
+  maybe_free(c);
+}
+
 static int my_cancel(loom_db_conn_t *base) {
   my_conn *c = (my_conn *)base;
   loom_db_req_t *req = base->req;
@@ -1069,6 +1204,20 @@ static int my_cancel(loom_db_conn_t *base) {
     return 0;
   c->draining = 1;
   c->discard = 1;
+  if (c->paused) {
+    /* A streamed row was handed over and the caller will not ask for the
+     * next one: read the rest here (dropped as it comes), or the request
+     * would wait for a next() that never comes. The row handed over goes
+     * with the rest. */
+    c->paused = 0;
+    loom_db_result_free(req->result);
+    req->result = NULL;
+    req->more = 0;
+    drive(c, op_start(c, c->fetch_op));
+    if (base->req != req)
+      return 0; /* the rest was already here: nothing left to stop */
+  }
+  loom_timer_start(base->loop, &c->drain_timer, (uint64_t)MY_DRAIN_MS * 1000000ull);
   if (base->backend_id == 0)
     return 0;
   char err[128];
@@ -1086,6 +1235,7 @@ static int my_cancel(loom_db_conn_t *base) {
     return LOOM_ENOMEM;
   }
   c->killer = k;
+  k->killer_only = 1;
   memcpy(k->ip, c->ip, sizeof k->ip);
   start_connect(k);
   return 0;
@@ -1126,6 +1276,10 @@ static void my_close(loom_db_conn_t *base) {
     finish(c);
     c->kill_state = ks;
   }
+  if (c->settings) {
+    mysql_free_result(c->settings); /* stored: no I/O */
+    c->settings = NULL;
+  }
   if (c->res && c->m) {
     int st = mysql_free_result_start(c->res);
     if (st) {
@@ -1138,6 +1292,7 @@ static void my_close(loom_db_conn_t *base) {
     c->res = NULL;
   }
   loom_timer_stop(base->loop, &c->timer);
+  loom_timer_stop(base->loop, &c->drain_timer);
   drop_poll(c);
   if (c->m) {
     MYSQL_STMT *temp = c->ps && c->cached == NULL ? c->ps : NULL;
@@ -1281,6 +1436,7 @@ static my_conn *conn_new(loom_loop_t *loop, const char *conninfo, loom_db_req_t 
   c->base.created_ns = c->base.last_used_ns = loom_now_ns();
   c->sock = -1;
   loom_timer_init(&c->timer, on_timer, c);
+  loom_timer_init(&c->drain_timer, drain_expired, c);
   c->connect_req = req;
   req->active = 1;
   req->conn = NULL;

@@ -56,6 +56,30 @@ function M.tls_url()
   return s.tls_url
 end
 
+local function server_pid()
+  local s = server()
+  if not s.dir then error("LOOM_MYSQL_DIR is not set: cannot signal a server this run did not start", 3) end
+  local pid = read(s.dir .. "/pid")
+  if not pid or not pid:match("^%d+$") then error("no server pid in " .. s.dir .. "/pid", 3) end
+  return pid
+end
+
+-- Freezes the server (SIGSTOP): connections stay open, nothing answers.
+-- Always thaw it again; my_server.sh thaws it before stopping it too.
+function M.freeze() sh("kill -STOP " .. server_pid()) end
+
+-- As root the server runs under runuser, which stops itself when its child
+-- stops and would stay stopped (with the server as its zombie once it
+-- exits): wake it too. The tools run without the sanitizer preloaded into
+-- this process (ps hangs under it).
+function M.thaw()
+  local pid = server_pid()
+  sh(("unset LD_PRELOAD ASAN_OPTIONS LSAN_OPTIONS UBSAN_OPTIONS; "
+    .. "kill -CONT %s; parent=$(ps -o ppid= -p %s | tr -d ' '); "
+    .. "if [ -n \"$parent\" ] && [ \"$(ps -o comm= -p \"$parent\")\" = runuser ]; then kill -CONT \"$parent\"; fi")
+    :format(pid, pid))
+end
+
 -- Stops and starts the server (same port and data): connections break.
 function M.restart()
   local s = server()

@@ -79,6 +79,14 @@ shutdown_server() {
   local pid
   pid=$(cat "$dir/pid" 2>/dev/null || true)
   [ -n "$pid" ] || return 0
+  # A spec may have left it frozen (SIGSTOP): it would not see the TERM,
+  # and runuser (as root) stops with it and would keep it as a zombie.
+  local parent
+  parent=$(ps -o ppid= -p "$pid" 2>/dev/null | tr -d ' ' || true)
+  kill -CONT "$pid" 2>/dev/null || true
+  if [ -n "$parent" ] && [ "$(ps -o comm= -p "$parent" 2>/dev/null)" = runuser ]; then
+    kill -CONT "$parent" 2>/dev/null || true
+  fi
   kill "$pid" 2>/dev/null || true
   for _ in $(seq 1 300); do
     kill -0 "$pid" 2>/dev/null || return 0
