@@ -100,13 +100,19 @@ static void heap_remove_at(loom_loop_t *loop, unsigned i) {
 static void heap_timer_cb(uv_timer_t *handle) {
   loom_loop_t *loop = handle->data;
   uint64_t now = uv_hrtime() + LOOM_TIMER_SLACK_NS;
+  int fired = 0;
   loop->armed_due_ns = 0;
   while (loop->heap_len > 0 && loop->heap[0]->due_ns <= now) {
     loom_timer_t *t = loop->heap[0];
     heap_remove_at(loop, 0);
     t->cb(t);
+    fired = 1;
   }
   rearm(loop);
+  /* libuv runs due timers before it polls: what they woke must run before
+   * the poll blocks until some later, unrelated event. */
+  if (fired)
+    uv_stop(&loop->uv);
 }
 
 int loom_timer_start(loom_loop_t *loop, loom_timer_t *t, uint64_t delay_ns) {

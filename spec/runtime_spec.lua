@@ -484,6 +484,23 @@ describe("sleep, now and yield", function()
     assert.is_true(b >= a)
   end)
 
+  -- libuv runs due timers before it polls; a timeout that is already due
+  -- then must not wait for the next unrelated event (another task's 2 s
+  -- sleep here) before the task it woke runs.
+  it("a timeout already due ends its wait at once, whatever else is pending", function()
+    loom.run(function()
+      local sleeper = loom.spawn(function() loom.sleep(2) end)
+      local t0 = loom.now()
+      local ok, err = pcall(loom.timeout, 0, loom.sleep, 1)
+      assert.is_false(ok)
+      assert.is_true(loom.is_error(err, "timeout"))
+      -- The next event would come after 1 s (the inner sleep) at the
+      -- earliest: half of that is room enough for a loaded machine.
+      assert.is_true(loom.now() - t0 < 0.5, ("the timeout took %.3f s"):format(loom.now() - t0))
+      sleeper:cancel()
+    end)
+  end)
+
   it("sleep waits at least the time asked", function()
     loom.run(function()
       local t0 = loom.now()
