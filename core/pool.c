@@ -30,6 +30,7 @@ struct loom_pool {
   uint64_t backoff_ns;
   uint64_t next_connect_ns;
   loom_timer_t backoff_timer;
+  loom_timer_t deadline_timer; /* the oldest waiter's acquire deadline */
   loom_db_error_t last_err;
   uint64_t rng;
   uv_timer_t *trim_timer; /* unreferenced: never keeps the loop alive */
@@ -148,12 +149,50 @@ static void free_handle(uv_handle_t *h) { free(h); }
 
 /* ---- handing connections to waiters ------------------------------------------ */
 
+/* Called with req already out of the queue. */
 static void complete(loom_pool_req_t *req, int status) {
   loom_pool_t *p = req->pool;
-  loom_timer_stop(p->loop, &req->timer);
+  if (p->waiters.len == 0)
+    loom_timer_stop(p->loop, &p->deadline_timer);
   req->status = status;
   p->stats.wait_ns += loom_now_ns() - req->started_ns;
   req->cb(req);
+}
+
+/* Every waiter of a pool has the same timeout and the queue is in arrival
+ * order, so deadlines come in queue order: one timer, aimed at the oldest
+ * waiter's deadline, stands for them all. A timer per waiter cost a heap
+ * insertion and removal per hand-off, and each removal re-aimed the loop's
+ * libuv timer (the waiter served always held the earliest deadline). The
+ * timer is left alone when its waiter is served or leaves: it then fires
+ * early, finds the new oldest waiter not yet due and aims at it. It stops
+ * when the queue empties, so it never keeps the loop alive for nobody. */
+static void arm_deadline(loom_pool_t *p) {
+  if (p->waiters.len == 0 || loom_timer_active(&p->deadline_timer) ||
+      p->cfg.acquire_timeout_ns >= LOOM_POOL_NEVER)
+    return;
+  loom_pool_req_t *oldest = p->waiters.head->data;
+  uint64_t due = oldest->started_ns + p->cfg.acquire_timeout_ns;
+  uint64_t now = loom_now_ns();
+  loom_timer_start(p->loop, &p->deadline_timer, due > now ? due - now : 0);
+}
+
+static void deadline_passed(loom_timer_t *t) {
+  loom_pool_t *p = t->data;
+  /* The loop fires a timer up to a millisecond early (its clock's step):
+   * a waiter due by the time this one was set for is due now, as its own
+   * timer would have been. */
+  uint64_t now = loom_now_ns();
+  uint64_t due = t->due_ns > now ? t->due_ns : now;
+  while (p->waiters.head) {
+    loom_pool_req_t *req = p->waiters.head->data;
+    if (req->started_ns + p->cfg.acquire_timeout_ns > due)
+      break;
+    loom_waitq_shift(&p->waiters);
+    p->stats.timeouts++;
+    complete(req, LOOM_ETIMEDOUT);
+  }
+  arm_deadline(p);
 }
 
 static void hand_over(loom_pool_t *p, pool_conn *pc, loom_pool_req_t *req) {
@@ -337,16 +376,10 @@ loom_pool_t *loom_pool_new(loom_loop_t *loop, const loom_db_driver_t *driver,
     p->cfg.min = p->cfg.max;
   loom_waitq_init(&p->waiters);
   loom_timer_init(&p->backoff_timer, backoff_over, p);
+  loom_timer_init(&p->deadline_timer, deadline_passed, p);
   p->rng = loom_now_ns() ^ (uint64_t)(uintptr_t)p ^ 0x9E3779B97F4A7C15ULL;
   grow(p);
   return p;
-}
-
-static void acquire_timed_out(loom_timer_t *t) {
-  loom_pool_req_t *req = t->data;
-  loom_waiter_unlink(&req->waiter);
-  req->pool->stats.timeouts++;
-  complete(req, LOOM_ETIMEDOUT);
 }
 
 int loom_pool_acquire(loom_pool_t *p, loom_pool_req_t *req) {
@@ -355,7 +388,6 @@ int loom_pool_acquire(loom_pool_t *p, loom_pool_req_t *req) {
   req->status = 0;
   req->started_ns = loom_now_ns();
   loom_waiter_init(&req->waiter, NULL, req);
-  loom_timer_init(&req->timer, acquire_timed_out, req);
   if (p->closing)
     return req->status = LOOM_ECLOSED;
   trim_idle(p);
@@ -367,8 +399,7 @@ int loom_pool_acquire(loom_pool_t *p, loom_pool_req_t *req) {
     }
   }
   loom_waitq_push(&p->waiters, &req->waiter);
-  if (p->cfg.acquire_timeout_ns < LOOM_POOL_NEVER)
-    loom_timer_start(p->loop, &req->timer, p->cfg.acquire_timeout_ns);
+  arm_deadline(p);
   grow(p);
   if (req->waiter.queue == NULL)
     return req->status == 0 && req->conn ? 0 : req->status;
@@ -376,10 +407,12 @@ int loom_pool_acquire(loom_pool_t *p, loom_pool_req_t *req) {
 }
 
 void loom_pool_cancel(loom_pool_req_t *req) {
-  if (req->pool == NULL)
+  loom_pool_t *p = req->pool;
+  if (p == NULL || !loom_waiter_queued(&req->waiter))
     return;
   loom_waiter_unlink(&req->waiter);
-  loom_timer_stop(req->pool->loop, &req->timer);
+  if (p->waiters.len == 0)
+    loom_timer_stop(p->loop, &p->deadline_timer);
 }
 
 static void reset_done(loom_db_req_t *dreq) {
@@ -447,6 +480,7 @@ static void maybe_free_pool(loom_pool_t *p) {
   if (p->draining)
     p->loop->draining--;
   loom_timer_stop(p->loop, &p->backoff_timer);
+  loom_timer_stop(p->loop, &p->deadline_timer);
   if (p->trim_timer)
     uv_close((uv_handle_t *)p->trim_timer, free_handle);
   loom_db_error_clear(&p->last_err);
@@ -459,6 +493,7 @@ void loom_pool_close(loom_pool_t *p) {
     return;
   p->closing = 1;
   loom_timer_stop(p->loop, &p->backoff_timer);
+  loom_timer_stop(p->loop, &p->deadline_timer);
   loom_waiter_t *w;
   while ((w = loom_waitq_shift(&p->waiters)) != NULL)
     complete(w->data, LOOM_ECLOSED);

@@ -44,14 +44,13 @@ typedef struct loom_pool_stats {
 
 struct loom_pool_req {
   loom_waiter_t waiter;   /* queued on the pool's waiters */
-  loom_timer_t timer;     /* its deadline */
   loom_pool_t *pool;
   loom_pool_cb cb;
   void *data;
   int status;             /* 0, LOOM_ETIMEDOUT, LOOM_ECLOSED, LOOM_EDB_CONNECTION */
   loom_db_error_t err;    /* with LOOM_EDB_CONNECTION: why connecting failed */
   loom_db_conn_t *conn;   /* the connection handed over */
-  uint64_t started_ns;
+  uint64_t started_ns;    /* its deadline: this plus the acquire timeout */
 };
 
 /* conninfo is copied. The pool opens `min` connections right away. */

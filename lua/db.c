@@ -27,6 +27,8 @@ typedef struct lm_db {
   int nleases;
   loom_db_conn_t *leases[LEASES_MAX];
   int lease_inflight[LEASES_MAX];
+  int lease_pending;          /* reads acquiring a connection to become a lease */
+  loom_waitq_t lease_waiters; /* reads waiting for one of those */
   /* Pieces of the URL that may be a password, longest first, each ended
    * by a NUL: no error message shows them (a driver's parser or a server
    * may echo a malformed URL). NULL when there are none. */
@@ -44,7 +46,9 @@ typedef struct lm_conn {
   loom_pool_t *pool;      /* the pool conn comes from */
   int lease;              /* >= 0: conn is that shared lease, not pool-owned */
   int one_shot;           /* db:_run1: give back when the statement ends */
-  int make_lease;         /* db:_run1: the connection acquired becomes a lease */
+  int make_lease;         /* db:_run1: the connection acquired becomes a lease
+                           * (counted in db->lease_pending until it comes) */
+  int reading;            /* db:_run1: the statement only reads */
   loom_db_conn_t *conn;   /* NULL until acquired and after release */
   loom_pool_req_t preq;
   loom_db_req_t req;
@@ -484,6 +488,7 @@ static int l_db_open(lua_State *L) {
   db->ctx = ctx;
   db->driver = drv;
   db->closed = 1;
+  loom_waitq_init(&db->lease_waiters);
   luaL_setmetatable(L, LM_DB_MT);
   db->secrets = copy_secrets(L, 4);
   if (drv == &loom_sqlite_driver) {
@@ -532,6 +537,8 @@ static void close_pools(lm_db *db) {
   db->closed = 1;
   if (db->ctx->closed)
     return;
+  /* Reads waiting for a shared reader try again and find the db closed. */
+  loom_waitq_wake_all(&db->lease_waiters, 0);
   for (int i = 0; i < db->nleases; i++)
     loom_pool_release(db->readers, db->leases[i]);
   db->nleases = 0;
@@ -758,6 +765,19 @@ static int db_acquire(lua_State *L) {
 
 static void give_back(lm_conn *c, int discard);
 
+/* A read acquiring a connection to become a shared reader got one, an
+ * error, or gave up: the reads waiting for it try again (they join the new
+ * reader, or one of them acquires in its place). */
+static void lease_settled(lm_conn *c) {
+  if (!c->make_lease)
+    return;
+  c->make_lease = 0;
+  lm_db *db = c->db;
+  db->lease_pending--;
+  if (!db->ctx->closed)
+    loom_waitq_wake_all(&db->lease_waiters, 0);
+}
+
 static void drop_idle_broken_leases(lm_db *db) {
   for (int i = 0; i < db->nleases; i++) {
     if (db->leases[i]->broken && db->lease_inflight[i] == 0) {
@@ -848,6 +868,7 @@ static int conn_gc(lua_State *L) {
   if (c->waiting == NULL && c->preq.waiter.queue && !c->ctx->closed)
     loom_pool_cancel(&c->preq);
   c->waiting = NULL;
+  lease_settled(c);
   give_back(c, 1);
   for (int i = 0; i < c->nstmts; i++) {
     loom_db_result_free(c->stmts[i].result);
@@ -1036,18 +1057,20 @@ static int conn_settle(lua_State *L) {
 /* The connection came (or did not): start the statement, or say why not. */
 static int run1_acquired(lua_State *L, lm_conn *c) {
   loom_pool_req_t *preq = &c->preq;
+  lm_db *db = c->db;
   if (preq->status != 0) {
     c->one_shot = 0;
+    lease_settled(c);
     return acquire_error(L, c);
   }
   c->conn = preq->conn;
-  c->conn->track_changes = c->db->track_changes;
-  lm_db *db = c->db;
+  c->conn->track_changes = db->track_changes;
   if (c->make_lease && db->nleases < db->lease_target) {
     db->leases[db->nleases] = c->conn;
     db->lease_inflight[db->nleases] = 1;
     c->lease = db->nleases++;
   }
+  lease_settled(c);
   return start_request(L, c, query_k);
 }
 
@@ -1063,9 +1086,69 @@ static int run1_acquire_k(lua_State *L, int status, lua_KContext kctx) {
       c->preq.conn = NULL;
     }
     c->one_shot = 0;
+    lease_settled(c);
     lm_wait_check(L, w);
   }
   return run1_acquired(L, c);
+}
+
+static int run1_route(lua_State *L, lm_conn *c);
+
+static int run1_lease_k(lua_State *L, int status, lua_KContext kctx) {
+  (void)status;
+  lm_wait *w = LM_WAIT_OF(kctx);
+  if (w->status != 0) {
+    lm_conn *c = lua_touserdata(L, 1);
+    c->one_shot = 0;
+    lm_wait_check(L, w);
+  }
+  return run1_route(L, lua_touserdata(L, 1));
+}
+
+/* Where the statement of c runs: on a shared reader, on a connection of
+ * its own from the pool, or (while the shared readers are being opened)
+ * nowhere yet: then it waits for one. Were those reads queued on the pool
+ * instead, each would take a reader for itself in turn, and a burst of
+ * reads on a fresh handle would run one at a time per connection. */
+static int run1_route(lua_State *L, lm_conn *c) {
+  lm_db *db = c->db;
+  if (db->closed) {
+    c->one_shot = 0;
+    return lm_error(L, "closed", "the database handle is closed");
+  }
+  if (c->reading && db->lease_target > 0) {
+    drop_idle_broken_leases(db);
+    int best = -1;
+    for (int i = 0; i < db->nleases; i++)
+      if (!db->leases[i]->broken && (best < 0 || db->lease_inflight[i] < db->lease_inflight[best]))
+        best = i;
+    int coming = db->nleases + db->lease_pending;
+    if (best >= 0 && (db->lease_inflight[best] == 0 || coming >= db->lease_target)) {
+      c->pool = db->readers;
+      c->lease = best;
+      c->conn = db->leases[best];
+      db->lease_inflight[best]++;
+      return start_request(L, c, query_k);
+    }
+    if (best < 0 && db->lease_pending >= db->lease_target) {
+      lm_wait *w = lm_wait_prepare(L, db->ctx);
+      loom_waitq_push(&db->lease_waiters, &w->one);
+      return lm_wait_begin(L, w, run1_lease_k);
+    }
+    c->make_lease = 1;
+    db->lease_pending++;
+  }
+  c->pool = c->reading && db->readers ? db->readers : db->pool;
+  c->preq.cb = pool_done;
+  c->preq.data = c;
+  int r = loom_pool_acquire(c->pool, &c->preq);
+  if (r != LOOM_EAGAIN) {
+    c->preq.status = r;
+    return run1_acquired(L, c);
+  }
+  lm_wait *w = lm_wait_prepare(L, db->ctx);
+  c->waiting = w;
+  return lm_wait_begin(L, w, run1_acquire_k);
 }
 
 /* db:_run1(mode, reading, sql, cache, ...) -> what conn:_query/_value/_exec
@@ -1088,36 +1171,8 @@ static int db_run1(lua_State *L) {
   int n = read_params(L, c, 4, sql, len);
   set_sql(c, LOOM_DB_QUERY, sql, len, n, cache);
   c->one_shot = 1;
-  if (db->closed) {
-    c->one_shot = 0;
-    return lm_error(L, "closed", "the database handle is closed");
-  }
-  if (reading && db->lease_target > 0) {
-    drop_idle_broken_leases(db);
-    int best = -1;
-    for (int i = 0; i < db->nleases; i++)
-      if (!db->leases[i]->broken && (best < 0 || db->lease_inflight[i] < db->lease_inflight[best]))
-        best = i;
-    if (best >= 0 && (db->lease_inflight[best] == 0 || db->nleases >= db->lease_target)) {
-      c->pool = db->readers;
-      c->lease = best;
-      c->conn = db->leases[best];
-      db->lease_inflight[best]++;
-      return start_request(L, c, query_k);
-    }
-    c->make_lease = 1;
-  }
-  c->pool = reading && db->readers ? db->readers : db->pool;
-  c->preq.cb = pool_done;
-  c->preq.data = c;
-  int r = loom_pool_acquire(c->pool, &c->preq);
-  if (r != LOOM_EAGAIN) {
-    c->preq.status = r;
-    return run1_acquired(L, c);
-  }
-  lm_wait *w = lm_wait_prepare(L, db->ctx);
-  c->waiting = w;
-  return lm_wait_begin(L, w, run1_acquire_k);
+  c->reading = reading;
+  return run1_route(L, c);
 }
 
 /* ---- streaming ------------------------------------------------------------------- */

@@ -159,6 +159,7 @@ return function(loom)
 
   -- Runs fn(item, index) for every item with at most `concurrency` running
   -- at once; workers pull the next index, so no task is spawned per item.
+  -- Without `concurrency` there is one worker per item: all start at once.
   local function run_each(list, fn, opts, fname, results)
     check_list(list, fname)
     if type(fn) ~= "function" then
