@@ -1189,7 +1189,23 @@ static int conf_int(const char *conninfo, const char *key, int def) {
   return n;
 }
 
+/* Once per process, before SQLite initializes itself: with memory
+ * statistics on (its default), every allocation of every connection takes
+ * one process-wide mutex, and readers on two threads running
+ * allocation-heavy statements (a recursive CTE, a sort) spend their time
+ * handing it back and forth instead of running side by side. The cost:
+ * sqlite3_memory_used() reads 0 and the soft heap limit is not enforced.
+ * When SQLite is already initialized (another library in the process was
+ * first), the call fails harmlessly and the statistics stay on. */
+static uv_once_t sqlite_once = UV_ONCE_INIT;
+
+static void sqlite_setup(void) {
+  sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+  sqlite3_initialize();
+}
+
 static int sq_connect(loom_loop_t *loop, const char *conninfo, loom_db_req_t *req) {
+  uv_once(&sqlite_once, sqlite_setup);
   req->conn = NULL;
   req->status = 0;
   sq_conn *c = calloc(1, sizeof *c);
