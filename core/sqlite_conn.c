@@ -28,6 +28,9 @@ typedef struct sq_cached {
   uint64_t hash;
   uint64_t used;
   sqlite3_stmt *st;
+  /* Loop-thread runs of this statement to skip, after one overran its
+   * budget (twice as many after each overrun, none after a run within). */
+  unsigned inline_skip, inline_backoff;
 } sq_cached;
 
 typedef struct sq_change_rec {
@@ -106,6 +109,10 @@ typedef struct sq_conn {
   int batch_open;                  /* lane: a read transaction spans several jobs */
   sqlite3_stmt *begin_st, *commit_st;
   _Atomic int *_Atomic stop_flag;  /* the running shared job's cancel flag */
+  int last_code;                   /* SQLite's code of the last error */
+  /* A read run on the loop thread (sq_try_inline): when it must stop */
+  uint64_t inline_deadline;        /* 0: no such read is running */
+  int inline_turns, inline_over;
 } sq_conn;
 
 static uint64_t hash_sql(const char *s, size_t len) {
@@ -119,6 +126,7 @@ static uint64_t hash_sql(const char *s, size_t len) {
 
 static void set_error(sq_conn *c, int status, int code) {
   c->status = status;
+  c->last_code = code;
   const char *msg = c->db ? sqlite3_errmsg(c->db) : sqlite3_errstr(code);
   if (code == SQLITE_INTERRUPT)
     c->status = LOOM_ECANCELED;
@@ -134,6 +142,23 @@ static void cache_drop(sq_cached *e) {
   memset(e, 0, sizeof *e);
 }
 
+/* The cache entry holding sql, or NULL; *oldest (when asked) is the slot
+ * a new entry would take. */
+static sq_cached *cache_find(sq_conn *c, const char *sql, size_t len, uint64_t h,
+                             sq_cached **oldest) {
+  sq_cached *old = &c->cache[0];
+  for (int i = 0; i < CACHE_SIZE; i++) {
+    sq_cached *e = &c->cache[i];
+    if (e->st && e->hash == h && e->len == len && memcmp(e->sql, sql, len) == 0)
+      return e;
+    if (e->used < old->used)
+      old = e;
+  }
+  if (oldest)
+    *oldest = old;
+  return NULL;
+}
+
 /* A statement for sql: from the cache when asked to cache, else fresh (the
  * caller finalizes it when *cached is 0). */
 static sqlite3_stmt *prepare(sq_conn *c, const char *sql, size_t len, int use_cache, int *cached) {
@@ -142,18 +167,12 @@ static sqlite3_stmt *prepare(sq_conn *c, const char *sql, size_t len, int use_ca
   sq_cached *slot = NULL;
   if (use_cache) {
     h = hash_sql(sql, len);
-    sq_cached *oldest = &c->cache[0];
-    for (int i = 0; i < CACHE_SIZE; i++) {
-      sq_cached *e = &c->cache[i];
-      if (e->st && e->hash == h && e->len == len && memcmp(e->sql, sql, len) == 0) {
-        e->used = ++c->tick;
-        *cached = 1;
-        return e->st;
-      }
-      if (e->used < oldest->used)
-        oldest = e;
+    sq_cached *e = cache_find(c, sql, len, h, &slot);
+    if (e) {
+      e->used = ++c->tick;
+      *cached = 1;
+      return e->st;
     }
-    slot = oldest;
   }
   sqlite3_stmt *st = NULL;
   const char *tail = NULL;
@@ -538,8 +557,21 @@ static int exec_sql(sq_conn *c, const char *sql) {
   return 0;
 }
 
+/* SQLite's progress handler, every 1000 VM steps: a loop-thread read past
+ * its budget stops (and moves to the worker), and so does a shared
+ * statement whose request was cancelled. */
+#define INLINE_TURNS 20
+#define INLINE_NS 500000
+
 static int stop_requested(void *arg) {
   sq_conn *c = arg;
+  if (c->inline_deadline) {
+    if (++c->inline_turns > INLINE_TURNS || uv_hrtime() > c->inline_deadline) {
+      c->inline_over = 1;
+      return 1;
+    }
+    return 0;
+  }
   _Atomic int *flag = atomic_load_explicit(&c->stop_flag, memory_order_acquire);
   return flag && atomic_load_explicit(flag, memory_order_relaxed);
 }
@@ -1076,6 +1108,84 @@ static int sq_cancel_shared(loom_db_conn_t *base, loom_db_req_t *req) {
 
 static int sq_shared_pending(loom_db_conn_t *base) { return ((sq_conn *)base)->shared_out; }
 
+/* ---- short reads on the loop thread ------------------------------------------ */
+
+/* A point select takes a few microseconds in SQLite; handing it to the
+ * reader's thread and taking the answer back costs more on a busy
+ * machine (two wake-ups, or two threads spinning for cores). So a read
+ * whose statement is cached on an idle reader runs here first, under a
+ * budget of INLINE_TURNS thousand VM steps and INLINE_NS: past either, it
+ * stops and the worker runs it from the start. That is safe because no
+ * row has left yet (rows are collected, then handed over at the end), and
+ * a reader is query_only: running a read twice changes nothing. A lock it
+ * would wait for (SQLITE_BUSY) also sends it to the worker, whose busy
+ * timeout may sleep; here the busy handler is off.
+ *
+ * The reader is idle (no job out, no shared job queued), so its lane
+ * thread does not touch it: the hand-off through the lane's queue and the
+ * loop's post queue orders everything either side did before. The loop
+ * takes this path only when no lane of it has work out (else the task
+ * waits beside the others and the loop runs their answers) and when libuv
+ * polled less than INLINE_FAIR_NS ago: a task reading in a loop still lets
+ * timers and sockets in, as it would on the worker path. */
+#define INLINE_FAIR_NS 1000000
+#define INLINE_BACKOFF_MAX 1024
+
+static int sq_try_inline(loom_db_conn_t *base, loom_db_req_t *req) {
+  sq_conn *c = (sq_conn *)base;
+  loom_loop_t *loop = base->loop;
+  if (!c->reader || c->closing || c->db == NULL || c->job_out || c->shared_out || base->req ||
+      req->op != LOOM_DB_QUERY || !req->cache || loop->expecting > 0)
+    return LOOM_EAGAIN;
+  uint64_t now = uv_hrtime();
+  if (now - loop->last_run_ns > INLINE_FAIR_NS)
+    return LOOM_EAGAIN;
+  sq_cached *e = cache_find(c, req->sql, req->sql_len, hash_sql(req->sql, req->sql_len), NULL);
+  if (e == NULL || !sqlite3_stmt_readonly(e->st))
+    return LOOM_EAGAIN;
+  if (e->inline_skip > 0) {
+    e->inline_skip--;
+    return LOOM_EAGAIN;
+  }
+  int saved_status = c->status;
+  loom_db_error_t saved_err = c->err;
+  memset(&c->err, 0, sizeof c->err);
+  c->status = 0;
+  c->last_code = 0;
+  c->inline_turns = c->inline_over = 0;
+  c->inline_deadline = now + INLINE_NS;
+  sqlite3_busy_handler(c->db, NULL, NULL);
+  sq_result *r = run_one(c, req->sql, req->sql_len, req->params, req->nparams, 1);
+  sqlite3_busy_timeout(c->db, c->busy_ms);
+  c->inline_deadline = 0;
+  int code = c->last_code & 0xff;
+  int gave_up = r == NULL && (c->inline_over || code == SQLITE_BUSY || code == SQLITE_LOCKED);
+  /* The statement ran from the cache, which evicts only on a miss: e is
+   * still its entry. */
+  if (c->inline_over) {
+    unsigned b = e->inline_backoff ? e->inline_backoff * 2 : 1;
+    e->inline_backoff = b > INLINE_BACKOFF_MAX ? INLINE_BACKOFF_MAX : b;
+    e->inline_skip = e->inline_backoff;
+  } else if (r) {
+    e->inline_backoff = 0;
+  }
+  if (gave_up) {
+    loom_db_error_clear(&c->err);
+  } else {
+    req->conn = base;
+    req->status = c->status;
+    req->err = c->err;
+    memset(&c->err, 0, sizeof c->err);
+    req->result = r ? &r->base : NULL;
+    req->more = 0;
+    req->active = 0;
+    base->last_used_ns = now;
+  }
+  c->status = saved_status;
+  c->err = saved_err;
+  return gave_up ? LOOM_EAGAIN : 0;
+}
+
 static int sq_cancel(loom_db_conn_t *base) {
   sq_conn *c = (sq_conn *)base;
   loom_db_req_t *req = base->req;
@@ -1263,4 +1373,5 @@ const loom_db_driver_t loom_sqlite_driver = {
   sq_start_shared,
   sq_cancel_shared,
   sq_shared_pending,
+  sq_try_inline,
 };

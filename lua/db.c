@@ -27,6 +27,7 @@ typedef struct lm_db {
   int nleases;
   loom_db_conn_t *leases[LEASES_MAX];
   int lease_inflight[LEASES_MAX];
+  lua_Integer inline_reads; /* reads the driver ran on the loop thread */
 } lm_db;
 
 /* User values of the db userdata. */
@@ -566,6 +567,10 @@ static int db_stats(lua_State *L) {
 #undef FIELD
   lua_pushnumber(L, (double)s.wait_ns / 1e9);
   lua_setfield(L, -2, "wait_time");
+  if (db->driver->try_inline) {
+    lua_pushinteger(L, db->inline_reads);
+    lua_setfield(L, -2, "inline_reads");
+  }
   return 1;
 }
 
@@ -1016,10 +1021,23 @@ static int db_run1(lua_State *L) {
       if (!db->leases[i]->broken && (best < 0 || db->lease_inflight[i] < db->lease_inflight[best]))
         best = i;
     if (best >= 0 && (db->lease_inflight[best] == 0 || db->nleases >= db->lease_target)) {
+      /* With no other task ready to run, the loop would only wait for the
+       * answer: a short read runs right here instead (the driver says
+       * whether it can). With tasks ready, the loop runs them while the
+       * reader works. Like any wait, the call first lets a pending cancel
+       * or an expired timeout in. */
+      int here = db->lease_inflight[best] == 0 && db->ctx->ready_head == NULL &&
+                 db->driver->try_inline != NULL;
+      if (here)
+        lm_wait_abort(lm_wait_prepare(L, db->ctx));
       c->pool = db->readers;
       c->lease = best;
       c->conn = db->leases[best];
       db->lease_inflight[best]++;
+      if (here && db->driver->try_inline(c->conn, &c->req) == 0) {
+        db->inline_reads++;
+        return query_done_k(L, LUA_OK, 0);
+      }
       return start_request(L, c, query_k);
     }
     c->make_lease = 1;

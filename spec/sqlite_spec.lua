@@ -11,6 +11,8 @@ local function tmpfile()
   return path .. ".db"
 end
 
+local pack = table.pack
+
 local function remove_db(path)
   os.remove(path); os.remove(path .. "-wal"); os.remove(path .. "-shm"); os.remove(path .. "-journal")
 end
@@ -285,6 +287,125 @@ describe("sqlite", function()
       assert.equal(0, shared:stats().in_use)
     end)
     shared:close()
+  end)
+
+  it("a short cached read runs on the loop thread and answers what a worker would", function()
+    loom.run(function()
+      db:exec("CREATE TABLE r (id INTEGER PRIMARY KEY, i INTEGER, f REAL, t TEXT, b BLOB, n INTEGER)")
+      local rows = {}
+      for k = 1, 300 do rows[k] = { k, k * 1000000007, k / 8, "row " .. k, "b\0" .. k, loom.null } end
+      db:insert_many("r", { "id", "i", "f", "t", "b", "n" }, rows)
+      local ONE, ALL = "SELECT * FROM r WHERE id = ?", "SELECT * FROM r ORDER BY id"
+      local BAD = "SELECT abs(-9223372036854775807 - 1) FROM r WHERE id = ?"
+      -- The writer's answers (a session holds the writer, never a reader).
+      local want_one, want_all, want_info
+      db:with(function(s)
+        want_one = s:query(ONE, 7)
+        want_all, want_info = s:query(ALL)
+      end)
+      -- First on a reader's worker (which prepares and caches them), then
+      -- again and again, now on the loop thread.
+      assert.same(want_one, db:query(ONE, 7))
+      assert.same(want_all, db:query(ALL))
+      local e1 = select(2, pcall(db.value, db, BAD, 1))
+      local before = db:stats().inline_reads
+      local ones, alls = {}, {}
+      for k = 1, 50 do
+        ones[k] = db:query(ONE, 7)
+        if k % 10 == 0 then alls[#alls + 1] = pack(db:query(ALL)) end
+      end
+      local e2 = select(2, pcall(db.value, db, BAD, 1))
+      -- Most of them ran here: a read that finds the loop has not polled
+      -- for a millisecond (this task's own work, or the thread preempted)
+      -- goes to the worker, so the loop polls while it waits.
+      local ran_here = db:stats().inline_reads - before
+      assert.is_true(ran_here >= 28 and ran_here <= 56, ran_here .. " of 56 reads on the loop thread")
+      for k = 1, 50 do assert.same(want_one, ones[k]) end
+      for _, r in ipairs(alls) do
+        assert.same(want_all, r[1])
+        assert.same(want_info.columns, r[2].columns)
+      end
+      assert.equal("query", e2.kind)
+      assert.same({ e1.kind, e1.code, e1.message }, { e2.kind, e2.code, e2.message })
+      -- A read on the loop thread sees every write that finished before it.
+      for k = 1, 20 do
+        db:exec("INSERT INTO r (id, t) VALUES (?, ?)", 1000 + k, "new")
+        assert.equal(k, db:value("SELECT count(*) FROM r WHERE t = ?", "new"))
+      end
+    end)
+  end)
+
+  it("a cached read past the loop thread's budget moves to a worker: ticks meanwhile, a timeout stops it", function()
+    loom.run(function()
+      local SLOW2 = SLOW .. " -- moves to a worker"
+      -- Cached, and run on the loop thread while it is short.
+      assert.equal(10, db:value(SLOW2, 10))
+      local before = db:stats().inline_reads
+      for _ = 1, 5 do assert.equal(10, db:value(SLOW2, 10)) end
+      assert.is_true(db:stats().inline_reads > before)
+      before = db:stats().inline_reads
+      local ticks = {}
+      local ticker = loom.spawn(function()
+        while true do loom.sleep(0.01); ticks[#ticks + 1] = loom.now() end
+      end)
+      local started = loom.now()
+      -- Its result is the whole count: restarted on the worker from scratch.
+      assert.equal(3000000, db:value(SLOW2, 3000000))
+      local finished = loom.now()
+      ticker:cancel()
+      local inside = 0
+      for _, t in ipairs(ticks) do
+        if t > started and t < finished - 0.005 then inside = inside + 1 end
+      end
+      assert.is_true(inside >= 2, ("%d of %d ticks inside a %.2f s statement"):format(inside, #ticks, finished - started))
+      assert.equal(before, db:stats().inline_reads)
+      -- Short again: back on the loop thread after a few runs on a worker.
+      for _ = 1, 20 do assert.equal(10, db:value(SLOW2, 10)) end
+      assert.is_true(db:stats().inline_reads > before)
+      -- A long one stopped by a timeout, the reader clean after it.
+      local SLOW3 = SLOW .. " -- stopped"
+      assert.equal(10, db:value(SLOW3, 10))
+      assert.equal(10, db:value(SLOW3, 10))
+      started = loom.now()
+      local ok, e = pcall(loom.timeout, 0.1, db.value, db, SLOW3, 500000000)
+      assert.is_false(ok)
+      assert.equal("timeout", e.kind)
+      assert.is_true(loom.now() - started < 5, "interrupted, not run to the end (~50 s)")
+      assert.equal(10, db:value(SLOW3, 10))
+      assert.equal(0, db:stats().in_use)
+    end)
+  end)
+
+  it("a task reading on the loop thread in a loop lets timers run and can be cancelled", function()
+    loom.run(function()
+      db:exec("CREATE TABLE f (id INTEGER PRIMARY KEY)")
+      db:exec("INSERT INTO f VALUES (1)")
+      local Q = "SELECT id FROM f WHERE id = ?"
+      db:value(Q, 1)
+      local ticks = 0
+      local ticker = loom.spawn(function()
+        while true do loom.sleep(0.001); ticks = ticks + 1 end
+      end)
+      local before = db:stats().inline_reads
+      local reads = 0
+      local reader = loom.spawn(function()
+        while true do
+          assert.equal(1, db:value(Q, 1))
+          reads = reads + 1
+        end
+      end)
+      -- The reader never waits on a worker while its reads are short, yet
+      -- the ticker's timer fires and this task wakes up from its sleep.
+      loom.sleep(0.1)
+      assert.is_true(ticks >= 2, ticks .. " ticks")
+      assert.is_true(db:stats().inline_reads - before > reads / 2, "most reads ran on the loop thread")
+      reader:cancel()
+      local ok, e = pcall(reader.join, reader)
+      assert.is_false(ok)
+      assert.equal("cancelled", e.kind)
+      ticker:cancel()
+      assert.equal(0, db:stats().in_use)
+    end)
   end)
 
   it("insert_many inserts array and keyed rows in one transaction, all or nothing", function()
