@@ -173,6 +173,9 @@ int loom_loop_poll(loom_loop_t *loop, int64_t timeout_ms) {
   if (timeout_ms > 0)
     uv_timer_start(&loop->poll_timer, poll_timer_cb, (uint64_t)timeout_ms, 0);
   int alive = uv_run(&loop->uv, UV_RUN_ONCE);
+  /* libuv looked at sockets and timers as this run ended, not as it
+   * began: a run that slept long in epoll polled just now. */
+  loop->last_run_ns = uv_hrtime();
   if (timeout_ms > 0)
     uv_timer_stop(&loop->poll_timer);
   return alive;
