@@ -1124,10 +1124,11 @@ static int sq_shared_pending(loom_db_conn_t *base) { return ((sq_conn *)base)->s
  * The reader is idle (no job out, no shared job queued), so its lane
  * thread does not touch it: the hand-off through the lane's queue and the
  * loop's post queue orders everything either side did before. The loop
- * takes this path only when no lane of it has work out (else the task
- * waits beside the others and the loop runs their answers) and when libuv
- * polled less than INLINE_FAIR_NS ago: a task reading in a loop still lets
- * timers and sockets in, as it would on the worker path. */
+ * takes this path only while no other thread's answer waits for it (else
+ * the task waits on the worker path and the loop runs those answers
+ * first) and when libuv polled less than INLINE_FAIR_NS ago: a task
+ * reading in a loop still lets timers and sockets in, as it would on the
+ * worker path. */
 #define INLINE_FAIR_NS 1000000
 #define INLINE_BACKOFF_MAX 1024
 
@@ -1135,7 +1136,8 @@ static int sq_try_inline(loom_db_conn_t *base, loom_db_req_t *req) {
   sq_conn *c = (sq_conn *)base;
   loom_loop_t *loop = base->loop;
   if (!c->reader || c->closing || c->db == NULL || c->job_out || c->shared_out || base->req ||
-      req->op != LOOM_DB_QUERY || !req->cache || loop->expecting > 0)
+      req->op != LOOM_DB_QUERY || !req->cache ||
+      atomic_load_explicit(&loop->post_stack, memory_order_relaxed) != NULL)
     return LOOM_EAGAIN;
   uint64_t now = uv_hrtime();
   if (now - loop->last_run_ns > INLINE_FAIR_NS)
