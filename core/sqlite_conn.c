@@ -19,6 +19,9 @@
 #include "sqlite.h"
 
 #define CACHE_SIZE 64
+#define HINTS 64
+/* A statement that ran this briefly may queue behind others of its kind. */
+#define SHORT_NS 100000
 #define CHUNK_ROWS 256
 #define CHUNK_BYTES (256 * 1024)
 
@@ -60,6 +63,8 @@ typedef struct sq_shared {
   struct sq_conn *c;
   loom_db_req_t *req;
   _Atomic int cancelled;
+  int ran;                 /* it ran (not cancelled first), for run_ns */
+  uint64_t run_ns;         /* how long the statement took on the worker */
   int status;
   loom_db_error_t err;
   sq_result *result;
@@ -113,6 +118,13 @@ typedef struct sq_conn {
   /* A read run on the loop thread (sq_try_inline): when it must stop */
   uint64_t inline_deadline;        /* 0: no such read is running */
   int inline_turns, inline_over;
+  /* Loop thread: how long recent statements ran, by a hash of their SQL
+   * (a collision only misplaces a read: it is a hint, never a promise). */
+  struct {
+    uint64_t hash;
+    size_t len;
+    uint64_t ns;
+  } hints[HINTS];
 } sq_conn;
 
 static uint64_t hash_sql(const char *s, size_t len) {
@@ -1040,7 +1052,10 @@ static void shared_work(loom_job_t *job) {
   batch_enter(c);
   atomic_store_explicit(&c->stop_flag, &sh->cancelled, memory_order_release);
   c->status = 0;
+  uint64_t t0 = uv_hrtime();
   sh->result = run_one(c, req->sql, req->sql_len, req->params, req->nparams, req->cache);
+  sh->run_ns = uv_hrtime() - t0;
+  sh->ran = 1;
   atomic_store_explicit(&c->stop_flag, NULL, memory_order_release);
   batch_leave(c, 0);
   sh->status = c->status;
@@ -1049,11 +1064,21 @@ static void shared_work(loom_job_t *job) {
   c->err = saved_err;
 }
 
+static void note_time(sq_conn *c, const loom_db_req_t *req, uint64_t h, uint64_t ns) {
+  if (!req->cache)
+    return;
+  c->hints[h % HINTS].hash = h;
+  c->hints[h % HINTS].len = req->sql_len;
+  c->hints[h % HINTS].ns = ns;
+}
+
 static void shared_done(loom_job_t *job) {
   sq_shared *sh = job->data;
   sq_conn *c = sh->c;
   loom_db_req_t *req = sh->req;
   c->shared_out--;
+  if (sh->ran)
+    note_time(c, req, hash_sql(req->sql, req->sql_len), sh->run_ns);
   req->status = sh->status;
   req->err = sh->err;
   req->result = sh->result ? &sh->result->base : NULL;
@@ -1108,6 +1133,15 @@ static int sq_cancel_shared(loom_db_conn_t *base, loom_db_req_t *req) {
 
 static int sq_shared_pending(loom_db_conn_t *base) { return ((sq_conn *)base)->shared_out; }
 
+static int sq_is_short(loom_db_conn_t *base, loom_db_req_t *req) {
+  sq_conn *c = (sq_conn *)base;
+  if (!req->cache)
+    return 0;
+  uint64_t h = hash_sql(req->sql, req->sql_len);
+  return c->hints[h % HINTS].hash == h && c->hints[h % HINTS].len == req->sql_len &&
+         c->hints[h % HINTS].ns < SHORT_NS;
+}
+
 /* ---- short reads on the loop thread ------------------------------------------ */
 
 /* A point select takes a few microseconds in SQLite; handing it to the
@@ -1142,7 +1176,8 @@ static int sq_try_inline(loom_db_conn_t *base, loom_db_req_t *req) {
   uint64_t now = uv_hrtime();
   if (now - loop->last_run_ns > INLINE_FAIR_NS)
     return LOOM_EAGAIN;
-  sq_cached *e = cache_find(c, req->sql, req->sql_len, hash_sql(req->sql, req->sql_len), NULL);
+  uint64_t h = hash_sql(req->sql, req->sql_len);
+  sq_cached *e = cache_find(c, req->sql, req->sql_len, h, NULL);
   if (e == NULL || !sqlite3_stmt_readonly(e->st))
     return LOOM_EAGAIN;
   if (e->inline_skip > 0) {
@@ -1168,8 +1203,10 @@ static int sq_try_inline(loom_db_conn_t *base, loom_db_req_t *req) {
     unsigned b = e->inline_backoff ? e->inline_backoff * 2 : 1;
     e->inline_backoff = b > INLINE_BACKOFF_MAX ? INLINE_BACKOFF_MAX : b;
     e->inline_skip = e->inline_backoff;
+    note_time(c, req, h, UINT64_MAX);
   } else if (r) {
     e->inline_backoff = 0;
+    note_time(c, req, h, uv_hrtime() - now);
   }
   if (gave_up) {
     loom_db_error_clear(&c->err);
@@ -1376,4 +1413,5 @@ const loom_db_driver_t loom_sqlite_driver = {
   sq_cancel_shared,
   sq_shared_pending,
   sq_try_inline,
+  sq_is_short,
 };

@@ -27,8 +27,12 @@ typedef struct lm_db {
   int nleases;
   loom_db_conn_t *leases[LEASES_MAX];
   int lease_inflight[LEASES_MAX];
+  int lease_long[LEASES_MAX];   /* of those, reads not known to be short */
   lua_Integer inline_reads; /* reads the driver ran on the loop thread */
 } lm_db;
+
+/* Short reads queue on one reader up to this many at a time. */
+#define SHORT_QUEUE 8
 
 /* User values of the db userdata. */
 #define DB_ON_CHANGES 1
@@ -42,6 +46,7 @@ typedef struct lm_conn {
   int lease;              /* >= 0: conn is that shared lease, not pool-owned */
   int one_shot;           /* db:_run1: give back when the statement ends */
   int make_lease;         /* db:_run1: the connection acquired becomes a lease */
+  int long_read;          /* a shared read not known to be short */
   loom_db_conn_t *conn;   /* NULL until acquired and after release */
   loom_pool_req_t preq;
   loom_db_req_t req;
@@ -703,6 +708,7 @@ static void drop_idle_broken_leases(lm_db *db) {
       db->nleases--;
       db->leases[i] = db->leases[db->nleases];
       db->lease_inflight[i] = db->lease_inflight[db->nleases];
+      db->lease_long[i] = db->lease_long[db->nleases];
       i--;
     }
   }
@@ -723,8 +729,11 @@ static void give_back(lm_conn *c, int discard) {
       if (!c->db->ctx->closed)
         conn->driver->cancel_shared(conn, &c->req);
     }
-    if (i < c->db->nleases && c->db->leases[i] == conn)
+    if (i < c->db->nleases && c->db->leases[i] == conn) {
       c->db->lease_inflight[i]--;
+      c->db->lease_long[i] -= c->long_read;
+    }
+    c->long_read = 0;
     return;
   }
   if (c->db->ctx->closed)
@@ -968,6 +977,8 @@ static int run1_acquired(lua_State *L, lm_conn *c) {
   if (c->make_lease && db->nleases < db->lease_target) {
     db->leases[db->nleases] = c->conn;
     db->lease_inflight[db->nleases] = 1;
+    db->lease_long[db->nleases] = 1;
+    c->long_read = 1;
     c->lease = db->nleases++;
   }
   return start_request(L, c, query_k);
@@ -1021,23 +1032,49 @@ static int db_run1(lua_State *L) {
       if (!db->leases[i]->broken && (best < 0 || db->lease_inflight[i] < db->lease_inflight[best]))
         best = i;
     if (best >= 0 && (db->lease_inflight[best] == 0 || db->nleases >= db->lease_target)) {
-      /* With no other task ready to run, the loop would only wait for the
-       * answer: a short read runs right here instead (the driver says
-       * whether it can). With tasks ready, the loop runs them while the
-       * reader works. Like any wait, the call first lets a pending cancel
-       * or an expired timeout in. */
-      int here = db->lease_inflight[best] == 0 && db->ctx->ready_head == NULL &&
-                 db->driver->try_inline != NULL;
-      if (here)
+      /* With no other task ready to run and no read out on a reader, the
+       * loop would only wait for the answer: a short read runs right here
+       * instead (the driver says whether it can). Otherwise the loop runs
+       * tasks while the readers run statements, in parallel. Like any
+       * wait, the call first lets a pending cancel or an expired timeout
+       * in. */
+      int out = 0;
+      for (int i = 0; i < db->nleases; i++)
+        out += db->lease_inflight[i];
+      int here = out == 0 && db->ctx->ready_head == NULL && db->driver->try_inline != NULL;
+      if (here) {
         lm_wait_abort(lm_wait_prepare(L, db->ctx));
+        if (db->driver->try_inline(db->leases[best], &c->req) == 0) {
+          c->pool = db->readers;
+          c->lease = best;
+          c->conn = db->leases[best];
+          db->lease_inflight[best]++;
+          db->inline_reads++;
+          return query_done_k(L, LUA_OK, 0);
+        }
+      }
+      /* Reads known to be short queue on the first reader that runs only
+       * such reads: one worker thread busy beside the loop instead of
+       * several, each spinning for one of a few cores. Others (a long
+       * one, one not seen yet) go to the reader with the least queued. */
+      c->long_read = 1;
+      if (db->driver->is_short) {
+        for (int i = 0; i < db->nleases; i++) {
+          if (!db->leases[i]->broken && db->lease_long[i] == 0 &&
+              db->lease_inflight[i] < SHORT_QUEUE) {
+            if (db->driver->is_short(db->leases[i], &c->req)) {
+              best = i;
+              c->long_read = 0;
+            }
+            break;
+          }
+        }
+      }
       c->pool = db->readers;
       c->lease = best;
       c->conn = db->leases[best];
       db->lease_inflight[best]++;
-      if (here && db->driver->try_inline(c->conn, &c->req) == 0) {
-        db->inline_reads++;
-        return query_done_k(L, LUA_OK, 0);
-      }
+      db->lease_long[best] += c->long_read;
       return start_request(L, c, query_k);
     }
     c->make_lease = 1;

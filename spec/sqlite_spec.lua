@@ -264,6 +264,30 @@ describe("sqlite", function()
     end)
   end)
 
+  it("short reads of several tasks never queue behind a long read while another reader is free", function()
+    loom.run(function()
+      db:exec("CREATE TABLE s (id INTEGER PRIMARY KEY)")
+      db:exec("INSERT INTO s VALUES (1)")
+      local Q = "SELECT id FROM s WHERE id = ?"
+      -- Known to be short, and the long one known to be long, on both readers.
+      loom.each({ 1, 2 }, function() db:value(Q, 1); db:value(SLOW, 2000000) end)
+      for _ = 1, 10 do db:value(Q, 1) end
+      local long_done
+      local long = loom.spawn(function()
+        assert.equal(3000000, db:value(SLOW, 3000000))
+        long_done = loom.now()
+      end)
+      loom.yield()
+      local shorts_done = loom.map({ 1, 2, 3, 4 }, function()
+        for _ = 1, 25 do assert.equal(1, db:value(Q, 1)) end
+        return loom.now()
+      end)
+      long:join()
+      for _, t in ipairs(shorts_done) do assert.is_true(t < long_done) end
+      assert.equal(0, db:stats().in_use)
+    end)
+  end)
+
   it("reads of several tasks share a reader; stopping one stops no other", function()
     local shared = loom.db.open("sqlite:" .. path, { pool = { readers = 1 } })
     loom.run(function()
