@@ -113,7 +113,8 @@ typedef struct sq_conn {
   int batch_left;                  /* lane: shared jobs left in this read transaction */
   int batch_open;                  /* lane: a read transaction spans several jobs */
   sqlite3_stmt *begin_st, *commit_st;
-  _Atomic int *_Atomic stop_flag;  /* the running shared job's cancel flag */
+  _Atomic int *_Atomic stop_flag;  /* the running job's cancel flag */
+  _Atomic int cancelled;           /* the exclusive request's cancel flag */
   int last_code;                   /* SQLite's code of the last error */
   /* A read run on the loop thread (sq_try_inline): when it must stop */
   uint64_t inline_deadline;        /* 0: no such read is running */
@@ -682,6 +683,11 @@ static void lane_work(loom_job_t *job) {
   loom_db_req_t *req = c->base.req;
   if (c->db)
     batch_leave(c, 1);
+  /* A cancel can come before the statement steps, when
+   * sqlite3_interrupt would be forgotten (SQLite clears it as the first
+   * statement starts): the progress handler sees this flag instead. */
+  if (req)
+    atomic_store_explicit(&c->stop_flag, &c->cancelled, memory_order_release);
   switch (c->kind) {
   case J_OPEN:
     do_open(c);
@@ -750,6 +756,7 @@ static void lane_work(loom_job_t *job) {
     do_close(c);
     break;
   }
+  atomic_store_explicit(&c->stop_flag, NULL, memory_order_release);
   c->autocommit = c->db ? sqlite3_get_autocommit(c->db) : 1;
 }
 
@@ -977,6 +984,7 @@ static int sq_start(loom_db_conn_t *base, loom_db_req_t *req) {
   c->want_row = 0;
   c->stream_end = 0;
   c->chunk_pos = 0;
+  atomic_store(&c->cancelled, 0);
   submit(c, kind);
   return 0;
 }
@@ -1236,6 +1244,7 @@ static int sq_cancel(loom_db_conn_t *base) {
     c->stopping = 1;
     c->want_row = 0;
     if (c->job_out) {
+      atomic_store(&c->cancelled, 1);
       sqlite3_interrupt(c->db);
       return 0;
     }
@@ -1247,9 +1256,13 @@ static int sq_cancel(loom_db_conn_t *base) {
   }
   /* Thread-safe by design: the statement on the lane stops at its next
    * step with SQLITE_INTERRUPT, and the request completes as cancelled. A
-   * late interrupt is harmless: SQLite clears it once no statement runs. */
-  if (c->job_out)
+   * late interrupt is harmless: SQLite clears it once no statement runs.
+   * One that comes before the statement steps is forgotten the same way:
+   * the flag stops it at the progress handler's next call. */
+  if (c->job_out) {
+    atomic_store(&c->cancelled, 1);
     sqlite3_interrupt(c->db);
+  }
   return 0;
 }
 
