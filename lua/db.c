@@ -1027,9 +1027,13 @@ static int db_run1(lua_State *L) {
   }
   if (reading && db->lease_target > 0) {
     drop_idle_broken_leases(db);
+    /* The reader with the fewest long reads out, then the fewest reads. */
     int best = -1;
     for (int i = 0; i < db->nleases; i++)
-      if (!db->leases[i]->broken && (best < 0 || db->lease_inflight[i] < db->lease_inflight[best]))
+      if (!db->leases[i]->broken &&
+          (best < 0 || db->lease_long[i] < db->lease_long[best] ||
+           (db->lease_long[i] == db->lease_long[best] &&
+            db->lease_inflight[i] < db->lease_inflight[best])))
         best = i;
     if (best >= 0 && (db->lease_inflight[best] == 0 || db->nleases >= db->lease_target)) {
       /* With no other task ready to run and no read out on a reader, the
@@ -1056,7 +1060,7 @@ static int db_run1(lua_State *L) {
       /* Reads known to be short queue on the first reader that runs only
        * such reads: one worker thread busy beside the loop instead of
        * several, each spinning for one of a few cores. Others (a long
-       * one, one not seen yet) go to the reader with the least queued. */
+       * one, one not seen yet) go to the reader chosen above. */
       c->long_read = 1;
       if (db->driver->is_short) {
         for (int i = 0; i < db->nleases; i++) {
