@@ -529,6 +529,72 @@ describe("sqlite", function()
     end)
   end)
 
+  -- Waits (bounded) for a gap marker on ch; returns it and what came first.
+  local function await_gap(ch, seconds)
+    local before = {}
+    local ok, e = pcall(loom.timeout, seconds, function()
+      while true do
+        local m = ch:recv()
+        if m.gap then return m end
+        before[#before + 1] = m
+      end
+    end)
+    return ok and e or nil, before
+  end
+
+  it("db:changes announces another handle's writes with a gap marker", function()
+    loom.run(function()
+      db:exec("CREATE TABLE g (id INTEGER PRIMARY KEY, v TEXT)")
+      local ch = db:changes({ poll = 0.02 })
+      db:exec("INSERT INTO g (v) VALUES ('mine')")
+      local e = ch:recv()
+      assert.same({ "insert", "g", 1 }, { e.op, e.table, e.rowid })
+      -- Writes of this handle alone never make a gap.
+      loom.sleep(0.1)
+      assert.equal(0, #ch)
+      local other = loom.db.open("sqlite:" .. path)
+      other:exec("INSERT INTO g (v) VALUES ('theirs')")
+      -- Bounded by the poll period, with room for a loaded machine.
+      local gap, before = await_gap(ch, 5)
+      assert.is_table(gap, "no gap marker within 5 s")
+      assert.same({ gap = true }, gap)
+      assert.same({}, before)  -- their rows are not itemized
+      other:close()
+      -- This handle's own writes are still itemized after the gap.
+      db:exec("UPDATE g SET v = 'again' WHERE id = 1")
+      e = ch:recv()
+      assert.same({ "update", "g", 1 }, { e.op, e.table, e.rowid })
+      ch:close()
+      assert.has_error(function() db:changes({ poll = 0 }) end)
+    end)
+  end)
+
+  it("db:changes announces another process's writes with a gap marker #subprocess", function()
+    loom.run(function()
+      db:exec("CREATE TABLE g (id INTEGER PRIMARY KEY, v TEXT)")
+      local ch = db:changes({ poll = 0.02 })
+      local script = os.tmpname()
+      local f = assert(io.open(script, "w"))
+      f:write(([[
+        package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
+        package.cpath = %q .. "/?.so;" .. package.cpath
+        local loom = require "loom"
+        local db = loom.db.open(%q)
+        loom.run(function() db:exec("INSERT INTO g (v) VALUES ('from a child process')") end)
+        db:close()
+      ]]):format(build, "sqlite:" .. path))
+      f:close()
+      local ok = os.execute("lua5.4 " .. script)
+      os.remove(script)
+      assert.is_true(ok)
+      local gap, before = await_gap(ch, 5)
+      assert.is_table(gap, "no gap marker within 5 s")
+      assert.same({}, before)
+      assert.equal(1, db:value("SELECT count(*) FROM g"))
+      ch:close()
+    end)
+  end)
+
   it("acquire and with pin one connection; stats count both pools", function()
     loom.run(function()
       db:exec("CREATE TABLE s (x INTEGER)")

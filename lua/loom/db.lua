@@ -600,28 +600,44 @@ return function(loom, core)
     end
   end
 
-  -- db:changes({buffer = 1000}) -> a loom channel of {op=, table=, rowid=}
-  -- for rows written through this handle (SQLite), sent after their
-  -- transaction commits, never for work rolled back. A subscriber that
-  -- falls behind receives {gap = true} once it has room again. Close the
-  -- channel to unsubscribe.
+  -- db:changes({buffer = 1000, poll = 0.1}) -> a loom channel of {op=,
+  -- table=, rowid=} for rows written through this handle (SQLite), sent
+  -- after their transaction commits, never for work rolled back. Writes
+  -- of another handle or process are not itemized, only announced: while
+  -- someone subscribes, the writer's PRAGMA data_version (which moves on
+  -- every commit of any other connection) is read every `poll` seconds,
+  -- and a move sends {gap = true}, the marker a listener sends after a
+  -- reconnect. A subscriber that falls behind receives it too, once it has
+  -- room again. Close the channel to unsubscribe.
   function DB:changes(opts)
     if self.driver ~= "sqlite" then
       loom.error("argument", "db:changes() is for SQLite; use db:listen() on a server")
     end
     opts = opts or {}
+    if opts.poll ~= nil and (type(opts.poll) ~= "number" or not (opts.poll > 0)) then
+      argerror(1, "changes", "poll must be a positive number of seconds")
+    end
     local subs = self._change_subs
     if not subs then
       subs = {}
       self._change_subs = subs
+      self._change_poll = opts.poll or 0.1
       local behind = setmetatable({}, { __mode = "k" })
-      self.handle:_on_changes(function(list)
-        local any = false
+      local function live()
         for sub in pairs(subs) do
-          if sub:is_closed() then
-            subs[sub] = nil
-          else
-            any = true
+          if sub:is_closed() then subs[sub] = nil end
+        end
+        if next(subs) == nil and self._change_subs == subs then
+          self.handle:_on_changes(nil)
+          self._change_subs = nil
+          if self._change_task then self._change_task:cancel("no subscriber left") end
+          self._change_task = nil
+        end
+        return next(subs) ~= nil
+      end
+      self.handle:_on_changes(function(list)
+        for sub in pairs(subs) do
+          if not sub:is_closed() then
             if behind[sub] and sub:try_send({ gap = true }) then behind[sub] = nil end
             if not behind[sub] then
               for i = 1, #list do
@@ -630,8 +646,27 @@ return function(loom, core)
             end
           end
         end
-        if not any then self.handle:_on_changes(nil); self._change_subs = nil end
+        live()
       end)
+      -- The writer's own commits leave its data_version alone; this
+      -- handle's readers never commit: a move is someone else's write.
+      local version = self:value("PRAGMA data_version")
+      self._change_task = core._spawn_daemon(function()
+        while not self.closed and self._change_subs == subs do
+          loom.sleep(self._change_poll)
+          if self.closed or not live() then return end
+          local ok, now = pcall(self.value, self, "PRAGMA data_version")
+          if ok and now ~= version then
+            version = now
+            for sub in pairs(subs) do behind[sub] = true end
+          end
+          for sub in pairs(behind) do
+            if subs[sub] and sub:try_send({ gap = true }) then behind[sub] = nil end
+          end
+        end
+      end)
+    else
+      self._change_poll = math.min(self._change_poll, opts.poll or self._change_poll)
     end
     local sub = loom.channel(opts.buffer or 1000)
     subs[sub] = true
@@ -752,6 +787,7 @@ return function(loom, core)
     if self.closed then return end
     self.closed = true
     if self._listener then self._listener:close() end
+    if self._change_task then self._change_task:cancel("database handle closed") end
     self.handle:_close()
   end
 
