@@ -216,7 +216,7 @@ struct loom_db_driver {
    * whose statements otherwise cross to a worker thread and back (SQLite),
    * where the hop costs more than a short statement. */
   int (*try_inline)(loom_db_conn_t *c, loom_db_req_t *req);
-  /* Optional. 1 when req ran briefly on c last time: several such shared
+  /* Optional. 1 when req was short on c last time: several such shared
    * requests may queue on one connection (one worker thread busy instead
    * of several, each spinning for cores), where a long one gets its own. */
   int (*is_short)(loom_db_conn_t *c, loom_db_req_t *req);

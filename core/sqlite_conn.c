@@ -20,8 +20,6 @@
 
 #define CACHE_SIZE 64
 #define HINTS 64
-/* A statement that ran this briefly may queue behind others of its kind. */
-#define SHORT_NS 100000
 #define CHUNK_ROWS 256
 #define CHUNK_BYTES (256 * 1024)
 
@@ -63,8 +61,8 @@ typedef struct sq_shared {
   struct sq_conn *c;
   loom_db_req_t *req;
   _Atomic int cancelled;
-  int ran;                 /* it ran (not cancelled first), for run_ns */
-  uint64_t run_ns;         /* how long the statement took on the worker */
+  int ran;                 /* it ran (not cancelled first) */
+  uint64_t steps;          /* SQLite VM steps it took */
   int status;
   loom_db_error_t err;
   sq_result *result;
@@ -119,12 +117,14 @@ typedef struct sq_conn {
   /* A read run on the loop thread (sq_try_inline): when it must stop */
   uint64_t inline_deadline;        /* 0: no such read is running */
   int inline_turns, inline_over;
-  /* Loop thread: how long recent statements ran, by a hash of their SQL
-   * (a collision only misplaces a read: it is a hint, never a promise). */
+  uint64_t last_steps;             /* VM steps of the last statement run */
+  /* Loop thread: how many VM steps recent statements took, by a hash of
+   * their SQL (a collision only misplaces a read: a hint, never a promise).
+   * Steps, not time: a busy or slow machine does not make a read long. */
   struct {
     uint64_t hash;
     size_t len;
-    uint64_t ns;
+    uint64_t steps;
   } hints[HINTS];
 } sq_conn;
 
@@ -320,6 +320,7 @@ static sq_result *run_one(sq_conn *c, const char *sql, size_t len, const loom_va
       break;
     }
   }
+  c->last_steps = (uint64_t)sqlite3_stmt_status(st, SQLITE_STMTSTATUS_VM_STEP, 1);
   if (rc != SQLITE_DONE) {
     set_error(c, LOOM_EDB_QUERY, rc);
     release_stmt(st, cached);
@@ -1060,9 +1061,9 @@ static void shared_work(loom_job_t *job) {
   batch_enter(c);
   atomic_store_explicit(&c->stop_flag, &sh->cancelled, memory_order_release);
   c->status = 0;
-  uint64_t t0 = uv_hrtime();
+  c->last_steps = 0;
   sh->result = run_one(c, req->sql, req->sql_len, req->params, req->nparams, req->cache);
-  sh->run_ns = uv_hrtime() - t0;
+  sh->steps = c->last_steps;
   sh->ran = 1;
   atomic_store_explicit(&c->stop_flag, NULL, memory_order_release);
   batch_leave(c, 0);
@@ -1072,12 +1073,12 @@ static void shared_work(loom_job_t *job) {
   c->err = saved_err;
 }
 
-static void note_time(sq_conn *c, const loom_db_req_t *req, uint64_t h, uint64_t ns) {
+static void note_steps(sq_conn *c, const loom_db_req_t *req, uint64_t h, uint64_t steps) {
   if (!req->cache)
     return;
   c->hints[h % HINTS].hash = h;
   c->hints[h % HINTS].len = req->sql_len;
-  c->hints[h % HINTS].ns = ns;
+  c->hints[h % HINTS].steps = steps;
 }
 
 static void shared_done(loom_job_t *job) {
@@ -1086,7 +1087,7 @@ static void shared_done(loom_job_t *job) {
   loom_db_req_t *req = sh->req;
   c->shared_out--;
   if (sh->ran)
-    note_time(c, req, hash_sql(req->sql, req->sql_len), sh->run_ns);
+    note_steps(c, req, hash_sql(req->sql, req->sql_len), sh->steps);
   req->status = sh->status;
   req->err = sh->err;
   req->result = sh->result ? &sh->result->base : NULL;
@@ -1147,7 +1148,7 @@ static int sq_is_short(loom_db_conn_t *base, loom_db_req_t *req) {
     return 0;
   uint64_t h = hash_sql(req->sql, req->sql_len);
   return c->hints[h % HINTS].hash == h && c->hints[h % HINTS].len == req->sql_len &&
-         c->hints[h % HINTS].ns < SHORT_NS;
+         c->hints[h % HINTS].steps <= INLINE_TURNS * 1000;
 }
 
 /* ---- short reads on the loop thread ------------------------------------------ */
@@ -1198,6 +1199,7 @@ static int sq_try_inline(loom_db_conn_t *base, loom_db_req_t *req) {
   c->status = 0;
   c->last_code = 0;
   c->inline_turns = c->inline_over = 0;
+  c->last_steps = 0;
   c->inline_deadline = now + INLINE_NS;
   sqlite3_busy_handler(c->db, NULL, NULL);
   sq_result *r = run_one(c, req->sql, req->sql_len, req->params, req->nparams, 1);
@@ -1211,10 +1213,10 @@ static int sq_try_inline(loom_db_conn_t *base, loom_db_req_t *req) {
     unsigned b = e->inline_backoff ? e->inline_backoff * 2 : 1;
     e->inline_backoff = b > INLINE_BACKOFF_MAX ? INLINE_BACKOFF_MAX : b;
     e->inline_skip = e->inline_backoff;
-    note_time(c, req, h, UINT64_MAX);
+    note_steps(c, req, h, c->inline_turns > INLINE_TURNS ? UINT64_MAX : c->last_steps);
   } else if (r) {
     e->inline_backoff = 0;
-    note_time(c, req, h, uv_hrtime() - now);
+    note_steps(c, req, h, c->last_steps);
   }
   if (gave_up) {
     loom_db_error_clear(&c->err);
