@@ -208,6 +208,18 @@ struct loom_db_driver {
   int (*cancel_shared)(loom_db_conn_t *c, loom_db_req_t *req);
   /* Shared requests not completed yet. */
   int (*shared_pending)(loom_db_conn_t *c);
+  /* Optional. Runs a LOOM_DB_QUERY that only reads right here, on the loop
+   * thread, when c is idle and the statement is short: 0 when it ran (req
+   * holds status, error and result; no callback fires), LOOM_EAGAIN when
+   * it did not run or gave up within a small budget, with nothing of it
+   * seen by anyone: then start it with start_shared as usual. For drivers
+   * whose statements otherwise cross to a worker thread and back (SQLite),
+   * where the hop costs more than a short statement. */
+  int (*try_inline)(loom_db_conn_t *c, loom_db_req_t *req);
+  /* Optional. 1 when req was short on c last time: several such shared
+   * requests may queue on one connection (one worker thread busy instead
+   * of several, each spinning for cores), where a long one gets its own. */
+  int (*is_short)(loom_db_conn_t *c, loom_db_req_t *req);
 };
 
 /* Fields every driver's connection starts with. */

@@ -132,22 +132,36 @@ static void poll_timer_cb(uv_timer_t *handle) { (void)handle; }
  * does not slow the hand-off itself. */
 #define SPIN_YIELD_EVERY 1024
 
+/* Spinning that ends only after this thread gave its core away was
+ * wasted (the thread we wait for had no core of its own): the next spin
+ * yields after half as many turns, down to at once; an answer that comes
+ * while spinning doubles them back (as core/lane.c does). */
+static _Thread_local unsigned spin_yield_every = SPIN_YIELD_EVERY;
+
 static int spin_for_posts(loom_loop_t *loop) {
   uint64_t start = uv_hrtime();
   if (start - loop->last_run_ns > FAIRNESS_NS)
     return 0;
   atomic_store(&loop->spinning, 1);
-  int seen = 0;
+  int seen = 0, yielded = 0;
+  unsigned every = spin_yield_every;
   for (unsigned i = 0;; i++) {
     if (atomic_load_explicit(&loop->post_stack, memory_order_relaxed) != NULL) {
       seen = 1;
+      if (i == 0)
+        ;
+      else if (!yielded && every < SPIN_YIELD_EVERY)
+        spin_yield_every = every * 2;
+      else if (yielded && every > 1)
+        spin_yield_every = every / 2;
       break;
     }
-    if ((i & (SPIN_YIELD_EVERY - 1)) == SPIN_YIELD_EVERY - 1) {
+    if ((i & (every - 1)) == every - 1) {
       if (uv_hrtime() - start > SPIN_NS)
         break;
       /* On a busy machine the thread we wait for may need this core. */
       sched_yield();
+      yielded = 1;
     }
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();
@@ -173,6 +187,9 @@ int loom_loop_poll(loom_loop_t *loop, int64_t timeout_ms) {
   if (timeout_ms > 0)
     uv_timer_start(&loop->poll_timer, poll_timer_cb, (uint64_t)timeout_ms, 0);
   int alive = uv_run(&loop->uv, UV_RUN_ONCE);
+  /* libuv looked at sockets and timers as this run ended, not as it
+   * began: a run that slept long in epoll polled just now. */
+  loop->last_run_ns = uv_hrtime();
   if (timeout_ms > 0)
     uv_timer_stop(&loop->poll_timer);
   return alive;

@@ -19,6 +19,7 @@
 #include "sqlite.h"
 
 #define CACHE_SIZE 64
+#define HINTS 64
 #define CHUNK_ROWS 256
 #define CHUNK_BYTES (256 * 1024)
 
@@ -28,6 +29,9 @@ typedef struct sq_cached {
   uint64_t hash;
   uint64_t used;
   sqlite3_stmt *st;
+  /* Loop-thread runs of this statement to skip, after one overran its
+   * budget (twice as many after each overrun, none after a run within). */
+  unsigned inline_skip, inline_backoff;
 } sq_cached;
 
 typedef struct sq_change_rec {
@@ -57,6 +61,8 @@ typedef struct sq_shared {
   struct sq_conn *c;
   loom_db_req_t *req;
   _Atomic int cancelled;
+  int ran;                 /* it ran (not cancelled first) */
+  uint64_t steps;          /* SQLite VM steps it took */
   int status;
   loom_db_error_t err;
   sq_result *result;
@@ -105,7 +111,21 @@ typedef struct sq_conn {
   int batch_left;                  /* lane: shared jobs left in this read transaction */
   int batch_open;                  /* lane: a read transaction spans several jobs */
   sqlite3_stmt *begin_st, *commit_st;
-  _Atomic int *_Atomic stop_flag;  /* the running shared job's cancel flag */
+  _Atomic int *_Atomic stop_flag;  /* the running job's cancel flag */
+  _Atomic int cancelled;           /* the exclusive request's cancel flag */
+  int last_code;                   /* SQLite's code of the last error */
+  /* A read run on the loop thread (sq_try_inline): when it must stop */
+  uint64_t inline_deadline;        /* 0: no such read is running */
+  int inline_turns, inline_over;
+  uint64_t last_steps;             /* VM steps of the last statement run */
+  /* Loop thread: how many VM steps recent statements took, by a hash of
+   * their SQL (a collision only misplaces a read: a hint, never a promise).
+   * Steps, not time: a busy or slow machine does not make a read long. */
+  struct {
+    uint64_t hash;
+    size_t len;
+    uint64_t steps;
+  } hints[HINTS];
 } sq_conn;
 
 static uint64_t hash_sql(const char *s, size_t len) {
@@ -119,6 +139,7 @@ static uint64_t hash_sql(const char *s, size_t len) {
 
 static void set_error(sq_conn *c, int status, int code) {
   c->status = status;
+  c->last_code = code;
   const char *msg = c->db ? sqlite3_errmsg(c->db) : sqlite3_errstr(code);
   if (code == SQLITE_INTERRUPT)
     c->status = LOOM_ECANCELED;
@@ -134,6 +155,23 @@ static void cache_drop(sq_cached *e) {
   memset(e, 0, sizeof *e);
 }
 
+/* The cache entry holding sql, or NULL; *oldest (when asked) is the slot
+ * a new entry would take. */
+static sq_cached *cache_find(sq_conn *c, const char *sql, size_t len, uint64_t h,
+                             sq_cached **oldest) {
+  sq_cached *old = &c->cache[0];
+  for (int i = 0; i < CACHE_SIZE; i++) {
+    sq_cached *e = &c->cache[i];
+    if (e->st && e->hash == h && e->len == len && memcmp(e->sql, sql, len) == 0)
+      return e;
+    if (e->used < old->used)
+      old = e;
+  }
+  if (oldest)
+    *oldest = old;
+  return NULL;
+}
+
 /* A statement for sql: from the cache when asked to cache, else fresh (the
  * caller finalizes it when *cached is 0). */
 static sqlite3_stmt *prepare(sq_conn *c, const char *sql, size_t len, int use_cache, int *cached) {
@@ -142,18 +180,12 @@ static sqlite3_stmt *prepare(sq_conn *c, const char *sql, size_t len, int use_ca
   sq_cached *slot = NULL;
   if (use_cache) {
     h = hash_sql(sql, len);
-    sq_cached *oldest = &c->cache[0];
-    for (int i = 0; i < CACHE_SIZE; i++) {
-      sq_cached *e = &c->cache[i];
-      if (e->st && e->hash == h && e->len == len && memcmp(e->sql, sql, len) == 0) {
-        e->used = ++c->tick;
-        *cached = 1;
-        return e->st;
-      }
-      if (e->used < oldest->used)
-        oldest = e;
+    sq_cached *e = cache_find(c, sql, len, h, &slot);
+    if (e) {
+      e->used = ++c->tick;
+      *cached = 1;
+      return e->st;
     }
-    slot = oldest;
   }
   sqlite3_stmt *st = NULL;
   const char *tail = NULL;
@@ -288,6 +320,7 @@ static sq_result *run_one(sq_conn *c, const char *sql, size_t len, const loom_va
       break;
     }
   }
+  c->last_steps = (uint64_t)sqlite3_stmt_status(st, SQLITE_STMTSTATUS_VM_STEP, 1);
   if (rc != SQLITE_DONE) {
     set_error(c, LOOM_EDB_QUERY, rc);
     release_stmt(st, cached);
@@ -538,8 +571,21 @@ static int exec_sql(sq_conn *c, const char *sql) {
   return 0;
 }
 
+/* SQLite's progress handler, every 1000 VM steps: a loop-thread read past
+ * its budget stops (and moves to the worker), and so does a shared
+ * statement whose request was cancelled. */
+#define INLINE_TURNS 20
+#define INLINE_NS 500000
+
 static int stop_requested(void *arg) {
   sq_conn *c = arg;
+  if (c->inline_deadline) {
+    if (++c->inline_turns > INLINE_TURNS || uv_hrtime() > c->inline_deadline) {
+      c->inline_over = 1;
+      return 1;
+    }
+    return 0;
+  }
   _Atomic int *flag = atomic_load_explicit(&c->stop_flag, memory_order_acquire);
   return flag && atomic_load_explicit(flag, memory_order_relaxed);
 }
@@ -638,6 +684,11 @@ static void lane_work(loom_job_t *job) {
   loom_db_req_t *req = c->base.req;
   if (c->db)
     batch_leave(c, 1);
+  /* A cancel can come before the statement steps, when
+   * sqlite3_interrupt would be forgotten (SQLite clears it as the first
+   * statement starts): the progress handler sees this flag instead. */
+  if (req)
+    atomic_store_explicit(&c->stop_flag, &c->cancelled, memory_order_release);
   switch (c->kind) {
   case J_OPEN:
     do_open(c);
@@ -706,6 +757,7 @@ static void lane_work(loom_job_t *job) {
     do_close(c);
     break;
   }
+  atomic_store_explicit(&c->stop_flag, NULL, memory_order_release);
   c->autocommit = c->db ? sqlite3_get_autocommit(c->db) : 1;
 }
 
@@ -933,6 +985,7 @@ static int sq_start(loom_db_conn_t *base, loom_db_req_t *req) {
   c->want_row = 0;
   c->stream_end = 0;
   c->chunk_pos = 0;
+  atomic_store(&c->cancelled, 0);
   submit(c, kind);
   return 0;
 }
@@ -1008,7 +1061,10 @@ static void shared_work(loom_job_t *job) {
   batch_enter(c);
   atomic_store_explicit(&c->stop_flag, &sh->cancelled, memory_order_release);
   c->status = 0;
+  c->last_steps = 0;
   sh->result = run_one(c, req->sql, req->sql_len, req->params, req->nparams, req->cache);
+  sh->steps = c->last_steps;
+  sh->ran = 1;
   atomic_store_explicit(&c->stop_flag, NULL, memory_order_release);
   batch_leave(c, 0);
   sh->status = c->status;
@@ -1017,11 +1073,21 @@ static void shared_work(loom_job_t *job) {
   c->err = saved_err;
 }
 
+static void note_steps(sq_conn *c, const loom_db_req_t *req, uint64_t h, uint64_t steps) {
+  if (!req->cache)
+    return;
+  c->hints[h % HINTS].hash = h;
+  c->hints[h % HINTS].len = req->sql_len;
+  c->hints[h % HINTS].steps = steps;
+}
+
 static void shared_done(loom_job_t *job) {
   sq_shared *sh = job->data;
   sq_conn *c = sh->c;
   loom_db_req_t *req = sh->req;
   c->shared_out--;
+  if (sh->ran)
+    note_steps(c, req, hash_sql(req->sql, req->sql_len), sh->steps);
   req->status = sh->status;
   req->err = sh->err;
   req->result = sh->result ? &sh->result->base : NULL;
@@ -1076,6 +1142,99 @@ static int sq_cancel_shared(loom_db_conn_t *base, loom_db_req_t *req) {
 
 static int sq_shared_pending(loom_db_conn_t *base) { return ((sq_conn *)base)->shared_out; }
 
+static int sq_is_short(loom_db_conn_t *base, loom_db_req_t *req) {
+  sq_conn *c = (sq_conn *)base;
+  if (!req->cache)
+    return 0;
+  uint64_t h = hash_sql(req->sql, req->sql_len);
+  return c->hints[h % HINTS].hash == h && c->hints[h % HINTS].len == req->sql_len &&
+         c->hints[h % HINTS].steps <= INLINE_TURNS * 1000;
+}
+
+/* ---- short reads on the loop thread ------------------------------------------ */
+
+/* A point select takes a few microseconds in SQLite; handing it to the
+ * reader's thread and taking the answer back costs more on a busy
+ * machine (two wake-ups, or two threads spinning for cores). So a read
+ * whose statement is cached on an idle reader runs here first, under a
+ * budget of INLINE_TURNS thousand VM steps and INLINE_NS: past either, it
+ * stops and the worker runs it from the start. That is safe because no
+ * row has left yet (rows are collected, then handed over at the end), and
+ * a reader is query_only: running a read twice changes nothing. A lock it
+ * would wait for (SQLITE_BUSY) also sends it to the worker, whose busy
+ * timeout may sleep; here the busy handler is off.
+ *
+ * The reader is idle (no job out, no shared job queued), so its lane
+ * thread does not touch it: the hand-off through the lane's queue and the
+ * loop's post queue orders everything either side did before. The loop
+ * takes this path only while no other thread's answer waits for it (else
+ * the task waits on the worker path and the loop runs those answers
+ * first) and when libuv polled less than INLINE_FAIR_NS ago: a task
+ * reading in a loop still lets timers and sockets in, as it would on the
+ * worker path. */
+#define INLINE_FAIR_NS 1000000
+#define INLINE_BACKOFF_MAX 1024
+
+static int sq_try_inline(loom_db_conn_t *base, loom_db_req_t *req) {
+  sq_conn *c = (sq_conn *)base;
+  loom_loop_t *loop = base->loop;
+  if (!c->reader || c->closing || c->db == NULL || c->job_out || c->shared_out || base->req ||
+      req->op != LOOM_DB_QUERY || !req->cache ||
+      atomic_load_explicit(&loop->post_stack, memory_order_relaxed) != NULL)
+    return LOOM_EAGAIN;
+  uint64_t now = uv_hrtime();
+  if (now - loop->last_run_ns > INLINE_FAIR_NS)
+    return LOOM_EAGAIN;
+  uint64_t h = hash_sql(req->sql, req->sql_len);
+  sq_cached *e = cache_find(c, req->sql, req->sql_len, h, NULL);
+  if (e == NULL || !sqlite3_stmt_readonly(e->st))
+    return LOOM_EAGAIN;
+  if (e->inline_skip > 0) {
+    e->inline_skip--;
+    return LOOM_EAGAIN;
+  }
+  int saved_status = c->status;
+  loom_db_error_t saved_err = c->err;
+  memset(&c->err, 0, sizeof c->err);
+  c->status = 0;
+  c->last_code = 0;
+  c->inline_turns = c->inline_over = 0;
+  c->last_steps = 0;
+  c->inline_deadline = now + INLINE_NS;
+  sqlite3_busy_handler(c->db, NULL, NULL);
+  sq_result *r = run_one(c, req->sql, req->sql_len, req->params, req->nparams, 1);
+  sqlite3_busy_timeout(c->db, c->busy_ms);
+  c->inline_deadline = 0;
+  int code = c->last_code & 0xff;
+  int gave_up = r == NULL && (c->inline_over || code == SQLITE_BUSY || code == SQLITE_LOCKED);
+  /* The statement ran from the cache, which evicts only on a miss: e is
+   * still its entry. */
+  if (c->inline_over) {
+    unsigned b = e->inline_backoff ? e->inline_backoff * 2 : 1;
+    e->inline_backoff = b > INLINE_BACKOFF_MAX ? INLINE_BACKOFF_MAX : b;
+    e->inline_skip = e->inline_backoff;
+    note_steps(c, req, h, c->inline_turns > INLINE_TURNS ? UINT64_MAX : c->last_steps);
+  } else if (r) {
+    e->inline_backoff = 0;
+    note_steps(c, req, h, c->last_steps);
+  }
+  if (gave_up) {
+    loom_db_error_clear(&c->err);
+  } else {
+    req->conn = base;
+    req->status = c->status;
+    req->err = c->err;
+    memset(&c->err, 0, sizeof c->err);
+    req->result = r ? &r->base : NULL;
+    req->more = 0;
+    req->active = 0;
+    base->last_used_ns = now;
+  }
+  c->status = saved_status;
+  c->err = saved_err;
+  return gave_up ? LOOM_EAGAIN : 0;
+}
+
 static int sq_cancel(loom_db_conn_t *base) {
   sq_conn *c = (sq_conn *)base;
   loom_db_req_t *req = base->req;
@@ -1087,6 +1246,7 @@ static int sq_cancel(loom_db_conn_t *base) {
     c->stopping = 1;
     c->want_row = 0;
     if (c->job_out) {
+      atomic_store(&c->cancelled, 1);
       sqlite3_interrupt(c->db);
       return 0;
     }
@@ -1098,9 +1258,13 @@ static int sq_cancel(loom_db_conn_t *base) {
   }
   /* Thread-safe by design: the statement on the lane stops at its next
    * step with SQLITE_INTERRUPT, and the request completes as cancelled. A
-   * late interrupt is harmless: SQLite clears it once no statement runs. */
-  if (c->job_out)
+   * late interrupt is harmless: SQLite clears it once no statement runs.
+   * One that comes before the statement steps is forgotten the same way:
+   * the flag stops it at the progress handler's next call. */
+  if (c->job_out) {
+    atomic_store(&c->cancelled, 1);
     sqlite3_interrupt(c->db);
+  }
   return 0;
 }
 
@@ -1189,7 +1353,23 @@ static int conf_int(const char *conninfo, const char *key, int def) {
   return n;
 }
 
+/* Once per process, before SQLite initializes itself: with memory
+ * statistics on (its default), every allocation of every connection takes
+ * one process-wide mutex, and readers on two threads running
+ * allocation-heavy statements (a recursive CTE, a sort) spend their time
+ * handing it back and forth instead of running side by side. The cost:
+ * sqlite3_memory_used() reads 0 and the soft heap limit is not enforced.
+ * When SQLite is already initialized (another library in the process was
+ * first), the call fails harmlessly and the statistics stay on. */
+static uv_once_t sqlite_once = UV_ONCE_INIT;
+
+static void sqlite_setup(void) {
+  sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+  sqlite3_initialize();
+}
+
 static int sq_connect(loom_loop_t *loop, const char *conninfo, loom_db_req_t *req) {
+  uv_once(&sqlite_once, sqlite_setup);
   req->conn = NULL;
   req->status = 0;
   sq_conn *c = calloc(1, sizeof *c);
@@ -1247,4 +1427,6 @@ const loom_db_driver_t loom_sqlite_driver = {
   sq_start_shared,
   sq_cancel_shared,
   sq_shared_pending,
+  sq_try_inline,
+  sq_is_short,
 };

@@ -29,11 +29,16 @@ typedef struct lm_db {
   int lease_inflight[LEASES_MAX];
   int lease_pending;          /* reads acquiring a connection to become a lease */
   loom_waitq_t lease_waiters; /* reads waiting for one of those */
+  int lease_long[LEASES_MAX];   /* of those, reads not known to be short */
+  lua_Integer inline_reads; /* reads the driver ran on the loop thread */
   /* Pieces of the URL that may be a password, longest first, each ended
    * by a NUL: no error message shows them (a driver's parser or a server
    * may echo a malformed URL). NULL when there are none. */
   char *secrets;
 } lm_db;
+
+/* Short reads queue on one reader up to this many at a time. */
+#define SHORT_QUEUE 8
 
 /* User values of the db userdata. */
 #define DB_ON_CHANGES 1
@@ -49,6 +54,7 @@ typedef struct lm_conn {
   int make_lease;         /* db:_run1: the connection acquired becomes a lease
                            * (counted in db->lease_pending until it comes) */
   int reading;            /* db:_run1: the statement only reads */
+  int long_read;          /* a shared read not known to be short */
   loom_db_conn_t *conn;   /* NULL until acquired and after release */
   loom_pool_req_t preq;
   loom_db_req_t req;
@@ -640,6 +646,10 @@ static int db_stats(lua_State *L) {
 #undef FIELD
   lua_pushnumber(L, (double)s.wait_ns / 1e9);
   lua_setfield(L, -2, "wait_time");
+  if (db->driver->try_inline) {
+    lua_pushinteger(L, db->inline_reads);
+    lua_setfield(L, -2, "inline_reads");
+  }
   return 1;
 }
 
@@ -785,6 +795,7 @@ static void drop_idle_broken_leases(lm_db *db) {
       db->nleases--;
       db->leases[i] = db->leases[db->nleases];
       db->lease_inflight[i] = db->lease_inflight[db->nleases];
+      db->lease_long[i] = db->lease_long[db->nleases];
       i--;
     }
   }
@@ -805,8 +816,11 @@ static void give_back(lm_conn *c, int discard) {
       if (!c->db->ctx->closed)
         conn->driver->cancel_shared(conn, &c->req);
     }
-    if (i < c->db->nleases && c->db->leases[i] == conn)
+    if (i < c->db->nleases && c->db->leases[i] == conn) {
       c->db->lease_inflight[i]--;
+      c->db->lease_long[i] -= c->long_read;
+    }
+    c->long_read = 0;
     return;
   }
   if (c->db->ctx->closed)
@@ -1068,6 +1082,8 @@ static int run1_acquired(lua_State *L, lm_conn *c) {
   if (c->make_lease && db->nleases < db->lease_target) {
     db->leases[db->nleases] = c->conn;
     db->lease_inflight[db->nleases] = 1;
+    db->lease_long[db->nleases] = 1;
+    c->long_read = 1;
     c->lease = db->nleases++;
   }
   lease_settled(c);
@@ -1118,16 +1134,59 @@ static int run1_route(lua_State *L, lm_conn *c) {
   }
   if (c->reading && db->lease_target > 0) {
     drop_idle_broken_leases(db);
+    /* The reader with the fewest long reads out, then the fewest reads. */
     int best = -1;
     for (int i = 0; i < db->nleases; i++)
-      if (!db->leases[i]->broken && (best < 0 || db->lease_inflight[i] < db->lease_inflight[best]))
+      if (!db->leases[i]->broken &&
+          (best < 0 || db->lease_long[i] < db->lease_long[best] ||
+           (db->lease_long[i] == db->lease_long[best] &&
+            db->lease_inflight[i] < db->lease_inflight[best])))
         best = i;
     int coming = db->nleases + db->lease_pending;
     if (best >= 0 && (db->lease_inflight[best] == 0 || coming >= db->lease_target)) {
+      /* With no other task ready to run and no read out on a reader, the
+       * loop would only wait for the answer: a short read runs right here
+       * instead (the driver says whether it can). Otherwise the loop runs
+       * tasks while the readers run statements, in parallel. Like any
+       * wait, the call first lets a pending cancel or an expired timeout
+       * in. */
+      int out = 0;
+      for (int i = 0; i < db->nleases; i++)
+        out += db->lease_inflight[i];
+      int here = out == 0 && db->ctx->ready_head == NULL && db->driver->try_inline != NULL;
+      if (here) {
+        lm_wait_abort(lm_wait_prepare(L, db->ctx));
+        if (db->driver->try_inline(db->leases[best], &c->req) == 0) {
+          c->pool = db->readers;
+          c->lease = best;
+          c->conn = db->leases[best];
+          db->lease_inflight[best]++;
+          db->inline_reads++;
+          return query_done_k(L, LUA_OK, 0);
+        }
+      }
+      /* Reads known to be short queue on the first reader that runs only
+       * such reads: one worker thread busy beside the loop instead of
+       * several, each spinning for one of a few cores. Others (a long
+       * one, one not seen yet) go to the reader chosen above. */
+      c->long_read = 1;
+      if (db->driver->is_short) {
+        for (int i = 0; i < db->nleases; i++) {
+          if (!db->leases[i]->broken && db->lease_long[i] == 0 &&
+              db->lease_inflight[i] < SHORT_QUEUE) {
+            if (db->driver->is_short(db->leases[i], &c->req)) {
+              best = i;
+              c->long_read = 0;
+            }
+            break;
+          }
+        }
+      }
       c->pool = db->readers;
       c->lease = best;
       c->conn = db->leases[best];
       db->lease_inflight[best]++;
+      db->lease_long[best] += c->long_read;
       return start_request(L, c, query_k);
     }
     if (best < 0 && db->lease_pending >= db->lease_target) {

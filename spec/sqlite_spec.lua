@@ -11,6 +11,8 @@ local function tmpfile()
   return path .. ".db"
 end
 
+local pack = table.pack
+
 local function remove_db(path)
   os.remove(path); os.remove(path .. "-wal"); os.remove(path .. "-shm"); os.remove(path .. "-journal")
 end
@@ -262,6 +264,30 @@ describe("sqlite", function()
     end)
   end)
 
+  it("short reads of several tasks never queue behind a long read while another reader is free", function()
+    loom.run(function()
+      db:exec("CREATE TABLE s (id INTEGER PRIMARY KEY)")
+      db:exec("INSERT INTO s VALUES (1)")
+      local Q = "SELECT id FROM s WHERE id = ?"
+      -- Known to be short, and the long one known to be long, on both readers.
+      loom.each({ 1, 2 }, function() db:value(Q, 1); db:value(SLOW, 2000000) end)
+      for _ = 1, 10 do db:value(Q, 1) end
+      local long_done
+      local long = loom.spawn(function()
+        assert.equal(3000000, db:value(SLOW, 3000000))
+        long_done = loom.now()
+      end)
+      loom.yield()
+      local shorts_done = loom.map({ 1, 2, 3, 4 }, function()
+        for _ = 1, 25 do assert.equal(1, db:value(Q, 1)) end
+        return loom.now()
+      end)
+      long:join()
+      for _, t in ipairs(shorts_done) do assert.is_true(t < long_done) end
+      assert.equal(0, db:stats().in_use)
+    end)
+  end)
+
   it("reads of several tasks share a reader; stopping one stops no other", function()
     local shared = loom.db.open("sqlite:" .. path, { pool = { readers = 1 } })
     loom.run(function()
@@ -285,6 +311,134 @@ describe("sqlite", function()
       assert.equal(0, shared:stats().in_use)
     end)
     shared:close()
+  end)
+
+  it("a short cached read runs on the loop thread and answers what a worker would", function()
+    loom.run(function()
+      db:exec("CREATE TABLE r (id INTEGER PRIMARY KEY, i INTEGER, f REAL, t TEXT, b BLOB, n INTEGER)")
+      local rows = {}
+      for k = 1, 300 do rows[k] = { k, k * 1000000007, k / 8, "row " .. k, "b\0" .. k, loom.null } end
+      db:insert_many("r", { "id", "i", "f", "t", "b", "n" }, rows)
+      local ONE, ALL = "SELECT * FROM r WHERE id = ?", "SELECT * FROM r ORDER BY id"
+      local BAD = "SELECT abs(-9223372036854775807 - 1) FROM r WHERE id = ?"
+      -- The writer's answers (a session holds the writer, never a reader).
+      local want_one, want_all, want_info
+      db:with(function(s)
+        want_one = s:query(ONE, 7)
+        want_all, want_info = s:query(ALL)
+      end)
+      -- First on a reader's worker (which prepares and caches them), then
+      -- again and again, now on the loop thread.
+      assert.same(want_one, db:query(ONE, 7))
+      assert.same(want_all, db:query(ALL))
+      local e1 = select(2, pcall(db.value, db, BAD, 1))
+      local before = db:stats().inline_reads
+      local ones, alls = {}, {}
+      for k = 1, 50 do
+        ones[k] = db:query(ONE, 7)
+        if k % 10 == 0 then alls[#alls + 1] = pack(db:query(ALL)) end
+      end
+      local e2 = select(2, pcall(db.value, db, BAD, 1))
+      -- They ran here, but for those that found the loop had not polled for
+      -- a millisecond (this task's own work, or the thread preempted) or
+      -- overran the budget on a slow machine: those went to the worker.
+      local ran_here = db:stats().inline_reads - before
+      assert.is_true(ran_here >= 1 and ran_here <= 56, ran_here .. " of 56 reads on the loop thread")
+      for k = 1, 50 do assert.same(want_one, ones[k]) end
+      for _, r in ipairs(alls) do
+        assert.same(want_all, r[1])
+        assert.same(want_info.columns, r[2].columns)
+      end
+      assert.equal("query", e2.kind)
+      assert.same({ e1.kind, e1.code, e1.message }, { e2.kind, e2.code, e2.message })
+      -- A read on the loop thread sees every write that finished before it.
+      for k = 1, 20 do
+        db:exec("INSERT INTO r (id, t) VALUES (?, ?)", 1000 + k, "new")
+        assert.equal(k, db:value("SELECT count(*) FROM r WHERE t = ?", "new"))
+      end
+    end)
+  end)
+
+  it("a cached read past the loop thread's budget moves to a worker: ticks meanwhile, a timeout stops it", function()
+    loom.run(function()
+      local SLOW2 = SLOW .. " -- moves to a worker"
+      -- Cached, and run on the loop thread while it is short.
+      assert.equal(10, db:value(SLOW2, 10))
+      local before = db:stats().inline_reads
+      for _ = 1, 3000 do
+        assert.equal(10, db:value(SLOW2, 10))
+        if db:stats().inline_reads > before then break end
+      end
+      assert.is_true(db:stats().inline_reads > before)
+      before = db:stats().inline_reads
+      local ticks = {}
+      local ticker = loom.spawn(function()
+        while true do loom.sleep(0.01); ticks[#ticks + 1] = loom.now() end
+      end)
+      local started = loom.now()
+      -- Its result is the whole count: restarted on the worker from scratch.
+      assert.equal(3000000, db:value(SLOW2, 3000000))
+      local finished = loom.now()
+      ticker:cancel()
+      local inside = 0
+      for _, t in ipairs(ticks) do
+        if t > started and t < finished - 0.005 then inside = inside + 1 end
+      end
+      assert.is_true(inside >= 2, ("%d of %d ticks inside a %.2f s statement"):format(inside, #ticks, finished - started))
+      assert.equal(before, db:stats().inline_reads)
+      -- Short again: back on the loop thread after some runs on a worker
+      -- (a few, or more if a slow machine made tries overrun the time).
+      for _ = 1, 3000 do
+        assert.equal(10, db:value(SLOW2, 10))
+        if db:stats().inline_reads > before then break end
+      end
+      assert.is_true(db:stats().inline_reads > before)
+      -- A long one stopped by a timeout, the reader clean after it.
+      local SLOW3 = SLOW .. " -- stopped"
+      assert.equal(10, db:value(SLOW3, 10))
+      assert.equal(10, db:value(SLOW3, 10))
+      started = loom.now()
+      local ok, e = pcall(loom.timeout, 0.1, db.value, db, SLOW3, 500000000)
+      assert.is_false(ok)
+      assert.equal("timeout", e.kind)
+      assert.is_true(loom.now() - started < 5, "interrupted, not run to the end (~50 s)")
+      assert.equal(10, db:value(SLOW3, 10))
+      assert.equal(0, db:stats().in_use)
+    end)
+  end)
+
+  it("a task reading on the loop thread in a loop lets timers run and can be cancelled", function()
+    loom.run(function()
+      db:exec("CREATE TABLE f (id INTEGER PRIMARY KEY)")
+      db:exec("INSERT INTO f VALUES (1)")
+      local Q = "SELECT id FROM f WHERE id = ?"
+      db:value(Q, 1)
+      local ticks = 0
+      local ticker = loom.spawn(function()
+        while true do loom.sleep(0.001); ticks = ticks + 1 end
+      end)
+      local before = db:stats().inline_reads
+      local reads = 0
+      local reader = loom.spawn(function()
+        while true do
+          assert.equal(1, db:value(Q, 1))
+          reads = reads + 1
+        end
+      end)
+      -- The reader need not wait on a worker while its reads are short,
+      -- yet the ticker's timer fires and this task wakes up from its
+      -- sleeps (bounded generously: a sanitizer build is slow).
+      loom.timeout(10, function()
+        repeat loom.sleep(0.01) until ticks >= 2 and db:stats().inline_reads > before
+      end)
+      assert.is_true(reads >= 1)
+      reader:cancel()
+      local ok, e = pcall(reader.join, reader)
+      assert.is_false(ok)
+      assert.equal("cancelled", e.kind)
+      ticker:cancel()
+      assert.equal(0, db:stats().in_use)
+    end)
   end)
 
   it("insert_many inserts array and keyed rows in one transaction, all or nothing", function()
@@ -379,6 +533,72 @@ describe("sqlite", function()
       db:exec("INSERT INTO c (v) VALUES ('w')")
       assert.is_true(small:recv().gap)
       small:close()
+      ch:close()
+    end)
+  end)
+
+  -- Waits (bounded) for a gap marker on ch; returns it and what came first.
+  local function await_gap(ch, seconds)
+    local before = {}
+    local ok, e = pcall(loom.timeout, seconds, function()
+      while true do
+        local m = ch:recv()
+        if m.gap then return m end
+        before[#before + 1] = m
+      end
+    end)
+    return ok and e or nil, before
+  end
+
+  it("db:changes announces another handle's writes with a gap marker", function()
+    loom.run(function()
+      db:exec("CREATE TABLE g (id INTEGER PRIMARY KEY, v TEXT)")
+      local ch = db:changes({ poll = 0.02 })
+      db:exec("INSERT INTO g (v) VALUES ('mine')")
+      local e = ch:recv()
+      assert.same({ "insert", "g", 1 }, { e.op, e.table, e.rowid })
+      -- Writes of this handle alone never make a gap.
+      loom.sleep(0.1)
+      assert.equal(0, #ch)
+      local other = loom.db.open("sqlite:" .. path)
+      other:exec("INSERT INTO g (v) VALUES ('theirs')")
+      -- Bounded by the poll period, with room for a loaded machine.
+      local gap, before = await_gap(ch, 5)
+      assert.is_table(gap, "no gap marker within 5 s")
+      assert.same({ gap = true }, gap)
+      assert.same({}, before)  -- their rows are not itemized
+      other:close()
+      -- This handle's own writes are still itemized after the gap.
+      db:exec("UPDATE g SET v = 'again' WHERE id = 1")
+      e = ch:recv()
+      assert.same({ "update", "g", 1 }, { e.op, e.table, e.rowid })
+      ch:close()
+      assert.has_error(function() db:changes({ poll = 0 }) end)
+    end)
+  end)
+
+  it("db:changes announces another process's writes with a gap marker #subprocess", function()
+    loom.run(function()
+      db:exec("CREATE TABLE g (id INTEGER PRIMARY KEY, v TEXT)")
+      local ch = db:changes({ poll = 0.02 })
+      local script = os.tmpname()
+      local f = assert(io.open(script, "w"))
+      f:write(([[
+        package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
+        package.cpath = %q .. "/?.so;" .. package.cpath
+        local loom = require "loom"
+        local db = loom.db.open(%q)
+        loom.run(function() db:exec("INSERT INTO g (v) VALUES ('from a child process')") end)
+        db:close()
+      ]]):format(build, "sqlite:" .. path))
+      f:close()
+      local ok = os.execute("lua5.4 " .. script)
+      os.remove(script)
+      assert.is_true(ok)
+      local gap, before = await_gap(ch, 5)
+      assert.is_table(gap, "no gap marker within 5 s")
+      assert.same({}, before)
+      assert.equal(1, db:value("SELECT count(*) FROM g"))
       ch:close()
     end)
   end)

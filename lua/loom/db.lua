@@ -775,26 +775,42 @@ return function(loom, core)
     return opts
   end
 
-  -- db:changes({buffer = 1000}) -> a loom channel of {op=, table=, rowid=}
-  -- for rows written through this handle (SQLite), sent after their
-  -- transaction commits, never for work rolled back. A subscriber that
-  -- falls behind receives {gap = true} once it has room again. Close the
-  -- channel to unsubscribe.
+  -- db:changes({buffer = 1000, poll = 0.1}) -> a loom channel of {op=,
+  -- table=, rowid=} for rows written through this handle (SQLite), sent
+  -- after their transaction commits, never for work rolled back. Writes
+  -- of another handle or process are not itemized, only announced: while
+  -- someone subscribes, the writer's data version (which moves on every
+  -- commit of any other connection) is read every `poll` seconds,
+  -- and a move sends {gap = true}, the marker a listener sends after a
+  -- reconnect. A subscriber that falls behind receives it too, once it has
+  -- room again. Close the channel to unsubscribe.
   function DB:changes(opts)
     if not self.dialect.changes then loom.error("argument", self.dialect.no_changes) end
     opts = check_buffer(opts, "changes")
+    if opts.poll ~= nil and (type(opts.poll) ~= "number" or not (opts.poll > 0)) then
+      argerror(1, "changes", "poll must be a positive number of seconds")
+    end
     local subs = self._change_subs
     if not subs then
       subs = {}
       self._change_subs = subs
+      self._change_poll = opts.poll or 0.1
       local behind = setmetatable({}, { __mode = "k" })
-      self.handle:_on_changes(function(list)
-        local any = false
+      local function live()
         for sub in pairs(subs) do
-          if sub:is_closed() then
-            subs[sub] = nil
-          else
-            any = true
+          if sub:is_closed() then subs[sub] = nil end
+        end
+        if next(subs) == nil and self._change_subs == subs then
+          self.handle:_on_changes(nil)
+          self._change_subs = nil
+          if self._change_task then self._change_task:cancel("no subscriber left") end
+          self._change_task = nil
+        end
+        return next(subs) ~= nil
+      end
+      self.handle:_on_changes(function(list)
+        for sub in pairs(subs) do
+          if not sub:is_closed() then
             if behind[sub] and sub:try_send({ gap = true }) then behind[sub] = nil end
             if not behind[sub] then
               for i = 1, #list do
@@ -803,8 +819,28 @@ return function(loom, core)
             end
           end
         end
-        if not any then self.handle:_on_changes(nil); self._change_subs = nil end
+        live()
       end)
+      -- The writer's own commits leave its data version alone; this
+      -- handle's readers never commit: a move is someone else's write.
+      local version_sql = self.dialect.changes.version_sql
+      local version = self:value(version_sql)
+      self._change_task = core._spawn_daemon(function()
+        while not self.closed and self._change_subs == subs do
+          loom.sleep(self._change_poll)
+          if self.closed or not live() then return end
+          local ok, now = pcall(self.value, self, version_sql)
+          if ok and now ~= version then
+            version = now
+            for sub in pairs(subs) do behind[sub] = true end
+          end
+          for sub in pairs(behind) do
+            if subs[sub] and sub:try_send({ gap = true }) then behind[sub] = nil end
+          end
+        end
+      end)
+    else
+      self._change_poll = math.min(self._change_poll, opts.poll or self._change_poll)
     end
     local sub = loom.channel(opts.buffer or 1000)
     subs[sub] = true
@@ -930,6 +966,7 @@ return function(loom, core)
     if self.closed then return end
     self.closed = true
     if self._listener then self._listener:close() end
+    if self._change_task then self._change_task:cancel("database handle closed") end
     self.handle:_close()
   end
 
@@ -994,7 +1031,8 @@ return function(loom, core)
         return self:_run(insert_rows, sql, columns, rows, n)
       end,
       lock = local_lock,
-      changes = true,
+      -- Moves on every commit of another connection to the file.
+      changes = { version_sql = "PRAGMA data_version" },
       no_listen = "%s needs a database server: SQLite has db:changes() instead",
     },
   }
