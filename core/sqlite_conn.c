@@ -100,6 +100,7 @@ typedef struct sq_conn {
   } savepoints[32];
   int nsavepoints;
   int closing;
+  _Atomic int script_stop;         /* cancel: run no further statement of the script */
   int shared_out;                  /* shared jobs submitted, not yet done */
   sq_result *scratch;              /* lane: rows of the statement running */
   int batch_left;                  /* lane: shared jobs left in this read transaction */
@@ -132,6 +133,26 @@ static void cache_drop(sq_cached *e) {
   sqlite3_finalize(e->st);
   free(e->sql);
   memset(e, 0, sizeof *e);
+}
+
+/* Past blanks, ';' and comments: what SQLite skips between statements. */
+static const char *skip_blank(const char *p, const char *end) {
+  while (p < end) {
+    if (*p == ' ' || *p == ';' || (*p >= '\t' && *p <= '\r')) {
+      p++;
+    } else if (*p == '-' && p + 1 < end && p[1] == '-') {
+      while (p < end && *p != '\n')
+        p++;
+    } else if (*p == '/' && p + 1 < end && p[1] == '*') {
+      const char *q = p + 2;
+      while (q + 1 < end && !(q[0] == '*' && q[1] == '/'))
+        q++;
+      p = q + 1 < end ? q + 2 : end; /* unclosed: a comment to the end */
+    } else {
+      break;
+    }
+  }
+  return p;
 }
 
 /* A statement for sql: from the cache when asked to cache, else fresh (the
@@ -168,14 +189,12 @@ static sqlite3_stmt *prepare(sq_conn *c, const char *sql, size_t len, int use_ca
     loom_db_error_set(&c->err, NULL, "the SQL holds no statement");
     return NULL;
   }
-  while (tail && tail < sql + len && (*tail == ' ' || *tail == ';' || *tail == '\n' ||
-                                       *tail == '\t' || *tail == '\r'))
-    tail++;
-  if (tail && tail < sql + len) {
+  if (tail && skip_blank(tail, sql + len) < sql + len) {
     sqlite3_finalize(st);
     c->status = LOOM_EDB_ARGUMENT;
     loom_db_error_set(&c->err, NULL,
-                      "one statement at a time: use db:batch or several calls for more");
+                      "the SQL holds more than one statement: only db:exec without parameters "
+                      "runs a script; with parameters, and in query or value, give one at a time");
     return NULL;
   }
   if (slot) {
@@ -282,6 +301,7 @@ static sq_result *run_one(sq_conn *c, const char *sql, size_t len, const loom_va
   }
   int rc;
   int mark = c->pending.n;
+  sqlite3_int64 before = sqlite3_total_changes64(c->db);
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
     if (loom__sq_result_add_row(r, st) != 0) {
       rc = SQLITE_NOMEM;
@@ -296,8 +316,11 @@ static sq_result *run_one(sq_conn *c, const char *sql, size_t len, const loom_va
   }
   changes_after(c, sql, len);
   if (!sqlite3_stmt_readonly(st)) {
-    r->base.affected = sqlite3_changes64(c->db);
-    r->base.last_insert_id = sqlite3_last_insert_rowid(c->db);
+    /* SQLite's counts stay those of the last INSERT, UPDATE or DELETE: a
+     * statement that changed no row (CREATE, DROP) has none of its own. */
+    int changed = sqlite3_total_changes64(c->db) != before;
+    r->base.affected = changed ? sqlite3_changes64(c->db) : 0;
+    r->base.last_insert_id = changed ? sqlite3_last_insert_rowid(c->db) : 0;
   }
   release_stmt(st, cached);
   if (r->base.nrows > 64 || r->arena_len > 16384) {
@@ -310,6 +333,112 @@ static sq_result *run_one(sq_conn *c, const char *sql, size_t len, const loom_va
     loom_db_error_set(&c->err, NULL, "out of memory");
   }
   return out;
+}
+
+static int is_cached(sq_conn *c, const char *sql, size_t len) {
+  uint64_t h = hash_sql(sql, len);
+  for (int i = 0; i < CACHE_SIZE; i++)
+    if (c->cache[i].st && c->cache[i].hash == h && c->cache[i].len == len &&
+        memcmp(c->cache[i].sql, sql, len) == 0)
+      return 1;
+  return 0;
+}
+
+static void script_error(sq_conn *c, int rc, const char *sql, const char *at, int index) {
+  set_error(c, LOOM_EDB_QUERY, rc);
+  if (c->err.position)
+    c->err.position += (int)(at - sql);
+  c->err.statement = index;
+}
+
+/* exec without parameters: every statement of the script in turn, where
+ * SQLite's tail pointer finds them (a ';' in a string, a comment or a
+ * trigger's body ends nothing), each committed on its own unless a
+ * transaction is open. The first failure stops the script and says which
+ * statement failed; the statements before it stay done. The result holds
+ * the last statement's counts. */
+static sq_result *script_steps(sq_conn *c, loom_db_req_t *req) {
+  const char *sql = req->sql, *end = sql + req->sql_len, *p = sql;
+  int index = 0;
+  int64_t affected = 0, last_id = 0;
+  for (;;) {
+    sqlite3_stmt *st = NULL;
+    const char *tail = NULL;
+    int rc = sqlite3_prepare_v2(c->db, p, (int)(end - p), &st, &tail);
+    if (rc != SQLITE_OK) {
+      script_error(c, rc, sql, p, index + 1);
+      return NULL;
+    }
+    if (st == NULL)
+      break; /* only blanks and comments were left */
+    index++;
+    if (atomic_load(&c->script_stop)) {
+      /* Cancelled between two statements, where SQLite's interrupt does
+       * not reach (it is forgotten once no statement runs). */
+      sqlite3_finalize(st);
+      c->status = LOOM_ECANCELED;
+      loom_db_error_set(&c->err, loom__sq_code_name(SQLITE_INTERRUPT), "interrupted");
+      c->err.statement = index;
+      return NULL;
+    }
+    int mark = c->pending.n;
+    sqlite3_int64 before = sqlite3_total_changes64(c->db);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+      ;
+    if (rc != SQLITE_DONE) {
+      script_error(c, rc, sql, p, index);
+      sqlite3_finalize(st);
+      changes_after_failure(c, mark);
+      return NULL;
+    }
+    changes_after(c, p, (size_t)(tail - p));
+    int changed = !sqlite3_stmt_readonly(st) && sqlite3_total_changes64(c->db) != before;
+    affected = changed ? sqlite3_changes64(c->db) : 0;
+    last_id = changed ? sqlite3_last_insert_rowid(c->db) : 0;
+    sqlite3_finalize(st);
+    p = tail;
+  }
+  if (index == 0) {
+    c->status = LOOM_EDB_ARGUMENT;
+    loom_db_error_set(&c->err, NULL, "the SQL holds no statement");
+    return NULL;
+  }
+  sq_result *r = loom__sq_result_new(NULL);
+  if (r == NULL) {
+    c->status = LOOM_ENOMEM;
+    loom_db_error_set(&c->err, NULL, "out of memory");
+    return NULL;
+  }
+  r->base.affected = affected;
+  r->base.last_insert_id = last_id;
+  return r;
+}
+
+static sq_result *run_script(sq_conn *c, loom_db_req_t *req) {
+  /* Without a ';' the SQL is one statement, and so is SQL in the cache:
+   * the usual way, cached. */
+  if (memchr(req->sql, ';', req->sql_len) == NULL ||
+      (req->cache && is_cached(c, req->sql, req->sql_len)))
+    return run_one(c, req->sql, req->sql_len, NULL, 0, req->cache);
+  if (req->cache) {
+    /* One statement after all (a ';' at its end or inside it)? Then it
+     * goes into the cache like any other. */
+    sqlite3_stmt *st = NULL;
+    const char *tail = NULL;
+    const char *end = req->sql + req->sql_len;
+    if (sqlite3_prepare_v2(c->db, req->sql, (int)req->sql_len, &st, &tail) == SQLITE_OK && st &&
+        skip_blank(tail, end) == end) {
+      sqlite3_finalize(st);
+      return run_one(c, req->sql, req->sql_len, NULL, 0, 1);
+    }
+    sqlite3_finalize(st);
+  }
+  /* The progress handler stops a statement a cancel's interrupt missed
+   * (sent before the statement began). */
+  atomic_store_explicit(&c->stop_flag, &c->script_stop, memory_order_release);
+  sq_result *r = script_steps(c, req);
+  atomic_store_explicit(&c->stop_flag, NULL, memory_order_release);
+  return r;
 }
 
 /* Like a pipeline: what follows a failed batch item is not run. */
@@ -643,7 +772,10 @@ static void lane_work(loom_job_t *job) {
     do_open(c);
     break;
   case J_QUERY:
-    c->result = run_one(c, req->sql, req->sql_len, req->params, req->nparams, req->cache);
+    if (req->script)
+      c->result = run_script(c, req);
+    else
+      c->result = run_one(c, req->sql, req->sql_len, req->params, req->nparams, req->cache);
     break;
   case J_STREAM_START: {
     int cached;
@@ -929,6 +1061,7 @@ static int sq_start(loom_db_conn_t *base, loom_db_req_t *req) {
   base->req = req;
   base->last_used_ns = loom_now_ns();
   loom_db_error_clear(&c->err);
+  atomic_store(&c->script_stop, 0);
   c->stopping = 0;
   c->want_row = 0;
   c->stream_end = 0;
@@ -1099,8 +1232,10 @@ static int sq_cancel(loom_db_conn_t *base) {
   /* Thread-safe by design: the statement on the lane stops at its next
    * step with SQLITE_INTERRUPT, and the request completes as cancelled. A
    * late interrupt is harmless: SQLite clears it once no statement runs. */
-  if (c->job_out)
+  if (c->job_out) {
+    atomic_store(&c->script_stop, 1);
     sqlite3_interrupt(c->db);
+  }
   return 0;
 }
 
