@@ -866,7 +866,6 @@ static int after_text(my_conn *c) {
     c->result = loom__my_result_new(NULL, 0);
     if (c->result)
       loom__my_result_set_counts(c->result, c->script_affected, c->script_id);
-    c->discard = 0;
   }
   return end_stmt(c);
 }
@@ -933,7 +932,9 @@ static int end_stmt(my_conn *c) {
   if (c->result) {
     loom_db_result_t *r = loom__my_result_base(c->result);
     c->result = NULL;
-    if (st->status == 0 && !c->discard && req->op != LOOM_DB_STREAM)
+    /* The rows of the first result set; the discard flag only says
+     * later sets (a CALL's) are dropped, not this one. */
+    if (st->status == 0 && !c->draining && req->op != LOOM_DB_STREAM)
       st->result = r;
     else
       loom_db_result_free(r);
