@@ -57,6 +57,8 @@ typedef struct loom_db_error {
   char *hint;
   int position;   /* 1-based character position in the SQL, 0 if none */
   char sqlstate[8]; /* SQLSTATE where code holds the driver's number (MySQL) */
+  int statement;  /* in a script: the 1-based index of the statement that
+                     failed, 0 if unknown */
 } loom_db_error_t;
 
 void loom_db_error_clear(loom_db_error_t *e);
@@ -159,6 +161,8 @@ struct loom_db_req {
   const loom_value_t *params;
   int nparams;
   int cache;             /* prepare and keep the statement for next time */
+  int script;            /* LOOM_DB_QUERY with no parameters whose SQL may
+                            hold several statements (exec): run them all */
   int no_rows;           /* LOOM_DB_BATCH: only success or failure is wanted */
   loom_db_result_t *result; /* the caller takes it (and frees it) */
   int more;              /* LOOM_DB_STREAM: a row is in result, more may follow */

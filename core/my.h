@@ -46,6 +46,9 @@ loom_db_result_t *loom__my_result_base(my_result *r);
 int loom__my_param_count(const char *sql, size_t len);
 /* The statement leaves state in the session that a reset must clear. */
 int loom__my_dirties_session(const char *sql, size_t len);
+/* Only comments follow the last ';': the server answers them as one more,
+ * empty statement. */
+int loom__my_ends_in_comment(const char *sql, size_t len);
 
 typedef struct my_opts {
   char *host, *user, *password, *db, *socket;

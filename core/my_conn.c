@@ -48,7 +48,7 @@ typedef struct my_stmt {
 typedef enum {
   OP_NONE, OP_CONNECT, OP_SETTINGS, OP_SETTINGS_STORE, OP_REAL_QUERY, OP_FETCH_ROW,
   OP_FREE_RESULT, OP_NEXT_RESULT, OP_PREPARE, OP_EXECUTE, OP_STMT_FETCH, OP_STMT_NEXT_RESULT,
-  OP_STMT_CLOSE, OP_RESET, OP_PING
+  OP_STMT_CLOSE, OP_RESET, OP_PING, OP_SET_OPTION
 } my_op;
 
 /* Read once per connection, right after connecting: the server drops a
@@ -57,6 +57,11 @@ typedef enum {
 static const char SETTINGS_SQL[] = "SELECT @@max_allowed_packet";
 
 enum { K_NONE, K_CONNECTING, K_KILLING };
+
+/* Whether the server splits COM_QUERY text at ';' into statements
+ * (MYSQL_OPTION_MULTI_STATEMENTS_ON). Off on a new connection; unknown
+ * after a reset or a failed switch. */
+enum { MULTI_OFF, MULTI_ON, MULTI_UNKNOWN };
 
 typedef struct my_conn my_conn;
 struct my_conn {
@@ -105,6 +110,13 @@ struct my_conn {
   int discard;          /* rows are dropped: extra result sets, or cancelled */
   int paused;           /* a streamed row was handed over; waiting for next() */
   int draining;         /* cancelled */
+  /* a script: exec's text, several statements in one COM_QUERY */
+  int script;
+  int script_index;     /* statements answered so far */
+  int script_tail_blank; /* the text ends in a comment after its last ';' */
+  int64_t script_rows;  /* rows of the current result set (dropped) */
+  int64_t script_affected, script_id; /* the last statement's counts */
+  int multi, multi_want; /* MULTI_*: the server's setting, the one asked */
   /* KILL QUERY */
   my_conn *killer;
   loom_db_req_t kill_req;
@@ -345,6 +357,10 @@ static int op_start(my_conn *c, my_op op) {
   case OP_STMT_CLOSE: return mysql_stmt_close_start(&c->bret, c->ps);
   case OP_RESET: return mysql_reset_connection_start(&c->iret, m);
   case OP_PING: return mysql_ping_start(&c->iret, m);
+  case OP_SET_OPTION:
+    return mysql_set_server_option_start(&c->iret, m, c->multi_want == MULTI_ON
+                                                          ? MYSQL_OPTION_MULTI_STATEMENTS_ON
+                                                          : MYSQL_OPTION_MULTI_STATEMENTS_OFF);
   default: return 0;
   }
 }
@@ -366,6 +382,7 @@ static int op_cont(my_conn *c, int ready) {
   case OP_STMT_CLOSE: return mysql_stmt_close_cont(&c->bret, c->ps, ready);
   case OP_RESET: return mysql_reset_connection_cont(&c->iret, m, ready);
   case OP_PING: return mysql_ping_cont(&c->iret, m, ready);
+  case OP_SET_OPTION: return mysql_set_server_option_cont(&c->iret, m, ready);
   default: return 0;
   }
 }
@@ -609,6 +626,26 @@ static int too_large(my_conn *c) {
   return 1;
 }
 
+/* Sends the statement's text (COM_QUERY). The server splits text at ';'
+ * only while multi statements are on, and only a script asks for that:
+ * other text holding a ';' runs with them off, so it stays one statement
+ * (nothing can smuggle a second one into a query). Text without a ';' is
+ * one statement either way, and a switch costs a round trip, so the
+ * setting changes only when it matters. */
+static int start_text(my_conn *c) {
+  int want = c->script ? MULTI_ON
+             : memchr(c->cur->sql, ';', c->cur->sql_len) ? MULTI_OFF : c->multi;
+  if (want != c->multi) {
+    c->multi_want = want;
+    return op_start(c, OP_SET_OPTION);
+  }
+  return op_start(c, OP_REAL_QUERY);
+}
+
+static void cancelled_before_sent(my_conn *c) {
+  stmt_error(c, ER_QUERY_INTERRUPTED, "70100", "Query execution was interrupted");
+}
+
 static int begin_stmt(my_conn *c) {
   loom_db_req_t *req = c->base.req;
   loom_db_stmt_t *st = c->cur;
@@ -618,13 +655,26 @@ static int begin_stmt(my_conn *c) {
   c->ps = NULL;
   c->cached = NULL;
   c->to_cache = 0;
+  /* Only exec's text holding a ';' may be several statements; any other
+   * exec goes the usual way (prepared, and cached). */
+  c->script = req->op == LOOM_DB_QUERY && req->script && st->nparams == 0 &&
+              memchr(st->sql, ';', st->sql_len) != NULL;
+  c->script_index = 0;
+  c->script_affected = c->script_id = 0;
+  c->script_tail_blank = c->script && loom__my_ends_in_comment(st->sql, st->sql_len);
+  if (c->draining) {
+    /* A batch cancelled between two statements: the KILL may already be
+     * done with, and would not stop the next one. */
+    cancelled_before_sent(c);
+    return end_stmt(c);
+  }
   if (too_large(c))
     return end_stmt(c);
   if (loom__my_dirties_session(st->sql, st->sql_len))
     c->base.dirty = 1;
   int cache = req->cache && req->op != LOOM_DB_STREAM;
-  if (st->nparams == 0 && !cache)
-    return op_start(c, OP_REAL_QUERY);
+  if (c->script || (st->nparams == 0 && !cache))
+    return start_text(c);
   if (cache) {
     my_stmt *s = cache_find(c, st->sql, st->sql_len, hash_bytes(st->sql, st->sql_len));
     if (s) {
@@ -654,7 +704,7 @@ static int prepared(my_conn *c) {
     if (no == ER_UNSUPPORTED_PS && st->nparams == 0) {
       mysql_stmt_close(c->ps);
       c->ps = NULL;
-      return op_start(c, OP_REAL_QUERY);
+      return start_text(c);
     }
     ps_error(c);
     mysql_stmt_close(c->ps);
@@ -788,17 +838,49 @@ static int stmt_next_result(my_conn *c) {
 
 /* ---- the text protocol ---------------------------------------------------- */
 
+/* Where a script failed: index is the statement whose answer was awaited.
+ * The statements before it are done (each commits on its own outside a
+ * transaction); the server runs none after it. */
+static void script_failed_at(my_conn *c, int index) {
+  if (c->script && c->cur->status != 0 && c->cur->err.statement == 0)
+    c->cur->err.statement = index;
+}
+
+/* exec returns the last statement's counts. A comment after the last ';'
+ * comes back as one more, empty statement, which does not count. */
+static void script_counts(my_conn *c, int64_t affected, int64_t id) {
+  if (c->script_tail_blank && c->script_index > 1 && !mysql_more_results(c->m))
+    return;
+  c->script_affected = affected;
+  c->script_id = id;
+}
+
 static int after_text(my_conn *c) {
-  if (!c->base.broken && c->cur->status == 0 && mysql_more_results(c->m)) {
+  /* Every result is read, also after a failure of the driver's own (out of
+   * memory): one left unread would answer the connection's next request. */
+  if (!c->base.broken && mysql_more_results(c->m)) {
     c->discard = 1;
     return op_start(c, OP_NEXT_RESULT);
+  }
+  if (c->script && c->cur->status == 0 && !c->draining) {
+    c->result = loom__my_result_new(NULL, 0);
+    if (c->result)
+      loom__my_result_set_counts(c->result, c->script_affected, c->script_id);
   }
   return end_stmt(c);
 }
 
 static int text_result(my_conn *c) {
+  if (c->script) {
+    /* exec gives counts: a script's rows are read and dropped. */
+    c->script_index++;
+    c->script_rows = 0;
+    c->discard = 1;
+  }
   if (mysql_field_count(c->m) == 0) {
-    if (c->result == NULL && !c->discard) {
+    if (c->script) {
+      script_counts(c, (int64_t)mysql_affected_rows(c->m), (int64_t)mysql_insert_id(c->m));
+    } else if (c->result == NULL && !c->discard) {
       c->result = loom__my_result_new(NULL, 0);
       if (c->result)
         loom__my_result_set_counts(c->result, (int64_t)mysql_affected_rows(c->m),
@@ -809,6 +891,7 @@ static int text_result(my_conn *c) {
   c->res = mysql_use_result(c->m);
   if (c->res == NULL) {
     conn_error(c);
+    script_failed_at(c, c->script_index);
     return end_stmt(c);
   }
   if (!c->discard && c->base.req->op != LOOM_DB_STREAM && c->result == NULL) {
@@ -825,12 +908,17 @@ static int text_result(my_conn *c) {
 
 static int row_fetched(my_conn *c) {
   if (c->row == NULL) {
-    if (mysql_errno(c->m))
+    if (mysql_errno(c->m)) {
       conn_error(c);
+      script_failed_at(c, c->script_index);
+    } else if (c->script) {
+      script_counts(c, c->script_rows, 0);
+    }
     if (c->result)
       loom__my_result_set_counts(c->result, loom__my_result_base(c->result)->nrows, 0);
     return op_start(c, OP_FREE_RESULT);
   }
+  c->script_rows++;
   if (take_row(c, 0))
     return -1;
   return op_start(c, OP_FETCH_ROW);
@@ -844,7 +932,9 @@ static int end_stmt(my_conn *c) {
   if (c->result) {
     loom_db_result_t *r = loom__my_result_base(c->result);
     c->result = NULL;
-    if (st->status == 0 && !c->discard && req->op != LOOM_DB_STREAM)
+    /* The rows of the first result set; the discard flag only says
+     * later sets (a CALL's) are dropped, not this one. */
+    if (st->status == 0 && !c->draining && req->op != LOOM_DB_STREAM)
       st->result = r;
     else
       loom_db_result_free(r);
@@ -919,6 +1009,7 @@ static int reset_done(my_conn *c) {
      * its handles, which now close without I/O. */
     cache_free_all(c);
     c->base.dirty = 0;
+    c->multi = MULTI_UNKNOWN;
     /* The reset rolled back and restored autocommit, but the library
      * keeps the status flags of the last statement before it. */
     c->m->server_status &= ~(unsigned)(SERVER_STATUS_IN_TRANS | SERVER_STATUS_IN_TRANS_READONLY);
@@ -982,9 +1073,22 @@ static int step(my_conn *c, my_op done) {
       return settings_read(c);
     return op_start(c, OP_SETTINGS_STORE);
   case OP_SETTINGS_STORE: return settings_read(c);
+  case OP_SET_OPTION:
+    if (c->iret != 0) {
+      c->multi = MULTI_UNKNOWN;
+      conn_error(c);
+      return end_stmt(c);
+    }
+    c->multi = c->multi_want;
+    if (c->draining) {
+      cancelled_before_sent(c);
+      return end_stmt(c);
+    }
+    return op_start(c, OP_REAL_QUERY);
   case OP_REAL_QUERY:
     if (c->iret != 0) {
       conn_error(c);
+      script_failed_at(c, 1);
       return end_stmt(c);
     }
     return text_result(c);
@@ -995,6 +1099,7 @@ static int step(my_conn *c, my_op done) {
   case OP_NEXT_RESULT:
     if (c->iret > 0) {
       conn_error(c);
+      script_failed_at(c, c->script_index + 1);
       return end_stmt(c);
     }
     if (c->iret < 0)
@@ -1038,6 +1143,7 @@ static int my_start(loom_db_conn_t *base, loom_db_req_t *req) {
   loom_db_result_free(c->one.result);
   memset(&c->one, 0, sizeof c->one);
   c->draining = c->discard = c->paused = 0;
+  c->script = 0;
   c->result = NULL;
   req->conn = base;
   req->status = 0;

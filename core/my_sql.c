@@ -1,6 +1,7 @@
 /* Reading just enough MySQL SQL to count ? placeholders (so a wrong number
- * of parameters is caught before anything is sent) and to notice
- * statements that leave state in the session; and the driver's URL. */
+ * of parameters is caught before anything is sent), to notice statements
+ * that leave state in the session and a script ending in a comment; and
+ * the driver's URL. The server alone splits a script into statements. */
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -82,8 +83,10 @@ static const char *skip_space(const char *p, const char *end) {
   }
 }
 
-int loom__my_dirties_session(const char *sql, size_t len) {
-  const char *p = skip_space(sql, sql + len), *end = sql + len;
+/* The statement starting at p (after a ';' or at the start) leaves
+ * state in the session by what it is. */
+static int starts_dirty(const char *p, const char *end) {
+  p = skip_space(p, end);
   if (word_at(p, end, "set")) {
     /* SET TRANSACTION ... applies to the next transaction only. */
     const char *q = skip_space(p + 3, end);
@@ -98,13 +101,23 @@ int loom__my_dirties_session(const char *sql, size_t len) {
     if (word_at(q, end, "temporary"))
       return 1;
   }
-  /* User variables and named locks anywhere outside strings. */
+  return 0;
+}
+
+int loom__my_dirties_session(const char *sql, size_t len) {
+  const char *p = sql, *end = sql + len;
+  if (starts_dirty(p, end))
+    return 1;
+  /* User variables and named locks anywhere outside strings, and every
+   * statement of a script by what it is. */
   while (p < end) {
     const char *q = skip_quoted(p, end);
     if (q != p) {
       p = q;
       continue;
     }
+    if (*p == ';' && starts_dirty(p + 1, end))
+      return 1;
     if (*p == '@') {
       if (p + 1 < end && p[1] == '@') {
         p += 2;
@@ -119,6 +132,37 @@ int loom__my_dirties_session(const char *sql, size_t len) {
     p++;
   }
   return 0;
+}
+
+int loom__my_ends_in_comment(const char *sql, size_t len) {
+  const char *p = sql, *end = sql + len, *last = NULL;
+  while (p < end) {
+    const char *q = skip_quoted(p, end);
+    if (q != p) {
+      p = q;
+      continue;
+    }
+    if (*p == ';')
+      last = p;
+    p++;
+  }
+  if (last == NULL)
+    return 0;
+  int comment = 0;
+  for (p = last + 1; p < end;) {
+    if (isspace((unsigned char)*p) || *p == ';') {
+      p++;
+      continue;
+    }
+    const char *q = skip_quoted(p, end);
+    /* An executable comment holds SQL; a quoted string is not a comment. */
+    if (q == p || *p == '\'' || *p == '"' || *p == '`' ||
+        (*p == '/' && p + 2 < end && (p[2] == '!' || (p[2] == 'M' && p + 3 < end && p[3] == '!'))))
+      return 0;
+    comment = 1;
+    p = q;
+  }
+  return comment;
 }
 
 /* ---- URLs --------------------------------------------------------------------- */

@@ -172,6 +172,26 @@ static sq_cached *cache_find(sq_conn *c, const char *sql, size_t len, uint64_t h
   return NULL;
 }
 
+/* Past blanks, ';' and comments: what SQLite skips between statements. */
+static const char *skip_blank(const char *p, const char *end) {
+  while (p < end) {
+    if (*p == ' ' || *p == ';' || (*p >= '\t' && *p <= '\r')) {
+      p++;
+    } else if (*p == '-' && p + 1 < end && p[1] == '-') {
+      while (p < end && *p != '\n')
+        p++;
+    } else if (*p == '/' && p + 1 < end && p[1] == '*') {
+      const char *q = p + 2;
+      while (q + 1 < end && !(q[0] == '*' && q[1] == '/'))
+        q++;
+      p = q + 1 < end ? q + 2 : end; /* unclosed: a comment to the end */
+    } else {
+      break;
+    }
+  }
+  return p;
+}
+
 /* A statement for sql: from the cache when asked to cache, else fresh (the
  * caller finalizes it when *cached is 0). */
 static sqlite3_stmt *prepare(sq_conn *c, const char *sql, size_t len, int use_cache, int *cached) {
@@ -200,14 +220,12 @@ static sqlite3_stmt *prepare(sq_conn *c, const char *sql, size_t len, int use_ca
     loom_db_error_set(&c->err, NULL, "the SQL holds no statement");
     return NULL;
   }
-  while (tail && tail < sql + len && (*tail == ' ' || *tail == ';' || *tail == '\n' ||
-                                       *tail == '\t' || *tail == '\r'))
-    tail++;
-  if (tail && tail < sql + len) {
+  if (tail && skip_blank(tail, sql + len) < sql + len) {
     sqlite3_finalize(st);
     c->status = LOOM_EDB_ARGUMENT;
     loom_db_error_set(&c->err, NULL,
-                      "one statement at a time: use db:batch or several calls for more");
+                      "the SQL holds more than one statement: only db:exec without parameters "
+                      "runs a script; with parameters, and in query or value, give one at a time");
     return NULL;
   }
   if (slot) {
@@ -314,6 +332,7 @@ static sq_result *run_one(sq_conn *c, const char *sql, size_t len, const loom_va
   }
   int rc;
   int mark = c->pending.n;
+  sqlite3_int64 before = sqlite3_total_changes64(c->db);
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
     if (loom__sq_result_add_row(r, st) != 0) {
       rc = SQLITE_NOMEM;
@@ -329,8 +348,11 @@ static sq_result *run_one(sq_conn *c, const char *sql, size_t len, const loom_va
   }
   changes_after(c, sql, len);
   if (!sqlite3_stmt_readonly(st)) {
-    r->base.affected = sqlite3_changes64(c->db);
-    r->base.last_insert_id = sqlite3_last_insert_rowid(c->db);
+    /* SQLite's counts stay those of the last INSERT, UPDATE or DELETE: a
+     * statement that changed no row (CREATE, DROP) has none of its own. */
+    int changed = sqlite3_total_changes64(c->db) != before;
+    r->base.affected = changed ? sqlite3_changes64(c->db) : 0;
+    r->base.last_insert_id = changed ? sqlite3_last_insert_rowid(c->db) : 0;
   }
   release_stmt(st, cached);
   if (r->base.nrows > 64 || r->arena_len > 16384) {
@@ -343,6 +365,109 @@ static sq_result *run_one(sq_conn *c, const char *sql, size_t len, const loom_va
     loom_db_error_set(&c->err, NULL, "out of memory");
   }
   return out;
+}
+
+static int is_cached(sq_conn *c, const char *sql, size_t len) {
+  uint64_t h = hash_sql(sql, len);
+  for (int i = 0; i < CACHE_SIZE; i++)
+    if (c->cache[i].st && c->cache[i].hash == h && c->cache[i].len == len &&
+        memcmp(c->cache[i].sql, sql, len) == 0)
+      return 1;
+  return 0;
+}
+
+static void script_error(sq_conn *c, int rc, const char *sql, const char *at, int index) {
+  set_error(c, LOOM_EDB_QUERY, rc);
+  if (c->err.position)
+    c->err.position += (int)(at - sql);
+  c->err.statement = index;
+}
+
+/* exec without parameters: every statement of the script in turn, where
+ * SQLite's tail pointer finds them (a ';' in a string, a comment or a
+ * trigger's body ends nothing), each committed on its own unless a
+ * transaction is open. The first failure stops the script and says which
+ * statement failed; the statements before it stay done. The result holds
+ * the last statement's counts. */
+static sq_result *script_steps(sq_conn *c, loom_db_req_t *req) {
+  const char *sql = req->sql, *end = sql + req->sql_len, *p = sql;
+  int index = 0;
+  int64_t affected = 0, last_id = 0;
+  for (;;) {
+    sqlite3_stmt *st = NULL;
+    const char *tail = NULL;
+    int rc = sqlite3_prepare_v2(c->db, p, (int)(end - p), &st, &tail);
+    if (rc != SQLITE_OK) {
+      script_error(c, rc, sql, p, index + 1);
+      return NULL;
+    }
+    if (st == NULL)
+      break; /* only blanks and comments were left */
+    index++;
+    if (atomic_load(&c->cancelled)) {
+      /* Cancelled between two statements, where SQLite's interrupt does
+       * not reach (it is forgotten once no statement runs). */
+      sqlite3_finalize(st);
+      c->status = LOOM_ECANCELED;
+      loom_db_error_set(&c->err, loom__sq_code_name(SQLITE_INTERRUPT), "interrupted");
+      c->err.statement = index;
+      return NULL;
+    }
+    int mark = c->pending.n;
+    sqlite3_int64 before = sqlite3_total_changes64(c->db);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+      ;
+    if (rc != SQLITE_DONE) {
+      script_error(c, rc, sql, p, index);
+      sqlite3_finalize(st);
+      changes_after_failure(c, mark);
+      return NULL;
+    }
+    changes_after(c, p, (size_t)(tail - p));
+    int changed = !sqlite3_stmt_readonly(st) && sqlite3_total_changes64(c->db) != before;
+    affected = changed ? sqlite3_changes64(c->db) : 0;
+    last_id = changed ? sqlite3_last_insert_rowid(c->db) : 0;
+    sqlite3_finalize(st);
+    p = tail;
+  }
+  if (index == 0) {
+    c->status = LOOM_EDB_ARGUMENT;
+    loom_db_error_set(&c->err, NULL, "the SQL holds no statement");
+    return NULL;
+  }
+  sq_result *r = loom__sq_result_new(NULL);
+  if (r == NULL) {
+    c->status = LOOM_ENOMEM;
+    loom_db_error_set(&c->err, NULL, "out of memory");
+    return NULL;
+  }
+  r->base.affected = affected;
+  r->base.last_insert_id = last_id;
+  return r;
+}
+
+static sq_result *run_script(sq_conn *c, loom_db_req_t *req) {
+  /* Without a ';' the SQL is one statement, and so is SQL in the cache:
+   * the usual way, cached. */
+  if (memchr(req->sql, ';', req->sql_len) == NULL ||
+      (req->cache && is_cached(c, req->sql, req->sql_len)))
+    return run_one(c, req->sql, req->sql_len, NULL, 0, req->cache);
+  if (req->cache) {
+    /* One statement after all (a ';' at its end or inside it)? Then it
+     * goes into the cache like any other. */
+    sqlite3_stmt *st = NULL;
+    const char *tail = NULL;
+    const char *end = req->sql + req->sql_len;
+    if (sqlite3_prepare_v2(c->db, req->sql, (int)req->sql_len, &st, &tail) == SQLITE_OK && st &&
+        skip_blank(tail, end) == end) {
+      sqlite3_finalize(st);
+      return run_one(c, req->sql, req->sql_len, NULL, 0, 1);
+    }
+    sqlite3_finalize(st);
+  }
+  /* lane_work points the progress handler at c->cancelled meanwhile, so
+   * a cancel sent before a statement began still stops it. */
+  return script_steps(c, req);
 }
 
 /* Like a pipeline: what follows a failed batch item is not run. */
@@ -694,7 +819,10 @@ static void lane_work(loom_job_t *job) {
     do_open(c);
     break;
   case J_QUERY:
-    c->result = run_one(c, req->sql, req->sql_len, req->params, req->nparams, req->cache);
+    if (req->script)
+      c->result = run_script(c, req);
+    else
+      c->result = run_one(c, req->sql, req->sql_len, req->params, req->nparams, req->cache);
     break;
   case J_STREAM_START: {
     int cached;

@@ -145,6 +145,10 @@ static void push_db_error(lua_State *L, lm_db *db, int status, loom_db_error_t *
     lua_pushinteger(L, e->position);
     lua_setfield(L, -2, "position");
   }
+  if (e->statement) {
+    lua_pushinteger(L, e->statement);
+    lua_setfield(L, -2, "statement");
+  }
   lua_pushstring(L, db->driver->name);
   lua_setfield(L, -2, "driver");
   if (sql) {
@@ -1028,6 +1032,8 @@ static void set_sql(lm_conn *c, loom_db_op_t op, const char *sql, size_t len, in
   c->req.params = c->params;
   c->req.nparams = n;
   c->req.cache = cache;
+  /* exec with no parameters may run a script of several statements. */
+  c->req.script = op == LOOM_DB_QUERY && c->mode == MODE_EXEC && n == 0;
   c->row_ready = c->stream_done = 0;
 }
 
@@ -1038,8 +1044,8 @@ static int run_query(lua_State *L, int mode) {
   const char *sql = luaL_checklstring(L, 2, &len);
   int cache = lua_toboolean(L, 3);
   int n = read_params(L, c, 4, sql, len);
-  set_sql(c, LOOM_DB_QUERY, sql, len, n, cache);
   c->mode = mode;
+  set_sql(c, LOOM_DB_QUERY, sql, len, n, cache);
   return start_request(L, c, query_k);
 }
 

@@ -1,7 +1,8 @@
 -- MySQL/MariaDB defects that were found and fixed: cancels that left a
--- request waiting on nothing (tiny timeouts on a pool of one hung), and
+-- request waiting on nothing (tiny timeouts on a pool of one hung),
 -- statements too large for the server's max_allowed_packet that broke the
--- connection with a cryptic message.
+-- connection with a cryptic message, and a procedure's several result sets
+-- that crashed db:query.
 local loom = require "loom"
 local my = require "spec.support.my"
 
@@ -124,5 +125,30 @@ describe("mysql: statements too large for max_allowed_packet", function()
       assert.equal(2, db:value("SELECT 2"))
     end)
     db:close()
+  end)
+end)
+
+describe("mysql: a CALL answering with several result sets", function()
+  it("gives the first set's rows to query (prepared and plain text), the rest are read and dropped", function()
+    -- It crashed: the rows were dropped with the later sets, and query
+    -- built its rows from no result at all.
+    for _, cache in ipairs({ true, false }) do
+      local db = loom.db.open(URL, { pool = { max = 1 }, statement_cache = cache })
+      loom.run(function()
+        db:exec("DROP PROCEDURE IF EXISTS spec_two_sets")
+        db:exec("CREATE PROCEDURE spec_two_sets() BEGIN SELECT 1 AS a UNION ALL SELECT 2; SELECT 'x' AS b; END")
+        local rows = db:query("CALL spec_two_sets()")
+        assert.same({ { a = 1 }, { a = 2 } }, rows)
+        assert.equal(1, db:value("CALL spec_two_sets()"))
+        local seen = {}
+        for row in db:rows("CALL spec_two_sets()") do seen[#seen + 1] = row.a end
+        assert.same({ 1, 2 }, seen)
+        assert.equal(2, db:exec("CALL spec_two_sets()"))
+        assert.equal(7, db:value("SELECT 7"))
+        db:exec("DROP PROCEDURE spec_two_sets")
+        assert.equal(0, db:stats().closed)
+      end)
+      db:close()
+    end
   end)
 end)
