@@ -159,6 +159,8 @@ struct loom_db_req {
   const loom_value_t *params;
   int nparams;
   int cache;             /* prepare and keep the statement for next time */
+  int script;            /* LOOM_DB_QUERY with no parameters whose SQL may
+                            hold several statements (exec): run them all */
   int no_rows;           /* LOOM_DB_BATCH: only success or failure is wanted */
   loom_db_result_t *result; /* the caller takes it (and frees it) */
   int more;              /* LOOM_DB_STREAM: a row is in result, more may follow */

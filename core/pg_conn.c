@@ -408,19 +408,26 @@ static int add_unit(pg_conn *c, unit_kind kind, int stmt, pg_stmt *cached) {
 }
 
 /* Session state a reset must clear: the statement opens something that
- * outlives it (a session setting, an advisory lock, a LISTEN, a cursor). */
+ * outlives it (a session setting, an advisory lock, a LISTEN, a cursor).
+ * Every statement of a script is looked at. */
 static int dirties_session(const char *sql, size_t len) {
   static const char *const starts[] = {"set ", "listen", "prepare", "declare",
                                        "create temp", "load", NULL};
-  size_t i = 0;
-  while (i < len && (sql[i] == ' ' || sql[i] == '\t' || sql[i] == '\n' || sql[i] == '(' ))
-    i++;
-  for (int k = 0; starts[k]; k++) {
-    size_t n = strlen(starts[k]);
-    if (len - i >= n && strncasecmp(sql + i, starts[k], n) == 0)
-      return 1;
+  const char *end = sql + len;
+  for (const char *p = sql; p < end;) {
+    p = loom__pg_skip_blanks(sql, p, end);
+    while (p < end && *p == '(')
+      p = loom__pg_skip_blanks(sql, p + 1, end);
+    for (int k = 0; starts[k]; k++) {
+      size_t n = strlen(starts[k]);
+      if ((size_t)(end - p) >= n && strncasecmp(p, starts[k], n) == 0)
+        return 1;
+    }
+    p = loom__pg_statement_end(sql, p, end);
+    if (p < end)
+      p++;
   }
-  for (size_t j = i; j + 17 <= len; j++) {
+  for (size_t j = 0; j + 17 <= len; j++) {
     if ((sql[j] == 'a' || sql[j] == 'A') && strncasecmp(sql + j, "advisory_lock", 13) == 0)
       return 1;
     if ((sql[j] == 'a' || sql[j] == 'A') && strncasecmp(sql + j, "advisory_unlock", 15) == 0)
@@ -573,6 +580,15 @@ static int pg_start(loom_db_conn_t *base, loom_db_req_t *req) {
                                          pp.lengths, pp.formats, 0))
         r = LOOM_EDB_CONNECTION;
       if (r == 0)
+        r = add_unit(c, U_EXEC, 0, NULL);
+    } else if (req->script && req->nparams == 0 && loom__pg_is_script(req->sql, req->sql_len)) {
+      /* Several statements: the simple query protocol runs them all, in
+       * one implicit transaction; the last one's result is kept. */
+      if (dirties_session(req->sql, req->sql_len))
+        base->dirty = 1;
+      if (!PQsendQuery(c->pg, req->sql))
+        r = LOOM_EDB_CONNECTION;
+      else
         r = add_unit(c, U_EXEC, 0, NULL);
     } else if (req->cache) {
       c->pipeline = PQenterPipelineMode(c->pg);

@@ -925,6 +925,8 @@ static void set_sql(lm_conn *c, loom_db_op_t op, const char *sql, size_t len, in
   c->req.params = c->params;
   c->req.nparams = n;
   c->req.cache = cache;
+  /* exec with no parameters may run a script of several statements. */
+  c->req.script = op == LOOM_DB_QUERY && c->mode == MODE_EXEC && n == 0;
   c->row_ready = c->stream_done = 0;
 }
 
@@ -935,8 +937,8 @@ static int run_query(lua_State *L, int mode) {
   const char *sql = luaL_checklstring(L, 2, &len);
   int cache = lua_toboolean(L, 3);
   int n = read_params(L, c, 4, sql, len);
-  set_sql(c, LOOM_DB_QUERY, sql, len, n, cache);
   c->mode = mode;
+  set_sql(c, LOOM_DB_QUERY, sql, len, n, cache);
   return start_request(L, c, query_k);
 }
 
