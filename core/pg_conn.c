@@ -1,8 +1,9 @@
 /* The PostgreSQL driver: libpq in non-blocking mode on loom's loop.
  *
  * The socket is polled by libuv; name lookup runs on libuv's thread pool
- * before libpq starts (libpq would block resolving it). Statements go through
- * the extended protocol; repeated SQL is prepared once per connection and
+ * before libpq starts (libpq would block resolving it), and every address of
+ * every host is tried in turn, as libpq does. Statements go through the
+ * extended protocol; repeated SQL is prepared once per connection and
  * cached, and a first use prepares and executes in one round trip (pipeline
  * mode). Cancel requests (blocking in libpq 15) run on the thread pool, and
  * a request does not complete until its cancel has been delivered, so a late
@@ -12,6 +13,7 @@
 #include <string.h>
 #include <strings.h>
 #include "pg.h"
+#include "resolve.h"
 
 #define PG_CACHE_BUCKETS 64
 #define PG_CACHE_MAX 256
@@ -36,6 +38,12 @@ typedef struct pg_unit {
   pg_stmt *cached; /* U_PREP: the cache entry being prepared */
 } pg_unit;
 
+/* One address to try: a host of the connection string, and one of the
+ * addresses it resolved to ("" for a socket directory). */
+typedef struct pg_target {
+  char *host, *addr, *port; /* port NULL: libpq's default */
+} pg_target;
+
 typedef struct pg_conn {
   loom_db_conn_t base;
   PGconn *pg;
@@ -46,9 +54,20 @@ typedef struct pg_conn {
   int connecting;
   int closing;
   loom_db_req_t *connect_req;
-  uv_getaddrinfo_t gai;
   char **keys, **vals;
   int nopts;
+  /* connecting: the hosts of the connection string (libpq's lists), then
+   * every address they have, tried in order */
+  loom_resolve_t resolve;
+  char **hosts, **hostaddrs, **ports;
+  int nhosts, naddrs, nports, host_pos;
+  pg_target *targets;
+  int ntargets, targets_cap;
+  int target;              /* the one libpq is on */
+  loom_timer_t connect_timer;
+  uint64_t connect_timeout_ns; /* per address; 0: none */
+  char *errors;            /* why the addresses given up on failed */
+  int poll_errors;         /* socket errors in a row while connecting */
   /* prepared statements */
   pg_stmt *cache[PG_CACHE_BUCKETS];
   int ncached;
@@ -131,6 +150,32 @@ static void want(pg_conn *c, int events) {
     uv_ref((uv_handle_t *)c->poll);
 }
 
+static void free_strings(char **list, int n) {
+  for (int i = 0; list && i < n; i++)
+    free(list[i]);
+  free(list);
+}
+
+/* What only connecting needs. */
+static void free_targets(pg_conn *c) {
+  for (int i = 0; i < c->ntargets; i++) {
+    free(c->targets[i].host);
+    free(c->targets[i].addr);
+    free(c->targets[i].port);
+  }
+  free(c->targets);
+  c->targets = NULL;
+  c->ntargets = c->targets_cap = 0;
+  free_strings(c->hosts, c->nhosts);
+  free_strings(c->hostaddrs, c->naddrs);
+  free_strings(c->ports, c->nports);
+  c->hosts = c->hostaddrs = c->ports = NULL;
+  c->nhosts = c->naddrs = c->nports = 0;
+  free(c->errors);
+  c->errors = NULL;
+  loom_resolve_free(&c->resolve);
+}
+
 static void maybe_free(pg_conn *c) {
   if (!c->closing || c->refs > 0)
     return;
@@ -143,12 +188,10 @@ static void maybe_free(pg_conn *c) {
       s = next;
     }
   }
-  for (int i = 0; i < c->nopts; i++) {
-    free(c->keys[i]);
-    free(c->vals[i]);
-  }
-  free(c->keys);
-  free(c->vals);
+  loom_timer_stop(c->base.loop, &c->connect_timer);
+  free_targets(c);
+  free_strings(c->keys, c->nopts);
+  free_strings(c->vals, c->nopts);
   free(c->units);
   free(c->pbuf);
   loom_db_error_clear(&c->one.err);
@@ -171,11 +214,19 @@ static void drop_poll(pg_conn *c) {
   }
 }
 
-/* libpq may switch sockets while connecting (another host, SSL retry). */
+/* libpq may switch sockets while connecting (another address, an SSL
+ * retry), and the new socket can get the number of the one it closed: the
+ * kernel then forgot the old registration while libuv did not. While
+ * connecting, the socket is registered afresh at every step. */
 static int track_socket(pg_conn *c) {
   int sock = PQsocket(c->pg);
-  if (c->poll && sock == c->sock)
+  if (c->poll && sock == c->sock) {
+    if (c->connecting && c->events) {
+      uv_poll_stop(c->poll);
+      c->events = 0;
+    }
     return 0;
+  }
   drop_poll(c);
   if (sock < 0)
     return -1;
@@ -1114,10 +1165,25 @@ static loom_db_txn_t pg_txn(loom_db_conn_t *base) {
 
 /* ---- connect --------------------------------------------------------------- */
 
+/* Connecting tries every address of every host in order, as libpq does:
+ * the hosts of the connection string (libpq's multi-host lists, "host=a,b"
+ * or postgres://a:5432,b:5433/db) are looked up on the loop, each into all
+ * its addresses, and libpq gets the whole list as host/hostaddr/port lists.
+ * It moves on by itself from an address that refuses or cannot be reached,
+ * and stops where libpq stops (a server that answered and refused the
+ * login). libpq's connect_timeout only works in its blocking connect, so it
+ * is kept here: per address, as libpq applies it, 10 s when not given (0:
+ * none); an address that does not answer in time is given up and the list
+ * restarts from the next one. */
+
+#define PG_CONNECT_TIMEOUT_DEFAULT 10
+
 static void connect_done(pg_conn *c, int status) {
   loom_db_req_t *req = c->connect_req;
   c->connect_req = NULL;
   c->connecting = 0;
+  loom_timer_stop(c->base.loop, &c->connect_timer);
+  free_targets(c);
   req->status = status;
   req->active = 0;
   if (status == 0) {
@@ -1138,34 +1204,89 @@ static void connect_done(pg_conn *c, int status) {
   req->cb(req);
 }
 
+static void add_error(pg_conn *c, const char *msg) {
+  size_t have = c->errors ? strlen(c->errors) : 0, n = strlen(msg);
+  char *e = realloc(c->errors, have + n + 2);
+  if (e == NULL)
+    return; /* the message is shorter, nothing worse */
+  memcpy(e + have, msg, n);
+  if (n > 0 && msg[n - 1] != '\n')
+    e[have + n++] = '\n';
+  e[have + n] = 0;
+  c->errors = e;
+}
+
+/* Every attempt failed: the error names each one (libpq's lines, with the
+ * addresses given up on here before them), never the password. */
+static void connect_failed(pg_conn *c, const char *fallback) {
+  loom_db_req_t *req = c->connect_req;
+  const char *last = c->pg ? PQerrorMessage(c->pg) : NULL;
+  if (last && *last)
+    add_error(c, last);
+  if (c->errors && *c->errors) {
+    loom_db_error_set(&req->err, "08006", c->errors);
+    trim_message(&req->err);
+  } else {
+    set_conn_error(&req->err, c->pg, fallback);
+  }
+  connect_done(c, LOOM_EDB_CONNECTION);
+}
+
 static void ignore_notice(void *arg, const char *message) {
   (void)arg;
   (void)message;
 }
 
+static void arm_connect_timer(pg_conn *c) {
+  if (c->connect_timeout_ns)
+    loom_timer_start(c->base.loop, &c->connect_timer, c->connect_timeout_ns);
+}
+
+/* Which of the targets libpq is on, by the address and port it reports;
+ * the time allowed starts again with each new one. */
+static void follow_target(pg_conn *c) {
+  const char *addr = PQhostaddr(c->pg), *host = PQhost(c->pg), *port = PQport(c->pg);
+  for (int i = c->target; i < c->ntargets; i++) {
+    pg_target *t = &c->targets[i];
+    int same = t->addr[0] ? addr && strcmp(t->addr, addr) == 0
+                          : (addr == NULL || *addr == 0) && host && strcmp(t->host, host) == 0;
+    if (same && t->port && port && *port && strcmp(t->port, port) != 0)
+      same = 0;
+    if (same) {
+      if (i != c->target) {
+        c->target = i;
+        arm_connect_timer(c);
+      }
+      return;
+    }
+  }
+}
+
 void loom__pg_connect_step(pg_conn *c, int status) {
   /* libuv reports an error on the socket (a refused connect) as EBADF and
-   * stops watching it: let libpq read the socket's own error, which names
-   * the cause, or move on to the next address. */
-  int sock = c->sock;
-  if (status < 0)
+   * stops watching it: libpq reads the socket's own error, then moves on
+   * to the next address or fails naming the cause. Should it not notice,
+   * the error would repeat at once: give up rather than spin. */
+  if (status < 0) {
     c->events = 0;
+    if (++c->poll_errors > 100) {
+      loom_db_error_set(&c->connect_req->err, "08006", uv_strerror(status));
+      connect_done(c, LOOM_EDB_CONNECTION);
+      return;
+    }
+  } else {
+    c->poll_errors = 0;
+  }
   PostgresPollingStatusType st = PQconnectPoll(c->pg);
-  if (status < 0 && st != PGRES_POLLING_FAILED && PQsocket(c->pg) == sock) {
-    loom_db_error_set(&c->connect_req->err, "08001", uv_strerror(status));
-    connect_done(c, LOOM_EDB_CONNECTION);
-    return;
-  }
-  if (st != PGRES_POLLING_FAILED && track_socket(c) != 0) {
-    connect_done(c, LOOM_EDB_CONNECTION);
-    return;
-  }
   switch (st) {
   case PGRES_POLLING_READING:
-    want(c, UV_READABLE);
-    break;
   case PGRES_POLLING_WRITING:
-    want(c, UV_WRITABLE);
+    if (track_socket(c) != 0) {
+      connect_failed(c, "lost the socket while connecting");
+      return;
+    }
+    follow_target(c);
+    want(c, st == PGRES_POLLING_READING ? UV_READABLE : UV_WRITABLE);
     break;
   case PGRES_POLLING_OK:
     /* Notices (NOTICE, WARNING) are the server talking to a person; libpq
@@ -1179,21 +1300,109 @@ void loom__pg_connect_step(pg_conn *c, int status) {
     connect_done(c, 0);
     break;
   default:
-    connect_done(c, LOOM_EDB_CONNECTION);
+    connect_failed(c, "could not connect to the server");
   }
 }
 
-static void start_connect(pg_conn *c) {
+static int add_opt(pg_conn *c, const char *key, const char *val);
+
+/* Hands libpq the targets from `from` on, as its host/hostaddr/port lists. */
+static int set_target_lists(pg_conn *c, int from) {
+  size_t sizes[3] = {1, 1, 1};
+  for (int i = from; i < c->ntargets; i++) {
+    sizes[0] += strlen(c->targets[i].host) + 1;
+    sizes[1] += strlen(c->targets[i].addr) + 1;
+    sizes[2] += (c->targets[i].port ? strlen(c->targets[i].port) : 0) + 1;
+  }
+  char *lists[3];
+  int ok = 1;
+  for (int k = 0; k < 3; k++) {
+    lists[k] = malloc(sizes[k]);
+    ok = ok && lists[k];
+  }
+  if (ok) {
+    for (int k = 0; k < 3; k++)
+      lists[k][0] = 0;
+    for (int i = from; i < c->ntargets; i++) {
+      const char *parts[3] = {c->targets[i].host, c->targets[i].addr,
+                              c->targets[i].port ? c->targets[i].port : ""};
+      for (int k = 0; k < 3; k++) {
+        if (i > from)
+          strcat(lists[k], ",");
+        strcat(lists[k], parts[k]);
+      }
+    }
+    ok = add_opt(c, "host", lists[0]) == 0 && add_opt(c, "hostaddr", lists[1]) == 0 &&
+         (c->targets[from].port == NULL || add_opt(c, "port", lists[2]) == 0);
+  }
+  for (int k = 0; k < 3; k++)
+    free(lists[k]);
+  return ok ? 0 : -1;
+}
+
+static void start_connect(pg_conn *c, int from) {
+  if (c->ntargets > 0 && set_target_lists(c, from) != 0) {
+    connect_done(c, LOOM_ENOMEM);
+    return;
+  }
+  c->target = from;
   c->keys[c->nopts] = NULL;
   c->vals[c->nopts] = NULL;
   c->pg = PQconnectStartParams((const char *const *)c->keys,
                                (const char *const *)c->vals, 0);
-  if (c->pg == NULL || PQstatus(c->pg) == CONNECTION_BAD || track_socket(c) != 0) {
-    connect_done(c, LOOM_EDB_CONNECTION);
+  if (c->pg == NULL || PQstatus(c->pg) == CONNECTION_BAD) {
+    connect_failed(c, "could not connect to the server");
     return;
   }
   c->connecting = 1;
+  if (track_socket(c) != 0) {
+    connect_failed(c, "could not connect to the server");
+    return;
+  }
+  if (c->ntargets > 0)
+    follow_target(c);
+  arm_connect_timer(c);
   want(c, UV_WRITABLE);
+}
+
+/* The address libpq is on did not answer in time: on to the next one. */
+static void on_connect_timeout(loom_timer_t *t) {
+  pg_conn *c = t->data;
+  if (!c->connecting || c->pg == NULL)
+    return;
+  /* libpq has written "connection to server at ... failed: " for the
+   * attempt under way; the reason is ours. */
+  const char *so_far = PQerrorMessage(c->pg);
+  size_t n = so_far ? strlen(so_far) : 0;
+  if (n >= 2 && so_far[n - 2] == ':' && so_far[n - 1] == ' ') {
+    add_error(c, so_far);
+    size_t have = strlen(c->errors);
+    if (have > 0 && c->errors[have - 1] == '\n')
+      c->errors[have - 1] = 0; /* the reason goes on the same line */
+    add_error(c, "timeout expired");
+  } else {
+    if (n > 0)
+      add_error(c, so_far);
+    char line[600];
+    if (c->ntargets > 0) {
+      pg_target *tg = &c->targets[c->target];
+      snprintf(line, sizeof line, "connection to server at \"%s\"%s%s%s, port %s failed: timeout expired",
+               tg->host, tg->addr[0] ? " (" : "", tg->addr, tg->addr[0] ? ")" : "",
+               tg->port ? tg->port : PQport(c->pg) ? PQport(c->pg) : "");
+    } else {
+      snprintf(line, sizeof line, "could not connect to the server: timeout expired");
+    }
+    add_error(c, line);
+  }
+  drop_poll(c);
+  PQfinish(c->pg);
+  c->pg = NULL;
+  c->connecting = 0;
+  if (c->target + 1 < c->ntargets) {
+    start_connect(c, c->target + 1);
+    return;
+  }
+  connect_failed(c, "timeout expired");
 }
 
 static int add_opt(pg_conn *c, const char *key, const char *val) {
@@ -1222,44 +1431,182 @@ static const char *get_opt(pg_conn *c, const char *key) {
   return NULL;
 }
 
-static void on_resolved(uv_getaddrinfo_t *gai, int status, struct addrinfo *res) {
-  pg_conn *c = gai->data;
+/* libpq's comma-separated lists: "a,b" is {"a", "b"}, "" is {""}. */
+static char **split_list(const char *s, int *n) {
+  int count = 1;
+  for (const char *p = s; *p; p++)
+    count += *p == ',';
+  char **items = calloc((size_t)count, sizeof *items);
+  if (items == NULL)
+    return NULL;
+  const char *p = s;
+  for (int i = 0; i < count; i++) {
+    const char *end = strchr(p, ',');
+    size_t len = end ? (size_t)(end - p) : strlen(p);
+    /* libpq trims blanks around items too */
+    while (len > 0 && (*p == ' ' || *p == '\t')) {
+      p++;
+      len--;
+    }
+    while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '\t'))
+      len--;
+    items[i] = malloc(len + 1);
+    if (items[i] == NULL) {
+      free_strings(items, i);
+      return NULL;
+    }
+    memcpy(items[i], p, len);
+    items[i][len] = 0;
+    p = end ? end + 1 : p + len;
+  }
+  *n = count;
+  return items;
+}
+
+static int add_target(pg_conn *c, const char *host, const char *addr, const char *port) {
+  if (c->ntargets == c->targets_cap) {
+    int cap = c->targets_cap ? c->targets_cap * 2 : 4;
+    pg_target *t = realloc(c->targets, (size_t)cap * sizeof *t);
+    if (t == NULL)
+      return -1;
+    c->targets = t;
+    c->targets_cap = cap;
+  }
+  pg_target *t = &c->targets[c->ntargets];
+  t->host = dupstr(host);
+  t->addr = dupstr(addr);
+  t->port = port && *port ? dupstr(port) : NULL;
+  if (t->host == NULL || t->addr == NULL || (port && *port && t->port == NULL)) {
+    free(t->host);
+    free(t->addr);
+    free(t->port);
+    return -1;
+  }
+  c->ntargets++;
+  return 0;
+}
+
+static const char *host_port(pg_conn *c, int i) {
+  if (c->nports == 0)
+    return NULL;
+  return c->ports[c->nports == 1 ? 0 : i];
+}
+
+static void next_host(pg_conn *c);
+
+static void on_resolved(loom_resolve_t *r, int status) {
+  pg_conn *c = r->data;
   c->refs--;
   if (c->closing) {
-    uv_freeaddrinfo(res);
     connect_done(c, LOOM_ECLOSED);
     return;
   }
-  char ip[64] = "";
-  if (status == 0 && res) {
-    if (res->ai_family == AF_INET6)
-      uv_ip6_name((struct sockaddr_in6 *)res->ai_addr, ip, sizeof ip);
-    else
-      uv_ip4_name((struct sockaddr_in *)res->ai_addr, ip, sizeof ip);
-  }
-  uv_freeaddrinfo(res);
-  if (status != 0 || ip[0] == 0) {
+  const char *host = c->hosts[c->host_pos];
+  if (status != 0) {
     char msg[512];
-    snprintf(msg, sizeof msg, "could not resolve host \"%s\": %s", get_opt(c, "host"),
-             status ? uv_strerror(status) : "no address");
-    loom_db_error_set(&c->connect_req->err, "08001", msg);
-    connect_done(c, LOOM_EDB_CONNECTION);
-    return;
+    snprintf(msg, sizeof msg, "could not translate host name \"%s\" to address: %s", host,
+             uv_strerror(status));
+    add_error(c, msg);
+  } else {
+    char ip[64];
+    while (loom_resolve_next(r, ip, sizeof ip, NULL))
+      if (add_target(c, host, ip, host_port(c, c->host_pos)) != 0) {
+        connect_done(c, LOOM_ENOMEM);
+        return;
+      }
   }
-  if (add_opt(c, "hostaddr", ip) != 0) {
-    connect_done(c, LOOM_ENOMEM);
-    return;
-  }
-  start_connect(c);
+  loom_resolve_free(r);
+  c->host_pos++;
+  next_host(c);
 }
 
-/* A host libpq would have to look up: a name, not an address or a socket
- * directory, and only one of them. */
-static int needs_lookup(const char *host) {
-  if (host == NULL || *host == 0 || host[0] == '/' || strchr(host, ','))
+/* Turns the hosts from host_pos on into targets, looking names up (one at
+ * a time, on the thread pool), then starts connecting. */
+static void next_host(pg_conn *c) {
+  for (; c->host_pos < c->nhosts; c->host_pos++) {
+    int i = c->host_pos;
+    const char *host = c->hosts[i], *port = host_port(c, i);
+    const char *addr = c->hostaddrs ? c->hostaddrs[i] : "";
+    int r = 0;
+    if (*addr) {
+      r = add_target(c, host, addr, port);
+    } else if (*host && *host != '/' && !loom_resolve_is_numeric(host)) {
+      c->resolve.data = c;
+      int rc = loom_resolve_start(c->base.loop, &c->resolve, host, 0, on_resolved);
+      if (rc == 0) {
+        c->refs++;
+        return;
+      }
+      char msg[512];
+      snprintf(msg, sizeof msg, "could not translate host name \"%s\" to address: %s", host,
+               uv_strerror(rc));
+      add_error(c, msg);
+    } else {
+      r = add_target(c, host, loom_resolve_is_numeric(host) ? host : "", port);
+    }
+    if (r != 0) {
+      connect_done(c, LOOM_ENOMEM);
+      return;
+    }
+  }
+  if (c->ntargets == 0) {
+    connect_failed(c, "no address to connect to");
+    return;
+  }
+  start_connect(c, 0);
+}
+
+/* The host lists, or 0 when there is nothing to look up here (no host
+ * given, or lists that do not match, which libpq then reports). */
+static int plan_hosts(pg_conn *c) {
+  const char *host = get_opt(c, "host"), *hostaddr = get_opt(c, "hostaddr");
+  const char *port = get_opt(c, "port");
+  if (host == NULL)
+    host = getenv("PGHOST");
+  if (hostaddr == NULL)
+    hostaddr = getenv("PGHOSTADDR");
+  if (port == NULL)
+    port = getenv("PGPORT");
+  if ((host == NULL || *host == 0) && (hostaddr == NULL || *hostaddr == 0))
     return 0;
-  unsigned char buf[16];
-  return uv_inet_pton(AF_INET, host, buf) != 0 && uv_inet_pton(AF_INET6, host, buf) != 0;
+  if (host && *host && (c->hosts = split_list(host, &c->nhosts)) == NULL)
+    return -1;
+  if (hostaddr && *hostaddr && (c->hostaddrs = split_list(hostaddr, &c->naddrs)) == NULL)
+    return -1;
+  if (port && *port && (c->ports = split_list(port, &c->nports)) == NULL)
+    return -1;
+  if (c->hosts == NULL) {
+    /* hostaddr alone: no names */
+    if ((c->hosts = calloc((size_t)c->naddrs, sizeof *c->hosts)) == NULL)
+      return -1;
+    for (; c->nhosts < c->naddrs; c->nhosts++)
+      if ((c->hosts[c->nhosts] = dupstr("")) == NULL)
+        return -1;
+  }
+  if ((c->hostaddrs && c->naddrs != c->nhosts) || (c->nports > 1 && c->nports != c->nhosts)) {
+    free_targets(c);
+    return 0;
+  }
+  return 1;
+}
+
+static int connect_timeout_ns(pg_conn *c, uint64_t *out) {
+  const char *v = get_opt(c, "connect_timeout");
+  if (v == NULL)
+    v = getenv("PGCONNECT_TIMEOUT");
+  long secs = PG_CONNECT_TIMEOUT_DEFAULT;
+  if (v && *v) {
+    char *end;
+    secs = strtol(v, &end, 10);
+    while (*end == ' ')
+      end++;
+    if (*end)
+      return -1;
+  }
+  if (secs == 1)
+    secs = 2; /* as libpq: one second could end before it starts */
+  *out = secs > 0 ? (uint64_t)secs * 1000000000ULL : 0;
+  return 0;
 }
 
 static int pg_connect(loom_loop_t *loop, const char *conninfo, loom_db_req_t *req) {
@@ -1295,6 +1642,7 @@ static int pg_connect(loom_loop_t *loop, const char *conninfo, loom_db_req_t *re
   c->base.loop = loop;
   c->base.created_ns = c->base.last_used_ns = loom_now_ns();
   c->connect_req = req;
+  loom_timer_init(&c->connect_timer, on_connect_timeout, c);
   req->active = 1;
   int bad = 0;
   for (PQconninfoOption *o = opts; o->keyword; o++)
@@ -1308,31 +1656,24 @@ static int pg_connect(loom_loop_t *loop, const char *conninfo, loom_db_req_t *re
     bad |= add_opt(c, "options", "-c DateStyle=ISO,YMD");
   if (!get_opt(c, "fallback_application_name"))
     bad |= add_opt(c, "fallback_application_name", "loom");
-  if (bad) {
+  int planned = bad ? 0 : plan_hosts(c);
+  if (bad || planned < 0) {
     c->closing = 1;
     maybe_free(c);
     req->active = 0;
     return req->status = LOOM_ENOMEM;
   }
-  const char *host = get_opt(c, "host");
-  if (!get_opt(c, "hostaddr") && needs_lookup(host)) {
-    struct addrinfo hints;
-    memset(&hints, 0, sizeof hints);
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    c->gai.data = c;
-    int r = uv_getaddrinfo(&loop->uv, &c->gai, on_resolved, host, NULL, &hints);
-    if (r != 0) {
-      loom_db_error_set(&req->err, "08001", uv_strerror(r));
-      c->closing = 1;
-      maybe_free(c);
-      req->active = 0;
-      return req->status = LOOM_EDB_CONNECTION;
-    }
-    c->refs++;
-    return 0;
+  if (connect_timeout_ns(c, &c->connect_timeout_ns) != 0) {
+    loom_db_error_set(&req->err, "08001", "connect_timeout must be a whole number of seconds");
+    c->closing = 1;
+    maybe_free(c);
+    req->active = 0;
+    return req->status = LOOM_EDB_ARGUMENT;
   }
-  start_connect(c);
+  if (planned)
+    next_host(c);
+  else
+    start_connect(c, 0);
   return 0;
 }
 
