@@ -3,11 +3,13 @@
  * The socket is polled by libuv; name lookup runs on libuv's thread pool
  * before libpq starts (libpq would block resolving it), and every address of
  * every host is tried in turn, as libpq does. Statements go through the
- * extended protocol; repeated SQL is prepared once per connection and
- * cached, and a first use prepares and executes in one round trip (pipeline
- * mode). Cancel requests (blocking in libpq 15) run on the thread pool, and
- * a request does not complete until its cancel has been delivered, so a late
- * cancel can never hit the next query on that connection. */
+ * extended protocol; repeated SQL is prepared once per connection and cached
+ * with the parameter types the server inferred for it, and values are
+ * encoded for those types. Cancel requests (blocking in libpq 15) run on the
+ * thread pool, and a request does not complete until its cancel has been
+ * delivered, so a late cancel can never hit the next query on that
+ * connection. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,23 +21,46 @@
 #define PG_CACHE_MAX 256
 #define PG_MEMO 16 /* entries found by the SQL string's address */
 #define PG_MAX_PARAMS 65535
+/* libpq (15 at least) takes a ParameterDescription over 30000 bytes for a
+ * lost connection: statements with more parameters are not described, and
+ * their values go untyped. */
+#define PG_DESCRIBE_MAX_PARAMS 7000
+
+/* A prepared statement of the connection. Its parameter types are the
+ * server's: it is prepared without any (as pgx and asyncpg do), so
+ * `repeat('x', $1)` makes $1 an int4, and described once. */
+typedef enum {
+  S_SENT,  /* Parse and Describe are on their way, in this request */
+  S_READY  /* prepared, and its parameter types known */
+} stmt_state;
 
 typedef struct pg_stmt {
   struct pg_stmt *next;
   uint64_t hash;
-  char *key; /* parameter type signature, then the SQL */
-  size_t key_len;
+  char *sql;   /* the key */
+  size_t sql_len;
   char name[24];
-  int ready;
+  stmt_state state;
   int dirties; /* running it leaves session state behind (dirties_session) */
+  int undescribed; /* too many parameters to describe: ready once prepared */
+  int nparams; /* as described */
+  Oid *types;
 } pg_stmt;
 
-typedef enum { U_PREP, U_EXEC, U_SYNC } unit_kind;
+typedef enum { U_PREP, U_DESC, U_EXEC, U_SYNC } unit_kind;
+
+/* The parameter types of a statement run unprepared, described for this
+ * request only (see needs_description). */
+typedef struct pg_desc {
+  int described;
+  int nparams;
+  Oid *types;
+} pg_desc;
 
 typedef struct pg_unit {
   unit_kind kind;
-  int stmt;       /* index into the request's statements */
-  pg_stmt *cached; /* U_PREP: the cache entry being prepared */
+  int stmt;        /* index into the request's statements */
+  pg_stmt *cached; /* U_PREP, U_DESC: the cache entry */
 } pg_unit;
 
 /* One address to try: a host of the connection string, and one of the
@@ -82,6 +107,10 @@ typedef struct pg_conn {
   int flushing;
   int paused;        /* a streamed row was handed over; waiting for next() */
   int draining;      /* a cancelled stream: rows are dropped */
+  int describing;    /* the statements are being described; then they run */
+  pg_desc *descs;    /* per statement of the request, when some were */
+  int ndescs;
+  int cancel_asked;
   int copying;
   const char *copy_buf;
   size_t copy_len;
@@ -100,6 +129,7 @@ typedef struct pg_conn {
 static void on_poll(uv_poll_t *handle, int status, int events);
 static void process(pg_conn *c);
 static void fail_request(pg_conn *c, int status, const char *code, const char *msg);
+static void finish(pg_conn *c);
 void loom__pg_connect_step(pg_conn *c, int status);
 
 /* ---- small helpers ------------------------------------------------------ */
@@ -150,6 +180,8 @@ static void want(pg_conn *c, int events) {
     uv_ref((uv_handle_t *)c->poll);
 }
 
+static void drop_descriptions(pg_conn *c);
+
 static void free_strings(char **list, int n) {
   for (int i = 0; list && i < n; i++)
     free(list[i]);
@@ -183,7 +215,8 @@ static void maybe_free(pg_conn *c) {
     pg_stmt *s = c->cache[i];
     while (s) {
       pg_stmt *next = s->next;
-      free(s->key);
+      free(s->sql);
+      free(s->types);
       free(s);
       s = next;
     }
@@ -194,9 +227,18 @@ static void maybe_free(pg_conn *c) {
   free_strings(c->vals, c->nopts);
   free(c->units);
   free(c->pbuf);
+  drop_descriptions(c);
   loom_db_error_clear(&c->one.err);
   loom_db_result_free(c->one.result);
   free(c);
+}
+
+static void drop_descriptions(pg_conn *c) {
+  for (int i = 0; i < c->ndescs; i++)
+    free(c->descs[i].types);
+  free(c->descs);
+  c->descs = NULL;
+  c->ndescs = 0;
 }
 
 static void on_poll_closed(uv_handle_t *h) {
@@ -250,24 +292,10 @@ static int track_socket(pg_conn *c) {
 #define FNV_BASIS 1469598103934665603ULL
 #define FNV_PRIME 1099511628211ULL
 
-static char type_letter(const loom_value_t *v) {
-  switch (v->type) {
-  case LOOM_VINT: return 'i';
-  case LOOM_VFLOAT: return 'f';
-  case LOOM_VBOOL: return 'b';
-  case LOOM_VBLOB: return 'x';
-  default: return 't';
-  }
-}
-
-/* Cache key: one letter per parameter type, a NUL, then the SQL. The same
- * SQL with other parameter types is another prepared statement. Hashed
- * (FNV-1a) and compared in place, without building the key. */
+/* Keyed by the SQL alone: the server, not the Lua values, types the
+ * parameters. Hashed with FNV-1a. */
 static uint64_t stmt_hash(const loom_db_stmt_t *st) {
   uint64_t h = FNV_BASIS;
-  for (int i = 0; i < st->nparams; i++)
-    h = (h ^ (unsigned char)type_letter(&st->params[i])) * FNV_PRIME;
-  h = h * FNV_PRIME; /* the NUL */
   const unsigned char *p = (const unsigned char *)st->sql;
   for (size_t i = 0; i < st->sql_len; i++)
     h = (h ^ p[i]) * FNV_PRIME;
@@ -275,26 +303,7 @@ static uint64_t stmt_hash(const loom_db_stmt_t *st) {
 }
 
 static int stmt_matches(const pg_stmt *s, const loom_db_stmt_t *st) {
-  size_t n = (size_t)st->nparams;
-  if (s->key_len != n + 1 + st->sql_len)
-    return 0;
-  for (size_t i = 0; i < n; i++)
-    if (s->key[i] != type_letter(&st->params[i]))
-      return 0;
-  return memcmp(s->key + n + 1, st->sql, st->sql_len) == 0;
-}
-
-static char *stmt_key(const loom_db_stmt_t *st, size_t *len) {
-  size_t n = (size_t)st->nparams + 1 + st->sql_len;
-  char *key = malloc(n);
-  if (key == NULL)
-    return NULL;
-  for (int i = 0; i < st->nparams; i++)
-    key[i] = type_letter(&st->params[i]);
-  key[st->nparams] = 0;
-  memcpy(key + st->nparams + 1, st->sql, st->sql_len);
-  *len = n;
-  return key;
+  return s->sql_len == st->sql_len && memcmp(s->sql, st->sql, st->sql_len) == 0;
 }
 
 /* The SQL of a hot statement is the same Lua string every time: a small
@@ -322,6 +331,34 @@ static pg_stmt *cache_lookup(pg_conn *c, const loom_db_stmt_t *st, uint64_t *has
   return NULL;
 }
 
+/* With the sending code below; an entry works it out once. */
+static int dirties_session(const char *sql, size_t len);
+
+static pg_stmt *cache_add(pg_conn *c, const loom_db_stmt_t *st, uint64_t h) {
+  if (c->ncached >= PG_CACHE_MAX)
+    return NULL;
+  pg_stmt *s = calloc(1, sizeof *s);
+  char *sql = malloc(st->sql_len + 1);
+  if (s == NULL || sql == NULL) {
+    free(s);
+    free(sql);
+    return NULL; /* runs unprepared */
+  }
+  memcpy(sql, st->sql, st->sql_len);
+  sql[st->sql_len] = 0;
+  s->hash = h;
+  s->sql = sql;
+  s->sql_len = st->sql_len;
+  s->state = S_SENT;
+  s->dirties = dirties_session(st->sql, st->sql_len);
+  snprintf(s->name, sizeof s->name, "loom_%u", ++c->next_stmt);
+  s->next = c->cache[h % PG_CACHE_BUCKETS];
+  c->cache[h % PG_CACHE_BUCKETS] = s;
+  c->ncached++;
+  c->memo[memo_slot(st->sql)] = s;
+  return s;
+}
+
 static void cache_remove(pg_conn *c, pg_stmt *victim) {
   pg_stmt **p = &c->cache[victim->hash % PG_CACHE_BUCKETS];
   while (*p && *p != victim)
@@ -331,7 +368,8 @@ static void cache_remove(pg_conn *c, pg_stmt *victim) {
     for (int i = 0; i < PG_MEMO; i++)
       if (c->memo[i] == victim)
         c->memo[i] = NULL;
-    free(victim->key);
+    free(victim->sql);
+    free(victim->types);
     free(victim);
     c->ncached--;
   }
@@ -343,13 +381,17 @@ static void cache_clear(pg_conn *c) {
       cache_remove(c, c->cache[i]);
 }
 
-/* ---- sending ------------------------------------------------------------ */
+/* ---- parameters ---------------------------------------------------------- */
 
-/* Parameters as libpq wants them. Integers, floats and booleans are sent
- * typed, so `select $1` gives back what went in; text is left for the
- * server to type from context; strings with NUL bytes go as binary bytea.
- * The arrays live in a buffer of the connection, reused by every request:
- * libpq copies the values out as it queues each message. */
+/* Parameters as libpq wants them. Where the statement was described, each
+ * value is encoded for the type the server gave its parameter: integers
+ * and floats in binary for int2/int4/int8/float8 (range-checked), strings
+ * as raw bytes for bytea, and the value's text for the rest. Where it was
+ * not, every value goes as its text with no type (0) for the server to
+ * infer, except a string with NUL bytes, which goes as bytea, the one type
+ * that can hold it. The arrays live in a buffer of the connection, reused
+ * by every request: libpq copies the values out as it queues each
+ * message. */
 typedef struct pg_params {
   Oid *types;
   const char **values;
@@ -357,6 +399,8 @@ typedef struct pg_params {
   int *formats;
   char *text;
 } pg_params;
+
+#define PG_PARAM_TEXT 32 /* bytes per parameter for its text or binary form */
 
 /* Decimal digits of v into buf (at least 21 bytes); returns buf. */
 static char *format_int(char *buf, int64_t v) {
@@ -376,11 +420,181 @@ static char *format_int(char *buf, int64_t v) {
   return buf;
 }
 
-static int params_build(pg_conn *c, pg_params *pp, const loom_value_t *v, int n) {
+/* The shortest text that reads back as f: 0.1 goes as "0.1", so a numeric
+ * or text parameter gets what the Lua source said. */
+static char *format_float(char *buf, double f) {
+  if (f != f)
+    strcpy(buf, "NaN");
+  else if (f > 1.7976931348623157e308)
+    strcpy(buf, "Infinity");
+  else if (f < -1.7976931348623157e308)
+    strcpy(buf, "-Infinity");
+  else
+    for (int digits = 15; digits <= 17; digits++) {
+      snprintf(buf, PG_PARAM_TEXT, "%.*g", digits, f);
+      if (strtod(buf, NULL) == f)
+        break;
+    }
+  return buf;
+}
+
+static void put_be(char *buf, uint64_t v, int bytes) {
+  for (int i = bytes - 1; i >= 0; i--) {
+    buf[i] = (char)(v & 0xff);
+    v >>= 8;
+  }
+}
+
+static const char *type_name(Oid t) {
+  switch (t) {
+  case 16: return "bool";
+  case 17: return "bytea";
+  case 20: return "int8 (bigint)";
+  case 21: return "int2 (smallint)";
+  case 23: return "int4 (integer)";
+  case 25: return "text";
+  case 114: return "json";
+  case 700: return "float4 (real)";
+  case 701: return "float8 (double precision)";
+  case 1043: return "varchar";
+  case 1700: return "numeric";
+  case 3802: return "jsonb";
+  default: return NULL;
+  }
+}
+
+static int param_error(char *err, size_t errlen, int index, Oid type, const char *what) {
+  const char *name = type_name(type);
+  char oid[32];
+  if (name == NULL) {
+    snprintf(oid, sizeof oid, "of type OID %u", (unsigned)type);
+    name = oid;
+  }
+  snprintf(err, errlen, "parameter $%d is %s: %s", index + 1, name, what);
+  return LOOM_EDB_ARGUMENT;
+}
+
+/* Whether v fits a parameter of type t: an integer parameter takes
+ * whole numbers in its range, only bytea takes NUL bytes. */
+static int param_check(const loom_value_t *v, Oid t, int index, char *err, size_t errlen) {
+  char what[80];
+  switch (v->type) {
+  case LOOM_VINT: {
+    int64_t n = v->u.i;
+    if ((t == 21 && (n < -32768 || n > 32767)) || (t == 23 && (n < INT32_MIN || n > INT32_MAX))) {
+      snprintf(what, sizeof what, "%lld is out of its range", (long long)n);
+      return param_error(err, errlen, index, t, what);
+    }
+    return 0;
+  }
+  case LOOM_VFLOAT: {
+    double f = v->u.f;
+    if (t != 20 && t != 21 && t != 23)
+      return 0;
+    if (f != floor(f)) { /* NaN and infinities too */
+      snprintf(what, sizeof what, "%.17g is not a whole number", f);
+      return param_error(err, errlen, index, t, what);
+    }
+    double lo = t == 21 ? -32768.0 : t == 23 ? -2147483648.0 : -9223372036854775808.0;
+    double hi = t == 21 ? 32767.0 : t == 23 ? 2147483647.0 : 9223372036854775807.0;
+    if (!(f >= lo && (t == 20 ? f < 9223372036854775808.0 : f <= hi))) {
+      snprintf(what, sizeof what, "%.17g is out of its range", f);
+      return param_error(err, errlen, index, t, what);
+    }
+    return 0;
+  }
+  case LOOM_VBLOB:
+    if (t != 0 && t != 17)
+      return param_error(err, errlen, index, t,
+                         "a string with NUL bytes can only be sent to bytea");
+    return 0;
+  default:
+    return 0;
+  }
+}
+
+/* One value for a parameter of type t (0: unknown, the server infers it). */
+static int encode(const loom_value_t *v, Oid t, int index, char *buf, pg_params *pp,
+                  char *err, size_t errlen) {
+  int i = index;
+  pp->types[i] = t;
+  pp->formats[i] = 0;
+  pp->lengths[i] = 0;
+  if (t && param_check(v, t, index, err, errlen))
+    return LOOM_EDB_ARGUMENT;
+  switch (v->type) {
+  case LOOM_VNULL:
+    pp->values[i] = NULL;
+    return 0;
+  case LOOM_VFLOAT: {
+    double f = v->u.f;
+    if (t == 20 || t == 21 || t == 23) {
+      loom_value_t whole = {.type = LOOM_VINT, .u.i = (int64_t)f};
+      return encode(&whole, t, index, buf, pp, err, errlen);
+    }
+    if (t == 701) {
+      uint64_t bits;
+      memcpy(&bits, &f, sizeof bits);
+      put_be(buf, bits, 8);
+      pp->values[i] = buf;
+      pp->lengths[i] = 8;
+      pp->formats[i] = 1;
+      return 0;
+    }
+    pp->values[i] = format_float(buf, f);
+    return 0;
+  }
+  case LOOM_VINT: {
+    int64_t n = v->u.i;
+    int bytes = t == 20 ? 8 : t == 23 ? 4 : t == 21 ? 2 : 0;
+    if (bytes) {
+      put_be(buf, (uint64_t)n, bytes);
+      pp->values[i] = buf;
+      pp->lengths[i] = bytes;
+      pp->formats[i] = 1;
+      return 0;
+    }
+    if (t == 701) {
+      loom_value_t f = {.type = LOOM_VFLOAT, .u.f = (double)n};
+      return encode(&f, t, index, buf, pp, err, errlen);
+    }
+    pp->values[i] = format_int(buf, n);
+    return 0;
+  }
+  case LOOM_VBOOL:
+    if (t == 16) {
+      buf[0] = v->u.b ? 1 : 0;
+      pp->values[i] = buf;
+      pp->lengths[i] = 1;
+      pp->formats[i] = 1;
+    } else {
+      /* What true::text says; bool, json and jsonb read it too. */
+      pp->values[i] = v->u.b ? "true" : "false";
+    }
+    return 0;
+  case LOOM_VBLOB:
+    pp->types[i] = 17; /* when t is 0: the server would guess text */
+    /* fall through */
+  case LOOM_VTEXT:
+  default:
+    pp->values[i] = v->u.s.p;
+    pp->lengths[i] = (int)v->u.s.len;
+    /* Raw bytes for bytea: its text input would read backslashes as escapes. */
+    pp->formats[i] = pp->types[i] == 17 || t == 17;
+    return 0;
+  }
+}
+
+/* Encodes st's parameters for the types given (the first ntypes of
+ * them), the rest for the server to infer. Fails (LOOM_EDB_ARGUMENT,
+ * message in err) on a value that cannot fit its parameter. */
+static int params_build(pg_conn *c, pg_params *pp, const loom_db_stmt_t *st, const Oid *types,
+                        int ntypes, char *err, size_t errlen) {
+  int n = st->nparams;
   memset(pp, 0, sizeof *pp);
   if (n == 0)
     return 0;
-  size_t per = sizeof(Oid) + sizeof(char *) + 2 * sizeof(int) + 32;
+  size_t per = sizeof(Oid) + sizeof(char *) + 2 * sizeof(int) + PG_PARAM_TEXT;
   size_t need = (size_t)n * per;
   if (need > c->pbuf_cap) {
     char *p = realloc(c->pbuf, need);
@@ -396,51 +610,69 @@ static int params_build(pg_conn *c, pg_params *pp, const loom_value_t *v, int n)
   pp->formats = pp->lengths + n;
   pp->text = (char *)(pp->formats + n);
   for (int i = 0; i < n; i++) {
-    char *buf = pp->text + 32 * i;
-    pp->formats[i] = 0;
-    pp->lengths[i] = 0;
-    switch (v[i].type) {
-    case LOOM_VNULL:
-      pp->types[i] = 0;
-      pp->values[i] = NULL;
-      break;
-    case LOOM_VINT:
-      pp->types[i] = 20;
-      pp->values[i] = format_int(buf, v[i].u.i);
-      break;
-    case LOOM_VFLOAT: {
-      double f = v[i].u.f;
-      pp->types[i] = 701;
-      if (f != f)
-        strcpy(buf, "NaN");
-      else if (f > 1.7976931348623157e308)
-        strcpy(buf, "Infinity");
-      else if (f < -1.7976931348623157e308)
-        strcpy(buf, "-Infinity");
-      else
-        snprintf(buf, 32, "%.17g", f);
-      pp->values[i] = buf;
-      break;
-    }
-    case LOOM_VBOOL:
-      pp->types[i] = 16;
-      pp->values[i] = v[i].u.b ? "t" : "f";
-      break;
-    case LOOM_VBLOB:
-      pp->types[i] = 17;
-      pp->values[i] = v[i].u.s.p;
-      pp->lengths[i] = (int)v[i].u.s.len;
-      pp->formats[i] = 1;
-      break;
-    default:
-      pp->types[i] = 0;
-      pp->values[i] = v[i].u.s.p;
-      pp->lengths[i] = (int)v[i].u.s.len;
-      break;
-    }
+    int r = encode(&st->params[i], i < ntypes ? types[i] : 0, i, pp->text + PG_PARAM_TEXT * i,
+                   pp, err, errlen);
+    if (r)
+      return r;
   }
   return 0;
 }
+
+/* The types a statement's values are encoded for: its cache entry's once
+ * described, or those described for this request; none (0) else. */
+static const Oid *types_for(pg_conn *c, const pg_stmt *s, int index, int *n) {
+  if (s && s->state == S_READY) {
+    *n = s->nparams;
+    return s->types;
+  }
+  if (!s && index >= 0 && index < c->ndescs && c->descs[index].described) {
+    *n = c->descs[index].nparams;
+    return c->descs[index].types;
+  }
+  *n = 0;
+  return NULL;
+}
+
+/* Whether a value's untyped text means the same to every parameter type
+ * as its typed encoding would, so a statement's first use need not wait
+ * for its description: NULL, booleans, strings the bytea input reads
+ * as they are, and numbers no integer parameter can refuse. */
+static int same_untyped(const loom_db_stmt_t *st) {
+  for (int i = 0; i < st->nparams; i++) {
+    const loom_value_t *v = &st->params[i];
+    switch (v->type) {
+    case LOOM_VNULL:
+    case LOOM_VBOOL:
+      break;
+    case LOOM_VTEXT:
+      if (memchr(v->u.s.p, '\\', v->u.s.len))
+        return 0;
+      break;
+    case LOOM_VINT:
+      if (v->u.i < -32768 || v->u.i > 32767)
+        return 0;
+      break;
+    case LOOM_VFLOAT:
+      if (!(v->u.f >= -32768 && v->u.f <= 32767 && v->u.f == floor(v->u.f)))
+        return 0;
+      break;
+    default:
+      return 0;
+    }
+  }
+  return 1;
+}
+
+/* A string whose untyped text a bytea parameter would read otherwise:
+ * its input takes backslashes as escapes. */
+static int has_backslash_text(const loom_db_stmt_t *st) {
+  for (int i = 0; i < st->nparams; i++)
+    if (st->params[i].type == LOOM_VTEXT && memchr(st->params[i].u.s.p, '\\', st->params[i].u.s.len))
+      return 1;
+  return 0;
+}
+
+/* ---- sending ------------------------------------------------------------ */
 
 static int add_unit(pg_conn *c, unit_kind kind, int stmt, pg_stmt *cached) {
   if (c->nunits == c->units_cap) {
@@ -490,49 +722,56 @@ static int dirties_session(const char *sql, size_t len) {
   return 0;
 }
 
-/* Queues one statement; in pipeline mode a cache miss is prepared and
- * executed in the same round trip. */
-static int send_stmt(pg_conn *c, loom_db_stmt_t *st, int index, int cache, int single_row) {
-  pg_params pp;
-  int r = params_build(c, &pp, st->params, st->nparams);
+/* Parse and Describe: the server infers the parameter types. s is the new
+ * cache entry, or NULL for the unnamed statement (described for this
+ * request, into descs[index]). */
+static int send_prepare(pg_conn *c, const loom_db_stmt_t *st, int index, pg_stmt *s) {
+  const char *name = s ? s->name : "";
+  /* libpq wants NUL-terminated SQL; callers give Lua strings, which are. */
+  if (!PQsendPrepare(c->pg, name, s ? s->sql : st->sql, st->nparams, NULL))
+    return LOOM_EDB_CONNECTION;
+  int r = add_unit(c, U_PREP, index, s);
   if (r)
     return r;
-  /* libpq wants NUL-terminated SQL; callers give Lua strings, which are. */
-  int ok;
+  if (st->nparams > PG_DESCRIBE_MAX_PARAMS) {
+    if (s)
+      s->undescribed = 1;
+    return 0;
+  }
+  if (!PQsendDescribePrepared(c->pg, name))
+    return LOOM_EDB_CONNECTION;
+  return add_unit(c, U_DESC, index, s);
+}
+
+/* Queues one statement. Cached: a described statement runs with typed
+ * values; a new one is prepared, described and run in the same round trip
+ * (pipeline mode), its values untyped (same_untyped, or described first:
+ * see needs_description). Not cached: an unnamed statement, its values
+ * typed where this request described it, else untyped. */
+static int send_stmt(pg_conn *c, loom_db_stmt_t *st, int index, int cache, int single_row) {
   pg_stmt *s = NULL;
+  int r;
   if (cache && c->pipeline) {
     uint64_t h = 0;
     s = cache_lookup(c, st, &h);
-    if (s == NULL && c->ncached < PG_CACHE_MAX) {
-      size_t klen;
-      char *key = stmt_key(st, &klen);
-      if (key == NULL)
-        return LOOM_ENOMEM;
-      s = calloc(1, sizeof *s);
-      if (s == NULL) {
-        free(key);
-      } else {
-        s->hash = h;
-        s->key = key;
-        s->key_len = klen;
-        s->dirties = dirties_session(st->sql, st->sql_len);
-        snprintf(s->name, sizeof s->name, "loom_%u", ++c->next_stmt);
-        s->next = c->cache[h % PG_CACHE_BUCKETS];
-        c->cache[h % PG_CACHE_BUCKETS] = s;
-        c->ncached++;
-        c->memo[memo_slot(st->sql)] = s;
-      }
-    }
-    if (s && !s->ready) {
-      ok = PQsendPrepare(c->pg, s->name, st->sql, st->nparams, pp.types);
-      if (ok)
-        ok = add_unit(c, U_PREP, index, s) == 0;
-      if (!ok)
-        return LOOM_EDB_CONNECTION;
+    if (s == NULL) {
+      s = cache_add(c, st, h);
+      if (s && (r = send_prepare(c, st, index, s)) != 0)
+        return r;
     }
   }
+  pg_params pp;
+  char err[200];
+  int ntypes;
+  const Oid *types = types_for(c, s, index, &ntypes);
+  r = params_build(c, &pp, st, types, ntypes, err, sizeof err);
+  if (r == LOOM_EDB_ARGUMENT)
+    loom_db_error_set(&c->base.req->err, NULL, err);
+  if (r)
+    return r;
   if (s ? s->dirties : dirties_session(st->sql, st->sql_len))
     c->base.dirty = 1;
+  int ok;
   if (s)
     ok = PQsendQueryPrepared(c->pg, s->name, st->nparams, pp.values, pp.lengths,
                              pp.formats, 0);
@@ -551,7 +790,7 @@ static int send_stmt(pg_conn *c, loom_db_stmt_t *st, int index, int cache, int s
 static pg_stmt *ready_stmt(pg_conn *c, loom_db_stmt_t *st) {
   uint64_t h;
   pg_stmt *s = cache_lookup(c, st, &h);
-  return s && s->ready ? s : NULL;
+  return s && s->state == S_READY ? s : NULL;
 }
 
 static void flush(pg_conn *c) {
@@ -567,7 +806,10 @@ static void flush(pg_conn *c) {
 static void reset_machine(pg_conn *c) {
   c->nunits = c->unit_pos = 0;
   c->pipeline = c->flushing = c->paused = c->draining = 0;
+  c->describing = c->cancel_asked = 0;
   c->copying = c->copy_pending = c->copy_ending = c->copy_abort = 0;
+  if (c->ndescs)
+    drop_descriptions(c);
   loom_db_error_clear(&c->one.err);
   loom_db_result_free(c->one.result);
   memset(&c->one, 0, sizeof c->one);
@@ -576,6 +818,153 @@ static void reset_machine(pg_conn *c) {
 static loom_db_stmt_t *stmt_at(pg_conn *c, int index) {
   loom_db_req_t *req = c->base.req;
   return req->op == LOOM_DB_BATCH ? &req->stmts[index] : &c->one;
+}
+
+static int request_nstmts(pg_conn *c) {
+  loom_db_req_t *req = c->base.req;
+  return req->op == LOOM_DB_BATCH ? req->nstmts : 1;
+}
+
+/* Whether the request's statements go through the statement cache. */
+static int request_cached(pg_conn *c) {
+  loom_db_req_t *req = c->base.req;
+  return req->cache && req->op != LOOM_DB_STREAM;
+}
+
+/* Whether st must be described before it runs: cached, a new statement
+ * whose values could mean something else untyped (a large integer, a
+ * float, a string with a backslash or a NUL byte); it is then prepared and
+ * described in a round trip of its own, and runs typed from then on.
+ * Unprepared, only a string with a backslash (which bytea's input would
+ * take for an escape): any other value the untyped text does not fit is
+ * refused by the server, so one round trip stays enough. */
+static int needs_description(pg_conn *c, const loom_db_stmt_t *st, const pg_stmt *s, int cache) {
+  if (st->nparams > PG_DESCRIBE_MAX_PARAMS)
+    return 0;
+  if (cache && (s || c->ncached < PG_CACHE_MAX))
+    return s == NULL && !same_untyped(st);
+  return has_backslash_text(st);
+}
+
+/* Checks the values of every statement whose types are known before
+ * anything goes out (a batch fails whole, the connection stays clean), and
+ * tells whether some statement must be described first. */
+static int check_statements(pg_conn *c, int *describe) {
+  loom_db_req_t *req = c->base.req;
+  int n = request_nstmts(c), cache = request_cached(c);
+  *describe = 0;
+  for (int i = 0; i < n; i++) {
+    loom_db_stmt_t *st = stmt_at(c, i);
+    uint64_t h;
+    pg_stmt *s = cache ? cache_lookup(c, st, &h) : NULL;
+    int ntypes;
+    const Oid *types = types_for(c, s, i, &ntypes);
+    if (types) {
+      char err[200];
+      int r = 0;
+      for (int k = 0; r == 0 && k < st->nparams && k < ntypes; k++)
+        r = param_check(&st->params[k], types[k], k, err, sizeof err);
+      if (r == LOOM_EDB_ARGUMENT) {
+        if (req->op == LOOM_DB_BATCH) {
+          char msg[260];
+          snprintf(msg, sizeof msg, "batch item %d: %s", i + 1, err);
+          loom_db_error_set(&req->err, NULL, msg);
+        } else {
+          loom_db_error_set(&req->err, NULL, err);
+        }
+      }
+      if (r)
+        return r;
+    } else if (needs_description(c, st, s, cache)) {
+      *describe = 1;
+    }
+  }
+  return 0;
+}
+
+static int pipeline_sync(pg_conn *c) {
+  if (!PQpipelineSync(c->pg))
+    return LOOM_EDB_CONNECTION;
+  return add_unit(c, U_SYNC, -1, NULL);
+}
+
+/* Sends the Parse and Describe of every statement that needs them. */
+static int send_descriptions(pg_conn *c) {
+  int n = request_nstmts(c), cache = request_cached(c);
+  c->descs = calloc((size_t)n, sizeof *c->descs);
+  if (c->descs == NULL)
+    return LOOM_ENOMEM;
+  c->ndescs = n;
+  int r = 0;
+  for (int i = 0; r == 0 && i < n; i++) {
+    loom_db_stmt_t *st = stmt_at(c, i);
+    uint64_t h = 0;
+    pg_stmt *s = cache ? cache_lookup(c, st, &h) : NULL;
+    if (!needs_description(c, st, s, cache))
+      continue;
+    /* A new cache entry, or else (no room) the unnamed statement. */
+    pg_stmt *entry = cache && c->ncached < PG_CACHE_MAX ? cache_add(c, st, h) : NULL;
+    r = send_prepare(c, st, i, entry);
+  }
+  c->describing = 1;
+  return r;
+}
+
+static int send_statements(pg_conn *c) {
+  int n = request_nstmts(c), cache = request_cached(c);
+  int single_row = c->base.req->op == LOOM_DB_STREAM;
+  int r = 0;
+  for (int i = 0; r == 0 && i < n; i++)
+    r = send_stmt(c, stmt_at(c, i), i, cache, single_row);
+  return r;
+}
+
+/* The statements of a query, stream or batch. Those that must be
+ * described first (needs_description) are, in a round trip of their own;
+ * then (statements_described) everything runs, in pipeline mode. An
+ * unprepared query needs no pipeline. */
+static int start_statements(pg_conn *c) {
+  loom_db_req_t *req = c->base.req;
+  int describe;
+  int r = check_statements(c, &describe);
+  if (r)
+    return r;
+  if (!describe && req->op == LOOM_DB_QUERY && !req->cache)
+    return send_stmt(c, &c->one, 0, 0, 0);
+  c->pipeline = PQenterPipelineMode(c->pg);
+  if (!c->pipeline)
+    return LOOM_EDB_CONNECTION;
+  return describe ? send_descriptions(c) : send_statements(c);
+}
+
+/* The descriptions are in: run the statements (still in pipeline mode). */
+static void statements_described(pg_conn *c) {
+  loom_db_req_t *req = c->base.req;
+  c->describing = 0;
+  c->nunits = c->unit_pos = 0;
+  if (c->cancel_asked) {
+    loom_db_error_set(&req->err, "57014", "cancelled before the statement ran");
+    req->status = LOOM_ECANCELED;
+    finish(c);
+    return;
+  }
+  int describe;
+  int r = check_statements(c, &describe);
+  if (r == LOOM_EDB_ARGUMENT) {
+    /* Nothing went out: the connection is idle and fine. */
+    req->status = r;
+    finish(c);
+    return;
+  }
+  if (r == 0)
+    r = send_statements(c);
+  if (r == 0)
+    r = pipeline_sync(c);
+  if (r) {
+    fail_request(c, r == LOOM_EDB_ARGUMENT ? LOOM_EDB_CONNECTION : r, NULL, NULL);
+    return;
+  }
+  flush(c);
 }
 
 static int pg_start(loom_db_conn_t *base, loom_db_req_t *req) {
@@ -624,7 +1013,10 @@ static int pg_start(loom_db_conn_t *base, loom_db_req_t *req) {
     pg_stmt *s = req->cache ? ready_stmt(c, &c->one) : NULL;
     if (s) {
       pg_params pp;
-      r = params_build(c, &pp, req->params, req->nparams);
+      char err[200];
+      r = params_build(c, &pp, &c->one, s->types, s->nparams, err, sizeof err);
+      if (r == LOOM_EDB_ARGUMENT)
+        loom_db_error_set(&req->err, NULL, err);
       if (r == 0 && s->dirties)
         base->dirty = 1;
       if (r == 0 && !PQsendQueryPrepared(c->pg, s->name, req->nparams, pp.values,
@@ -641,11 +1033,8 @@ static int pg_start(loom_db_conn_t *base, loom_db_req_t *req) {
         r = LOOM_EDB_CONNECTION;
       else
         r = add_unit(c, U_EXEC, 0, NULL);
-    } else if (req->cache) {
-      c->pipeline = PQenterPipelineMode(c->pg);
-      r = send_stmt(c, &c->one, 0, 1, 0);
     } else {
-      r = send_stmt(c, &c->one, 0, 0, 0);
+      r = start_statements(c);
     }
     break;
   }
@@ -656,22 +1045,18 @@ static int pg_start(loom_db_conn_t *base, loom_db_req_t *req) {
      * flag set, and the first query of the next pipeline on this
      * connection (a batch) would come back row by row. Here the stream's
      * own Sync clears it. */
-    c->pipeline = PQenterPipelineMode(c->pg);
-    r = c->pipeline ? send_stmt(c, &c->one, 0, 0, 1) : LOOM_EDB_CONNECTION;
+    r = start_statements(c);
     break;
   case LOOM_DB_COPY_IN: /* COPY is not allowed in pipeline mode */
     r = send_stmt(c, &c->one, 0, 0, 0);
     break;
   case LOOM_DB_BATCH:
-    c->pipeline = PQenterPipelineMode(c->pg);
-    if (!c->pipeline)
-      r = LOOM_EDB_CONNECTION;
-    for (int i = 0; r == 0 && i < req->nstmts; i++) {
+    for (int i = 0; i < req->nstmts; i++) {
       req->stmts[i].status = 0;
       req->stmts[i].result = NULL;
       memset(&req->stmts[i].err, 0, sizeof req->stmts[i].err);
-      r = send_stmt(c, &req->stmts[i], i, req->cache, 0);
     }
+    r = start_statements(c);
     break;
   case LOOM_DB_RESET:
   case LOOM_DB_PING: {
@@ -702,12 +1087,8 @@ static int pg_start(loom_db_conn_t *base, loom_db_req_t *req) {
   default:
     r = LOOM_EDB_ARGUMENT;
   }
-  if (r == 0 && c->pipeline) {
-    if (!PQpipelineSync(c->pg))
-      r = LOOM_EDB_CONNECTION;
-    else
-      r = add_unit(c, U_SYNC, -1, NULL);
-  }
+  if (r == 0 && c->pipeline)
+    r = pipeline_sync(c);
   if (r != 0) {
     /* Nothing usable went out: the request fails now, without callback. */
     if (r == LOOM_EDB_CONNECTION) {
@@ -716,8 +1097,11 @@ static int pg_start(loom_db_conn_t *base, loom_db_req_t *req) {
     } else if (req->err.message == NULL) {
       loom_db_error_set(&req->err, NULL, loom_strerror(r));
     }
-    if (c->pipeline && !base->broken)
+    if (c->pipeline && !base->broken && (r != LOOM_EDB_ARGUMENT || c->nunits > 0))
       base->broken = 1; /* half a pipeline went out: not worth untangling */
+    if (c->pipeline && !base->broken)
+      PQexitPipelineMode(c->pg);
+    c->pipeline = 0;
     base->req = NULL;
     req->active = 0;
     return req->status = r;
@@ -828,6 +1212,43 @@ static void deliver_row(pg_conn *c, PGresult *r) {
   req->cb(req);
 }
 
+/* The parameter types the server inferred: the statement is ready. */
+static void take_description(pg_stmt *s, const PGresult *r) {
+  int n = PQnparams(r);
+  Oid *types = n > 0 ? malloc((size_t)n * sizeof *types) : NULL;
+  if (n > 0 && types == NULL)
+    n = 0; /* values then go untyped: still correct, only less checked */
+  for (int i = 0; i < n; i++)
+    types[i] = PQparamtype(r, i);
+  free(s->types);
+  s->types = types;
+  s->nparams = n;
+  s->state = S_READY;
+}
+
+static void describe_unnamed(pg_desc *d, const PGresult *r) {
+  int n = PQnparams(r);
+  d->types = n > 0 ? malloc((size_t)n * sizeof *d->types) : NULL;
+  if (n > 0 && d->types == NULL)
+    return; /* untyped then */
+  for (int i = 0; i < n; i++)
+    d->types[i] = PQparamtype(r, i);
+  d->nparams = n;
+  d->described = 1;
+}
+
+/* A Parse or Describe that failed or never ran: the entry goes, and the
+ * Describe right behind a Parse must not reach for it afterwards. */
+static void forget_entry(pg_conn *c, pg_unit *u) {
+  pg_stmt *s = u->cached;
+  if (s == NULL)
+    return;
+  for (int i = c->unit_pos; i < c->nunits; i++)
+    if (c->units[i].cached == s)
+      c->units[i].cached = NULL;
+  cache_remove(c, s);
+}
+
 static void handle_result(pg_conn *c, pg_unit *u, PGresult *r) {
   loom_db_stmt_t *st = u->stmt >= 0 ? stmt_at(c, u->stmt) : NULL;
   switch (PQresultStatus(r)) {
@@ -849,7 +1270,16 @@ static void handle_result(pg_conn *c, pg_unit *u, PGresult *r) {
   case PGRES_COMMAND_OK:
   case PGRES_EMPTY_QUERY:
     if (u->kind == U_PREP) {
-      u->cached->ready = 1;
+      if (u->cached && u->cached->undescribed)
+        u->cached->state = S_READY;
+      PQclear(r);
+      return;
+    }
+    if (u->kind == U_DESC) {
+      if (u->cached)
+        take_description(u->cached, r);
+      else if (u->stmt >= 0 && u->stmt < c->ndescs)
+        describe_unnamed(&c->descs[u->stmt], r);
       PQclear(r);
       return;
     }
@@ -877,12 +1307,14 @@ static void handle_result(pg_conn *c, pg_unit *u, PGresult *r) {
       loom_db_error_set(&st->err, "", "not run: an earlier statement of the batch failed");
       st->status = LOOM_EDB_QUERY;
     }
+    if (u->kind == U_PREP || u->kind == U_DESC)
+      forget_entry(c, u); /* the server does not have it */
     PQclear(r);
     return;
   case PGRES_FATAL_ERROR:
   case PGRES_NONFATAL_ERROR:
-    if (u->kind == U_PREP) {
-      cache_remove(c, u->cached);
+    if (u->kind == U_PREP || u->kind == U_DESC) {
+      forget_entry(c, u);
       /* The same statement's execute reports PIPELINE_ABORTED; the prepare
        * error is the useful one. */
       take_server_error(stmt_at(c, u->stmt), r);
@@ -897,9 +1329,23 @@ static void handle_result(pg_conn *c, pg_unit *u, PGresult *r) {
   }
 }
 
+static int request_failed(pg_conn *c) {
+  loom_db_req_t *req = c->base.req;
+  if (req->status != 0)
+    return 1;
+  for (int i = 0, n = request_nstmts(c); i < n; i++)
+    if (stmt_at(c, i)->status != 0)
+      return 1;
+  return 0;
+}
+
 static void process(pg_conn *c) {
   while (c->base.req && !c->paused) {
     if (c->unit_pos >= c->nunits) {
+      if (c->describing && !request_failed(c)) {
+        statements_described(c);
+        continue;
+      }
       finish(c);
       return;
     }
@@ -1077,6 +1523,7 @@ static int pg_cancel(loom_db_conn_t *base) {
   loom_db_req_t *req = base->req;
   if (req == NULL || c->cancel_busy || c->pg == NULL)
     return 0;
+  c->cancel_asked = 1;
   if (c->copying) {
     /* Mid-COPY the server waits for us: end the data with an error. */
     c->draining = 1;
