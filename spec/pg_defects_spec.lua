@@ -251,8 +251,9 @@ describe("postgres: values", function()
       local rows = db:query("SELECT id, f::text AS f, t FROM spec_nan ORDER BY id")
       assert.same({ { id = 1, f = "NaN", t = "NaN" }, { id = 2, f = "Infinity", t = "Infinity" },
         { id = 3, f = "-Infinity", t = "-Infinity" }, { id = 4, f = "NaN", t = "NaN" } }, rows)
-      -- The same as exec writes.
-      db:exec("INSERT INTO spec_nan VALUES (5, $1, $1), (6, $2, $2), (7, $3, $3)", 0 / 0, inf, -inf)
+      -- The same as exec writes. (One parameter per column: the server types
+      -- each parameter from its use, and one cannot be float8 and text.)
+      db:exec("INSERT INTO spec_nan VALUES (5, $1, $2), (6, $3, $4), (7, $5, $6)", 0 / 0, 0 / 0, inf, inf, -inf, -inf)
       rows = db:query("SELECT f::text AS f FROM spec_nan WHERE id >= 5 ORDER BY id")
       assert.same({ { f = "NaN" }, { f = "Infinity" }, { f = "-Infinity" } }, rows)
       db:exec("DROP TABLE spec_nan")
