@@ -37,6 +37,7 @@ int lm_step(lm_ctx *ctx, lua_State *L, int64_t timeout_ms) {
   ctx->stepping++;
   lm_run_ready(ctx, L, LM_RUN_BUDGET);
   loom_loop_poll(&ctx->loop, ctx->ready_head ? 0 : timeout_ms);
+  lm_slice_start(ctx);
   lm_run_ready(ctx, L, LM_RUN_BUDGET);
   ctx->stepping--;
   return ctx->ready_head != NULL || loom_loop_alive(&ctx->loop);
@@ -245,6 +246,7 @@ static void new_ctx(lua_State *L) {
     lm_error(L, "loop", "cannot start the event loop: %s", uv_strerror(r));
   }
   ctx->rng = 0x9E3779B97F4A7C15ULL ^ (uint64_t)(uintptr_t)ctx ^ loom_now_ns();
+  lm_slice_start(ctx);
   lua_createtable(L, 0, 1);
   lua_pushcfunction(L, ctx_gc);
   lua_setfield(L, -2, "__gc");

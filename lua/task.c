@@ -221,14 +221,40 @@ static void resume_task(lm_ctx *ctx, lua_State *L, lm_task *t) {
   finish(ctx, L, t);
 }
 
+/* A new slice of run-queue work begins: the loop has just been polled. */
+void lm_slice_start(lm_ctx *ctx) {
+  ctx->polled_ns = ctx->checked_ns = uv_hrtime();
+  if (ctx->check_every < 1)
+    ctx->check_every = 1;
+  ctx->until_check = ctx->check_every;
+  ctx->slice_spent = 0;
+}
+
+/* Called after every check_every resumes: marks the slice spent once it
+ * is used up. Reading the clock costs as much as a few cheap resumes, so it
+ * is read once per about LM_CHECK_NS of work: the stride follows what the
+ * resumes since the last reading cost. */
+static void check_slice(lm_ctx *ctx) {
+  uint64_t now = uv_hrtime();
+  uint64_t per = (now - ctx->checked_ns) / (uint64_t)ctx->check_every;
+  uint64_t every = per ? LM_CHECK_NS / per : LM_CHECK_MAX;
+  ctx->check_every = every < 1 ? 1 : every > LM_CHECK_MAX ? LM_CHECK_MAX : (int)every;
+  ctx->until_check = ctx->check_every;
+  ctx->checked_ns = now;
+  if (now - ctx->polled_ns >= LM_RUN_SLICE_NS)
+    ctx->slice_spent = 1;
+}
+
 void lm_run_ready(lm_ctx *ctx, lua_State *L, int budget) {
-  while (ctx->ready_head && budget-- > 0) {
+  while (ctx->ready_head && !ctx->slice_spent && budget-- > 0) {
     lm_task *t = ctx->ready_head;
     ctx->ready_head = t->next_ready;
     if (ctx->ready_head == NULL)
       ctx->ready_tail = NULL;
     t->next_ready = NULL;
     resume_task(ctx, L, t);
+    if (--ctx->until_check <= 0)
+      check_slice(ctx);
   }
 }
 

@@ -524,6 +524,45 @@ describe("sleep, now and yield", function()
     assert.same({ "a1", "b1", "a2", "b2" }, log)
   end)
 
+  -- The loop polled timers and I/O only after 512 resumes: a task yielding
+  -- every 0.1 ms of work held them off for 50 ms and more, and a 10 ms
+  -- ticker ticked 2 or 3 times in 300 ms. Counted in chunks of work, not
+  -- in ticks per second, so that a loaded machine cannot fail it: a chunk
+  -- lasts at least 0.1 ms of wall time, a tick is due every 10 ms, so
+  -- about 100 chunks fit between two ticks, plus those of the tick's
+  -- lateness (a poll is due within about 1 ms, libuv's timers have
+  -- millisecond steps). Being descheduled only makes the chunks between
+  -- ticks fewer. 300 leaves room for all that; a loop that polls after 512
+  -- resumes runs at least 512 chunks between two ticks.
+  it("timers run while a task computes in chunks, yielding between them", function()
+    loom.run(function()
+      local chunks, gaps, since = 0, {}, 0
+      local stop = false
+      local ticker = loom.spawn(function()
+        while not stop do
+          loom.sleep(0.01)
+          gaps[#gaps + 1] = chunks - since
+          since = chunks
+        end
+      end)
+      local t0 = loom.now()
+      while chunks < 3000 do
+        local chunk_end = loom.now() + 0.0001
+        repeat until loom.now() >= chunk_end
+        chunks = chunks + 1
+        if chunks % 2 == 0 then loom.yield() else loom.sleep(0) end
+      end
+      local elapsed = loom.now() - t0
+      stop = true
+      ticker:join()
+      gaps[#gaps + 1] = chunks - since
+      local widest = math.max(table.unpack(gaps))
+      assert.is_true(widest <= 300,
+        ("%d chunks of 0.1 ms between two ticks of a 10 ms ticker (%d ticks in %.0f ms)")
+          :format(widest, #gaps - 1, elapsed * 1000))
+    end)
+  end)
+
   it("a bare coroutine.yield in a task body acts as loom.yield", function()
     local log = {}
     loom.run(function()
