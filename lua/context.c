@@ -106,15 +106,17 @@ static int l_run(lua_State *L) {
   lm_task *main = lm_spawn(L, ctx, 1, n);
   int main_idx = lua_gettop(L);
   run_until_done(ctx, L, main);
+  /* main's failure is re-raised here, so it is not reported. */
+  if (main->state != LM_DONE)
+    main->observed = 1;
   if (main->state == LM_DONE) {
     lm_push_task_results(L, main);
     return main->nresults;
   }
-  /* Re-raise through join's path so the traceback is attached. */
-  lua_getfield(L, main_idx, "join");
-  lua_pushvalue(L, main_idx);
-  lua_call(L, 1, 0);
-  return 0;
+  /* The error as raised; the traceback stays with the task (the caller
+   * may pcall run and look at nothing else). */
+  lua_getiuservalue(L, main_idx, LM_TASK_ERROR);
+  return lua_error(L);
 }
 
 static int64_t to_ms(double seconds) {

@@ -63,14 +63,48 @@ static void live_remove(lm_ctx *ctx, lm_task *t) {
   t->live_prev = t->live_next = NULL;
 }
 
+static int task_join(lua_State *L);
+
+/* Pushes the traceback of the error at idx, raised in co: where it was
+ * raised, and when a join re-raises a joined task's failure, where that
+ * task failed first. */
+static void push_traceback(lua_State *co, int idx) {
+  luaL_traceback(co, co, NULL, 1);
+  lua_Debug ar;
+  if (!lua_getstack(co, 1, &ar) || !lua_getinfo(co, "f", &ar))
+    return;
+  int by_join = lua_tocfunction(co, -1) == task_join;
+  lua_pop(co, 1);
+  /* join's first stack slot is the task it joined. */
+  if (!by_join || lua_getlocal(co, &ar, 1) == NULL)
+    return;
+  lm_task *joined = luaL_testudata(co, -1, LM_TASK_MT);
+  int same = 0;
+  if (joined && joined->state == LM_FAILED) {
+    lua_getiuservalue(co, -1, LM_TASK_ERROR);
+    same = lua_rawequal(co, -1, idx);
+    lua_pop(co, 1);
+  }
+  if (same && lua_getiuservalue(co, -1, LM_TASK_TRACEBACK) == LUA_TSTRING) {
+    lua_pushliteral(co, "\n(re-raised by a join)\n");
+    lua_remove(co, -3);     /* the joined task */
+    lua_rotate(co, -3, -1); /* the joiner's traceback last */
+    lua_concat(co, 3);
+    return;
+  }
+  lua_pop(co, same ? 2 : 1);
+}
+
 /* Message handler of a task's body: the traceback of where it failed,
- * taken before the stack unwinds. A cancellation needs none. */
+ * taken before the stack unwinds, kept beside the error (never inside: the
+ * error crosses to its joiners as it was raised). A cancellation needs
+ * none. */
 static int task_trace(lua_State *co) {
   lm_ctx *ctx = lm_ctx_get(co);
   lm_task *t = ctx ? ctx->current : NULL;
   if (t && t->ref != LUA_NOREF && !lm_is_error_kind(co, 1, "cancelled")) {
     lua_rawgeti(co, LUA_REGISTRYINDEX, t->ref);
-    luaL_traceback(co, co, NULL, 1);
+    push_traceback(co, 1);
     lua_setiuservalue(co, -2, LM_TASK_TRACEBACK);
     lua_pop(co, 1);
   }
@@ -284,43 +318,13 @@ void lm_push_task_results(lua_State *L, lm_task *t) {
   lua_xmove(t->co, L, n);
 }
 
-/* Pushes the task's error, with the traceback of where it failed. */
-static void push_task_error(lua_State *L, int task_idx) {
-  task_idx = lua_absindex(L, task_idx);
-  lua_getiuservalue(L, task_idx, LM_TASK_ERROR);
-  if (lua_getiuservalue(L, task_idx, LM_TASK_TRACEBACK) != LUA_TSTRING) {
-    lua_pop(L, 1);
-    return;
-  }
-  if (lua_type(L, -2) == LUA_TSTRING) {
-    /* An error that already carries the traceback of where it was raised
-     * (a child's, re-raised by a group) keeps that one alone. */
-    if (strstr(lua_tostring(L, -2), "\nstack traceback:") != NULL) {
-      lua_pop(L, 1);
-      return;
-    }
-    lua_pushliteral(L, "\n");
-    lua_insert(L, -2);
-    lua_concat(L, 3);
-  } else if (lua_type(L, -2) == LUA_TTABLE) {
-    if (lua_getfield(L, -2, "traceback") == LUA_TNIL) {
-      lua_pop(L, 1);
-      lua_setfield(L, -2, "traceback");
-    } else {
-      lua_pop(L, 2);
-    }
-  } else {
-    lua_pop(L, 1);
-  }
-}
-
 static int join_result(lua_State *L, lm_task *t, int task_idx) {
   if (t->state == LM_DONE) {
     lm_push_task_results(L, t);
     return t->nresults;
   }
   t->observed = 1;
-  push_task_error(L, task_idx);
+  lua_getiuservalue(L, task_idx, LM_TASK_ERROR);
   return lua_error(L);
 }
 
@@ -404,38 +408,52 @@ static int task_tostring(lua_State *L) {
   return 1;
 }
 
-/* A failure nobody saw: hand it to loom.on_error's handler, or stderr. */
-static void report_unobserved(lua_State *L, int task_idx) {
-  int top = lua_gettop(L);
-  push_task_error(L, task_idx);
+/* task:traceback(): where the task failed, or nil if it did not fail. */
+static int task_traceback(lua_State *L) {
+  lm_task *t = check_task(L, 1);
+  if (t->state != LM_FAILED)
+    return 0;
+  lua_getiuservalue(L, 1, LM_TASK_TRACEBACK);
+  return 1;
+}
+
+/* A failure nobody saw, task at 1: hand it to loom.on_error's handler as
+ * (err, task, traceback), or to stderr. Run protected: a __tostring or a
+ * handler that raises must not take run, a step or a finalizer down. */
+static int report(lua_State *L) {
+  lua_settop(L, 1);
   lua_getfield(L, LUA_REGISTRYINDEX, "loom.on_error");
-  if (lua_isfunction(L, -1)) {
+  lua_getiuservalue(L, 1, LM_TASK_ERROR);
+  lua_getiuservalue(L, 1, LM_TASK_TRACEBACK);
+  if (lua_isfunction(L, 2)) {
+    lua_pushvalue(L, 1);
     lua_insert(L, -2);
-    lua_pushvalue(L, task_idx);
-    if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
+    if (lua_pcall(L, 3, 0, 0) != LUA_OK) {
       fprintf(stderr, "loom: the on_error handler failed: %s\n",
               luaL_tolstring(L, -1, NULL));
       fflush(stderr);
     }
-  } else {
-    lua_pop(L, 1);
-    int err = lua_gettop(L);
-    const char *msg = luaL_tolstring(L, err, NULL);
-    /* Only a table carries the traceback as a field (a string has it
-     * appended already); indexing nil or a number here would raise inside
-     * a finalizer, where the error, and so the report, is lost. */
-    if (lua_type(L, err) == LUA_TTABLE)
-      lua_getfield(L, err, "traceback");
-    else if (lua_type(L, err) == LUA_TSTRING)
-      lua_pushnil(L);
-    else
-      lua_getiuservalue(L, task_idx, LM_TASK_TRACEBACK);
-    const char *tb = lua_tostring(L, -1);
-    fprintf(stderr, "loom: a task failed and nobody joined it: %s%s%s\n", msg,
-            tb ? "\n" : "", tb ? tb : "");
-    fflush(stderr);
+    return 0;
   }
-  lua_settop(L, top);
+  const char *msg = luaL_tolstring(L, 3, NULL);
+  const char *tb = lua_tostring(L, 4);
+  fprintf(stderr, "loom: a task failed and nobody joined it: %s%s%s\n", msg,
+          tb ? "\n" : "", tb ? tb : "");
+  fflush(stderr);
+  return 0;
+}
+
+static void report_unobserved(lua_State *L, int task_idx) {
+  lm_task *t = lua_touserdata(L, task_idx);
+  t->observed = 1;
+  lua_pushcfunction(L, report);
+  lua_pushvalue(L, task_idx);
+  if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+    fprintf(stderr, "loom: a task failed and nobody joined it; reporting it failed: %s\n",
+            lua_tostring(L, -1) ? lua_tostring(L, -1) : "(not a string)");
+    fflush(stderr);
+    lua_pop(L, 1);
+  }
 }
 
 /* The reporter's finalizer: its task became garbage (or the state is
@@ -444,10 +462,8 @@ static void report_unobserved(lua_State *L, int task_idx) {
 static int reporter_gc(lua_State *L) {
   lua_getiuservalue(L, 1, 1);
   lm_task *t = lua_touserdata(L, -1);
-  if (t && t->state == LM_FAILED && !t->observed) {
-    t->observed = 1;
+  if (t && t->state == LM_FAILED && !t->observed)
     report_unobserved(L, lua_gettop(L));
-  }
   return 0;
 }
 
@@ -508,6 +524,7 @@ static const luaL_Reg task_methods[] = {
   {"join", task_join},
   {"cancel", task_cancel},
   {"status", task_status},
+  {"traceback", task_traceback},
   {"_await", task_await},
   {NULL, NULL}
 };

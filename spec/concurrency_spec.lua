@@ -29,12 +29,6 @@ end
 
 local function run(fn) return loom.run(fn) end
 
--- A string error re-raised through join carries a traceback after its
--- first line; this is the message without it.
-local function first_line(err)
-  return (tostring(err):match("^[^\n]*"))
-end
-
 local function assert_idle()
   local s = loom.stats()
   assert.equal(0, s.tasks, "tasks left alive")
@@ -71,6 +65,40 @@ local function range(n)
   for i = 1, n do t[i] = i end
   return t
 end
+
+-- They came back through a join with the failed task's traceback appended
+-- (a string, no longer the one raised) or set as a field (a table).
+describe("an error a user raises", function()
+  after_each(assert_idle)
+
+  it("crosses join, group, map, each, all, first, pipelines and timeout unchanged", function()
+    run(function()
+      local mine = setmetatable({ "mine" }, { __tostring = function() return "mine" end })
+      local line = debug.getinfo(1, "l").currentline + 1
+      local function fail(kind) if kind == "string" then error("boom") else error(mine) end end
+      local ways = {
+        join = function(kind) loom.spawn(fail, kind):join() end,
+        group = function(kind) loom.group(function(g) g:spawn(fail, kind) end) end,
+        map = function(kind) loom.map({ 1 }, function() fail(kind) end) end,
+        each = function(kind) loom.each({ 1, 2 }, function() fail(kind) end) end,
+        all = function(kind) loom.all(function() loom.yield() end, function() fail(kind) end) end,
+        first = function(kind)
+          local e = error_of(loom.first, function() fail(kind) end)
+          error(e.errors[1], 0)
+        end,
+        pipeline = function(kind) loom.pipeline({ 1 }):map(function() fail(kind) end):collect() end,
+        timeout = function(kind) loom.timeout(1, function() loom.yield(); fail(kind) end) end,
+      }
+      for name, way in pairs(ways) do
+        assert.equal(("spec/concurrency_spec.lua:%d: boom"):format(line), error_of(way, "string"), name)
+        local err = error_of(way, "table")
+        assert.equal(mine, err, name)
+        assert.same({ "mine" }, err)
+        assert.is_nil(rawget(err, "traceback"), name)
+      end
+    end)
+  end)
+end)
 
 describe("loom.group", function()
   after_each(assert_idle)
@@ -130,7 +158,7 @@ describe("loom.group", function()
           error("second", 0)
         end)
       end)
-      assert.equal("first", first_line(err))
+      assert.equal("first", err)
     end)
   end)
 
@@ -146,7 +174,7 @@ describe("loom.group", function()
           end)
         end)
       end)
-      assert.equal("deep", first_line(err))
+      assert.equal("deep", err)
       assert.equal("cancelled", outer_sibling:status())
     end)
   end)
@@ -440,7 +468,7 @@ describe("loom.map and loom.each", function()
         finished[#finished + 1] = v
         return v
       end, { concurrency = 2 })
-      assert.equal("item 3 broke", first_line(err))
+      assert.equal("item 3 broke", err)
       assert.is_true(#started <= 4, "kept starting items after the failure: " .. #started)
       for _, v in ipairs(finished) do assert.is_true(v < 3) end
     end)
@@ -510,7 +538,7 @@ describe("loom.all", function()
       local err = error_of(loom.all,
         function() local _ <close> = guard(log, "slow"); loom.sleep(30) end,
         function() loom.sleep(0.005); error("all broke", 0) end)
-      assert.equal("all broke", first_line(err))
+      assert.equal("all broke", err)
       assert.same({ "slow:cancelled" }, log)
     end)
   end)
@@ -1500,7 +1528,7 @@ describe("pipelines", function()
           :map(function(v) local _ <close> = guard(log, "slow"); loom.sleep(30); return v end)
           :collect()
       end)
-      assert.equal("stage broke at 5", first_line(err))
+      assert.equal("stage broke at 5", err)
       assert.is_true(pulled < 100, "the source kept being pulled: " .. pulled)
       assert.is_true(#log <= 1)
       for _, entry in ipairs(log) do assert.equal("slow:cancelled", entry) end
@@ -1529,7 +1557,7 @@ describe("pipelines", function()
       local err = error_of(function()
         loom.pipeline(function() return 1 end):each(function() error("consumer broke", 0) end)
       end)
-      assert.equal("consumer broke", first_line(err))
+      assert.equal("consumer broke", err)
     end)
   end)
 
