@@ -31,15 +31,30 @@ int lm_work_remains(lm_ctx *ctx) {
   return ctx->ready_head != NULL || ctx->live > 0 || loom_loop_alive(&ctx->loop);
 }
 
+/* Outside loom.run, no task is left that could join a failed one: report
+ * the failures nobody joined now, not whenever the collector gets to them.
+ * Checked before and after a step: a top-level wait is driven by steps,
+ * and once it has ended it may be the join of that very task, so it is
+ * left to the next step. */
+static int loop_idle(lm_ctx *ctx) {
+  return ctx->stepping == 0 && !ctx->running && ctx->current == NULL &&
+         ctx->ready_head == NULL && ctx->live <= ctx->daemons &&
+         !(ctx->driving_wait && ctx->driving_wait->done);
+}
+
 /* Returns nonzero while progress is still possible: a task is ready or the
  * loop has something that can fire. */
 int lm_step(lm_ctx *ctx, lua_State *L, int64_t timeout_ms) {
+  if (ctx->unjoined && loop_idle(ctx))
+    lm_report_unjoined(L, ctx);
   ctx->stepping++;
   lm_run_ready(ctx, L, LM_RUN_BUDGET);
   loom_loop_poll(&ctx->loop, ctx->ready_head ? 0 : timeout_ms);
   lm_slice_start(ctx);
   lm_run_ready(ctx, L, LM_RUN_BUDGET);
   ctx->stepping--;
+  if (ctx->unjoined && loop_idle(ctx))
+    lm_report_unjoined(L, ctx);
   return ctx->ready_head != NULL || loom_loop_alive(&ctx->loop);
 }
 
@@ -105,10 +120,15 @@ static int l_run(lua_State *L) {
   }
   lm_task *main = lm_spawn(L, ctx, 1, n);
   int main_idx = lua_gettop(L);
+  ctx->running++;
   run_until_done(ctx, L, main);
-  /* main's failure is re-raised here, so it is not reported. */
+  ctx->running--;
+  /* main's failure is re-raised here, so it is not reported; the failures
+   * nobody joined are, before run returns: nothing can join them later
+   * but the caller, who may still do so (and is not reported to twice). */
   if (main->state != LM_DONE)
     main->observed = 1;
+  lm_report_unjoined(L, ctx);
   if (main->state == LM_DONE) {
     lm_push_task_results(L, main);
     return main->nresults;

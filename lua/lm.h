@@ -108,7 +108,9 @@ struct lm_ctx {
   size_t daemons;     /* unfinished tasks loom.run does not wait for */
   uint64_t rng;
   int stepping;       /* depth of nested lm_step calls */
+  int running;        /* inside loom.run (which reports failures itself) */
   int closed;
+  lua_Integer unjoined; /* tasks failed since the last lm_report_unjoined */
   /* Time slicing of the run queue (task.c, lm_run_ready). */
   uint64_t polled_ns;  /* when the loop was last polled */
   uint64_t checked_ns; /* when the clock was last read */
@@ -129,6 +131,7 @@ void lm_push_ctx(lua_State *L);
 void lm_task_ready(lm_task *t);
 void lm_run_ready(lm_ctx *ctx, lua_State *L, int budget);
 void lm_slice_start(lm_ctx *ctx);
+void lm_report_unjoined(lua_State *L, lm_ctx *ctx);
 void lm_cancel_all(lm_ctx *ctx, lua_State *L, int daemons_too);
 lm_task *lm_spawn(lua_State *L, lm_ctx *ctx, int first, int n);
 void lm_push_task_results(lua_State *L, lm_task *t);

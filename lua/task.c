@@ -11,6 +11,7 @@
  * unlinked from every queue and timer, and when the state closes all
  * finalizers (channels, the loop) run before any memory is freed. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include "lm.h"
 
@@ -467,14 +468,86 @@ static int reporter_gc(lua_State *L) {
   return 0;
 }
 
+/* Failed tasks not yet joined nor reported, for lm_report_unjoined: a
+ * table with weak keys (task -> order of failure), so that a task nobody
+ * holds is still collected and reported by its reporter. */
+static const char unjoined_key = 0;
+
 /* Gives a failed task an object with a finalizer, reachable only from the
  * task: it is collected together with the task. */
 static void add_reporter(lua_State *L, int task_idx) {
+  lm_task *t = lua_touserdata(L, task_idx);
   lua_newuserdatauv(L, 0, 1);
   luaL_setmetatable(L, LM_REPORTER_MT);
   lua_pushvalue(L, task_idx);
   lua_setiuservalue(L, -2, 1);
   lua_setiuservalue(L, task_idx, LM_TASK_REPORTER);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &unjoined_key);
+  lua_pushvalue(L, task_idx);
+  lua_pushinteger(L, (lua_Integer)++t->ctx->unjoined);
+  lua_rawset(L, -3);
+  lua_pop(L, 1);
+}
+
+typedef struct {
+  lua_Integer order;
+  int slot;
+} unjoined_entry;
+
+static int by_order(const void *a, const void *b) {
+  lua_Integer x = ((const unjoined_entry *)a)->order, y = ((const unjoined_entry *)b)->order;
+  return (x > y) - (x < y);
+}
+
+/* Reports, in the order they failed, the failed tasks nobody joined. Called
+ * when no task is left that could still join them: as loom.run returns,
+ * and when the loop goes idle outside run. */
+void lm_report_unjoined(lua_State *L, lm_ctx *ctx) {
+  if (ctx->unjoined == 0)
+    return;
+  ctx->unjoined = 0;
+  int top = lua_gettop(L);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &unjoined_key);
+  int tbl = lua_gettop(L);
+  lua_newtable(L);
+  int tasks = lua_gettop(L);
+  size_t n = 0, cap = 0;
+  unjoined_entry *e = NULL;
+  lua_pushnil(L);
+  while (lua_next(L, tbl)) {
+    lm_task *t = lua_touserdata(L, -2);
+    if (t->state == LM_FAILED && !t->observed) {
+      if (n == cap) {
+        cap = cap ? cap * 2 : 16;
+        unjoined_entry *grown = lua_newuserdatauv(L, cap * sizeof *grown, 0);
+        if (n)
+          memcpy(grown, e, n * sizeof *grown);
+        e = grown;
+        lua_rawsetp(L, tasks, (void *)&unjoined_key); /* anchors the buffer */
+      }
+      e[n].order = lua_tointeger(L, -1);
+      e[n].slot = (int)(n + 1);
+      n++;
+      lua_pushvalue(L, -2);
+      lua_rawseti(L, tasks, (lua_Integer)n);
+    }
+    lua_pop(L, 1);
+  }
+  /* Everything in it is now reported or observed. */
+  lua_newtable(L);
+  lua_getmetatable(L, tbl);
+  lua_setmetatable(L, -2);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &unjoined_key);
+  if (n > 1)
+    qsort(e, n, sizeof *e, by_order);
+  for (size_t i = 0; i < n; i++) {
+    lua_rawgeti(L, tasks, e[i].slot);
+    lm_task *t = lua_touserdata(L, -1);
+    if (!t->observed)
+      report_unobserved(L, lua_gettop(L));
+    lua_pop(L, 1);
+  }
+  lua_settop(L, top);
 }
 
 static int l_spawn(lua_State *L) {
@@ -543,6 +616,15 @@ void lm_open_task(lua_State *L) {
   if (luaL_newmetatable(L, LM_REPORTER_MT)) {
     lua_pushcfunction(L, reporter_gc);
     lua_setfield(L, -2, "__gc");
+  }
+  lua_pop(L, 1);
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &unjoined_key) == LUA_TNIL) {
+    lua_newtable(L);
+    lua_createtable(L, 0, 1);
+    lua_pushliteral(L, "k");
+    lua_setfield(L, -2, "__mode");
+    lua_setmetatable(L, -2);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &unjoined_key);
   }
   lua_pop(L, 1);
 }

@@ -716,6 +716,69 @@ describe("failures nobody joins", function()
     assert.equal(seen[1].task:traceback(), seen[1].traceback)
   end)
 
+  -- They were reported only when the collector got to the task: a program
+  -- that kept it (or simply had not collected yet) never heard of it.
+  describe("are reported without waiting for the collector", function()
+    local seen, keep
+
+    before_each(function()
+      seen, keep = {}, {}
+      loom.on_error(function(err) seen[#seen + 1] = err end)
+      collectgarbage("stop")
+    end)
+
+    after_each(function()
+      collectgarbage("restart")
+      loom.on_error(nil)
+    end)
+
+    it("by the time loom.run returns, in the order they failed", function()
+      loom.run(function()
+        keep[1] = loom.spawn(function() loom.sleep(0.002); error("second", 0) end)
+        keep[2] = loom.spawn(function() loom.sleep(0.001); error("first", 0) end)
+      end)
+      assert.same({ "first", "second" }, seen)
+    end)
+
+    it("also when run re-raises main's error, which itself is not reported", function()
+      local err = error_of(loom.run, function()
+        keep[1] = loom.spawn(function() error("unjoined", 0) end)
+        loom.yield()
+        error("main", 0)
+      end)
+      assert.equal("main", err)
+      assert.same({ "unjoined" }, seen)
+    end)
+
+    it("never a task joined before run returns; once, one joined after", function()
+      local late
+      loom.run(function()
+        local early = loom.spawn(function() error("early", 0) end)
+        late = loom.spawn(function() error("late", 0) end)
+        loom.yield()
+        loom.spawn(function() loom.sleep(0.001); pcall(early.join, early) end)
+      end)
+      assert.same({ "late" }, seen)
+      assert.equal("late", error_of(late.join, late))
+      collectgarbage("restart")
+      for _ = 1, 4 do collectgarbage() end
+      assert.same({ "late" }, seen)
+    end)
+
+    it("outside run, once the loop goes idle; never one a top-level join waits for", function()
+      keep[1] = loom.spawn(function() error("stepped", 0) end)
+      loom.step(0)
+      assert.same({ "stepped" }, seen)
+      keep[2] = loom.spawn(function() error("while the top level sleeps", 0) end)
+      loom.sleep(0.001)
+      assert.same({ "stepped", "while the top level sleeps" }, seen)
+      local joined = loom.spawn(function() loom.sleep(0.001); error("joined at top level", 0) end)
+      assert.equal("joined at top level", error_of(joined.join, joined))
+      loom.step(0)
+      assert.same({ "stepped", "while the top level sleeps" }, seen)
+    end)
+  end)
+
   it("a failing on_error handler is itself reported, not raised", function()
     local ok, out = run_child([[
       local loom = require "loom"
