@@ -207,8 +207,8 @@ static int l_yield(lua_State *L) {
     lm_step(ctx, L, 0);
     return 0;
   }
-  if (t->cancel_pending)
-    lm_wait_check(L, lm_wait_prepare(L, ctx));
+  if (t->cancelled)
+    lm_wait_prepare(L, ctx); /* raises unless the cancel is held off */
   if (!lua_isyieldable(L))
     return 0;
   lm_task_ready(t);

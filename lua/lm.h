@@ -83,7 +83,10 @@ struct lm_task {
   int nresults;    /* results left on co's stack once done */
   unsigned char state;
   unsigned char started;
-  unsigned char cancel_pending;
+  /* task:cancel() was called: from then on every wait raises cancelled,
+   * except where the cancel is held off (lm_cancel_held_off). */
+  unsigned char cancelled;
+  unsigned char unwinding; /* an error is unwinding the whole task */
   unsigned char observed; /* its failure was re-raised or reported */
   unsigned char daemon;   /* loom.run does not wait for it */
   lm_wait wait;
@@ -205,6 +208,7 @@ void lm_open_listen(lua_State *L);
 
 /* scope.c */
 lm_scope *lm_scope_expired(lm_scope *innermost);
+int lm_cancel_held_off(const lm_task *t);
 int lm_scope_raise(lua_State *L, lm_scope *s);
 void lm_scope_release_all(lm_task *t);
 void lm_open_scope(lua_State *L);

@@ -99,10 +99,14 @@ static void push_traceback(lua_State *co, int idx) {
 /* Message handler of a task's body: the traceback of where it failed,
  * taken before the stack unwinds, kept beside the error (never inside: the
  * error crosses to its joiners as it was raised). A cancellation needs
- * none. */
+ * none. Called only for an error nothing inside the task catches: the
+ * whole task unwinds now, and its cleanup may wait even if it was
+ * cancelled. */
 static int task_trace(lua_State *co) {
   lm_ctx *ctx = lm_ctx_get(co);
   lm_task *t = ctx ? ctx->current : NULL;
+  if (t)
+    t->unwinding = 1;
   if (t && t->ref != LUA_NOREF && !lm_is_error_kind(co, 1, "cancelled")) {
     lua_rawgeti(co, LUA_REGISTRYINDEX, t->ref);
     push_traceback(co, 1);
@@ -227,7 +231,7 @@ static void resume_task(lm_ctx *ctx, lua_State *L, lm_task *t) {
   int nargs = 0;
   if (!t->started) {
     t->started = 1;
-    if (t->cancel_pending) {
+    if (t->cancelled) {
       finish_unstarted(ctx, L, t);
       return;
     }
@@ -296,10 +300,9 @@ void lm_run_ready(lm_ctx *ctx, lua_State *L, int budget) {
 static int cancel(lm_task *t) {
   if (lm_task_finished(t))
     return 0;
-  if (t->state == LM_WAITING && !t->wait.done && !t->wait.shielded)
+  t->cancelled = 1;
+  if (t->state == LM_WAITING && !t->wait.done && !t->wait.shielded && !lm_cancel_held_off(t))
     lm_wait_finish(&t->wait, LOOM_ECANCELED, -1);
-  else
-    t->cancel_pending = 1;
   return 1;
 }
 

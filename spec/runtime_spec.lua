@@ -181,15 +181,17 @@ describe("loom.run", function()
   end)
 
   -- Run cancelled them again every time nothing could progress, and they
-  -- caught it and waited again: a busy loop.
-  it("gives up on tasks that catch the cancel and wait again on what nothing can wake, not spinning", function()
+  -- caught it and waited again: a busy loop. (A cancel now strikes every
+  -- wait after it, so only a shield can hold it off.)
+  it("gives up on tasks that hold the cancel off and wait on what nothing can wake, not spinning", function()
     local ok, out = run_child([[
       local loom = require "loom"
       local stubborn
       local ok, err = pcall(loom.run, function()
         stubborn = loom.spawn(function()
           local never = loom.event()
-          while true do pcall(never.wait, never) end
+          pcall(never.wait, never)
+          while true do pcall(loom.shield, never.wait, never) end
         end)
         loom.yield()
         error("main broke", 0)
@@ -197,7 +199,7 @@ describe("loom.run", function()
       print("result", ok, err, stubborn:status())
     ]], 20)
     assert.is_true(ok, "the script did not finish:\n" .. out)
-    assert.truthy(out:find("result\tfalse\tmain broke", 1, true), out)
+    assert.truthy(out:find("result\tfalse\tmain broke\trunning", 1, true), out)
   end)
 
   it("raises a deadlock error when the main function waits on what nothing can wake", function()
@@ -416,8 +418,8 @@ describe("tasks", function()
         end })
         local ok, err = pcall(ch.recv, ch)
         log[#log + 1] = "pcall saw " .. err.kind
-        loom.yield() -- the cancel was consumed; the task may still wait
-        error(err, 0)
+        loom.yield() -- the cancel strikes again
+        log[#log + 1] = "never"
       end)
       loom.yield()
       t:cancel()
@@ -425,6 +427,39 @@ describe("tasks", function()
       assert.same({ "pcall saw cancelled", "closed with cancelled" }, log)
       -- The cancelled receiver left the channel's queue.
       assert.is_false(ch:try_send("anyone?"))
+    end)
+  end)
+
+  -- The cancel was raised once, at one wait: a pcall caught it and the
+  -- task went on as if never cancelled, each later wait waiting again.
+  it("once cancelled, every later wait of the task raises cancelled", function()
+    loom.run(function()
+      local ch, ev, sem = loom.channel(), loom.event(), loom.semaphore(1)
+      sem:acquire()
+      local other = loom.spawn(loom.sleep, 0.05)
+      local waits = {
+        sleep = function() loom.sleep(0.05) end,
+        ["sleep(0)"] = function() loom.sleep(0) end,
+        yield = function() loom.yield() end,
+        recv = function() loom.select { { ch, "recv" }, timeout = 0.05 } end,
+        event = function() ev:wait(0.05) end,
+        semaphore = function() sem:acquire(0.05) end,
+        join = function() other:join() end,
+      }
+      local seen = {}
+      local t = loom.spawn(function()
+        pcall(loom.sleep, 30) -- the cancel, caught
+        for name, wait in pairs(waits) do
+          local ok, err = pcall(wait)
+          seen[name] = ok and "returned" or (type(err) == "table" and err.kind or tostring(err))
+        end
+        return "went on"
+      end)
+      loom.yield()
+      t:cancel("stop")
+      assert.equal("went on", t:join())
+      for name in pairs(waits) do assert.equal("cancelled", seen[name], name) end
+      other:join()
     end)
   end)
 
@@ -443,6 +478,27 @@ describe("tasks", function()
       loom.yield()
       t:cancel()
       pcall(t.join, t)
+      assert.is_true(flushed)
+    end)
+  end)
+
+  -- The cancel strikes every wait, but once it (or any error) unwinds the
+  -- whole task, nothing is left to stop: the task's <close> handlers may
+  -- wait to clean up.
+  it("<close> cleanup waits, unshielded, while a cancel unwinds the whole task", function()
+    loom.run(function()
+      local flushed = false
+      local t = loom.spawn(function()
+        local _ <close> = setmetatable({}, { __close = function()
+          loom.sleep(0.005)
+          loom.yield()
+          flushed = true
+        end })
+        loom.sleep(30)
+      end)
+      loom.yield()
+      t:cancel()
+      expect_error("cancelled", t.join, t)
       assert.is_true(flushed)
     end)
   end)
