@@ -31,14 +31,30 @@ int lm_work_remains(lm_ctx *ctx) {
   return ctx->ready_head != NULL || ctx->live > 0 || loom_loop_alive(&ctx->loop);
 }
 
+/* Outside loom.run, no task is left that could join a failed one: report
+ * the failures nobody joined now, not whenever the collector gets to them.
+ * Checked before and after a step: a top-level wait is driven by steps,
+ * and once it has ended it may be the join of that very task, so it is
+ * left to the next step. */
+static int loop_idle(lm_ctx *ctx) {
+  return ctx->stepping == 0 && !ctx->running && ctx->current == NULL &&
+         ctx->ready_head == NULL && ctx->live <= ctx->daemons &&
+         !(ctx->driving_wait && ctx->driving_wait->done);
+}
+
 /* Returns nonzero while progress is still possible: a task is ready or the
  * loop has something that can fire. */
 int lm_step(lm_ctx *ctx, lua_State *L, int64_t timeout_ms) {
+  if (ctx->unjoined && loop_idle(ctx))
+    lm_report_unjoined(L, ctx);
   ctx->stepping++;
   lm_run_ready(ctx, L, LM_RUN_BUDGET);
   loom_loop_poll(&ctx->loop, ctx->ready_head ? 0 : timeout_ms);
+  lm_slice_start(ctx);
   lm_run_ready(ctx, L, LM_RUN_BUDGET);
   ctx->stepping--;
+  if (ctx->unjoined && loop_idle(ctx))
+    lm_report_unjoined(L, ctx);
   return ctx->ready_head != NULL || loom_loop_alive(&ctx->loop);
 }
 
@@ -104,16 +120,23 @@ static int l_run(lua_State *L) {
   }
   lm_task *main = lm_spawn(L, ctx, 1, n);
   int main_idx = lua_gettop(L);
+  ctx->running++;
   run_until_done(ctx, L, main);
+  ctx->running--;
+  /* main's failure is re-raised here, so it is not reported; the failures
+   * nobody joined are, before run returns: nothing can join them later
+   * but the caller, who may still do so (and is not reported to twice). */
+  if (main->state != LM_DONE)
+    main->observed = 1;
+  lm_report_unjoined(L, ctx);
   if (main->state == LM_DONE) {
     lm_push_task_results(L, main);
     return main->nresults;
   }
-  /* Re-raise through join's path so the traceback is attached. */
-  lua_getfield(L, main_idx, "join");
-  lua_pushvalue(L, main_idx);
-  lua_call(L, 1, 0);
-  return 0;
+  /* The error as raised; the traceback stays with the task (the caller
+   * may pcall run and look at nothing else). */
+  lua_getiuservalue(L, main_idx, LM_TASK_ERROR);
+  return lua_error(L);
 }
 
 static int64_t to_ms(double seconds) {
@@ -184,8 +207,8 @@ static int l_yield(lua_State *L) {
     lm_step(ctx, L, 0);
     return 0;
   }
-  if (t->cancel_pending)
-    lm_wait_check(L, lm_wait_prepare(L, ctx));
+  if (t->cancelled)
+    lm_wait_prepare(L, ctx); /* raises unless the cancel is held off */
   if (!lua_isyieldable(L))
     return 0;
   lm_task_ready(t);
@@ -245,6 +268,7 @@ static void new_ctx(lua_State *L) {
     lm_error(L, "loop", "cannot start the event loop: %s", uv_strerror(r));
   }
   ctx->rng = 0x9E3779B97F4A7C15ULL ^ (uint64_t)(uintptr_t)ctx ^ loom_now_ns();
+  lm_slice_start(ctx);
   lua_createtable(L, 0, 1);
   lua_pushcfunction(L, ctx_gc);
   lua_setfield(L, -2, "__gc");

@@ -24,6 +24,14 @@
 /* Resume at most this many tasks before polling for I/O, so a busy set of
  * tasks cannot starve sockets and timers. */
 #define LM_RUN_BUDGET 512
+/* ... and poll at least this often while tasks run: a task that computes
+ * between loom.yield() calls takes far longer per resume than the budget
+ * assumes (512 resumes of 0.1 ms are 50 ms without a timer firing). */
+#define LM_RUN_SLICE_NS 1000000
+/* The clock is read about this often within a slice: every resume for
+ * tasks that compute, every LM_CHECK_MAX resumes for cheap hand-offs. */
+#define LM_CHECK_NS 50000
+#define LM_CHECK_MAX 64
 
 typedef struct lm_ctx lm_ctx;
 typedef struct lm_task lm_task;
@@ -75,7 +83,10 @@ struct lm_task {
   int nresults;    /* results left on co's stack once done */
   unsigned char state;
   unsigned char started;
-  unsigned char cancel_pending;
+  /* task:cancel() was called: from then on every wait raises cancelled,
+   * except where the cancel is held off (lm_cancel_held_off). */
+  unsigned char cancelled;
+  unsigned char unwinding; /* an error is unwinding the whole task */
   unsigned char observed; /* its failure was re-raised or reported */
   unsigned char daemon;   /* loom.run does not wait for it */
   lm_wait wait;
@@ -100,7 +111,15 @@ struct lm_ctx {
   size_t daemons;     /* unfinished tasks loom.run does not wait for */
   uint64_t rng;
   int stepping;       /* depth of nested lm_step calls */
+  int running;        /* inside loom.run (which reports failures itself) */
   int closed;
+  lua_Integer unjoined; /* tasks failed since the last lm_report_unjoined */
+  /* Time slicing of the run queue (task.c, lm_run_ready). */
+  uint64_t polled_ns;  /* when the loop was last polled */
+  uint64_t checked_ns; /* when the clock was last read */
+  int check_every;     /* resumes between two readings */
+  int until_check;     /* resumes left before the next reading */
+  int slice_spent;     /* the next run waits for a poll */
 };
 
 /* context.c */
@@ -114,6 +133,8 @@ void lm_push_ctx(lua_State *L);
 /* task.c */
 void lm_task_ready(lm_task *t);
 void lm_run_ready(lm_ctx *ctx, lua_State *L, int budget);
+void lm_slice_start(lm_ctx *ctx);
+void lm_report_unjoined(lua_State *L, lm_ctx *ctx);
 void lm_cancel_all(lm_ctx *ctx, lua_State *L, int daemons_too);
 lm_task *lm_spawn(lua_State *L, lm_ctx *ctx, int first, int n);
 void lm_push_task_results(lua_State *L, lm_task *t);
@@ -187,6 +208,7 @@ void lm_open_listen(lua_State *L);
 
 /* scope.c */
 lm_scope *lm_scope_expired(lm_scope *innermost);
+int lm_cancel_held_off(const lm_task *t);
 int lm_scope_raise(lua_State *L, lm_scope *s);
 void lm_scope_release_all(lm_task *t);
 void lm_open_scope(lua_State *L);

@@ -3,7 +3,8 @@
  * outside tasks). Once it expires, by deadline or by cancel(), the wait its
  * owner is in ends with an error, and so does every later wait inside the
  * scope until it is closed: work cannot shrug a timeout off by catching one
- * error. A shield scope hides the scopes around it, so cleanup can wait. */
+ * error. A shield scope hides the scopes around it, and its task's cancel,
+ * so cleanup can wait. */
 #include "lm.h"
 
 typedef struct lm_scope lm_scope;
@@ -33,6 +34,19 @@ lm_scope *lm_scope_expired(lm_scope *innermost) {
       hit = s;
   }
   return hit;
+}
+
+/* Whether the task's cancel cannot reach its waits now: inside a shield
+ * (a task:cancel() lands at the first wait after it), or while an error
+ * unwinds the whole task (its <close> handlers may wait to clean up, and
+ * the task ends anyway). */
+int lm_cancel_held_off(const lm_task *t) {
+  if (t->unwinding)
+    return 1;
+  for (lm_scope *s = t->scopes; s; s = s->outer)
+    if (s->shield)
+      return 1;
+  return 0;
 }
 
 int lm_scope_raise(lua_State *L, lm_scope *s) {

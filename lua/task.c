@@ -11,6 +11,7 @@
  * unlinked from every queue and timer, and when the state closes all
  * finalizers (channels, the loop) run before any memory is freed. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include "lm.h"
 
@@ -63,14 +64,52 @@ static void live_remove(lm_ctx *ctx, lm_task *t) {
   t->live_prev = t->live_next = NULL;
 }
 
+static int task_join(lua_State *L);
+
+/* Pushes the traceback of the error at idx, raised in co: where it was
+ * raised, and when a join re-raises a joined task's failure, where that
+ * task failed first. */
+static void push_traceback(lua_State *co, int idx) {
+  luaL_traceback(co, co, NULL, 1);
+  lua_Debug ar;
+  if (!lua_getstack(co, 1, &ar) || !lua_getinfo(co, "f", &ar))
+    return;
+  int by_join = lua_tocfunction(co, -1) == task_join;
+  lua_pop(co, 1);
+  /* join's first stack slot is the task it joined. */
+  if (!by_join || lua_getlocal(co, &ar, 1) == NULL)
+    return;
+  lm_task *joined = luaL_testudata(co, -1, LM_TASK_MT);
+  int same = 0;
+  if (joined && joined->state == LM_FAILED) {
+    lua_getiuservalue(co, -1, LM_TASK_ERROR);
+    same = lua_rawequal(co, -1, idx);
+    lua_pop(co, 1);
+  }
+  if (same && lua_getiuservalue(co, -1, LM_TASK_TRACEBACK) == LUA_TSTRING) {
+    lua_pushliteral(co, "\n(re-raised by a join)\n");
+    lua_remove(co, -3);     /* the joined task */
+    lua_rotate(co, -3, -1); /* the joiner's traceback last */
+    lua_concat(co, 3);
+    return;
+  }
+  lua_pop(co, same ? 2 : 1);
+}
+
 /* Message handler of a task's body: the traceback of where it failed,
- * taken before the stack unwinds. A cancellation needs none. */
+ * taken before the stack unwinds, kept beside the error (never inside: the
+ * error crosses to its joiners as it was raised). A cancellation needs
+ * none. Called only for an error nothing inside the task catches: the
+ * whole task unwinds now, and its cleanup may wait even if it was
+ * cancelled. */
 static int task_trace(lua_State *co) {
   lm_ctx *ctx = lm_ctx_get(co);
   lm_task *t = ctx ? ctx->current : NULL;
+  if (t)
+    t->unwinding = 1;
   if (t && t->ref != LUA_NOREF && !lm_is_error_kind(co, 1, "cancelled")) {
     lua_rawgeti(co, LUA_REGISTRYINDEX, t->ref);
-    luaL_traceback(co, co, NULL, 1);
+    push_traceback(co, 1);
     lua_setiuservalue(co, -2, LM_TASK_TRACEBACK);
     lua_pop(co, 1);
   }
@@ -192,7 +231,7 @@ static void resume_task(lm_ctx *ctx, lua_State *L, lm_task *t) {
   int nargs = 0;
   if (!t->started) {
     t->started = 1;
-    if (t->cancel_pending) {
+    if (t->cancelled) {
       finish_unstarted(ctx, L, t);
       return;
     }
@@ -221,24 +260,49 @@ static void resume_task(lm_ctx *ctx, lua_State *L, lm_task *t) {
   finish(ctx, L, t);
 }
 
+/* A new slice of run-queue work begins: the loop has just been polled. */
+void lm_slice_start(lm_ctx *ctx) {
+  ctx->polled_ns = ctx->checked_ns = uv_hrtime();
+  if (ctx->check_every < 1)
+    ctx->check_every = 1;
+  ctx->until_check = ctx->check_every;
+  ctx->slice_spent = 0;
+}
+
+/* Called after every check_every resumes: marks the slice spent once it
+ * is used up. Reading the clock costs as much as a few cheap resumes, so it
+ * is read once per about LM_CHECK_NS of work: the stride follows what the
+ * resumes since the last reading cost. */
+static void check_slice(lm_ctx *ctx) {
+  uint64_t now = uv_hrtime();
+  uint64_t per = (now - ctx->checked_ns) / (uint64_t)ctx->check_every;
+  uint64_t every = per ? LM_CHECK_NS / per : LM_CHECK_MAX;
+  ctx->check_every = every < 1 ? 1 : every > LM_CHECK_MAX ? LM_CHECK_MAX : (int)every;
+  ctx->until_check = ctx->check_every;
+  ctx->checked_ns = now;
+  if (now - ctx->polled_ns >= LM_RUN_SLICE_NS)
+    ctx->slice_spent = 1;
+}
+
 void lm_run_ready(lm_ctx *ctx, lua_State *L, int budget) {
-  while (ctx->ready_head && budget-- > 0) {
+  while (ctx->ready_head && !ctx->slice_spent && budget-- > 0) {
     lm_task *t = ctx->ready_head;
     ctx->ready_head = t->next_ready;
     if (ctx->ready_head == NULL)
       ctx->ready_tail = NULL;
     t->next_ready = NULL;
     resume_task(ctx, L, t);
+    if (--ctx->until_check <= 0)
+      check_slice(ctx);
   }
 }
 
 static int cancel(lm_task *t) {
   if (lm_task_finished(t))
     return 0;
-  if (t->state == LM_WAITING && !t->wait.done && !t->wait.shielded)
+  t->cancelled = 1;
+  if (t->state == LM_WAITING && !t->wait.done && !t->wait.shielded && !lm_cancel_held_off(t))
     lm_wait_finish(&t->wait, LOOM_ECANCELED, -1);
-  else
-    t->cancel_pending = 1;
   return 1;
 }
 
@@ -258,43 +322,13 @@ void lm_push_task_results(lua_State *L, lm_task *t) {
   lua_xmove(t->co, L, n);
 }
 
-/* Pushes the task's error, with the traceback of where it failed. */
-static void push_task_error(lua_State *L, int task_idx) {
-  task_idx = lua_absindex(L, task_idx);
-  lua_getiuservalue(L, task_idx, LM_TASK_ERROR);
-  if (lua_getiuservalue(L, task_idx, LM_TASK_TRACEBACK) != LUA_TSTRING) {
-    lua_pop(L, 1);
-    return;
-  }
-  if (lua_type(L, -2) == LUA_TSTRING) {
-    /* An error that already carries the traceback of where it was raised
-     * (a child's, re-raised by a group) keeps that one alone. */
-    if (strstr(lua_tostring(L, -2), "\nstack traceback:") != NULL) {
-      lua_pop(L, 1);
-      return;
-    }
-    lua_pushliteral(L, "\n");
-    lua_insert(L, -2);
-    lua_concat(L, 3);
-  } else if (lua_type(L, -2) == LUA_TTABLE) {
-    if (lua_getfield(L, -2, "traceback") == LUA_TNIL) {
-      lua_pop(L, 1);
-      lua_setfield(L, -2, "traceback");
-    } else {
-      lua_pop(L, 2);
-    }
-  } else {
-    lua_pop(L, 1);
-  }
-}
-
 static int join_result(lua_State *L, lm_task *t, int task_idx) {
   if (t->state == LM_DONE) {
     lm_push_task_results(L, t);
     return t->nresults;
   }
   t->observed = 1;
-  push_task_error(L, task_idx);
+  lua_getiuservalue(L, task_idx, LM_TASK_ERROR);
   return lua_error(L);
 }
 
@@ -378,38 +412,52 @@ static int task_tostring(lua_State *L) {
   return 1;
 }
 
-/* A failure nobody saw: hand it to loom.on_error's handler, or stderr. */
-static void report_unobserved(lua_State *L, int task_idx) {
-  int top = lua_gettop(L);
-  push_task_error(L, task_idx);
+/* task:traceback(): where the task failed, or nil if it did not fail. */
+static int task_traceback(lua_State *L) {
+  lm_task *t = check_task(L, 1);
+  if (t->state != LM_FAILED)
+    return 0;
+  lua_getiuservalue(L, 1, LM_TASK_TRACEBACK);
+  return 1;
+}
+
+/* A failure nobody saw, task at 1: hand it to loom.on_error's handler as
+ * (err, task, traceback), or to stderr. Run protected: a __tostring or a
+ * handler that raises must not take run, a step or a finalizer down. */
+static int report(lua_State *L) {
+  lua_settop(L, 1);
   lua_getfield(L, LUA_REGISTRYINDEX, "loom.on_error");
-  if (lua_isfunction(L, -1)) {
+  lua_getiuservalue(L, 1, LM_TASK_ERROR);
+  lua_getiuservalue(L, 1, LM_TASK_TRACEBACK);
+  if (lua_isfunction(L, 2)) {
+    lua_pushvalue(L, 1);
     lua_insert(L, -2);
-    lua_pushvalue(L, task_idx);
-    if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
+    if (lua_pcall(L, 3, 0, 0) != LUA_OK) {
       fprintf(stderr, "loom: the on_error handler failed: %s\n",
               luaL_tolstring(L, -1, NULL));
       fflush(stderr);
     }
-  } else {
-    lua_pop(L, 1);
-    int err = lua_gettop(L);
-    const char *msg = luaL_tolstring(L, err, NULL);
-    /* Only a table carries the traceback as a field (a string has it
-     * appended already); indexing nil or a number here would raise inside
-     * a finalizer, where the error, and so the report, is lost. */
-    if (lua_type(L, err) == LUA_TTABLE)
-      lua_getfield(L, err, "traceback");
-    else if (lua_type(L, err) == LUA_TSTRING)
-      lua_pushnil(L);
-    else
-      lua_getiuservalue(L, task_idx, LM_TASK_TRACEBACK);
-    const char *tb = lua_tostring(L, -1);
-    fprintf(stderr, "loom: a task failed and nobody joined it: %s%s%s\n", msg,
-            tb ? "\n" : "", tb ? tb : "");
-    fflush(stderr);
+    return 0;
   }
-  lua_settop(L, top);
+  const char *msg = luaL_tolstring(L, 3, NULL);
+  const char *tb = lua_tostring(L, 4);
+  fprintf(stderr, "loom: a task failed and nobody joined it: %s%s%s\n", msg,
+          tb ? "\n" : "", tb ? tb : "");
+  fflush(stderr);
+  return 0;
+}
+
+static void report_unobserved(lua_State *L, int task_idx) {
+  lm_task *t = lua_touserdata(L, task_idx);
+  t->observed = 1;
+  lua_pushcfunction(L, report);
+  lua_pushvalue(L, task_idx);
+  if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+    fprintf(stderr, "loom: a task failed and nobody joined it; reporting it failed: %s\n",
+            lua_tostring(L, -1) ? lua_tostring(L, -1) : "(not a string)");
+    fflush(stderr);
+    lua_pop(L, 1);
+  }
 }
 
 /* The reporter's finalizer: its task became garbage (or the state is
@@ -418,21 +466,91 @@ static void report_unobserved(lua_State *L, int task_idx) {
 static int reporter_gc(lua_State *L) {
   lua_getiuservalue(L, 1, 1);
   lm_task *t = lua_touserdata(L, -1);
-  if (t && t->state == LM_FAILED && !t->observed) {
-    t->observed = 1;
+  if (t && t->state == LM_FAILED && !t->observed)
     report_unobserved(L, lua_gettop(L));
-  }
   return 0;
 }
+
+/* Failed tasks not yet joined nor reported, for lm_report_unjoined: a
+ * table with weak keys (task -> order of failure), so that a task nobody
+ * holds is still collected and reported by its reporter. */
+static const char unjoined_key = 0;
 
 /* Gives a failed task an object with a finalizer, reachable only from the
  * task: it is collected together with the task. */
 static void add_reporter(lua_State *L, int task_idx) {
+  lm_task *t = lua_touserdata(L, task_idx);
   lua_newuserdatauv(L, 0, 1);
   luaL_setmetatable(L, LM_REPORTER_MT);
   lua_pushvalue(L, task_idx);
   lua_setiuservalue(L, -2, 1);
   lua_setiuservalue(L, task_idx, LM_TASK_REPORTER);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &unjoined_key);
+  lua_pushvalue(L, task_idx);
+  lua_pushinteger(L, (lua_Integer)++t->ctx->unjoined);
+  lua_rawset(L, -3);
+  lua_pop(L, 1);
+}
+
+typedef struct {
+  lua_Integer order;
+  int slot;
+} unjoined_entry;
+
+static int by_order(const void *a, const void *b) {
+  lua_Integer x = ((const unjoined_entry *)a)->order, y = ((const unjoined_entry *)b)->order;
+  return (x > y) - (x < y);
+}
+
+/* Reports, in the order they failed, the failed tasks nobody joined. Called
+ * when no task is left that could still join them: as loom.run returns,
+ * and when the loop goes idle outside run. */
+void lm_report_unjoined(lua_State *L, lm_ctx *ctx) {
+  if (ctx->unjoined == 0)
+    return;
+  ctx->unjoined = 0;
+  int top = lua_gettop(L);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &unjoined_key);
+  int tbl = lua_gettop(L);
+  lua_newtable(L);
+  int tasks = lua_gettop(L);
+  size_t n = 0, cap = 0;
+  unjoined_entry *e = NULL;
+  lua_pushnil(L);
+  while (lua_next(L, tbl)) {
+    lm_task *t = lua_touserdata(L, -2);
+    if (t->state == LM_FAILED && !t->observed) {
+      if (n == cap) {
+        cap = cap ? cap * 2 : 16;
+        unjoined_entry *grown = lua_newuserdatauv(L, cap * sizeof *grown, 0);
+        if (n)
+          memcpy(grown, e, n * sizeof *grown);
+        e = grown;
+        lua_rawsetp(L, tasks, (void *)&unjoined_key); /* anchors the buffer */
+      }
+      e[n].order = lua_tointeger(L, -1);
+      e[n].slot = (int)(n + 1);
+      n++;
+      lua_pushvalue(L, -2);
+      lua_rawseti(L, tasks, (lua_Integer)n);
+    }
+    lua_pop(L, 1);
+  }
+  /* Everything in it is now reported or observed. */
+  lua_newtable(L);
+  lua_getmetatable(L, tbl);
+  lua_setmetatable(L, -2);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &unjoined_key);
+  if (n > 1)
+    qsort(e, n, sizeof *e, by_order);
+  for (size_t i = 0; i < n; i++) {
+    lua_rawgeti(L, tasks, e[i].slot);
+    lm_task *t = lua_touserdata(L, -1);
+    if (!t->observed)
+      report_unobserved(L, lua_gettop(L));
+    lua_pop(L, 1);
+  }
+  lua_settop(L, top);
 }
 
 static int l_spawn(lua_State *L) {
@@ -482,6 +600,7 @@ static const luaL_Reg task_methods[] = {
   {"join", task_join},
   {"cancel", task_cancel},
   {"status", task_status},
+  {"traceback", task_traceback},
   {"_await", task_await},
   {NULL, NULL}
 };
@@ -500,6 +619,15 @@ void lm_open_task(lua_State *L) {
   if (luaL_newmetatable(L, LM_REPORTER_MT)) {
     lua_pushcfunction(L, reporter_gc);
     lua_setfield(L, -2, "__gc");
+  }
+  lua_pop(L, 1);
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &unjoined_key) == LUA_TNIL) {
+    lua_newtable(L);
+    lua_createtable(L, 0, 1);
+    lua_pushliteral(L, "k");
+    lua_setfield(L, -2, "__mode");
+    lua_setmetatable(L, -2);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &unjoined_key);
   }
   lua_pop(L, 1);
 }

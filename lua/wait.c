@@ -38,14 +38,12 @@ static lm_wait *prepare(lua_State *L, lm_ctx *ctx, int shielded) {
   lm_wait *w;
   if (ctx->closed)
     lm_error(L, "closed", "the loom context is closed");
-  if (t && !shielded) {
-    if (t->cancel_pending) {
-      /* A cancel that arrived while the task was not waiting lands at
-       * its next wait. */
-      t->cancel_pending = 0;
-      raise_cancelled(L, t);
-    }
-  }
+  /* A cancel is level-triggered: once cancelled, a task's every wait
+   * raises, so catching one error cannot shrug it off (as an expired scope
+   * does). A cancel that arrived while the task was not waiting lands at
+   * its next wait. */
+  if (t && !shielded && t->cancelled && !lm_cancel_held_off(t))
+    raise_cancelled(L, t);
   lm_scope *expired = shielded ? NULL : lm_scope_expired(t ? t->scopes : ctx->outside_scopes);
   if (expired)
     lm_scope_raise(L, expired);
@@ -123,10 +121,8 @@ void lm_wait_abort(lm_wait *w) {
 int lm_wait_check(lua_State *L, lm_wait *w) {
   switch (w->status) {
   case LOOM_ECANCELED:
-    if (w->task) {
-      w->task->cancel_pending = 0;
+    if (w->task)
       return raise_cancelled(L, w->task);
-    }
     return lm_error(L, "cancelled", "wait cancelled");
   case LM_EDEADLINE: {
     lm_ctx *ctx = w->ctx;

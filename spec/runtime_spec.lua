@@ -60,19 +60,31 @@ describe("loom.run", function()
     assert.same({ 3, nil, "x", nil, n = 4 }, r)
   end)
 
-  it("re-raises the main function's error, with a traceback", function()
-    local err = error_of(loom.run, function() error("main broke") end)
-    assert.equal("string", type(err))
-    assert.truthy(err:find("main broke", 1, true))
-    assert.truthy(err:find("stack traceback", 1, true))
+  -- A string error came back with the task's traceback appended, so it
+  -- was no longer the string raised; a table got a traceback field.
+  it("re-raises the main function's error as it was raised", function()
+    local line
+    local err = error_of(loom.run, function()
+      line = debug.getinfo(1, "l").currentline + 1
+      error("main broke")
+    end)
+    assert.equal(("spec/runtime_spec.lua:%d: main broke"):format(line), err)
+    assert.equal("main broke", error_of(loom.run, function() error("main broke", 0) end))
   end)
 
-  it("re-raises a table error as the same table, with a traceback field", function()
+  it("re-raises a table error as the same table, untouched", function()
     local thrown = setmetatable({ kind = "mine", message = "custom" }, {})
     local err = error_of(loom.run, function() error(thrown) end)
     assert.equal(thrown, err)
-    assert.equal("mine", err.kind)
-    assert.truthy(tostring(err.traceback):find("stack traceback", 1, true))
+    assert.same({ kind = "mine", message = "custom" }, err)
+    local lerr = expect_error("custom_kind", loom.run, function() loom.error("custom_kind", "it broke") end)
+    assert.same({ "kind", "message" }, (function()
+      local keys = {}
+      for k in pairs(lerr) do keys[#keys + 1] = k end
+      table.sort(keys)
+      return keys
+    end)())
+    assert.equal("custom_kind: it broke", tostring(lerr))
   end)
 
   it("waits for every task the main function spawned", function()
@@ -169,15 +181,17 @@ describe("loom.run", function()
   end)
 
   -- Run cancelled them again every time nothing could progress, and they
-  -- caught it and waited again: a busy loop.
-  it("gives up on tasks that catch the cancel and wait again on what nothing can wake, not spinning", function()
+  -- caught it and waited again: a busy loop. (A cancel now strikes every
+  -- wait after it, so only a shield can hold it off.)
+  it("gives up on tasks that hold the cancel off and wait on what nothing can wake, not spinning", function()
     local ok, out = run_child([[
       local loom = require "loom"
       local stubborn
       local ok, err = pcall(loom.run, function()
         stubborn = loom.spawn(function()
           local never = loom.event()
-          while true do pcall(never.wait, never) end
+          pcall(never.wait, never)
+          while true do pcall(loom.shield, never.wait, never) end
         end)
         loom.yield()
         error("main broke", 0)
@@ -185,7 +199,7 @@ describe("loom.run", function()
       print("result", ok, err, stubborn:status())
     ]], 20)
     assert.is_true(ok, "the script did not finish:\n" .. out)
-    assert.truthy(out:find("result\tfalse\tmain broke", 1, true), out)
+    assert.truthy(out:find("result\tfalse\tmain broke\trunning", 1, true), out)
   end)
 
   it("raises a deadlock error when the main function waits on what nothing can wake", function()
@@ -266,14 +280,35 @@ describe("tasks", function()
     end)
   end)
 
-  it("join re-raises a task's string error with the traceback of where it failed", function()
+  it("join re-raises a task's string error as raised; task:traceback() says where it failed", function()
     loom.run(function()
-      local function deep() error("deep failure") end
+      local function deep() error("deep failure", 0) end
       local t = loom.spawn(function() deep() end)
       local err = error_of(t.join, t)
-      assert.truthy(err:find("deep failure", 1, true))
-      assert.truthy(err:find("stack traceback", 1, true))
-      assert.truthy(err:find("deep", 1, true))
+      assert.equal("deep failure", err)
+      assert.equal(err, error_of(t.join, t))
+      local tb = t:traceback()
+      assert.equal("string", type(tb))
+      assert.truthy(tb:find("^stack traceback:"), tb)
+      assert.truthy(tb:find("in %a* ?'?deep'?"), tb)
+    end)
+  end)
+
+  it("task:traceback() is nil for a task that did not fail", function()
+    loom.run(function()
+      local gate = loom.event()
+      local running = loom.spawn(function() gate:wait() end)
+      local done = loom.spawn(function() return 1 end)
+      local cancelled = loom.spawn(function() loom.sleep(30) end)
+      loom.yield()
+      assert.is_nil(running:traceback())
+      cancelled:cancel()
+      pcall(cancelled.join, cancelled)
+      done:join()
+      assert.is_nil(done:traceback())
+      assert.is_nil(cancelled:traceback())
+      gate:set()
+      running:join()
     end)
   end)
 
@@ -291,8 +326,9 @@ describe("tasks", function()
       local t = loom.spawn(function() loom.error("custom_kind", "it broke") end)
       local err = expect_error("custom_kind", t.join, t)
       assert.equal("it broke", err.message)
-      assert.truthy(err.traceback:find("stack traceback", 1, true))
+      assert.is_nil(err.traceback)
       assert.equal(err, error_of(t.join, t))
+      assert.truthy(t:traceback():find("stack traceback", 1, true))
     end)
   end)
 
@@ -382,8 +418,8 @@ describe("tasks", function()
         end })
         local ok, err = pcall(ch.recv, ch)
         log[#log + 1] = "pcall saw " .. err.kind
-        loom.yield() -- the cancel was consumed; the task may still wait
-        error(err, 0)
+        loom.yield() -- the cancel strikes again
+        log[#log + 1] = "never"
       end)
       loom.yield()
       t:cancel()
@@ -391,6 +427,39 @@ describe("tasks", function()
       assert.same({ "pcall saw cancelled", "closed with cancelled" }, log)
       -- The cancelled receiver left the channel's queue.
       assert.is_false(ch:try_send("anyone?"))
+    end)
+  end)
+
+  -- The cancel was raised once, at one wait: a pcall caught it and the
+  -- task went on as if never cancelled, each later wait waiting again.
+  it("once cancelled, every later wait of the task raises cancelled", function()
+    loom.run(function()
+      local ch, ev, sem = loom.channel(), loom.event(), loom.semaphore(1)
+      sem:acquire()
+      local other = loom.spawn(loom.sleep, 0.05)
+      local waits = {
+        sleep = function() loom.sleep(0.05) end,
+        ["sleep(0)"] = function() loom.sleep(0) end,
+        yield = function() loom.yield() end,
+        recv = function() loom.select { { ch, "recv" }, timeout = 0.05 } end,
+        event = function() ev:wait(0.05) end,
+        semaphore = function() sem:acquire(0.05) end,
+        join = function() other:join() end,
+      }
+      local seen = {}
+      local t = loom.spawn(function()
+        pcall(loom.sleep, 30) -- the cancel, caught
+        for name, wait in pairs(waits) do
+          local ok, err = pcall(wait)
+          seen[name] = ok and "returned" or (type(err) == "table" and err.kind or tostring(err))
+        end
+        return "went on"
+      end)
+      loom.yield()
+      t:cancel("stop")
+      assert.equal("went on", t:join())
+      for name in pairs(waits) do assert.equal("cancelled", seen[name], name) end
+      other:join()
     end)
   end)
 
@@ -409,6 +478,27 @@ describe("tasks", function()
       loom.yield()
       t:cancel()
       pcall(t.join, t)
+      assert.is_true(flushed)
+    end)
+  end)
+
+  -- The cancel strikes every wait, but once it (or any error) unwinds the
+  -- whole task, nothing is left to stop: the task's <close> handlers may
+  -- wait to clean up.
+  it("<close> cleanup waits, unshielded, while a cancel unwinds the whole task", function()
+    loom.run(function()
+      local flushed = false
+      local t = loom.spawn(function()
+        local _ <close> = setmetatable({}, { __close = function()
+          loom.sleep(0.005)
+          loom.yield()
+          flushed = true
+        end })
+        loom.sleep(30)
+      end)
+      loom.yield()
+      t:cancel()
+      expect_error("cancelled", t.join, t)
       assert.is_true(flushed)
     end)
   end)
@@ -441,23 +531,40 @@ describe("tasks", function()
       local _, err = pcall(t.join, t)
       assert.equal("mine", err.kind)
       assert.equal("failed", t:status())
-      assert.truthy(tostring(err.traceback):find("deep_failure", 1, true), err.traceback)
+      assert.truthy(t:traceback():find("deep_failure", 1, true), t:traceback())
     end)
   end)
 
-  it("a string error re-raised through nested groups carries one traceback, from where it was raised", function()
-    local ok, err = pcall(loom.run, function()
-      loom.group(function(g)
-        g:spawn(function()
-          loom.group(function(g2) g2:spawn(function() error("deep down") end) end)
+  it("an error re-raised through nested groups is still the value raised", function()
+    local thrown = { "a table of mine" }
+    for _, value in ipairs({ "deep down", thrown, 42 }) do
+      local ok, err = pcall(loom.run, function()
+        loom.group(function(g)
+          g:spawn(function()
+            loom.group(function(g2) g2:spawn(function() error(value, 0) end) end)
+          end)
         end)
       end)
+      assert.is_false(ok)
+      assert.equal(value, err)
+    end
+  end)
+
+  -- A group re-raises a child's failure by joining it: the traceback of
+  -- the task that re-raised it starts where the child failed.
+  it("the traceback of a task that re-raised a joined failure starts where it failed", function()
+    loom.run(function()
+      local line = debug.getinfo(1, "l").currentline + 1
+      local function child_fails() error("from the child", 0) end
+      local t = loom.spawn(function()
+        loom.group(function(g) g:spawn(child_fails) end)
+      end)
+      assert.equal("from the child", error_of(t.join, t))
+      local tb = t:traceback()
+      local where = tb:find("runtime_spec.lua:" .. line .. ":", 1, true)
+      local rejoined = tb:find("\n(re-raised by a join)\nstack traceback:\n", 1, true)
+      assert.truthy(where and rejoined and where < rejoined, tb)
     end)
-    assert.is_false(ok)
-    local text = tostring(err)
-    assert.truthy(text:find("deep down", 1, true))
-    local _, tracebacks = text:gsub("stack traceback:", "")
-    assert.equal(1, tracebacks)
   end)
 
   it("spawn rejects what cannot be called, naming the argument", function()
@@ -541,6 +648,45 @@ describe("sleep, now and yield", function()
     assert.same({ "a1", "b1", "a2", "b2" }, log)
   end)
 
+  -- The loop polled timers and I/O only after 512 resumes: a task yielding
+  -- every 0.1 ms of work held them off for 50 ms and more, and a 10 ms
+  -- ticker ticked 2 or 3 times in 300 ms. Counted in chunks of work, not
+  -- in ticks per second, so that a loaded machine cannot fail it: a chunk
+  -- lasts at least 0.1 ms of wall time, a tick is due every 10 ms, so
+  -- about 100 chunks fit between two ticks, plus those of the tick's
+  -- lateness (a poll is due within about 1 ms, libuv's timers have
+  -- millisecond steps). Being descheduled only makes the chunks between
+  -- ticks fewer. 300 leaves room for all that; a loop that polls after 512
+  -- resumes runs at least 512 chunks between two ticks.
+  it("timers run while a task computes in chunks, yielding between them", function()
+    loom.run(function()
+      local chunks, gaps, since = 0, {}, 0
+      local stop = false
+      local ticker = loom.spawn(function()
+        while not stop do
+          loom.sleep(0.01)
+          gaps[#gaps + 1] = chunks - since
+          since = chunks
+        end
+      end)
+      local t0 = loom.now()
+      while chunks < 3000 do
+        local chunk_end = loom.now() + 0.0001
+        repeat until loom.now() >= chunk_end
+        chunks = chunks + 1
+        if chunks % 2 == 0 then loom.yield() else loom.sleep(0) end
+      end
+      local elapsed = loom.now() - t0
+      stop = true
+      ticker:join()
+      gaps[#gaps + 1] = chunks - since
+      local widest = math.max(table.unpack(gaps))
+      assert.is_true(widest <= 300,
+        ("%d chunks of 0.1 ms between two ticks of a 10 ms ticker (%d ticks in %.0f ms)")
+          :format(widest, #gaps - 1, elapsed * 1000))
+    end)
+  end)
+
   it("a bare coroutine.yield in a task body acts as loom.yield", function()
     local log = {}
     loom.run(function()
@@ -621,24 +767,89 @@ describe("failures nobody joins", function()
     assert.falsy(out:find("joined failure", 1, true), out)
   end)
 
-  it("go to the loom.on_error handler instead, with the error and the task", function()
+  it("go to the loom.on_error handler instead, with the error, the task and the traceback", function()
     local seen = {}
-    loom.on_error(function(err, task)
+    loom.on_error(function(err, task, traceback)
       if type(err) == "string" and err:find("for the handler", 1, true) then
-        seen[#seen + 1] = { err = err, status = task:status() }
+        seen[#seen + 1] = { err = err, status = task:status(), traceback = traceback, task = task }
       end
     end)
     local ok, e = pcall(function()
       loom.run(function()
-        loom.spawn(function() error("for the handler") end)
+        loom.spawn(function() error("for the handler", 0) end)
       end)
       for _ = 1, 4 do collectgarbage() end
     end)
     loom.on_error(nil)
     assert.is_true(ok, e)
     assert.equal(1, #seen)
+    assert.equal("for the handler", seen[1].err)
     assert.equal("failed", seen[1].status)
-    assert.truthy(seen[1].err:find("stack traceback", 1, true))
+    assert.truthy(seen[1].traceback:find("^stack traceback:"), seen[1].traceback)
+    assert.equal(seen[1].task:traceback(), seen[1].traceback)
+  end)
+
+  -- They were reported only when the collector got to the task: a program
+  -- that kept it (or simply had not collected yet) never heard of it.
+  describe("are reported without waiting for the collector", function()
+    local seen, keep
+
+    before_each(function()
+      seen, keep = {}, {}
+      loom.on_error(function(err) seen[#seen + 1] = err end)
+      collectgarbage("stop")
+    end)
+
+    after_each(function()
+      collectgarbage("restart")
+      loom.on_error(nil)
+    end)
+
+    it("by the time loom.run returns, in the order they failed", function()
+      loom.run(function()
+        keep[1] = loom.spawn(function() loom.sleep(0.002); error("second", 0) end)
+        keep[2] = loom.spawn(function() loom.sleep(0.001); error("first", 0) end)
+      end)
+      assert.same({ "first", "second" }, seen)
+    end)
+
+    it("also when run re-raises main's error, which itself is not reported", function()
+      local err = error_of(loom.run, function()
+        keep[1] = loom.spawn(function() error("unjoined", 0) end)
+        loom.yield()
+        error("main", 0)
+      end)
+      assert.equal("main", err)
+      assert.same({ "unjoined" }, seen)
+    end)
+
+    it("never a task joined before run returns; once, one joined after", function()
+      local late
+      loom.run(function()
+        local early = loom.spawn(function() error("early", 0) end)
+        late = loom.spawn(function() error("late", 0) end)
+        loom.yield()
+        loom.spawn(function() loom.sleep(0.001); pcall(early.join, early) end)
+      end)
+      assert.same({ "late" }, seen)
+      assert.equal("late", error_of(late.join, late))
+      collectgarbage("restart")
+      for _ = 1, 4 do collectgarbage() end
+      assert.same({ "late" }, seen)
+    end)
+
+    it("outside run, once the loop goes idle; never one a top-level join waits for", function()
+      keep[1] = loom.spawn(function() error("stepped", 0) end)
+      loom.step(0)
+      assert.same({ "stepped" }, seen)
+      keep[2] = loom.spawn(function() error("while the top level sleeps", 0) end)
+      loom.sleep(0.001)
+      assert.same({ "stepped", "while the top level sleeps" }, seen)
+      local joined = loom.spawn(function() loom.sleep(0.001); error("joined at top level", 0) end)
+      assert.equal("joined at top level", error_of(joined.join, joined))
+      loom.step(0)
+      assert.same({ "stepped", "while the top level sleeps" }, seen)
+    end)
   end)
 
   it("a failing on_error handler is itself reported, not raised", function()

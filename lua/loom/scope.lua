@@ -33,9 +33,11 @@ return function(loom, core)
     return close_with(scope, pcall(fn, ...))
   end
 
-  -- Runs fn(...) out of reach of the timeouts and group cancellations around
-  -- it: for cleanup that must wait (closing a connection, letting children
-  -- finish). A task:cancel() still reaches it.
+  -- Runs fn(...) out of reach of the timeouts, group cancellations and
+  -- task:cancel() around it: for cleanup that must wait (a rollback,
+  -- closing a connection, letting children finish). A cancel of the task
+  -- lands at its first wait after the shield. Timeouts opened inside it
+  -- still apply.
   function loom.shield(fn, ...)
     if not is_callable(fn) then
       loom.error("argument", "bad argument #1 to 'loom.shield' (function expected, got " .. type(fn) .. ")")
