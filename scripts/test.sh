@@ -2,7 +2,8 @@
 # Every test loom has, as CI runs it: C unit tests (ctest), the busted specs
 # (examples included) against a real PostgreSQL server started here, the
 # same again built with AddressSanitizer, LeakSanitizer and UBSan, and an
-# install from the rockspec. Ends with one line "N passed, N failed".
+# install from the rockspec, and bench/soak.lua on each driver (plain and
+# under the sanitizers). Ends with one line "N passed, N failed".
 #   LOOM_SKIP_ASAN=1   skip the AddressSanitizer pass (quick local runs)
 #   LOOM_SKIP_TSAN=1   skip the ThreadSanitizer pass
 set -uo pipefail
@@ -46,28 +47,68 @@ ctests() { # ctests DIR
   [ "$bad" -eq 0 ] || broken+=("ctest in $1")
 }
 
+# Each spec file runs as its own busted process under a deadline, so a hang
+# costs minutes and the summary names the file that overran.
+SPEC_DEADLINE=${LOOM_SPEC_DEADLINE:-900}
+
 specs() { # specs BUILD_DIR [env assignments...] [-- spec files]
   local dir=$1; shift
   local log="$logs/busted-$(basename "$dir").log"
   local envs=() files=()
   while [ $# -gt 0 ] && [ "$1" != "--" ]; do envs+=("$1"); shift; done
   [ "${1:-}" = "--" ] && { shift; files=("$@"); }
-  env LOOM_BUILD_DIR="$dir" "${envs[@]}" lua5.4 /usr/bin/busted -o utfTerminal "${files[@]}" 2>&1 | tee "$log"
-  local line
-  line=$(grep -E '[0-9]+ successes? / [0-9]+ failures? / [0-9]+ errors? / [0-9]+ pending' "$log" | tail -n 1)
-  if [ -z "$line" ]; then
-    fail_stage "busted with $dir printed no summary (crashed?)"
-    return
-  fi
-  local ok bad err pend
-  read -r ok bad err pend < <(sed -E 's/[^0-9]*([0-9]+)[^0-9]+([0-9]+)[^0-9]+([0-9]+)[^0-9]+([0-9]+).*/\1 \2 \3 \4/' <<<"$line")
-  # Pending counts as failed: CI must run everything.
-  passed=$((passed + ok))
-  failed=$((failed + bad + err + pend))
-  [ $((bad + err + pend)) -eq 0 ] || broken+=("busted with $dir")
+  [ ${#files[@]} -gt 0 ] || files=(spec/*_spec.lua)
+  : >"$log"
+  local f one rc line ok bad err pend
+  for f in "${files[@]}"; do
+    one="$logs/one.log"
+    echo "-- $f"
+    timeout -k 10 "$SPEC_DEADLINE" env LOOM_BUILD_DIR="$dir" "${envs[@]}" \
+      lua5.4 /usr/bin/busted -o utfTerminal "$f" >"$one" 2>&1
+    rc=$?
+    cat "$one" | tee -a "$log"
+    if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
+      fail_stage "$f overran its ${SPEC_DEADLINE} s deadline (build $dir)"
+      continue
+    fi
+    line=$(grep -E '[0-9]+ successes? / [0-9]+ failures? / [0-9]+ errors? / [0-9]+ pending' "$one" | tail -n 1)
+    if [ -z "$line" ]; then
+      fail_stage "$f printed no summary with $dir (crashed? exit $rc)"
+      continue
+    fi
+    read -r ok bad err pend < <(sed -E 's/[^0-9]*([0-9]+)[^0-9]+([0-9]+)[^0-9]+([0-9]+)[^0-9]+([0-9]+).*/\1 \2 \3 \4/' <<<"$line")
+    # Pending counts as failed: CI must run everything.
+    passed=$((passed + ok))
+    failed=$((failed + bad + err + pend))
+    [ $((bad + err + pend)) -eq 0 ] || broken+=("$f with $dir")
+  done
   if grep -qE 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$log"; then
     fail_stage "sanitizer report in busted with $dir"
   fi
+}
+
+soak() { # soak BUILD_DIR OPS [env assignments...]: bench/soak.lua on each driver
+  local dir=$1 ops=$2; shift 2
+  local d url
+  for d in sqlite pg mysql; do
+    case $d in
+      sqlite) url="sqlite:$logs/soak.db" ;;
+      pg) url=${LOOM_PG_URL:-} ;;
+      mysql) url=${LOOM_MYSQL_URL:-} ;;
+    esac
+    if [ -z "$url" ]; then fail_stage "soak $d with $dir: no server"; continue; fi
+    # The soak's own watchdog ends a hang inside loom first.
+    if timeout -k 10 900 env LOOM_BUILD_DIR="$dir" SOAK_WATCHDOG=600 "$@" \
+        lua5.4 bench/soak.lua "$d" "$url" "$ops" 2>&1 | tee "$logs/soak.log" | grep -E '^soak'; then :; fi
+    if grep -q "^soak $d *PASS" "$logs/soak.log" &&
+       ! grep -qE 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$logs/soak.log"; then
+      passed=$((passed + 1))
+    else
+      tail -n 20 "$logs/soak.log"
+      fail_stage "soak $d with $dir"
+    fi
+    rm -f "$logs"/soak.db*
+  done
 }
 
 # One PostgreSQL server for the whole run, stopped however the run ends.
@@ -101,6 +142,8 @@ if build build -DCMAKE_BUILD_TYPE=RelWithDebInfo; then
   ctests build
   stage "specs and examples"
   specs build
+  stage "soak: rows, batch, value, transactions and timeouts on each driver"
+  soak build 100000
 else
   fail_stage "build"
 fi
@@ -117,6 +160,8 @@ if [ "${LOOM_SKIP_ASAN:-}" != 1 ]; then
     gcc -shared -fPIC -o build-asan/keep_modules.so scripts/keep_modules.c
     specs build-asan LD_PRELOAD="$(gcc -print-file-name=libasan.so) $root/build-asan/keep_modules.so" \
       LOOM_SOAK_QUERIES=100000
+    stage "soak under sanitizers"
+    soak build-asan 20000 SOAK_RSS_BOUND_KB=0 LD_PRELOAD="$(gcc -print-file-name=libasan.so) $root/build-asan/keep_modules.so"
     unset ASAN_OPTIONS LSAN_OPTIONS UBSAN_OPTIONS
   else
     fail_stage "sanitizer build"
