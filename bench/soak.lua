@@ -47,7 +47,8 @@ local function rss_kb()
   return resident * 4
 end
 
-local opts = driver == "sqlite" and { pool = { readers = 2 } } or { pool = { max = 4 } }
+local acquire = tonumber(os.getenv("SOAK_ACQUIRE_TIMEOUT") or "") or 10
+local opts = driver == "sqlite" and { pool = { readers = 2 } } or { pool = { max = 4, acquire_timeout = acquire } }
 local db = loom.db.open(url, opts)
 
 local counts = { value = 0, query = 0, rows = 0, rows_early = 0, batch = 0, tx = 0,

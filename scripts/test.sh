@@ -54,17 +54,23 @@ SPEC_DEADLINE=${LOOM_SPEC_DEADLINE:-900}
 specs() { # specs BUILD_DIR [env assignments...] [-- spec files]
   local dir=$1; shift
   local log="$logs/busted-$(basename "$dir").log"
-  local envs=() files=()
+  local envs=() files=() f
   while [ $# -gt 0 ] && [ "$1" != "--" ]; do envs+=("$1"); shift; done
   [ "${1:-}" = "--" ] && { shift; files=("$@"); }
+  # What starts with "-" is an option for every busted run, the rest files.
+  local opts=() args=("${files[@]}")
+  files=()
+  for f in "${args[@]}"; do
+    case $f in -*) opts+=("$f") ;; *) files+=("$f") ;; esac
+  done
   [ ${#files[@]} -gt 0 ] || files=(spec/*_spec.lua)
   : >"$log"
-  local f one rc line ok bad err pend
+  local one rc line ok bad err pend
   for f in "${files[@]}"; do
     one="$logs/one.log"
     echo "-- $f"
     timeout -k 10 "$SPEC_DEADLINE" env LOOM_BUILD_DIR="$dir" "${envs[@]}" \
-      lua5.4 /usr/bin/busted -o utfTerminal "$f" >"$one" 2>&1
+      lua5.4 /usr/bin/busted -o utfTerminal "${opts[@]}" "$f" >"$one" 2>&1
     rc=$?
     cat "$one" | tee -a "$log"
     if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
