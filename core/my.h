@@ -55,7 +55,7 @@ typedef struct my_opts {
   unsigned port;
   int ssl_mode; /* MY_SSL_* */
   char *ssl_ca, *ssl_cert, *ssl_key, *ssl_cipher, *tls_version, *charset;
-  unsigned connect_timeout;
+  unsigned connect_timeout; /* seconds per address tried; 0: none */
 } my_opts;
 
 enum { MY_SSL_DEFAULT, MY_SSL_DISABLED, MY_SSL_PREFERRED, MY_SSL_REQUIRED,

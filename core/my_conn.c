@@ -9,8 +9,10 @@
  * streamed statement is never buffered whole), close a temporary statement.
  *
  * Host names are resolved on libuv's thread pool first (the library would
- * block in getaddrinfo). Statements with parameters, and repeated ones,
- * are server-side prepared statements kept in a per-connection cache.
+ * block in getaddrinfo), into every address they have, each tried in turn
+ * as libpq does (see "connect" below). Statements with parameters, and
+ * repeated ones, are server-side prepared statements kept in a
+ * per-connection cache.
  * Cancelling sends KILL QUERY <thread id> from a second, short-lived
  * connection (opened non-blocking too), and the request completes only after
  * that KILL has been answered, so it can never hit the next query. A
@@ -27,6 +29,7 @@
 #include <errmsg.h>
 #include <mysqld_error.h>
 #include "my.h"
+#include "resolve.h"
 
 #define MY_CACHE_BUCKETS 64
 #define MY_CACHE_MAX 256
@@ -69,7 +72,7 @@ struct my_conn {
   MYSQL *m;
   my_opts opts;
   char *conninfo;     /* kept for the KILL connection */
-  char ip[64];        /* the resolved address, "" for a socket path */
+  char ip[64];        /* the address being tried, "" for a socket path */
   uv_poll_t *poll;
   int sock;
   int events;
@@ -82,7 +85,17 @@ struct my_conn {
   unsigned long long max_packet; /* the server's max_allowed_packet, 0 if unknown */
   MYSQL_RES *settings;
   loom_db_req_t *connect_req;
-  uv_getaddrinfo_t gai;
+  /* connecting: the addresses to try, and what each attempt came to */
+  loom_resolve_t resolve;
+  int from_list;      /* the addresses come from resolve (a host name) */
+  int attempts;       /* addresses tried so far */
+  int timed_out;      /* the attempt under way ran out of connect_timeout */
+  loom_timer_t connect_timer; /* connect_timeout, per address */
+  char *errors;       /* one line per failed attempt */
+  int nerrors;
+  unsigned last_no;   /* the last failure: its number, SQLSTATE, message */
+  char last_sqlstate[8];
+  char *last_msg;
   /* prepared statements */
   my_stmt *cache[MY_CACHE_BUCKETS];
   int ncached;
@@ -212,6 +225,9 @@ static void maybe_free(my_conn *c) {
   free(c->pbool);
   loom__my_opts_free(&c->opts);
   free(c->conninfo);
+  loom_resolve_free(&c->resolve);
+  free(c->errors);
+  free(c->last_msg);
   loom_db_error_clear(&c->one.err);
   loom_db_result_free(c->one.result);
   free(c);
@@ -1019,34 +1035,118 @@ static int reset_done(my_conn *c) {
   return -1;
 }
 
-/* The connect request ends: ok, or failed with the library's error. */
-static int connect_done(my_conn *c, int ok) {
-  loom_db_req_t *req = c->connect_req;
-  if (!ok)
-    set_error(&req->err, mysql_errno(c->m), mysql_sqlstate(c->m), mysql_error(c->m));
-  c->connecting = 0;
-  c->connect_req = NULL;
-  req->active = 0;
-  if (ok) {
-    c->base.backend_id = (int64_t)mysql_thread_id(c->m);
-    req->status = 0;
-    req->conn = &c->base;
-    want(c, 0);
-  } else {
-    req->status = LOOM_EDB_CONNECTION;
-    req->conn = NULL;
-    c->closing = 1;
-    drop_poll(c);
-    /* Nothing worth sending: the connection never opened, or broke while
-     * its settings were read. Shut down, the library's close cannot wait. */
+static int try_next(my_conn *c);
+
+/* Ends the attempt under way. Nothing is worth sending (the connection
+ * never opened, or broke or ran out of time before it was usable): the
+ * socket is shut down, so the library's close cannot wait. The poll goes
+ * first, while the socket is still open: the next attempt's socket may get
+ * the same number, and must not inherit a registration the kernel dropped. */
+static void drop_attempt(my_conn *c) {
+  loom_timer_stop(c->base.loop, &c->connect_timer);
+  loom_timer_stop(c->base.loop, &c->timer);
+  drop_poll(c);
+  if (c->m) {
     int sock = c->mret ? (int)mysql_get_socket(c->m) : -1;
     if (sock >= 0)
       shutdown(sock, SHUT_RDWR);
     mysql_close(c->m);
     c->m = NULL;
   }
+  c->op = OP_NONE;
+  c->wait = 0;
+}
+
+/* The connect request ends: ok (status 0), or failed with what the
+ * attempts came to: the one failure as the library put it, or, when several
+ * addresses were tried, a line for each naming it. The number and SQLSTATE
+ * are the last attempt's. */
+static int connect_done(my_conn *c, int status) {
+  loom_db_req_t *req = c->connect_req;
+  loom_timer_stop(c->base.loop, &c->connect_timer);
+  c->connecting = 0;
+  c->connect_req = NULL;
+  req->active = 0;
+  if (status == 0) {
+    c->base.backend_id = (int64_t)mysql_thread_id(c->m);
+    req->status = 0;
+    req->conn = &c->base;
+    want(c, 0);
+  } else {
+    if (c->nerrors > 0)
+      set_error(&req->err, c->last_no, c->last_sqlstate, c->nerrors == 1 ? c->last_msg : c->errors);
+    else if (req->err.message == NULL)
+      loom_db_error_set(&req->err, "2002", "could not connect to the server");
+    req->status = status;
+    req->conn = NULL;
+    c->closing = 1;
+    drop_attempt(c);
+  }
   req->cb(req);
   return -1;
+}
+
+/* Keeps one failed attempt for the error: msg as the library put it, line
+ * naming the address as well. */
+static void note_line(my_conn *c, unsigned no, const char *sqlstate, const char *msg,
+                      const char *line) {
+  c->last_no = no;
+  snprintf(c->last_sqlstate, sizeof c->last_sqlstate, "%s", sqlstate ? sqlstate : "");
+  free(c->last_msg);
+  c->last_msg = dupstr(msg && *msg ? msg : "unknown MySQL error");
+  size_t have = c->errors ? strlen(c->errors) : 0, n = strlen(line);
+  char *e = realloc(c->errors, have + n + 2);
+  if (e) { /* else the message is shorter, nothing worse */
+    if (have)
+      e[have++] = '\n';
+    memcpy(e + have, line, n + 1);
+    c->errors = e;
+  }
+  c->nerrors++;
+}
+
+/* The current attempt failed with msg. A reason of our own (a timeout)
+ * names the address even when it is the only line. */
+static void note_failure(my_conn *c, unsigned no, const char *sqlstate, const char *msg, int ours) {
+  char line[1024];
+  if (c->opts.socket)
+    snprintf(line, sizeof line, "connection to server on socket \"%.300s\" failed: %.512s",
+             c->opts.socket, msg);
+  else if (strcmp(c->ip, c->opts.host) == 0)
+    snprintf(line, sizeof line, "connection to server at \"%s\", port %u failed: %.512s", c->ip,
+             c->opts.port, msg);
+  else
+    snprintf(line, sizeof line, "connection to server at \"%.200s\" (%s), port %u failed: %.512s",
+             c->opts.host, c->ip, c->opts.port, msg);
+  note_line(c, no, sqlstate, ours ? line : msg, line);
+}
+
+/* Errors that say this address cannot be reached or gave up before the
+ * server said anything of its own: another address may do better. */
+static int unreachable(unsigned no) {
+  return no == CR_CONNECTION_ERROR || no == CR_CONN_HOST_ERROR || no == CR_SERVER_GONE_ERROR ||
+         no == CR_SERVER_LOST || no == CR_SERVER_LOST_EXTENDED;
+}
+
+/* The attempt at the current address failed. An address that could not be
+ * reached or did not answer in time is given up for the next one; a server
+ * that answered and refused (the login, the database, TLS) ends the
+ * connect, as in libpq. */
+static int attempt_failed(my_conn *c) {
+  unsigned no;
+  if (c->timed_out) {
+    char msg[64];
+    snprintf(msg, sizeof msg, "timeout expired (connect_timeout=%u)", c->opts.connect_timeout);
+    no = CR_CONN_HOST_ERROR;
+    note_failure(c, no, "HY000", msg, 1);
+  } else {
+    no = mysql_errno(c->m);
+    note_failure(c, no, mysql_sqlstate(c->m), mysql_error(c->m), 0);
+  }
+  if (!c->timed_out && !unreachable(no))
+    return connect_done(c, LOOM_EDB_CONNECTION);
+  drop_attempt(c);
+  return try_next(c);
 }
 
 /* After the settings query: a server that cannot answer it is not usable;
@@ -1059,15 +1159,23 @@ static int settings_read(my_conn *c) {
     mysql_free_result(c->settings);
     c->settings = NULL;
   }
-  return connect_done(c, !is_conn_error(mysql_errno(c->m)));
+  if (c->timed_out)
+    return attempt_failed(c);
+  if (is_conn_error(mysql_errno(c->m))) {
+    note_failure(c, mysql_errno(c->m), mysql_sqlstate(c->m), mysql_error(c->m), 0);
+    return connect_done(c, LOOM_EDB_CONNECTION);
+  }
+  return connect_done(c, 0);
 }
 
 static int step(my_conn *c, my_op done) {
   switch (done) {
   case OP_CONNECT:
-    if (c->mret != NULL && !c->killer_only)
-      return op_start(c, OP_SETTINGS);
-    return connect_done(c, c->mret != NULL);
+    if (c->mret == NULL || c->timed_out)
+      return attempt_failed(c);
+    if (c->killer_only)
+      return connect_done(c, 0);
+    return op_start(c, OP_SETTINGS);
   case OP_SETTINGS:
     if (c->iret != 0)
       return settings_read(c);
@@ -1357,6 +1465,8 @@ static void my_close(loom_db_conn_t *base) {
   c->refs++;
   if (c->kill_state == K_CONNECTING)
     abort_killer(c);
+  loom_resolve_cancel(&c->resolve);
+  loom_timer_stop(base->loop, &c->connect_timer);
   if (c->connect_req) {
     force_complete(c);
     c->op = OP_NONE;
@@ -1440,37 +1550,39 @@ static int my_copy_data(loom_db_conn_t *base, loom_db_req_t *req, const char *bu
 
 /* ---- connect ------------------------------------------------------------------- */
 
-static void connect_failed(my_conn *c, int status) {
-  loom_db_req_t *req = c->connect_req;
-  c->connect_req = NULL;
-  c->connecting = 0;
-  req->status = status;
-  req->active = 0;
-  req->conn = NULL;
-  if (req->err.message == NULL)
-    loom_db_error_set(&req->err, "2002", "could not connect to the server");
-  c->closing = 1;
-  drop_poll(c);
-  if (c->m) {
-    mysql_close(c->m);
-    c->m = NULL;
-  }
-  maybe_free(c);
-  req->cb(req);
-}
+/* Connecting tries every address the host has, in the order the resolver
+ * gives them, as libpq does: "localhost" may be ::1 first, and a server
+ * listening on 127.0.0.1 only must still be reached. Each address gets a
+ * fresh handle. connect_timeout bounds each attempt, from the TCP connect
+ * through the login to the settings query (10 s unless given, 0 for none,
+ * as in libpq); the library also applies it to each of its waits. */
 
-static void start_connect(my_conn *c) {
+/* Starts connecting to the next address: what the started call returned,
+ * or -1 when none is left (the request has then failed). */
+static int try_next(my_conn *c) {
+  if (c->from_list ? !loom_resolve_next(&c->resolve, c->ip, sizeof c->ip, NULL) : c->attempts > 0) {
+    if (c->nerrors == 0) { /* a name with no IPv4 or IPv6 address */
+      char msg[512];
+      snprintf(msg, sizeof msg, "could not resolve host \"%.200s\": no address", c->opts.host);
+      note_line(c, CR_UNKNOWN_HOST, "HY000", msg, msg);
+    }
+    return connect_done(c, LOOM_EDB_CONNECTION);
+  }
+  c->attempts++;
+  c->timed_out = 0;
+  c->base.broken = 0;
+  c->mret = NULL;
   my_opts *o = &c->opts;
   c->m = mysql_init(NULL);
   if (c->m == NULL) {
-    connect_failed(c, LOOM_ENOMEM);
-    return;
+    loom_db_error_set(&c->connect_req->err, "2008", "out of memory");
+    return connect_done(c, LOOM_ENOMEM);
   }
   /* Before anything else: without it the first _start call crashes. */
   mysql_options(c->m, MYSQL_OPT_NONBLOCK, 0);
   mysql_options(c->m, MYSQL_SET_CHARSET_NAME, o->charset ? o->charset : "utf8mb4");
-  unsigned timeout = o->connect_timeout ? o->connect_timeout : 10;
-  mysql_options(c->m, MYSQL_OPT_CONNECT_TIMEOUT, &timeout);
+  if (o->connect_timeout)
+    mysql_options(c->m, MYSQL_OPT_CONNECT_TIMEOUT, &o->connect_timeout);
   unsigned proto = o->socket ? MYSQL_PROTOCOL_SOCKET : MYSQL_PROTOCOL_TCP;
   mysql_options(c->m, MYSQL_OPT_PROTOCOL, &proto);
   my_bool no = 0, yes = 1;
@@ -1492,36 +1604,41 @@ static void start_connect(my_conn *c) {
     my_bool verify = o->ssl_mode >= MY_SSL_VERIFY_CA;
     mysql_options(c->m, MYSQL_OPT_SSL_VERIFY_SERVER_CERT, &verify);
   }
-  c->connecting = 1;
-  drive(c, op_start(c, OP_CONNECT));
+  if (o->connect_timeout)
+    loom_timer_start(c->base.loop, &c->connect_timer, (uint64_t)o->connect_timeout * 1000000000ull);
+  return op_start(c, OP_CONNECT);
 }
 
-static void on_resolved(uv_getaddrinfo_t *gai, int status, struct addrinfo *res) {
-  my_conn *c = gai->data;
+static void start_connect(my_conn *c) {
+  c->connecting = 1;
+  drive(c, try_next(c));
+}
+
+/* The address being tried did not answer in time: its call ends as failed
+ * and the next address is tried. */
+static void on_connect_timeout(loom_timer_t *t) {
+  my_conn *c = t->data;
+  if (!c->connecting || c->closing || c->op == OP_NONE)
+    return;
+  c->timed_out = 1;
+  force_complete(c);
+  drive(c, 0);
+}
+
+static void on_resolved(loom_resolve_t *r, int status) {
+  my_conn *c = r->data;
   c->refs--;
   if (c->closing) {
-    uv_freeaddrinfo(res);
     maybe_free(c);
     return;
   }
-  char ip[64] = "";
-  if (status == 0 && res) {
-    if (res->ai_family == AF_INET6)
-      uv_ip6_name((struct sockaddr_in6 *)res->ai_addr, ip, sizeof ip);
-    else
-      uv_ip4_name((struct sockaddr_in *)res->ai_addr, ip, sizeof ip);
-  }
-  uv_freeaddrinfo(res);
-  if (status != 0 || ip[0] == 0) {
+  if (status != 0) {
     char msg[512];
     snprintf(msg, sizeof msg, "could not resolve host \"%.200s\": %s", c->opts.host,
-             status ? uv_strerror(status) : "no address");
-    loom_db_error_set(&c->connect_req->err, "2005", msg);
-    connect_failed(c, LOOM_EDB_CONNECTION);
-    return;
+             uv_strerror(status));
+    note_line(c, CR_UNKNOWN_HOST, "HY000", msg, msg);
   }
-  memcpy(c->ip, ip, sizeof c->ip);
-  start_connect(c);
+  start_connect(c); /* with no address, fails with the line above */
 }
 
 static my_conn *conn_new(loom_loop_t *loop, const char *conninfo, loom_db_req_t *req,
@@ -1543,6 +1660,7 @@ static my_conn *conn_new(loom_loop_t *loop, const char *conninfo, loom_db_req_t 
   c->sock = -1;
   loom_timer_init(&c->timer, on_timer, c);
   loom_timer_init(&c->drain_timer, drain_expired, c);
+  loom_timer_init(&c->connect_timer, on_connect_timeout, c);
   c->connect_req = req;
   req->active = 1;
   req->conn = NULL;
@@ -1569,18 +1687,14 @@ static int my_connect(loom_loop_t *loop, const char *conninfo, loom_db_req_t *re
     return req->status = LOOM_EDB_ARGUMENT;
   }
   const char *host = c->opts.host;
-  unsigned char buf[16];
   if (c->opts.socket) {
     c->ip[0] = 0;
-  } else if (uv_inet_pton(AF_INET, host, buf) == 0 || uv_inet_pton(AF_INET6, host, buf) == 0) {
+  } else if (loom_resolve_is_numeric(host)) {
     snprintf(c->ip, sizeof c->ip, "%s", host);
   } else {
-    struct addrinfo hints;
-    memset(&hints, 0, sizeof hints);
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    c->gai.data = c;
-    int r = uv_getaddrinfo(&loop->uv, &c->gai, on_resolved, host, NULL, &hints);
+    c->from_list = 1;
+    c->resolve.data = c;
+    int r = loom_resolve_start(loop, &c->resolve, host, 0, on_resolved);
     if (r != 0) {
       loom_db_error_set(&req->err, "2005", uv_strerror(r));
       c->closing = 1;

@@ -12,6 +12,10 @@ static void on_resolved(uv_getaddrinfo_t *gai, int status, struct addrinfo *res)
     uv_freeaddrinfo(res);
   if (status == 0 && res == NULL)
     status = UV_EAI_NONAME;
+  /* libuv reports a cancelled lookup as getaddrinfo would, EAI_CANCELED;
+   * callers are promised the usual UV_ECANCELED. */
+  if (status == UV_EAI_CANCELED)
+    status = UV_ECANCELED;
   r->cb(r, status);
 }
 

@@ -46,4 +46,12 @@
   X(event, cancel_waiter)               \
   X(waitgroup, wait_for_zero)           \
   X(waitgroup, below_zero)              \
-  X(waitgroup, reuse)
+  X(waitgroup, reuse)                   \
+  X(resolve, numeric_v4)                \
+  X(resolve, numeric_v6)                \
+  X(resolve, is_numeric)                \
+  X(resolve, localhost_in_order)        \
+  X(resolve, duplicates_dropped)        \
+  X(resolve, unknown_name)              \
+  X(resolve, busy_and_restart)          \
+  X(resolve, cancel)
