@@ -101,11 +101,18 @@ return function(loom)
     end
   end
 
+  -- g:cancel() is caught by the group it cancelled, as a cancelled scope
+  -- is in trio: the group ends normally, with the body's results if it
+  -- returned and none if the cancel stopped it. What cancelled it from
+  -- outside (task:cancel(), a timeout around it) is still raised.
   local function finish(g, ok, ...)
     local expired = g.scope:close()
+    local stopped = false
     if not ok then
       local err = ...
-      if not (expired and type(err) == "table" and err.scope == g.scope:id()) then
+      if expired and type(err) == "table" and err.scope == g.scope:id() then
+        stopped = true
+      else
         g:_fail(err, nil)
       end
     end
@@ -122,6 +129,7 @@ return function(loom)
       if failure.task then failure.task:join() end
       error(failure.err, 0)
     end
+    if stopped then return end
     return ...
   end
 
