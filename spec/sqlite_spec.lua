@@ -604,6 +604,29 @@ describe("sqlite", function()
     end)
   end)
 
+  it("db:close() closes the channels db:changes() gave, after what they hold", function()
+    loom.run(function()
+      db:exec("CREATE TABLE cl (id INTEGER PRIMARY KEY)")
+      local a, b = db:changes(), db:changes({ buffer = 4 })
+      local seen = {}
+      local reader = loom.spawn(function()
+        for e in a:iter() do seen[#seen + 1] = e.rowid end
+        return "ended"
+      end)
+      db:exec("INSERT INTO cl VALUES (7)")
+      db:close()
+      -- Bounded: without the close the loop would wait for ever.
+      assert.equal("ended", loom.timeout(5, reader.join, reader))
+      assert.same({ 7 }, seen)
+      assert.is_true(a:is_closed())
+      assert.is_true(b:is_closed())
+      assert.equal(7, b:recv().rowid)
+      local v, ok = b:recv()
+      assert.is_nil(v)
+      assert.is_false(ok)
+    end)
+  end)
+
   it("acquire and with pin one connection; stats count both pools", function()
     loom.run(function()
       db:exec("CREATE TABLE s (x INTEGER)")

@@ -968,6 +968,14 @@ return function(loom, core)
     if self._listener then self._listener:close() end
     if self._change_task then self._change_task:cancel("database handle closed") end
     self.handle:_close()
+    -- Nothing more can arrive: a subscriber's loop ends once it has
+    -- what was sent, as a db:listen() subscriber's does.
+    local subs = self._change_subs
+    if subs then
+      self._change_subs, self._change_task = nil, nil
+      self.handle:_on_changes(nil)
+      for sub in pairs(subs) do sub:close() end
+    end
   end
 
   ---------------------------------------------------------------- dialects
