@@ -373,6 +373,34 @@ io.write("DONE\n")
       assert.is_nil(at, "the password shows:\n" .. text)
     end)
 
+    it("no field of the handle holds the password", function()
+      if d.name == "sqlite" then return end
+      local password = url:match("^%a+://[^:/@]*:([^@]*)@")
+      assert.is_truthy(password and #password > 0, "the spec server's URL has a password")
+      local h = loom.db.open(url)
+      run(function()
+        assert.equal(1, h:value("SELECT 1"))
+        -- The listener keeps what it needs to reconnect: still nothing
+        -- in reach.
+        if d.name == "postgres" then h:listen("spec_pw"):close() end
+      end)
+      local found = {}
+      local function walk(v, path, seen)
+        if type(v) == "string" then
+          if v:find(password, 1, true) then found[#found + 1] = path end
+        elseif type(v) == "table" and not seen[v] then
+          seen[v] = true
+          for k, x in pairs(v) do
+            walk(k, path .. "[key]", seen)
+            walk(x, path .. "." .. tostring(k), seen)
+          end
+        end
+      end
+      walk(h, "db", {})
+      h:close()
+      assert.same({}, found)
+    end)
+
     ------------------------------------------------------------ 5. numeric options
     it("pool durations of math.huge or 1e300 mean never, and the pool serves", function()
       run(function()

@@ -153,6 +153,12 @@ return function(loom, core)
     return e
   end
 
+  -- What a handle must keep but never show: the URL as given (the
+  -- listener connects with it) and the password parts to scrub. Kept
+  -- here, by handle, not in its fields, where a debug dump, an inspect()
+  -- or a log of the table would print them.
+  local private = setmetatable({}, { __mode = "k" })
+
   loom.db = {}
 
   local dialects -- what differs between drivers; filled in at the end
@@ -227,11 +233,12 @@ return function(loom, core)
     local pool = opts.pool or {}
     if type(pool) ~= "table" then argerror(2, "loom.db.open", "pool must be a table") end
     local handle = core._db_open(driver, conninfo, pool, secrets)
-    return setmetatable({
-      handle = handle, driver = driver, dialect = dialect, shown = scrub(url, secrets), url = url,
-      secrets = secrets, cache = opts.statement_cache ~= false, listeners = nil,
-      split = dialect.split_reads and pool.readers ~= 0,
+    local db = setmetatable({
+      handle = handle, driver = driver, dialect = dialect, shown = scrub(url, secrets),
+      cache = opts.statement_cache ~= false, split = dialect.split_reads and pool.readers ~= 0,
     }, DB)
+    private[db] = { url = url, secrets = secrets }
+    return db
   end
 
   DB.__tostring = function(db) return ("loom.db (%s)"):format(db.shown) end
@@ -938,11 +945,11 @@ return function(loom, core)
     local l = self._listener
     if not l then
       l = setmetatable({ subs = {}, gap_pending = setmetatable({}, { __mode = "k" }),
-        mutex = loom.mutex(), conn = core._listener(self.driver, self.url) }, Listener)
+        mutex = loom.mutex(), conn = core._listener(self.driver, private[self].url) }, Listener)
       local ok, e = pcall(l.conn._connect, l.conn)
       if not ok then
         pcall(l.conn._close, l.conn)
-        error(scrub_error(e, self.secrets), 0)
+        error(scrub_error(e, private[self].secrets), 0)
       end
       self._listener = l
       l.task = core._spawn_daemon(dispatch, l)
