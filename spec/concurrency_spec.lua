@@ -1660,3 +1660,42 @@ describe("pipelines", function()
     expect_error("argument", p.each, p, 1)
   end)
 end)
+
+describe("callable tables", function()
+  after_each(assert_idle)
+
+  -- A table with __call, called as fn(...) would be (self first).
+  local function callable(fn)
+    return setmetatable({}, { __call = function(_, ...) return fn(...) end })
+  end
+
+  it("are taken wherever a function is", function()
+    run(function()
+      local double = callable(function(v) return v * 2 end)
+      assert.same({ 2, 4, n = 2 }, loom.map({ 1, 2 }, double))
+      local seen = {}
+      loom.each({ 5 }, callable(function(v) seen[#seen + 1] = v end))
+      assert.same({ 5 }, seen)
+      local a, b = loom.all(callable(function() return 1 end), callable(function() return 2 end))
+      assert.same({ { 1, n = 1 }, { 2, n = 1 } }, { a, b })
+      assert.equal("won", loom.first(callable(function() return "won" end)))
+      assert.same({ 4 }, loom.pipeline({ 1, 2 }):map(double):filter(callable(function(v) return v > 2 end)):collect())
+      local out = {}
+      loom.pipeline({ 3 }):each(callable(function(v) out[#out + 1] = v end))
+      assert.same({ 3 }, out)
+      assert.equal("t", loom.timeout(1, callable(function() return "t" end)))
+      assert.equal("g", loom.group(callable(function(g) return "g" end)))
+      assert.equal(1, loom.retry(callable(function() return 1 end)))
+      assert.equal(2, loom.lazy(callable(function() return 2 end)):get())
+    end)
+  end)
+
+  it("without __call are still refused, naming the argument", function()
+    local e = expect_error("argument", loom.map, { 1 }, {})
+    assert.truthy(e.message:find("bad argument #2 to 'loom.map' (function expected, got table)", 1, true), e.message)
+    e = expect_error("argument", loom.all, print, setmetatable({}, { __index = {} }))
+    assert.truthy(e.message:find("bad argument #2 to 'loom.all' (function expected, got table)", 1, true), e.message)
+    expect_error("argument", loom.first, {})
+    expect_error("argument", loom.pipeline({}).map, loom.pipeline({}), {})
+  end)
+end)

@@ -7,6 +7,7 @@
 -- connection it is itself holding.
 return function(loom, core)
   local pack, unpack = table.pack, table.unpack
+  local is_callable = loom._is_callable
   local sqlite_conninfo
 
   local DB = {}
@@ -465,7 +466,7 @@ return function(loom, core)
   local savepoints = 0
 
   local function savepoint(s, fn, ...)
-    if type(fn) ~= "function" then argerror(1, "savepoint", "function expected, got " .. type(fn)) end
+    if not is_callable(fn) then argerror(1, "savepoint", "function expected, got " .. type(fn)) end
     local conn = s.conn
     if not conn then released() end
     savepoints = savepoints + 1
@@ -496,7 +497,7 @@ return function(loom, core)
   -- raises. Serialization failures and deadlocks are retried with backoff
   -- up to `retries` times (math.huge: no limit).
   function DB:transaction(fn, opts)
-    if type(fn) ~= "function" then argerror(1, "transaction", "function expected, got " .. type(fn)) end
+    if not is_callable(fn) then argerror(1, "transaction", "function expected, got " .. type(fn)) end
     opts = opts or {}
     if type(opts) ~= "table" then argerror(2, "transaction", "options table expected") end
     local retries = opts.retries or 0
@@ -671,7 +672,7 @@ return function(loom, core)
   function DB:lock(key, fn, opts)
     local kt = math.type(key) == "integer" and "integer" or type(key)
     if kt ~= "string" and kt ~= "integer" then argerror(1, "lock", "string or integer key expected, got " .. type(key)) end
-    if type(fn) ~= "function" then argerror(2, "lock", "function expected, got " .. type(fn)) end
+    if not is_callable(fn) then argerror(2, "lock", "function expected, got " .. type(fn)) end
     opts = opts or {}
     if type(opts) ~= "table" then argerror(3, "lock", "options table expected") end
     local timeout = check_seconds(opts.timeout, 3, "lock", "timeout")

@@ -4,6 +4,7 @@
 -- that failure is what the group raises.
 return function(loom)
   local pack, unpack = table.pack, table.unpack
+  local is_callable = loom._is_callable
 
   local Group = {}
   Group.__index = Group
@@ -45,9 +46,6 @@ return function(loom)
     return returned(guard, fn(...))
   end
 
-  local function is_callable(f)
-    return type(f) == "function" or (getmetatable(f) or {}).__call ~= nil
-  end
 
   -- g:spawn(fn, ...) starts a child task of the group and returns it.
   function Group:spawn(fn, ...)
@@ -170,7 +168,7 @@ return function(loom)
   -- Without `concurrency` there is one worker per item: all start at once.
   local function run_each(list, fn, opts, fname, results)
     check_list(list, fname)
-    if type(fn) ~= "function" then
+    if not is_callable(fn) then
       loom.error("argument", ("bad argument #2 to '%s' (function expected, got %s)"):format(fname, type(fn)))
     end
     local n = #list
@@ -205,7 +203,7 @@ return function(loom)
 
   local function check_functions(fns, fname)
     for i = 1, fns.n do
-      if type(fns[i]) ~= "function" then
+      if not is_callable(fns[i]) then
         loom.error("argument", ("bad argument #%d to '%s' (function expected, got %s)"):format(i, fname, type(fns[i])))
       end
     end
