@@ -868,6 +868,19 @@ describe("failures nobody joins", function()
   it("on_error rejects a handler that cannot be called", function()
     expect_error("argument", loom.on_error, 42)
   end)
+
+  it("on_error calls a callable table it accepted, not stderr", function()
+    local seen = {}
+    loom.on_error(setmetatable({}, { __call = function(_, err, task, traceback)
+      seen[#seen + 1] = { err, task:status(), type(traceback) }
+    end }))
+    local ok, e = pcall(loom.run, function()
+      loom.spawn(function() error("to the callable", 0) end)
+    end)
+    loom.on_error(nil)
+    assert.is_true(ok, e)
+    assert.same({ { "to the callable", "failed", "string" } }, seen)
+  end)
 end)
 
 describe("blocking calls outside any task", function()
