@@ -35,23 +35,9 @@ local function assert_idle()
   assert.equal(0, s.timers, "timers left armed")
 end
 
--- Runs a Lua script in a child lua5.4 with loom on its paths, killed after
--- `limit` seconds: for what, broken, would spin or hang the spec run.
--- Returns whether it exited 0 and what it printed (stdout and stderr).
-local build = os.getenv("LOOM_BUILD_DIR") or "build"
-local function run_child(source, limit)
-  local path = os.tmpname()
-  local f = assert(io.open(path, "w"))
-  f:write(source)
-  f:close()
-  local cmd = ("LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='%s/?.so;;' timeout -k 5 %d lua5.4 %s 2>&1")
-    :format(build, limit, path)
-  local p = io.popen(cmd)
-  local out = p:read("a")
-  local ok = p:close()
-  os.remove(path)
-  return ok, out
-end
+-- Runs a Lua script in a child lua5.4, killed after `limit` seconds: for
+-- what, broken, would spin or hang the spec run.
+local run_child = require("spec.support.child").run
 
 -- Waits until `seconds` have passed, holding every cancellation off
 -- meanwhile: a child that takes a while to unwind.

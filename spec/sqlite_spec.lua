@@ -5,20 +5,31 @@ local loom = require "loom"
 
 local build = os.getenv("LOOM_BUILD_DIR") or "build"
 
-local function tmpfile()
-  local path = os.tmpname()
-  os.remove(path)
-  return path .. ".db"
-end
+local support = require "spec.support.db"
+local tmpfile, remove_db = support.tmpfile, support.remove_db
 
 local pack = table.pack
 
-local function remove_db(path)
-  os.remove(path); os.remove(path .. "-wal"); os.remove(path .. "-shm"); os.remove(path .. "-journal")
-end
-
 -- A slow statement that only burns CPU on the worker thread (~1 s per 10M).
 local SLOW = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < ?) SELECT count(*) FROM c"
+
+-- Runs fn while a task ticks every 10 ms, and asserts that at least two
+-- ticks fell inside fn's run: the loop kept running meanwhile.
+local function assert_ticked_during(fn)
+  local ticks = {}
+  local ticker = loom.spawn(function()
+    while true do loom.sleep(0.01); ticks[#ticks + 1] = loom.now() end
+  end)
+  local started = loom.now()
+  fn()
+  local finished = loom.now()
+  ticker:cancel()
+  local inside = 0
+  for _, t in ipairs(ticks) do
+    if t > started and t < finished - 0.005 then inside = inside + 1 end
+  end
+  assert.is_true(inside >= 2, ("%d of %d ticks inside a %.2f s statement"):format(inside, #ticks, finished - started))
+end
 
 describe("sqlite", function()
   local path, db
@@ -218,21 +229,9 @@ describe("sqlite", function()
 
   it("runs a slow statement on a worker thread while the loop keeps ticking", function()
     loom.run(function()
-      local ticks = {}
-      local ticker = loom.spawn(function()
-        while true do loom.sleep(0.01); ticks[#ticks + 1] = loom.now() end
-      end)
-      local started = loom.now()
-      assert.equal(3000000, db:value(SLOW, 3000000))
-      local finished = loom.now()
-      ticker:cancel()
       -- The ticker ran while the statement did: ticks fall inside it (a
       -- blocked loop would show none until the statement was over).
-      local inside = 0
-      for _, t in ipairs(ticks) do
-        if t > started and t < finished - 0.005 then inside = inside + 1 end
-      end
-      assert.is_true(inside >= 2, ("%d of %d ticks inside a %.2f s statement"):format(inside, #ticks, finished - started))
+      assert_ticked_during(function() assert.equal(3000000, db:value(SLOW, 3000000)) end)
     end)
   end)
 
@@ -372,20 +371,8 @@ describe("sqlite", function()
       end
       assert.is_true(db:stats().inline_reads > before)
       before = db:stats().inline_reads
-      local ticks = {}
-      local ticker = loom.spawn(function()
-        while true do loom.sleep(0.01); ticks[#ticks + 1] = loom.now() end
-      end)
-      local started = loom.now()
       -- Its result is the whole count: restarted on the worker from scratch.
-      assert.equal(3000000, db:value(SLOW2, 3000000))
-      local finished = loom.now()
-      ticker:cancel()
-      local inside = 0
-      for _, t in ipairs(ticks) do
-        if t > started and t < finished - 0.005 then inside = inside + 1 end
-      end
-      assert.is_true(inside >= 2, ("%d of %d ticks inside a %.2f s statement"):format(inside, #ticks, finished - started))
+      assert_ticked_during(function() assert.equal(3000000, db:value(SLOW2, 3000000)) end)
       assert.equal(before, db:stats().inline_reads)
       -- Short again: back on the loop thread after some runs on a worker
       -- (a few, or more if a slow machine made tries overrun the time).
