@@ -46,7 +46,6 @@ return function(loom)
     return returned(guard, fn(...))
   end
 
-
   -- g:spawn(fn, ...) starts a child task of the group and returns it.
   function Group:spawn(fn, ...)
     if not is_callable(fn) then
