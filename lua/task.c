@@ -429,7 +429,7 @@ static int report(lua_State *L) {
   lua_getfield(L, LUA_REGISTRYINDEX, "loom.on_error");
   lua_getiuservalue(L, 1, LM_TASK_ERROR);
   lua_getiuservalue(L, 1, LM_TASK_TRACEBACK);
-  if (lua_isfunction(L, 2)) {
+  if (!lua_isnil(L, 2)) { /* on_error took it as callable */
     lua_pushvalue(L, 1);
     lua_insert(L, -2);
     if (lua_pcall(L, 3, 0, 0) != LUA_OK) {

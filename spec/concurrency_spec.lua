@@ -35,23 +35,9 @@ local function assert_idle()
   assert.equal(0, s.timers, "timers left armed")
 end
 
--- Runs a Lua script in a child lua5.4 with loom on its paths, killed after
--- `limit` seconds: for what, broken, would spin or hang the spec run.
--- Returns whether it exited 0 and what it printed (stdout and stderr).
-local build = os.getenv("LOOM_BUILD_DIR") or "build"
-local function run_child(source, limit)
-  local path = os.tmpname()
-  local f = assert(io.open(path, "w"))
-  f:write(source)
-  f:close()
-  local cmd = ("LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='%s/?.so;;' timeout -k 5 %d lua5.4 %s 2>&1")
-    :format(build, limit, path)
-  local p = io.popen(cmd)
-  local out = p:read("a")
-  local ok = p:close()
-  os.remove(path)
-  return ok, out
-end
+-- Runs a Lua script in a child lua5.4, killed after `limit` seconds: for
+-- what, broken, would spin or hang the spec run.
+local run_child = require("spec.support.child").run
 
 -- Waits until `seconds` have passed, holding every cancellation off
 -- meanwhile: a child that takes a while to unwind.
@@ -393,6 +379,53 @@ describe("loom.group", function()
       end)
       assert.equal("after cancel", r)
       assert.equal("cancelled", child:status())
+    end)
+  end)
+
+  it("g:cancel() that stops the waiting body ends the group with no results, not its error", function()
+    run(function()
+      local by_child = table.pack(loom.group(function(g)
+        g:spawn(function() loom.yield(); g:cancel() end)
+        loom.sleep(30)
+        return "never"
+      end))
+      assert.equal(0, by_child.n)
+      local by_body = table.pack(loom.group(function(g)
+        g:spawn(function() loom.sleep(30) end)
+        g:cancel()
+        loom.sleep(30)
+        return "never"
+      end))
+      assert.equal(0, by_body.n)
+      -- Caught by the group it cancelled only: the task goes on waiting.
+      loom.sleep(0)
+    end)
+  end)
+
+  it("a cancel of the group's task is raised, also after g:cancel()", function()
+    run(function()
+      local started, release = loom.event(), loom.event()
+      local t = loom.spawn(loom.group, function(g)
+        -- A child that unwinds slowly keeps the group waiting for it.
+        g:spawn(loom.shield, function() started:set(); release:wait() end)
+        started:wait()
+        g:cancel()
+        loom.sleep(30)
+      end)
+      started:wait()
+      settle()
+      t:cancel("from outside")
+      release:set()
+      local e = expect_error("cancelled", t.join, t)
+      assert.equal("from outside", e.reason)
+      local outer = loom.spawn(loom.group, function(g)
+        g:spawn(function() loom.sleep(30) end)
+        loom.sleep(30)
+      end)
+      loom.yield()
+      outer:cancel("from outside")
+      e = expect_error("cancelled", outer.join, outer)
+      assert.equal("from outside", e.reason)
     end)
   end)
 end)
@@ -1611,5 +1644,44 @@ describe("pipelines", function()
     expect_error("argument", p.batch, p, 0)
     expect_error("argument", p.into, p, {})
     expect_error("argument", p.each, p, 1)
+  end)
+end)
+
+describe("callable tables", function()
+  after_each(assert_idle)
+
+  -- A table with __call, called as fn(...) would be (self first).
+  local function callable(fn)
+    return setmetatable({}, { __call = function(_, ...) return fn(...) end })
+  end
+
+  it("are taken wherever a function is", function()
+    run(function()
+      local double = callable(function(v) return v * 2 end)
+      assert.same({ 2, 4, n = 2 }, loom.map({ 1, 2 }, double))
+      local seen = {}
+      loom.each({ 5 }, callable(function(v) seen[#seen + 1] = v end))
+      assert.same({ 5 }, seen)
+      local a, b = loom.all(callable(function() return 1 end), callable(function() return 2 end))
+      assert.same({ { 1, n = 1 }, { 2, n = 1 } }, { a, b })
+      assert.equal("won", loom.first(callable(function() return "won" end)))
+      assert.same({ 4 }, loom.pipeline({ 1, 2 }):map(double):filter(callable(function(v) return v > 2 end)):collect())
+      local out = {}
+      loom.pipeline({ 3 }):each(callable(function(v) out[#out + 1] = v end))
+      assert.same({ 3 }, out)
+      assert.equal("t", loom.timeout(1, callable(function() return "t" end)))
+      assert.equal("g", loom.group(callable(function(g) return "g" end)))
+      assert.equal(1, loom.retry(callable(function() return 1 end)))
+      assert.equal(2, loom.lazy(callable(function() return 2 end)):get())
+    end)
+  end)
+
+  it("without __call are still refused, naming the argument", function()
+    local e = expect_error("argument", loom.map, { 1 }, {})
+    assert.truthy(e.message:find("bad argument #2 to 'loom.map' (function expected, got table)", 1, true), e.message)
+    e = expect_error("argument", loom.all, print, setmetatable({}, { __index = {} }))
+    assert.truthy(e.message:find("bad argument #2 to 'loom.all' (function expected, got table)", 1, true), e.message)
+    expect_error("argument", loom.first, {})
+    expect_error("argument", loom.pipeline({}).map, loom.pipeline({}), {})
   end)
 end)

@@ -7,30 +7,10 @@ local loom = require "loom"
 local pg = require "spec.support.pg"
 local my = require "spec.support.my"
 
-local function tmpfile()
-  local path = os.tmpname()
-  os.remove(path)
-  return path .. ".db"
-end
-
-local function remove_db(path)
-  os.remove(path); os.remove(path .. "-wal"); os.remove(path .. "-shm"); os.remove(path .. "-journal")
-end
-
--- Every case runs inside loom.run with a bound, so a hang is a failure with
--- a reason rather than a stuck run. Generous: sanitizers on a loaded
--- two-core machine are slow, and no case asserts a speed.
-local BOUND = 240
-local function run(fn)
-  return loom.run(function() return loom.timeout(BOUND, fn) end)
-end
-
-local function catch(fn, ...)
-  local ok, e = pcall(fn, ...)
-  assert(not ok, "expected an error, got success")
-  assert.equal("table", type(e), "a loom error table expected, got " .. tostring(e))
-  return e
-end
+-- tmpfile, remove_db, a bounded run, catch, unique: spec/support/db.lua.
+local support = require "spec.support.db"
+local unique = support.unique
+local tmpfile, remove_db, run, catch = support.tmpfile, support.remove_db, support.run, support.catch_table
 
 local DRIVERS = {
   { name = "sqlite", mark = function() return "?" end,
@@ -56,12 +36,6 @@ local DRIVERS = {
     id = "INT AUTO_INCREMENT PRIMARY KEY", missing_table = 1146, names_statement = true,
     atomic = false, params_kind = "query", has_insert_id = true, long = "SELECT SLEEP(60)" },
 }
-
-local names = 0
-local function unique(prefix)
-  names = names + 1
-  return ("%s_%d_%d"):format(prefix, math.random(1, 1e6), names)
-end
 
 for _, d in ipairs(DRIVERS) do
   describe(d.name .. " scripts:", function()

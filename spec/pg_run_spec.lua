@@ -5,22 +5,11 @@
 -- spec/support/pg.lua starts a throwaway server unless LOOM_PG_URL is set.
 local pg = require "spec.support.pg"
 
-local build = os.getenv("LOOM_BUILD_DIR") or "build"
-
 -- Runs `body` (Lua source using `loom` and `url`) in a child process,
 -- killed after `limit` seconds; returns whether it exited 0 and its output.
 local function run_child(body, limit)
-  local path = os.tmpname()
-  local f = assert(io.open(path, "w"))
-  f:write(("local loom = require 'loom'\nlocal url = %q\n%s"):format(pg.url(), body))
-  f:close()
-  local cmd = ("LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='%s/?.so;;' timeout -k 5 %d lua5.4 %s 2>&1")
-    :format(build, limit, path)
-  local p = io.popen(cmd)
-  local out = p:read("a")
-  local ok = p:close()
-  os.remove(path)
-  return ok, out
+  return require("spec.support.child").run(
+    ("local loom = require 'loom'\nlocal url = %q\n%s"):format(pg.url(), body), limit)
 end
 
 describe("loom.run with a postgres listener open", function()

@@ -6,15 +6,8 @@
 -- queuing on the reader pool one connection each.
 local loom = require "loom"
 
-local function tmpfile()
-  local path = os.tmpname()
-  os.remove(path)
-  return path .. ".db"
-end
-
-local function remove_db(path)
-  os.remove(path); os.remove(path .. "-wal"); os.remove(path .. "-shm"); os.remove(path .. "-journal")
-end
+local support = require "spec.support.db"
+local tmpfile, remove_db = support.tmpfile, support.remove_db
 
 describe("sqlite reads of a fresh handle", function()
   local path

@@ -4,8 +4,6 @@
 -- things wait. Each spec asserts a promise of API.md, error paths included.
 local loom = require "loom"
 
-local build = os.getenv("LOOM_BUILD_DIR") or "build"
-
 -- Runs `fn` and returns the error it raised; fails if it did not raise.
 local function error_of(fn, ...)
   local ok, err = pcall(fn, ...)
@@ -22,22 +20,9 @@ local function expect_error(kind, fn, ...)
   return err
 end
 
--- Runs a Lua script in a child lua5.4 with loom on its paths (killed after
--- `limit` seconds when given: for what, broken, would hang or spin); returns
--- whether it exited 0 and everything it printed (stdout and stderr).
-local function run_child(source, limit)
-  local path = os.tmpname()
-  local f = assert(io.open(path, "w"))
-  f:write(source)
-  f:close()
-  local cmd = ("LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='%s/?.so;;' %slua5.4 %s 2>&1")
-    :format(build, limit and ("timeout -k 5 %d "):format(limit) or "", path)
-  local p = io.popen(cmd)
-  local out = p:read("a")
-  local ok = p:close()
-  os.remove(path)
-  return ok, out
-end
+-- Runs a Lua script in a child lua5.4 (killed after `limit` seconds when
+-- given: for what, broken, would hang or spin).
+local run_child = require("spec.support.child").run
 
 -- Lets every ready task run a few times over (inside a task).
 local function settle(n)
@@ -867,6 +852,19 @@ describe("failures nobody joins", function()
 
   it("on_error rejects a handler that cannot be called", function()
     expect_error("argument", loom.on_error, 42)
+  end)
+
+  it("on_error calls a callable table it accepted, not stderr", function()
+    local seen = {}
+    loom.on_error(setmetatable({}, { __call = function(_, err, task, traceback)
+      seen[#seen + 1] = { err, task:status(), type(traceback) }
+    end }))
+    local ok, e = pcall(loom.run, function()
+      loom.spawn(function() error("to the callable", 0) end)
+    end)
+    loom.on_error(nil)
+    assert.is_true(ok, e)
+    assert.same({ { "to the callable", "failed", "string" } }, seen)
   end)
 end)
 

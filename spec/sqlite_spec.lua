@@ -5,20 +5,31 @@ local loom = require "loom"
 
 local build = os.getenv("LOOM_BUILD_DIR") or "build"
 
-local function tmpfile()
-  local path = os.tmpname()
-  os.remove(path)
-  return path .. ".db"
-end
+local support = require "spec.support.db"
+local tmpfile, remove_db = support.tmpfile, support.remove_db
 
 local pack = table.pack
 
-local function remove_db(path)
-  os.remove(path); os.remove(path .. "-wal"); os.remove(path .. "-shm"); os.remove(path .. "-journal")
-end
-
 -- A slow statement that only burns CPU on the worker thread (~1 s per 10M).
 local SLOW = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < ?) SELECT count(*) FROM c"
+
+-- Runs fn while a task ticks every 10 ms, and asserts that at least two
+-- ticks fell inside fn's run: the loop kept running meanwhile.
+local function assert_ticked_during(fn)
+  local ticks = {}
+  local ticker = loom.spawn(function()
+    while true do loom.sleep(0.01); ticks[#ticks + 1] = loom.now() end
+  end)
+  local started = loom.now()
+  fn()
+  local finished = loom.now()
+  ticker:cancel()
+  local inside = 0
+  for _, t in ipairs(ticks) do
+    if t > started and t < finished - 0.005 then inside = inside + 1 end
+  end
+  assert.is_true(inside >= 2, ("%d of %d ticks inside a %.2f s statement"):format(inside, #ticks, finished - started))
+end
 
 describe("sqlite", function()
   local path, db
@@ -218,21 +229,9 @@ describe("sqlite", function()
 
   it("runs a slow statement on a worker thread while the loop keeps ticking", function()
     loom.run(function()
-      local ticks = {}
-      local ticker = loom.spawn(function()
-        while true do loom.sleep(0.01); ticks[#ticks + 1] = loom.now() end
-      end)
-      local started = loom.now()
-      assert.equal(3000000, db:value(SLOW, 3000000))
-      local finished = loom.now()
-      ticker:cancel()
       -- The ticker ran while the statement did: ticks fall inside it (a
       -- blocked loop would show none until the statement was over).
-      local inside = 0
-      for _, t in ipairs(ticks) do
-        if t > started and t < finished - 0.005 then inside = inside + 1 end
-      end
-      assert.is_true(inside >= 2, ("%d of %d ticks inside a %.2f s statement"):format(inside, #ticks, finished - started))
+      assert_ticked_during(function() assert.equal(3000000, db:value(SLOW, 3000000)) end)
     end)
   end)
 
@@ -372,20 +371,8 @@ describe("sqlite", function()
       end
       assert.is_true(db:stats().inline_reads > before)
       before = db:stats().inline_reads
-      local ticks = {}
-      local ticker = loom.spawn(function()
-        while true do loom.sleep(0.01); ticks[#ticks + 1] = loom.now() end
-      end)
-      local started = loom.now()
       -- Its result is the whole count: restarted on the worker from scratch.
-      assert.equal(3000000, db:value(SLOW2, 3000000))
-      local finished = loom.now()
-      ticker:cancel()
-      local inside = 0
-      for _, t in ipairs(ticks) do
-        if t > started and t < finished - 0.005 then inside = inside + 1 end
-      end
-      assert.is_true(inside >= 2, ("%d of %d ticks inside a %.2f s statement"):format(inside, #ticks, finished - started))
+      assert_ticked_during(function() assert.equal(3000000, db:value(SLOW2, 3000000)) end)
       assert.equal(before, db:stats().inline_reads)
       -- Short again: back on the loop thread after some runs on a worker
       -- (a few, or more if a slow machine made tries overrun the time).
@@ -601,6 +588,47 @@ describe("sqlite", function()
       assert.same({}, before)
       assert.equal(1, db:value("SELECT count(*) FROM g"))
       ch:close()
+    end)
+  end)
+
+  it("transaction, savepoint and lock take callable tables", function()
+    loom.run(function()
+      local function callable(fn)
+        return setmetatable({}, { __call = function(_, ...) return fn(...) end })
+      end
+      db:exec("CREATE TABLE ct (x INTEGER)")
+      assert.equal("tx", db:transaction(callable(function(tx)
+        tx:savepoint(callable(function(sp) sp:exec("INSERT INTO ct VALUES (1)") end))
+        return "tx"
+      end)))
+      assert.equal(1, db:value("SELECT count(*) FROM ct"))
+      assert.equal("held", db:lock("k", callable(function() return "held" end)))
+      local ok, e = pcall(db.transaction, db, {})
+      assert.is_false(ok)
+      assert.equal("argument", e.kind)
+    end)
+  end)
+
+  it("db:close() closes the channels db:changes() gave, after what they hold", function()
+    loom.run(function()
+      db:exec("CREATE TABLE cl (id INTEGER PRIMARY KEY)")
+      local a, b = db:changes(), db:changes({ buffer = 4 })
+      local seen = {}
+      local reader = loom.spawn(function()
+        for e in a:iter() do seen[#seen + 1] = e.rowid end
+        return "ended"
+      end)
+      db:exec("INSERT INTO cl VALUES (7)")
+      db:close()
+      -- Bounded: without the close the loop would wait for ever.
+      assert.equal("ended", loom.timeout(5, reader.join, reader))
+      assert.same({ 7 }, seen)
+      assert.is_true(a:is_closed())
+      assert.is_true(b:is_closed())
+      assert.equal(7, b:recv().rowid)
+      local v, ok = b:recv()
+      assert.is_nil(v)
+      assert.is_false(ok)
     end)
   end)
 

@@ -7,6 +7,7 @@
 -- connection it is itself holding.
 return function(loom, core)
   local pack, unpack = table.pack, table.unpack
+  local is_callable = loom._is_callable
   local sqlite_conninfo
 
   local DB = {}
@@ -153,6 +154,12 @@ return function(loom, core)
     return e
   end
 
+  -- What a handle must keep but never show: the URL as given (the
+  -- listener connects with it) and the password parts to scrub. Kept
+  -- here, by handle, not in its fields, where a debug dump, an inspect()
+  -- or a log of the table would print them.
+  local private = setmetatable({}, { __mode = "k" })
+
   loom.db = {}
 
   local dialects -- what differs between drivers; filled in at the end
@@ -227,11 +234,12 @@ return function(loom, core)
     local pool = opts.pool or {}
     if type(pool) ~= "table" then argerror(2, "loom.db.open", "pool must be a table") end
     local handle = core._db_open(driver, conninfo, pool, secrets)
-    return setmetatable({
-      handle = handle, driver = driver, dialect = dialect, shown = scrub(url, secrets), url = url,
-      secrets = secrets, cache = opts.statement_cache ~= false, listeners = nil,
-      split = dialect.split_reads and pool.readers ~= 0,
+    local db = setmetatable({
+      handle = handle, driver = driver, dialect = dialect, shown = scrub(url, secrets),
+      cache = opts.statement_cache ~= false, split = dialect.split_reads and pool.readers ~= 0,
     }, DB)
+    private[db] = { url = url, secrets = secrets }
+    return db
   end
 
   DB.__tostring = function(db) return ("loom.db (%s)"):format(db.shown) end
@@ -458,7 +466,7 @@ return function(loom, core)
   local savepoints = 0
 
   local function savepoint(s, fn, ...)
-    if type(fn) ~= "function" then argerror(1, "savepoint", "function expected, got " .. type(fn)) end
+    if not is_callable(fn) then argerror(1, "savepoint", "function expected, got " .. type(fn)) end
     local conn = s.conn
     if not conn then released() end
     savepoints = savepoints + 1
@@ -489,7 +497,7 @@ return function(loom, core)
   -- raises. Serialization failures and deadlocks are retried with backoff
   -- up to `retries` times (math.huge: no limit).
   function DB:transaction(fn, opts)
-    if type(fn) ~= "function" then argerror(1, "transaction", "function expected, got " .. type(fn)) end
+    if not is_callable(fn) then argerror(1, "transaction", "function expected, got " .. type(fn)) end
     opts = opts or {}
     if type(opts) ~= "table" then argerror(2, "transaction", "options table expected") end
     local retries = opts.retries or 0
@@ -664,7 +672,7 @@ return function(loom, core)
   function DB:lock(key, fn, opts)
     local kt = math.type(key) == "integer" and "integer" or type(key)
     if kt ~= "string" and kt ~= "integer" then argerror(1, "lock", "string or integer key expected, got " .. type(key)) end
-    if type(fn) ~= "function" then argerror(2, "lock", "function expected, got " .. type(fn)) end
+    if not is_callable(fn) then argerror(2, "lock", "function expected, got " .. type(fn)) end
     opts = opts or {}
     if type(opts) ~= "table" then argerror(3, "lock", "options table expected") end
     local timeout = check_seconds(opts.timeout, 3, "lock", "timeout")
@@ -938,11 +946,11 @@ return function(loom, core)
     local l = self._listener
     if not l then
       l = setmetatable({ subs = {}, gap_pending = setmetatable({}, { __mode = "k" }),
-        mutex = loom.mutex(), conn = core._listener(self.driver, self.url) }, Listener)
+        mutex = loom.mutex(), conn = core._listener(self.driver, private[self].url) }, Listener)
       local ok, e = pcall(l.conn._connect, l.conn)
       if not ok then
         pcall(l.conn._close, l.conn)
-        error(scrub_error(e, self.secrets), 0)
+        error(scrub_error(e, private[self].secrets), 0)
       end
       self._listener = l
       l.task = core._spawn_daemon(dispatch, l)
@@ -968,6 +976,14 @@ return function(loom, core)
     if self._listener then self._listener:close() end
     if self._change_task then self._change_task:cancel("database handle closed") end
     self.handle:_close()
+    -- Nothing more can arrive: a subscriber's loop ends once it has
+    -- what was sent, as a db:listen() subscriber's does.
+    local subs = self._change_subs
+    if subs then
+      self._change_subs, self._change_task = nil, nil
+      self.handle:_on_changes(nil)
+      for sub in pairs(subs) do sub:close() end
+    end
   end
 
   ---------------------------------------------------------------- dialects

@@ -4,6 +4,7 @@
 -- that failure is what the group raises.
 return function(loom)
   local pack, unpack = table.pack, table.unpack
+  local is_callable = loom._is_callable
 
   local Group = {}
   Group.__index = Group
@@ -43,10 +44,6 @@ return function(loom)
   local function child_main(guard, fn, ...)
     local _ <close> = guard
     return returned(guard, fn(...))
-  end
-
-  local function is_callable(f)
-    return type(f) == "function" or (getmetatable(f) or {}).__call ~= nil
   end
 
   -- g:spawn(fn, ...) starts a child task of the group and returns it.
@@ -101,11 +98,18 @@ return function(loom)
     end
   end
 
+  -- g:cancel() is caught by the group it cancelled, as a cancelled scope
+  -- is in trio: the group ends normally, with the body's results if it
+  -- returned and none if the cancel stopped it. What cancelled it from
+  -- outside (task:cancel(), a timeout around it) is still raised.
   local function finish(g, ok, ...)
     local expired = g.scope:close()
+    local stopped = false
     if not ok then
       local err = ...
-      if not (expired and type(err) == "table" and err.scope == g.scope:id()) then
+      if expired and type(err) == "table" and err.scope == g.scope:id() then
+        stopped = true
+      else
         g:_fail(err, nil)
       end
     end
@@ -122,6 +126,7 @@ return function(loom)
       if failure.task then failure.task:join() end
       error(failure.err, 0)
     end
+    if stopped then return end
     return ...
   end
 
@@ -162,7 +167,7 @@ return function(loom)
   -- Without `concurrency` there is one worker per item: all start at once.
   local function run_each(list, fn, opts, fname, results)
     check_list(list, fname)
-    if type(fn) ~= "function" then
+    if not is_callable(fn) then
       loom.error("argument", ("bad argument #2 to '%s' (function expected, got %s)"):format(fname, type(fn)))
     end
     local n = #list
@@ -197,7 +202,7 @@ return function(loom)
 
   local function check_functions(fns, fname)
     for i = 1, fns.n do
-      if type(fns[i]) ~= "function" then
+      if not is_callable(fns[i]) then
         loom.error("argument", ("bad argument #%d to '%s' (function expected, got %s)"):format(i, fname, type(fns[i])))
       end
     end

@@ -11,6 +11,15 @@ for name, value in pairs(core) do
 end
 loom._VERSION = "loom scm"
 
+-- What every Lua-written entry point takes where a function is wanted: a
+-- function or a table (or userdata) whose metatable has __call, as the C
+-- core's own checks accept.
+function loom._is_callable(f)
+  if type(f) == "function" then return true end
+  local mt = getmetatable(f)
+  return type(mt) == "table" and rawget(mt, "__call") ~= nil
+end
+
 require("loom.scope")(loom, core)
 require("loom.sync")(loom)
 require("loom.group")(loom)

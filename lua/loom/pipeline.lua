@@ -8,6 +8,7 @@ return function(loom)
   local Pipeline = {}
   Pipeline.__index = Pipeline
 
+  local is_callable = loom._is_callable
   local channel_mt = getmetatable(loom.channel())
   local SKIP = {}
 
@@ -46,7 +47,7 @@ return function(loom)
   end
 
   function Pipeline:map(fn, opts)
-    if type(fn) ~= "function" then argerror(1, "map", "function expected, got " .. type(fn)) end
+    if not is_callable(fn) then argerror(1, "map", "function expected, got " .. type(fn)) end
     local workers, buffer, ordered = stage_opts(opts, "map")
     return add(self, { workers = workers, buffer = buffer, ordered = ordered, apply = function(v)
       local r = fn(v)
@@ -58,7 +59,7 @@ return function(loom)
   end
 
   function Pipeline:filter(fn, opts)
-    if type(fn) ~= "function" then argerror(1, "filter", "function expected, got " .. type(fn)) end
+    if not is_callable(fn) then argerror(1, "filter", "function expected, got " .. type(fn)) end
     local workers, buffer, ordered = stage_opts(opts, "filter")
     return add(self, { workers = workers, buffer = buffer, ordered = ordered, apply = function(v)
       if fn(v) then return v end
@@ -200,7 +201,7 @@ return function(loom)
   end
 
   function Pipeline:each(fn)
-    if type(fn) ~= "function" then argerror(1, "each", "function expected, got " .. type(fn)) end
+    if not is_callable(fn) then argerror(1, "each", "function expected, got " .. type(fn)) end
     self:_run(fn)
   end
 

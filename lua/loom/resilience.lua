@@ -7,9 +7,7 @@ return function(loom)
     loom.error("argument", ("bad argument #%d to '%s' (%s)"):format(n, fname, msg))
   end
 
-  local function is_callable(f)
-    return type(f) == "function" or (getmetatable(f) or {}).__call ~= nil
-  end
+  local is_callable = loom._is_callable
 
   ---------------------------------------------------------------- lazy
   -- lazy:get() computes once, even when many tasks ask at the same time;

@@ -2,9 +2,7 @@
 return function(loom, core)
   local new_scope = core._scope
 
-  local function is_callable(f)
-    return type(f) == "function" or (getmetatable(f) or {}).__call ~= nil
-  end
+  local is_callable = loom._is_callable
 
   local function close_with(scope, ok, ...)
     local expired = scope:close()
