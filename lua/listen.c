@@ -19,7 +19,10 @@ typedef struct lm_listener {
   lm_ctx *ctx;
   const loom_db_driver_t *driver;
   loom_db_conn_t *conn;
-  loom_db_req_t req;
+  /* On the heap, not in the userdata: a request given up (its task
+   * cancelled, the listener collected) is still the driver's until it
+   * completes, and is freed then (orphan_done). */
+  loom_db_req_t *req;
   lm_note *head, *tail;
   int lost;     /* the connection broke since the last _next */
   lm_wait *req_waiting;  /* a task running _connect or _exec */
@@ -85,6 +88,51 @@ static void req_done(loom_db_req_t *req) {
     wake(l->req_waiting);
 }
 
+/* Frees a request that is complete; a connection it opened and nobody
+ * took is closed (no one will LISTEN on it). */
+static void free_req(loom_db_req_t *req) {
+  if (req->op == LOOM_DB_CONNECT && req->status == 0 && req->conn)
+    req->conn->driver->close(req->conn);
+  loom_db_result_free(req->result);
+  loom_db_error_clear(&req->err);
+  free(req);
+}
+
+/* A request given up while still out has completed. */
+static void orphan_done(loom_db_req_t *req) {
+  loom_loop_t *loop = req->data;
+  free_req(req);
+  loop->draining--;
+}
+
+/* Gives up the current request: one still out is left to complete on its
+ * own (counted in loop->draining, so closing the loop waits for it), one
+ * complete is freed. */
+static void give_up_req(lm_listener *l) {
+  loom_db_req_t *req = l->req;
+  l->req = NULL;
+  if (req == NULL)
+    return;
+  if (req->active && !l->ctx->closed) {
+    req->data = &l->ctx->loop;
+    req->cb = orphan_done;
+    l->ctx->loop.draining++;
+  } else if (!req->active) {
+    free_req(req);
+  }
+}
+
+/* A fresh request for the next call. */
+static loom_db_req_t *new_req(lua_State *L, lm_listener *l) {
+  give_up_req(l);
+  l->req = calloc(1, sizeof *l->req);
+  if (l->req == NULL)
+    lm_error(L, "memory", "out of memory");
+  l->req->cb = req_done;
+  l->req->data = l;
+  return l->req;
+}
+
 /* core _listener(driver, conninfo): the conninfo is kept as user value. */
 static int l_listener(lua_State *L) {
   const char *driver = luaL_checkstring(L, 1);
@@ -119,17 +167,21 @@ static int req_k(lua_State *L, int status, lua_KContext kctx) {
   lm_listener *l = lua_touserdata(L, 1);
   lm_wait *w = LM_WAIT_OF(kctx);
   l->req_waiting = NULL;
-  if (w->status != 0 || l->req.active) {
-    l->req.data = NULL;
+  if (w->status != 0 || l->req->active) {
+    /* Given up: a connect still out closes what it opens when it ends;
+     * the connection a statement runs on goes (a dispatcher reconnects). */
+    give_up_req(l);
     drop_conn(l);
     lm_wait_check(L, w);
+    return lm_error(L, "connection", "the listener's request was given up");
   }
-  loom_db_result_free(l->req.result);
-  l->req.result = NULL;
-  if (l->req.status != 0)
-    return raise_req(L, &l->req);
-  if (l->req.op == LOOM_DB_CONNECT) {
-    l->conn = l->req.conn;
+  loom_db_result_free(l->req->result);
+  l->req->result = NULL;
+  if (l->req->status != 0)
+    return raise_req(L, l->req);
+  if (l->req->op == LOOM_DB_CONNECT) {
+    l->conn = l->req->conn;
+    l->req->conn = NULL; /* the listener's now, not the request's */
     l->conn->data = l;
     l->lost = 0;
     l->driver->watch(l->conn, on_notify);
@@ -140,7 +192,7 @@ static int req_k(lua_State *L, int status, lua_KContext kctx) {
 static int begin(lua_State *L, lm_listener *l) {
   lm_wait *w = lm_wait_prepare(L, l->ctx);
   l->req_waiting = w;
-  if (!l->req.active)
+  if (!l->req->active)
     lm_wait_finish(w, 0, -1);
   return lm_wait_begin(L, w, req_k);
 }
@@ -151,12 +203,9 @@ static int listener_connect(lua_State *L) {
   lua_settop(L, 1);
   drop_conn(l);
   lua_getiuservalue(L, 1, 1);
-  memset(&l->req, 0, sizeof l->req);
-  l->req.op = LOOM_DB_CONNECT;
-  l->req.cb = req_done;
-  l->req.data = l;
-  if (l->driver->connect(&l->ctx->loop, lua_tostring(L, -1), &l->req) != 0)
-    return raise_req(L, &l->req);
+  new_req(L, l)->op = LOOM_DB_CONNECT;
+  if (l->driver->connect(&l->ctx->loop, lua_tostring(L, -1), l->req) != 0)
+    return raise_req(L, l->req);
   return begin(L, l);
 }
 
@@ -168,22 +217,12 @@ static int run_sql(lua_State *L, lm_listener *l) {
   lua_settop(L, 2);
   if (l->conn == NULL || l->conn->broken)
     return lm_error(L, "connection", "the listener is not connected");
-  memset(&l->req, 0, sizeof l->req);
-  l->req.op = LOOM_DB_QUERY;
-  l->req.sql = sql;
-  l->req.sql_len = len;
-  l->req.cb = req_done;
-  l->req.data = l;
-  if (l->driver->start(l->conn, &l->req) != 0)
-    return raise_req(L, &l->req);
+  new_req(L, l)->op = LOOM_DB_QUERY;
+  l->req->sql = sql;
+  l->req->sql_len = len;
+  if (l->driver->start(l->conn, l->req) != 0)
+    return raise_req(L, l->req);
   return begin(L, l);
-}
-
-/* l:_exec(sql): LISTEN / UNLISTEN on the listening connection. */
-static int listener_exec(lua_State *L) {
-  lm_listener *l = check(L);
-  luaL_checkstring(L, 2);
-  return run_sql(L, l);
 }
 
 /* PostgreSQL keeps NAMEDATALEN - 1 bytes of an identifier. */
@@ -258,7 +297,7 @@ static int next_k(lua_State *L, int status, lua_KContext kctx) {
 
 static int listener_close(lua_State *L) {
   lm_listener *l = lua_touserdata(L, 1);
-  l->req.data = NULL;
+  give_up_req(l);
   drop_conn(l);
   while (l->head) {
     lm_note *n = l->head;
@@ -273,7 +312,6 @@ static int listener_close(lua_State *L) {
 
 static const luaL_Reg methods[] = {
   {"_connect", listener_connect},
-  {"_exec", listener_exec},
   {"_listen", listener_listen},
   {"_next", listener_next},
   {"_close", listener_close},

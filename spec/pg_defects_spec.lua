@@ -285,3 +285,49 @@ describe("postgres: a batch that repeats a statement", function()
     db:close()
   end)
 end)
+
+-- Found by the test run under LeakSanitizer: a listener given up while it
+-- connected (its task cancelled, or the handle closed) left the connect to
+-- the driver with nobody to close what it opened, and the request lived
+-- in the listener's userdata, collected while the driver still held it.
+describe("postgres: a listener given up while it connects", function()
+  local child = require "spec.support.child"
+  local PLAIN = "env -u LD_PRELOAD -u ASAN_OPTIONS -u LSAN_OPTIONS "
+
+  -- A listener that takes the TCP connect and never answers: libpq waits
+  -- for the server's first word until connect_timeout.
+  local function mute_port()
+    local h = io.popen(PLAIN .. "perl spec/support/mute_server.pl silent 127.0.0.1 0")
+    local line = h:read("l")
+    h:close()
+    local port, pid = (line or ""):match("^(%d+) (%d+)$")
+    assert(port, "spec/support/mute_server.pl did not start")
+    return port, function() os.execute("kill " .. pid .. " 2>/dev/null") end
+  end
+
+  it("leaves nothing behind, cancelled or abandoned at exit", function()
+    local port, stop = mute_port()
+    local url = ("postgres://loom:pw@127.0.0.1:%s/loom?connect_timeout=1"):format(port)
+    local ok, out = child.run(([[
+      local loom = require "loom"
+      local db = loom.db.open(%q)
+      loom.run(function()
+        -- Cancelled while connecting, then the connect times out later.
+        local t = loom.spawn(function() return db:listen("a") end)
+        loom.sleep(0.2)
+        t:cancel()
+        assert(not pcall(t.join, t))
+        loom.sleep(1.5)
+        -- Still connecting when run returns and the handle is dropped.
+        loom.spawn(function() return db:listen("b") end)
+        loom.sleep(0.2)
+      end)
+      db = nil
+      collectgarbage(); collectgarbage()
+      print("child done")
+    ]]):format(url), 60)
+    stop()
+    assert.is_true(ok, out)
+    assert.is_truthy(out:find("child done", 1, true), out)
+  end)
+end)
