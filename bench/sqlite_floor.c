@@ -1,6 +1,8 @@
 /* The floor for loom's SQLite figures: plain C on one thread, no event
  * loop, no Lua. Prints the wall time of the measured part in seconds.
  *   sqlite_floor select N FILE   N point selects through one prepared statement
+ *   sqlite_floor select-mmap N FILE   the same with the file mapped (mmap_size
+ *                                256 MB, what loom's readers use)
  *   sqlite_floor insert N FILE   N rows through one prepared INSERT, one transaction */
 #include <sqlite3.h>
 #include <stdio.h>
@@ -23,7 +25,7 @@ static void check(int rc, sqlite3 *db, const char *what) {
 
 int main(int argc, char **argv) {
   if (argc != 4) {
-    fprintf(stderr, "usage: sqlite_floor select|insert N FILE\n");
+    fprintf(stderr, "usage: sqlite_floor select|select-mmap|insert N FILE\n");
     return 2;
   }
   long n = atol(argv[2]);
@@ -32,7 +34,9 @@ int main(int argc, char **argv) {
   check(sqlite3_open(argv[3], &db), db, "open");
   check(sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL", 0, 0, 0), db, "pragma");
   double t0, t1;
-  if (strcmp(argv[1], "select") == 0) {
+  if (strcmp(argv[1], "select-mmap") == 0)
+    check(sqlite3_exec(db, "PRAGMA mmap_size=268435456", 0, 0, 0), db, "mmap");
+  if (strncmp(argv[1], "select", 6) == 0) {
     long sum = 0;
     check(sqlite3_prepare_v2(db, "SELECT abalance FROM accounts WHERE aid = ?", -1, &st, 0), db, "prepare");
     t0 = now();

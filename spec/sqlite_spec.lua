@@ -692,6 +692,32 @@ describe("sqlite files and memory", function()
     remove_db(path)
   end)
 
+  it("readers map the file by default (mmap_size); a pragma given to open sets another size", function()
+    local maps = io.open("/proc/self/maps")
+    if not maps then return pending("no /proc/self/maps to see the map in") end
+    maps:close()
+    local function mapped(p)
+      local f = assert(io.open("/proc/self/maps"))
+      local text = f:read("a")
+      f:close()
+      return text:find(p .. "\n", 1, true) ~= nil   -- the file itself, not its -shm
+    end
+    for _, case in ipairs({ { pragmas = nil, mapped = true }, { pragmas = { "mmap_size = 0" }, mapped = false } }) do
+      local path = tmpfile()
+      local db = loom.db.open("sqlite:" .. path, { pool = { readers = 2 }, pragmas = case.pragmas })
+      loom.run(function()
+        db:exec("CREATE TABLE t (x INTEGER)")
+        db:insert_many("t", { "x" }, { { 1 }, { 2 } })
+        db:exec("PRAGMA wal_checkpoint(TRUNCATE)")        -- rows in the file, not only in the WAL
+        assert.equal(0, db:value("PRAGMA mmap_size"))   -- the writer keeps SQLite's default
+        assert.equal(3, db:value("SELECT sum(x) FROM t")) -- a reader
+        assert.equal(case.mapped, mapped(path))
+      end)
+      db:close()
+      remove_db(path)
+    end
+  end)
+
   it("a path that cannot be opened is a clear connection error", function()
     local db = loom.db.open("sqlite:/nonexistent-dir/sub/x.db", { pool = { acquire_timeout = 2 } })
     local ok, e = pcall(function() return loom.run(function() return db:value("SELECT 1") end) end)
