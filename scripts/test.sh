@@ -179,7 +179,7 @@ if [ "${LOOM_SKIP_TSAN:-}" != 1 ]; then
   # specs that drive them run under ThreadSanitizer too.
   stage "SQLite threads under ThreadSanitizer"
   if build build-tsan -DCMAKE_BUILD_TYPE=Debug -DLOOM_BUILD_TESTS=OFF \
-       -DCMAKE_C_FLAGS="-fsanitize=thread -O1 -g" -DCMAKE_MODULE_LINKER_FLAGS="-fsanitize=thread"; then
+       -DCMAKE_C_FLAGS="-fsanitize=thread -O1 -g -DLOOM_TIME_SCALE=20" -DCMAKE_MODULE_LINKER_FLAGS="-fsanitize=thread"; then
     gcc -shared -fPIC -o build-tsan/keep_modules.so scripts/keep_modules.c
     specs build-tsan LD_PRELOAD="$(gcc -print-file-name=libtsan.so) $root/build-tsan/keep_modules.so" \
       TSAN_OPTIONS="halt_on_error=0 report_signal_unsafe=0" -- --exclude-tags=subprocess spec/sqlite_spec.lua
