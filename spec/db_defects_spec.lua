@@ -551,5 +551,32 @@ io.write("DONE\n")
         assert.equal("free", other:join())
       end)
     end)
+
+    ------------------------------------------------------------ 9. hand-over
+    it("a statement whose task is cancelled after the pool handed it a connection gives the connection back", function()
+      -- The pool's hand-over ends the wait; the cancel (or an expiring
+      -- timeout) lands before the task runs again, so the statement is
+      -- never sent. The connection it got must go back to the pool then,
+      -- not sit in a dropped object until the collector frees it: with
+      -- nothing left to allocate, nothing collects, and every task waits
+      -- on the pool forever (found by the soak on MySQL, under ASan).
+      local h = loom.db.open(url, { pool = { max = 1, acquire_timeout = 30 } })
+      collectgarbage("stop")
+      local ok, err = pcall(run, function()
+        local s = h:acquire()
+        local waiter = loom.spawn(function() return h:exec("SELECT 1") end)
+        while h:stats().waiting == 0 do loom.sleep(0) end
+        s:release() -- the waiter's wait ends: it is ready, not yet running
+        waiter:cancel()
+        local wok, e = pcall(waiter.join, waiter)
+        assert.is_false(wok)
+        assert.equal("cancelled", e.kind)
+        assert.equal(0, h:stats().in_use)
+        assert.equal(1, h:value("SELECT 1"))
+      end)
+      collectgarbage("restart")
+      h:close()
+      assert(ok, err)
+    end)
   end)
 end
