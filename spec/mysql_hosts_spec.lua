@@ -8,8 +8,8 @@ local URL = my.url()
 local build = os.getenv("LOOM_BUILD_DIR") or "build"
 local user, pw, port, rest = URL:match("^mysql://([^:]+):([^@]+)@127%.0%.0%.1:(%d+)(/.*)$")
 
--- Helper processes run without a sanitizer runtime preloaded into this run.
-local PLAIN = "env -u LD_PRELOAD -u ASAN_OPTIONS -u LSAN_OPTIONS "
+local net = require "spec.support.net"
+local closed_port, mute_server = net.closed_port, net.mute_server
 
 local function url_at(hostport, query)
   local u = ("mysql://%s:%s@%s%s"):format(user, pw, hostport, rest)
@@ -17,26 +17,6 @@ local function url_at(hostport, query)
   return u
 end
 
--- A port on 127.0.0.1 nothing listens on: connecting there is refused.
-local function closed_port()
-  for _ = 1, 50 do
-    local p = math.random(20000, 60000)
-    if not os.execute((PLAIN .. "bash -c 'exec 3<>/dev/tcp/127.0.0.1/%d' 2>/dev/null"):format(p)) then return p end
-  end
-  error("no closed port found")
-end
-
--- spec/support/mute_server.pl: "silent" never accepts (the TCP connect
--- succeeds, no greeting comes), "login" lets any login in and then never
--- answers. Returns its port and a function that stops it.
-local function mute_server(mode, addr, p)
-  local h = io.popen(("%s perl spec/support/mute_server.pl %s %s %d"):format(PLAIN, mode, addr, p or 0))
-  local line = h:read("l")
-  h:close()
-  local got, pid = (line or ""):match("^(%d+) (%d+)$")
-  assert(got, "spec/support/mute_server.pl did not start on " .. addr)
-  return tonumber(got), function() os.execute("kill " .. pid .. " 2>/dev/null") end
-end
 
 -- Bounds only the wait for a connection on a slow, loaded machine: every
 -- connect below ends (or fails) through the driver well before it.
@@ -104,9 +84,7 @@ describe("mysql: a name with several addresses #subprocess", function()
     dir = os.tmpname()
     os.remove(dir)
     assert(os.execute("mkdir -p " .. dir))
-    local so = dir .. "/dual_host.so"
-    assert(os.execute((PLAIN .. "gcc -shared -fPIC -o %s spec/support/dual_host.c -ldl"):format(so)))
-    preload = ((os.getenv("LD_PRELOAD") or "") .. " " .. so):gsub("^ ", "")
+    preload = net.dual_host_preload(dir)
     local f = assert(io.open(dir .. "/child.lua", "w"))
     f:write([[
       local loom = require "loom"

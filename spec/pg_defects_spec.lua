@@ -292,21 +292,12 @@ end)
 -- in the listener's userdata, collected while the driver still held it.
 describe("postgres: a listener given up while it connects", function()
   local child = require "spec.support.child"
-  local PLAIN = "env -u LD_PRELOAD -u ASAN_OPTIONS -u LSAN_OPTIONS "
-
-  -- A listener that takes the TCP connect and never answers: libpq waits
-  -- for the server's first word until connect_timeout.
-  local function mute_port()
-    local h = io.popen(PLAIN .. "perl spec/support/mute_server.pl silent 127.0.0.1 0")
-    local line = h:read("l")
-    h:close()
-    local port, pid = (line or ""):match("^(%d+) (%d+)$")
-    assert(port, "spec/support/mute_server.pl did not start")
-    return port, function() os.execute("kill " .. pid .. " 2>/dev/null") end
-  end
+  local net = require "spec.support.net"
 
   it("leaves nothing behind, cancelled or abandoned at exit", function()
-    local port, stop = mute_port()
+    -- It takes the TCP connect and never answers: libpq waits for the
+    -- server's first word until connect_timeout.
+    local port, stop = net.mute_server("silent")
     local url = ("postgres://loom:pw@127.0.0.1:%s/loom?connect_timeout=1"):format(port)
     local ok, out = child.run(([[
       local loom = require "loom"

@@ -9,17 +9,8 @@ local URL = pg.url()
 local build = os.getenv("LOOM_BUILD_DIR") or "build"
 local user, pw, port, dbname = URL:match("^postgres://([^:]+):([^@]+)@127%.0%.0%.1:(%d+)/([^?]+)")
 
--- Helper processes run without a sanitizer runtime preloaded into this run.
-local PLAIN = "env -u LD_PRELOAD -u ASAN_OPTIONS -u LSAN_OPTIONS "
-
--- A port on 127.0.0.1 nothing listens on: connecting there is refused.
-local function closed_port()
-  for _ = 1, 50 do
-    local p = math.random(20000, 60000)
-    if not os.execute((PLAIN .. "bash -c 'exec 3<>/dev/tcp/127.0.0.1/%d' 2>/dev/null"):format(p)) then return p end
-  end
-  error("no closed port found")
-end
+local net = require "spec.support.net"
+local closed_port = net.closed_port
 
 local function value_of(url, opts)
   local db = loom.db.open(url, opts or { pool = { acquire_timeout = 20 } })
@@ -66,15 +57,10 @@ describe("postgres: several hosts, several addresses", function()
     -- A listener that never accepts: the TCP connect succeeds and the
     -- server's greeting never comes. connect_timeout=2 is per address, as
     -- in libpq; acquire_timeout 20 s only bounds a slow, loaded machine.
-    local p = io.popen(PLAIN .. [[perl -MSocket -e 'socket(S, PF_INET, SOCK_STREAM, 0) or die;
-      bind(S, pack_sockaddr_in(0, inet_aton("127.0.0.1"))) or die; listen(S, 8) or die;
-      my ($port) = unpack_sockaddr_in(getsockname(S)); my $pid = fork();
-      if ($pid) { print "$port $pid\n"; exit 0 } close STDOUT; sleep 60']])
-    local silent, pid = p:read("l"):match("(%d+) (%d+)")
-    p:close()
+    local silent, stop = net.mute_server("silent")
     local ok, v = value_of(("postgres://%s:%s@127.0.0.1:%s,127.0.0.1:%s/%s?connect_timeout=2")
       :format(user, pw, silent, port, dbname))
-    os.execute("kill " .. pid)
+    stop()
     assert.is_true(ok, tostring(v))
     assert.equal(tonumber(port), v)
   end)
@@ -86,9 +72,7 @@ describe("postgres: several hosts, several addresses", function()
     local dir = os.tmpname()
     os.remove(dir)
     assert(os.execute("mkdir -p " .. dir))
-    local so = dir .. "/dual_host.so"
-    assert(os.execute((PLAIN .. "gcc -shared -fPIC -o %s spec/support/dual_host.c -ldl"):format(so)))
-    local preload = ((os.getenv("LD_PRELOAD") or "") .. " " .. so):gsub("^ ", "")
+    local preload = net.dual_host_preload(dir)
     local script = [[
       local loom = require "loom"
       local db = loom.db.open(os.getenv("DUAL_URL"), { pool = { acquire_timeout = 20 } })

@@ -1,5 +1,5 @@
 # A TCP listener on a loopback address that never answers like a server
-# should, for the connect timeout specs (spec/mysql_hosts_spec.lua):
+# should, for the connect timeout specs (through spec/support/net.lua):
 #   perl mute_server.pl silent ADDR PORT   listens, never accepts: the TCP
 #                                          connect succeeds, nothing is said
 #   perl mute_server.pl login ADDR PORT    speaks MySQL up to a successful
