@@ -955,19 +955,8 @@ static int drained_k(lua_State *L, int status, lua_KContext kctx) {
   return lm_error(L, "cancelled", "request interrupted");
 }
 
-/* Whether a wait prepared now would raise before it began: the task was
- * cancelled, or a timeout around it expired (lm_wait_prepare's checks). */
-static int wait_would_raise(lm_ctx *ctx) {
-  lm_task *t = ctx->current;
-  if (ctx->closed)
-    return 1;
-  if (t && t->cancelled && !lm_cancel_held_off(t))
-    return 1;
-  return lm_scope_expired(t ? t->scopes : ctx->outside_scopes) != NULL;
-}
-
 static int start_request(lua_State *L, lm_conn *c, lua_KFunction k) {
-  if (c->one_shot && !c->shielded && wait_would_raise(c->ctx)) {
+  if (c->one_shot && !c->shielded && lm_wait_would_raise(c->ctx)) {
     /* The pool handed the connection over, and a cancel or a timeout came
      * before this task ran again: the statement is not sent. Nothing but
      * this call refers to the connection: give it back before raising, or

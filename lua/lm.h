@@ -145,6 +145,9 @@ extern const luaL_Reg lm_task_funcs[];
 /* wait.c */
 lm_wait *lm_wait_prepare(lua_State *L, lm_ctx *ctx);
 lm_wait *lm_wait_prepare_shielded(lua_State *L, lm_ctx *ctx);
+/* Whether lm_wait_prepare would raise now (closed, cancelled, a timeout
+ * expired): for a caller that must undo something first. */
+int lm_wait_would_raise(lm_ctx *ctx);
 int lm_wait_begin(lua_State *L, lm_wait *w, lua_KFunction k);
 void lm_wait_arm(lm_wait *w, double seconds);
 void lm_wait_arm_timer(lm_ctx *ctx, loom_timer_t *timer, double seconds);

@@ -70,6 +70,16 @@ static lm_wait *prepare(lua_State *L, lm_ctx *ctx, int shielded) {
 
 lm_wait *lm_wait_prepare(lua_State *L, lm_ctx *ctx) { return prepare(L, ctx, 0); }
 
+/* The checks prepare makes before an unshielded wait, without raising. */
+int lm_wait_would_raise(lm_ctx *ctx) {
+  lm_task *t = ctx->current;
+  if (ctx->closed)
+    return 1;
+  if (t && t->cancelled && !lm_cancel_held_off(t))
+    return 1;
+  return lm_scope_expired(t ? t->scopes : ctx->outside_scopes) != NULL;
+}
+
 /* For cleanup that must finish (draining a cancelled query): neither a
  * task:cancel() nor an expiring timeout ends this wait. */
 lm_wait *lm_wait_prepare_shielded(lua_State *L, lm_ctx *ctx) { return prepare(L, ctx, 1); }
