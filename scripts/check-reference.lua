@@ -129,7 +129,7 @@ local function from_sources(c)
       for kind in text:gmatch(pat) do c.word("error kind", kind) end
     end
   end
-  local my = read_file("core/my_sql.c") or ""
+  local my = read_file("core/db/mysql/my_sql.c") or ""
   for key in my:gmatch('KEY%("([%w_-]+)"%)') do c.word("MySQL URL option", key) end
   for _, file in ipairs(list_files({ "scripts", "spec", "examples" }, ".lua", ".sh")) do
     local text = read_file(file)
