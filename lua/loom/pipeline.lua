@@ -112,7 +112,7 @@ return function(loom)
   end
 
   -- Several workers share one input; the output closes when the last ends.
-  local function start_workers(g, input, out, st, work)
+  local function start_workers(g, out, st, work)
     local left = st.workers
     local last_out = setmetatable({}, { __close = function()
       left = left - 1
@@ -129,7 +129,7 @@ return function(loom)
   local function start_unordered(g, input, st)
     local out = loom.channel(st.buffer)
     local apply = st.apply
-    start_workers(g, input, out, st, function()
+    start_workers(g, out, st, function()
       for v in input:iter() do
         local r = apply(v)
         if r ~= SKIP then out:send(r) end
@@ -156,7 +156,7 @@ return function(loom)
       end
     end)
     local apply = st.apply
-    start_workers(g, numbered, done, st, function()
+    start_workers(g, done, st, function()
       for item in numbered:iter() do
         item[2] = apply(item[2])
         done:send(item)

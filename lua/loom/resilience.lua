@@ -84,13 +84,13 @@ return function(loom)
     end
     -- Written as not (x >= lower) so that NaN, which compares false with
     -- everything, is refused too.
-    if type(delay) ~= "number" or not (delay >= 0) then
+    if type(delay) ~= "number" or not (delay >= 0) then -- luacheck: ignore 581 (NaN)
       argerror(2, "loom.retry", "backoff must be a non-negative number")
     end
-    if type(factor) ~= "number" or not (factor >= 1) then
+    if type(factor) ~= "number" or not (factor >= 1) then -- luacheck: ignore 581 (NaN)
       argerror(2, "loom.retry", "factor must be a number >= 1")
     end
-    if type(max_delay) ~= "number" or not (max_delay >= 0) then
+    if type(max_delay) ~= "number" or not (max_delay >= 0) then -- luacheck: ignore 581 (NaN)
       argerror(2, "loom.retry", "max_delay must be a non-negative number")
     end
     if type(jitter) ~= "number" or not (jitter >= 0 and jitter <= 1) then
@@ -129,7 +129,7 @@ return function(loom)
     if math.type(failures) ~= "integer" or failures < 1 then
       argerror(1, "loom.breaker", "failures must be a positive integer")
     end
-    if type(reset_after) ~= "number" or not (reset_after >= 0) then
+    if type(reset_after) ~= "number" or not (reset_after >= 0) then -- luacheck: ignore 581 (refuses NaN)
       argerror(1, "loom.breaker", "reset_after must be a non-negative number")
     end
     for _, name in ipairs { "on_change", "failure_on" } do

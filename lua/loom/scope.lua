@@ -19,10 +19,12 @@ return function(loom, core)
   -- out of the scope, so the work inside is really stopped.
   function loom.timeout(seconds, fn, ...)
     if type(seconds) ~= "number" then
-      loom.error("argument", "bad argument #1 to 'loom.timeout' (non-negative number of seconds expected, got " .. type(seconds) .. ")")
+      loom.error("argument", "bad argument #1 to 'loom.timeout' (non-negative number of seconds expected, got "
+        .. type(seconds) .. ")")
     end
-    if not (seconds >= 0) then
-      loom.error("argument", "bad argument #1 to 'loom.timeout' (non-negative number of seconds expected, got " .. tostring(seconds) .. ")")
+    if not (seconds >= 0) then -- luacheck: ignore 581 (refuses NaN too)
+      loom.error("argument", "bad argument #1 to 'loom.timeout' (non-negative number of seconds expected, got "
+        .. tostring(seconds) .. ")")
     end
     if not is_callable(fn) then
       loom.error("argument", "bad argument #2 to 'loom.timeout' (function expected, got " .. type(fn) .. ")")

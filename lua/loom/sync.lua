@@ -6,12 +6,12 @@ return function(loom)
   end
 
   add(loom.semaphore(1), "with", function(self, fn, ...)
-    local permit <close> = self:acquire()
+    local _ <close> = self:acquire()
     return fn(...)
   end)
 
   add(loom.mutex(), "with", function(self, fn, ...)
-    local held <close> = self:lock()
+    local _ <close> = self:lock()
     return fn(...)
   end)
 end
