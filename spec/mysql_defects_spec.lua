@@ -83,7 +83,8 @@ describe("mysql: a cancel never leaves a request waiting on nothing", function()
 end)
 
 describe("mysql: statements too large for max_allowed_packet", function()
-  it("are refused before sending with kind argument, naming max_allowed_packet and the size; the connection is kept", function()
+  it("are refused before sending with kind argument, naming max_allowed_packet and the size; "
+    .. "the connection is kept", function()
     local db = loom.db.open(URL, { pool = { max = 1 } })
     loom.run(function()
       local max = db:value("SELECT @@max_allowed_packet")

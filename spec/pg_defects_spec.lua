@@ -47,7 +47,7 @@ describe("postgres: a stream leaves nothing behind on its connection", function(
           db:with(function(s) assert.same({ { { g = 1 }, { g = 2 }, { g = 3 } } }, s:batch({ { stream } })) end)
         end,
       }
-      for round = 1, 2 do
+      for _ = 1, 2 do
         for _, step in ipairs(steps) do
           local n = 0
           for _ in db:rows(stream) do n = n + 1 end
@@ -134,6 +134,7 @@ describe("postgres: more parameters than the protocol carries", function()
       refused(pcall(function() for _ in db:rows(sql, table.unpack(args)) do end end))
       local nocache = open({ pool = { max = 1 }, statement_cache = false })
       local ok, e = pcall(nocache.value, nocache, sql, table.unpack(args))
+      assert.is_false(ok)
       assert.equal("argument", e.kind)
       assert.equal(1, nocache:value("SELECT 1"))
       nocache:close()

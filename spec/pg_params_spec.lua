@@ -104,7 +104,8 @@ for _, cache in ipairs({ true, false }) do
         local t = "spec_params_" .. (cache and "c" or "n")
         db:exec("DROP TABLE IF EXISTS " .. t)
         db:exec("CREATE TABLE " .. t .. " (a int2, b int4, c numeric, d bytea, e bool, f float4)")
-        assert.equal(1, db:exec("INSERT INTO " .. t .. " VALUES ($1, $2, $3, $4, $5, $6)", 7, 70000, 1.25, "x\\y", true, 0.5))
+        assert.equal(1,
+          db:exec("INSERT INTO " .. t .. " VALUES ($1, $2, $3, $4, $5, $6)", 7, 70000, 1.25, "x\\y", true, 0.5))
         local r = db:first("SELECT * FROM " .. t)
         assert.same({ a = 7, b = 70000, c = "1.25", d = "x\\y", e = true, f = 0.5 }, r)
         assert.equal(1, db:exec("UPDATE " .. t .. " SET a = a + $1 WHERE b = $2", 1, 70000))

@@ -63,7 +63,8 @@ local function server_dir()
   local state = debug.getregistry()["loom.spec.pg"]
   local dir = state and state.dir or os.getenv("LOOM_PG_DIR")
   if not dir then
-    error("LOOM_PG_DIR is not set: the outage test needs the directory of a server started by spec/support/pg_server.sh", 2)
+    error("LOOM_PG_DIR is not set: the outage test needs the directory of a server started by "
+      .. "spec/support/pg_server.sh", 2)
   end
   return dir
 end
@@ -328,7 +329,8 @@ describe("postgres pool health", function()
           gen1 = gen1 + 1
           local age = last[pid] - start
           lo, hi = math.min(lo, age), math.max(hi, age)
-          assert.is_true(age >= 0.85 * LIFE, ("backend %d retired after %.3f s, before 90%% of max_lifetime"):format(pid, age))
+          assert.is_true(age >= 0.85 * LIFE,
+            ("backend %d retired after %.3f s, before 90%% of max_lifetime"):format(pid, age))
           -- A second of slack: a stalled loop may read the clock late.
           assert.is_true(age <= LIFE + 1.0, ("backend %d still used after %.3f s"):format(pid, age))
         end
@@ -343,9 +345,11 @@ describe("postgres pool health", function()
     db:close()
   end)
 
-  it("a server that refuses connections fails acquires fast with kind connection, with capped backoff and no busy loop", function()
+  it("a server that refuses connections fails acquires fast with kind connection, "
+    .. "with capped backoff and no busy loop", function()
     -- Nothing listens on port 1.
-    local db = loom.db.open("postgres://loom:secret-pw@127.0.0.1:1/loom_test", { pool = { max = 2, acquire_timeout = 10 } })
+    local db = loom.db.open("postgres://loom:secret-pw@127.0.0.1:1/loom_test",
+      { pool = { max = 2, acquire_timeout = 10 } })
     loom.run(function()
       local started = loom.now()
       local ok, e = pcall(db.value, db, "SELECT 1")
@@ -521,7 +525,8 @@ describe("postgres pool stats", function()
     local db = open({ max = 2, acquire_timeout = 1, validate_after = 10 })
     loom.run(function()
       local s = db:stats()
-      for _, k in ipairs({ "size", "total", "idle", "in_use", "waiting", "acquired", "timeouts", "created", "closed" }) do
+      local fields = { "size", "total", "idle", "in_use", "waiting", "acquired", "timeouts", "created", "closed" }
+      for _, k in ipairs(fields) do
         assert.equal("integer", math.type(s[k]), "stats()." .. k)
         assert.equal(0, s[k], "stats()." .. k .. " of a fresh pool")
       end

@@ -11,7 +11,8 @@ local function server_dir()
   local state = debug.getregistry()["loom.spec.pg"]
   local dir = state and state.dir or os.getenv("LOOM_PG_DIR")
   if not dir then
-    error("LOOM_PG_DIR is not set: the TLS specs need the directory of a server started by spec/support/pg_server.sh (it holds ca.crt)", 2)
+    error("LOOM_PG_DIR is not set: the TLS specs need the directory of a server started by "
+      .. "spec/support/pg_server.sh (it holds ca.crt)", 2)
   end
   return dir
 end

@@ -63,7 +63,8 @@ describe("the reference", function()
 
   it("runs as a script, exiting 0 when nothing is missing", function()
     local build = os.getenv("LOOM_BUILD_DIR") or "build"
-    local ok, how, code = os.execute(("env LOOM_BUILD_DIR=%q lua5.4 scripts/check-reference.lua >/dev/null"):format(build))
+    local ok, how, code =
+      os.execute(("env LOOM_BUILD_DIR=%q lua5.4 scripts/check-reference.lua >/dev/null"):format(build))
     assert.are.same({ true, "exit", 0 }, { ok, how, code })
     assert.is_truthy(read("README.md"):find("docs/REFERENCE.md", 1, true))
   end)

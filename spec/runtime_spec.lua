@@ -344,7 +344,7 @@ describe("tasks", function()
     loom.run(function()
       local caught
       local t = loom.spawn(function()
-        local ok, err = pcall(loom.sleep, 30)
+        local _, err = pcall(loom.sleep, 30)
         caught = err
         error(err, 0)
       end)
@@ -401,7 +401,7 @@ describe("tasks", function()
         local _ <close> = setmetatable({}, { __close = function(_, err)
           log[#log + 1] = "closed with " .. tostring(err and err.kind)
         end })
-        local ok, err = pcall(ch.recv, ch)
+        local _, err = pcall(ch.recv, ch)
         log[#log + 1] = "pcall saw " .. err.kind
         loom.yield() -- the cancel strikes again
         log[#log + 1] = "never"
@@ -452,7 +452,7 @@ describe("tasks", function()
     loom.run(function()
       local flushed = false
       local t = loom.spawn(function()
-        local ok, err = pcall(function()
+        local _, err = pcall(function()
           local _ <close> = setmetatable({}, { __close = function()
             loom.shield(function() loom.sleep(0.01); flushed = true end)
           end })
@@ -777,7 +777,7 @@ describe("failures nobody joins", function()
   -- They were reported only when the collector got to the task: a program
   -- that kept it (or simply had not collected yet) never heard of it.
   describe("are reported without waiting for the collector", function()
-    local seen, keep
+    local seen, keep -- luacheck: ignore 241 (keep holds the failed tasks: a kept task is reported too)
 
     before_each(function()
       seen, keep = {}, {}
