@@ -75,7 +75,6 @@ if mode == "select" or mode == "batch" then
   local naccounts = (tonumber(arg[5]) or 10) * 100000
   local db = loom.db.open(url, { pool = { min = tasks, max = tasks } })
   local random = math.random
-  local per_call = mode == "batch" and 10 or 1
   local total = 0
   local started, stop
   loom.run(function()

@@ -79,7 +79,8 @@ local function cold(url, sql, mode)
   return best
 end
 
-local report = lib.report(("pool waiters (bench/pool.lua): %d lookups on a pool of 10, best of %d, wall time"):format(N, reps))
+local report = lib.report(("pool waiters (bench/pool.lua): %d lookups on a pool of 10, best of %d, wall time")
+  :format(N, reps))
 
 local function run(name, url, sql)
   lib.note("pool: %s ...", name)

@@ -132,5 +132,6 @@ r:check("two heavy reads on 2 readers vs one (throughput)",
   ("%.2f s for 2"):format(t.heavy_two), ("%.2f s for 1"):format(t.heavy_one),
   2 * t.heavy_one / t.heavy_two, ">=", 1.6)
 r:check(("insert_many %s rows vs C loop in one transaction"):format(lib.si(ROWS)),
-  lib.si(ROWS / t.insert) .. " rows/s", lib.si(ROWS / t.insert_floor) .. " rows/s", t.insert_floor / t.insert, ">=", 0.7)
+  lib.si(ROWS / t.insert) .. " rows/s", lib.si(ROWS / t.insert_floor) .. " rows/s",
+  t.insert_floor / t.insert, ">=", 0.7)
 r:finish()

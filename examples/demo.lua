@@ -147,7 +147,10 @@ loom.run(function()
         if loom.is_error(err, "stale") then stale = stale + 1; return true end
       end })
     if not got then turned_away = turned_away + 1 end
-    if s % 3 == 0 then print(("  shopper %2d: %s"):format(s, got and ("reserved %d of product %d"):format(qty, product) or "not enough left")) end
+    if s % 3 == 0 then
+      local what = got and ("reserved %d of product %d"):format(qty, product) or "not enough left"
+      print(("  shopper %2d: %s"):format(s, what))
+    end
   end)
   local sold = db:value("SELECT sum(qty) FROM reservations")
   for p = 1, 4 do
@@ -163,7 +166,6 @@ loom.run(function()
   step("a timeout stops a slow query; the loop stays free meanwhile")
   local ticks = 0
   local ticker = loom.spawn(function() while true do loom.sleep(0.02); ticks = ticks + 1 end end)
-  started = loom.now()
   local ok, err = pcall(loom.timeout, 0.2, db.value, db, [[WITH RECURSIVE c(x) AS
     (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 50000000) SELECT count(*) FROM c]])
   ticker:cancel()

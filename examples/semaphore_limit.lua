@@ -7,7 +7,7 @@ local in_use, peak, failures = 0, 0, 0
 
 loom.run(function()
   loom.each({ 1, 2, 3, 4, 5, 6, 7, 8, 9, 10 }, function(job)
-    local ok, err = pcall(licences.with, licences, function()
+    local ok = pcall(licences.with, licences, function()
       in_use = in_use + 1
       peak = math.max(peak, in_use)
       print(("  job %2d holds a licence (%d in use)"):format(job, in_use))

@@ -146,7 +146,9 @@ local function from_runtime(c, loom)
     local v = loom[name]
     c.add("loom function", { "loom." .. name })
     if type(v) == "table" and name ~= "null" then
-      for _, sub in ipairs(sorted_keys(v)) do c.add("loom." .. name .. " function", { "loom." .. name .. "." .. sub }) end
+      for _, sub in ipairs(sorted_keys(v)) do
+        c.add("loom." .. name .. " function", { "loom." .. name .. "." .. sub })
+      end
     end
   end
   c.fields("loom.stats() field", loom.stats())
