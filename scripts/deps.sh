@@ -20,6 +20,7 @@ mysql=(mariadb-server mariadb-client openssl)
 test=(
   "${build[@]}"
   lua-busted luarocks                 # specs and the rockspec install check
+  lua-check cppcheck                  # scripts/lint.sh
   lua-luv                             # a host owning the loop, in the embedding spec
   "${pg[@]}" postgresql-contrib       # contrib has pgbench
   "${mysql[@]}"                       # mariadb-client has mariadb-slap

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Every test loom has, as CI runs it: C unit tests (ctest), the busted specs
-# (examples included) against a real PostgreSQL server started here, the
+# Every test loom has, as CI runs it: static checks (scripts/lint.sh), C
+# unit tests (ctest), the busted specs (examples included) against a real
+# PostgreSQL server started here, the
 # same again built with AddressSanitizer, LeakSanitizer and UBSan, and an
 # install from the rockspec, and bench/soak.lua on each driver (plain and
 # under the sanitizers). Ends with one line "N passed, N failed".
@@ -116,6 +117,14 @@ soak() { # soak BUILD_DIR OPS [env assignments...]: bench/soak.lua on each drive
     rm -f "$logs"/soak.db*
   done
 }
+
+# Seconds, and a finding needs no server: first.
+stage "static checks: luacheck and cppcheck"
+if bash scripts/lint.sh; then
+  passed=$((passed + 1))
+else
+  fail_stage "lint"
+fi
 
 # One PostgreSQL server for the whole run, stopped however the run ends.
 pgdir=$(mktemp -u /tmp/loom-pg.XXXXXX)
