@@ -21,7 +21,6 @@
 #define _GNU_SOURCE /* dladdr */
 #include <dlfcn.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +29,7 @@
 #include <mysqld_error.h>
 #include "my.h"
 #include "resolve.h"
+#include "watcher.h"
 
 #define MY_CACHE_BUCKETS 64
 #define MY_CACHE_MAX 256
@@ -73,12 +73,10 @@ struct my_conn {
   my_opts opts;
   char *conninfo;     /* kept for the KILL connection */
   char ip[64];        /* the address being tried, "" for a socket path */
-  uv_poll_t *poll;
-  int sock;
-  int events;
+  loom_watcher_t watch; /* the socket */
   loom_timer_t timer; /* MYSQL_WAIT_TIMEOUT */
   loom_timer_t drain_timer; /* bounds a cancelled request (MY_DRAIN_MS) */
-  int refs;           /* handles, lookups and stack frames using c */
+  int refs;           /* lookups and stack frames using c */
   int closing;
   int connecting;
   int killer_only;    /* opened to send one KILL: no settings to read */
@@ -139,7 +137,7 @@ struct my_conn {
 };
 
 static void drive(my_conn *c, int st);
-static void on_poll(uv_poll_t *handle, int status, int events);
+static void on_poll(loom_watcher_t *w, int status, int events);
 static int step(my_conn *c, my_op done);
 static void finish(my_conn *c);
 static void start_connect(my_conn *c);
@@ -193,31 +191,17 @@ static void ps_error(my_conn *c) {
 }
 
 static void want(my_conn *c, int events) {
-  if (c->poll == NULL)
-    return;
   /* Idle, the socket stays registered for reading without keeping the loop
    * alive: a server closing it (wait_timeout, KILL, shutdown) is noticed. */
   int idle = events == 0 && c->op == OP_NONE && c->base.req == NULL && !c->connecting &&
              !c->base.broken && !c->closing;
-  if (idle)
-    events = UV_READABLE;
-  if (events != c->events) {
-    c->events = events;
-    if (events)
-      uv_poll_start(c->poll, events, on_poll);
-    else
-      uv_poll_stop(c->poll);
-  }
-  if (idle)
-    uv_unref((uv_handle_t *)c->poll);
-  else
-    uv_ref((uv_handle_t *)c->poll);
+  loom_watcher_want(&c->watch, idle ? UV_READABLE : events, !idle);
 }
 
 static void cache_free_all(my_conn *c);
 
 static void maybe_free(my_conn *c) {
-  if (!c->closing || c->refs > 0)
+  if (!c->closing || c->refs > 0 || loom_watcher_busy(&c->watch))
     return;
   cache_free_all(c);
   loom__my_binds_free(&c->binds);
@@ -233,55 +217,20 @@ static void maybe_free(my_conn *c) {
   free(c);
 }
 
-static void on_poll_closed(uv_handle_t *h) {
-  my_conn *c = h->data;
-  free(h);
-  c->refs--;
-  maybe_free(c);
-}
-
-static void drop_poll(my_conn *c) {
-  if (c->poll) {
-    uv_close((uv_handle_t *)c->poll, on_poll_closed);
-    c->poll = NULL;
-    c->events = 0;
-  }
+static void on_watch_closed(loom_watcher_t *w) {
+  maybe_free(w->data);
 }
 
 static int track_socket(my_conn *c) {
-  int sock = (int)mysql_get_socket(c->m);
-  if (c->poll && sock == c->sock)
-    return 0;
-  drop_poll(c);
-  if (sock < 0)
-    return -1;
-  c->poll = malloc(sizeof *c->poll);
-  if (c->poll == NULL)
-    return -1;
-  if (uv_poll_init_socket(&c->base.loop->uv, c->poll, sock) != 0) {
-    free(c->poll);
-    c->poll = NULL;
-    return -1;
-  }
-  c->poll->data = c;
-  c->refs++;
-  c->sock = sock;
-  c->events = 0;
-  /* The library opens it without close-on-exec: a child the process
-   * starts (os.execute) would keep it open, and with it its registration
-   * in the loop's epoll set after we close it. */
-  int flags = fcntl(sock, F_GETFD);
-  if (flags >= 0)
-    fcntl(sock, F_SETFD, flags | FD_CLOEXEC);
-  return 0;
+  return loom_watcher_track(c->base.loop, &c->watch, (int)mysql_get_socket(c->m), 0);
 }
 
 /* The library closes the socket itself when the connection fails (and
  * its number may come back for another connection): stop polling it at
  * once, before libuv would act on a number that is no longer ours. */
 static void check_socket(my_conn *c) {
-  if (c->poll && (c->m == NULL || (int)mysql_get_socket(c->m) != c->sock))
-    drop_poll(c);
+  if (c->m == NULL || (int)mysql_get_socket(c->m) != c->watch.fd)
+    loom_watcher_close(&c->watch);
 }
 
 /* ---- statement cache ---------------------------------------------------- */
@@ -478,15 +427,15 @@ static void on_timer(loom_timer_t *t) {
  * error before closing (wait_timeout, KILL, shutdown). */
 static void idle_readable(my_conn *c) {
   char b;
-  ssize_t n = recv(c->sock, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+  ssize_t n = recv(c->watch.fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
   if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
     return;
   c->base.broken = 1;
   want(c, 0);
 }
 
-static void on_poll(uv_poll_t *handle, int status, int events) {
-  my_conn *c = handle->data;
+static void on_poll(loom_watcher_t *w, int status, int events) {
+  my_conn *c = w->data;
   if (c->op == OP_NONE) {
     if (!c->connecting && c->base.req == NULL && !c->closing)
       idle_readable(c);
@@ -1045,7 +994,7 @@ static int try_next(my_conn *c);
 static void drop_attempt(my_conn *c) {
   loom_timer_stop(c->base.loop, &c->connect_timer);
   loom_timer_stop(c->base.loop, &c->timer);
-  drop_poll(c);
+  loom_watcher_close(&c->watch);
   if (c->m) {
     int sock = c->mret ? (int)mysql_get_socket(c->m) : -1;
     if (sock >= 0)
@@ -1509,7 +1458,7 @@ static void my_close(loom_db_conn_t *base) {
   }
   loom_timer_stop(base->loop, &c->timer);
   loom_timer_stop(base->loop, &c->drain_timer);
-  drop_poll(c);
+  loom_watcher_close(&c->watch);
   if (c->m) {
     MYSQL_STMT *temp = c->ps && c->cached == NULL ? c->ps : NULL;
     int st = mysql_close_start(c->m);
@@ -1657,7 +1606,7 @@ static my_conn *conn_new(loom_loop_t *loop, const char *conninfo, loom_db_req_t 
   c->base.driver = &loom_mysql_driver;
   c->base.loop = loop;
   c->base.created_ns = c->base.last_used_ns = loom_now_ns();
-  c->sock = -1;
+  loom_watcher_init(&c->watch, on_poll, on_watch_closed, c);
   loom_timer_init(&c->timer, on_timer, c);
   loom_timer_init(&c->drain_timer, drain_expired, c);
   loom_timer_init(&c->connect_timer, on_connect_timeout, c);

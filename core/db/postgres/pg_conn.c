@@ -16,6 +16,7 @@
 #include <strings.h>
 #include "pg.h"
 #include "resolve.h"
+#include "watcher.h"
 
 #define PG_CACHE_BUCKETS 64
 #define PG_CACHE_MAX 256
@@ -72,10 +73,8 @@ typedef struct pg_target {
 typedef struct pg_conn {
   loom_db_conn_t base;
   PGconn *pg;
-  uv_poll_t *poll;
-  int sock;
-  int events;
-  int refs;          /* handles and work that must finish before free */
+  loom_watcher_t watch; /* the socket */
+  int refs;          /* work that must finish before free */
   int connecting;
   int closing;
   loom_db_req_t *connect_req;
@@ -126,7 +125,7 @@ typedef struct pg_conn {
   loom_db_notify_cb on_notify;
 } pg_conn;
 
-static void on_poll(uv_poll_t *handle, int status, int events);
+static void on_poll(loom_watcher_t *w, int status, int events);
 static void process(pg_conn *c);
 static void fail_request(pg_conn *c, int status, const char *code, const char *msg);
 static void finish(pg_conn *c);
@@ -157,27 +156,13 @@ static char *dupstr(const char *s) {
 }
 
 static void want(pg_conn *c, int events) {
-  if (c->poll == NULL)
-    return;
   /* Between requests the socket stays registered for reading (a server
    * closing it is noticed, and no epoll_ctl is spent per query) but does
    * not keep the loop alive. A paused request really stops reading: that
    * is the backpressure of a stream. */
   int idle = events == 0 && c->base.req == NULL && !c->connecting &&
              !c->base.broken && !c->closing;
-  if (idle)
-    events = UV_READABLE;
-  if (events != c->events) {
-    c->events = events;
-    if (events)
-      uv_poll_start(c->poll, events, on_poll);
-    else
-      uv_poll_stop(c->poll);
-  }
-  if (idle && !c->on_notify)
-    uv_unref((uv_handle_t *)c->poll);
-  else
-    uv_ref((uv_handle_t *)c->poll);
+  loom_watcher_want(&c->watch, idle ? UV_READABLE : events, !idle || c->on_notify);
 }
 
 static void drop_descriptions(pg_conn *c);
@@ -209,7 +194,7 @@ static void free_targets(pg_conn *c) {
 }
 
 static void maybe_free(pg_conn *c) {
-  if (!c->closing || c->refs > 0)
+  if (!c->closing || c->refs > 0 || loom_watcher_busy(&c->watch))
     return;
   for (int i = 0; i < PG_CACHE_BUCKETS; i++) {
     pg_stmt *s = c->cache[i];
@@ -241,50 +226,15 @@ static void drop_descriptions(pg_conn *c) {
   c->ndescs = 0;
 }
 
-static void on_poll_closed(uv_handle_t *h) {
-  pg_conn *c = h->data;
-  free(h);
-  c->refs--;
-  maybe_free(c);
-}
-
-static void drop_poll(pg_conn *c) {
-  if (c->poll) {
-    uv_close((uv_handle_t *)c->poll, on_poll_closed);
-    c->poll = NULL;
-    c->events = 0;
-  }
+static void on_watch_closed(loom_watcher_t *w) {
+  maybe_free(w->data);
 }
 
 /* libpq may switch sockets while connecting (another address, an SSL
- * retry), and the new socket can get the number of the one it closed: the
- * kernel then forgot the old registration while libuv did not. While
- * connecting, the socket is registered afresh at every step. */
+ * retry), and the new socket can get the number of the one it closed:
+ * while connecting, the socket is registered afresh at every step. */
 static int track_socket(pg_conn *c) {
-  int sock = PQsocket(c->pg);
-  if (c->poll && sock == c->sock) {
-    if (c->connecting && c->events) {
-      uv_poll_stop(c->poll);
-      c->events = 0;
-    }
-    return 0;
-  }
-  drop_poll(c);
-  if (sock < 0)
-    return -1;
-  c->poll = malloc(sizeof *c->poll);
-  if (c->poll == NULL)
-    return -1;
-  if (uv_poll_init_socket(&c->base.loop->uv, c->poll, sock) != 0) {
-    free(c->poll);
-    c->poll = NULL;
-    return -1;
-  }
-  c->poll->data = c;
-  c->refs++;
-  c->sock = sock;
-  c->events = 0;
-  return 0;
+  return loom_watcher_track(c->base.loop, &c->watch, PQsocket(c->pg), c->connecting);
 }
 
 /* ---- statement cache --------------------------------------------------- */
@@ -1387,8 +1337,8 @@ static void on_readable_idle(pg_conn *c) {
   deliver_notifies(c);
 }
 
-static void on_poll(uv_poll_t *handle, int status, int events) {
-  pg_conn *c = handle->data;
+static void on_poll(loom_watcher_t *w, int status, int events) {
+  pg_conn *c = w->data;
   if (c->connecting) {
     loom__pg_connect_step(c, status);
     return;
@@ -1582,7 +1532,7 @@ static void pg_close(loom_db_conn_t *base) {
     c->cancel_busy = busy;
   }
   c->on_notify = NULL;
-  drop_poll(c);
+  loom_watcher_close(&c->watch);
   if (c->pg) {
     PQfinish(c->pg);
     c->pg = NULL;
@@ -1641,7 +1591,7 @@ static void connect_done(pg_conn *c, int status) {
       set_conn_error(&req->err, c->pg, "could not connect to the server");
     req->conn = NULL;
     c->closing = 1;
-    drop_poll(c);
+    loom_watcher_close(&c->watch);
     if (c->pg) {
       PQfinish(c->pg);
       c->pg = NULL;
@@ -1715,7 +1665,6 @@ void loom__pg_connect_step(pg_conn *c, int status) {
    * to the next address or fails naming the cause. Should it not notice,
    * the error would repeat at once: give up rather than spin. */
   if (status < 0) {
-    c->events = 0;
     if (++c->poll_errors > 100) {
       loom_db_error_set(&c->connect_req->err, "08006", uv_strerror(status));
       connect_done(c, LOOM_EDB_CONNECTION);
@@ -1841,7 +1790,7 @@ static void on_connect_timeout(loom_timer_t *t) {
     }
     add_error(c, line);
   }
-  drop_poll(c);
+  loom_watcher_close(&c->watch);
   PQfinish(c->pg);
   c->pg = NULL;
   c->connecting = 0;
@@ -2090,6 +2039,7 @@ static int pg_connect(loom_loop_t *loop, const char *conninfo, loom_db_req_t *re
   c->base.created_ns = c->base.last_used_ns = loom_now_ns();
   c->connect_req = req;
   loom_timer_init(&c->connect_timer, on_connect_timeout, c);
+  loom_watcher_init(&c->watch, on_poll, on_watch_closed, c);
   req->active = 1;
   int bad = 0;
   for (PQconninfoOption *o = opts; o->keyword; o++)
