@@ -29,9 +29,9 @@
 #include <mysqld_error.h>
 #include "my.h"
 #include "resolve.h"
+#include "stmt_cache.h"
 #include "watcher.h"
 
-#define MY_CACHE_BUCKETS 64
 #define MY_CACHE_MAX 256
 /* How long a cancelled request may take to come back (KILL sent and
  * answered, the rest of the statement's answer read and dropped) before the
@@ -41,11 +41,8 @@
 #define MY_DRAIN_MS 5000
 
 typedef struct my_stmt {
-  struct my_stmt *next;
-  uint64_t hash;
-  char *sql;
-  size_t len;
-  MYSQL_STMT *stmt;
+  loom_stmt_entry_t e;
+  MYSQL_STMT *stmt; /* NULL once handed back to the request running it */
 } my_stmt;
 
 typedef enum {
@@ -95,8 +92,7 @@ struct my_conn {
   char last_sqlstate[8];
   char *last_msg;
   /* prepared statements */
-  my_stmt *cache[MY_CACHE_BUCKETS];
-  int ncached;
+  loom_stmt_cache_t cache;
   /* the library call in flight */
   my_op op;
   int wait;
@@ -198,12 +194,10 @@ static void want(my_conn *c, int events) {
   loom_watcher_want(&c->watch, idle ? UV_READABLE : events, !idle);
 }
 
-static void cache_free_all(my_conn *c);
-
 static void maybe_free(my_conn *c) {
   if (!c->closing || c->refs > 0 || loom_watcher_busy(&c->watch))
     return;
-  cache_free_all(c);
+  loom_stmt_cache_clear(&c->cache);
   loom__my_binds_free(&c->binds);
   free(c->pbind);
   free(c->pbool);
@@ -235,64 +229,21 @@ static void check_socket(my_conn *c) {
 
 /* ---- statement cache ---------------------------------------------------- */
 
-static uint64_t hash_bytes(const char *p, size_t n) {
-  uint64_t h = 1469598103934665603ULL; /* FNV-1a */
-  for (size_t i = 0; i < n; i++)
-    h = (h ^ (unsigned char)p[i]) * 1099511628211ULL;
-  return h;
-}
-
-static my_stmt *cache_find(my_conn *c, const char *sql, size_t len, uint64_t h) {
-  for (my_stmt *s = c->cache[h % MY_CACHE_BUCKETS]; s; s = s->next)
-    if (s->hash == h && s->len == len && memcmp(s->sql, sql, len) == 0)
-      return s;
-  return NULL;
+/* Only once the server has forgotten the statements (after a reset or
+ * close, which invalidate them in the library): no I/O happens here. */
+static void stmt_free(loom_stmt_entry_t *e) {
+  my_stmt *s = (my_stmt *)e;
+  if (s->stmt)
+    mysql_stmt_close(s->stmt);
 }
 
 static int cache_add(my_conn *c, const char *sql, size_t len, MYSQL_STMT *stmt) {
-  my_stmt *s = calloc(1, sizeof *s);
+  my_stmt *s = (my_stmt *)loom_stmt_cache_add(&c->cache, sql, len);
   if (s == NULL)
     return -1;
-  s->sql = malloc(len ? len : 1);
-  if (s->sql == NULL) {
-    free(s);
-    return -1;
-  }
-  memcpy(s->sql, sql, len);
-  s->len = len;
-  s->hash = hash_bytes(sql, len);
   s->stmt = stmt;
-  s->next = c->cache[s->hash % MY_CACHE_BUCKETS];
-  c->cache[s->hash % MY_CACHE_BUCKETS] = s;
-  c->ncached++;
   c->cached = s;
   return 0;
-}
-
-/* Unlinks an entry; its statement becomes the caller's (closed after use). */
-static void cache_forget(my_conn *c, my_stmt *victim) {
-  my_stmt **p = &c->cache[victim->hash % MY_CACHE_BUCKETS];
-  while (*p && *p != victim)
-    p = &(*p)->next;
-  if (*p) {
-    *p = victim->next;
-    free(victim->sql);
-    free(victim);
-    c->ncached--;
-  }
-}
-
-/* Only once the server has forgotten the statements (after a reset or
- * close, which invalidate them in the library): no I/O happens here. */
-static void cache_free_all(my_conn *c) {
-  for (int i = 0; i < MY_CACHE_BUCKETS; i++) {
-    while (c->cache[i]) {
-      my_stmt *s = c->cache[i];
-      MYSQL_STMT *stmt = s->stmt;
-      cache_forget(c, s);
-      mysql_stmt_close(stmt);
-    }
-  }
 }
 
 /* ---- library calls ------------------------------------------------------ */
@@ -641,7 +592,7 @@ static int begin_stmt(my_conn *c) {
   if (c->script || (st->nparams == 0 && !cache))
     return start_text(c);
   if (cache) {
-    my_stmt *s = cache_find(c, st->sql, st->sql_len, hash_bytes(st->sql, st->sql_len));
+    my_stmt *s = (my_stmt *)loom_stmt_cache_find(&c->cache, st->sql, st->sql_len);
     if (s) {
       c->cached = s;
       c->ps = s->stmt;
@@ -649,7 +600,7 @@ static int begin_stmt(my_conn *c) {
         return end_stmt(c);
       return op_start(c, OP_EXECUTE);
     }
-    c->to_cache = c->ncached < MY_CACHE_MAX;
+    c->to_cache = loom_stmt_cache_has_room(&c->cache);
   }
   c->ps = mysql_stmt_init(c->m);
   if (c->ps == NULL) {
@@ -725,7 +676,10 @@ static int executed(my_conn *c) {
   if (c->iret != 0) {
     ps_error(c);
     if (c->cached && mysql_stmt_errno(c->ps) == ER_UNKNOWN_STMT_HANDLER) {
-      cache_forget(c, c->cached); /* the server lost it: prepare again next time */
+      /* The server lost it: prepare again next time; this one is closed
+       * after use. */
+      c->cached->stmt = NULL;
+      loom_stmt_cache_remove(&c->cache, &c->cached->e);
       c->cached = NULL;
     }
     return after_ps(c);
@@ -972,7 +926,7 @@ static int reset_done(my_conn *c) {
   } else {
     /* The server dropped the prepared statements; the library invalidated
      * its handles, which now close without I/O. */
-    cache_free_all(c);
+    loom_stmt_cache_clear(&c->cache);
     c->base.dirty = 0;
     c->multi = MULTI_UNKNOWN;
     /* The reset rolled back and restored autocommit, but the library
@@ -1474,7 +1428,7 @@ static void my_close(loom_db_conn_t *base) {
     if (temp)
       mysql_stmt_close(temp);
     c->ps = NULL;
-    cache_free_all(c);
+    loom_stmt_cache_clear(&c->cache);
   }
   c->refs--;
   maybe_free(c);
@@ -1607,6 +1561,7 @@ static my_conn *conn_new(loom_loop_t *loop, const char *conninfo, loom_db_req_t 
   c->base.loop = loop;
   c->base.created_ns = c->base.last_used_ns = loom_now_ns();
   loom_watcher_init(&c->watch, on_poll, on_watch_closed, c);
+  loom_stmt_cache_init(&c->cache, sizeof(my_stmt), MY_CACHE_MAX, 0, stmt_free);
   loom_timer_init(&c->timer, on_timer, c);
   loom_timer_init(&c->drain_timer, drain_expired, c);
   loom_timer_init(&c->connect_timer, on_connect_timeout, c);

@@ -16,11 +16,10 @@
 #include <strings.h>
 #include "pg.h"
 #include "resolve.h"
+#include "stmt_cache.h"
 #include "watcher.h"
 
-#define PG_CACHE_BUCKETS 64
 #define PG_CACHE_MAX 256
-#define PG_MEMO 16 /* entries found by the SQL string's address */
 #define PG_MAX_PARAMS 65535
 /* libpq (15 at least) takes a ParameterDescription over 30000 bytes for a
  * lost connection: statements with more parameters are not described, and
@@ -36,10 +35,8 @@ typedef enum {
 } stmt_state;
 
 typedef struct pg_stmt {
-  struct pg_stmt *next;
-  uint64_t hash;
-  char *sql;   /* the key */
-  size_t sql_len;
+  loom_stmt_entry_t e; /* keyed by the SQL alone: the server, not the Lua
+                          values, types the parameters */
   char name[24];
   stmt_state state;
   int dirties; /* running it leaves session state behind (dirties_session) */
@@ -93,11 +90,9 @@ typedef struct pg_conn {
   char *errors;            /* why the addresses given up on failed */
   int poll_errors;         /* socket errors in a row while connecting */
   /* prepared statements */
-  pg_stmt *cache[PG_CACHE_BUCKETS];
-  int ncached;
+  loom_stmt_cache_t cache;
   unsigned next_stmt;
   /* the request in flight */
-  pg_stmt *memo[PG_MEMO];
   char *pbuf;        /* parameter arrays for libpq, reused */
   size_t pbuf_cap;
   pg_unit *units;
@@ -196,16 +191,7 @@ static void free_targets(pg_conn *c) {
 static void maybe_free(pg_conn *c) {
   if (!c->closing || c->refs > 0 || loom_watcher_busy(&c->watch))
     return;
-  for (int i = 0; i < PG_CACHE_BUCKETS; i++) {
-    pg_stmt *s = c->cache[i];
-    while (s) {
-      pg_stmt *next = s->next;
-      free(s->sql);
-      free(s->types);
-      free(s);
-      s = next;
-    }
-  }
+  loom_stmt_cache_clear(&c->cache);
   loom_timer_stop(c->base.loop, &c->connect_timer);
   free_targets(c);
   free_strings(c->keys, c->nopts);
@@ -239,96 +225,26 @@ static int track_socket(pg_conn *c) {
 
 /* ---- statement cache --------------------------------------------------- */
 
-#define FNV_BASIS 1469598103934665603ULL
-#define FNV_PRIME 1099511628211ULL
-
-/* Keyed by the SQL alone: the server, not the Lua values, types the
- * parameters. Hashed with FNV-1a. */
-static uint64_t stmt_hash(const loom_db_stmt_t *st) {
-  uint64_t h = FNV_BASIS;
-  const unsigned char *p = (const unsigned char *)st->sql;
-  for (size_t i = 0; i < st->sql_len; i++)
-    h = (h ^ p[i]) * FNV_PRIME;
-  return h;
+static void stmt_free(loom_stmt_entry_t *e) {
+  free(((pg_stmt *)e)->types);
 }
 
-static int stmt_matches(const pg_stmt *s, const loom_db_stmt_t *st) {
-  return s->sql_len == st->sql_len && memcmp(s->sql, st->sql, st->sql_len) == 0;
-}
-
-/* The SQL of a hot statement is the same Lua string every time: a small
- * table indexed by its address finds the entry without hashing the text
- * (the entry is still compared in full, so an address reused by another
- * string cannot match wrongly). */
-static unsigned memo_slot(const char *sql) {
-  uintptr_t a = (uintptr_t)sql;
-  return (unsigned)((a >> 4) ^ (a >> 10)) & (PG_MEMO - 1);
-}
-
-/* The cached entry for st, or NULL (then *hash is set for cache_add). */
-static pg_stmt *cache_lookup(pg_conn *c, const loom_db_stmt_t *st, uint64_t *hash) {
-  unsigned m = memo_slot(st->sql);
-  pg_stmt *s = c->memo[m];
-  if (s && stmt_matches(s, st))
-    return s;
-  uint64_t h = stmt_hash(st);
-  *hash = h;
-  for (s = c->cache[h % PG_CACHE_BUCKETS]; s; s = s->next)
-    if (s->hash == h && stmt_matches(s, st)) {
-      c->memo[m] = s;
-      return s;
-    }
-  return NULL;
+/* The cached entry for st, or NULL. */
+static pg_stmt *cache_lookup(pg_conn *c, const loom_db_stmt_t *st) {
+  return (pg_stmt *)loom_stmt_cache_find(&c->cache, st->sql, st->sql_len);
 }
 
 /* With the sending code below; an entry works it out once. */
 static int dirties_session(const char *sql, size_t len);
 
-static pg_stmt *cache_add(pg_conn *c, const loom_db_stmt_t *st, uint64_t h) {
-  if (c->ncached >= PG_CACHE_MAX)
-    return NULL;
-  pg_stmt *s = calloc(1, sizeof *s);
-  char *sql = malloc(st->sql_len + 1);
-  if (s == NULL || sql == NULL) {
-    free(s);
-    free(sql);
+static pg_stmt *cache_add(pg_conn *c, const loom_db_stmt_t *st) {
+  pg_stmt *s = (pg_stmt *)loom_stmt_cache_add(&c->cache, st->sql, st->sql_len);
+  if (s == NULL)
     return NULL; /* runs unprepared */
-  }
-  memcpy(sql, st->sql, st->sql_len);
-  sql[st->sql_len] = 0;
-  s->hash = h;
-  s->sql = sql;
-  s->sql_len = st->sql_len;
   s->state = S_SENT;
   s->dirties = dirties_session(st->sql, st->sql_len);
   snprintf(s->name, sizeof s->name, "loom_%u", ++c->next_stmt);
-  s->next = c->cache[h % PG_CACHE_BUCKETS];
-  c->cache[h % PG_CACHE_BUCKETS] = s;
-  c->ncached++;
-  c->memo[memo_slot(st->sql)] = s;
   return s;
-}
-
-static void cache_remove(pg_conn *c, pg_stmt *victim) {
-  pg_stmt **p = &c->cache[victim->hash % PG_CACHE_BUCKETS];
-  while (*p && *p != victim)
-    p = &(*p)->next;
-  if (*p) {
-    *p = victim->next;
-    for (int i = 0; i < PG_MEMO; i++)
-      if (c->memo[i] == victim)
-        c->memo[i] = NULL;
-    free(victim->sql);
-    free(victim->types);
-    free(victim);
-    c->ncached--;
-  }
-}
-
-static void cache_clear(pg_conn *c) {
-  for (int i = 0; i < PG_CACHE_BUCKETS; i++)
-    while (c->cache[i])
-      cache_remove(c, c->cache[i]);
 }
 
 /* ---- parameters ---------------------------------------------------------- */
@@ -678,7 +594,7 @@ static int dirties_session(const char *sql, size_t len) {
 static int send_prepare(pg_conn *c, const loom_db_stmt_t *st, int index, pg_stmt *s) {
   const char *name = s ? s->name : "";
   /* libpq wants NUL-terminated SQL; callers give Lua strings, which are. */
-  if (!PQsendPrepare(c->pg, name, s ? s->sql : st->sql, st->nparams, NULL))
+  if (!PQsendPrepare(c->pg, name, s ? s->e.sql : st->sql, st->nparams, NULL))
     return LOOM_EDB_CONNECTION;
   int r = add_unit(c, U_PREP, index, s);
   if (r)
@@ -702,10 +618,9 @@ static int send_stmt(pg_conn *c, loom_db_stmt_t *st, int index, int cache, int s
   pg_stmt *s = NULL;
   int r;
   if (cache && c->pipeline) {
-    uint64_t h = 0;
-    s = cache_lookup(c, st, &h);
+    s = cache_lookup(c, st);
     if (s == NULL) {
-      s = cache_add(c, st, h);
+      s = cache_add(c, st);
       if (s && (r = send_prepare(c, st, index, s)) != 0)
         return r;
     }
@@ -738,8 +653,7 @@ static int send_stmt(pg_conn *c, loom_db_stmt_t *st, int index, int cache, int s
 /* A cached statement that is already prepared runs outside pipeline mode:
  * one Bind/Execute/Sync, like pgbench -M prepared. */
 static pg_stmt *ready_stmt(pg_conn *c, loom_db_stmt_t *st) {
-  uint64_t h;
-  pg_stmt *s = cache_lookup(c, st, &h);
+  pg_stmt *s = cache_lookup(c, st);
   return s && s->state == S_READY ? s : NULL;
 }
 
@@ -791,7 +705,7 @@ static int request_cached(pg_conn *c) {
 static int needs_description(pg_conn *c, const loom_db_stmt_t *st, const pg_stmt *s, int cache) {
   if (st->nparams > PG_DESCRIBE_MAX_PARAMS)
     return 0;
-  if (cache && (s || c->ncached < PG_CACHE_MAX))
+  if (cache && (s || loom_stmt_cache_has_room(&c->cache)))
     return s == NULL && !same_untyped(st);
   return has_backslash_text(st);
 }
@@ -805,8 +719,7 @@ static int check_statements(pg_conn *c, int *describe) {
   *describe = 0;
   for (int i = 0; i < n; i++) {
     loom_db_stmt_t *st = stmt_at(c, i);
-    uint64_t h;
-    pg_stmt *s = cache ? cache_lookup(c, st, &h) : NULL;
+    pg_stmt *s = cache ? cache_lookup(c, st) : NULL;
     int ntypes;
     const Oid *types = types_for(c, s, i, &ntypes);
     if (types) {
@@ -848,12 +761,11 @@ static int send_descriptions(pg_conn *c) {
   int r = 0;
   for (int i = 0; r == 0 && i < n; i++) {
     loom_db_stmt_t *st = stmt_at(c, i);
-    uint64_t h = 0;
-    pg_stmt *s = cache ? cache_lookup(c, st, &h) : NULL;
+    pg_stmt *s = cache ? cache_lookup(c, st) : NULL;
     if (!needs_description(c, st, s, cache))
       continue;
     /* A new cache entry, or else (no room) the unnamed statement. */
-    pg_stmt *entry = cache && c->ncached < PG_CACHE_MAX ? cache_add(c, st, h) : NULL;
+    pg_stmt *entry = cache ? cache_add(c, st) : NULL;
     r = send_prepare(c, st, i, entry);
   }
   c->describing = 1;
@@ -1111,7 +1023,7 @@ static void finish(pg_conn *c) {
    * or whose plan went stale: forget the cache rather than fail forever. */
   if (req->status == LOOM_EDB_QUERY &&
       (strcmp(req->err.code, "26000") == 0 || strcmp(req->err.code, "0A000") == 0))
-    cache_clear(c);
+    loom_stmt_cache_clear(&c->cache);
   c->base.req = NULL;
   req->active = 0;
   req->more = 0;
@@ -1196,7 +1108,7 @@ static void forget_entry(pg_conn *c, pg_unit *u) {
   for (int i = c->unit_pos; i < c->nunits; i++)
     if (c->units[i].cached == s)
       c->units[i].cached = NULL;
-  cache_remove(c, s);
+  loom_stmt_cache_remove(&c->cache, &s->e);
 }
 
 static void handle_result(pg_conn *c, pg_unit *u, PGresult *r) {
@@ -2040,6 +1952,7 @@ static int pg_connect(loom_loop_t *loop, const char *conninfo, loom_db_req_t *re
   c->connect_req = req;
   loom_timer_init(&c->connect_timer, on_connect_timeout, c);
   loom_watcher_init(&c->watch, on_poll, on_watch_closed, c);
+  loom_stmt_cache_init(&c->cache, sizeof(pg_stmt), PG_CACHE_MAX, 0, stmt_free);
   req->active = 1;
   int bad = 0;
   for (PQconninfoOption *o = opts; o->keyword; o++)

@@ -17,6 +17,7 @@
 #include <strings.h>
 #include "lane.h"
 #include "sqlite.h"
+#include "stmt_cache.h"
 
 #define CACHE_SIZE 64
 #define HINTS 64
@@ -26,10 +27,7 @@
 #define READER_MMAP "268435456"
 
 typedef struct sq_cached {
-  char *sql;
-  size_t len;
-  uint64_t hash;
-  uint64_t used;
+  loom_stmt_entry_t e;
   sqlite3_stmt *st;
   /* Loop-thread runs of this statement to skip, after one overran its
    * budget (twice as many after each overrun, none after a run within). */
@@ -82,8 +80,7 @@ typedef struct sq_conn {
   int reader, memory, busy_ms;
   loom_db_req_t *connect_req;
   /* the statement cache, lane side */
-  sq_cached cache[CACHE_SIZE];
-  uint64_t tick;
+  loom_stmt_cache_t cache;
   /* outcome of the job, read on the loop thread after it */
   int status;
   loom_db_error_t err;
@@ -130,13 +127,6 @@ typedef struct sq_conn {
   } hints[HINTS];
 } sq_conn;
 
-static uint64_t hash_sql(const char *s, size_t len) {
-  uint64_t h = 1469598103934665603ull;
-  for (size_t i = 0; i < len; i++)
-    h = (h ^ (unsigned char)s[i]) * 1099511628211ull;
-  return h;
-}
-
 /* ---- lane side ------------------------------------------------------------ */
 
 static void set_error(sq_conn *c, int status, int code) {
@@ -151,27 +141,12 @@ static void set_error(sq_conn *c, int status, int code) {
     c->err.position = off + 1;
 }
 
-static void cache_drop(sq_cached *e) {
-  sqlite3_finalize(e->st);
-  free(e->sql);
-  memset(e, 0, sizeof *e);
+static void stmt_free(loom_stmt_entry_t *e) {
+  sqlite3_finalize(((sq_cached *)e)->st);
 }
 
-/* The cache entry holding sql, or NULL; *oldest (when asked) is the slot
- * a new entry would take. */
-static sq_cached *cache_find(sq_conn *c, const char *sql, size_t len, uint64_t h,
-                             sq_cached **oldest) {
-  sq_cached *old = &c->cache[0];
-  for (int i = 0; i < CACHE_SIZE; i++) {
-    sq_cached *e = &c->cache[i];
-    if (e->st && e->hash == h && e->len == len && memcmp(e->sql, sql, len) == 0)
-      return e;
-    if (e->used < old->used)
-      old = e;
-  }
-  if (oldest)
-    *oldest = old;
-  return NULL;
+static sq_cached *cache_find(sq_conn *c, const char *sql, size_t len) {
+  return (sq_cached *)loom_stmt_cache_find(&c->cache, sql, len);
 }
 
 /* Past blanks, ';' and comments: what SQLite skips between statements. */
@@ -198,13 +173,9 @@ static const char *skip_blank(const char *p, const char *end) {
  * caller finalizes it when *cached is 0). */
 static sqlite3_stmt *prepare(sq_conn *c, const char *sql, size_t len, int use_cache, int *cached) {
   *cached = 0;
-  uint64_t h = 0;
-  sq_cached *slot = NULL;
   if (use_cache) {
-    h = hash_sql(sql, len);
-    sq_cached *e = cache_find(c, sql, len, h, &slot);
+    sq_cached *e = cache_find(c, sql, len);
     if (e) {
-      e->used = ++c->tick;
       *cached = 1;
       return e->st;
     }
@@ -230,20 +201,10 @@ static sqlite3_stmt *prepare(sq_conn *c, const char *sql, size_t len, int use_ca
                       "runs a script; with parameters, and in query or value, give one at a time");
     return NULL;
   }
-  if (slot) {
-    char *copy = malloc(len + 1);
-    if (copy) {
-      if (slot->st)
-        cache_drop(slot);
-      memcpy(copy, sql, len);
-      copy[len] = 0;
-      slot->sql = copy;
-      slot->len = len;
-      slot->hash = h;
-      slot->st = st;
-      slot->used = ++c->tick;
-      *cached = 1;
-    }
+  sq_cached *e = use_cache ? (sq_cached *)loom_stmt_cache_add(&c->cache, sql, len) : NULL;
+  if (e) {
+    e->st = st;
+    *cached = 1;
   }
   return st;
 }
@@ -369,15 +330,6 @@ static sq_result *run_one(sq_conn *c, const char *sql, size_t len, const loom_va
   return out;
 }
 
-static int is_cached(sq_conn *c, const char *sql, size_t len) {
-  uint64_t h = hash_sql(sql, len);
-  for (int i = 0; i < CACHE_SIZE; i++)
-    if (c->cache[i].st && c->cache[i].hash == h && c->cache[i].len == len &&
-        memcmp(c->cache[i].sql, sql, len) == 0)
-      return 1;
-  return 0;
-}
-
 static void script_error(sq_conn *c, int rc, const char *sql, const char *at, int index) {
   set_error(c, LOOM_EDB_QUERY, rc);
   if (c->err.position)
@@ -452,7 +404,7 @@ static sq_result *run_script(sq_conn *c, loom_db_req_t *req) {
   /* Without a ';' the SQL is one statement, and so is SQL in the cache:
    * the usual way, cached. */
   if (memchr(req->sql, ';', req->sql_len) == NULL ||
-      (req->cache && is_cached(c, req->sql, req->sql_len)))
+      (req->cache && cache_find(c, req->sql, req->sql_len)))
     return run_one(c, req->sql, req->sql_len, NULL, 0, req->cache);
   if (req->cache) {
     /* One statement after all (a ';' at its end or inside it)? Then it
@@ -811,9 +763,7 @@ static void do_close(sq_conn *c) {
   sqlite3_finalize(c->begin_st);
   sqlite3_finalize(c->commit_st);
   c->begin_st = c->commit_st = NULL;
-  for (int i = 0; i < CACHE_SIZE; i++)
-    if (c->cache[i].st)
-      cache_drop(&c->cache[i]);
+  loom_stmt_cache_clear(&c->cache);
   if (c->db)
     sqlite3_close_v2(c->db);
   c->db = NULL;
@@ -1232,7 +1182,7 @@ static void shared_done(loom_job_t *job) {
   loom_db_req_t *req = sh->req;
   c->shared_out--;
   if (sh->ran)
-    note_steps(c, req, hash_sql(req->sql, req->sql_len), sh->steps);
+    note_steps(c, req, loom_hash_bytes(req->sql, req->sql_len), sh->steps);
   req->status = sh->status;
   req->err = sh->err;
   req->result = sh->result ? &sh->result->base : NULL;
@@ -1291,7 +1241,7 @@ static int sq_is_short(loom_db_conn_t *base, loom_db_req_t *req) {
   sq_conn *c = (sq_conn *)base;
   if (!req->cache)
     return 0;
-  uint64_t h = hash_sql(req->sql, req->sql_len);
+  uint64_t h = loom_hash_bytes(req->sql, req->sql_len);
   return c->hints[h % HINTS].hash == h && c->hints[h % HINTS].len == req->sql_len &&
          c->hints[h % HINTS].steps <= INLINE_TURNS * 1000;
 }
@@ -1330,8 +1280,7 @@ static int sq_try_inline(loom_db_conn_t *base, loom_db_req_t *req) {
   uint64_t now = uv_hrtime();
   if (now - loop->last_run_ns > INLINE_FAIR_NS)
     return LOOM_EAGAIN;
-  uint64_t h = hash_sql(req->sql, req->sql_len);
-  sq_cached *e = cache_find(c, req->sql, req->sql_len, h, NULL);
+  sq_cached *e = cache_find(c, req->sql, req->sql_len);
   if (e == NULL || !sqlite3_stmt_readonly(e->st))
     return LOOM_EAGAIN;
   if (e->inline_skip > 0) {
@@ -1358,10 +1307,10 @@ static int sq_try_inline(loom_db_conn_t *base, loom_db_req_t *req) {
     unsigned b = e->inline_backoff ? e->inline_backoff * 2 : 1;
     e->inline_backoff = b > INLINE_BACKOFF_MAX ? INLINE_BACKOFF_MAX : b;
     e->inline_skip = e->inline_backoff;
-    note_steps(c, req, h, c->inline_turns > INLINE_TURNS ? UINT64_MAX : c->last_steps);
+    note_steps(c, req, e->e.hash, c->inline_turns > INLINE_TURNS ? UINT64_MAX : c->last_steps);
   } else if (r) {
     e->inline_backoff = 0;
-    note_steps(c, req, h, c->last_steps);
+    note_steps(c, req, e->e.hash, c->last_steps);
   }
   if (gave_up) {
     loom_db_error_clear(&c->err);
@@ -1526,6 +1475,7 @@ static int sq_connect(loom_loop_t *loop, const char *conninfo, loom_db_req_t *re
   c->base.loop = loop;
   c->base.created_ns = c->base.last_used_ns = loom_now_ns();
   c->autocommit = 1;
+  loom_stmt_cache_init(&c->cache, sizeof(sq_cached), CACHE_SIZE, 1, stmt_free);
   c->path = conf_get(conninfo, "path");
   c->conninfo = strdup(conninfo);
   char *role = conf_get(conninfo, "role");
