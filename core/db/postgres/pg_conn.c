@@ -564,15 +564,15 @@ static int dirties_session(const char *sql, size_t len) {
                                        "create temp", "load", NULL};
   const char *end = sql + len;
   for (const char *p = sql; p < end;) {
-    p = loom__pg_skip_blanks(sql, p, end);
+    p = loom_sql_skip_blanks(&loom__pg_dialect, sql, p, end);
     while (p < end && *p == '(')
-      p = loom__pg_skip_blanks(sql, p + 1, end);
+      p = loom_sql_skip_blanks(&loom__pg_dialect, sql, p + 1, end);
     for (int k = 0; starts[k]; k++) {
       size_t n = strlen(starts[k]);
       if ((size_t)(end - p) >= n && strncasecmp(p, starts[k], n) == 0)
         return 1;
     }
-    p = loom__pg_statement_end(sql, p, end);
+    p = loom_sql_statement_end(&loom__pg_dialect, sql, p, end);
     if (p < end)
       p++;
   }
@@ -886,7 +886,7 @@ static int pg_start(loom_db_conn_t *base, loom_db_req_t *req) {
         r = LOOM_EDB_CONNECTION;
       if (r == 0)
         r = add_unit(c, U_EXEC, 0, NULL);
-    } else if (req->script && req->nparams == 0 && loom__pg_is_script(req->sql, req->sql_len)) {
+    } else if (req->script && req->nparams == 0 && loom_sql_is_script(&loom__pg_dialect, req->sql, req->sql_len)) {
       /* Several statements: the simple query protocol runs them all, in
        * one implicit transaction; the last one's result is kept. */
       if (dirties_session(req->sql, req->sql_len))

@@ -10,7 +10,6 @@
  *   path=FILE (or a "file:" URI)   role=writer|reader
  *   busy_timeout=MS                memory=1 (path names a shared memdb)
  *   pragma=TEXT (any number: PRAGMA TEXT on every connection it opens) */
-#include <ctype.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -150,23 +149,13 @@ static sq_cached *cache_find(sq_conn *c, const char *sql, size_t len) {
 }
 
 /* Past blanks, ';' and comments: what SQLite skips between statements. */
-static const char *skip_blank(const char *p, const char *end) {
-  while (p < end) {
-    if (*p == ' ' || *p == ';' || (*p >= '\t' && *p <= '\r')) {
-      p++;
-    } else if (*p == '-' && p + 1 < end && p[1] == '-') {
-      while (p < end && *p != '\n')
-        p++;
-    } else if (*p == '/' && p + 1 < end && p[1] == '*') {
-      const char *q = p + 2;
-      while (q + 1 < end && !(q[0] == '*' && q[1] == '/'))
-        q++;
-      p = q + 1 < end ? q + 2 : end; /* unclosed: a comment to the end */
-    } else {
-      break;
-    }
+static const char *skip_blank(const char *sql, const char *p, const char *end) {
+  for (;;) {
+    p = loom_sql_skip_blanks(&loom__sq_dialect, sql, p, end);
+    if (p == end || *p != ';')
+      return p;
+    p++;
   }
-  return p;
 }
 
 /* A statement for sql: from the cache when asked to cache, else fresh (the
@@ -193,7 +182,7 @@ static sqlite3_stmt *prepare(sq_conn *c, const char *sql, size_t len, int use_ca
     loom_db_error_set(&c->err, NULL, "the SQL holds no statement");
     return NULL;
   }
-  if (tail && skip_blank(tail, sql + len) < sql + len) {
+  if (tail && skip_blank(sql, tail, sql + len) < sql + len) {
     sqlite3_finalize(st);
     c->status = LOOM_EDB_ARGUMENT;
     loom_db_error_set(&c->err, NULL,
@@ -413,7 +402,7 @@ static sq_result *run_script(sq_conn *c, loom_db_req_t *req) {
     const char *tail = NULL;
     const char *end = req->sql + req->sql_len;
     if (sqlite3_prepare_v2(c->db, req->sql, (int)req->sql_len, &st, &tail) == SQLITE_OK && st &&
-        skip_blank(tail, end) == end) {
+        skip_blank(req->sql, tail, end) == end) {
       sqlite3_finalize(st);
       return run_one(c, req->sql, req->sql_len, NULL, 0, 1);
     }
@@ -579,15 +568,10 @@ static size_t next_word(const char *sql, size_t len, size_t *i, const char **wor
   while (*i < len && (sql[*i] == ' ' || sql[*i] == '\t' || sql[*i] == '\n' || sql[*i] == '\r'))
     (*i)++;
   size_t start = *i;
-  if (*i < len && (sql[*i] == '"' || sql[*i] == '`' || sql[*i] == '[' || sql[*i] == '\'')) {
-    char close = sql[*i] == '[' ? ']' : sql[*i];
-    (*i)++;
-    while (*i < len && sql[*i] != close)
-      (*i)++;
-    if (*i < len)
-      (*i)++;
+  if (*i < len && strchr(loom__sq_dialect.quotes, sql[*i])) {
+    *i = (size_t)(loom_sql_skip(&loom__sq_dialect, sql, sql + *i, sql + len) - sql);
   } else {
-    while (*i < len && (isalnum((unsigned char)sql[*i]) || sql[*i] == '_' || (unsigned char)sql[*i] >= 0x80))
+    while (*i < len && loom_sql_name_char(sql[*i]))
       (*i)++;
   }
   *word = sql + start;
