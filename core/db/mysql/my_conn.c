@@ -74,7 +74,6 @@ struct my_conn {
   loom_timer_t timer; /* MYSQL_WAIT_TIMEOUT */
   loom_timer_t drain_timer; /* bounds a cancelled request (MY_DRAIN_MS) */
   int refs;           /* lookups and stack frames using c */
-  int closing;
   int connecting;
   int killer_only;    /* opened to send one KILL: no settings to read */
   unsigned long long max_packet; /* the server's max_allowed_packet, 0 if unknown */
@@ -141,14 +140,6 @@ static void my_close(loom_db_conn_t *base);
 
 /* ---- small helpers ------------------------------------------------------ */
 
-static char *dupstr(const char *s) {
-  size_t n = strlen(s) + 1;
-  char *d = malloc(n);
-  if (d)
-    memcpy(d, s, n);
-  return d;
-}
-
 /* Client errors (2000-2999) and the server's ways of saying the session is
  * gone: the connection cannot be used again. */
 static int is_conn_error(unsigned no) {
@@ -190,12 +181,12 @@ static void want(my_conn *c, int events) {
   /* Idle, the socket stays registered for reading without keeping the loop
    * alive: a server closing it (wait_timeout, KILL, shutdown) is noticed. */
   int idle = events == 0 && c->op == OP_NONE && c->base.req == NULL && !c->connecting &&
-             !c->base.broken && !c->closing;
+             !c->base.broken && !c->base.closing;
   loom_watcher_want(&c->watch, idle ? UV_READABLE : events, !idle);
 }
 
 static void maybe_free(my_conn *c) {
-  if (!c->closing || c->refs > 0 || loom_watcher_busy(&c->watch))
+  if (!c->base.closing || c->refs > 0 || loom_watcher_busy(&c->watch))
     return;
   loom_stmt_cache_clear(&c->cache);
   loom__my_binds_free(&c->binds);
@@ -388,7 +379,7 @@ static void idle_readable(my_conn *c) {
 static void on_poll(loom_watcher_t *w, int status, int events) {
   my_conn *c = w->data;
   if (c->op == OP_NONE) {
-    if (!c->connecting && c->base.req == NULL && !c->closing)
+    if (!c->connecting && c->base.req == NULL && !c->base.closing)
       idle_readable(c);
     else
       want(c, 0);
@@ -890,16 +881,7 @@ static void finish(my_conn *c) {
     return;
   }
   if (req->op != LOOM_DB_BATCH) {
-    if (req->status == 0)
-      req->status = c->one.status;
-    if (req->err.message == NULL && c->one.err.message) {
-      req->err = c->one.err;
-      memset(&c->one.err, 0, sizeof c->one.err);
-    }
-    if (req->status == 0 && req->result == NULL) {
-      req->result = c->one.result;
-      c->one.result = NULL;
-    }
+    loom_db_req_take_one(req, &c->one);
     if (c->draining && req->status == LOOM_EDB_QUERY && strcmp(req->err.code, "1317") == 0)
       req->status = LOOM_ECANCELED;
   }
@@ -982,7 +964,7 @@ static int connect_done(my_conn *c, int status) {
       loom_db_error_set(&req->err, "2002", "could not connect to the server");
     req->status = status;
     req->conn = NULL;
-    c->closing = 1;
+    c->base.closing = 1;
     drop_attempt(c);
   }
   req->cb(req);
@@ -996,7 +978,7 @@ static void note_line(my_conn *c, unsigned no, const char *sqlstate, const char 
   c->last_no = no;
   snprintf(c->last_sqlstate, sizeof c->last_sqlstate, "%s", sqlstate ? sqlstate : "");
   free(c->last_msg);
-  c->last_msg = dupstr(msg && *msg ? msg : "unknown MySQL error");
+  c->last_msg = loom_db_strdup(msg && *msg ? msg : "unknown MySQL error");
   size_t have = c->errors ? strlen(c->errors) : 0, n = strlen(line);
   char *e = realloc(c->errors, have + n + 2);
   if (e) { /* else the message is shorter, nothing worse */
@@ -1136,37 +1118,20 @@ static int step(my_conn *c, my_op done) {
 
 static int my_start(loom_db_conn_t *base, loom_db_req_t *req) {
   my_conn *c = (my_conn *)base;
-  if (c->closing || base->broken || c->m == NULL) {
-    loom_db_error_set(&req->err, "2006", "the connection is closed");
-    return req->status = LOOM_EDB_CONNECTION;
-  }
-  if (base->req || c->kill_state != K_NONE || c->op != OP_NONE) {
-    loom_db_error_set(&req->err, NULL, "the connection is busy with another request");
-    return req->status = LOOM_EDB_ARGUMENT;
-  }
+  int refused = loom_db_req_refuse(req, c->base.closing || base->broken || c->m == NULL, "2006",
+                                   base->req || c->kill_state != K_NONE || c->op != OP_NONE);
+  if (refused)
+    return refused;
   if (req->op == LOOM_DB_COPY_IN || (req->op != LOOM_DB_QUERY && req->op != LOOM_DB_STREAM &&
                                      req->op != LOOM_DB_BATCH && req->op != LOOM_DB_RESET &&
                                      req->op != LOOM_DB_PING)) {
     loom_db_error_set(&req->err, NULL, "not supported by the MySQL driver");
     return req->status = LOOM_EDB_ARGUMENT;
   }
-  loom_db_error_clear(&c->one.err);
-  loom_db_result_free(c->one.result);
-  memset(&c->one, 0, sizeof c->one);
   c->draining = c->discard = c->paused = 0;
   c->script = 0;
   c->result = NULL;
-  req->conn = base;
-  req->status = 0;
-  req->result = NULL;
-  req->more = 0;
-  req->active = 1;
-  base->req = req;
-  base->last_used_ns = loom_now_ns();
-  c->one.sql = req->sql;
-  c->one.sql_len = req->sql_len;
-  c->one.params = req->params;
-  c->one.nparams = req->nparams;
+  loom_db_req_begin(base, req, &c->one);
   c->cur = &c->one;
   c->stmt_index = 0;
   int st;
@@ -1176,11 +1141,6 @@ static int my_start(loom_db_conn_t *base, loom_db_req_t *req) {
     st = begin_stmt(c);
     break;
   case LOOM_DB_BATCH:
-    for (int i = 0; i < req->nstmts; i++) {
-      req->stmts[i].status = 0;
-      req->stmts[i].result = NULL;
-      memset(&req->stmts[i].err, 0, sizeof req->stmts[i].err);
-    }
     if (req->nstmts == 0) {
       finish(c);
       return 0;
@@ -1295,7 +1255,7 @@ static void kill_done(loom_db_req_t *req) {
  * hit a session nobody uses any more. */
 static void drain_expired(loom_timer_t *t) {
   my_conn *c = t->data;
-  if (c->base.req == NULL || c->closing)
+  if (c->base.req == NULL || c->base.closing)
     return;
   c->refs++;
   c->base.broken = 1;
@@ -1317,7 +1277,7 @@ static void drain_expired(loom_timer_t *t) {
 static int my_cancel(loom_db_conn_t *base) {
   my_conn *c = (my_conn *)base;
   loom_db_req_t *req = base->req;
-  if (req == NULL || c->closing || c->draining || c->m == NULL)
+  if (req == NULL || c->base.closing || c->draining || c->m == NULL)
     return 0;
   c->draining = 1;
   c->discard = 1;
@@ -1362,9 +1322,8 @@ static int my_cancel(loom_db_conn_t *base) {
 
 static void my_close(loom_db_conn_t *base) {
   my_conn *c = (my_conn *)base;
-  if (c->closing)
+  if (!loom_db_close_once(base))
     return;
-  c->closing = 1;
   c->refs++;
   if (c->kill_state == K_CONNECTING)
     abort_killer(c);
@@ -1521,7 +1480,7 @@ static void start_connect(my_conn *c) {
  * and the next address is tried. */
 static void on_connect_timeout(loom_timer_t *t) {
   my_conn *c = t->data;
-  if (!c->connecting || c->closing || c->op == OP_NONE)
+  if (!c->connecting || c->base.closing || c->op == OP_NONE)
     return;
   c->timed_out = 1;
   force_complete(c);
@@ -1531,7 +1490,7 @@ static void on_connect_timeout(loom_timer_t *t) {
 static void on_resolved(loom_resolve_t *r, int status) {
   my_conn *c = r->data;
   c->refs--;
-  if (c->closing) {
+  if (c->base.closing) {
     maybe_free(c);
     return;
   }
@@ -1552,7 +1511,7 @@ static my_conn *conn_new(loom_loop_t *loop, const char *conninfo, loom_db_req_t 
     return NULL;
   }
   if (loom__my_parse_url(conninfo, &c->opts, err, errlen) != 0 ||
-      (c->conninfo = dupstr(conninfo)) == NULL) {
+      (c->conninfo = loom_db_strdup(conninfo)) == NULL) {
     loom__my_opts_free(&c->opts);
     free(c);
     return NULL;
@@ -1601,7 +1560,7 @@ static int my_connect(loom_loop_t *loop, const char *conninfo, loom_db_req_t *re
     int r = loom_resolve_start(loop, &c->resolve, host, 0, on_resolved);
     if (r != 0) {
       loom_db_error_set(&req->err, "2005", uv_strerror(r));
-      c->closing = 1;
+      c->base.closing = 1;
       maybe_free(c);
       req->active = 0;
       return req->status = LOOM_EDB_CONNECTION;

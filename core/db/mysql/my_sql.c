@@ -310,7 +310,7 @@ int loom__my_parse_url(const char *url, my_opts *o, char *err, size_t errlen) {
   }
   if ((o->host == NULL || *o->host == 0) && o->socket == NULL) {
     free(o->host);
-    o->host = strdup("127.0.0.1");
+    o->host = loom_db_strdup("127.0.0.1");
   }
   return 0;
 }

@@ -73,7 +73,6 @@ typedef struct pg_conn {
   loom_watcher_t watch; /* the socket */
   int refs;          /* work that must finish before free */
   int connecting;
-  int closing;
   loom_db_req_t *connect_req;
   char **keys, **vals;
   int nopts;
@@ -142,21 +141,13 @@ static void set_conn_error(loom_db_error_t *e, PGconn *pg, const char *fallback)
   trim_message(e);
 }
 
-static char *dupstr(const char *s) {
-  size_t n = strlen(s) + 1;
-  char *d = malloc(n);
-  if (d)
-    memcpy(d, s, n);
-  return d;
-}
-
 static void want(pg_conn *c, int events) {
   /* Between requests the socket stays registered for reading (a server
    * closing it is noticed, and no epoll_ctl is spent per query) but does
    * not keep the loop alive. A paused request really stops reading: that
    * is the backpressure of a stream. */
   int idle = events == 0 && c->base.req == NULL && !c->connecting &&
-             !c->base.broken && !c->closing;
+             !c->base.broken && !c->base.closing;
   loom_watcher_want(&c->watch, idle ? UV_READABLE : events, !idle || c->on_notify);
 }
 
@@ -189,7 +180,7 @@ static void free_targets(pg_conn *c) {
 }
 
 static void maybe_free(pg_conn *c) {
-  if (!c->closing || c->refs > 0 || loom_watcher_busy(&c->watch))
+  if (!c->base.closing || c->refs > 0 || loom_watcher_busy(&c->watch))
     return;
   loom_stmt_cache_clear(&c->cache);
   loom_timer_stop(c->base.loop, &c->connect_timer);
@@ -831,14 +822,10 @@ static void statements_described(pg_conn *c) {
 
 static int pg_start(loom_db_conn_t *base, loom_db_req_t *req) {
   pg_conn *c = (pg_conn *)base;
-  if (c->closing || base->broken || c->pg == NULL) {
-    loom_db_error_set(&req->err, "08003", "the connection is closed");
-    return req->status = LOOM_EDB_CONNECTION;
-  }
-  if (base->req || c->cancel_busy) {
-    loom_db_error_set(&req->err, NULL, "the connection is busy with another request");
-    return req->status = LOOM_EDB_ARGUMENT;
-  }
+  int refused = loom_db_req_refuse(req, c->base.closing || base->broken || c->pg == NULL, "08003",
+                                   base->req || c->cancel_busy);
+  if (refused)
+    return refused;
   /* The protocol counts parameters in 16 bits. libpq refuses more as
    * well, but a send it refuses looks like a broken connection here (and
    * in a batch, part of the pipeline may have gone out already). */
@@ -858,18 +845,8 @@ static int pg_start(loom_db_conn_t *base, loom_db_req_t *req) {
     return req->status = LOOM_EDB_ARGUMENT;
   }
   reset_machine(c);
-  req->conn = base;
-  req->status = 0;
-  req->result = NULL;
-  req->more = 0;
-  base->req = req;
-  req->active = 1;
-  base->last_used_ns = loom_now_ns();
+  loom_db_req_begin(base, req, &c->one);
   int r = 0;
-  c->one.sql = req->sql;
-  c->one.sql_len = req->sql_len;
-  c->one.params = req->params;
-  c->one.nparams = req->nparams;
   switch (req->op) {
   case LOOM_DB_QUERY: {
     pg_stmt *s = req->cache ? ready_stmt(c, &c->one) : NULL;
@@ -913,11 +890,6 @@ static int pg_start(loom_db_conn_t *base, loom_db_req_t *req) {
     r = send_stmt(c, &c->one, 0, 0, 0);
     break;
   case LOOM_DB_BATCH:
-    for (int i = 0; i < req->nstmts; i++) {
-      req->stmts[i].status = 0;
-      req->stmts[i].result = NULL;
-      memset(&req->stmts[i].err, 0, sizeof req->stmts[i].err);
-    }
     r = start_statements(c);
     break;
   case LOOM_DB_RESET:
@@ -984,8 +956,8 @@ static void take_server_error(loom_db_stmt_t *st, const PGresult *r) {
   const char *pos = PQresultErrorField(r, PG_DIAG_STATEMENT_POSITION);
   loom_db_error_set(&st->err, code, msg ? msg : PQresultErrorMessage(r));
   trim_message(&st->err);
-  st->err.detail = detail ? dupstr(detail) : NULL;
-  st->err.hint = hint ? dupstr(hint) : NULL;
+  st->err.detail = detail ? loom_db_strdup(detail) : NULL;
+  st->err.hint = hint ? loom_db_strdup(hint) : NULL;
   st->err.position = pos ? atoi(pos) : 0;
   st->status = LOOM_EDB_QUERY;
 }
@@ -1006,16 +978,7 @@ static void finish(pg_conn *c) {
   if (c->pg && PQstatus(c->pg) == CONNECTION_BAD)
     c->base.broken = 1;
   if (req->op != LOOM_DB_BATCH) {
-    if (req->status == 0)
-      req->status = c->one.status;
-    if (req->err.message == NULL && c->one.err.message) {
-      req->err = c->one.err;
-      memset(&c->one.err, 0, sizeof c->one.err);
-    }
-    if (req->status == 0 && req->result == NULL) {
-      req->result = c->one.result;
-      c->one.result = NULL;
-    }
+    loom_db_req_take_one(req, &c->one);
     if (req->status == LOOM_EDB_QUERY && strcmp(req->err.code, "57014") == 0 && c->draining)
       req->status = LOOM_ECANCELED;
   }
@@ -1426,10 +1389,9 @@ static int pg_cancel(loom_db_conn_t *base) {
 /* ---- close, watch, transaction state -------------------------------------- */
 
 static void pg_close(loom_db_conn_t *base) {
-  pg_conn *c = (pg_conn *)base;
-  if (c->closing)
+  if (!loom_db_close_once(base))
     return;
-  c->closing = 1;
+  pg_conn *c = (pg_conn *)base;
   if (base->req && c->pg) {
     loom_db_req_t *req = base->req;
     c->done_after_cancel = 0;
@@ -1502,7 +1464,7 @@ static void connect_done(pg_conn *c, int status) {
     if (req->err.message == NULL)
       set_conn_error(&req->err, c->pg, "could not connect to the server");
     req->conn = NULL;
-    c->closing = 1;
+    c->base.closing = 1;
     loom_watcher_close(&c->watch);
     if (c->pg) {
       PQfinish(c->pg);
@@ -1716,7 +1678,7 @@ static void on_connect_timeout(loom_timer_t *t) {
 static int add_opt(pg_conn *c, const char *key, const char *val) {
   for (int i = 0; i < c->nopts; i++) {
     if (strcmp(c->keys[i], key) == 0) {
-      char *v = dupstr(val);
+      char *v = loom_db_strdup(val);
       if (v == NULL)
         return -1;
       free(c->vals[i]);
@@ -1724,8 +1686,8 @@ static int add_opt(pg_conn *c, const char *key, const char *val) {
       return 0;
     }
   }
-  c->keys[c->nopts] = dupstr(key);
-  c->vals[c->nopts] = dupstr(val);
+  c->keys[c->nopts] = loom_db_strdup(key);
+  c->vals[c->nopts] = loom_db_strdup(val);
   if (c->keys[c->nopts] == NULL || c->vals[c->nopts] == NULL)
     return -1;
   c->nopts++;
@@ -1781,9 +1743,9 @@ static int add_target(pg_conn *c, const char *host, const char *addr, const char
     c->targets_cap = cap;
   }
   pg_target *t = &c->targets[c->ntargets];
-  t->host = dupstr(host);
-  t->addr = dupstr(addr);
-  t->port = port && *port ? dupstr(port) : NULL;
+  t->host = loom_db_strdup(host);
+  t->addr = loom_db_strdup(addr);
+  t->port = port && *port ? loom_db_strdup(port) : NULL;
   if (t->host == NULL || t->addr == NULL || (port && *port && t->port == NULL)) {
     free(t->host);
     free(t->addr);
@@ -1805,7 +1767,7 @@ static void next_host(pg_conn *c);
 static void on_resolved(loom_resolve_t *r, int status) {
   pg_conn *c = r->data;
   c->refs--;
-  if (c->closing) {
+  if (c->base.closing) {
     connect_done(c, LOOM_ECLOSED);
     return;
   }
@@ -1888,7 +1850,7 @@ static int plan_hosts(pg_conn *c) {
     if ((c->hosts = calloc((size_t)c->naddrs, sizeof *c->hosts)) == NULL)
       return -1;
     for (; c->nhosts < c->naddrs; c->nhosts++)
-      if ((c->hosts[c->nhosts] = dupstr("")) == NULL)
+      if ((c->hosts[c->nhosts] = loom_db_strdup("")) == NULL)
         return -1;
   }
   if ((c->hostaddrs && c->naddrs != c->nhosts) || (c->nports > 1 && c->nports != c->nhosts)) {
@@ -1968,14 +1930,14 @@ static int pg_connect(loom_loop_t *loop, const char *conninfo, loom_db_req_t *re
     bad |= add_opt(c, "fallback_application_name", "loom");
   int planned = bad ? 0 : plan_hosts(c);
   if (bad || planned < 0) {
-    c->closing = 1;
+    c->base.closing = 1;
     maybe_free(c);
     req->active = 0;
     return req->status = LOOM_ENOMEM;
   }
   if (connect_timeout_ns(c, &c->connect_timeout_ns) != 0) {
     loom_db_error_set(&req->err, "08001", "connect_timeout must be a whole number of seconds");
-    c->closing = 1;
+    c->base.closing = 1;
     maybe_free(c);
     req->active = 0;
     return req->status = LOOM_EDB_ARGUMENT;

@@ -103,7 +103,6 @@ typedef struct sq_conn {
     int mark;
   } savepoints[32];
   int nsavepoints;
-  int closing;
   int shared_out;                  /* shared jobs submitted, not yet done */
   sq_result *scratch;              /* lane: rows of the statement running */
   int batch_left;                  /* lane: shared jobs left in this read transaction */
@@ -512,7 +511,7 @@ static void on_update(void *arg, int op, const char *dbname, const char *table, 
     p->v = v;
     p->cap = cap;
   }
-  char *t = strdup(table);
+  char *t = loom_db_strdup(table);
   if (t == NULL)
     return;
   p->v[p->n].op = op == SQLITE_INSERT ? 'i' : op == SQLITE_UPDATE ? 'u' : 'd';
@@ -982,13 +981,13 @@ static void lane_done(loom_job_t *job) {
       req->err = c->err;
       memset(&c->err, 0, sizeof c->err);
       req->conn = NULL;
-      c->closing = 1;
+      c->base.closing = 1;
       submit(c, J_CLOSE);
     }
     req->cb(req);
     return;
   }
-  if (c->closing) {
+  if (c->base.closing) {
     if (c->base.req) {
       loom_db_error_set(&c->err, NULL, "the connection was closed");
       complete(c, LOOM_ECLOSED);
@@ -1033,14 +1032,9 @@ static void lane_done(loom_job_t *job) {
 
 static int sq_start(loom_db_conn_t *base, loom_db_req_t *req) {
   sq_conn *c = (sq_conn *)base;
-  if (c->closing || c->db == NULL) {
-    loom_db_error_set(&req->err, NULL, "the connection is closed");
-    return req->status = LOOM_EDB_CONNECTION;
-  }
-  if (base->req || c->job_out) {
-    loom_db_error_set(&req->err, NULL, "the connection is busy with another request");
-    return req->status = LOOM_EDB_ARGUMENT;
-  }
+  int refused = loom_db_req_refuse(req, c->base.closing || c->db == NULL, NULL, base->req || c->job_out);
+  if (refused)
+    return refused;
   enum job_kind kind;
   switch (req->op) {
   case LOOM_DB_QUERY: kind = J_QUERY; break;
@@ -1052,13 +1046,7 @@ static int sq_start(loom_db_conn_t *base, loom_db_req_t *req) {
     loom_db_error_set(&req->err, NULL, "SQLite has no COPY: use insert_many");
     return req->status = LOOM_EDB_ARGUMENT;
   }
-  req->conn = base;
-  req->status = 0;
-  req->result = NULL;
-  req->more = 0;
-  req->active = 1;
-  base->req = req;
-  base->last_used_ns = loom_now_ns();
+  loom_db_req_begin(base, req, NULL);
   loom_db_error_clear(&c->err);
   c->stopping = 0;
   c->want_row = 0;
@@ -1175,13 +1163,13 @@ static void shared_done(loom_job_t *job) {
   free(sh);
   req->driver_data = NULL;
   req->cb(req);
-  if (c->closing && c->shared_out == 0 && !c->job_out)
+  if (c->base.closing && c->shared_out == 0 && !c->job_out)
     submit(c, J_CLOSE);
 }
 
 static int sq_start_shared(loom_db_conn_t *base, loom_db_req_t *req) {
   sq_conn *c = (sq_conn *)base;
-  if (c->closing || c->db == NULL) {
+  if (c->base.closing || c->db == NULL) {
     loom_db_error_set(&req->err, NULL, "the connection is closed");
     return req->status = LOOM_EDB_CONNECTION;
   }
@@ -1199,13 +1187,8 @@ static int sq_start_shared(loom_db_conn_t *base, loom_db_req_t *req) {
   sh->job.work = shared_work;
   sh->job.done = shared_done;
   sh->job.data = sh;
-  req->conn = base;
-  req->status = 0;
-  req->result = NULL;
-  req->more = 0;
-  req->active = 1;
+  loom_db_req_begin_shared(base, req);
   req->driver_data = sh;
-  base->last_used_ns = loom_now_ns();
   c->shared_out++;
   loom_lane_submit(c->lane, &sh->job);
   return 0;
@@ -1257,7 +1240,7 @@ static int sq_is_short(loom_db_conn_t *base, loom_db_req_t *req) {
 static int sq_try_inline(loom_db_conn_t *base, loom_db_req_t *req) {
   sq_conn *c = (sq_conn *)base;
   loom_loop_t *loop = base->loop;
-  if (!c->reader || c->closing || c->db == NULL || c->job_out || c->shared_out || base->req ||
+  if (!c->reader || c->base.closing || c->db == NULL || c->job_out || c->shared_out || base->req ||
       req->op != LOOM_DB_QUERY || !req->cache ||
       atomic_load_explicit(&loop->post_stack, memory_order_relaxed) != NULL)
     return LOOM_EAGAIN;
@@ -1348,9 +1331,8 @@ static int sq_cancel(loom_db_conn_t *base) {
 
 static void sq_close(loom_db_conn_t *base) {
   sq_conn *c = (sq_conn *)base;
-  if (c->closing)
+  if (!loom_db_close_once(base))
     return;
-  c->closing = 1;
   if (c->job_out || c->shared_out) {
     /* The answer to the last job out closes the connection after it. */
     if (c->db)
@@ -1461,7 +1443,7 @@ static int sq_connect(loom_loop_t *loop, const char *conninfo, loom_db_req_t *re
   c->autocommit = 1;
   loom_stmt_cache_init(&c->cache, sizeof(sq_cached), CACHE_SIZE, 1, stmt_free);
   c->path = conf_get(conninfo, "path");
-  c->conninfo = strdup(conninfo);
+  c->conninfo = loom_db_strdup(conninfo);
   char *role = conf_get(conninfo, "role");
   c->reader = role && strcmp(role, "reader") == 0;
   free(role);
