@@ -127,6 +127,12 @@ typedef struct sq_conn {
 
 /* ---- lane side ------------------------------------------------------------ */
 
+/* The job failed with status, for a reason of loom's own. */
+static void job_error(sq_conn *c, int status, const char *msg) {
+  c->status = status;
+  loom_db_error_set(&c->err, NULL, msg);
+}
+
 static void set_error(sq_conn *c, int status, int code) {
   c->status = status;
   c->last_code = code;
@@ -177,16 +183,14 @@ static sqlite3_stmt *prepare(sq_conn *c, const char *sql, size_t len, int use_ca
     return NULL;
   }
   if (st == NULL) {
-    c->status = LOOM_EDB_ARGUMENT;
-    loom_db_error_set(&c->err, NULL, "the SQL holds no statement");
+    job_error(c, LOOM_EDB_ARGUMENT, "the SQL holds no statement");
     return NULL;
   }
   if (tail && skip_blank(sql, tail, sql + len) < sql + len) {
     sqlite3_finalize(st);
-    c->status = LOOM_EDB_ARGUMENT;
-    loom_db_error_set(&c->err, NULL,
-                      "the SQL holds more than one statement: only db:exec without parameters "
-                      "runs a script; with parameters, and in query or value, give one at a time");
+    job_error(c, LOOM_EDB_ARGUMENT,
+              "the SQL holds more than one statement: only db:exec without parameters "
+              "runs a script; with parameters, and in query or value, give one at a time");
     return NULL;
   }
   sq_cached *e = use_cache ? (sq_cached *)loom_stmt_cache_add(&c->cache, sql, len) : NULL;
@@ -222,8 +226,7 @@ static int bind_params(sq_conn *c, sqlite3_stmt *st, const loom_value_t *params,
       rc = sqlite3_bind_text64(st, i + 1, v->u.s.p, v->u.s.len, SQLITE_STATIC, SQLITE_UTF8);
       break;
     default:
-      c->status = LOOM_EDB_ARGUMENT;
-      loom_db_error_set(&c->err, NULL, "arrays cannot be sent to SQLite");
+      job_error(c, LOOM_EDB_ARGUMENT, "arrays cannot be sent to SQLite");
       return -1;
     }
     if (rc != SQLITE_OK) {
@@ -277,8 +280,7 @@ static sq_result *run_one(sq_conn *c, const char *sql, size_t len, const loom_va
   sq_result *r = c->scratch;
   if (r == NULL || loom__sq_result_reset(r, st) != 0) {
     release_stmt(st, cached);
-    c->status = LOOM_ENOMEM;
-    loom_db_error_set(&c->err, NULL, "out of memory");
+    job_error(c, LOOM_ENOMEM, "out of memory");
     return NULL;
   }
   int rc;
@@ -312,8 +314,7 @@ static sq_result *run_one(sq_conn *c, const char *sql, size_t len, const loom_va
   }
   sq_result *out = loom__sq_result_compact(r);
   if (out == NULL) {
-    c->status = LOOM_ENOMEM;
-    loom_db_error_set(&c->err, NULL, "out of memory");
+    job_error(c, LOOM_ENOMEM, "out of memory");
   }
   return out;
 }
@@ -373,14 +374,12 @@ static sq_result *script_steps(sq_conn *c, loom_db_req_t *req) {
     p = tail;
   }
   if (index == 0) {
-    c->status = LOOM_EDB_ARGUMENT;
-    loom_db_error_set(&c->err, NULL, "the SQL holds no statement");
+    job_error(c, LOOM_EDB_ARGUMENT, "the SQL holds no statement");
     return NULL;
   }
   sq_result *r = loom__sq_result_new(NULL);
   if (r == NULL) {
-    c->status = LOOM_ENOMEM;
-    loom_db_error_set(&c->err, NULL, "out of memory");
+    job_error(c, LOOM_ENOMEM, "out of memory");
     return NULL;
   }
   r->base.affected = affected;
@@ -466,8 +465,7 @@ static void run_writes(sq_conn *c, loom_db_req_t *req) {
 static void fill_chunk(sq_conn *c) {
   sq_result *r = loom__sq_result_new(c->stream);
   if (r == NULL) {
-    c->status = LOOM_ENOMEM;
-    loom_db_error_set(&c->err, NULL, "out of memory");
+    job_error(c, LOOM_ENOMEM, "out of memory");
     return;
   }
   int rc = SQLITE_ROW;
