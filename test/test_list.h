@@ -54,4 +54,9 @@
   X(resolve, duplicates_dropped)        \
   X(resolve, unknown_name)              \
   X(resolve, busy_and_restart)          \
-  X(resolve, cancel)
+  X(resolve, cancel)                    \
+  X(sql_lex, quotes)                    \
+  X(sql_lex, comments)                  \
+  X(sql_lex, dollar_quotes)             \
+  X(sql_lex, placeholders)              \
+  X(sql_lex, statements)

@@ -5,7 +5,7 @@
 #include <string.h>
 #include "db.h"
 
-static char *dup_or_null(const char *s) {
+char *loom_db_strdup(const char *s) {
   if (s == NULL)
     return NULL;
   size_t n = strlen(s) + 1;
@@ -28,7 +28,67 @@ void loom_db_error_set(loom_db_error_t *e, const char *code, const char *message
     strncpy(e->code, code, sizeof e->code - 1);
     e->code[sizeof e->code - 1] = 0;
   }
-  e->message = dup_or_null(message);
+  e->message = loom_db_strdup(message);
+}
+
+int loom_db_req_refuse(loom_db_req_t *req, int closed, const char *closed_code, int busy) {
+  if (closed) {
+    loom_db_error_set(&req->err, closed_code, "the connection is closed");
+    return req->status = LOOM_EDB_CONNECTION;
+  }
+  if (busy) {
+    loom_db_error_set(&req->err, NULL, "the connection is busy with another request");
+    return req->status = LOOM_EDB_ARGUMENT;
+  }
+  return 0;
+}
+
+void loom_db_req_begin_shared(loom_db_conn_t *c, loom_db_req_t *req) {
+  req->conn = c;
+  req->status = 0;
+  req->result = NULL;
+  req->more = 0;
+  req->active = 1;
+  c->last_used_ns = loom_now_ns();
+}
+
+void loom_db_req_begin(loom_db_conn_t *c, loom_db_req_t *req, loom_db_stmt_t *one) {
+  loom_db_req_begin_shared(c, req);
+  c->req = req;
+  for (int i = 0; req->op == LOOM_DB_BATCH && i < req->nstmts; i++) {
+    req->stmts[i].status = 0;
+    req->stmts[i].result = NULL;
+    memset(&req->stmts[i].err, 0, sizeof req->stmts[i].err);
+  }
+  if (one) {
+    loom_db_error_clear(&one->err);
+    loom_db_result_free(one->result);
+    memset(one, 0, sizeof *one);
+    one->sql = req->sql;
+    one->sql_len = req->sql_len;
+    one->params = req->params;
+    one->nparams = req->nparams;
+  }
+}
+
+void loom_db_req_take_one(loom_db_req_t *req, loom_db_stmt_t *one) {
+  if (req->status == 0)
+    req->status = one->status;
+  if (req->err.message == NULL && one->err.message) {
+    req->err = one->err;
+    memset(&one->err, 0, sizeof one->err);
+  }
+  if (req->status == 0 && req->result == NULL) {
+    req->result = one->result;
+    one->result = NULL;
+  }
+}
+
+int loom_db_close_once(loom_db_conn_t *c) {
+  if (c->closing)
+    return 0;
+  c->closing = 1;
+  return 1;
 }
 
 void loom_db_result_free(loom_db_result_t *r) {

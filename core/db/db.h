@@ -62,6 +62,8 @@ typedef struct loom_db_error {
 } loom_db_error_t;
 
 void loom_db_error_clear(loom_db_error_t *e);
+/* A malloc'd copy of s (NULL for NULL, or when out of memory). */
+char *loom_db_strdup(const char *s);
 void loom_db_error_set(loom_db_error_t *e, const char *code, const char *message);
 
 /* ---- results ------------------------------------------------------------ */
@@ -237,8 +239,28 @@ struct loom_db_conn {
   uint64_t created_ns, last_used_ns;
   int64_t backend_id;    /* server's id of this session, for logs and KILL */
   int track_changes;     /* record committed row changes (take_changes) */
+  int closing;           /* close was called: the driver frees it once its
+                            handles and work are done */
 };
 
+/* For a driver's start: the checks every one makes first. closed: the
+ * connection cannot take a request (closed_code is the driver's code for
+ * that); busy: another one runs. 0, or the status req fails with (its
+ * error set). */
+int loom_db_req_refuse(loom_db_req_t *req, int closed, const char *closed_code, int busy);
+/* Then: req runs on c from now on, a batch's statements with no outcome
+ * yet. one, when given, becomes the request's single statement (what a
+ * driver's batch code runs for a plain query). */
+void loom_db_req_begin(loom_db_conn_t *c, loom_db_req_t *req, loom_db_stmt_t *one);
+/* At the end: the single statement's outcome (status, error, result)
+ * becomes the request's, where the request has none of its own. */
+void loom_db_req_take_one(loom_db_req_t *req, loom_db_stmt_t *one);
+/* The same for a request that runs beside others (start_shared): c->req
+ * stays as it is. */
+void loom_db_req_begin_shared(loom_db_conn_t *c, loom_db_req_t *req);
+/* For a driver's close: 1 the first time (c is closing from then on), 0
+ * after. */
+int loom_db_close_once(loom_db_conn_t *c);
 
 extern const loom_db_driver_t loom_pg_driver;
 extern const loom_db_driver_t loom_sqlite_driver;

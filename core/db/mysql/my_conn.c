@@ -21,7 +21,6 @@
 #define _GNU_SOURCE /* dladdr */
 #include <dlfcn.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,8 +29,9 @@
 #include <mysqld_error.h>
 #include "my.h"
 #include "resolve.h"
+#include "stmt_cache.h"
+#include "watcher.h"
 
-#define MY_CACHE_BUCKETS 64
 #define MY_CACHE_MAX 256
 /* How long a cancelled request may take to come back (KILL sent and
  * answered, the rest of the statement's answer read and dropped) before the
@@ -41,11 +41,8 @@
 #define MY_DRAIN_MS 5000
 
 typedef struct my_stmt {
-  struct my_stmt *next;
-  uint64_t hash;
-  char *sql;
-  size_t len;
-  MYSQL_STMT *stmt;
+  loom_stmt_entry_t e;
+  MYSQL_STMT *stmt; /* NULL once handed back to the request running it */
 } my_stmt;
 
 typedef enum {
@@ -73,13 +70,10 @@ struct my_conn {
   my_opts opts;
   char *conninfo;     /* kept for the KILL connection */
   char ip[64];        /* the address being tried, "" for a socket path */
-  uv_poll_t *poll;
-  int sock;
-  int events;
+  loom_watcher_t watch; /* the socket */
   loom_timer_t timer; /* MYSQL_WAIT_TIMEOUT */
   loom_timer_t drain_timer; /* bounds a cancelled request (MY_DRAIN_MS) */
-  int refs;           /* handles, lookups and stack frames using c */
-  int closing;
+  int refs;           /* lookups and stack frames using c */
   int connecting;
   int killer_only;    /* opened to send one KILL: no settings to read */
   unsigned long long max_packet; /* the server's max_allowed_packet, 0 if unknown */
@@ -97,8 +91,7 @@ struct my_conn {
   char last_sqlstate[8];
   char *last_msg;
   /* prepared statements */
-  my_stmt *cache[MY_CACHE_BUCKETS];
-  int ncached;
+  loom_stmt_cache_t cache;
   /* the library call in flight */
   my_op op;
   int wait;
@@ -139,21 +132,13 @@ struct my_conn {
 };
 
 static void drive(my_conn *c, int st);
-static void on_poll(uv_poll_t *handle, int status, int events);
+static void on_poll(loom_watcher_t *w, int status, int events);
 static int step(my_conn *c, my_op done);
 static void finish(my_conn *c);
 static void start_connect(my_conn *c);
 static void my_close(loom_db_conn_t *base);
 
 /* ---- small helpers ------------------------------------------------------ */
-
-static char *dupstr(const char *s) {
-  size_t n = strlen(s) + 1;
-  char *d = malloc(n);
-  if (d)
-    memcpy(d, s, n);
-  return d;
-}
 
 /* Client errors (2000-2999) and the server's ways of saying the session is
  * gone: the connection cannot be used again. */
@@ -193,33 +178,17 @@ static void ps_error(my_conn *c) {
 }
 
 static void want(my_conn *c, int events) {
-  if (c->poll == NULL)
-    return;
   /* Idle, the socket stays registered for reading without keeping the loop
    * alive: a server closing it (wait_timeout, KILL, shutdown) is noticed. */
   int idle = events == 0 && c->op == OP_NONE && c->base.req == NULL && !c->connecting &&
-             !c->base.broken && !c->closing;
-  if (idle)
-    events = UV_READABLE;
-  if (events != c->events) {
-    c->events = events;
-    if (events)
-      uv_poll_start(c->poll, events, on_poll);
-    else
-      uv_poll_stop(c->poll);
-  }
-  if (idle)
-    uv_unref((uv_handle_t *)c->poll);
-  else
-    uv_ref((uv_handle_t *)c->poll);
+             !c->base.broken && !c->base.closing;
+  loom_watcher_want(&c->watch, idle ? UV_READABLE : events, !idle);
 }
 
-static void cache_free_all(my_conn *c);
-
 static void maybe_free(my_conn *c) {
-  if (!c->closing || c->refs > 0)
+  if (!c->base.closing || c->refs > 0 || loom_watcher_busy(&c->watch))
     return;
-  cache_free_all(c);
+  loom_stmt_cache_clear(&c->cache);
   loom__my_binds_free(&c->binds);
   free(c->pbind);
   free(c->pbool);
@@ -233,117 +202,39 @@ static void maybe_free(my_conn *c) {
   free(c);
 }
 
-static void on_poll_closed(uv_handle_t *h) {
-  my_conn *c = h->data;
-  free(h);
-  c->refs--;
-  maybe_free(c);
-}
-
-static void drop_poll(my_conn *c) {
-  if (c->poll) {
-    uv_close((uv_handle_t *)c->poll, on_poll_closed);
-    c->poll = NULL;
-    c->events = 0;
-  }
+static void on_watch_closed(loom_watcher_t *w) {
+  maybe_free(w->data);
 }
 
 static int track_socket(my_conn *c) {
-  int sock = (int)mysql_get_socket(c->m);
-  if (c->poll && sock == c->sock)
-    return 0;
-  drop_poll(c);
-  if (sock < 0)
-    return -1;
-  c->poll = malloc(sizeof *c->poll);
-  if (c->poll == NULL)
-    return -1;
-  if (uv_poll_init_socket(&c->base.loop->uv, c->poll, sock) != 0) {
-    free(c->poll);
-    c->poll = NULL;
-    return -1;
-  }
-  c->poll->data = c;
-  c->refs++;
-  c->sock = sock;
-  c->events = 0;
-  /* The library opens it without close-on-exec: a child the process
-   * starts (os.execute) would keep it open, and with it its registration
-   * in the loop's epoll set after we close it. */
-  int flags = fcntl(sock, F_GETFD);
-  if (flags >= 0)
-    fcntl(sock, F_SETFD, flags | FD_CLOEXEC);
-  return 0;
+  return loom_watcher_track(c->base.loop, &c->watch, (int)mysql_get_socket(c->m), 0);
 }
 
 /* The library closes the socket itself when the connection fails (and
  * its number may come back for another connection): stop polling it at
  * once, before libuv would act on a number that is no longer ours. */
 static void check_socket(my_conn *c) {
-  if (c->poll && (c->m == NULL || (int)mysql_get_socket(c->m) != c->sock))
-    drop_poll(c);
+  if (c->m == NULL || (int)mysql_get_socket(c->m) != c->watch.fd)
+    loom_watcher_close(&c->watch);
 }
 
 /* ---- statement cache ---------------------------------------------------- */
 
-static uint64_t hash_bytes(const char *p, size_t n) {
-  uint64_t h = 1469598103934665603ULL; /* FNV-1a */
-  for (size_t i = 0; i < n; i++)
-    h = (h ^ (unsigned char)p[i]) * 1099511628211ULL;
-  return h;
-}
-
-static my_stmt *cache_find(my_conn *c, const char *sql, size_t len, uint64_t h) {
-  for (my_stmt *s = c->cache[h % MY_CACHE_BUCKETS]; s; s = s->next)
-    if (s->hash == h && s->len == len && memcmp(s->sql, sql, len) == 0)
-      return s;
-  return NULL;
+/* Only once the server has forgotten the statements (after a reset or
+ * close, which invalidate them in the library): no I/O happens here. */
+static void stmt_free(loom_stmt_entry_t *e) {
+  my_stmt *s = (my_stmt *)e;
+  if (s->stmt)
+    mysql_stmt_close(s->stmt);
 }
 
 static int cache_add(my_conn *c, const char *sql, size_t len, MYSQL_STMT *stmt) {
-  my_stmt *s = calloc(1, sizeof *s);
+  my_stmt *s = (my_stmt *)loom_stmt_cache_add(&c->cache, sql, len);
   if (s == NULL)
     return -1;
-  s->sql = malloc(len ? len : 1);
-  if (s->sql == NULL) {
-    free(s);
-    return -1;
-  }
-  memcpy(s->sql, sql, len);
-  s->len = len;
-  s->hash = hash_bytes(sql, len);
   s->stmt = stmt;
-  s->next = c->cache[s->hash % MY_CACHE_BUCKETS];
-  c->cache[s->hash % MY_CACHE_BUCKETS] = s;
-  c->ncached++;
   c->cached = s;
   return 0;
-}
-
-/* Unlinks an entry; its statement becomes the caller's (closed after use). */
-static void cache_forget(my_conn *c, my_stmt *victim) {
-  my_stmt **p = &c->cache[victim->hash % MY_CACHE_BUCKETS];
-  while (*p && *p != victim)
-    p = &(*p)->next;
-  if (*p) {
-    *p = victim->next;
-    free(victim->sql);
-    free(victim);
-    c->ncached--;
-  }
-}
-
-/* Only once the server has forgotten the statements (after a reset or
- * close, which invalidate them in the library): no I/O happens here. */
-static void cache_free_all(my_conn *c) {
-  for (int i = 0; i < MY_CACHE_BUCKETS; i++) {
-    while (c->cache[i]) {
-      my_stmt *s = c->cache[i];
-      MYSQL_STMT *stmt = s->stmt;
-      cache_forget(c, s);
-      mysql_stmt_close(stmt);
-    }
-  }
 }
 
 /* ---- library calls ------------------------------------------------------ */
@@ -478,17 +369,17 @@ static void on_timer(loom_timer_t *t) {
  * error before closing (wait_timeout, KILL, shutdown). */
 static void idle_readable(my_conn *c) {
   char b;
-  ssize_t n = recv(c->sock, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+  ssize_t n = recv(c->watch.fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
   if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
     return;
   c->base.broken = 1;
   want(c, 0);
 }
 
-static void on_poll(uv_poll_t *handle, int status, int events) {
-  my_conn *c = handle->data;
+static void on_poll(loom_watcher_t *w, int status, int events) {
+  my_conn *c = w->data;
   if (c->op == OP_NONE) {
-    if (!c->connecting && c->base.req == NULL && !c->closing)
+    if (!c->connecting && c->base.req == NULL && !c->base.closing)
       idle_readable(c);
     else
       want(c, 0);
@@ -692,7 +583,7 @@ static int begin_stmt(my_conn *c) {
   if (c->script || (st->nparams == 0 && !cache))
     return start_text(c);
   if (cache) {
-    my_stmt *s = cache_find(c, st->sql, st->sql_len, hash_bytes(st->sql, st->sql_len));
+    my_stmt *s = (my_stmt *)loom_stmt_cache_find(&c->cache, st->sql, st->sql_len);
     if (s) {
       c->cached = s;
       c->ps = s->stmt;
@@ -700,7 +591,7 @@ static int begin_stmt(my_conn *c) {
         return end_stmt(c);
       return op_start(c, OP_EXECUTE);
     }
-    c->to_cache = c->ncached < MY_CACHE_MAX;
+    c->to_cache = loom_stmt_cache_has_room(&c->cache);
   }
   c->ps = mysql_stmt_init(c->m);
   if (c->ps == NULL) {
@@ -776,7 +667,10 @@ static int executed(my_conn *c) {
   if (c->iret != 0) {
     ps_error(c);
     if (c->cached && mysql_stmt_errno(c->ps) == ER_UNKNOWN_STMT_HANDLER) {
-      cache_forget(c, c->cached); /* the server lost it: prepare again next time */
+      /* The server lost it: prepare again next time; this one is closed
+       * after use. */
+      c->cached->stmt = NULL;
+      loom_stmt_cache_remove(&c->cache, &c->cached->e);
       c->cached = NULL;
     }
     return after_ps(c);
@@ -987,16 +881,7 @@ static void finish(my_conn *c) {
     return;
   }
   if (req->op != LOOM_DB_BATCH) {
-    if (req->status == 0)
-      req->status = c->one.status;
-    if (req->err.message == NULL && c->one.err.message) {
-      req->err = c->one.err;
-      memset(&c->one.err, 0, sizeof c->one.err);
-    }
-    if (req->status == 0 && req->result == NULL) {
-      req->result = c->one.result;
-      c->one.result = NULL;
-    }
+    loom_db_req_take_one(req, &c->one);
     if (c->draining && req->status == LOOM_EDB_QUERY && strcmp(req->err.code, "1317") == 0)
       req->status = LOOM_ECANCELED;
   }
@@ -1023,7 +908,7 @@ static int reset_done(my_conn *c) {
   } else {
     /* The server dropped the prepared statements; the library invalidated
      * its handles, which now close without I/O. */
-    cache_free_all(c);
+    loom_stmt_cache_clear(&c->cache);
     c->base.dirty = 0;
     c->multi = MULTI_UNKNOWN;
     /* The reset rolled back and restored autocommit, but the library
@@ -1045,7 +930,7 @@ static int try_next(my_conn *c);
 static void drop_attempt(my_conn *c) {
   loom_timer_stop(c->base.loop, &c->connect_timer);
   loom_timer_stop(c->base.loop, &c->timer);
-  drop_poll(c);
+  loom_watcher_close(&c->watch);
   if (c->m) {
     int sock = c->mret ? (int)mysql_get_socket(c->m) : -1;
     if (sock >= 0)
@@ -1079,7 +964,7 @@ static int connect_done(my_conn *c, int status) {
       loom_db_error_set(&req->err, "2002", "could not connect to the server");
     req->status = status;
     req->conn = NULL;
-    c->closing = 1;
+    c->base.closing = 1;
     drop_attempt(c);
   }
   req->cb(req);
@@ -1093,7 +978,7 @@ static void note_line(my_conn *c, unsigned no, const char *sqlstate, const char 
   c->last_no = no;
   snprintf(c->last_sqlstate, sizeof c->last_sqlstate, "%s", sqlstate ? sqlstate : "");
   free(c->last_msg);
-  c->last_msg = dupstr(msg && *msg ? msg : "unknown MySQL error");
+  c->last_msg = loom_db_strdup(msg && *msg ? msg : "unknown MySQL error");
   size_t have = c->errors ? strlen(c->errors) : 0, n = strlen(line);
   char *e = realloc(c->errors, have + n + 2);
   if (e) { /* else the message is shorter, nothing worse */
@@ -1233,37 +1118,20 @@ static int step(my_conn *c, my_op done) {
 
 static int my_start(loom_db_conn_t *base, loom_db_req_t *req) {
   my_conn *c = (my_conn *)base;
-  if (c->closing || base->broken || c->m == NULL) {
-    loom_db_error_set(&req->err, "2006", "the connection is closed");
-    return req->status = LOOM_EDB_CONNECTION;
-  }
-  if (base->req || c->kill_state != K_NONE || c->op != OP_NONE) {
-    loom_db_error_set(&req->err, NULL, "the connection is busy with another request");
-    return req->status = LOOM_EDB_ARGUMENT;
-  }
+  int refused = loom_db_req_refuse(req, c->base.closing || base->broken || c->m == NULL, "2006",
+                                   base->req || c->kill_state != K_NONE || c->op != OP_NONE);
+  if (refused)
+    return refused;
   if (req->op == LOOM_DB_COPY_IN || (req->op != LOOM_DB_QUERY && req->op != LOOM_DB_STREAM &&
                                      req->op != LOOM_DB_BATCH && req->op != LOOM_DB_RESET &&
                                      req->op != LOOM_DB_PING)) {
     loom_db_error_set(&req->err, NULL, "not supported by the MySQL driver");
     return req->status = LOOM_EDB_ARGUMENT;
   }
-  loom_db_error_clear(&c->one.err);
-  loom_db_result_free(c->one.result);
-  memset(&c->one, 0, sizeof c->one);
   c->draining = c->discard = c->paused = 0;
   c->script = 0;
   c->result = NULL;
-  req->conn = base;
-  req->status = 0;
-  req->result = NULL;
-  req->more = 0;
-  req->active = 1;
-  base->req = req;
-  base->last_used_ns = loom_now_ns();
-  c->one.sql = req->sql;
-  c->one.sql_len = req->sql_len;
-  c->one.params = req->params;
-  c->one.nparams = req->nparams;
+  loom_db_req_begin(base, req, &c->one);
   c->cur = &c->one;
   c->stmt_index = 0;
   int st;
@@ -1273,11 +1141,6 @@ static int my_start(loom_db_conn_t *base, loom_db_req_t *req) {
     st = begin_stmt(c);
     break;
   case LOOM_DB_BATCH:
-    for (int i = 0; i < req->nstmts; i++) {
-      req->stmts[i].status = 0;
-      req->stmts[i].result = NULL;
-      memset(&req->stmts[i].err, 0, sizeof req->stmts[i].err);
-    }
     if (req->nstmts == 0) {
       finish(c);
       return 0;
@@ -1392,7 +1255,7 @@ static void kill_done(loom_db_req_t *req) {
  * hit a session nobody uses any more. */
 static void drain_expired(loom_timer_t *t) {
   my_conn *c = t->data;
-  if (c->base.req == NULL || c->closing)
+  if (c->base.req == NULL || c->base.closing)
     return;
   c->refs++;
   c->base.broken = 1;
@@ -1414,7 +1277,7 @@ static void drain_expired(loom_timer_t *t) {
 static int my_cancel(loom_db_conn_t *base) {
   my_conn *c = (my_conn *)base;
   loom_db_req_t *req = base->req;
-  if (req == NULL || c->closing || c->draining || c->m == NULL)
+  if (req == NULL || c->base.closing || c->draining || c->m == NULL)
     return 0;
   c->draining = 1;
   c->discard = 1;
@@ -1459,9 +1322,8 @@ static int my_cancel(loom_db_conn_t *base) {
 
 static void my_close(loom_db_conn_t *base) {
   my_conn *c = (my_conn *)base;
-  if (c->closing)
+  if (!loom_db_close_once(base))
     return;
-  c->closing = 1;
   c->refs++;
   if (c->kill_state == K_CONNECTING)
     abort_killer(c);
@@ -1509,7 +1371,7 @@ static void my_close(loom_db_conn_t *base) {
   }
   loom_timer_stop(base->loop, &c->timer);
   loom_timer_stop(base->loop, &c->drain_timer);
-  drop_poll(c);
+  loom_watcher_close(&c->watch);
   if (c->m) {
     MYSQL_STMT *temp = c->ps && c->cached == NULL ? c->ps : NULL;
     int st = mysql_close_start(c->m);
@@ -1525,7 +1387,7 @@ static void my_close(loom_db_conn_t *base) {
     if (temp)
       mysql_stmt_close(temp);
     c->ps = NULL;
-    cache_free_all(c);
+    loom_stmt_cache_clear(&c->cache);
   }
   c->refs--;
   maybe_free(c);
@@ -1618,7 +1480,7 @@ static void start_connect(my_conn *c) {
  * and the next address is tried. */
 static void on_connect_timeout(loom_timer_t *t) {
   my_conn *c = t->data;
-  if (!c->connecting || c->closing || c->op == OP_NONE)
+  if (!c->connecting || c->base.closing || c->op == OP_NONE)
     return;
   c->timed_out = 1;
   force_complete(c);
@@ -1628,7 +1490,7 @@ static void on_connect_timeout(loom_timer_t *t) {
 static void on_resolved(loom_resolve_t *r, int status) {
   my_conn *c = r->data;
   c->refs--;
-  if (c->closing) {
+  if (c->base.closing) {
     maybe_free(c);
     return;
   }
@@ -1649,7 +1511,7 @@ static my_conn *conn_new(loom_loop_t *loop, const char *conninfo, loom_db_req_t 
     return NULL;
   }
   if (loom__my_parse_url(conninfo, &c->opts, err, errlen) != 0 ||
-      (c->conninfo = dupstr(conninfo)) == NULL) {
+      (c->conninfo = loom_db_strdup(conninfo)) == NULL) {
     loom__my_opts_free(&c->opts);
     free(c);
     return NULL;
@@ -1657,7 +1519,8 @@ static my_conn *conn_new(loom_loop_t *loop, const char *conninfo, loom_db_req_t 
   c->base.driver = &loom_mysql_driver;
   c->base.loop = loop;
   c->base.created_ns = c->base.last_used_ns = loom_now_ns();
-  c->sock = -1;
+  loom_watcher_init(&c->watch, on_poll, on_watch_closed, c);
+  loom_stmt_cache_init(&c->cache, sizeof(my_stmt), MY_CACHE_MAX, 0, stmt_free);
   loom_timer_init(&c->timer, on_timer, c);
   loom_timer_init(&c->drain_timer, drain_expired, c);
   loom_timer_init(&c->connect_timer, on_connect_timeout, c);
@@ -1697,7 +1560,7 @@ static int my_connect(loom_loop_t *loop, const char *conninfo, loom_db_req_t *re
     int r = loom_resolve_start(loop, &c->resolve, host, 0, on_resolved);
     if (r != 0) {
       loom_db_error_set(&req->err, "2005", uv_strerror(r));
-      c->closing = 1;
+      c->base.closing = 1;
       maybe_free(c);
       req->active = 0;
       return req->status = LOOM_EDB_CONNECTION;

@@ -8,62 +8,25 @@
 #include <string.h>
 #include <strings.h>
 #include "my.h"
+#include "sql_lex.h"
 
-/* Skips a quoted string, identifier or comment starting at p; returns the
- * position after it, or p when none starts there. */
+/* MySQL's SQL as the lexer (sql_lex.h) reads it: '' and "" strings with
+ * backslash escapes, `` identifiers, '#' comments, "-- " comments (a blank
+ * after the dashes), comments that do not nest, executable comments, ?
+ * placeholders. */
+static const loom_sql_dialect_t dialect = {
+  .quotes = "'\"`",
+  .escapes = "'\"",
+  .flags = LOOM_SQL_HASH_COMMENTS | LOOM_SQL_DASH_BLANK | LOOM_SQL_EXEC_COMMENTS,
+  .params = LOOM_SQL_PARAMS_QMARK,
+};
+
 static const char *skip_quoted(const char *p, const char *end) {
-  char ch = *p;
-  if (ch == '\'' || ch == '"' || ch == '`') {
-    for (p++; p < end; p++) {
-      if (*p == '\\' && ch != '`') {
-        p++;
-        continue;
-      }
-      if (*p == ch) {
-        if (p + 1 < end && p[1] == ch) {
-          p++;
-          continue;
-        }
-        return p + 1;
-      }
-    }
-    return end;
-  }
-  if (ch == '#' || (ch == '-' && p + 2 < end && p[1] == '-' &&
-                    (p[2] == ' ' || p[2] == '\t' || p[2] == '\n' || p[2] == '\r'))) {
-    while (p < end && *p != '\n')
-      p++;
-    return p;
-  }
-  if (ch == '-' && p + 2 == end && p[1] == '-')
-    return end;
-  if (ch == '/' && p + 1 < end && p[1] == '*') {
-    /* Executable comments ("/" "*!" ... and "/" "*M!" ...) hold SQL: only
-     * their opener is skipped; the closer is plain text after that. */
-    if (p + 2 < end && (p[2] == '!' || (p[2] == 'M' && p + 3 < end && p[3] == '!')))
-      return p + 3;
-    for (p += 2; p + 1 < end; p++)
-      if (*p == '*' && p[1] == '/')
-        return p + 2;
-    return end;
-  }
-  return p;
+  return loom_sql_skip(&dialect, p, p, end);
 }
 
 int loom__my_param_count(const char *sql, size_t len) {
-  const char *p = sql, *end = sql + len;
-  int n = 0;
-  while (p < end) {
-    const char *q = skip_quoted(p, end);
-    if (q != p) {
-      p = q;
-      continue;
-    }
-    if (*p == '?')
-      n++;
-    p++;
-  }
-  return n;
+  return loom_sql_param_count(&dialect, sql, len);
 }
 
 static int word_at(const char *p, const char *end, const char *w) {
@@ -72,14 +35,13 @@ static int word_at(const char *p, const char *end, const char *w) {
          (p + n == end || !(isalnum((unsigned char)p[n]) || p[n] == '_'));
 }
 
+/* Past blanks, comments and opening parentheses. */
 static const char *skip_space(const char *p, const char *end) {
   for (;;) {
-    while (p < end && (isspace((unsigned char)*p) || *p == '('))
-      p++;
-    const char *q = p < end && (*p == '#' || *p == '-' || *p == '/') ? skip_quoted(p, end) : p;
-    if (q == p)
+    p = loom_sql_skip_blanks(&dialect, p, p, end);
+    if (p == end || *p != '(')
       return p;
-    p = q;
+    p++;
   }
 }
 
@@ -348,7 +310,7 @@ int loom__my_parse_url(const char *url, my_opts *o, char *err, size_t errlen) {
   }
   if ((o->host == NULL || *o->host == 0) && o->socket == NULL) {
     free(o->host);
-    o->host = strdup("127.0.0.1");
+    o->host = loom_db_strdup("127.0.0.1");
   }
   return 0;
 }

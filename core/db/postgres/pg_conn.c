@@ -16,10 +16,10 @@
 #include <strings.h>
 #include "pg.h"
 #include "resolve.h"
+#include "stmt_cache.h"
+#include "watcher.h"
 
-#define PG_CACHE_BUCKETS 64
 #define PG_CACHE_MAX 256
-#define PG_MEMO 16 /* entries found by the SQL string's address */
 #define PG_MAX_PARAMS 65535
 /* libpq (15 at least) takes a ParameterDescription over 30000 bytes for a
  * lost connection: statements with more parameters are not described, and
@@ -35,10 +35,8 @@ typedef enum {
 } stmt_state;
 
 typedef struct pg_stmt {
-  struct pg_stmt *next;
-  uint64_t hash;
-  char *sql;   /* the key */
-  size_t sql_len;
+  loom_stmt_entry_t e; /* keyed by the SQL alone: the server, not the Lua
+                          values, types the parameters */
   char name[24];
   stmt_state state;
   int dirties; /* running it leaves session state behind (dirties_session) */
@@ -72,12 +70,9 @@ typedef struct pg_target {
 typedef struct pg_conn {
   loom_db_conn_t base;
   PGconn *pg;
-  uv_poll_t *poll;
-  int sock;
-  int events;
-  int refs;          /* handles and work that must finish before free */
+  loom_watcher_t watch; /* the socket */
+  int refs;          /* work that must finish before free */
   int connecting;
-  int closing;
   loom_db_req_t *connect_req;
   char **keys, **vals;
   int nopts;
@@ -94,11 +89,9 @@ typedef struct pg_conn {
   char *errors;            /* why the addresses given up on failed */
   int poll_errors;         /* socket errors in a row while connecting */
   /* prepared statements */
-  pg_stmt *cache[PG_CACHE_BUCKETS];
-  int ncached;
+  loom_stmt_cache_t cache;
   unsigned next_stmt;
   /* the request in flight */
-  pg_stmt *memo[PG_MEMO];
   char *pbuf;        /* parameter arrays for libpq, reused */
   size_t pbuf_cap;
   pg_unit *units;
@@ -126,7 +119,7 @@ typedef struct pg_conn {
   loom_db_notify_cb on_notify;
 } pg_conn;
 
-static void on_poll(uv_poll_t *handle, int status, int events);
+static void on_poll(loom_watcher_t *w, int status, int events);
 static void process(pg_conn *c);
 static void fail_request(pg_conn *c, int status, const char *code, const char *msg);
 static void finish(pg_conn *c);
@@ -148,36 +141,14 @@ static void set_conn_error(loom_db_error_t *e, PGconn *pg, const char *fallback)
   trim_message(e);
 }
 
-static char *dupstr(const char *s) {
-  size_t n = strlen(s) + 1;
-  char *d = malloc(n);
-  if (d)
-    memcpy(d, s, n);
-  return d;
-}
-
 static void want(pg_conn *c, int events) {
-  if (c->poll == NULL)
-    return;
   /* Between requests the socket stays registered for reading (a server
    * closing it is noticed, and no epoll_ctl is spent per query) but does
    * not keep the loop alive. A paused request really stops reading: that
    * is the backpressure of a stream. */
   int idle = events == 0 && c->base.req == NULL && !c->connecting &&
-             !c->base.broken && !c->closing;
-  if (idle)
-    events = UV_READABLE;
-  if (events != c->events) {
-    c->events = events;
-    if (events)
-      uv_poll_start(c->poll, events, on_poll);
-    else
-      uv_poll_stop(c->poll);
-  }
-  if (idle && !c->on_notify)
-    uv_unref((uv_handle_t *)c->poll);
-  else
-    uv_ref((uv_handle_t *)c->poll);
+             !c->base.broken && !c->base.closing;
+  loom_watcher_want(&c->watch, idle ? UV_READABLE : events, !idle || c->on_notify);
 }
 
 static void drop_descriptions(pg_conn *c);
@@ -209,18 +180,9 @@ static void free_targets(pg_conn *c) {
 }
 
 static void maybe_free(pg_conn *c) {
-  if (!c->closing || c->refs > 0)
+  if (!c->base.closing || c->refs > 0 || loom_watcher_busy(&c->watch))
     return;
-  for (int i = 0; i < PG_CACHE_BUCKETS; i++) {
-    pg_stmt *s = c->cache[i];
-    while (s) {
-      pg_stmt *next = s->next;
-      free(s->sql);
-      free(s->types);
-      free(s);
-      s = next;
-    }
-  }
+  loom_stmt_cache_clear(&c->cache);
   loom_timer_stop(c->base.loop, &c->connect_timer);
   free_targets(c);
   free_strings(c->keys, c->nopts);
@@ -241,144 +203,39 @@ static void drop_descriptions(pg_conn *c) {
   c->ndescs = 0;
 }
 
-static void on_poll_closed(uv_handle_t *h) {
-  pg_conn *c = h->data;
-  free(h);
-  c->refs--;
-  maybe_free(c);
-}
-
-static void drop_poll(pg_conn *c) {
-  if (c->poll) {
-    uv_close((uv_handle_t *)c->poll, on_poll_closed);
-    c->poll = NULL;
-    c->events = 0;
-  }
+static void on_watch_closed(loom_watcher_t *w) {
+  maybe_free(w->data);
 }
 
 /* libpq may switch sockets while connecting (another address, an SSL
- * retry), and the new socket can get the number of the one it closed: the
- * kernel then forgot the old registration while libuv did not. While
- * connecting, the socket is registered afresh at every step. */
+ * retry), and the new socket can get the number of the one it closed:
+ * while connecting, the socket is registered afresh at every step. */
 static int track_socket(pg_conn *c) {
-  int sock = PQsocket(c->pg);
-  if (c->poll && sock == c->sock) {
-    if (c->connecting && c->events) {
-      uv_poll_stop(c->poll);
-      c->events = 0;
-    }
-    return 0;
-  }
-  drop_poll(c);
-  if (sock < 0)
-    return -1;
-  c->poll = malloc(sizeof *c->poll);
-  if (c->poll == NULL)
-    return -1;
-  if (uv_poll_init_socket(&c->base.loop->uv, c->poll, sock) != 0) {
-    free(c->poll);
-    c->poll = NULL;
-    return -1;
-  }
-  c->poll->data = c;
-  c->refs++;
-  c->sock = sock;
-  c->events = 0;
-  return 0;
+  return loom_watcher_track(c->base.loop, &c->watch, PQsocket(c->pg), c->connecting);
 }
 
 /* ---- statement cache --------------------------------------------------- */
 
-#define FNV_BASIS 1469598103934665603ULL
-#define FNV_PRIME 1099511628211ULL
-
-/* Keyed by the SQL alone: the server, not the Lua values, types the
- * parameters. Hashed with FNV-1a. */
-static uint64_t stmt_hash(const loom_db_stmt_t *st) {
-  uint64_t h = FNV_BASIS;
-  const unsigned char *p = (const unsigned char *)st->sql;
-  for (size_t i = 0; i < st->sql_len; i++)
-    h = (h ^ p[i]) * FNV_PRIME;
-  return h;
+static void stmt_free(loom_stmt_entry_t *e) {
+  free(((pg_stmt *)e)->types);
 }
 
-static int stmt_matches(const pg_stmt *s, const loom_db_stmt_t *st) {
-  return s->sql_len == st->sql_len && memcmp(s->sql, st->sql, st->sql_len) == 0;
-}
-
-/* The SQL of a hot statement is the same Lua string every time: a small
- * table indexed by its address finds the entry without hashing the text
- * (the entry is still compared in full, so an address reused by another
- * string cannot match wrongly). */
-static unsigned memo_slot(const char *sql) {
-  uintptr_t a = (uintptr_t)sql;
-  return (unsigned)((a >> 4) ^ (a >> 10)) & (PG_MEMO - 1);
-}
-
-/* The cached entry for st, or NULL (then *hash is set for cache_add). */
-static pg_stmt *cache_lookup(pg_conn *c, const loom_db_stmt_t *st, uint64_t *hash) {
-  unsigned m = memo_slot(st->sql);
-  pg_stmt *s = c->memo[m];
-  if (s && stmt_matches(s, st))
-    return s;
-  uint64_t h = stmt_hash(st);
-  *hash = h;
-  for (s = c->cache[h % PG_CACHE_BUCKETS]; s; s = s->next)
-    if (s->hash == h && stmt_matches(s, st)) {
-      c->memo[m] = s;
-      return s;
-    }
-  return NULL;
+/* The cached entry for st, or NULL. */
+static pg_stmt *cache_lookup(pg_conn *c, const loom_db_stmt_t *st) {
+  return (pg_stmt *)loom_stmt_cache_find(&c->cache, st->sql, st->sql_len);
 }
 
 /* With the sending code below; an entry works it out once. */
 static int dirties_session(const char *sql, size_t len);
 
-static pg_stmt *cache_add(pg_conn *c, const loom_db_stmt_t *st, uint64_t h) {
-  if (c->ncached >= PG_CACHE_MAX)
-    return NULL;
-  pg_stmt *s = calloc(1, sizeof *s);
-  char *sql = malloc(st->sql_len + 1);
-  if (s == NULL || sql == NULL) {
-    free(s);
-    free(sql);
+static pg_stmt *cache_add(pg_conn *c, const loom_db_stmt_t *st) {
+  pg_stmt *s = (pg_stmt *)loom_stmt_cache_add(&c->cache, st->sql, st->sql_len);
+  if (s == NULL)
     return NULL; /* runs unprepared */
-  }
-  memcpy(sql, st->sql, st->sql_len);
-  sql[st->sql_len] = 0;
-  s->hash = h;
-  s->sql = sql;
-  s->sql_len = st->sql_len;
   s->state = S_SENT;
   s->dirties = dirties_session(st->sql, st->sql_len);
   snprintf(s->name, sizeof s->name, "loom_%u", ++c->next_stmt);
-  s->next = c->cache[h % PG_CACHE_BUCKETS];
-  c->cache[h % PG_CACHE_BUCKETS] = s;
-  c->ncached++;
-  c->memo[memo_slot(st->sql)] = s;
   return s;
-}
-
-static void cache_remove(pg_conn *c, pg_stmt *victim) {
-  pg_stmt **p = &c->cache[victim->hash % PG_CACHE_BUCKETS];
-  while (*p && *p != victim)
-    p = &(*p)->next;
-  if (*p) {
-    *p = victim->next;
-    for (int i = 0; i < PG_MEMO; i++)
-      if (c->memo[i] == victim)
-        c->memo[i] = NULL;
-    free(victim->sql);
-    free(victim->types);
-    free(victim);
-    c->ncached--;
-  }
-}
-
-static void cache_clear(pg_conn *c) {
-  for (int i = 0; i < PG_CACHE_BUCKETS; i++)
-    while (c->cache[i])
-      cache_remove(c, c->cache[i]);
 }
 
 /* ---- parameters ---------------------------------------------------------- */
@@ -698,15 +555,15 @@ static int dirties_session(const char *sql, size_t len) {
                                        "create temp", "load", NULL};
   const char *end = sql + len;
   for (const char *p = sql; p < end;) {
-    p = loom__pg_skip_blanks(sql, p, end);
+    p = loom_sql_skip_blanks(&loom__pg_dialect, sql, p, end);
     while (p < end && *p == '(')
-      p = loom__pg_skip_blanks(sql, p + 1, end);
+      p = loom_sql_skip_blanks(&loom__pg_dialect, sql, p + 1, end);
     for (int k = 0; starts[k]; k++) {
       size_t n = strlen(starts[k]);
       if ((size_t)(end - p) >= n && strncasecmp(p, starts[k], n) == 0)
         return 1;
     }
-    p = loom__pg_statement_end(sql, p, end);
+    p = loom_sql_statement_end(&loom__pg_dialect, sql, p, end);
     if (p < end)
       p++;
   }
@@ -728,7 +585,7 @@ static int dirties_session(const char *sql, size_t len) {
 static int send_prepare(pg_conn *c, const loom_db_stmt_t *st, int index, pg_stmt *s) {
   const char *name = s ? s->name : "";
   /* libpq wants NUL-terminated SQL; callers give Lua strings, which are. */
-  if (!PQsendPrepare(c->pg, name, s ? s->sql : st->sql, st->nparams, NULL))
+  if (!PQsendPrepare(c->pg, name, s ? s->e.sql : st->sql, st->nparams, NULL))
     return LOOM_EDB_CONNECTION;
   int r = add_unit(c, U_PREP, index, s);
   if (r)
@@ -752,10 +609,9 @@ static int send_stmt(pg_conn *c, loom_db_stmt_t *st, int index, int cache, int s
   pg_stmt *s = NULL;
   int r;
   if (cache && c->pipeline) {
-    uint64_t h = 0;
-    s = cache_lookup(c, st, &h);
+    s = cache_lookup(c, st);
     if (s == NULL) {
-      s = cache_add(c, st, h);
+      s = cache_add(c, st);
       if (s && (r = send_prepare(c, st, index, s)) != 0)
         return r;
     }
@@ -788,8 +644,7 @@ static int send_stmt(pg_conn *c, loom_db_stmt_t *st, int index, int cache, int s
 /* A cached statement that is already prepared runs outside pipeline mode:
  * one Bind/Execute/Sync, like pgbench -M prepared. */
 static pg_stmt *ready_stmt(pg_conn *c, loom_db_stmt_t *st) {
-  uint64_t h;
-  pg_stmt *s = cache_lookup(c, st, &h);
+  pg_stmt *s = cache_lookup(c, st);
   return s && s->state == S_READY ? s : NULL;
 }
 
@@ -841,7 +696,7 @@ static int request_cached(pg_conn *c) {
 static int needs_description(pg_conn *c, const loom_db_stmt_t *st, const pg_stmt *s, int cache) {
   if (st->nparams > PG_DESCRIBE_MAX_PARAMS)
     return 0;
-  if (cache && (s || c->ncached < PG_CACHE_MAX))
+  if (cache && (s || loom_stmt_cache_has_room(&c->cache)))
     return s == NULL && !same_untyped(st);
   return has_backslash_text(st);
 }
@@ -855,8 +710,7 @@ static int check_statements(pg_conn *c, int *describe) {
   *describe = 0;
   for (int i = 0; i < n; i++) {
     loom_db_stmt_t *st = stmt_at(c, i);
-    uint64_t h;
-    pg_stmt *s = cache ? cache_lookup(c, st, &h) : NULL;
+    pg_stmt *s = cache ? cache_lookup(c, st) : NULL;
     int ntypes;
     const Oid *types = types_for(c, s, i, &ntypes);
     if (types) {
@@ -898,12 +752,11 @@ static int send_descriptions(pg_conn *c) {
   int r = 0;
   for (int i = 0; r == 0 && i < n; i++) {
     loom_db_stmt_t *st = stmt_at(c, i);
-    uint64_t h = 0;
-    pg_stmt *s = cache ? cache_lookup(c, st, &h) : NULL;
+    pg_stmt *s = cache ? cache_lookup(c, st) : NULL;
     if (!needs_description(c, st, s, cache))
       continue;
     /* A new cache entry, or else (no room) the unnamed statement. */
-    pg_stmt *entry = cache && c->ncached < PG_CACHE_MAX ? cache_add(c, st, h) : NULL;
+    pg_stmt *entry = cache ? cache_add(c, st) : NULL;
     r = send_prepare(c, st, i, entry);
   }
   c->describing = 1;
@@ -969,14 +822,10 @@ static void statements_described(pg_conn *c) {
 
 static int pg_start(loom_db_conn_t *base, loom_db_req_t *req) {
   pg_conn *c = (pg_conn *)base;
-  if (c->closing || base->broken || c->pg == NULL) {
-    loom_db_error_set(&req->err, "08003", "the connection is closed");
-    return req->status = LOOM_EDB_CONNECTION;
-  }
-  if (base->req || c->cancel_busy) {
-    loom_db_error_set(&req->err, NULL, "the connection is busy with another request");
-    return req->status = LOOM_EDB_ARGUMENT;
-  }
+  int refused = loom_db_req_refuse(req, c->base.closing || base->broken || c->pg == NULL, "08003",
+                                   base->req || c->cancel_busy);
+  if (refused)
+    return refused;
   /* The protocol counts parameters in 16 bits. libpq refuses more as
    * well, but a send it refuses looks like a broken connection here (and
    * in a batch, part of the pipeline may have gone out already). */
@@ -996,18 +845,8 @@ static int pg_start(loom_db_conn_t *base, loom_db_req_t *req) {
     return req->status = LOOM_EDB_ARGUMENT;
   }
   reset_machine(c);
-  req->conn = base;
-  req->status = 0;
-  req->result = NULL;
-  req->more = 0;
-  base->req = req;
-  req->active = 1;
-  base->last_used_ns = loom_now_ns();
+  loom_db_req_begin(base, req, &c->one);
   int r = 0;
-  c->one.sql = req->sql;
-  c->one.sql_len = req->sql_len;
-  c->one.params = req->params;
-  c->one.nparams = req->nparams;
   switch (req->op) {
   case LOOM_DB_QUERY: {
     pg_stmt *s = req->cache ? ready_stmt(c, &c->one) : NULL;
@@ -1024,7 +863,7 @@ static int pg_start(loom_db_conn_t *base, loom_db_req_t *req) {
         r = LOOM_EDB_CONNECTION;
       if (r == 0)
         r = add_unit(c, U_EXEC, 0, NULL);
-    } else if (req->script && req->nparams == 0 && loom__pg_is_script(req->sql, req->sql_len)) {
+    } else if (req->script && req->nparams == 0 && loom_sql_is_script(&loom__pg_dialect, req->sql, req->sql_len)) {
       /* Several statements: the simple query protocol runs them all, in
        * one implicit transaction; the last one's result is kept. */
       if (dirties_session(req->sql, req->sql_len))
@@ -1051,11 +890,6 @@ static int pg_start(loom_db_conn_t *base, loom_db_req_t *req) {
     r = send_stmt(c, &c->one, 0, 0, 0);
     break;
   case LOOM_DB_BATCH:
-    for (int i = 0; i < req->nstmts; i++) {
-      req->stmts[i].status = 0;
-      req->stmts[i].result = NULL;
-      memset(&req->stmts[i].err, 0, sizeof req->stmts[i].err);
-    }
     r = start_statements(c);
     break;
   case LOOM_DB_RESET:
@@ -1122,8 +956,8 @@ static void take_server_error(loom_db_stmt_t *st, const PGresult *r) {
   const char *pos = PQresultErrorField(r, PG_DIAG_STATEMENT_POSITION);
   loom_db_error_set(&st->err, code, msg ? msg : PQresultErrorMessage(r));
   trim_message(&st->err);
-  st->err.detail = detail ? dupstr(detail) : NULL;
-  st->err.hint = hint ? dupstr(hint) : NULL;
+  st->err.detail = detail ? loom_db_strdup(detail) : NULL;
+  st->err.hint = hint ? loom_db_strdup(hint) : NULL;
   st->err.position = pos ? atoi(pos) : 0;
   st->status = LOOM_EDB_QUERY;
 }
@@ -1144,16 +978,7 @@ static void finish(pg_conn *c) {
   if (c->pg && PQstatus(c->pg) == CONNECTION_BAD)
     c->base.broken = 1;
   if (req->op != LOOM_DB_BATCH) {
-    if (req->status == 0)
-      req->status = c->one.status;
-    if (req->err.message == NULL && c->one.err.message) {
-      req->err = c->one.err;
-      memset(&c->one.err, 0, sizeof c->one.err);
-    }
-    if (req->status == 0 && req->result == NULL) {
-      req->result = c->one.result;
-      c->one.result = NULL;
-    }
+    loom_db_req_take_one(req, &c->one);
     if (req->status == LOOM_EDB_QUERY && strcmp(req->err.code, "57014") == 0 && c->draining)
       req->status = LOOM_ECANCELED;
   }
@@ -1161,7 +986,7 @@ static void finish(pg_conn *c) {
    * or whose plan went stale: forget the cache rather than fail forever. */
   if (req->status == LOOM_EDB_QUERY &&
       (strcmp(req->err.code, "26000") == 0 || strcmp(req->err.code, "0A000") == 0))
-    cache_clear(c);
+    loom_stmt_cache_clear(&c->cache);
   c->base.req = NULL;
   req->active = 0;
   req->more = 0;
@@ -1246,7 +1071,7 @@ static void forget_entry(pg_conn *c, pg_unit *u) {
   for (int i = c->unit_pos; i < c->nunits; i++)
     if (c->units[i].cached == s)
       c->units[i].cached = NULL;
-  cache_remove(c, s);
+  loom_stmt_cache_remove(&c->cache, &s->e);
 }
 
 static void handle_result(pg_conn *c, pg_unit *u, PGresult *r) {
@@ -1387,8 +1212,8 @@ static void on_readable_idle(pg_conn *c) {
   deliver_notifies(c);
 }
 
-static void on_poll(uv_poll_t *handle, int status, int events) {
-  pg_conn *c = handle->data;
+static void on_poll(loom_watcher_t *w, int status, int events) {
+  pg_conn *c = w->data;
   if (c->connecting) {
     loom__pg_connect_step(c, status);
     return;
@@ -1564,10 +1389,9 @@ static int pg_cancel(loom_db_conn_t *base) {
 /* ---- close, watch, transaction state -------------------------------------- */
 
 static void pg_close(loom_db_conn_t *base) {
-  pg_conn *c = (pg_conn *)base;
-  if (c->closing)
+  if (!loom_db_close_once(base))
     return;
-  c->closing = 1;
+  pg_conn *c = (pg_conn *)base;
   if (base->req && c->pg) {
     loom_db_req_t *req = base->req;
     c->done_after_cancel = 0;
@@ -1582,7 +1406,7 @@ static void pg_close(loom_db_conn_t *base) {
     c->cancel_busy = busy;
   }
   c->on_notify = NULL;
-  drop_poll(c);
+  loom_watcher_close(&c->watch);
   if (c->pg) {
     PQfinish(c->pg);
     c->pg = NULL;
@@ -1640,8 +1464,8 @@ static void connect_done(pg_conn *c, int status) {
     if (req->err.message == NULL)
       set_conn_error(&req->err, c->pg, "could not connect to the server");
     req->conn = NULL;
-    c->closing = 1;
-    drop_poll(c);
+    c->base.closing = 1;
+    loom_watcher_close(&c->watch);
     if (c->pg) {
       PQfinish(c->pg);
       c->pg = NULL;
@@ -1715,7 +1539,6 @@ void loom__pg_connect_step(pg_conn *c, int status) {
    * to the next address or fails naming the cause. Should it not notice,
    * the error would repeat at once: give up rather than spin. */
   if (status < 0) {
-    c->events = 0;
     if (++c->poll_errors > 100) {
       loom_db_error_set(&c->connect_req->err, "08006", uv_strerror(status));
       connect_done(c, LOOM_EDB_CONNECTION);
@@ -1841,7 +1664,7 @@ static void on_connect_timeout(loom_timer_t *t) {
     }
     add_error(c, line);
   }
-  drop_poll(c);
+  loom_watcher_close(&c->watch);
   PQfinish(c->pg);
   c->pg = NULL;
   c->connecting = 0;
@@ -1855,7 +1678,7 @@ static void on_connect_timeout(loom_timer_t *t) {
 static int add_opt(pg_conn *c, const char *key, const char *val) {
   for (int i = 0; i < c->nopts; i++) {
     if (strcmp(c->keys[i], key) == 0) {
-      char *v = dupstr(val);
+      char *v = loom_db_strdup(val);
       if (v == NULL)
         return -1;
       free(c->vals[i]);
@@ -1863,8 +1686,8 @@ static int add_opt(pg_conn *c, const char *key, const char *val) {
       return 0;
     }
   }
-  c->keys[c->nopts] = dupstr(key);
-  c->vals[c->nopts] = dupstr(val);
+  c->keys[c->nopts] = loom_db_strdup(key);
+  c->vals[c->nopts] = loom_db_strdup(val);
   if (c->keys[c->nopts] == NULL || c->vals[c->nopts] == NULL)
     return -1;
   c->nopts++;
@@ -1920,9 +1743,9 @@ static int add_target(pg_conn *c, const char *host, const char *addr, const char
     c->targets_cap = cap;
   }
   pg_target *t = &c->targets[c->ntargets];
-  t->host = dupstr(host);
-  t->addr = dupstr(addr);
-  t->port = port && *port ? dupstr(port) : NULL;
+  t->host = loom_db_strdup(host);
+  t->addr = loom_db_strdup(addr);
+  t->port = port && *port ? loom_db_strdup(port) : NULL;
   if (t->host == NULL || t->addr == NULL || (port && *port && t->port == NULL)) {
     free(t->host);
     free(t->addr);
@@ -1944,7 +1767,7 @@ static void next_host(pg_conn *c);
 static void on_resolved(loom_resolve_t *r, int status) {
   pg_conn *c = r->data;
   c->refs--;
-  if (c->closing) {
+  if (c->base.closing) {
     connect_done(c, LOOM_ECLOSED);
     return;
   }
@@ -2027,7 +1850,7 @@ static int plan_hosts(pg_conn *c) {
     if ((c->hosts = calloc((size_t)c->naddrs, sizeof *c->hosts)) == NULL)
       return -1;
     for (; c->nhosts < c->naddrs; c->nhosts++)
-      if ((c->hosts[c->nhosts] = dupstr("")) == NULL)
+      if ((c->hosts[c->nhosts] = loom_db_strdup("")) == NULL)
         return -1;
   }
   if ((c->hostaddrs && c->naddrs != c->nhosts) || (c->nports > 1 && c->nports != c->nhosts)) {
@@ -2090,6 +1913,8 @@ static int pg_connect(loom_loop_t *loop, const char *conninfo, loom_db_req_t *re
   c->base.created_ns = c->base.last_used_ns = loom_now_ns();
   c->connect_req = req;
   loom_timer_init(&c->connect_timer, on_connect_timeout, c);
+  loom_watcher_init(&c->watch, on_poll, on_watch_closed, c);
+  loom_stmt_cache_init(&c->cache, sizeof(pg_stmt), PG_CACHE_MAX, 0, stmt_free);
   req->active = 1;
   int bad = 0;
   for (PQconninfoOption *o = opts; o->keyword; o++)
@@ -2105,14 +1930,14 @@ static int pg_connect(loom_loop_t *loop, const char *conninfo, loom_db_req_t *re
     bad |= add_opt(c, "fallback_application_name", "loom");
   int planned = bad ? 0 : plan_hosts(c);
   if (bad || planned < 0) {
-    c->closing = 1;
+    c->base.closing = 1;
     maybe_free(c);
     req->active = 0;
     return req->status = LOOM_ENOMEM;
   }
   if (connect_timeout_ns(c, &c->connect_timeout_ns) != 0) {
     loom_db_error_set(&req->err, "08001", "connect_timeout must be a whole number of seconds");
-    c->closing = 1;
+    c->base.closing = 1;
     maybe_free(c);
     req->active = 0;
     return req->status = LOOM_EDB_ARGUMENT;

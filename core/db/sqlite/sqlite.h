@@ -4,6 +4,7 @@
 
 #include <sqlite3.h>
 #include "db.h"
+#include "sql_lex.h"
 
 /* Rows copied out of SQLite on the worker thread, read on the loop thread.
  * Text and blobs live in one arena; cells hold offsets into it until read. */
@@ -29,6 +30,7 @@ int loom__sq_result_add_row(sq_result *r, sqlite3_stmt *st);
 void loom__sq_cell(sq_result *r, int row, int col, loom_value_t *out);
 extern const loom_db_result_ops_t loom__sq_result_ops;
 
+extern const loom_sql_dialect_t loom__sq_dialect;
 int loom__sq_param_count(const char *sql, size_t len);
 /* SQLite's name of a result code, "SQLITE_CONSTRAINT_UNIQUE" style. */
 const char *loom__sq_code_name(int code);

@@ -10,13 +10,13 @@
  *   path=FILE (or a "file:" URI)   role=writer|reader
  *   busy_timeout=MS                memory=1 (path names a shared memdb)
  *   pragma=TEXT (any number: PRAGMA TEXT on every connection it opens) */
-#include <ctype.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include "lane.h"
 #include "sqlite.h"
+#include "stmt_cache.h"
 
 #define CACHE_SIZE 64
 #define HINTS 64
@@ -26,10 +26,7 @@
 #define READER_MMAP "268435456"
 
 typedef struct sq_cached {
-  char *sql;
-  size_t len;
-  uint64_t hash;
-  uint64_t used;
+  loom_stmt_entry_t e;
   sqlite3_stmt *st;
   /* Loop-thread runs of this statement to skip, after one overran its
    * budget (twice as many after each overrun, none after a run within). */
@@ -82,8 +79,7 @@ typedef struct sq_conn {
   int reader, memory, busy_ms;
   loom_db_req_t *connect_req;
   /* the statement cache, lane side */
-  sq_cached cache[CACHE_SIZE];
-  uint64_t tick;
+  loom_stmt_cache_t cache;
   /* outcome of the job, read on the loop thread after it */
   int status;
   loom_db_error_t err;
@@ -107,7 +103,6 @@ typedef struct sq_conn {
     int mark;
   } savepoints[32];
   int nsavepoints;
-  int closing;
   int shared_out;                  /* shared jobs submitted, not yet done */
   sq_result *scratch;              /* lane: rows of the statement running */
   int batch_left;                  /* lane: shared jobs left in this read transaction */
@@ -130,14 +125,13 @@ typedef struct sq_conn {
   } hints[HINTS];
 } sq_conn;
 
-static uint64_t hash_sql(const char *s, size_t len) {
-  uint64_t h = 1469598103934665603ull;
-  for (size_t i = 0; i < len; i++)
-    h = (h ^ (unsigned char)s[i]) * 1099511628211ull;
-  return h;
-}
-
 /* ---- lane side ------------------------------------------------------------ */
+
+/* The job failed with status, for a reason of loom's own. */
+static void job_error(sq_conn *c, int status, const char *msg) {
+  c->status = status;
+  loom_db_error_set(&c->err, NULL, msg);
+}
 
 static void set_error(sq_conn *c, int status, int code) {
   c->status = status;
@@ -151,60 +145,31 @@ static void set_error(sq_conn *c, int status, int code) {
     c->err.position = off + 1;
 }
 
-static void cache_drop(sq_cached *e) {
-  sqlite3_finalize(e->st);
-  free(e->sql);
-  memset(e, 0, sizeof *e);
+static void stmt_free(loom_stmt_entry_t *e) {
+  sqlite3_finalize(((sq_cached *)e)->st);
 }
 
-/* The cache entry holding sql, or NULL; *oldest (when asked) is the slot
- * a new entry would take. */
-static sq_cached *cache_find(sq_conn *c, const char *sql, size_t len, uint64_t h,
-                             sq_cached **oldest) {
-  sq_cached *old = &c->cache[0];
-  for (int i = 0; i < CACHE_SIZE; i++) {
-    sq_cached *e = &c->cache[i];
-    if (e->st && e->hash == h && e->len == len && memcmp(e->sql, sql, len) == 0)
-      return e;
-    if (e->used < old->used)
-      old = e;
-  }
-  if (oldest)
-    *oldest = old;
-  return NULL;
+static sq_cached *cache_find(sq_conn *c, const char *sql, size_t len) {
+  return (sq_cached *)loom_stmt_cache_find(&c->cache, sql, len);
 }
 
 /* Past blanks, ';' and comments: what SQLite skips between statements. */
-static const char *skip_blank(const char *p, const char *end) {
-  while (p < end) {
-    if (*p == ' ' || *p == ';' || (*p >= '\t' && *p <= '\r')) {
-      p++;
-    } else if (*p == '-' && p + 1 < end && p[1] == '-') {
-      while (p < end && *p != '\n')
-        p++;
-    } else if (*p == '/' && p + 1 < end && p[1] == '*') {
-      const char *q = p + 2;
-      while (q + 1 < end && !(q[0] == '*' && q[1] == '/'))
-        q++;
-      p = q + 1 < end ? q + 2 : end; /* unclosed: a comment to the end */
-    } else {
-      break;
-    }
+static const char *skip_blank(const char *sql, const char *p, const char *end) {
+  for (;;) {
+    p = loom_sql_skip_blanks(&loom__sq_dialect, sql, p, end);
+    if (p == end || *p != ';')
+      return p;
+    p++;
   }
-  return p;
 }
 
 /* A statement for sql: from the cache when asked to cache, else fresh (the
  * caller finalizes it when *cached is 0). */
 static sqlite3_stmt *prepare(sq_conn *c, const char *sql, size_t len, int use_cache, int *cached) {
   *cached = 0;
-  uint64_t h = 0;
-  sq_cached *slot = NULL;
   if (use_cache) {
-    h = hash_sql(sql, len);
-    sq_cached *e = cache_find(c, sql, len, h, &slot);
+    sq_cached *e = cache_find(c, sql, len);
     if (e) {
-      e->used = ++c->tick;
       *cached = 1;
       return e->st;
     }
@@ -218,32 +183,20 @@ static sqlite3_stmt *prepare(sq_conn *c, const char *sql, size_t len, int use_ca
     return NULL;
   }
   if (st == NULL) {
-    c->status = LOOM_EDB_ARGUMENT;
-    loom_db_error_set(&c->err, NULL, "the SQL holds no statement");
+    job_error(c, LOOM_EDB_ARGUMENT, "the SQL holds no statement");
     return NULL;
   }
-  if (tail && skip_blank(tail, sql + len) < sql + len) {
+  if (tail && skip_blank(sql, tail, sql + len) < sql + len) {
     sqlite3_finalize(st);
-    c->status = LOOM_EDB_ARGUMENT;
-    loom_db_error_set(&c->err, NULL,
-                      "the SQL holds more than one statement: only db:exec without parameters "
-                      "runs a script; with parameters, and in query or value, give one at a time");
+    job_error(c, LOOM_EDB_ARGUMENT,
+              "the SQL holds more than one statement: only db:exec without parameters "
+              "runs a script; with parameters, and in query or value, give one at a time");
     return NULL;
   }
-  if (slot) {
-    char *copy = malloc(len + 1);
-    if (copy) {
-      if (slot->st)
-        cache_drop(slot);
-      memcpy(copy, sql, len);
-      copy[len] = 0;
-      slot->sql = copy;
-      slot->len = len;
-      slot->hash = h;
-      slot->st = st;
-      slot->used = ++c->tick;
-      *cached = 1;
-    }
+  sq_cached *e = use_cache ? (sq_cached *)loom_stmt_cache_add(&c->cache, sql, len) : NULL;
+  if (e) {
+    e->st = st;
+    *cached = 1;
   }
   return st;
 }
@@ -273,8 +226,7 @@ static int bind_params(sq_conn *c, sqlite3_stmt *st, const loom_value_t *params,
       rc = sqlite3_bind_text64(st, i + 1, v->u.s.p, v->u.s.len, SQLITE_STATIC, SQLITE_UTF8);
       break;
     default:
-      c->status = LOOM_EDB_ARGUMENT;
-      loom_db_error_set(&c->err, NULL, "arrays cannot be sent to SQLite");
+      job_error(c, LOOM_EDB_ARGUMENT, "arrays cannot be sent to SQLite");
       return -1;
     }
     if (rc != SQLITE_OK) {
@@ -328,8 +280,7 @@ static sq_result *run_one(sq_conn *c, const char *sql, size_t len, const loom_va
   sq_result *r = c->scratch;
   if (r == NULL || loom__sq_result_reset(r, st) != 0) {
     release_stmt(st, cached);
-    c->status = LOOM_ENOMEM;
-    loom_db_error_set(&c->err, NULL, "out of memory");
+    job_error(c, LOOM_ENOMEM, "out of memory");
     return NULL;
   }
   int rc;
@@ -363,19 +314,9 @@ static sq_result *run_one(sq_conn *c, const char *sql, size_t len, const loom_va
   }
   sq_result *out = loom__sq_result_compact(r);
   if (out == NULL) {
-    c->status = LOOM_ENOMEM;
-    loom_db_error_set(&c->err, NULL, "out of memory");
+    job_error(c, LOOM_ENOMEM, "out of memory");
   }
   return out;
-}
-
-static int is_cached(sq_conn *c, const char *sql, size_t len) {
-  uint64_t h = hash_sql(sql, len);
-  for (int i = 0; i < CACHE_SIZE; i++)
-    if (c->cache[i].st && c->cache[i].hash == h && c->cache[i].len == len &&
-        memcmp(c->cache[i].sql, sql, len) == 0)
-      return 1;
-  return 0;
 }
 
 static void script_error(sq_conn *c, int rc, const char *sql, const char *at, int index) {
@@ -433,14 +374,12 @@ static sq_result *script_steps(sq_conn *c, loom_db_req_t *req) {
     p = tail;
   }
   if (index == 0) {
-    c->status = LOOM_EDB_ARGUMENT;
-    loom_db_error_set(&c->err, NULL, "the SQL holds no statement");
+    job_error(c, LOOM_EDB_ARGUMENT, "the SQL holds no statement");
     return NULL;
   }
   sq_result *r = loom__sq_result_new(NULL);
   if (r == NULL) {
-    c->status = LOOM_ENOMEM;
-    loom_db_error_set(&c->err, NULL, "out of memory");
+    job_error(c, LOOM_ENOMEM, "out of memory");
     return NULL;
   }
   r->base.affected = affected;
@@ -452,7 +391,7 @@ static sq_result *run_script(sq_conn *c, loom_db_req_t *req) {
   /* Without a ';' the SQL is one statement, and so is SQL in the cache:
    * the usual way, cached. */
   if (memchr(req->sql, ';', req->sql_len) == NULL ||
-      (req->cache && is_cached(c, req->sql, req->sql_len)))
+      (req->cache && cache_find(c, req->sql, req->sql_len)))
     return run_one(c, req->sql, req->sql_len, NULL, 0, req->cache);
   if (req->cache) {
     /* One statement after all (a ';' at its end or inside it)? Then it
@@ -461,7 +400,7 @@ static sq_result *run_script(sq_conn *c, loom_db_req_t *req) {
     const char *tail = NULL;
     const char *end = req->sql + req->sql_len;
     if (sqlite3_prepare_v2(c->db, req->sql, (int)req->sql_len, &st, &tail) == SQLITE_OK && st &&
-        skip_blank(tail, end) == end) {
+        skip_blank(req->sql, tail, end) == end) {
       sqlite3_finalize(st);
       return run_one(c, req->sql, req->sql_len, NULL, 0, 1);
     }
@@ -526,8 +465,7 @@ static void run_writes(sq_conn *c, loom_db_req_t *req) {
 static void fill_chunk(sq_conn *c) {
   sq_result *r = loom__sq_result_new(c->stream);
   if (r == NULL) {
-    c->status = LOOM_ENOMEM;
-    loom_db_error_set(&c->err, NULL, "out of memory");
+    job_error(c, LOOM_ENOMEM, "out of memory");
     return;
   }
   int rc = SQLITE_ROW;
@@ -571,7 +509,7 @@ static void on_update(void *arg, int op, const char *dbname, const char *table, 
     p->v = v;
     p->cap = cap;
   }
-  char *t = strdup(table);
+  char *t = loom_db_strdup(table);
   if (t == NULL)
     return;
   p->v[p->n].op = op == SQLITE_INSERT ? 'i' : op == SQLITE_UPDATE ? 'u' : 'd';
@@ -627,15 +565,10 @@ static size_t next_word(const char *sql, size_t len, size_t *i, const char **wor
   while (*i < len && (sql[*i] == ' ' || sql[*i] == '\t' || sql[*i] == '\n' || sql[*i] == '\r'))
     (*i)++;
   size_t start = *i;
-  if (*i < len && (sql[*i] == '"' || sql[*i] == '`' || sql[*i] == '[' || sql[*i] == '\'')) {
-    char close = sql[*i] == '[' ? ']' : sql[*i];
-    (*i)++;
-    while (*i < len && sql[*i] != close)
-      (*i)++;
-    if (*i < len)
-      (*i)++;
+  if (*i < len && strchr(loom__sq_dialect.quotes, sql[*i])) {
+    *i = (size_t)(loom_sql_skip(&loom__sq_dialect, sql, sql + *i, sql + len) - sql);
   } else {
-    while (*i < len && (isalnum((unsigned char)sql[*i]) || sql[*i] == '_' || (unsigned char)sql[*i] >= 0x80))
+    while (*i < len && loom_sql_name_char(sql[*i]))
       (*i)++;
   }
   *word = sql + start;
@@ -811,9 +744,7 @@ static void do_close(sq_conn *c) {
   sqlite3_finalize(c->begin_st);
   sqlite3_finalize(c->commit_st);
   c->begin_st = c->commit_st = NULL;
-  for (int i = 0; i < CACHE_SIZE; i++)
-    if (c->cache[i].st)
-      cache_drop(&c->cache[i]);
+  loom_stmt_cache_clear(&c->cache);
   if (c->db)
     sqlite3_close_v2(c->db);
   c->db = NULL;
@@ -1048,13 +979,13 @@ static void lane_done(loom_job_t *job) {
       req->err = c->err;
       memset(&c->err, 0, sizeof c->err);
       req->conn = NULL;
-      c->closing = 1;
+      c->base.closing = 1;
       submit(c, J_CLOSE);
     }
     req->cb(req);
     return;
   }
-  if (c->closing) {
+  if (c->base.closing) {
     if (c->base.req) {
       loom_db_error_set(&c->err, NULL, "the connection was closed");
       complete(c, LOOM_ECLOSED);
@@ -1099,14 +1030,9 @@ static void lane_done(loom_job_t *job) {
 
 static int sq_start(loom_db_conn_t *base, loom_db_req_t *req) {
   sq_conn *c = (sq_conn *)base;
-  if (c->closing || c->db == NULL) {
-    loom_db_error_set(&req->err, NULL, "the connection is closed");
-    return req->status = LOOM_EDB_CONNECTION;
-  }
-  if (base->req || c->job_out) {
-    loom_db_error_set(&req->err, NULL, "the connection is busy with another request");
-    return req->status = LOOM_EDB_ARGUMENT;
-  }
+  int refused = loom_db_req_refuse(req, c->base.closing || c->db == NULL, NULL, base->req || c->job_out);
+  if (refused)
+    return refused;
   enum job_kind kind;
   switch (req->op) {
   case LOOM_DB_QUERY: kind = J_QUERY; break;
@@ -1118,13 +1044,7 @@ static int sq_start(loom_db_conn_t *base, loom_db_req_t *req) {
     loom_db_error_set(&req->err, NULL, "SQLite has no COPY: use insert_many");
     return req->status = LOOM_EDB_ARGUMENT;
   }
-  req->conn = base;
-  req->status = 0;
-  req->result = NULL;
-  req->more = 0;
-  req->active = 1;
-  base->req = req;
-  base->last_used_ns = loom_now_ns();
+  loom_db_req_begin(base, req, NULL);
   loom_db_error_clear(&c->err);
   c->stopping = 0;
   c->want_row = 0;
@@ -1232,7 +1152,7 @@ static void shared_done(loom_job_t *job) {
   loom_db_req_t *req = sh->req;
   c->shared_out--;
   if (sh->ran)
-    note_steps(c, req, hash_sql(req->sql, req->sql_len), sh->steps);
+    note_steps(c, req, loom_hash_bytes(req->sql, req->sql_len), sh->steps);
   req->status = sh->status;
   req->err = sh->err;
   req->result = sh->result ? &sh->result->base : NULL;
@@ -1241,13 +1161,13 @@ static void shared_done(loom_job_t *job) {
   free(sh);
   req->driver_data = NULL;
   req->cb(req);
-  if (c->closing && c->shared_out == 0 && !c->job_out)
+  if (c->base.closing && c->shared_out == 0 && !c->job_out)
     submit(c, J_CLOSE);
 }
 
 static int sq_start_shared(loom_db_conn_t *base, loom_db_req_t *req) {
   sq_conn *c = (sq_conn *)base;
-  if (c->closing || c->db == NULL) {
+  if (c->base.closing || c->db == NULL) {
     loom_db_error_set(&req->err, NULL, "the connection is closed");
     return req->status = LOOM_EDB_CONNECTION;
   }
@@ -1265,13 +1185,8 @@ static int sq_start_shared(loom_db_conn_t *base, loom_db_req_t *req) {
   sh->job.work = shared_work;
   sh->job.done = shared_done;
   sh->job.data = sh;
-  req->conn = base;
-  req->status = 0;
-  req->result = NULL;
-  req->more = 0;
-  req->active = 1;
+  loom_db_req_begin_shared(base, req);
   req->driver_data = sh;
-  base->last_used_ns = loom_now_ns();
   c->shared_out++;
   loom_lane_submit(c->lane, &sh->job);
   return 0;
@@ -1291,7 +1206,7 @@ static int sq_is_short(loom_db_conn_t *base, loom_db_req_t *req) {
   sq_conn *c = (sq_conn *)base;
   if (!req->cache)
     return 0;
-  uint64_t h = hash_sql(req->sql, req->sql_len);
+  uint64_t h = loom_hash_bytes(req->sql, req->sql_len);
   return c->hints[h % HINTS].hash == h && c->hints[h % HINTS].len == req->sql_len &&
          c->hints[h % HINTS].steps <= INLINE_TURNS * 1000;
 }
@@ -1323,15 +1238,14 @@ static int sq_is_short(loom_db_conn_t *base, loom_db_req_t *req) {
 static int sq_try_inline(loom_db_conn_t *base, loom_db_req_t *req) {
   sq_conn *c = (sq_conn *)base;
   loom_loop_t *loop = base->loop;
-  if (!c->reader || c->closing || c->db == NULL || c->job_out || c->shared_out || base->req ||
+  if (!c->reader || c->base.closing || c->db == NULL || c->job_out || c->shared_out || base->req ||
       req->op != LOOM_DB_QUERY || !req->cache ||
       atomic_load_explicit(&loop->post_stack, memory_order_relaxed) != NULL)
     return LOOM_EAGAIN;
   uint64_t now = uv_hrtime();
   if (now - loop->last_run_ns > INLINE_FAIR_NS)
     return LOOM_EAGAIN;
-  uint64_t h = hash_sql(req->sql, req->sql_len);
-  sq_cached *e = cache_find(c, req->sql, req->sql_len, h, NULL);
+  sq_cached *e = cache_find(c, req->sql, req->sql_len);
   if (e == NULL || !sqlite3_stmt_readonly(e->st))
     return LOOM_EAGAIN;
   if (e->inline_skip > 0) {
@@ -1358,10 +1272,10 @@ static int sq_try_inline(loom_db_conn_t *base, loom_db_req_t *req) {
     unsigned b = e->inline_backoff ? e->inline_backoff * 2 : 1;
     e->inline_backoff = b > INLINE_BACKOFF_MAX ? INLINE_BACKOFF_MAX : b;
     e->inline_skip = e->inline_backoff;
-    note_steps(c, req, h, c->inline_turns > INLINE_TURNS ? UINT64_MAX : c->last_steps);
+    note_steps(c, req, e->e.hash, c->inline_turns > INLINE_TURNS ? UINT64_MAX : c->last_steps);
   } else if (r) {
     e->inline_backoff = 0;
-    note_steps(c, req, h, c->last_steps);
+    note_steps(c, req, e->e.hash, c->last_steps);
   }
   if (gave_up) {
     loom_db_error_clear(&c->err);
@@ -1415,9 +1329,8 @@ static int sq_cancel(loom_db_conn_t *base) {
 
 static void sq_close(loom_db_conn_t *base) {
   sq_conn *c = (sq_conn *)base;
-  if (c->closing)
+  if (!loom_db_close_once(base))
     return;
-  c->closing = 1;
   if (c->job_out || c->shared_out) {
     /* The answer to the last job out closes the connection after it. */
     if (c->db)
@@ -1526,8 +1439,9 @@ static int sq_connect(loom_loop_t *loop, const char *conninfo, loom_db_req_t *re
   c->base.loop = loop;
   c->base.created_ns = c->base.last_used_ns = loom_now_ns();
   c->autocommit = 1;
+  loom_stmt_cache_init(&c->cache, sizeof(sq_cached), CACHE_SIZE, 1, stmt_free);
   c->path = conf_get(conninfo, "path");
-  c->conninfo = strdup(conninfo);
+  c->conninfo = loom_db_strdup(conninfo);
   char *role = conf_get(conninfo, "role");
   c->reader = role && strcmp(role, "reader") == 0;
   free(role);

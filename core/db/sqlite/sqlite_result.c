@@ -153,22 +153,14 @@ int loom__sq_result_add_row(sq_result *r, sqlite3_stmt *st) {
     case SQLITE_NULL:
       v->type = LOOM_VNULL;
       break;
-    case SQLITE_BLOB: {
-      const void *p = sqlite3_column_blob(st, c);
-      size_t len = (size_t)sqlite3_column_bytes(st, c);
-      if (reserve(r, len + 1) != 0)
-        return LOOM_ENOMEM;
-      v->type = LOOM_VBLOB;
-      v->u.s.p = (const char *)(uintptr_t)put(r, p, len);
-      v->u.s.len = len;
-      break;
-    }
     default: {
-      const unsigned char *p = sqlite3_column_text(st, c);
+      /* The bytes are asked for after the value: SQLite converts first. */
+      int blob = sqlite3_column_type(st, c) == SQLITE_BLOB;
+      const void *p = blob ? sqlite3_column_blob(st, c) : (const void *)sqlite3_column_text(st, c);
       size_t len = (size_t)sqlite3_column_bytes(st, c);
       if (reserve(r, len + 1) != 0)
         return LOOM_ENOMEM;
-      v->type = LOOM_VTEXT;
+      v->type = blob ? LOOM_VBLOB : LOOM_VTEXT;
       v->u.s.p = (const char *)(uintptr_t)put(r, p, len);
       v->u.s.len = len;
     }

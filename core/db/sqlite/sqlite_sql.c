@@ -1,73 +1,20 @@
 /* Reading SQLite SQL on the loop thread, before anything reaches a worker:
  * how many parameters a statement takes, and the names of result codes. */
-#include <ctype.h>
-#include <string.h>
 #include "sqlite.h"
 
-static int is_name_char(char ch) {
-  return isalnum((unsigned char)ch) || ch == '_' || (unsigned char)ch >= 0x80;
-}
+/* SQLite's SQL as the lexer (sql_lex.h) reads it: '', "", `` and []
+ * quotes with no escapes, comments that do not nest. Parameters as SQLite
+ * numbers them: `?` takes the next number, `?NNN` that number, and each
+ * distinct `:name`, `@name` or `$name` the next one. */
+const loom_sql_dialect_t loom__sq_dialect = {
+  .quotes = "'\"`[",
+  .escapes = "",
+  .flags = 0,
+  .params = LOOM_SQL_PARAMS_MIXED,
+};
 
-/* Counts parameters as SQLite numbers them: `?` takes the next number,
- * `?NNN` that number, and each distinct `:name`, `@name` or `$name` the next
- * one. Quotes and comments are skipped. */
 int loom__sq_param_count(const char *sql, size_t len) {
-  int max = 0;
-  struct {
-    const char *p;
-    size_t len;
-  } names[64];
-  int nnames = 0;
-  size_t i = 0;
-  while (i < len) {
-    char ch = sql[i];
-    if (ch == '\'' || ch == '"' || ch == '`' || ch == '[') {
-      char close = ch == '[' ? ']' : ch;
-      i++;
-      while (i < len && sql[i] != close)
-        i++;
-      i++;
-    } else if (ch == '-' && i + 1 < len && sql[i + 1] == '-') {
-      while (i < len && sql[i] != '\n')
-        i++;
-    } else if (ch == '/' && i + 1 < len && sql[i + 1] == '*') {
-      i += 2;
-      while (i + 1 < len && !(sql[i] == '*' && sql[i + 1] == '/'))
-        i++;
-      i += 2;
-    } else if (ch == '?') {
-      i++;
-      if (i < len && isdigit((unsigned char)sql[i])) {
-        int n = 0;
-        while (i < len && isdigit((unsigned char)sql[i]) && n < 1000000)
-          n = n * 10 + (sql[i++] - '0');
-        if (n > max)
-          max = n;
-      } else {
-        max++;
-      }
-    } else if ((ch == ':' || ch == '@' || ch == '$') && i + 1 < len && is_name_char(sql[i + 1]) &&
-               !(ch == ':' && i > 0 && sql[i - 1] == ':')) {
-      size_t start = i++;
-      while (i < len && is_name_char(sql[i]))
-        i++;
-      int seen = 0;
-      for (int k = 0; k < nnames; k++)
-        if (names[k].len == i - start && memcmp(names[k].p, sql + start, i - start) == 0)
-          seen = 1;
-      if (!seen) {
-        if (nnames < 64) {
-          names[nnames].p = sql + start;
-          names[nnames].len = i - start;
-          nnames++;
-        }
-        max++;
-      }
-    } else {
-      i++;
-    }
-  }
-  return max;
+  return loom_sql_param_count(&loom__sq_dialect, sql, len);
 }
 
 const char *loom__sq_code_name(int code) {
