@@ -243,9 +243,4 @@ struct loom_db_conn {
   int track_changes;     /* record committed row changes (take_changes) */
 };
 
-
-extern const loom_db_driver_t loom_pg_driver;
-extern const loom_db_driver_t loom_sqlite_driver;
-extern const loom_db_driver_t loom_mysql_driver;
-
 #endif

@@ -5,6 +5,8 @@
 #include <libpq-fe.h>
 #include "db.h"
 
+extern const loom_db_driver_t loom_pg_driver;
+
 loom_db_result_t *loom__pg_result(PGresult *res);
 int loom__pg_param_count(const char *sql, size_t len);
 /* 1 when the SQL holds more than one statement. */
