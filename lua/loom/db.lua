@@ -225,13 +225,12 @@ function loom.db.open(url, opts)
       scheme and ("'" .. scrub(scheme, secrets) .. ":'") or "this URL",
       #known > 0 and "URLs start with " .. table.concat(known, ", ") or "loom was built with no driver"))
   end
-  local driver = load_driver(dialect)
   check_name(url, 1, "loom.db.open", "the URL")
   check_seconds(opts.busy_timeout, 2, "loom.db.open", "busy_timeout")
   local conninfo = dialect.conninfo and dialect.conninfo(url, opts) or url
   local pool = opts.pool or {}
   if type(pool) ~= "table" then argerror(2, "loom.db.open", "pool must be a table") end
-  local handle = core._db_open(driver, conninfo, pool, secrets)
+  local handle = core._db_open(load_driver(dialect), conninfo, pool, secrets)
   local db = setmetatable({
     handle = handle, driver = dialect.name, dialect = dialect, shown = scrub(url, secrets),
     cache = opts.statement_cache ~= false, split = dialect.split_reads and pool.readers ~= 0,
