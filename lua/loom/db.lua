@@ -874,8 +874,18 @@ end
 
 ---------------------------------------------------------------- dialects
 -- What differs between drivers, and only that: the code above asks the
--- db's dialect and never names a driver. Each driver's dialect file
--- (lua/loom/db/<name>.lua) builds its table from these.
+-- db's dialect and never names a driver. Each driver's dialect file,
+-- lua/loom/db/<name>.lua, returns function(kit) -> its dialect:
+--   schemes                    URL prefixes that open this driver
+--   begin(opts, level)         -> BEGIN's SQL [, SQL to run before it]
+--   retryable                  {[error code] = true}: a transaction retry may follow
+--   insert_many(s, table, columns, rows, n) -> n, s a db or a session
+--   lock(db, key, fn, timeout) kit.server_lock(take, release) or kit.local_lock
+--   conninfo(url, opts)        optional: the driver's connect string
+--   split_reads                optional: reads run on reader connections
+--   listen, notify(db, channel, payload)  optional: db:listen and db:notify
+--   changes = {version_sql =}  optional: db:changes
+--   no_listen, no_changes      optional: the messages for what it lacks
 local kit = {
   loom = loom, core = core, argerror = argerror, check_name = check_name,
   quote_ident = quote_ident, quote_table = quote_table, own_transaction = own_transaction,
