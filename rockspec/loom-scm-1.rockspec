@@ -17,11 +17,12 @@ that wait read like calls that block and yield to the loop instead.
 dependencies = {
    "lua >= 5.4, < 5.5",
 }
+-- Each database driver is built when pkg-config finds its client library
+-- (libpq, libmariadb, sqlite3): LOOM_WITH_POSTGRES, LOOM_WITH_MYSQL and
+-- LOOM_WITH_SQLITE in the environment of `luarocks make` set ON (required)
+-- or OFF (left out) instead, so none of them is demanded here.
 external_dependencies = {
    LIBUV = { header = "uv.h" },
-   LIBPQ = { header = "postgresql/libpq-fe.h" },
-   SQLITE = { header = "sqlite3.h" },
-   MARIADB = { header = "mariadb/mysql.h" },
 }
 build = {
    type = "cmake",

@@ -142,6 +142,7 @@ end
 
 -- What the loaded module offers, found by using it.
 local function from_runtime(c, loom)
+  require "loom.db" -- loaded on first use: now, so that it is listed
   for _, name in ipairs(sorted_keys(loom)) do
     local v = loom[name]
     c.add("loom function", { "loom." .. name })

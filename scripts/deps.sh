@@ -11,9 +11,9 @@ set -euo pipefail
 build=(
   gcc make cmake pkg-config           # the build (cmake's default generator runs make)
   lua5.4 liblua5.4-dev libuv1-dev     # loom itself
-  libpq-dev                           # the PostgreSQL driver
-  libsqlite3-dev                      # the SQLite driver
-  libmariadb-dev                      # the MySQL/MariaDB driver
+  libpq-dev                           # the PostgreSQL driver (LOOM_WITH_POSTGRES)
+  libsqlite3-dev                      # the SQLite driver (LOOM_WITH_SQLITE)
+  libmariadb-dev                      # the MySQL/MariaDB driver (LOOM_WITH_MYSQL)
 )
 pg=(postgresql openssl)               # openssl: throwaway TLS certificates
 mysql=(mariadb-server mariadb-client openssl)

@@ -195,7 +195,8 @@ struct loom_db_driver {
    * driver frees c once its handles are closed. */
   void (*close)(loom_db_conn_t *c);
   loom_db_txn_t (*txn)(loom_db_conn_t *c);
-  /* Keeps reading while idle so notifications arrive (PostgreSQL LISTEN). */
+  /* Optional, for servers that notify (PostgreSQL LISTEN): keeps reading
+   * while idle so notifications arrive. */
   int (*watch)(loom_db_conn_t *c, loom_db_notify_cb cb);
   /* How many parameters the SQL takes, read from its placeholders. */
   int (*param_count)(const char *sql, size_t len);
@@ -226,6 +227,9 @@ struct loom_db_driver {
    * requests may queue on one connection (one worker thread busy instead
    * of several, each spinning for cores), where a long one gets its own. */
   int (*is_short)(loom_db_conn_t *c, loom_db_req_t *req);
+  /* 1 when err.code holds the server's error number (1213), which Lua
+   * then gets as a number; 0 for names and SQLSTATEs. */
+  int numeric_codes;
 };
 
 /* Fields every driver's connection starts with. */
@@ -261,9 +265,5 @@ void loom_db_req_begin_shared(loom_db_conn_t *c, loom_db_req_t *req);
 /* For a driver's close: 1 the first time (c is closing from then on), 0
  * after. */
 int loom_db_close_once(loom_db_conn_t *c);
-
-extern const loom_db_driver_t loom_pg_driver;
-extern const loom_db_driver_t loom_sqlite_driver;
-extern const loom_db_driver_t loom_mysql_driver;
 
 #endif

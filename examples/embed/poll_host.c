@@ -134,6 +134,7 @@ int main(void) {
   lua_pushcfunction(L, luaopen_loom_core);
   lua_setfield(L, -2, "loom.core");
   lua_pop(L, 1);
+  loom_preload_drivers(L);
   lua_getglobal(L, "package");
   lua_pushstring(L, LOOM_LUA_DIR "/?.lua;" LOOM_LUA_DIR "/?/init.lua");
   lua_setfield(L, -2, "path");

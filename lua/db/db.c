@@ -7,6 +7,7 @@
 #include <string.h>
 #include "lm.h"
 #include "pool.h"
+#include "driver.h"
 
 #define LM_DB_MT "loom.db"
 #define LM_CONN_MT "loom.db.conn"
@@ -120,10 +121,10 @@ static void push_db_error(lua_State *L, lm_db *db, int status, loom_db_error_t *
   lm_push_error(L, kind, "%s", lua_tostring(L, -1));
   lua_remove(L, -2);
   if (e->code[0]) {
-    /* MySQL's error numbers are numbers (1213, 1064), beside the SQLSTATE. */
+    /* Error numbers (1213, 1064) are numbers, beside the SQLSTATE. */
     char *end;
     long num = strtol(e->code, &end, 10);
-    if (strcmp(db->driver->name, "mysql") == 0 && *end == 0 && num > 0)
+    if (db->driver->numeric_codes && *end == 0 && num > 0)
       lua_pushinteger(L, num);
     else
       lua_pushstring(L, e->code);
@@ -464,10 +465,14 @@ static char *copy_secrets(lua_State *L, int idx) {
   return block;
 }
 
-/* core _db_open(driver_name, conninfo, pool_options, secrets) */
+/* core _db_open(driver, conninfo, pool_options, secrets): driver as
+ * require "loom.driver.<name>" gives it. */
 static int l_db_open(lua_State *L) {
   lm_ctx *ctx = lua_touserdata(L, lua_upvalueindex(1));
-  const char *driver = luaL_checkstring(L, 1);
+  const loom_db_driver_t *drv = lm_to_driver(L, 1);
+  if (drv == NULL)
+    return lm_error(L, "argument", "bad argument #1 to '_db_open' (driver expected, got %s)",
+                    luaL_typename(L, 1));
   const char *conninfo = luaL_checkstring(L, 2);
   loom_pool_config_t cfg;
   loom_pool_config_default(&cfg);
@@ -482,15 +487,6 @@ static int l_db_open(lua_State *L) {
     if (cfg.max < 1)
       lm_error(L, "argument", "bad argument #2 to 'loom.db.open' (pool option 'max' must be at least 1)");
   }
-  const loom_db_driver_t *drv = NULL;
-  if (strcmp(driver, "postgres") == 0)
-    drv = &loom_pg_driver;
-  else if (strcmp(driver, "sqlite") == 0)
-    drv = &loom_sqlite_driver;
-  else if (strcmp(driver, "mysql") == 0)
-    drv = &loom_mysql_driver;
-  if (drv == NULL)
-    return lm_error(L, "argument", "no driver named '%s'", driver);
   lm_db *db = lua_newuserdatauv(L, sizeof *db, 2);
   memset(db, 0, sizeof *db);
   lua_newtable(L);
@@ -501,7 +497,7 @@ static int l_db_open(lua_State *L) {
   loom_waitq_init(&db->lease_waiters);
   luaL_setmetatable(L, LM_DB_MT);
   db->secrets = copy_secrets(L, 4);
-  if (drv == &loom_sqlite_driver) {
+  if (drv->start_shared) {
     /* One writer, so writers queue here instead of meeting SQLITE_BUSY;
      * readers beside it (WAL). The writer stays open: an in-memory
      * database lives as long as one connection to it. */

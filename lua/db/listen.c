@@ -5,6 +5,7 @@
 #include <string.h>
 #include "lm.h"
 #include "db.h"
+#include "driver.h"
 
 #define LM_LISTENER_MT "loom.db.listener"
 
@@ -135,14 +136,17 @@ static loom_db_req_t *new_req(lua_State *L, lm_listener *l) {
 
 /* core _listener(driver, conninfo): the conninfo is kept as user value. */
 static int l_listener(lua_State *L) {
-  const char *driver = luaL_checkstring(L, 1);
+  const loom_db_driver_t *drv = lm_to_driver(L, 1);
+  if (drv == NULL)
+    return lm_error(L, "argument", "bad argument #1 to '_listener' (driver expected, got %s)",
+                    luaL_typename(L, 1));
   luaL_checkstring(L, 2);
-  if (strcmp(driver, "postgres") != 0)
-    return lm_error(L, "argument", "LISTEN needs PostgreSQL");
+  if (drv->watch == NULL)
+    return lm_error(L, "argument", "the %s driver has no notifications to listen to", drv->name);
   lm_listener *l = lua_newuserdatauv(L, sizeof *l, 1);
   memset(l, 0, sizeof *l);
   l->ctx = lua_touserdata(L, lua_upvalueindex(1));
-  l->driver = &loom_pg_driver;
+  l->driver = drv;
   luaL_setmetatable(L, LM_LISTENER_MT);
   lua_pushvalue(L, 2);
   lua_setiuservalue(L, -2, 1);

@@ -25,6 +25,11 @@ require("loom.sync")(loom)
 require("loom.group")(loom)
 require("loom.resilience")(loom)
 require("loom.pipeline")(loom)
-require("loom.db")(loom, core)
+
+-- loom.db loads on first use: a program that never opens a database
+-- loads no database code, and no driver's client library.
+setmetatable(loom, { __index = function(_, name)
+  if name == "db" then return require "loom.db" end
+end })
 
 return loom

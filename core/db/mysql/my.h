@@ -5,6 +5,8 @@
 #include <mysql.h>
 #include "db.h"
 
+extern const loom_db_driver_t loom_mysql_driver;
+
 /* ---- results (my_result.c) ---------------------------------------------- */
 
 typedef struct my_result my_result;

@@ -1400,11 +1400,6 @@ static loom_db_txn_t my_txn(loom_db_conn_t *base) {
   return (c->m->server_status & SERVER_STATUS_IN_TRANS) ? LOOM_TXN_ACTIVE : LOOM_TXN_IDLE;
 }
 
-static int my_watch(loom_db_conn_t *base, loom_db_notify_cb cb) {
-  (void)base;
-  return cb ? LOOM_EDB_ARGUMENT : 0;
-}
-
 static int my_copy_data(loom_db_conn_t *base, loom_db_req_t *req, const char *buf, size_t len) {
   (void)base; (void)req; (void)buf; (void)len;
   return LOOM_EDB_ARGUMENT;
@@ -1581,7 +1576,7 @@ const loom_db_driver_t loom_mysql_driver = {
   .cancel = my_cancel,
   .close = my_close,
   .txn = my_txn,
-  .watch = my_watch,
   .param_count = loom__my_param_count,
   .placeholder = "?",
+  .numeric_codes = 1,
 };

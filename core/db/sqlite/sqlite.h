@@ -6,6 +6,8 @@
 #include "db.h"
 #include "sql_lex.h"
 
+extern const loom_db_driver_t loom_sqlite_driver;
+
 /* Rows copied out of SQLite on the worker thread, read on the loop thread.
  * Text and blobs live in one arena; cells hold offsets into it until read. */
 typedef struct sq_result {

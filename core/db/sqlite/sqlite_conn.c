@@ -1351,11 +1351,6 @@ static loom_db_txn_t sq_txn(loom_db_conn_t *base) {
   return c->autocommit ? LOOM_TXN_IDLE : LOOM_TXN_ACTIVE;
 }
 
-static int sq_watch(loom_db_conn_t *base, loom_db_notify_cb cb) {
-  (void)base; (void)cb;
-  return LOOM_EDB_ARGUMENT;
-}
-
 static int sq_take_changes(loom_db_conn_t *base, loom_db_change_t **out) {
   sq_conn *c = (sq_conn *)base;
   *out = NULL;
@@ -1479,7 +1474,7 @@ const loom_db_driver_t loom_sqlite_driver = {
   sq_cancel,
   sq_close,
   sq_txn,
-  sq_watch,
+  NULL,
   loom__sq_param_count,
   "?",
   sq_take_changes,
