@@ -54,4 +54,23 @@
   X(resolve, duplicates_dropped)        \
   X(resolve, unknown_name)              \
   X(resolve, busy_and_restart)          \
-  X(resolve, cancel)
+  X(resolve, cancel)                    \
+  X(workers, threads)                   \
+  X(workers, fifo)                      \
+  X(workers, cancel_queued)             \
+  X(workers, cancel_running)            \
+  X(workers, cancel_wakes_loop)         \
+  X(workers, close_with_jobs)           \
+  X(workers, abandon_stuck)             \
+  X(workers, unref_with_queued)         \
+  X(workers, two_loops)                 \
+  X(workers, submit_from_worker)        \
+  X(workers, many_jobs)                 \
+  X(workers, idle_costs_nothing)        \
+  X(xchan, order)                       \
+  X(xchan, backpressure)                \
+  X(xchan, close)                       \
+  X(xchan, unwait)                      \
+  X(xchan, select_drops_other_case)     \
+  X(xchan, hub_free_with_waiters)       \
+  X(xchan, many_threads)
