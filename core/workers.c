@@ -169,14 +169,21 @@ static void *worker_main(void *arg) {
       pool->hooks.thread_stop(w->thread_data);
     loom_loop_close(&w->loop);
   }
+  /* The last thread out hands its reference to the closed post, and the
+   * others let go of theirs before it can: whoever waits for closed finds
+   * the pool freed when nothing else holds it. */
   uv_mutex_lock(&pool->lock);
-  int last = --pool->live == 0 && pool->closed_cb != NULL;
-  if (last) {
-    pool->closed_post.cb = closed_posted;
-    loom_loop_post(pool->closed_loop, &pool->closed_post);
-  }
+  int last = --pool->live == 0;
+  loom_loop_t *notify = pool->closed_cb ? pool->closed_loop : NULL;
+  if (!last)
+    pool_release(pool);
   uv_mutex_unlock(&pool->lock);
-  pool_release(pool);
+  if (last && notify) {
+    pool->closed_post.cb = closed_posted;
+    loom_loop_post(notify, &pool->closed_post);
+  } else if (last) {
+    pool_release(pool);
+  }
   return NULL;
 }
 
@@ -185,19 +192,13 @@ loom_workers_t *loom_workers_new(unsigned size, const loom_workers_hooks_t *hook
   if (size == 0)
     size = uv_available_parallelism();
   loom_workers_t *pool = calloc(1, sizeof *pool);
-  if (pool == NULL)
-    return NULL;
-  pool->workers = calloc(size, sizeof *pool->workers);
-  if (pool->workers == NULL || uv_mutex_init(&pool->lock) != 0) {
-    free(pool->workers);
-    free(pool);
-    return NULL;
-  }
+  if (pool)
+    pool->workers = calloc(size, sizeof *pool->workers);
+  if (pool == NULL || pool->workers == NULL || uv_mutex_init(&pool->lock) != 0)
+    goto fail;
   if (uv_sem_init(&pool->started, 0) != 0) {
     uv_mutex_destroy(&pool->lock);
-    free(pool->workers);
-    free(pool);
-    return NULL;
+    goto fail;
   }
   if (hooks)
     pool->hooks = *hooks;
@@ -239,6 +240,14 @@ loom_workers_t *loom_workers_new(unsigned size, const loom_workers_hooks_t *hook
     return NULL;
   }
   return pool;
+
+fail:
+  if (pool)
+    free(pool->workers);
+  free(pool);
+  if (hooks && hooks->destroy)
+    hooks->destroy(hooks_data);
+  return NULL;
 }
 
 unsigned loom_workers_size(const loom_workers_t *pool) { return pool->size; }
@@ -343,9 +352,11 @@ int loom_workers_close(loom_workers_t *pool, loom_loop_t *loop,
     pool->closed_loop = loop;
     pool->closed_cb = closed;
     pool->closed_arg = arg;
-    atomic_fetch_add(&pool->refs, 1);
     loom_loop_expect(loop, 1);
+    /* No thread left to hand over its reference (the pool never started
+     * one): the post takes its own. */
     if (pool->live == 0) {
+      atomic_fetch_add(&pool->refs, 1);
       pool->closed_post.cb = closed_posted;
       loom_loop_post(loop, &pool->closed_post);
     }

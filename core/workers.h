@@ -82,8 +82,9 @@ struct loom_work {
 };
 
 /* size 0: one thread per core (uv_available_parallelism). hooks is copied;
- * any hook may be NULL. NULL when memory or a thread cannot be had (threads
- * already started are stopped again). */
+ * any hook may be NULL; hooks_data is the pool's from here on. NULL when
+ * memory, a thread or a loop cannot be had: threads already started end
+ * again, and destroy runs once the last of them has. */
 loom_workers_t *loom_workers_new(unsigned size, const loom_workers_hooks_t *hooks,
                                  void *hooks_data);
 unsigned loom_workers_size(const loom_workers_t *pool);
