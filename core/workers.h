@@ -29,7 +29,11 @@
  * blocking call for good stays stuck, but when it returns its job still
  * completes (done on the origin loop, or drop after loom_work_abandon), it
  * runs thread_stop, closes its loop and lets go of the pool. The pool's
- * memory is freed when the last holder, thread and job have let go. */
+ * memory is freed when the last holder, thread and job have let go.
+ *
+ * An origin loop stays alive while it has jobs out, and loom_loop_close
+ * waits for their done: a loop that must close while a job of its is stuck
+ * abandons the job first (loom_work_abandon). */
 #ifndef LOOM_WORKERS_H
 #define LOOM_WORKERS_H
 

@@ -67,10 +67,12 @@
   X(workers, submit_from_worker)        \
   X(workers, many_jobs)                 \
   X(workers, idle_costs_nothing)        \
+  X(workers, cancel_race)               \
   X(xchan, order)                       \
   X(xchan, backpressure)                \
   X(xchan, close)                       \
   X(xchan, unwait)                      \
   X(xchan, select_drops_other_case)     \
   X(xchan, hub_free_with_waiters)       \
+  X(xchan, unwait_race)                 \
   X(xchan, many_threads)

@@ -748,3 +748,78 @@ TEST_IMPL(workers_cancel_wakes_loop) {
   close_and_wait(&loop, pool);
   loom_test_loop_close(&loop);
 }
+
+/* Cancels that race with jobs starting and ending: every job completes
+ * exactly once, run if and only if its status says it did. */
+#define RACE_JOBS 2000
+
+typedef struct {
+  loom_work_t work;
+  _Atomic int ran;
+  int done_calls, status;
+} racer_t;
+
+static int racers_done;
+
+static void racer_run(loom_work_t *work, void *thread_data) {
+  racer_t *r = (racer_t *)work;
+  atomic_fetch_add(&r->ran, 1);
+  for (volatile int i = 0; i < 20000 && !loom_work_cancelled(work); i++)
+    ;
+}
+
+static void racer_done(loom_work_t *work, int status) {
+  racer_t *r = (racer_t *)work;
+  r->done_calls++;
+  r->status = status;
+  racers_done++;
+}
+
+TEST_IMPL(workers_cancel_race) {
+  loom_loop_t loop;
+  hook_log_t log = {0};
+  origin = pthread_self();
+  loom_test_loop_init(&loop);
+  loom_workers_t *pool = loom_workers_new(2, &hooks, &log);
+  ASSERT(pool != NULL);
+  racer_t *jobs = calloc(RACE_JOBS, sizeof *jobs);
+  ASSERT(jobs != NULL);
+  int running = 0;
+  for (int i = 0; i < RACE_JOBS; i++) {
+    jobs[i].work.run = racer_run;
+    jobs[i].work.done = racer_done;
+    ASSERT_EQ(loom_workers_submit(pool, &loop, &jobs[i].work), 0);
+    /* Every other job is cancelled as soon as it leaves the queue, likely
+     * while it runs; the others cancel an earlier job, whatever it is
+     * doing by now. */
+    int k = i;
+    if (i % 2) {
+      uint64_t until = loom_now_ns() + 2 * MS;
+      while (loom_work_state(&jobs[i].work) == LOOM_WORK_QUEUED &&
+             loom_now_ns() < until)
+        ;
+    } else {
+      k = (int)(((unsigned)i * 2654435761u) % (unsigned)(i + 1));
+    }
+    running += loom_work_cancel(&jobs[k].work) == LOOM_WORK_RUNNING;
+    loom_loop_poll(&loop, 0);
+  }
+  uint64_t deadline = loom_now_ns() + 15000 * (uint64_t)MS;
+  while (racers_done < RACE_JOBS) {
+    ASSERT(loom_now_ns() < deadline);
+    loom_loop_poll(&loop, 5);
+  }
+  for (int i = 0; i < RACE_JOBS; i++) {
+    ASSERT_EQ(jobs[i].done_calls, 1);
+    if (jobs[i].status == 0)
+      ASSERT_EQ(atomic_load(&jobs[i].ran), 1);
+    else {
+      ASSERT_EQ(jobs[i].status, LOOM_ECANCELED);
+      ASSERT_EQ(atomic_load(&jobs[i].ran), 0);
+    }
+  }
+  ASSERT_EQ(atomic_load(&log.interrupts), running);
+  close_and_wait(&loop, pool);
+  loom_test_loop_close(&loop);
+  free(jobs);
+}

@@ -2,6 +2,7 @@
  * close, waiter removal (also of a wake-up already on its way), and many
  * producers and consumers on their own threads and loops. */
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <unistd.h>
@@ -74,6 +75,17 @@ static void wait_woken(side_t *s, flag_t *f) {
   }
 }
 
+/* Waits on the loop until the channel may serve that side. */
+static void wait_turn(side_t *s, loom_xchan_t *ch, int send) {
+  flag_t f;
+  flag_init(&f);
+  if (send)
+    loom_xchan_wait_send(ch, s->hub, &f.w);
+  else
+    loom_xchan_wait_recv(ch, s->hub, &f.w);
+  wait_woken(s, &f);
+}
+
 /* A task's send and receive: try, and wait on the loop when it cannot. */
 static int send_wait(side_t *s, loom_xchan_t *ch, int64_t v, int *waited) {
   int64_t *m = msg_new(v);
@@ -86,10 +98,7 @@ static int send_wait(side_t *s, loom_xchan_t *ch, int64_t v, int *waited) {
       return r;
     }
     ASSERT_EQ(r, LOOM_EAGAIN);
-    flag_t f;
-    flag_init(&f);
-    loom_xchan_wait_send(ch, s->hub, &f.w);
-    wait_woken(s, &f);
+    wait_turn(s, ch, 1);
     if (waited)
       (*waited)++;
   }
@@ -109,10 +118,7 @@ static int recv_wait(side_t *s, loom_xchan_t *ch, int64_t *v) {
     if (r == LOOM_ECLOSED)
       return r;
     ASSERT_EQ(r, LOOM_EAGAIN);
-    flag_t f;
-    flag_init(&f);
-    loom_xchan_wait_recv(ch, s->hub, &f.w);
-    wait_woken(s, &f);
+    wait_turn(s, ch, 0);
   }
 }
 
@@ -463,4 +469,65 @@ TEST_IMPL(xchan_many_threads) {
   ASSERT_EQ(sum, n * (n + 1) / 2);
   loom_xchan_unref(ch);
   ASSERT_EQ(atomic_load(&freed), 0);
+}
+
+/* Waiters registered and removed while another thread sends: a removed
+ * waiter is never woken, and no message is lost. */
+#define RACE_MSGS 3000
+
+static void *send_fast(void *arg) {
+  loom_xchan_t *ch = arg;
+  for (int64_t i = 0; i < RACE_MSGS; i++) {
+    int64_t *m = msg_new(i);
+    int r;
+    while ((r = loom_xchan_try_send(ch, m, sizeof *m)) == LOOM_EAGAIN)
+      sched_yield();
+    ASSERT_EQ(r, 0);
+  }
+  return NULL;
+}
+
+TEST_IMPL(xchan_unwait_race) {
+  side_t s;
+  side_init(&s);
+  loom_xchan_t *ch;
+  ASSERT_EQ(loom_xchan_new(&ch, 1, free_msg), 0);
+  pthread_t th;
+  ASSERT_EQ(pthread_create(&th, NULL, send_fast, ch), 0);
+  int64_t next = 0;
+  uint64_t deadline = loom_now_ns() + 15000 * (uint64_t)MS;
+  for (unsigned turn = 0; next < RACE_MSGS; turn++) {
+    ASSERT(loom_now_ns() < deadline);
+    flag_t f;
+    flag_init(&f);
+    loom_xchan_wait_recv(ch, s.hub, &f.w);
+    if (turn % 3 != 0) {
+      /* Let a wake-up be posted, or not, then withdraw it. */
+      uint64_t until = loom_now_ns() + (turn % 40) * 1000;
+      while (loom_now_ns() < until)
+        ;
+      if (turn % 3 == 2)
+        loom_loop_poll(&s.loop, 0);
+      if (loom_xchan_unwait(&f.w) == 1) {
+        loom_loop_poll(&s.loop, 0);
+        ASSERT_EQ(f.woken, 0);
+      } else {
+        ASSERT_EQ(f.woken, 1);
+      }
+    } else {
+      wait_woken(&s, &f);
+    }
+    ASSERT(!loom_xwaiter_registered(&f.w));
+    void *m;
+    size_t len;
+    while (loom_xchan_try_recv(ch, &m, &len) == 0) {
+      ASSERT_EQ(*(int64_t *)m, next);
+      next++;
+      free(m);
+    }
+  }
+  ASSERT_EQ(pthread_join(th, NULL), 0);
+  ASSERT(!loom_loop_alive(&s.loop));
+  loom_xchan_unref(ch);
+  side_close(&s);
 }
