@@ -9,10 +9,19 @@
  * the worker unlocking and polling. */
 #define _GNU_SOURCE
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include "workers.h"
+
+/* How long a worker that just finished a job watches the queue before it
+ * sleeps in its poll: the next job of a map, or of a loop offloading one
+ * call after another, then starts without a wake-up through the kernel on
+ * either side (the origin loop spins for its answer likewise). It yields
+ * the core now and then, for a machine with more spinners than cores. */
+#define IDLE_SPIN_NS 50000
+#define IDLE_YIELD_EVERY 256
 
 struct loom_worker {
   loom_workers_t *pool;
@@ -32,6 +41,7 @@ struct loom_workers {
   unsigned size;
   loom_worker_t *workers;
   loom_work_t *head, *tail; /* under lock */
+  _Atomic int queued;       /* jobs in the queue, for spinning workers */
   unsigned live;            /* under lock: threads not yet ended */
   int closed;               /* under lock */
   uv_sem_t started;         /* each thread posts once its loop exists */
@@ -73,6 +83,7 @@ static void finish(loom_work_t *work, int status) {
 }
 
 static void unqueue(loom_workers_t *pool, loom_work_t *work) {
+  atomic_fetch_sub_explicit(&pool->queued, 1, memory_order_relaxed);
   if (work->prev)
     work->prev->next = work->next;
   else
@@ -102,13 +113,31 @@ static void closed_posted(loom_post_t *p) {
 
 static void job_async_cb(uv_async_t *handle) { (void)handle; }
 
+static int spin_for_job(loom_workers_t *pool) {
+  uint64_t start = uv_hrtime();
+  for (unsigned i = 1;; i++) {
+    if (atomic_load_explicit(&pool->queued, memory_order_relaxed) > 0)
+      return 1;
+    if (i % IDLE_YIELD_EVERY == 0) {
+      if (uv_hrtime() - start > IDLE_SPIN_NS)
+        return 0;
+      sched_yield();
+    }
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+  }
+}
+
 static void run_jobs(loom_worker_t *w) {
   loom_workers_t *pool = w->pool;
+  int worked = 0;
   uv_mutex_lock(&pool->lock);
   w->alive = 1;
   for (;;) {
     loom_work_t *work = pool->head;
     if (work) {
+      worked = 1;
       unqueue(pool, work);
       work->worker = w;
       w->job = work;
@@ -133,6 +162,13 @@ static void run_jobs(loom_worker_t *w) {
     }
     if (pool->closed)
       break;
+    if (worked) {
+      worked = 0;
+      uv_mutex_unlock(&pool->lock);
+      spin_for_job(pool);
+      uv_mutex_lock(&pool->lock);
+      continue;
+    }
     w->idle = 1;
     uv_mutex_unlock(&pool->lock);
     /* Referenced only while idle: inside a job the loop is the job's, and
@@ -285,6 +321,7 @@ int loom_workers_submit(loom_workers_t *pool, loom_loop_t *loop,
   else
     pool->head = work;
   pool->tail = work;
+  atomic_fetch_add_explicit(&pool->queued, 1, memory_order_relaxed);
   for (unsigned i = 0; i < pool->size; i++) {
     loom_worker_t *w = &pool->workers[i];
     if (w->idle) {
