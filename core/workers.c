@@ -30,7 +30,6 @@ struct loom_worker {
   void *thread_data;
   loom_work_t *job;     /* under lock: the job it runs */
   int idle;             /* under lock: asleep in its poll, not yet woken */
-  int alive;            /* under lock: its loop takes wake-ups */
   int failed;           /* its loop could not be made */
 };
 
@@ -113,14 +112,14 @@ static void closed_posted(loom_post_t *p) {
 
 static void job_async_cb(uv_async_t *handle) { (void)handle; }
 
-static int spin_for_job(loom_workers_t *pool) {
+static void spin_for_job(loom_workers_t *pool) {
   uint64_t start = uv_hrtime();
   for (unsigned i = 1;; i++) {
     if (atomic_load_explicit(&pool->queued, memory_order_relaxed) > 0)
-      return 1;
+      return;
     if (i % IDLE_YIELD_EVERY == 0) {
       if (uv_hrtime() - start > IDLE_SPIN_NS)
-        return 0;
+        return;
       sched_yield();
     }
 #if defined(__x86_64__) || defined(__i386__)
@@ -133,7 +132,6 @@ static void run_jobs(loom_worker_t *w) {
   loom_workers_t *pool = w->pool;
   int worked = 0;
   uv_mutex_lock(&pool->lock);
-  w->alive = 1;
   for (;;) {
     loom_work_t *work = pool->head;
     if (work) {
@@ -179,7 +177,6 @@ static void run_jobs(loom_worker_t *w) {
     uv_mutex_lock(&pool->lock);
     w->idle = 0;
   }
-  w->alive = 0;
   uv_mutex_unlock(&pool->lock);
 }
 
@@ -244,10 +241,14 @@ loom_workers_t *loom_workers_new(unsigned size, const loom_workers_hooks_t *hook
   atomic_init(&pool->holders, 1);
 
   pthread_attr_t attr;
-  int failed = pthread_attr_init(&attr) != 0;
+  if (pthread_attr_init(&attr) != 0) {
+    uv_sem_destroy(&pool->started);
+    uv_mutex_destroy(&pool->lock);
+    goto fail;
+  }
   /* Detached: closing never joins, so a thread stuck in a blocking call
    * cannot hold its pool's owner; it ends on its own when the call does. */
-  failed = failed || pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED) != 0;
+  int failed = pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED) != 0;
   unsigned started = 0;
   for (; !failed && started < size; started++) {
     loom_worker_t *w = &pool->workers[started];
