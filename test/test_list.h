@@ -67,6 +67,7 @@
   X(workers, submit_from_worker)        \
   X(workers, many_jobs)                 \
   X(workers, idle_costs_nothing)        \
+  X(workers, idle_loop_runs)            \
   X(workers, cancel_race)               \
   X(xchan, order)                       \
   X(xchan, backpressure)                \

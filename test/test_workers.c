@@ -823,3 +823,47 @@ TEST_IMPL(workers_cancel_race) {
   loom_test_loop_close(&loop);
   free(jobs);
 }
+
+/* Between jobs a worker sleeps in its loop's poll, so what its setup left
+ * on the loop (a ticking timer) keeps running while no job comes. */
+typedef struct {
+  loom_timer_t timer;
+  loom_loop_t *loop;
+  _Atomic int *ticks;
+} ticker_t;
+
+static _Atomic int worker_ticks;
+
+static void worker_tick(loom_timer_t *t) {
+  ticker_t *tk = t->data;
+  atomic_fetch_add(tk->ticks, 1);
+  loom_timer_start(tk->loop, t, 2 * MS);
+}
+
+static void *start_ticker(loom_loop_t *loop, void *data) {
+  ticker_t *tk = calloc(1, sizeof *tk);
+  ASSERT(tk != NULL);
+  tk->loop = loop;
+  tk->ticks = &worker_ticks;
+  loom_timer_init(&tk->timer, worker_tick, tk);
+  ASSERT_EQ(loom_timer_start(loop, &tk->timer, 2 * MS), 0);
+  return tk;
+}
+
+static void stop_ticker(void *thread_data) {
+  ticker_t *tk = thread_data;
+  loom_timer_stop(tk->loop, &tk->timer);
+  free(tk);
+}
+
+TEST_IMPL(workers_idle_loop_runs) {
+  loom_loop_t loop;
+  loom_workers_hooks_t h = {start_ticker, stop_ticker, NULL, NULL};
+  origin = pthread_self();
+  loom_test_loop_init(&loop);
+  loom_workers_t *pool = loom_workers_new(1, &h, NULL);
+  ASSERT(pool != NULL);
+  wait_flag(&worker_ticks, 10, 10000);
+  close_and_wait(&loop, pool);
+  loom_test_loop_close(&loop);
+}
