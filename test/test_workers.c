@@ -501,6 +501,11 @@ static void tagged_done(loom_work_t *work, int status) {
 
 #define PER_LOOP 500
 
+/* Both loops exist before either closes: ThreadSanitizer takes a file
+ * descriptor number closed on one thread and reused on another for a race
+ * on the descriptor. */
+static pthread_barrier_t both_open;
+
 static void *submit_from_loop(void *arg) {
   submitter_t *s = arg;
   loom_loop_t loop;
@@ -508,6 +513,7 @@ static void *submit_from_loop(void *arg) {
   ASSERT(jobs != NULL);
   s->self = pthread_self();
   ASSERT_EQ(loom_loop_init(&loop), 0);
+  pthread_barrier_wait(&both_open);
   for (int i = 0; i < PER_LOOP; i++) {
     jobs[i].work.run = tagged_run;
     jobs[i].work.done = tagged_done;
@@ -532,12 +538,14 @@ TEST_IMPL(workers_two_loops) {
   ASSERT(pool != NULL);
   submitter_t s[2] = {{pool, 0, 1}, {pool, 0, 2}};
   pthread_t th[2];
+  ASSERT_EQ(pthread_barrier_init(&both_open, NULL, 2), 0);
   for (int i = 0; i < 2; i++) {
     loom_workers_ref(pool);
     ASSERT_EQ(pthread_create(&th[i], NULL, submit_from_loop, &s[i]), 0);
   }
   for (int i = 0; i < 2; i++)
     ASSERT_EQ(pthread_join(th[i], NULL), 0);
+  pthread_barrier_destroy(&both_open);
   for (int i = 0; i < 2; i++) {
     long want = 0;
     for (int k = 0; k < PER_LOOP; k++)

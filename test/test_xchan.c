@@ -413,10 +413,16 @@ typedef struct {
   int out_of_order;
 } worker_t;
 
+/* Every thread's loop exists before any closes: ThreadSanitizer takes a
+ * file descriptor number closed on one thread and reused on another for a
+ * race on the descriptor. */
+static pthread_barrier_t all_open;
+
 static void *produce_many(void *arg) {
   worker_t *w = arg;
   side_t s;
   side_init(&s);
+  pthread_barrier_wait(&all_open);
   for (int64_t i = 0; i < PER_PRODUCER; i++)
     ASSERT_EQ(send_wait(&s, w->ch, (int64_t)w->id * PER_PRODUCER + i + 1, NULL), 0);
   side_close(&s);
@@ -428,6 +434,7 @@ static void *consume_many(void *arg) {
   side_t s;
   int64_t last[PRODUCERS] = {0}, v;
   side_init(&s);
+  pthread_barrier_wait(&all_open);
   while (recv_wait(&s, w->ch, &v) == 0) {
     int from = (int)((v - 1) / PER_PRODUCER);
     /* Each producer's messages reach every consumer in their order. */
@@ -446,6 +453,7 @@ TEST_IMPL(xchan_many_threads) {
   ASSERT_EQ(loom_xchan_new(&ch, 8, free_msg), 0);
   worker_t prod[PRODUCERS], cons[CONSUMERS];
   pthread_t pt[PRODUCERS], ct[CONSUMERS];
+  ASSERT_EQ(pthread_barrier_init(&all_open, NULL, PRODUCERS + CONSUMERS), 0);
   for (int i = 0; i < CONSUMERS; i++) {
     cons[i] = (worker_t){ch, i, 0, 0, 0};
     ASSERT_EQ(pthread_create(&ct[i], NULL, consume_many, &cons[i]), 0);
@@ -464,6 +472,7 @@ TEST_IMPL(xchan_many_threads) {
     count += cons[i].count;
     sum += cons[i].sum;
   }
+  pthread_barrier_destroy(&all_open);
   int64_t n = (int64_t)PRODUCERS * PER_PRODUCER;
   ASSERT_EQ(count, n);
   ASSERT_EQ(sum, n * (n + 1) / 2);
