@@ -501,9 +501,10 @@ static void tagged_done(loom_work_t *work, int status) {
 
 #define PER_LOOP 500
 
-/* Both loops exist before either closes: ThreadSanitizer takes a file
- * descriptor number closed on one thread and reused on another for a race
- * on the descriptor. */
+/* Both loops exist before either closes: libuv closes descriptors with a
+ * raw syscall ThreadSanitizer does not see (google/sanitizers#1376), so a
+ * number closed on one thread and reused on another looks like a race on
+ * the descriptor. */
 static pthread_barrier_t both_open;
 
 static void *submit_from_loop(void *arg) {
