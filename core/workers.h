@@ -5,9 +5,10 @@
  * Threads and loops. Every worker thread creates its own loom_loop_t and
  * calls hooks->thread_start on it once (the binding makes a Lua state
  * there); hooks->thread_stop runs on the same thread at the end. Between
- * jobs a worker sleeps in its loop's poll, woken through a uv_async_t of
- * that loop: an idle pool costs no CPU, and the loop's own timers and I/O
- * (a setup that left a task behind) keep running while it is idle.
+ * jobs a worker watches the queue for 50 us, then sleeps in its loop's
+ * poll, woken through a uv_async_t of that loop: an idle pool costs no CPU,
+ * and the loop's own timers and I/O (a setup that left a task behind) keep
+ * running while it is idle.
  *
  * Which thread may call what:
  * - loom_workers_new, _ref, _unref, _close (without a callback): any thread.
