@@ -59,4 +59,26 @@
   X(sql_lex, comments)                  \
   X(sql_lex, dollar_quotes)             \
   X(sql_lex, placeholders)              \
-  X(sql_lex, statements)
+  X(sql_lex, statements)                \
+  X(workers, threads)                   \
+  X(workers, fifo)                      \
+  X(workers, cancel_queued)             \
+  X(workers, cancel_running)            \
+  X(workers, cancel_wakes_loop)         \
+  X(workers, close_with_jobs)           \
+  X(workers, abandon_stuck)             \
+  X(workers, unref_with_queued)         \
+  X(workers, two_loops)                 \
+  X(workers, submit_from_worker)        \
+  X(workers, many_jobs)                 \
+  X(workers, idle_costs_nothing)        \
+  X(workers, idle_loop_runs)            \
+  X(workers, cancel_race)               \
+  X(xchan, order)                       \
+  X(xchan, backpressure)                \
+  X(xchan, close)                       \
+  X(xchan, unwait)                      \
+  X(xchan, select_drops_other_case)     \
+  X(xchan, hub_free_with_waiters)       \
+  X(xchan, unwait_race)                 \
+  X(xchan, many_threads)
