@@ -100,10 +100,6 @@ lua_Integer lm_checkinteger(lua_State *L, int arg) {
   return n;
 }
 
-lua_Number lm_optnumber(lua_State *L, int arg, lua_Number def) {
-  return lua_isnoneornil(L, arg) ? def : lm_checknumber(L, arg);
-}
-
 /* A duration: a non-negative number of seconds, not NaN. */
 double lm_checkseconds(lua_State *L, int arg) {
   double s = lm_checknumber(L, arg);

@@ -158,7 +158,6 @@ int lm_wait_timed_out(lua_State *L, int timeout_idx, const char *what);
 void lm_drive(lm_ctx *ctx, lua_State *L, lm_wait *w);
 void lm_one_wake(loom_waiter_t *waiter, int status);
 void lm_open_wait(lua_State *L);
-extern const luaL_Reg lm_wait_funcs[];
 #define LM_WAIT_OF(kctx) ((lm_wait *)(kctx))
 
 /* chan.c / select.c */
@@ -181,7 +180,6 @@ int lm_argerror(lua_State *L, int arg, const char *extramsg);
 int lm_typeerror(lua_State *L, int arg, const char *tname);
 lua_Number lm_checknumber(lua_State *L, int arg);
 lua_Integer lm_checkinteger(lua_State *L, int arg);
-lua_Number lm_optnumber(lua_State *L, int arg, lua_Number def);
 double lm_checkseconds(lua_State *L, int arg);
 double lm_optseconds(lua_State *L, int arg);
 void lm_checkcallable(lua_State *L, int arg);

@@ -200,8 +200,6 @@ int lm_wait_begin(lua_State *L, lm_wait *w, lua_KFunction k) {
   return k(L, LUA_YIELD, kctx);
 }
 
-const luaL_Reg lm_wait_funcs[] = {{NULL, NULL}};
-
 void lm_open_wait(lua_State *L) {
   if (luaL_newmetatable(L, LM_WAIT_MT)) {
     lua_pushcfunction(L, wait_gc);
