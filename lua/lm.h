@@ -3,6 +3,7 @@
 #ifndef LM_H
 #define LM_H
 
+#include <stddef.h>
 #include <lua.h>
 #include <lauxlib.h>
 #include "loom.h"
@@ -149,6 +150,8 @@ lm_wait *lm_wait_prepare_shielded(lua_State *L, lm_ctx *ctx);
  * expired): for a caller that must undo something first. */
 int lm_wait_would_raise(lm_ctx *ctx);
 int lm_wait_begin(lua_State *L, lm_wait *w, lua_KFunction k);
+/* lm_wait_begin with the continuation's context given (it is w above). */
+int lm_wait_begin_ctx(lua_State *L, lm_wait *w, lua_KFunction k, lua_KContext kctx);
 void lm_wait_arm(lm_wait *w, double seconds);
 void lm_wait_arm_timer(lm_ctx *ctx, loom_timer_t *timer, double seconds);
 void lm_wait_finish(lm_wait *w, int status, int chosen);
@@ -159,6 +162,35 @@ void lm_drive(lm_ctx *ctx, lua_State *L, lm_wait *w);
 void lm_one_wake(loom_waiter_t *waiter, int status);
 void lm_open_wait(lua_State *L);
 #define LM_WAIT_OF(kctx) ((lm_wait *)(kctx))
+
+/* request.c: work that completes later, waited for like any loom call.
+ * prepare (raises as a wait does), start the work (on failure: abort),
+ * then wait; the work's completion calls lm_request_complete. An
+ * interrupted wait stops the work and waits until pending says it is
+ * over, then raises the interruption. */
+typedef struct lm_request lm_request;
+typedef struct lm_request_ops {
+  int (*pending)(lm_request *r);  /* the work is still out */
+  void (*stop)(lm_request *r);    /* asks it to end; it may still complete later */
+  /* Optional: tidies up after an interrupted request drained, before the
+   * interruption is raised. */
+  void (*drained)(lua_State *L, lm_request *r);
+} lm_request_ops;
+struct lm_request {
+  lm_ctx *ctx;
+  lm_wait *wait;        /* what the completion wakes; NULL when nobody waits */
+  const lm_request_ops *ops;
+  lua_KFunction done;   /* runs once the work completed, with kctx = this */
+  int interrupted;      /* the status that interrupted the wait */
+};
+void lm_request_prepare(lua_State *L, lm_request *r, const lm_request_ops *ops, int shielded);
+void lm_request_abort(lm_request *r);
+int lm_request_wait(lua_State *L, lm_request *r, lua_KFunction done);
+int lm_request_complete(lm_request *r);
+/* Keeps the value at idx alive, in user value slot of the userdata at
+ * owner, while work started by one call outlives it (a stream, a COPY). */
+void lm_request_anchor(lua_State *L, int owner, int slot, int idx);
+#define LM_CONTAINER_OF(p, type, field) ((type *)(void *)((char *)(p) - offsetof(type, field)))
 
 /* chan.c / select.c */
 struct lm_chan {

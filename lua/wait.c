@@ -175,7 +175,10 @@ void lm_drive(lm_ctx *ctx, lua_State *L, lm_wait *w) {
 }
 
 int lm_wait_begin(lua_State *L, lm_wait *w, lua_KFunction k) {
-  lua_KContext kctx = (lua_KContext)w;
+  return lm_wait_begin_ctx(L, w, k, (lua_KContext)w);
+}
+
+int lm_wait_begin_ctx(lua_State *L, lm_wait *w, lua_KFunction k, lua_KContext kctx) {
   if (w->done)
     return k(L, LUA_OK, kctx);
   if (w->task) {

@@ -58,11 +58,9 @@ typedef struct lm_conn {
   loom_db_conn_t *conn;   /* NULL until acquired and after release */
   loom_pool_req_t preq;
   loom_db_req_t req;
-  lm_wait *waiting;       /* what the current request's completion wakes */
-  int acquired_late;      /* the pool handed a connection after we gave up */
+  lm_request rq;          /* the waiting of the acquire or request out now */
   int row_ready;          /* a streamed row sits in req.result */
   int stream_done;
-  int interrupted;        /* the status that interrupted the request */
   int mode;               /* what a finished query returns (MODE_*) */
   int shielded;           /* the next request's wait ignores cancels and timeouts */
   loom_value_t *params;
@@ -668,10 +666,47 @@ static lm_conn *check_conn(lua_State *L) {
 
 static void pool_done(loom_pool_req_t *preq) {
   lm_conn *c = preq->data;
-  if (c->waiting)
-    lm_wait_finish(c->waiting, 0, -1);
-  else if (preq->status == 0)
-    c->acquired_late = 1;
+  lm_request_complete(&c->rq);
+}
+
+static void lease_settled(lm_conn *c);
+
+/* An acquire is out while queued on the pool or while the connection it
+ * brought is not taken yet; stopping it gives back what came. */
+static int acquire_pending(lm_request *r) {
+  lm_conn *c = LM_CONTAINER_OF(r, lm_conn, rq);
+  return loom_waiter_queued(&c->preq.waiter) || c->preq.conn != NULL;
+}
+
+static void acquire_stop(lm_request *r) {
+  lm_conn *c = LM_CONTAINER_OF(r, lm_conn, rq);
+  loom_pool_cancel(&c->preq);
+  if (c->preq.conn) {
+    loom_pool_release(c->pool, c->preq.conn);
+    c->preq.conn = NULL;
+  }
+}
+
+static void acquire_drained(lua_State *L, lm_request *r) {
+  (void)L;
+  lm_conn *c = LM_CONTAINER_OF(r, lm_conn, rq);
+  c->one_shot = 0;
+  lease_settled(c);
+}
+
+static const lm_request_ops acquire_ops = {acquire_pending, acquire_stop, acquire_drained};
+
+/* Queues c on its pool for a connection; done runs once it came or not. */
+static int acquire(lua_State *L, lm_conn *c, lua_KFunction done) {
+  c->preq.cb = pool_done;
+  c->preq.data = c;
+  int r = loom_pool_acquire(c->pool, &c->preq);
+  if (r != LOOM_EAGAIN) {
+    c->preq.status = r;
+    return done(L, LUA_OK, 0);
+  }
+  lm_request_prepare(L, &c->rq, &acquire_ops, 0);
+  return lm_request_wait(L, &c->rq, done);
 }
 
 /* Raises why the pool gave no connection. */
@@ -698,21 +733,9 @@ static int acquired(lua_State *L, lm_conn *c) {
   return 1;
 }
 
-static int acquire_k(lua_State *L, int status, lua_KContext kctx) {
-  (void)status;
-  lm_wait *w = LM_WAIT_OF(kctx);
-  lm_conn *c = lua_touserdata(L, 2);
-  c->waiting = NULL;
-  if (w->status != 0) {
-    /* Interrupted while queued: leave the queue, or give back what came. */
-    loom_pool_cancel(&c->preq);
-    if (c->preq.conn) {
-      loom_pool_release(c->pool, c->preq.conn);
-      c->preq.conn = NULL;
-    }
-    lm_wait_check(L, w);
-  }
-  return acquired(L, c);
+static int acquired_k(lua_State *L, int status, lua_KContext kctx) {
+  (void)status; (void)kctx;
+  return acquired(L, lua_touserdata(L, 2));
 }
 
 /* Pushes a conn object for db (at index 1) as index 2. A statement
@@ -747,6 +770,7 @@ static lm_conn *new_conn_object(lua_State *L, lm_db *db) {
     lua_setiuservalue(L, top + 1, CONN_DB);
   }
   c->ctx = db->ctx;
+  c->rq.ctx = db->ctx;
   c->db = db;
   c->lease = -1;
   return c;
@@ -763,16 +787,7 @@ static int db_acquire(lua_State *L) {
   int reading = lua_toboolean(L, 2);
   lm_conn *c = push_conn_object(L, db);
   c->pool = reading && db->readers ? db->readers : db->pool;
-  c->preq.cb = pool_done;
-  c->preq.data = c;
-  int r = loom_pool_acquire(c->pool, &c->preq);
-  if (r != LOOM_EAGAIN) {
-    c->preq.status = r;
-    return acquired(L, c);
-  }
-  lm_wait *w = lm_wait_prepare(L, db->ctx);
-  c->waiting = w;
-  return lm_wait_begin(L, w, acquire_k);
+  return acquire(L, c, acquired_k);
 }
 
 /* ---- shared reads (SQLite) ------------------------------------------------------ */
@@ -856,7 +871,7 @@ static void end_borrow(lua_State *L, int idx) {
   lm_conn *c = lua_touserdata(L, idx);
   c->one_shot = 0;
   give_back(c, 0);
-  if (c->waiting || c->req.active || loom_waiter_queued(&c->preq.waiter) || c->db->closed)
+  if (c->rq.wait || c->req.active || loom_waiter_queued(&c->preq.waiter) || c->db->closed)
     return;
   loom_db_result_free(c->req.result);
   c->req.result = NULL;
@@ -883,9 +898,9 @@ static int conn_release_close(lua_State *L) {
 
 static int conn_gc(lua_State *L) {
   lm_conn *c = lua_touserdata(L, 1);
-  if (c->waiting == NULL && c->preq.waiter.queue && !c->ctx->closed)
+  if (c->rq.wait == NULL && c->preq.waiter.queue && !c->ctx->closed)
     loom_pool_cancel(&c->preq);
-  c->waiting = NULL;
+  c->rq.wait = NULL;
   lease_settled(c);
   give_back(c, 1);
   for (int i = 0; i < c->nstmts; i++) {
@@ -912,48 +927,35 @@ static void req_done(loom_db_req_t *req) {
     else
       c->stream_done = 1;
   }
-  if (c->waiting)
-    lm_wait_finish(c->waiting, 0, -1);
+  lm_request_complete(&c->rq);
 }
 
-static int drained_k(lua_State *L, int status, lua_KContext kctx);
+static int statement_pending(lm_request *r) {
+  return LM_CONTAINER_OF(r, lm_conn, rq)->req.active;
+}
 
-/* The continuation every request shares: completed, or interrupted (then
- * cancel on the server, wait out the drain, and raise the interruption). */
-static int request_k(lua_State *L, lm_conn *c, lm_wait *w, lua_KFunction done_k) {
-  c->waiting = NULL;
-  if (w->status == 0 || !c->req.active)
-    return done_k(L, LUA_OK, 0);
-  c->interrupted = w->status;
+/* Cancels on the server too; the statement still completes. */
+static void statement_stop(lm_request *r) {
+  lm_conn *c = LM_CONTAINER_OF(r, lm_conn, rq);
   if (c->lease >= 0)
     c->conn->driver->cancel_shared(c->conn, &c->req);
   else
     c->conn->driver->cancel(c->conn);
-  lm_wait *drain = lm_wait_prepare_shielded(L, c->ctx);
-  c->waiting = drain;
-  if (!c->req.active)
-    lm_wait_finish(drain, 0, -1);
-  return lm_wait_begin(L, drain, drained_k);
 }
 
-static int drained_k(lua_State *L, int status, lua_KContext kctx) {
-  (void)status;
-  lm_wait *w = LM_WAIT_OF(kctx);
-  lm_conn *c = lua_touserdata(L, 1);
-  c->waiting = NULL;
+static void statement_drained(lua_State *L, lm_request *r) {
+  lm_conn *c = LM_CONTAINER_OF(r, lm_conn, rq);
   loom_db_result_free(c->req.result);
   c->req.result = NULL;
   loom_db_error_clear(&c->req.err);
   c->row_ready = 0;
   c->stream_done = 1;
-  /* Whatever the statement managed, the caller asked for it to stop. */
-  w->status = c->interrupted;
-  w->shielded = 0;
   if (c->one_shot)
     end_borrow(L, 1);
-  lm_wait_check(L, w);
-  return lm_error(L, "cancelled", "request interrupted");
 }
+
+static const lm_request_ops statement_ops = {statement_pending, statement_stop,
+                                             statement_drained};
 
 static int start_request(lua_State *L, lm_conn *c, lua_KFunction k) {
   if (c->one_shot && !c->shielded && lm_wait_would_raise(c->ctx)) {
@@ -969,20 +971,18 @@ static int start_request(lua_State *L, lm_conn *c, lua_KFunction k) {
   }
   c->req.cb = req_done;
   c->req.data = c;
-  lm_wait *w = c->shielded ? lm_wait_prepare_shielded(L, c->ctx) : lm_wait_prepare(L, c->ctx);
+  lm_request_prepare(L, &c->rq, &statement_ops, c->shielded);
   c->shielded = 0;
-  c->waiting = w;
   const loom_db_driver_t *drv = c->conn->driver;
   int r = c->lease >= 0 ? drv->start_shared(c->conn, &c->req) : drv->start(c->conn, &c->req);
   if (r != 0) {
-    c->waiting = NULL;
-    lm_wait_abort(w);
+    lm_request_abort(&c->rq);
     push_db_error(L, c->db, r, &c->req.err, c->req.sql);
     if (c->one_shot)
       end_borrow(L, 1);
     return lua_error(L);
   }
-  return lm_wait_begin(L, w, k);
+  return lm_request_wait(L, &c->rq, k);
 }
 
 static int query_done_k(lua_State *L, int status, lua_KContext kctx) {
@@ -1030,11 +1030,6 @@ static int query_done_k(lua_State *L, int status, lua_KContext kctx) {
   return n;
 }
 
-static int query_k(lua_State *L, int status, lua_KContext kctx) {
-  (void)status;
-  return request_k(L, lua_touserdata(L, 1), LM_WAIT_OF(kctx), query_done_k);
-}
-
 static void set_sql(lm_conn *c, loom_db_op_t op, const char *sql, size_t len, int n, int cache) {
   loom_db_error_clear(&c->req.err);
   c->req.op = op;
@@ -1057,7 +1052,7 @@ static int run_query(lua_State *L, int mode) {
   int n = read_params(L, c, 4, sql, len);
   c->mode = mode;
   set_sql(c, LOOM_DB_QUERY, sql, len, n, cache);
-  return start_request(L, c, query_k);
+  return start_request(L, c, query_done_k);
 }
 
 static int conn_query(lua_State *L) { return run_query(L, MODE_ROWS); }
@@ -1080,7 +1075,7 @@ static int conn_settle(lua_State *L) {
   set_sql(c, LOOM_DB_QUERY, sql, len, 0, 0);
   c->mode = MODE_EXEC;
   c->shielded = 1;
-  return start_request(L, c, query_k);
+  return start_request(L, c, query_done_k);
 }
 
 /* ---- one statement in one call ------------------------------------------------ */
@@ -1104,25 +1099,12 @@ static int run1_acquired(lua_State *L, lm_conn *c) {
     c->lease = db->nleases++;
   }
   lease_settled(c);
-  return start_request(L, c, query_k);
+  return start_request(L, c, query_done_k);
 }
 
-static int run1_acquire_k(lua_State *L, int status, lua_KContext kctx) {
-  (void)status;
-  lm_wait *w = LM_WAIT_OF(kctx);
-  lm_conn *c = lua_touserdata(L, 1);
-  c->waiting = NULL;
-  if (w->status != 0) {
-    loom_pool_cancel(&c->preq);
-    if (c->preq.conn) {
-      loom_pool_release(c->pool, c->preq.conn);
-      c->preq.conn = NULL;
-    }
-    c->one_shot = 0;
-    lease_settled(c);
-    lm_wait_check(L, w);
-  }
-  return run1_acquired(L, c);
+static int run1_acquired_k(lua_State *L, int status, lua_KContext kctx) {
+  (void)status; (void)kctx;
+  return run1_acquired(L, lua_touserdata(L, 1));
 }
 
 static int run1_route(lua_State *L, lm_conn *c);
@@ -1204,7 +1186,7 @@ static int run1_route(lua_State *L, lm_conn *c) {
       c->conn = db->leases[best];
       db->lease_inflight[best]++;
       db->lease_long[best] += c->long_read;
-      return start_request(L, c, query_k);
+      return start_request(L, c, query_done_k);
     }
     if (best < 0 && db->lease_pending >= db->lease_target) {
       lm_wait *w = lm_wait_prepare(L, db->ctx);
@@ -1215,16 +1197,7 @@ static int run1_route(lua_State *L, lm_conn *c) {
     db->lease_pending++;
   }
   c->pool = c->reading && db->readers ? db->readers : db->pool;
-  c->preq.cb = pool_done;
-  c->preq.data = c;
-  int r = loom_pool_acquire(c->pool, &c->preq);
-  if (r != LOOM_EAGAIN) {
-    c->preq.status = r;
-    return run1_acquired(L, c);
-  }
-  lm_wait *w = lm_wait_prepare(L, db->ctx);
-  c->waiting = w;
-  return lm_wait_begin(L, w, run1_acquire_k);
+  return acquire(L, c, run1_acquired_k);
 }
 
 /* db:_run1(mode, reading, sql, cache, ...) -> what conn:_query/_value/_exec
@@ -1253,7 +1226,7 @@ static int db_run1(lua_State *L) {
 
 /* ---- streaming ------------------------------------------------------------------- */
 
-static int next_k(lua_State *L, int status, lua_KContext kctx);
+static int next_done_k(lua_State *L, int status, lua_KContext kctx);
 
 static int take_row(lua_State *L, lm_conn *c) {
   loom_db_req_t *req = &c->req;
@@ -1276,24 +1249,13 @@ static int take_row(lua_State *L, lm_conn *c) {
     req->result = NULL;
     return 0;
   }
-  lm_wait *w = lm_wait_prepare(L, c->ctx);
-  c->waiting = w;
-  return lm_wait_begin(L, w, next_k);
+  lm_request_prepare(L, &c->rq, &statement_ops, 0);
+  return lm_request_wait(L, &c->rq, next_done_k);
 }
 
 static int next_done_k(lua_State *L, int status, lua_KContext kctx) {
   (void)status; (void)kctx;
   return take_row(L, lua_touserdata(L, 1));
-}
-
-static int next_k(lua_State *L, int status, lua_KContext kctx) {
-  (void)status;
-  lm_conn *c = lua_touserdata(L, 1);
-  lm_wait *w = LM_WAIT_OF(kctx);
-  c->waiting = NULL;
-  if (w->status == 0)
-    return take_row(L, c);
-  return request_k(L, c, w, next_done_k);
 }
 
 /* conn:_stream(sql, ...) starts a streamed statement; conn:_next() -> row | nil */
@@ -1309,8 +1271,7 @@ static int conn_stream(lua_State *L) {
   if (r != 0)
     return raise_db_error(L, c->db, r, &c->req.err, sql);
   /* The SQL and parameters must outlive this call: anchor the SQL. */
-  lua_pushvalue(L, 2);
-  lua_setiuservalue(L, 1, CONN_ANCHOR);
+  lm_request_anchor(L, 1, CONN_ANCHOR, 2);
   return 0;
 }
 
@@ -1325,7 +1286,6 @@ static int conn_next(lua_State *L) {
 static int stop_k(lua_State *L, int status, lua_KContext kctx) {
   (void)status; (void)kctx;
   lm_conn *c = lua_touserdata(L, 1);
-  c->waiting = NULL;
   loom_db_result_free(c->req.result);
   c->req.result = NULL;
   loom_db_error_clear(&c->req.err);
@@ -1349,11 +1309,8 @@ static int conn_stop(lua_State *L) {
     c->req.result = NULL;
     c->conn->driver->next(c->conn, &c->req);
   }
-  lm_wait *w = lm_wait_prepare_shielded(L, c->ctx);
-  c->waiting = w;
-  if (!c->req.active)
-    lm_wait_finish(w, 0, -1);
-  return lm_wait_begin(L, w, stop_k);
+  lm_request_prepare(L, &c->rq, &statement_ops, 1);
+  return lm_request_wait(L, &c->rq, stop_k);
 }
 
 /* ---- batches -------------------------------------------------------------------- */
@@ -1385,11 +1342,6 @@ static int batch_done_k(lua_State *L, int status, lua_KContext kctx) {
     lua_rawseti(L, -2, i + 1);
   }
   return 1;
-}
-
-static int batch_k(lua_State *L, int status, lua_KContext kctx) {
-  (void)status;
-  return request_k(L, lua_touserdata(L, 1), LM_WAIT_OF(kctx), batch_done_k);
 }
 
 /* conn:_batch({ {sql, p1, p2, ...}, ... }, cache) -> { rows1, rows2, ... } */
@@ -1451,7 +1403,7 @@ static int conn_batch(lua_State *L) {
   c->req.nstmts = n;
   c->req.cache = cache;
   c->req.no_rows = 0;
-  return start_request(L, c, batch_k);
+  return start_request(L, c, batch_done_k);
 }
 
 /* ---- bulk inserts without COPY (SQLite) -------------------------------------------- */
@@ -1476,11 +1428,6 @@ static int insert_done_k(lua_State *L, int status, lua_KContext kctx) {
   }
   lua_pushinteger(L, c->nstmts);
   return 1;
-}
-
-static int insert_k(lua_State *L, int status, lua_KContext kctx) {
-  (void)status;
-  return request_k(L, lua_touserdata(L, 1), LM_WAIT_OF(kctx), insert_done_k);
 }
 
 /* conn:_insert_rows(sql, columns, rows, first, last) -> count: the one
@@ -1542,7 +1489,7 @@ static int conn_insert_rows(lua_State *L) {
   c->req.nstmts = n;
   c->req.cache = 1;
   c->req.no_rows = 1;
-  return start_request(L, c, insert_k);
+  return start_request(L, c, insert_done_k);
 }
 
 /* ---- COPY ------------------------------------------------------------------------ */
@@ -1567,11 +1514,6 @@ static int copy_done_k(lua_State *L, int status, lua_KContext kctx) {
   return 1;
 }
 
-static int copy_k(lua_State *L, int status, lua_KContext kctx) {
-  (void)status;
-  return request_k(L, lua_touserdata(L, 1), LM_WAIT_OF(kctx), copy_done_k);
-}
-
 /* conn:_copy(sql) starts COPY FROM STDIN; conn:_copy_data(chunk) sends;
  * conn:_copy_data() ends and returns the row count. */
 static int conn_copy(lua_State *L) {
@@ -1579,10 +1521,9 @@ static int conn_copy(lua_State *L) {
   size_t len;
   const char *sql = luaL_checklstring(L, 2, &len);
   lua_settop(L, 2);
-  lua_pushvalue(L, 2);
-  lua_setiuservalue(L, 1, CONN_ANCHOR);
+  lm_request_anchor(L, 1, CONN_ANCHOR, 2);
   set_sql(c, LOOM_DB_COPY_IN, sql, len, 0, 0);
-  return start_request(L, c, copy_k);
+  return start_request(L, c, copy_done_k);
 }
 
 static int conn_copy_data(lua_State *L) {
@@ -1594,19 +1535,16 @@ static int conn_copy_data(lua_State *L) {
   lua_settop(L, 2);
   if (!c->req.active || c->req.op != LOOM_DB_COPY_IN)
     return lm_error(L, "usage", "no COPY in progress on this connection");
-  lua_pushvalue(L, 2);
-  lua_setiuservalue(L, 1, CONN_ANCHOR); /* libpq may need the chunk until it has room */
+  lm_request_anchor(L, 1, CONN_ANCHOR, 2); /* libpq may need the chunk until it has room */
   if (len == 0)
     buf = "";
-  lm_wait *w = lm_wait_prepare(L, c->ctx);
-  c->waiting = w;
+  lm_request_prepare(L, &c->rq, &statement_ops, 0);
   int r = c->conn->driver->copy_data(c->conn, &c->req, buf, len);
   if (r != 0) {
-    c->waiting = NULL;
-    lm_wait_abort(w);
+    lm_request_abort(&c->rq);
     return lm_error(L, "usage", "the connection is not ready for COPY data");
   }
-  return lm_wait_begin(L, w, copy_k);
+  return lm_request_wait(L, &c->rq, copy_done_k);
 }
 
 /* ---- small things ----------------------------------------------------------------- */
