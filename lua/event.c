@@ -70,6 +70,8 @@ static const luaL_Reg event_methods[] = {
 
 const luaL_Reg lm_event_funcs[] = {{"event", l_event}, {NULL, NULL}};
 
+static const luaL_Reg event_meta[] = {{"__gc", event_gc}, {NULL, NULL}};
+
 void lm_open_event(lua_State *L) {
-  lm_new_class(L, LM_EVENT_MT, event_methods, event_gc);
+  lm_new_class(L, LM_EVENT_MT, event_methods, event_meta);
 }

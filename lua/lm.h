@@ -227,8 +227,15 @@ void lm_open_event(lua_State *L);
 void lm_open_waitgroup(lua_State *L);
 extern const luaL_Reg lm_sem_funcs[], lm_mutex_funcs[], lm_event_funcs[],
     lm_waitgroup_funcs[];
+
+/* class.c: a class's metatable; methods and metamethods get it as upvalue
+ * 1 (either list may be NULL). lm_class_add gives a class more methods
+ * (one whose methods live in several files). Methods check their self
+ * with lm_check_self. */
 void lm_new_class(lua_State *L, const char *name, const luaL_Reg *methods,
-                  lua_CFunction gc);
+                  const luaL_Reg *metamethods);
+void lm_class_add(lua_State *L, const char *name, const luaL_Reg *methods);
+void *lm_check_self(lua_State *L, const char *mt, const char *tname);
 
 /* db.c */
 void lm_open_db(lua_State *L);

@@ -101,8 +101,10 @@ static const luaL_Reg mutex_methods[] = {
 
 const luaL_Reg lm_mutex_funcs[] = {{"mutex", l_mutex}, {NULL, NULL}};
 
+static const luaL_Reg mutex_meta[] = {{"__gc", mutex_gc}, {NULL, NULL}};
+
 void lm_open_mutex(lua_State *L) {
-  lm_new_class(L, LM_MUTEX_MT, mutex_methods, mutex_gc);
+  lm_new_class(L, LM_MUTEX_MT, mutex_methods, mutex_meta);
   luaL_getmetatable(L, LM_MUTEX_MT);
   lua_pushcfunction(L, mutex_unlock);
   lua_setfield(L, -2, "__close");

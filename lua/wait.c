@@ -203,10 +203,8 @@ int lm_wait_begin_ctx(lua_State *L, lm_wait *w, lua_KFunction k, lua_KContext kc
   return k(L, LUA_YIELD, kctx);
 }
 
+static const luaL_Reg wait_metamethods[] = {{"__gc", wait_gc}, {NULL, NULL}};
+
 void lm_open_wait(lua_State *L) {
-  if (luaL_newmetatable(L, LM_WAIT_MT)) {
-    lua_pushcfunction(L, wait_gc);
-    lua_setfield(L, -2, "__gc");
-  }
-  lua_pop(L, 1);
+  lm_new_class(L, LM_WAIT_MT, NULL, wait_metamethods);
 }

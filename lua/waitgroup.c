@@ -76,6 +76,8 @@ static const luaL_Reg wg_methods[] = {
 
 const luaL_Reg lm_waitgroup_funcs[] = {{"waitgroup", l_waitgroup}, {NULL, NULL}};
 
+static const luaL_Reg wg_meta[] = {{"__gc", wg_gc}, {NULL, NULL}};
+
 void lm_open_waitgroup(lua_State *L) {
-  lm_new_class(L, LM_WAITGROUP_MT, wg_methods, wg_gc);
+  lm_new_class(L, LM_WAITGROUP_MT, wg_methods, wg_meta);
 }

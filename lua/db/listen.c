@@ -329,6 +329,8 @@ static const luaL_Reg methods[] = {
 
 const luaL_Reg lm_listen_funcs[] = {{"_listener", l_listener}, {NULL, NULL}};
 
+static const luaL_Reg metamethods[] = {{"__gc", listener_close}, {NULL, NULL}};
+
 void lm_open_listen(lua_State *L) {
-  lm_new_class(L, LM_LISTENER_MT, methods, listener_close);
+  lm_new_class(L, LM_LISTENER_MT, methods, metamethods);
 }
