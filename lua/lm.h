@@ -245,6 +245,9 @@ extern const luaL_Reg lm_db_funcs[], lm_copy_funcs[], lm_listen_funcs[];
 const char *lm_copy_chunk(lua_State *L, int idx, size_t *len);
 void lm_copy_chunk_free(lua_State *L, int idx);
 void lm_open_listen(lua_State *L);
+/* What a one-call statement returns (db:_run1's mode), by name: {rows=,
+ * value=, exec=}. */
+void lm_db_push_modes(lua_State *L);
 
 /* scope.c */
 lm_scope *lm_scope_expired(lm_scope *innermost);

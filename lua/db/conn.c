@@ -453,3 +453,13 @@ static const luaL_Reg conn_metamethods[] = {
 void lm_open_conn(lua_State *L) {
   lm_new_class(L, LM_CONN_MT, conn_methods, conn_metamethods);
 }
+
+void lm_db_push_modes(lua_State *L) {
+  lua_createtable(L, 0, 3);
+  lua_pushinteger(L, MODE_ROWS);
+  lua_setfield(L, -2, "rows");
+  lua_pushinteger(L, MODE_VALUE);
+  lua_setfield(L, -2, "value");
+  lua_pushinteger(L, MODE_EXEC);
+  lua_setfield(L, -2, "exec");
+}

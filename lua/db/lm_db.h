@@ -67,10 +67,12 @@ typedef struct lm_conn {
   int nstmts;
 } lm_conn;
 
-/* Connection slots of the conn userdata: the db, then the Lua strings
- * (SQL, parameters) a request points into while it runs. */
+/* What a finished query returns: rows and info, the first value, or the
+ * affected count and last insert id. db.lua has them as core._modes. */
 enum { MODE_ROWS, MODE_VALUE, MODE_EXEC };
 
+/* Connection slots of the conn userdata: the db, then the Lua strings
+ * (SQL, parameters) a request points into while it runs. */
 #define CONN_DB 1
 #define CONN_ANCHOR 2
 
