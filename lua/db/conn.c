@@ -136,7 +136,7 @@ int lm_db_acquire(lua_State *L) {
   lm_db *db = lm_db_check(L);
   int reading = lua_toboolean(L, 2);
   lm_conn *c = push_conn_object(L, db);
-  c->pool = reading && db->readers ? db->readers : db->pool;
+  c->pool = loom_readers_pool(&db->rs, reading);
   return lm_conn_acquire(L, c, acquired_k);
 }
 
@@ -155,10 +155,7 @@ void lm_conn_give_back(lm_conn *c, int discard) {
       if (!c->db->ctx->closed)
         conn->driver->cancel_shared(conn, &c->req);
     }
-    if (i < c->db->nleases && c->db->leases[i] == conn) {
-      c->db->lease_inflight[i]--;
-      c->db->lease_long[i] -= c->long_read;
-    }
+    loom_readers_leave(&c->db->rs, i, conn, c->long_read);
     c->long_read = 0;
     return;
   }

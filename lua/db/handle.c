@@ -56,7 +56,7 @@ static int l_db_open(lua_State *L) {
     cfg.validate_idle_ns = opt_ns(L, 3, "validate_after", cfg.validate_idle_ns);
     cfg.max_lifetime_ns = opt_ns(L, 3, "max_lifetime", cfg.max_lifetime_ns);
     cfg.max_idle_ns = opt_ns(L, 3, "idle_timeout", cfg.max_idle_ns);
-    opt_int(L, 3, "readers", 0); /* SQLite's, checked whatever the driver */
+    opt_int(L, 3, "readers", 0); /* the one-writer layout's, checked whatever the driver */
     if (cfg.max < 1)
       lm_error(L, "argument", "bad argument #2 to 'loom.db.open' (pool option 'max' must be at least 1)");
   }
@@ -76,44 +76,10 @@ static int l_db_open(lua_State *L) {
   db->ctx = ctx;
   db->driver = drv;
   db->closed = 1;
-  loom_waitq_init(&db->lease_waiters);
   luaL_setmetatable(L, LM_DB_MT);
   db->secrets = lm_db_copy_secrets(L, 4);
-  if (drv == &loom_sqlite_driver) {
-    /* One writer, so writers queue here instead of meeting SQLITE_BUSY;
-     * readers beside it (WAL). The writer stays open: an in-memory
-     * database lives as long as one connection to it. */
-    loom_pool_config_t wcfg = cfg;
-    wcfg.min = 1;
-    wcfg.max = 1;
-    wcfg.max_lifetime_ns = LOOM_POOL_NEVER;
-    lua_pushfstring(L, "%s\nrole=writer", conninfo);
-    db->pool = loom_pool_new(&ctx->loop, drv, lua_tostring(L, -1), &wcfg);
-    lua_pop(L, 1);
-    if (db->pool && cfg.max > 0 && !(lua_type(L, 3) == LUA_TTABLE && opt_int(L, 3, "readers", 1) == 0)) {
-      loom_pool_config_t rcfg = cfg;
-      int readers = lua_type(L, 3) == LUA_TTABLE ? opt_int(L, 3, "readers", 2) : 2;
-      if (readers > LEASES_MAX)
-        readers = LEASES_MAX;
-      /* `readers` connections serve single reads shared by every task; two
-       * more serve streams and read-only transactions, which need one
-       * connection to themselves. */
-      db->lease_target = db->driver->start_shared ? readers : 0;
-      rcfg.max = readers + 2;
-      if (rcfg.min > rcfg.max)
-        rcfg.min = rcfg.max;
-      lua_pushfstring(L, "%s\nrole=reader", conninfo);
-      db->readers = loom_pool_new(&ctx->loop, drv, lua_tostring(L, -1), &rcfg);
-      lua_pop(L, 1);
-      if (db->readers == NULL) {
-        loom_pool_close(db->pool);
-        db->pool = NULL;
-      }
-    }
-  } else {
-    db->pool = loom_pool_new(&ctx->loop, drv, conninfo, &cfg);
-  }
-  if (db->pool == NULL)
+  int readers = lua_type(L, 3) == LUA_TTABLE ? opt_int(L, 3, "readers", 2) : 2;
+  if (loom_readers_open(&db->rs, &ctx->loop, drv, conninfo, &cfg, readers) != 0)
     return lm_error(L, "memory", "cannot create the pool");
   db->closed = 0;
   return 1;
@@ -125,14 +91,7 @@ static void close_pools(lm_db *db) {
   db->closed = 1;
   if (db->ctx->closed)
     return;
-  /* Reads waiting for a shared reader try again and find the db closed. */
-  loom_waitq_wake_all(&db->lease_waiters, 0);
-  for (int i = 0; i < db->nleases; i++)
-    loom_pool_release(db->readers, db->leases[i]);
-  db->nleases = 0;
-  loom_pool_close(db->pool);
-  if (db->readers)
-    loom_pool_close(db->readers);
+  loom_readers_close(&db->rs);
 }
 
 static int db_close(lua_State *L) {
@@ -189,29 +148,8 @@ static int db_stats(lua_State *L) {
   lm_db *db = lm_checkudata(L, 1, LM_DB_MT, "loom.db");
   loom_pool_stats_t s;
   memset(&s, 0, sizeof s);
-  if (!db->closed) {
-    loom_pool_stats(db->pool, &s);
-    if (db->readers) {
-      loom_pool_stats_t r;
-      loom_pool_stats(db->readers, &r);
-      s.total += r.total;
-      s.idle += r.idle;
-      s.in_use += r.in_use;
-      s.waiting += r.waiting;
-      s.connecting += r.connecting;
-      s.acquired += r.acquired;
-      s.timeouts += r.timeouts;
-      s.created += r.created;
-      s.closed += r.closed;
-      s.failed_connects += r.failed_connects;
-      s.wait_ns += r.wait_ns;
-      for (int i = 0; i < db->nleases; i++)
-        if (db->lease_inflight[i] == 0) {
-          s.in_use--;
-          s.idle++;
-        }
-    }
-  }
+  if (!db->closed)
+    loom_readers_stats(&db->rs, &s);
   lua_createtable(L, 0, 12);
 #define FIELD(name, value) (lua_pushinteger(L, (lua_Integer)(value)), lua_setfield(L, -2, name))
   FIELD("size", s.total);
@@ -229,7 +167,7 @@ static int db_stats(lua_State *L) {
   lua_pushnumber(L, (double)s.wait_ns / 1e9);
   lua_setfield(L, -2, "wait_time");
   if (db->driver->try_inline) {
-    lua_pushinteger(L, db->inline_reads);
+    lua_pushinteger(L, db->rs.inline_runs);
     lua_setfield(L, -2, "inline_reads");
   }
   return 1;

@@ -4,39 +4,23 @@
 #define LM_DB_H
 
 #include "lm.h"
-#include "pool.h"
+#include "readers.h"
 
 #define LM_DB_MT "loom.db"
 #define LM_CONN_MT "loom.db.conn"
 #define LM_NULL_MT "loom.null"
 
-#define LEASES_MAX 16
-
 typedef struct lm_db {
   lm_ctx *ctx;
-  loom_pool_t *pool;      /* every connection, or SQLite's one writer */
-  loom_pool_t *readers;   /* SQLite: connections for reads beside the writer */
+  loom_readers_t rs;      /* its pools, laid out as the driver declares */
   const loom_db_driver_t *driver;
   int closed;
   int track_changes;      /* db:changes() has subscribers */
-  /* SQLite: reader connections kept out of the pool for single-statement
-   * reads of any task, which queue on them (driver start_shared). */
-  int lease_target;
-  int nleases;
-  loom_db_conn_t *leases[LEASES_MAX];
-  int lease_inflight[LEASES_MAX];
-  int lease_pending;          /* reads acquiring a connection to become a lease */
-  loom_waitq_t lease_waiters; /* reads waiting for one of those */
-  int lease_long[LEASES_MAX];   /* of those, reads not known to be short */
-  lua_Integer inline_reads; /* reads the driver ran on the loop thread */
   /* Pieces of the URL that may be a password, longest first, each ended
    * by a NUL: no error message shows them (a driver's parser or a server
    * may echo a malformed URL). NULL when there are none. */
   char *secrets;
 } lm_db;
-
-/* Short reads queue on one reader up to this many at a time. */
-#define SHORT_QUEUE 8
 
 /* User values of the db userdata. */
 #define DB_ON_CHANGES 1
@@ -47,10 +31,10 @@ typedef struct lm_conn {
   lm_ctx *ctx;
   lm_db *db;
   loom_pool_t *pool;      /* the pool conn comes from */
-  int lease;              /* >= 0: conn is that shared lease, not pool-owned */
+  int lease;              /* >= 0: conn is that shared reader, not pool-owned */
   int one_shot;           /* db:_run1: give back when the statement ends */
-  int make_lease;         /* db:_run1: the connection acquired becomes a lease
-                           * (counted in db->lease_pending until it comes) */
+  int make_lease;         /* db:_run1: the connection acquired becomes a shared
+                           * reader (LOOM_READ_GROW, settled when it comes) */
   int reading;            /* db:_run1: the statement only reads */
   int long_read;          /* a shared read not known to be short */
   loom_db_conn_t *conn;   /* NULL until acquired and after release */

@@ -7,7 +7,7 @@
  * no job is out.
  *
  * conninfo is "key=value" lines written by the binding:
- *   path=FILE (or a "file:" URI)   role=writer|reader
+ *   path=FILE (or a "file:" URI)   (the role comes with the connect request)
  *   busy_timeout=MS                memory=1 (path names a shared memdb)
  *   pragma=TEXT (any number: PRAGMA TEXT on every connection it opens) */
 #include <ctype.h>
@@ -1528,9 +1528,7 @@ static int sq_connect(loom_loop_t *loop, const char *conninfo, loom_db_req_t *re
   c->autocommit = 1;
   c->path = conf_get(conninfo, "path");
   c->conninfo = strdup(conninfo);
-  char *role = conf_get(conninfo, "role");
-  c->reader = role && strcmp(role, "reader") == 0;
-  free(role);
+  c->reader = req->role == LOOM_DB_ROLE_READER;
   c->memory = conf_int(conninfo, "memory", 0);
   c->busy_ms = conf_int(conninfo, "busy_timeout", 5000);
   if (c->path == NULL) {
@@ -1574,4 +1572,5 @@ const loom_db_driver_t loom_sqlite_driver = {
   sq_shared_pending,
   sq_try_inline,
   sq_is_short,
+  1,
 };
