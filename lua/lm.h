@@ -139,6 +139,9 @@ void lm_report_unjoined(lua_State *L, lm_ctx *ctx);
 void lm_cancel_all(lm_ctx *ctx, lua_State *L, int daemons_too);
 lm_task *lm_spawn(lua_State *L, lm_ctx *ctx, int first, int n);
 void lm_push_task_results(lua_State *L, lm_task *t);
+/* Pushes t's cancelled error {kind="cancelled", reason=...} with t's
+ * userdata below it. */
+void lm_push_cancelled(lua_State *L, lm_task *t, const char *fallback);
 int lm_task_finished(const lm_task *t);
 void lm_open_task(lua_State *L);
 extern const luaL_Reg lm_task_funcs[];

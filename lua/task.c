@@ -204,13 +204,17 @@ static void record_failure(lua_State *L, lm_task *t) {
   lua_settop(L, u - 1);
 }
 
-static void finish_unstarted(lm_ctx *ctx, lua_State *L, lm_task *t) {
+void lm_push_cancelled(lua_State *L, lm_task *t, const char *fallback) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, t->ref);
   lua_getiuservalue(L, -1, LM_TASK_REASON);
   const char *reason = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
-  lm_push_error(L, "cancelled", "%s", reason ? reason : "task cancelled before it started");
+  lm_push_error(L, "cancelled", "%s", reason ? reason : fallback);
   lua_insert(L, -2);
   lua_setfield(L, -2, "reason");
+}
+
+static void finish_unstarted(lm_ctx *ctx, lua_State *L, lm_task *t) {
+  lm_push_cancelled(L, t, "task cancelled before it started");
   lua_setiuservalue(L, -2, LM_TASK_ERROR);
   lua_pop(L, 1);
   lua_settop(t->co, 0);

@@ -24,12 +24,7 @@ static int wait_gc(lua_State *L) {
 }
 
 static int raise_cancelled(lua_State *L, lm_task *t) {
-  lua_rawgeti(L, LUA_REGISTRYINDEX, t->ref);
-  lua_getiuservalue(L, -1, LM_TASK_REASON);
-  const char *reason = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
-  lm_push_error(L, "cancelled", "%s", reason ? reason : "task cancelled");
-  lua_insert(L, -2);
-  lua_setfield(L, -2, "reason");
+  lm_push_cancelled(L, t, "task cancelled");
   return lua_error(L);
 }
 

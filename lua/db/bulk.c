@@ -77,9 +77,8 @@ static int copy_done_k(lua_State *L, int status, lua_KContext kctx) {
   lm_conn *c = lua_touserdata(L, 1);
   loom_db_req_t *req = &c->req;
   if (req->status != 0) {
-    loom_db_result_free(req->result);
-    req->result = NULL;
-    return lm_db_raise_error(L, c->db, req->status, &req->err, NULL);
+    lm_conn_push_failure(L, c, NULL);
+    return lua_error(L);
   }
   if (req->more) {
     lm_copy_chunk_free(L, 2); /* libpq has taken it */

@@ -299,14 +299,18 @@ int lm_conn_start(lua_State *L, lm_conn *c, lua_KFunction k) {
   return lm_request_wait(L, &c->rq, k);
 }
 
+void lm_conn_push_failure(lua_State *L, lm_conn *c, const char *sql) {
+  loom_db_result_free(c->req.result);
+  c->req.result = NULL;
+  lm_db_push_error(L, c->db, c->req.status, &c->req.err, sql);
+}
+
 int lm_conn_query_done_k(lua_State *L, int status, lua_KContext kctx) {
   (void)status; (void)kctx;
   lm_conn *c = lua_touserdata(L, 1);
   loom_db_req_t *req = &c->req;
   if (req->status != 0) {
-    loom_db_result_free(req->result);
-    req->result = NULL;
-    lm_db_push_error(L, c->db, req->status, &req->err, req->sql);
+    lm_conn_push_failure(L, c, req->sql);
     if (c->one_shot)
       lm_conn_end_borrow(L, 1);
     return lua_error(L);
@@ -452,11 +456,11 @@ void lm_open_conn(lua_State *L) {
 }
 
 void lm_db_push_modes(lua_State *L) {
+  static const struct { const char *name; int mode; } modes[] = {
+    {"rows", MODE_ROWS}, {"value", MODE_VALUE}, {"exec", MODE_EXEC}};
   lua_createtable(L, 0, 3);
-  lua_pushinteger(L, MODE_ROWS);
-  lua_setfield(L, -2, "rows");
-  lua_pushinteger(L, MODE_VALUE);
-  lua_setfield(L, -2, "value");
-  lua_pushinteger(L, MODE_EXEC);
-  lua_setfield(L, -2, "exec");
+  for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++) {
+    lua_pushinteger(L, modes[i].mode);
+    lua_setfield(L, -2, modes[i].name);
+  }
 }

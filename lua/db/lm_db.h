@@ -99,6 +99,8 @@ void lm_conn_set_sql(lm_conn *c, loom_db_op_t op, const char *sql, size_t len, i
 /* Starts the request set up in c->req and waits; k gets its outcome. */
 int lm_conn_start(lua_State *L, lm_conn *c, lua_KFunction k);
 int lm_conn_query_done_k(lua_State *L, int status, lua_KContext kctx);
+/* A request that failed: its partial result dropped, its error pushed. */
+void lm_conn_push_failure(lua_State *L, lm_conn *c, const char *sql);
 int lm_db_acquire(lua_State *L);
 extern const lm_request_ops lm_statement_ops;
 void lm_open_conn(lua_State *L);
