@@ -8,7 +8,7 @@ typedef struct lm_event {
 } lm_event;
 
 static lm_event *check_event(lua_State *L) {
-  return lm_checkudata(L, 1, LM_EVENT_MT, "loom.event");
+  return lm_check_self(L, LM_EVENT_MT, "loom.event");
 }
 
 static int l_event(lua_State *L) {

@@ -14,7 +14,7 @@ static const void *whoami(lm_ctx *ctx) {
 }
 
 static lm_mutex *check_mutex(lua_State *L) {
-  return lm_checkudata(L, 1, LM_MUTEX_MT, "loom.mutex");
+  return lm_check_self(L, LM_MUTEX_MT, "loom.mutex");
 }
 
 static int l_mutex(lua_State *L) {

@@ -105,7 +105,7 @@ void lm_scope_release_all(lm_task *t) {
 }
 
 static lm_scope *check_scope(lua_State *L) {
-  return lm_checkudata(L, 1, LM_SCOPE_MT, "loom.scope");
+  return lm_check_self(L, LM_SCOPE_MT, "loom.scope");
 }
 
 /* core scope(seconds | nil [, shield]) */

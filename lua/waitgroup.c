@@ -8,7 +8,7 @@ typedef struct lm_waitgroup {
 } lm_waitgroup;
 
 static lm_waitgroup *check_wg(lua_State *L) {
-  return lm_checkudata(L, 1, LM_WAITGROUP_MT, "loom.waitgroup");
+  return lm_check_self(L, LM_WAITGROUP_MT, "loom.waitgroup");
 }
 
 static int l_waitgroup(lua_State *L) {

@@ -81,7 +81,7 @@ static int copy_done_k(lua_State *L, int status, lua_KContext kctx) {
     return lua_error(L);
   }
   if (req->more) {
-    lm_copy_chunk_free(L, 2); /* libpq has taken it */
+    lm_copy_chunk_free(L, 2); /* the driver has taken it */
     return 0; /* ready for (more) data */
   }
   loom_db_result_t *r = req->result;
@@ -112,7 +112,7 @@ static int conn_copy_data(lua_State *L) {
   lua_settop(L, 2);
   if (!c->req.active || c->req.op != LOOM_DB_COPY_IN)
     return lm_error(L, "usage", "no COPY in progress on this connection");
-  lm_request_anchor(L, 1, CONN_ANCHOR, 2); /* libpq may need the chunk until it has room */
+  lm_request_anchor(L, 1, CONN_ANCHOR, 2); /* the driver may need the chunk until it has room */
   if (len == 0)
     buf = "";
   lm_request_prepare(L, &c->rq, &lm_statement_ops, 0);

@@ -19,8 +19,6 @@ static void pool_done(loom_pool_req_t *preq) {
   lm_request_complete(&c->rq);
 }
 
-void lm_db_lease_settled(lm_conn *c);
-
 /* An acquire is out while queued on the pool or while the connection it
  * brought is not taken yet; stopping it gives back what came. */
 static int acquire_pending(lm_request *r) {
@@ -131,7 +129,8 @@ static lm_conn *push_conn_object(lua_State *L, lm_db *db) {
   return lm_conn_new(L, db);
 }
 
-/* db:_acquire([for_reading]) -> conn; SQLite serves reads beside writes */
+/* db:_acquire([for_reading]) -> conn; a one-writer layout serves reads
+ * beside the writer */
 int lm_db_acquire(lua_State *L) {
   lm_db *db = lm_db_check(L);
   int reading = lua_toboolean(L, 2);
@@ -174,7 +173,7 @@ void lm_conn_give_back(lm_conn *c, int discard) {
 }
 
 static int conn_release(lua_State *L) {
-  lm_conn *c = lm_checkudata(L, 1, LM_CONN_MT, "loom.db.conn");
+  lm_conn *c = lm_check_self(L, LM_CONN_MT, "loom.db.conn");
   lm_conn_give_back(c, lua_toboolean(L, 2));
   return 0;
 }
@@ -409,19 +408,19 @@ static int conn_backend_id(lua_State *L) {
 }
 
 static int conn_broken(lua_State *L) {
-  lm_conn *c = lm_checkudata(L, 1, LM_CONN_MT, "loom.db.conn");
+  lm_conn *c = lm_check_self(L, LM_CONN_MT, "loom.db.conn");
   lua_pushboolean(L, c->conn == NULL || c->conn->broken);
   return 1;
 }
 
 static int conn_db(lua_State *L) {
-  lm_checkudata(L, 1, LM_CONN_MT, "loom.db.conn");
+  lm_check_self(L, LM_CONN_MT, "loom.db.conn");
   lua_getiuservalue(L, 1, CONN_DB);
   return 1;
 }
 
 static int conn_tostring(lua_State *L) {
-  lm_conn *c = lm_checkudata(L, 1, LM_CONN_MT, "loom.db.conn");
+  lm_conn *c = lm_check_self(L, LM_CONN_MT, "loom.db.conn");
   if (c->conn)
     lua_pushfstring(L, "loom.db.conn (%s, backend %d)", c->db->driver->name,
                     (int)c->conn->backend_id);

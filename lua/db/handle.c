@@ -95,7 +95,7 @@ static void close_pools(lm_db *db) {
 }
 
 static int db_close(lua_State *L) {
-  close_pools(lm_checkudata(L, 1, LM_DB_MT, "loom.db"));
+  close_pools(lm_check_self(L, LM_DB_MT, "loom.db"));
   return 0;
 }
 
@@ -110,7 +110,7 @@ static int db_gc(lua_State *L) {
 /* db:_on_changes(fn | nil): fn(changes) is called after a request through
  * this db that committed row changes (drivers that track them). */
 static int db_on_changes(lua_State *L) {
-  lm_db *db = lm_checkudata(L, 1, LM_DB_MT, "loom.db");
+  lm_db *db = lm_check_self(L, LM_DB_MT, "loom.db");
   lua_settop(L, 2);
   db->track_changes = !lua_isnil(L, 2);
   lua_setiuservalue(L, 1, DB_ON_CHANGES);
@@ -145,7 +145,7 @@ void lm_conn_deliver_changes(lua_State *L, lm_conn *c) {
 }
 
 static int db_stats(lua_State *L) {
-  lm_db *db = lm_checkudata(L, 1, LM_DB_MT, "loom.db");
+  lm_db *db = lm_check_self(L, LM_DB_MT, "loom.db");
   loom_pool_stats_t s;
   memset(&s, 0, sizeof s);
   if (!db->closed)

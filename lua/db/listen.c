@@ -79,7 +79,7 @@ static void drop_conn(lm_listener *l) {
 }
 
 static lm_listener *check(lua_State *L) {
-  return lm_checkudata(L, 1, LM_LISTENER_MT, "loom.db.listener");
+  return lm_check_self(L, LM_LISTENER_MT, "loom.db.listener");
 }
 
 static void req_done(loom_db_req_t *req) {
