@@ -54,4 +54,9 @@
   X(resolve, duplicates_dropped)        \
   X(resolve, unknown_name)              \
   X(resolve, busy_and_restart)          \
-  X(resolve, cancel)
+  X(resolve, cancel)                    \
+  X(readers, none_go_to_pool)           \
+  X(readers, grow_then_wait)            \
+  X(readers, join_least_loaded)         \
+  X(readers, short_reads_queue_together) \
+  X(readers, inline_only_when_idle)
