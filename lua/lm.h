@@ -184,12 +184,16 @@ struct lm_request {
   lm_wait *wait;        /* what the completion wakes; NULL when nobody waits */
   const lm_request_ops *ops;
   lua_KFunction done;   /* runs once the work completed, with kctx = this */
+  lm_wait *ended;       /* the wait that ended, while done runs */
   int interrupted;      /* the status that interrupted the wait */
 };
 void lm_request_prepare(lua_State *L, lm_request *r, const lm_request_ops *ops, int shielded);
 void lm_request_abort(lm_request *r);
 int lm_request_wait(lua_State *L, lm_request *r, lua_KFunction done);
 int lm_request_complete(lm_request *r);
+/* In done: raises the cancel or timeout that ended the wait while the work
+ * was no longer out (completed, or given up by someone else); 0 if none. */
+int lm_request_check(lua_State *L, lm_request *r);
 /* Keeps the value at idx alive, in user value slot of the userdata at
  * owner, while work started by one call outlives it (a stream, a COPY). */
 void lm_request_anchor(lua_State *L, int owner, int slot, int idx);

@@ -50,6 +50,7 @@ static int request_k(lua_State *L, int status, lua_KContext kctx) {
   lm_request *r = (lm_request *)kctx;
   lm_wait *w = r->wait;
   r->wait = NULL;
+  r->ended = w;
   if (w->status == 0 || !r->ops->pending(r))
     return r->done(L, LUA_OK, kctx);
   r->interrupted = w->status;
@@ -58,6 +59,10 @@ static int request_k(lua_State *L, int status, lua_KContext kctx) {
   if (!r->ops->pending(r))
     lm_wait_finish(r->wait, 0, -1);
   return lm_wait_begin_ctx(L, r->wait, drained_k, kctx);
+}
+
+int lm_request_check(lua_State *L, lm_request *r) {
+  return lm_wait_check(L, r->ended);
 }
 
 static int drained_k(lua_State *L, int status, lua_KContext kctx) {

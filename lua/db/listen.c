@@ -182,8 +182,10 @@ static const lm_request_ops req_ops = {req_pending, req_stop, NULL};
 static int req_k(lua_State *L, int status, lua_KContext kctx) {
   (void)status; (void)kctx;
   lm_listener *l = lua_touserdata(L, 1);
-  if (l->req == NULL)
+  if (l->req == NULL) {
+    lm_request_check(L, &l->rq);
     return lm_error(L, "connection", "the listener's request was given up");
+  }
   loom_db_result_free(l->req->result);
   l->req->result = NULL;
   if (l->req->status != 0)
