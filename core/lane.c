@@ -135,8 +135,6 @@ void loom_lane_submit(loom_lane_t *lane, loom_job_t *job) {
   uv_mutex_unlock(&lane->lock);
 }
 
-int loom_lane_pending(const loom_lane_t *lane) { return lane->pending; }
-
 int loom_lane_queued(loom_lane_t *lane) { return atomic_load(&lane->queued); }
 
 void loom_lane_stop(loom_lane_t *lane) {

@@ -29,8 +29,6 @@ void loom_lane_submit(loom_lane_t *lane, loom_job_t *job);
 /* Loop thread only; call once no job is pending (every done has run). The
  * thread ends and the lane is freed. */
 void loom_lane_stop(loom_lane_t *lane);
-/* Jobs submitted whose done has not run yet. */
-int loom_lane_pending(const loom_lane_t *lane);
 /* Any thread: jobs waiting in the queue, not counting the running one. A
  * job may read it to know what was already submitted when it started. */
 int loom_lane_queued(loom_lane_t *lane);

@@ -26,18 +26,8 @@ lm_chan *lm_check_chan(lua_State *L, int arg) {
   return lm_checkudata(L, arg, LM_CHAN_MT, "loom.channel");
 }
 
-/* The methods have the channel metatable as upvalue 1, so checking self
- * is a pointer compare: luaL_testudata would look the metatable up by
- * name (a string hash and compare) on every send and receive. */
 static lm_chan *check_self(lua_State *L) {
-  void *p = lua_touserdata(L, 1);
-  if (p != NULL && lua_getmetatable(L, 1)) {
-    int same = lua_rawequal(L, -1, lua_upvalueindex(1));
-    lua_pop(L, 1);
-    if (same)
-      return p;
-  }
-  return lm_check_chan(L, 1);
+  return lm_check_self(L, LM_CHAN_MT, "loom.channel");
 }
 
 int64_t lm_chan_store(lua_State *L, lm_chan *c, int chan_idx, int value_idx) {
@@ -290,13 +280,5 @@ static const luaL_Reg chan_metamethods[] = {
 };
 
 void lm_open_chan(lua_State *L) {
-  if (luaL_newmetatable(L, LM_CHAN_MT)) {
-    lua_newtable(L);
-    lua_pushvalue(L, -2);
-    luaL_setfuncs(L, chan_methods, 1);
-    lua_setfield(L, -2, "__index");
-    lua_pushvalue(L, -1);
-    luaL_setfuncs(L, chan_metamethods, 1);
-  }
-  lua_pop(L, 1);
+  lm_new_class(L, LM_CHAN_MT, chan_methods, chan_metamethods);
 }

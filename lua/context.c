@@ -318,6 +318,8 @@ int luaopen_loom_core(lua_State *L) {
   add_funcs(L, lm_listen_funcs);
   lua_getfield(L, LUA_REGISTRYINDEX, "loom.null.value");
   lua_setfield(L, -2, "null");
+  lm_db_push_modes(L);
+  lua_setfield(L, -2, "_modes");
   lm_open_coro(L);
   return 1;
 }

@@ -26,6 +26,8 @@ static int outbuf_gc(lua_State *L) {
   return 0;
 }
 
+static const luaL_Reg outbuf_metamethods[] = {{"__gc", outbuf_gc}, {NULL, NULL}};
+
 static void put(lua_State *L, outbuf *o, const char *s, size_t n) {
   if (o->len + n > o->cap) {
     size_t cap = o->cap ? o->cap : 65536;
@@ -191,11 +193,8 @@ static int l_copy_format(lua_State *L) {
     lua_rawgeti(L, 2, c);
   outbuf *b = lua_newuserdatauv(L, sizeof *b, 0);
   memset(b, 0, sizeof *b);
-  if (luaL_newmetatable(L, LM_COPYBUF_MT)) {
-    lua_pushcfunction(L, outbuf_gc);
-    lua_setfield(L, -2, "__gc");
-  }
-  lua_setmetatable(L, -2);
+  lm_new_class(L, LM_COPYBUF_MT, NULL, outbuf_metamethods);
+  luaL_setmetatable(L, LM_COPYBUF_MT);
   int buf = lua_gettop(L);
   if (to >= from && to - from < 10000000) {
     /* Most rows fit in 16 bytes a field: one allocation, no regrowth. */

@@ -100,10 +100,6 @@ lua_Integer lm_checkinteger(lua_State *L, int arg) {
   return n;
 }
 
-lua_Number lm_optnumber(lua_State *L, int arg, lua_Number def) {
-  return lua_isnoneornil(L, arg) ? def : lm_checknumber(L, arg);
-}
-
 /* A duration: a non-negative number of seconds, not NaN. */
 double lm_checkseconds(lua_State *L, int arg) {
   double s = lm_checknumber(L, arg);
@@ -195,10 +191,8 @@ const luaL_Reg lm_error_funcs[] = {
   {NULL, NULL}
 };
 
+static const luaL_Reg error_metamethods[] = {{"__tostring", error_tostring}, {NULL, NULL}};
+
 void lm_open_error(lua_State *L) {
-  if (luaL_newmetatable(L, LM_ERROR_MT)) {
-    lua_pushcfunction(L, error_tostring);
-    lua_setfield(L, -2, "__tostring");
-  }
-  lua_pop(L, 1);
+  lm_new_class(L, LM_ERROR_MT, NULL, error_metamethods);
 }

@@ -8,7 +8,7 @@ typedef struct lm_event {
 } lm_event;
 
 static lm_event *check_event(lua_State *L) {
-  return lm_checkudata(L, 1, LM_EVENT_MT, "loom.event");
+  return lm_check_self(L, LM_EVENT_MT, "loom.event");
 }
 
 static int l_event(lua_State *L) {
@@ -70,6 +70,8 @@ static const luaL_Reg event_methods[] = {
 
 const luaL_Reg lm_event_funcs[] = {{"event", l_event}, {NULL, NULL}};
 
+static const luaL_Reg event_meta[] = {{"__gc", event_gc}, {NULL, NULL}};
+
 void lm_open_event(lua_State *L) {
-  lm_new_class(L, LM_EVENT_MT, event_methods, event_gc);
+  lm_new_class(L, LM_EVENT_MT, event_methods, event_meta);
 }

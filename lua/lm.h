@@ -3,6 +3,7 @@
 #ifndef LM_H
 #define LM_H
 
+#include <stddef.h>
 #include <lua.h>
 #include <lauxlib.h>
 #include "loom.h"
@@ -138,6 +139,9 @@ void lm_report_unjoined(lua_State *L, lm_ctx *ctx);
 void lm_cancel_all(lm_ctx *ctx, lua_State *L, int daemons_too);
 lm_task *lm_spawn(lua_State *L, lm_ctx *ctx, int first, int n);
 void lm_push_task_results(lua_State *L, lm_task *t);
+/* Pushes t's cancelled error {kind="cancelled", reason=...} with t's
+ * userdata below it. */
+void lm_push_cancelled(lua_State *L, lm_task *t, const char *fallback);
 int lm_task_finished(const lm_task *t);
 void lm_open_task(lua_State *L);
 extern const luaL_Reg lm_task_funcs[];
@@ -149,6 +153,8 @@ lm_wait *lm_wait_prepare_shielded(lua_State *L, lm_ctx *ctx);
  * expired): for a caller that must undo something first. */
 int lm_wait_would_raise(lm_ctx *ctx);
 int lm_wait_begin(lua_State *L, lm_wait *w, lua_KFunction k);
+/* lm_wait_begin with the continuation's context given (it is w above). */
+int lm_wait_begin_ctx(lua_State *L, lm_wait *w, lua_KFunction k, lua_KContext kctx);
 void lm_wait_arm(lm_wait *w, double seconds);
 void lm_wait_arm_timer(lm_ctx *ctx, loom_timer_t *timer, double seconds);
 void lm_wait_finish(lm_wait *w, int status, int chosen);
@@ -158,8 +164,40 @@ int lm_wait_timed_out(lua_State *L, int timeout_idx, const char *what);
 void lm_drive(lm_ctx *ctx, lua_State *L, lm_wait *w);
 void lm_one_wake(loom_waiter_t *waiter, int status);
 void lm_open_wait(lua_State *L);
-extern const luaL_Reg lm_wait_funcs[];
 #define LM_WAIT_OF(kctx) ((lm_wait *)(kctx))
+
+/* request.c: work that completes later, waited for like any loom call.
+ * prepare (raises as a wait does), start the work (on failure: abort),
+ * then wait; the work's completion calls lm_request_complete. An
+ * interrupted wait stops the work and waits until pending says it is
+ * over, then raises the interruption. */
+typedef struct lm_request lm_request;
+typedef struct lm_request_ops {
+  int (*pending)(lm_request *r);  /* the work is still out */
+  void (*stop)(lm_request *r);    /* asks it to end; it may still complete later */
+  /* Optional: tidies up after an interrupted request drained, before the
+   * interruption is raised. */
+  void (*drained)(lua_State *L, lm_request *r);
+} lm_request_ops;
+struct lm_request {
+  lm_ctx *ctx;
+  lm_wait *wait;        /* what the completion wakes; NULL when nobody waits */
+  const lm_request_ops *ops;
+  lua_KFunction done;   /* runs once the work completed, with kctx = this */
+  lm_wait *ended;       /* the wait that ended, while done runs */
+  int interrupted;      /* the status that interrupted the wait */
+};
+void lm_request_prepare(lua_State *L, lm_request *r, const lm_request_ops *ops, int shielded);
+void lm_request_abort(lm_request *r);
+int lm_request_wait(lua_State *L, lm_request *r, lua_KFunction done);
+int lm_request_complete(lm_request *r);
+/* In done: raises the cancel or timeout that ended the wait while the work
+ * was no longer out (completed, or given up by someone else); 0 if none. */
+int lm_request_check(lua_State *L, lm_request *r);
+/* Keeps the value at idx alive, in user value slot of the userdata at
+ * owner, while work started by one call outlives it (a stream, a COPY). */
+void lm_request_anchor(lua_State *L, int owner, int slot, int idx);
+#define LM_CONTAINER_OF(p, type, field) ((type *)(void *)((char *)(p) - offsetof(type, field)))
 
 /* chan.c / select.c */
 struct lm_chan {
@@ -181,7 +219,6 @@ int lm_argerror(lua_State *L, int arg, const char *extramsg);
 int lm_typeerror(lua_State *L, int arg, const char *tname);
 lua_Number lm_checknumber(lua_State *L, int arg);
 lua_Integer lm_checkinteger(lua_State *L, int arg);
-lua_Number lm_optnumber(lua_State *L, int arg, lua_Number def);
 double lm_checkseconds(lua_State *L, int arg);
 double lm_optseconds(lua_State *L, int arg);
 void lm_checkcallable(lua_State *L, int arg);
@@ -197,8 +234,15 @@ void lm_open_event(lua_State *L);
 void lm_open_waitgroup(lua_State *L);
 extern const luaL_Reg lm_sem_funcs[], lm_mutex_funcs[], lm_event_funcs[],
     lm_waitgroup_funcs[];
+
+/* class.c: a class's metatable; methods and metamethods get it as upvalue
+ * 1 (either list may be NULL). lm_class_add gives a class more methods
+ * (one whose methods live in several files). Methods check their self
+ * with lm_check_self. */
 void lm_new_class(lua_State *L, const char *name, const luaL_Reg *methods,
-                  lua_CFunction gc);
+                  const luaL_Reg *metamethods);
+void lm_class_add(lua_State *L, const char *name, const luaL_Reg *methods);
+void *lm_check_self(lua_State *L, const char *mt, const char *tname);
 
 /* db.c */
 void lm_open_db(lua_State *L);
@@ -208,6 +252,9 @@ extern const luaL_Reg lm_db_funcs[], lm_copy_funcs[], lm_listen_funcs[];
 const char *lm_copy_chunk(lua_State *L, int idx, size_t *len);
 void lm_copy_chunk_free(lua_State *L, int idx);
 void lm_open_listen(lua_State *L);
+/* What a one-call statement returns (db:_run1's mode), by name: {rows=,
+ * value=, exec=}. */
+void lm_db_push_modes(lua_State *L);
 
 /* scope.c */
 lm_scope *lm_scope_expired(lm_scope *innermost);

@@ -14,7 +14,7 @@ static const void *whoami(lm_ctx *ctx) {
 }
 
 static lm_mutex *check_mutex(lua_State *L) {
-  return lm_checkudata(L, 1, LM_MUTEX_MT, "loom.mutex");
+  return lm_check_self(L, LM_MUTEX_MT, "loom.mutex");
 }
 
 static int l_mutex(lua_State *L) {
@@ -101,8 +101,10 @@ static const luaL_Reg mutex_methods[] = {
 
 const luaL_Reg lm_mutex_funcs[] = {{"mutex", l_mutex}, {NULL, NULL}};
 
+static const luaL_Reg mutex_meta[] = {{"__gc", mutex_gc}, {NULL, NULL}};
+
 void lm_open_mutex(lua_State *L) {
-  lm_new_class(L, LM_MUTEX_MT, mutex_methods, mutex_gc);
+  lm_new_class(L, LM_MUTEX_MT, mutex_methods, mutex_meta);
   luaL_getmetatable(L, LM_MUTEX_MT);
   lua_pushcfunction(L, mutex_unlock);
   lua_setfield(L, -2, "__close");

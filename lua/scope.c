@@ -105,7 +105,7 @@ void lm_scope_release_all(lm_task *t) {
 }
 
 static lm_scope *check_scope(lua_State *L) {
-  return lm_checkudata(L, 1, LM_SCOPE_MT, "loom.scope");
+  return lm_check_self(L, LM_SCOPE_MT, "loom.scope");
 }
 
 /* core scope(seconds | nil [, shield]) */
@@ -164,6 +164,8 @@ static const luaL_Reg scope_methods[] = {
 
 const luaL_Reg lm_scope_funcs[] = {{"_scope", l_scope}, {NULL, NULL}};
 
+static const luaL_Reg scope_meta[] = {{"__gc", scope_gc}, {NULL, NULL}};
+
 void lm_open_scope(lua_State *L) {
-  lm_new_class(L, LM_SCOPE_MT, scope_methods, scope_gc);
+  lm_new_class(L, LM_SCOPE_MT, scope_methods, scope_meta);
 }

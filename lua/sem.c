@@ -8,17 +8,8 @@ typedef struct lm_sem {
   lm_ctx *ctx;
 } lm_sem;
 
-/* The methods have the metatable as upvalue 1, so checking self is a
- * pointer compare, not luaL_testudata's lookup by name on every call. */
 static lm_sem *check_sem(lua_State *L) {
-  void *p = lua_touserdata(L, 1);
-  if (p != NULL && lua_getmetatable(L, 1)) {
-    int same = lua_rawequal(L, -1, lua_upvalueindex(1));
-    lua_pop(L, 1);
-    if (same)
-      return p;
-  }
-  return lm_checkudata(L, 1, LM_SEM_MT, "loom.semaphore");
+  return lm_check_self(L, LM_SEM_MT, "loom.semaphore");
 }
 
 static int l_semaphore(lua_State *L) {
@@ -101,13 +92,5 @@ static const luaL_Reg sem_metamethods[] = {
 };
 
 void lm_open_sem(lua_State *L) {
-  if (luaL_newmetatable(L, LM_SEM_MT)) {
-    lua_newtable(L);
-    lua_pushvalue(L, -2);
-    luaL_setfuncs(L, sem_methods, 1);
-    lua_setfield(L, -2, "__index");
-    lua_pushvalue(L, -1);
-    luaL_setfuncs(L, sem_metamethods, 1);
-  }
-  lua_pop(L, 1);
+  lm_new_class(L, LM_SEM_MT, sem_methods, sem_metamethods);
 }

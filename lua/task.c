@@ -26,17 +26,8 @@
  * pays on every spawn. */
 static const char task_mt_key = 0;
 
-/* The methods have the task metatable as upvalue 1, so checking self is
- * a pointer compare, not luaL_testudata's lookup by name. */
-static lm_task *check_task(lua_State *L, int arg) {
-  void *p = lua_touserdata(L, arg);
-  if (p != NULL && lua_getmetatable(L, arg)) {
-    int same = lua_rawequal(L, -1, lua_upvalueindex(1));
-    lua_pop(L, 1);
-    if (same)
-      return p;
-  }
-  return lm_checkudata(L, arg, LM_TASK_MT, "loom.task");
+static lm_task *check_task(lua_State *L) {
+  return lm_check_self(L, LM_TASK_MT, "loom.task");
 }
 
 int lm_task_finished(const lm_task *t) { return t->state >= LM_DONE; }
@@ -213,13 +204,17 @@ static void record_failure(lua_State *L, lm_task *t) {
   lua_settop(L, u - 1);
 }
 
-static void finish_unstarted(lm_ctx *ctx, lua_State *L, lm_task *t) {
+void lm_push_cancelled(lua_State *L, lm_task *t, const char *fallback) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, t->ref);
   lua_getiuservalue(L, -1, LM_TASK_REASON);
   const char *reason = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
-  lm_push_error(L, "cancelled", "%s", reason ? reason : "task cancelled before it started");
+  lm_push_error(L, "cancelled", "%s", reason ? reason : fallback);
   lua_insert(L, -2);
   lua_setfield(L, -2, "reason");
+}
+
+static void finish_unstarted(lm_ctx *ctx, lua_State *L, lm_task *t) {
+  lm_push_cancelled(L, t, "task cancelled before it started");
   lua_setiuservalue(L, -2, LM_TASK_ERROR);
   lua_pop(L, 1);
   lua_settop(t->co, 0);
@@ -339,7 +334,7 @@ static int join_k(lua_State *L, int status, lua_KContext kctx) {
 }
 
 static int task_join(lua_State *L) {
-  lm_task *t = check_task(L, 1);
+  lm_task *t = check_task(L);
   lm_ctx *ctx = t->ctx;
   lua_settop(L, 1);
   if (lm_task_finished(t))
@@ -373,7 +368,7 @@ static int await_k(lua_State *L, int status, lua_KContext kctx) {
  * Raises only when the wait can never end (deadlock) or cannot happen here;
  * returns nothing, the outcome is t's to report. */
 static int task_await(lua_State *L) {
-  lm_task *t = check_task(L, 1);
+  lm_task *t = check_task(L);
   lua_settop(L, 1);
   if (lm_task_finished(t))
     return 0;
@@ -383,7 +378,7 @@ static int task_await(lua_State *L) {
 }
 
 static int task_cancel(lua_State *L) {
-  lm_task *t = check_task(L, 1);
+  lm_task *t = check_task(L);
   if (!lm_task_finished(t) && !lua_isnoneornil(L, 2)) {
     lua_pushvalue(L, 2);
     lua_setiuservalue(L, 1, LM_TASK_REASON);
@@ -402,19 +397,19 @@ static const char *status_name(const lm_task *t) {
 }
 
 static int task_status(lua_State *L) {
-  lua_pushstring(L, status_name(check_task(L, 1)));
+  lua_pushstring(L, status_name(check_task(L)));
   return 1;
 }
 
 static int task_tostring(lua_State *L) {
-  lm_task *t = check_task(L, 1);
+  lm_task *t = check_task(L);
   lua_pushfstring(L, "loom.task (%s): %p", status_name(t), (void *)t);
   return 1;
 }
 
 /* task:traceback(): where the task failed, or nil if it did not fail. */
 static int task_traceback(lua_State *L) {
-  lm_task *t = check_task(L, 1);
+  lm_task *t = check_task(L);
   if (t->state != LM_FAILED)
     return 0;
   lua_getiuservalue(L, 1, LM_TASK_TRACEBACK);
@@ -605,22 +600,14 @@ static const luaL_Reg task_methods[] = {
   {NULL, NULL}
 };
 
+static const luaL_Reg task_metamethods[] = {{"__tostring", task_tostring}, {NULL, NULL}};
+static const luaL_Reg reporter_metamethods[] = {{"__gc", reporter_gc}, {NULL, NULL}};
+
 void lm_open_task(lua_State *L) {
-  if (luaL_newmetatable(L, LM_TASK_MT)) {
-    lua_newtable(L);
-    lua_pushvalue(L, -2);
-    luaL_setfuncs(L, task_methods, 1);
-    lua_setfield(L, -2, "__index");
-    lua_pushvalue(L, -1);
-    lua_pushcclosure(L, task_tostring, 1);
-    lua_setfield(L, -2, "__tostring");
-  }
+  lm_new_class(L, LM_TASK_MT, task_methods, task_metamethods);
+  luaL_getmetatable(L, LM_TASK_MT);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &task_mt_key);
-  if (luaL_newmetatable(L, LM_REPORTER_MT)) {
-    lua_pushcfunction(L, reporter_gc);
-    lua_setfield(L, -2, "__gc");
-  }
-  lua_pop(L, 1);
+  lm_new_class(L, LM_REPORTER_MT, NULL, reporter_metamethods);
   if (lua_rawgetp(L, LUA_REGISTRYINDEX, &unjoined_key) == LUA_TNIL) {
     lua_newtable(L);
     lua_createtable(L, 0, 1);

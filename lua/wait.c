@@ -24,12 +24,7 @@ static int wait_gc(lua_State *L) {
 }
 
 static int raise_cancelled(lua_State *L, lm_task *t) {
-  lua_rawgeti(L, LUA_REGISTRYINDEX, t->ref);
-  lua_getiuservalue(L, -1, LM_TASK_REASON);
-  const char *reason = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
-  lm_push_error(L, "cancelled", "%s", reason ? reason : "task cancelled");
-  lua_insert(L, -2);
-  lua_setfield(L, -2, "reason");
+  lm_push_cancelled(L, t, "task cancelled");
   return lua_error(L);
 }
 
@@ -175,7 +170,10 @@ void lm_drive(lm_ctx *ctx, lua_State *L, lm_wait *w) {
 }
 
 int lm_wait_begin(lua_State *L, lm_wait *w, lua_KFunction k) {
-  lua_KContext kctx = (lua_KContext)w;
+  return lm_wait_begin_ctx(L, w, k, (lua_KContext)w);
+}
+
+int lm_wait_begin_ctx(lua_State *L, lm_wait *w, lua_KFunction k, lua_KContext kctx) {
   if (w->done)
     return k(L, LUA_OK, kctx);
   if (w->task) {
@@ -200,12 +198,8 @@ int lm_wait_begin(lua_State *L, lm_wait *w, lua_KFunction k) {
   return k(L, LUA_YIELD, kctx);
 }
 
-const luaL_Reg lm_wait_funcs[] = {{NULL, NULL}};
+static const luaL_Reg wait_metamethods[] = {{"__gc", wait_gc}, {NULL, NULL}};
 
 void lm_open_wait(lua_State *L) {
-  if (luaL_newmetatable(L, LM_WAIT_MT)) {
-    lua_pushcfunction(L, wait_gc);
-    lua_setfield(L, -2, "__gc");
-  }
-  lua_pop(L, 1);
+  lm_new_class(L, LM_WAIT_MT, NULL, wait_metamethods);
 }

@@ -8,7 +8,7 @@ typedef struct lm_waitgroup {
 } lm_waitgroup;
 
 static lm_waitgroup *check_wg(lua_State *L) {
-  return lm_checkudata(L, 1, LM_WAITGROUP_MT, "loom.waitgroup");
+  return lm_check_self(L, LM_WAITGROUP_MT, "loom.waitgroup");
 }
 
 static int l_waitgroup(lua_State *L) {
@@ -76,6 +76,8 @@ static const luaL_Reg wg_methods[] = {
 
 const luaL_Reg lm_waitgroup_funcs[] = {{"waitgroup", l_waitgroup}, {NULL, NULL}};
 
+static const luaL_Reg wg_meta[] = {{"__gc", wg_gc}, {NULL, NULL}};
+
 void lm_open_waitgroup(lua_State *L) {
-  lm_new_class(L, LM_WAITGROUP_MT, wg_methods, wg_gc);
+  lm_new_class(L, LM_WAITGROUP_MT, wg_methods, wg_meta);
 }

@@ -81,4 +81,9 @@
   X(xchan, select_drops_other_case)     \
   X(xchan, hub_free_with_waiters)       \
   X(xchan, unwait_race)                 \
-  X(xchan, many_threads)
+  X(xchan, many_threads)                \
+  X(readers, none_go_to_pool)           \
+  X(readers, grow_then_wait)            \
+  X(readers, join_least_loaded)         \
+  X(readers, short_reads_queue_together) \
+  X(readers, inline_only_when_idle)

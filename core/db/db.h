@@ -121,6 +121,13 @@ typedef struct loom_db_change {
   int64_t rowid;
 } loom_db_change_t;
 
+/* What a connection is for, in a layout with roles (one_writer below). */
+typedef enum loom_db_role {
+  LOOM_DB_ROLE_ANY,
+  LOOM_DB_ROLE_WRITER,
+  LOOM_DB_ROLE_READER
+} loom_db_role_t;
+
 typedef enum loom_db_op {
   LOOM_DB_CONNECT,
   LOOM_DB_QUERY,     /* one statement, with parameters */
@@ -173,6 +180,7 @@ struct loom_db_req {
   int nstmts;
   int active;            /* between start and the final callback */
   void *driver_data;
+  loom_db_role_t role;   /* LOOM_DB_CONNECT: what the connection is for */
 };
 
 struct loom_db_driver {
@@ -230,6 +238,11 @@ struct loom_db_driver {
   /* 1 when err.code holds the server's error number (1213), which Lua
    * then gets as a number; 0 for names and SQLSTATEs. */
   int numeric_codes;
+  /* 1: the database takes one writer at a time beside readers (SQLite in
+   * WAL mode). A handle then keeps one writer connection and reader
+   * connections beside it (core/db/readers.c), each connected with its
+   * role (loom_db_req_t.role). */
+  int one_writer;
 };
 
 /* Fields every driver's connection starts with. */

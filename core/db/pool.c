@@ -45,6 +45,7 @@ void loom_pool_config_default(loom_pool_config_t *cfg) {
   cfg->max_idle_ns = 10ull * 60 * 1000000000ull;
   cfg->backoff_min_ns = 50ull * 1000000ull;
   cfg->backoff_max_ns = 5ull * 1000000000ull;
+  cfg->role = LOOM_DB_ROLE_ANY;
 }
 
 static double random01(loom_pool_t *p) {
@@ -318,6 +319,7 @@ static void start_connect(loom_pool_t *p) {
   pc->pool = p;
   pc->state = PC_CONNECTING;
   pc->req.op = LOOM_DB_CONNECT;
+  pc->req.role = p->cfg.role;
   pc->req.cb = connected;
   pc->req.data = pc;
   p->total++;

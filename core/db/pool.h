@@ -32,6 +32,7 @@ typedef struct loom_pool_config {
   uint64_t max_idle_ns;       /* close idle connections above min after this */
   uint64_t backoff_min_ns;    /* first reconnect delay after a failure */
   uint64_t backoff_max_ns;    /* the cap */
+  loom_db_role_t role;        /* what its connections are for */
 } loom_pool_config_t;
 
 void loom_pool_config_default(loom_pool_config_t *cfg);

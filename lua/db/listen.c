@@ -26,7 +26,7 @@ typedef struct lm_listener {
   loom_db_req_t *req;
   lm_note *head, *tail;
   int lost;     /* the connection broke since the last _next */
-  lm_wait *req_waiting;  /* a task running _connect or _exec */
+  lm_request rq;         /* a task running _connect or _listen */
   lm_wait *note_waiting; /* the dispatcher in _next */
 } lm_listener;
 
@@ -80,13 +80,13 @@ static void drop_conn(lm_listener *l) {
 }
 
 static lm_listener *check(lua_State *L) {
-  return lm_checkudata(L, 1, LM_LISTENER_MT, "loom.db.listener");
+  return lm_check_self(L, LM_LISTENER_MT, "loom.db.listener");
 }
 
 static void req_done(loom_db_req_t *req) {
   lm_listener *l = req->data;
   if (l)
-    wake(l->req_waiting);
+    lm_request_complete(&l->rq);
 }
 
 /* Frees a request that is complete; a connection it opened and nobody
@@ -146,6 +146,7 @@ static int l_listener(lua_State *L) {
   lm_listener *l = lua_newuserdatauv(L, sizeof *l, 1);
   memset(l, 0, sizeof *l);
   l->ctx = lua_touserdata(L, lua_upvalueindex(1));
+  l->rq.ctx = l->ctx;
   l->driver = drv;
   luaL_setmetatable(L, LM_LISTENER_MT);
   lua_pushvalue(L, 2);
@@ -164,19 +165,29 @@ static int raise_req(lua_State *L, loom_db_req_t *req) {
   return lua_error(L);
 }
 
-/* Both continuations: a request ran; interrupted ones close the connection
- * (the dispatcher reconnects), since a listener has no pool to drain into. */
+static int req_pending(lm_request *r) {
+  lm_listener *l = LM_CONTAINER_OF(r, lm_listener, rq);
+  return l->req != NULL && l->req->active;
+}
+
+/* A listener has no pool to drain into: a connect still out closes what
+ * it opens when it ends; the connection a statement runs on goes (the
+ * dispatcher reconnects). */
+static void req_stop(lm_request *r) {
+  lm_listener *l = LM_CONTAINER_OF(r, lm_listener, rq);
+  give_up_req(l);
+  drop_conn(l);
+}
+
+static const lm_request_ops req_ops = {req_pending, req_stop, NULL};
+
+/* Both continuations: a request ran, or was given up meanwhile (the
+ * listener closed under it). */
 static int req_k(lua_State *L, int status, lua_KContext kctx) {
-  (void)status;
+  (void)status; (void)kctx;
   lm_listener *l = lua_touserdata(L, 1);
-  lm_wait *w = LM_WAIT_OF(kctx);
-  l->req_waiting = NULL;
-  if (w->status != 0 || l->req->active) {
-    /* Given up: a connect still out closes what it opens when it ends;
-     * the connection a statement runs on goes (a dispatcher reconnects). */
-    give_up_req(l);
-    drop_conn(l);
-    lm_wait_check(L, w);
+  if (l->req == NULL) {
+    lm_request_check(L, &l->rq);
     return lm_error(L, "connection", "the listener's request was given up");
   }
   loom_db_result_free(l->req->result);
@@ -193,12 +204,10 @@ static int req_k(lua_State *L, int status, lua_KContext kctx) {
   return 0;
 }
 
-static int begin(lua_State *L, lm_listener *l) {
-  lm_wait *w = lm_wait_prepare(L, l->ctx);
-  l->req_waiting = w;
-  if (!l->req->active)
-    lm_wait_finish(w, 0, -1);
-  return lm_wait_begin(L, w, req_k);
+/* Starting failed: nothing to wait for. */
+static int start_failed(lua_State *L, lm_listener *l) {
+  lm_request_abort(&l->rq);
+  return raise_req(L, l->req);
 }
 
 /* l:_connect() */
@@ -206,11 +215,12 @@ static int listener_connect(lua_State *L) {
   lm_listener *l = check(L);
   lua_settop(L, 1);
   drop_conn(l);
-  lua_getiuservalue(L, 1, 1);
   new_req(L, l)->op = LOOM_DB_CONNECT;
+  lm_request_prepare(L, &l->rq, &req_ops, 0);
+  lua_getiuservalue(L, 1, 1);
   if (l->driver->connect(&l->ctx->loop, lua_tostring(L, -1), l->req) != 0)
-    return raise_req(L, l->req);
-  return begin(L, l);
+    return start_failed(L, l);
+  return lm_request_wait(L, &l->rq, req_k);
 }
 
 /* Runs the SQL at index 2 (kept there while it runs) on the listening
@@ -224,9 +234,10 @@ static int run_sql(lua_State *L, lm_listener *l) {
   new_req(L, l)->op = LOOM_DB_QUERY;
   l->req->sql = sql;
   l->req->sql_len = len;
+  lm_request_prepare(L, &l->rq, &req_ops, 0);
   if (l->driver->start(l->conn, l->req) != 0)
-    return raise_req(L, l->req);
-  return begin(L, l);
+    return start_failed(L, l);
+  return lm_request_wait(L, &l->rq, req_k);
 }
 
 /* PostgreSQL keeps NAMEDATALEN - 1 bytes of an identifier. */
@@ -324,6 +335,8 @@ static const luaL_Reg methods[] = {
 
 const luaL_Reg lm_listen_funcs[] = {{"_listener", l_listener}, {NULL, NULL}};
 
+static const luaL_Reg metamethods[] = {{"__gc", listener_close}, {NULL, NULL}};
+
 void lm_open_listen(lua_State *L) {
-  lm_new_class(L, LM_LISTENER_MT, methods, listener_close);
+  lm_new_class(L, LM_LISTENER_MT, methods, metamethods);
 }

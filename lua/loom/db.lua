@@ -273,7 +273,9 @@ local function only_reads(sql)
   return r
 end
 
-local ONE_CALL = { _query = 0, _value = 1, _exec = 2 }
+local MODE = core._modes
+local EXEC = MODE.exec
+local ONE_CALL = { _query = MODE.rows, _value = MODE.value, _exec = MODE.exec }
 
 -- method: a connection method's name, or a function(conn, ...).
 function DB:_run(method, ...)
@@ -282,7 +284,7 @@ function DB:_run(method, ...)
     local mode = ONE_CALL[method]
     if mode then
       -- One statement: borrowed, run and given back by one C call.
-      return self.handle:_run1(mode, self.split and mode ~= 2 and only_reads((...)), ...)
+      return self.handle:_run1(mode, self.split and mode ~= EXEC and only_reads((...)), ...)
     end
     local borrowed <close> = self.handle:_acquire()
     if type(method) == "function" then return method(borrowed, ...) end
@@ -339,12 +341,12 @@ local function direct(name, mode)
     if type(sql) ~= "string" or find(sql, "\0", 1, true) then check_sql(sql, name) end
     local c = pinned(self)
     if c then return c[method](c, sql, self.cache, ...) end
-    return self.handle:_run1(mode, mode ~= 2 and self.split and only_reads(sql), sql, self.cache, ...)
+    return self.handle:_run1(mode, mode ~= EXEC and self.split and only_reads(sql), sql, self.cache, ...)
   end
 end
-direct("query", 0)
-direct("value", 1)
-direct("exec", 2)
+direct("query", MODE.rows)
+direct("value", MODE.value)
+direct("exec", MODE.exec)
 function DB:first(sql, ...)
   if type(sql) ~= "string" or find(sql, "\0", 1, true) then check_sql(sql, "first") end
   local rows = self:query(sql, ...)

@@ -1950,16 +1950,15 @@ static int pg_connect(loom_loop_t *loop, const char *conninfo, loom_db_req_t *re
 }
 
 const loom_db_driver_t loom_pg_driver = {
-  "postgres",
-  pg_connect,
-  pg_start,
-  pg_next,
-  pg_copy_data,
-  pg_cancel,
-  pg_close,
-  pg_txn,
-  pg_watch,
-  loom__pg_param_count,
-  "$1",
-  NULL,
+  .name = "postgres",
+  .connect = pg_connect,
+  .start = pg_start,
+  .next = pg_next,
+  .copy_data = pg_copy_data,
+  .cancel = pg_cancel,
+  .close = pg_close,
+  .txn = pg_txn,
+  .watch = pg_watch,
+  .param_count = loom__pg_param_count,
+  .placeholder = "$1",
 };

@@ -7,7 +7,7 @@
  * no job is out.
  *
  * conninfo is "key=value" lines written by the binding:
- *   path=FILE (or a "file:" URI)   role=writer|reader
+ *   path=FILE (or a "file:" URI)   (the role comes with the connect request)
  *   busy_timeout=MS                memory=1 (path names a shared memdb)
  *   pragma=TEXT (any number: PRAGMA TEXT on every connection it opens) */
 #include <stdatomic.h>
@@ -1437,9 +1437,7 @@ static int sq_connect(loom_loop_t *loop, const char *conninfo, loom_db_req_t *re
   loom_stmt_cache_init(&c->cache, sizeof(sq_cached), CACHE_SIZE, 1, stmt_free);
   c->path = conf_get(conninfo, "path");
   c->conninfo = loom_db_strdup(conninfo);
-  char *role = conf_get(conninfo, "role");
-  c->reader = role && strcmp(role, "reader") == 0;
-  free(role);
+  c->reader = req->role == LOOM_DB_ROLE_READER;
   c->memory = conf_int(conninfo, "memory", 0);
   c->busy_ms = conf_int(conninfo, "busy_timeout", 5000);
   if (c->path == NULL) {
@@ -1466,21 +1464,21 @@ static int sq_connect(loom_loop_t *loop, const char *conninfo, loom_db_req_t *re
 }
 
 const loom_db_driver_t loom_sqlite_driver = {
-  "sqlite",
-  sq_connect,
-  sq_start,
-  sq_next,
-  sq_copy_data,
-  sq_cancel,
-  sq_close,
-  sq_txn,
-  NULL,
-  loom__sq_param_count,
-  "?",
-  sq_take_changes,
-  sq_start_shared,
-  sq_cancel_shared,
-  sq_shared_pending,
-  sq_try_inline,
-  sq_is_short,
+  .name = "sqlite",
+  .connect = sq_connect,
+  .start = sq_start,
+  .next = sq_next,
+  .copy_data = sq_copy_data,
+  .cancel = sq_cancel,
+  .close = sq_close,
+  .txn = sq_txn,
+  .param_count = loom__sq_param_count,
+  .placeholder = "?",
+  .take_changes = sq_take_changes,
+  .start_shared = sq_start_shared,
+  .cancel_shared = sq_cancel_shared,
+  .shared_pending = sq_shared_pending,
+  .try_inline = sq_try_inline,
+  .is_short = sq_is_short,
+  .one_writer = 1,
 };
