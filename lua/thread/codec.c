@@ -575,7 +575,13 @@ static void enc_function(enc *e, int idx) {
   for (int i = 1; i <= ar.nups; i++) {
     s->i = i;
     s->name = lua_getupvalue(L, idx, i);
-    enc_value(e, lua_gettop(L));
+    /* A function runs in the globals of the state that calls it, whatever
+     * environment it had in the sender (the sender's _G, or a sandbox
+     * such as a test runner's). */
+    if (s->name && strcmp(s->name, "_ENV") == 0 && lua_type(L, -1) == LUA_TTABLE)
+      put_name(e, T_MODULE, GLOBALS_NAME, sizeof GLOBALS_NAME - 1);
+    else
+      enc_value(e, lua_gettop(L));
     lua_pop(L, 1);
   }
   e->depth--;
@@ -902,7 +908,14 @@ static void dec_meta(dec *d) {
   if ((*d->p & ~T_SHARED) != T_TABLE)
     dec_fail(d, "a metatable for something else than a table");
   dec_value(d);
-  if (luaL_getmetatable(L, lua_tostring(L, -2)) != LUA_TTABLE)
+  /* loom's own classes (loom.error) are there once loom.core is. */
+  if (luaL_getmetatable(L, lua_tostring(L, -2)) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    luaL_requiref(L, "loom.core", luaopen_loom_core, 0);
+    lua_pop(L, 1);
+    luaL_getmetatable(L, lua_tostring(L, -2));
+  }
+  if (!lua_istable(L, -1))
     lm_error(L, "argument", "cannot find the metatable '%s' in the receiving state",
              lua_tostring(L, -3));
   lua_setmetatable(L, -2);

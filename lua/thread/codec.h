@@ -10,8 +10,11 @@
  * and two kinds of value by name rather than by content:
  * - a table that is a module of the sender (package.loaded[name], _G
  *   included) arrives as the receiver's package.loaded[name] (required there
- *   if need be): a function's `_ENV` becomes the receiver's globals and an
- *   upvalue `local loom = require "loom"` the receiver's loom, not a copy;
+ *   if need be): an upvalue `local loom = require "loom"` becomes the
+ *   receiver's loom, not a copy. A function's `_ENV` upvalue always becomes
+ *   the receiver's globals (whatever the sender's was: its _G, or a
+ *   sandbox such as a test runner's): a function runs in the state that
+ *   calls it;
  * - a C function arrives as the receiver's function of the same name, found
  *   through a name index built lazily over package.loaded on the sender
  *   (string.format -> "string.format"). Its upvalues, if any, are the
@@ -19,7 +22,9 @@
  * Anything else is an `argument` error naming the path to the value
  * ("cannot copy userdata at args[2].conn"): userdata other than loom.null
  * (its memory may hold pointers into the sender), threads (a coroutine's
- * stack belongs to its state), and tables with a metatable. Metatables are
+ * stack belongs to its state), and tables with a metatable, unless the
+ * metatable is a class registered by name with luaL_newmetatable (loom.error:
+ * a loom error crosses as a loom error) and the receiver has it. Metatables are
  * refused rather than copied or dropped: a metatable is behaviour (methods,
  * __index chains, __gc) that lives in the sender; a copy per message would
  * break `getmetatable(x) == Class` in the receiver, and dropping it would
@@ -28,6 +33,10 @@
  *
  * Nesting deeper than LM_XCOPY_MAX_DEPTH levels is an `argument` error, so
  * a deep value cannot overflow the C stack.
+ *
+ * The receiver checks the framing of all it reads; the bytecode inside is
+ * trusted as the encoder's own output (lua_load checks its header and
+ * length only), as buffers never leave the process.
  *
  * Cost model: one growable malloc'd buffer per message; tags are bytes,
  * numbers are memcpy'd, strings length-prefixed; tables already seen are
