@@ -315,6 +315,22 @@ describe("the value codec", function()
     end)
   end)
 
+  describe("a copier through one kept state (core._xpeer)", function()
+    it("copies again and again, and survives a refused copy", function()
+      local through = core._xpeer()
+      for i = 1, 3 do
+        local t = { i = i, sub = { "x" } }
+        t.sub.up = t
+        local c = through(t)
+        assert.equal(i, c.i)
+        assert.equal(c, c.sub.up)
+      end
+      local err = expect_error("argument", through, { io.stdout })
+      assert.equal("cannot copy userdata at args[1][1]", err.message)
+      assert.same({ 1, 2 }, through({ 1, 2 }))
+    end)
+  end)
+
   describe("malformed buffers", function()
     it("are protocol errors at every truncation, never a crash", function()
       local function f(x) return x + 1 end

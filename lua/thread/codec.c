@@ -271,9 +271,14 @@ static inline size_t seen_slot(const void *key, int bits) {
   return (size_t)((k ^ (k >> bits)) & (((size_t)1 << bits) - 1));
 }
 
-static void seen_grow(enc *e) {
+/* Rehashing is a third of the cost of tracking 200k tables, so the hash
+ * grows fourfold, and sizes itself up front for a large array (of records,
+ * most likely): calloc'd slots cost nothing until touched. */
+static void seen_grow(enc *e, size_t want) {
   xbuf_ud *u = e->u;
-  int bits = u->seen_bits ? u->seen_bits + 1 : 6;
+  int bits = u->seen_bits ? u->seen_bits + 2 : 6;
+  while (((size_t)1 << bits) < want)
+    bits++;
   size_t cap = (size_t)1 << bits;
   seen *t = calloc(cap, sizeof *t);
   if (t == NULL)
@@ -298,7 +303,7 @@ static void seen_grow(enc *e) {
 static seen *seen_find(enc *e, const void *key) {
   xbuf_ud *u = e->u;
   if (2 * (u->seen_n + 1) > ((size_t)1 << u->seen_bits) || u->seen == NULL)
-    seen_grow(e);
+    seen_grow(e, 0);
   size_t mask = ((size_t)1 << u->seen_bits) - 1;
   size_t j = seen_slot(key, u->seen_bits);
   while (u->seen[j].key && u->seen[j].key != key)
@@ -507,6 +512,8 @@ static void enc_table(enc *e, int idx) {
   if (n > UINT32_MAX)
     enc_fail(e, "a table this large");
   uint32_t narr = (uint32_t)n, nhash = 0;
+  if (n >= 1024 && 2 * (e->u->seen_n + n) > ((size_t)1 << e->u->seen_bits))
+    seen_grow(e, 4 * (e->u->seen_n + n));
   char *h = reserve(e, 9);
   size_t hpos = (size_t)(h - e->u->b.p);
   h[0] = T_TABLE;
@@ -1159,14 +1166,24 @@ static int peer_error(lua_State *L) {
   return 0;
 }
 
-/* Copies the arguments into a new state and back (call: calls the first
- * with the others there, and copies the results back); an error in the
- * new state is raised here as a copy of its value. */
-static int xcopy_through(lua_State *L, int call) {
+/* Copies the arguments into a second state and back (call: calls the
+ * first with the others there, and copies the results back); an error in
+ * the second state is raised here as a copy of its value. The second state
+ * is a new one, closed before the copy back is decoded, or the one kept
+ * by a copier from core._xpeer (upvalue 1). */
+static int xcopy_through(lua_State *L, int call, int kept) {
   int n = lua_gettop(L);
   if (call)
     lm_checkcallable(L, 1);
-  lua_State *P = peer_new(L);
+  peer *pp;
+  if (kept) {
+    pp = lua_touserdata(L, lua_upvalueindex(1));
+    lua_pushvalue(L, lua_upvalueindex(1));
+  } else {
+    peer_new(L);
+    pp = lua_touserdata(L, -1);
+  }
+  lua_State *P = pp->L;
   int peer_idx = lua_gettop(L);
   lm_xbuf *in = lm_xcopy_encode(L, 1, n, "args");
   job j = {in->p, in->len, call, NULL, 0};
@@ -1181,23 +1198,36 @@ static int xcopy_through(lua_State *L, int call) {
     lua_pushboolean(P, as_text);
     lua_pcall(P, 3, 0, 0);
   }
+  lua_settop(P, 0);
   if (j.out == NULL)
     return lm_error(L, "memory", "cannot copy the values back");
   xbuf_ud *back = xbuf_push(L);
   back->b.p = j.out;
   back->b.len = back->b.cap = j.outlen;
-  lua_pushcfunction(L, peer_gc);
-  lua_pushvalue(L, peer_idx);
-  lua_call(L, 1, 0);
+  if (!kept) {
+    lua_pushcfunction(L, peer_gc);
+    lua_pushvalue(L, peer_idx);
+    lua_call(L, 1, 0);
+  }
   int got = lm_xcopy_decode(L, back->b.p, back->b.len);
   if (failed)
     return lua_error(L);
   return got;
 }
 
-static int xcopy(lua_State *L) { return xcopy_through(L, 0); }
+static int xcopy(lua_State *L) { return xcopy_through(L, 0, 0); }
 
-static int xcall(lua_State *L) { return xcopy_through(L, 1); }
+static int xcall(lua_State *L) { return xcopy_through(L, 1, 0); }
+
+static int xpeer_copy(lua_State *L) { return xcopy_through(L, 0, 1); }
+
+/* A copier through one second state kept for its lifetime, as a worker's
+ * is: what the benchmark times, without making and closing a state. */
+static int xpeer(lua_State *L) {
+  peer_new(L);
+  lua_pushcclosure(L, xpeer_copy, 1);
+  return 1;
+}
 
 static int xcopy_encode_raw(lua_State *L) {
   int n = lua_gettop(L);
@@ -1215,6 +1245,7 @@ static int xcopy_decode_raw(lua_State *L) {
 const luaL_Reg lm_xcopy_funcs[] = {
     {"_xcopy", xcopy},
     {"_xcall", xcall},
+    {"_xpeer", xpeer},
     {"_xcopy_encode_raw", xcopy_encode_raw},
     {"_xcopy_decode_raw", xcopy_decode_raw},
     {NULL, NULL},
