@@ -282,6 +282,10 @@ describe("the value codec", function()
       assert.equal(e.message, c.message)
       assert.equal(tostring(e), tostring(c))
       assert.equal(getmetatable(e), getmetatable(c))
+      local twice = copy({ e, e, { e } })
+      assert.equal(twice[1], twice[2])
+      assert.equal(twice[1], twice[3][1])
+      assert.equal(getmetatable(e), getmetatable(twice[1]))
     end)
 
     it("leaves the sender usable after a refused copy", function()
@@ -401,6 +405,23 @@ describe("the value codec", function()
         if round == 2 then before = now end
         if round == 3 then assert.is_true(now < before + 64, "grew from " .. before .. " to " .. now) end
       end
+    end)
+
+    it("leaves the collector running after a large decode fails", function()
+      local big = {}
+      for i = 1, 20000 do big[i] = { i, "x" .. i } end
+      local raw = core._xcopy_encode_raw(big)
+      assert.is_true(#raw > 65536)
+      assert.is_true(collectgarbage("isrunning"))
+      expect_error("protocol", core._xcopy_decode_raw, raw:sub(1, -2))
+      assert.is_true(collectgarbage("isrunning"))
+      package.loaded.codec_spec_gone = {}
+      raw = core._xcopy_encode_raw(big, package.loaded.codec_spec_gone)
+      package.loaded.codec_spec_gone = nil
+      expect_error("argument", core._xcopy_decode_raw, raw)
+      assert.is_true(collectgarbage("isrunning"))
+      assert.equal(20000, #core._xcopy_decode_raw(core._xcopy_encode_raw(big)))
+      assert.is_true(collectgarbage("isrunning"))
     end)
 
     it("collects garbage in the receiver while the copies are alive", function()
