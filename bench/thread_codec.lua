@@ -8,7 +8,8 @@
 --            these prices survive, but 2^53+1 and integer subtypes would not.
 --   info     one way (encode + decode) against one cjson encode + decode;
 --            the trip through a new state made and closed for it
---            (core._xcopy); the trip against one cjson encode + decode.
+--            (core._xcopy); the trip against one cjson encode + decode; the
+--            floor: the same records built twice by a Lua loop.
 --
 --   lua5.4 bench/thread_codec.lua      (from the repository root; run.sh does it)
 -- Environment: LOOM_BUILD_DIR (build-bench), BENCH_REPS (5), BENCH_SCALE (1.0:
@@ -47,6 +48,17 @@ local one_way_s = lib.best(function()
   check(core._xcopy_decode_raw(buf))
 end)
 
+-- The floor of any copy: building the same records in Lua, twice (a trip
+-- builds a copy at each end), from strings that exist already.
+local names = {}
+for i = 1, RECORDS do names[i] = records[i].name end
+local function build()
+  local t = {}
+  for i = 1, RECORDS do t[i] = { id = i, name = names[i], price = i / 4, tags = { "a", "b" } } end
+  return t
+end
+local floor_s = lib.best(function() check(build()); check(build()) end)
+
 local label = ("%s records"):format(lib.si(RECORDS))
 local function ms(s) return ("%.1f ms"):format(s * 1e3) end
 if lib.have("cjson") then
@@ -64,10 +76,14 @@ if lib.have("cjson") then
     ms(fresh_s), ms(cjson_back_s), ("%.2fx"):format(cjson_back_s / fresh_s))
   report:info("  (there and back) vs one cjson encode + decode", ms(loom_s), ms(cjson_s),
     ("%.2fx"):format(cjson_s / loom_s))
+  report:info("  (floor) building the records twice in Lua", ms(loom_s), ms(floor_s),
+    ("%.2fx"):format(floor_s / loom_s))
 else
   report:skip(label .. " vs cjson", "lua-cjson is missing (apt-get install lua-cjson)")
   report:info("  (one way) encode + decode", ms(one_way_s))
   report:info("  (there and back) through a new state each time", ms(fresh_s))
+  report:info("  (floor) building the records twice in Lua", ms(loom_s), ms(floor_s),
+    ("%.2fx"):format(floor_s / loom_s))
 end
 
 report:finish()

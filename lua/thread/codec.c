@@ -1033,7 +1033,7 @@ static void dec_value(dec *d) {
   }
 }
 
-static int decode_all(lua_State *L, const char *p, size_t len) {
+int lm_xcopy_decode(lua_State *L, const char *p, size_t len) {
   dec d = {L, p, p, p + len, 0, 0, 0, 0, 0};
   uint32_t n = get_u32(&d);
   if (n > len - 4)
@@ -1051,41 +1051,6 @@ static int decode_all(lua_State *L, const char *p, size_t len) {
   lua_rotate(L, d.refs, -2);
   lua_pop(L, 2);
   return (int)n;
-}
-
-typedef struct decode_args {
-  const char *p;
-  size_t len;
-  int n;
-} decode_args;
-
-static int decode_protected(lua_State *L) {
-  decode_args *a = lua_touserdata(L, 1);
-  a->n = decode_all(L, a->p, a->len);
-  return a->n;
-}
-
-/* Everything a decode allocates stays reachable, so collecting during a
- * large one only traverses the copy being built, again and again (the
- * generational mode's minor collections): the collector rests meanwhile,
- * which made decoding 100k records about a third faster. The decode then
- * runs protected, so that no error (a missing module, no memory) leaves
- * the collector stopped. */
-#define GC_PAUSE_BYTES 65536
-
-int lm_xcopy_decode(lua_State *L, const char *p, size_t len) {
-  if (len < GC_PAUSE_BYTES || !lua_gc(L, LUA_GCISRUNNING))
-    return decode_all(L, p, len);
-  decode_args a = {p, len, 0};
-  luaL_checkstack(L, 2, NULL);
-  lua_pushcfunction(L, decode_protected);
-  lua_pushlightuserdata(L, &a);
-  lua_gc(L, LUA_GCSTOP);
-  int status = lua_pcall(L, 1, LUA_MULTRET, 0);
-  lua_gc(L, LUA_GCRESTART);
-  if (status != LUA_OK)
-    lua_error(L);
-  return a.n;
 }
 
 /* ---- test hooks: a second state in the same thread ---------------------- */
