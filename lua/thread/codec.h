@@ -42,7 +42,9 @@
  * numbers are memcpy'd, strings length-prefixed; tables already seen are
  * found in a C hash keyed by lua_topointer and sent again as a back
  * reference, which the receiver resolves only for the tables the sender
- * marked shared. Neither side allocates Lua objects beyond the copy itself. */
+ * marked shared; short strings met before go as a one-byte reference. The
+ * receiver allocates, besides the copy, a table of the shared objects and
+ * one of the repeated strings, each only if the message has any. */
 #ifndef LM_THREAD_CODEC_H
 #define LM_THREAD_CODEC_H
 
