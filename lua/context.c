@@ -5,6 +5,7 @@
 #include <string.h>
 #include "lm.h"
 #include "loom_lua.h"
+#include "codec.h"
 
 static const char ctx_key = 0;
 
@@ -316,6 +317,7 @@ int luaopen_loom_core(lua_State *L) {
   add_funcs(L, lm_db_funcs);
   add_funcs(L, lm_copy_funcs);
   add_funcs(L, lm_listen_funcs);
+  add_funcs(L, lm_xcopy_funcs);
   lua_getfield(L, LUA_REGISTRYINDEX, "loom.null.value");
   lua_setfield(L, -2, "null");
   lm_db_push_modes(L);
