@@ -128,7 +128,6 @@ static size_t format_float(char *buf, double f) {
 
 /* Appends the value on top of the stack (and pops it). */
 static void add_field(lua_State *L, outbuf *b, int row, int col) {
-  char num[64];
   switch (lua_type(L, -1)) {
   case LUA_TNIL:
     lua_pop(L, 1);
@@ -141,6 +140,7 @@ static void add_field(lua_State *L, outbuf *b, int row, int col) {
     return;
   }
   case LUA_TNUMBER: {
+    char num[64];
     size_t n;
     if (lua_isinteger(L, -1))
       n = format_int(num, lua_tointeger(L, -1));

@@ -12,7 +12,7 @@ extern const char lm_wait_marker;
 
 enum { COS_OK, COS_DEAD, COS_NORMAL };
 
-static int co_state(lua_State *L, lua_State *co) {
+static int co_state(const lua_State *L, lua_State *co) {
   if (L == co)
     return COS_NORMAL;
   switch (lua_status(co)) {

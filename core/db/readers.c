@@ -164,7 +164,7 @@ int loom_readers_enter(loom_readers_t *r, int slot, loom_db_req_t *req, int *lon
   return slot;
 }
 
-void loom_readers_leave(loom_readers_t *r, int slot, loom_db_conn_t *conn, int long_read) {
+void loom_readers_leave(loom_readers_t *r, int slot, const loom_db_conn_t *conn, int long_read) {
   if (slot < r->n && r->conn[slot] == conn) {
     r->inflight[slot]--;
     r->long_reads[slot] -= long_read;

@@ -61,7 +61,7 @@ int loom_readers_try_inline(loom_readers_t *r, int slot, loom_db_req_t *req);
  * tells loom_readers_leave how it was counted. */
 int loom_readers_enter(loom_readers_t *r, int slot, loom_db_req_t *req, int *long_read);
 /* A read on the reader conn at slot ended. */
-void loom_readers_leave(loom_readers_t *r, int slot, loom_db_conn_t *conn, int long_read);
+void loom_readers_leave(loom_readers_t *r, int slot, const loom_db_conn_t *conn, int long_read);
 /* A GROW read's connection came: it becomes a shared reader with that read
  * counted on it (long), at the slot returned; -1 when enough exist. */
 int loom_readers_add(loom_readers_t *r, loom_db_conn_t *conn);

@@ -191,7 +191,7 @@ local function load_driver(d)
 end
 
 local function check_seconds(v, n, fname, what)
-  if v ~= nil and (type(v) ~= "number" or not (v >= 0)) then
+  if v ~= nil and (type(v) ~= "number" or not (v >= 0)) then -- luacheck: ignore 581 (NaN)
     argerror(n, fname, what .. " must be a non-negative number of seconds, got "
       .. (type(v) == "number" and tostring(v) or type(v)))
   end
@@ -500,7 +500,9 @@ function DB:transaction(fn, opts)
   opts = opts or {}
   if type(opts) ~= "table" then argerror(2, "transaction", "options table expected") end
   local retries = opts.retries or 0
+  -- luacheck: push ignore 581 (not (x >= 0) refuses NaN too)
   if type(retries) ~= "number" or not (retries >= 0) or (retries < math.huge and retries % 1 ~= 0) then
+    -- luacheck: pop
     argerror(2, "transaction", "retries must be a whole number, 0 or more (math.huge: no limit), got "
       .. (type(retries) == "number" and tostring(retries) or type(retries)))
   end
@@ -525,7 +527,8 @@ function DB:transaction(fn, opts)
     if s.conn ~= conn then
       -- fn released its session: the transaction was rolled back (by the
       -- pool, or here when the connection is the caller's).
-      err = r[1] and make_error("usage", "the transaction's session was released inside it: nothing was committed") or r[2]
+      err = r[1] and make_error("usage", "the transaction's session was released inside it: nothing was committed")
+        or r[2]
       pcall(rollback, conn)
     elseif r[1] and doomed[conn] then
       err = doomed[conn]
@@ -583,7 +586,9 @@ end
 local function insert_many(self, tbl, columns, rows)
   if type(tbl) ~= "string" or tbl == "" then argerror(1, "insert_many", "table name expected") end
   check_name(tbl, 1, "insert_many", "the table name")
-  if type(columns) ~= "table" or #columns == 0 then argerror(2, "insert_many", "non-empty array of column names expected") end
+  if type(columns) ~= "table" or #columns == 0 then
+    argerror(2, "insert_many", "non-empty array of column names expected")
+  end
   for i, col in ipairs(columns) do
     if type(col) ~= "string" then argerror(2, "insert_many", "column " .. i .. " is not a string") end
     check_name(col, 2, "insert_many", "column " .. i)
@@ -604,7 +609,9 @@ Session.insert_many = insert_many
 -- session-level locks are.
 function DB:lock(key, fn, opts)
   local kt = math.type(key) == "integer" and "integer" or type(key)
-  if kt ~= "string" and kt ~= "integer" then argerror(1, "lock", "string or integer key expected, got " .. type(key)) end
+  if kt ~= "string" and kt ~= "integer" then
+    argerror(1, "lock", "string or integer key expected, got " .. type(key))
+  end
   if not is_callable(fn) then argerror(2, "lock", "function expected, got " .. type(fn)) end
   opts = opts or {}
   if type(opts) ~= "table" then argerror(3, "lock", "options table expected") end
@@ -665,7 +672,9 @@ local function check_buffer(opts, fname)
   opts = opts or {}
   if type(opts) ~= "table" then argerror(2, fname, "options table expected") end
   local b = opts.buffer
+  -- luacheck: push ignore 581 (not (x >= 0) refuses NaN too)
   if b ~= nil and (type(b) ~= "number" or not (b >= 0) or b % 1 ~= 0 or b > 2 ^ 28) then
+    -- luacheck: pop
     argerror(2, fname, "buffer must be a whole number of messages from 0 to 2^28")
   end
   return opts
@@ -683,7 +692,9 @@ end
 function DB:changes(opts)
   if not self.dialect.changes then loom.error("argument", self.dialect.no_changes) end
   opts = check_buffer(opts, "changes")
+  -- luacheck: push ignore 581 (not (x > 0) refuses NaN too)
   if opts.poll ~= nil and (type(opts.poll) ~= "number" or not (opts.poll > 0)) then
+    -- luacheck: pop
     argerror(1, "changes", "poll must be a positive number of seconds")
   end
   local subs = self._change_subs

@@ -255,7 +255,6 @@ int loom__my_parse_url(const char *url, my_opts *o, char *err, size_t errlen) {
       o->password = dup_decoded(colon + 1, (size_t)(at - colon - 1));
     p = at + 1;
   }
-  const char *hend = end;
   if (*p == '[') {
     const char *rb = memchr(p, ']', (size_t)(end - p));
     if (rb == NULL) {
@@ -267,7 +266,7 @@ int loom__my_parse_url(const char *url, my_opts *o, char *err, size_t errlen) {
     p = rb + 1;
   } else {
     const char *colon = memchr(p, ':', (size_t)(end - p));
-    hend = colon ? colon : end;
+    const char *hend = colon ? colon : end;
     o->host = dup_decoded(p, (size_t)(hend - p));
     p = hend;
   }

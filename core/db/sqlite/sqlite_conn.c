@@ -437,9 +437,9 @@ static void run_writes(sq_conn *c, loom_db_req_t *req) {
       last_sql = s->sql;
       last_len = s->sql_len;
     }
-    int rc = SQLITE_DONE;
     int mark = c->pending.n;
     if (st && bind_params(c, st, s->params, s->nparams) == 0) {
+      int rc;
       while ((rc = sqlite3_step(st)) == SQLITE_ROW)
         ;
       if (rc != SQLITE_DONE) {
