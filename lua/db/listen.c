@@ -26,7 +26,7 @@ typedef struct lm_listener {
   loom_db_req_t *req;
   lm_note *head, *tail;
   int lost;     /* the connection broke since the last _next */
-  lm_request rq;         /* a task running _connect or _listen */
+  lm_request rq;         /* a task running _connect or _exec */
   lm_wait *note_waiting; /* the dispatcher in _next */
 } lm_listener;
 
@@ -240,37 +240,16 @@ static int run_sql(lua_State *L, lm_listener *l) {
   return lm_request_wait(L, &l->rq, req_k);
 }
 
-/* PostgreSQL keeps NAMEDATALEN - 1 bytes of an identifier. */
-#define PG_NAME_MAX 63
-
-/* l:_listen(name): LISTEN to a channel, quoted here. A longer name could
- * never receive anything: LISTEN keeps its first 63 bytes, pg_notify
- * refuses the whole name, and a notification on the short one reaches no
- * subscriber. A NUL byte cannot be sent at all. Both are the caller's
- * mistake, said before anything is sent. */
-static int listener_listen(lua_State *L) {
-  lm_listener *l = check(L);
+/* l:_exec(sql): a statement on the listening connection, as the driver's
+ * dialect wrote it (its LISTEN). */
+static int listener_exec(lua_State *L) {
+  check(L);
   size_t len;
-  const char *name = luaL_checklstring(L, 2, &len);
-  if (memchr(name, 0, len))
-    return lm_error(L, "argument", "db:listen: a channel name cannot contain NUL bytes");
-  if (len > PG_NAME_MAX)
-    return lm_error(L, "argument",
-                    "db:listen: the channel name is %d bytes; PostgreSQL keeps only the first "
-                    "%d of a name, so nothing sent to it would arrive",
-                    (int)len, PG_NAME_MAX);
-  luaL_Buffer b;
-  luaL_buffinit(L, &b);
-  luaL_addstring(&b, "LISTEN \"");
-  for (size_t i = 0; i < len; i++) {
-    if (name[i] == '"')
-      luaL_addchar(&b, '"');
-    luaL_addchar(&b, name[i]);
-  }
-  luaL_addchar(&b, '"');
-  luaL_pushresult(&b);
-  lua_replace(L, 2);
-  return run_sql(L, l);
+  const char *sql = luaL_checklstring(L, 2, &len);
+  if (memchr(sql, 0, len))
+    return lm_error(L, "argument", "db:listen: a statement cannot contain NUL bytes");
+  lua_settop(L, 2);
+  return run_sql(L, check(L));
 }
 
 static int next_k(lua_State *L, int status, lua_KContext kctx);
@@ -327,7 +306,7 @@ static int listener_close(lua_State *L) {
 
 static const luaL_Reg methods[] = {
   {"_connect", listener_connect},
-  {"_listen", listener_listen},
+  {"_exec", listener_exec},
   {"_next", listener_next},
   {"_close", listener_close},
   {NULL, NULL}

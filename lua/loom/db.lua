@@ -796,7 +796,7 @@ local function deliver(l, name, note)
 end
 
 local function listen_all(l)
-  for name in pairs(l.subs) do l.conn:_listen(name) end
+  for name in pairs(l.subs) do l.conn:_exec(l.listen_sql(name)) end
 end
 
 -- The dispatcher: reads notifications, fans them out, and after a lost
@@ -845,6 +845,7 @@ function DB:listen(name, opts)
   local l = self._listener
   if not l then
     l = setmetatable({ subs = {}, gap_pending = setmetatable({}, { __mode = "k" }),
+      listen_sql = self.dialect.listen,
       mutex = loom.mutex(), conn = core._listener(load_driver(self.dialect), private[self].url) }, Listener)
     local ok, e = pcall(l.conn._connect, l.conn)
     if not ok then
@@ -858,7 +859,8 @@ function DB:listen(name, opts)
   local subs = l.subs[name]
   if not subs then
     -- Kept only once LISTEN worked: the reconnect LISTENs every name again.
-    l.mutex:with(function() l.conn:_listen(name) end)
+    local sql = l.listen_sql(name)
+    l.mutex:with(function() l.conn:_exec(sql) end)
     subs = l.subs[name] or {}
     l.subs[name] = subs
   end
@@ -896,7 +898,8 @@ end
 --   lock(db, key, fn, timeout) kit.server_lock(take, release) or kit.local_lock
 --   conninfo(url, opts)        optional: the driver's connect string
 --   split_reads                optional: reads run on reader connections
---   listen, notify(db, channel, payload)  optional: db:listen and db:notify
+--   listen(name) -> sql        optional, with notify: the statement that subscribes
+--   notify(db, channel, payload)  the listening connection; db:listen and db:notify
 --   changes = {version_sql =}  optional: db:changes
 --   no_listen, no_changes      optional: the messages for what it lacks
 local kit = {

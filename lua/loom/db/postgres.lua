@@ -51,7 +51,18 @@ return function(kit)
     end, function(s, key)
       s:_run("_exec", "SELECT pg_advisory_unlock(" .. lock_arg(key) .. ")", true, key)
     end),
-    listen = true,
+    -- The statement that subscribes the listening connection to a channel.
+    -- PostgreSQL keeps NAMEDATALEN - 1 = 63 bytes of an identifier: a longer
+    -- name could never receive anything (LISTEN keeps its first 63 bytes,
+    -- pg_notify refuses the whole name), so it is refused before anything
+    -- is sent.
+    listen = function(name)
+      if #name > 63 then
+        loom.error("argument", ("db:listen: the channel name is %d bytes; PostgreSQL keeps only the first "
+          .. "63 of a name, so nothing sent to it would arrive"):format(#name))
+      end
+      return 'LISTEN "' .. name:gsub('"', '""') .. '"'
+    end,
     notify = function(db, channel, payload)
       db:_run("_exec", "SELECT pg_notify($1, $2)", db.cache, channel, payload)
     end,
