@@ -20,7 +20,8 @@ M.dialects = {
     sql = numbered,
     placeholder = "$1",
     echo = "SELECT $1::int8", -- returns its integer parameter
-    params_sql = "SELECT $1::int8 AS i, $2::float8 AS f, $3::bool AS b, $4::text AS t, $5::bytea AS x, $6::int AS n1, $7::text AS n2",
+    params_sql = "SELECT $1::int8 AS i, $2::float8 AS f, $3::bool AS b, $4::text AS t, $5::bytea AS x, "
+      .. "$6::int AS n1, $7::text AS n2",
     bool = { [true] = true, [false] = false },
     serial = "SERIAL PRIMARY KEY",
     insert_ids = {}, -- no last insert id (RETURNING gives it)
@@ -45,8 +46,8 @@ M.dialects = {
       soak_queries = 1000000,
       -- Statements with fragment still running, seen by a superuser.
       running = function(admin, fragment)
-        return admin:value("SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE $1 AND pid <> pg_backend_pid()",
-          "%" .. fragment .. "%")
+        return admin:value("SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE $1 "
+          .. "AND pid <> pg_backend_pid()", "%" .. fragment .. "%")
       end,
       -- Ends every session of the test user; returns how many.
       kill_all = function(admin)
@@ -88,8 +89,8 @@ M.dialects = {
       running = function(admin, fragment)
         local n
         for _ = 1, 20 do
-          n = admin:value("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE COMMAND = 'Query' AND INFO LIKE ? AND ID <> CONNECTION_ID()",
-            "%" .. fragment .. "%")
+          n = admin:value("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE COMMAND = 'Query' "
+            .. "AND INFO LIKE ? AND ID <> CONNECTION_ID()", "%" .. fragment .. "%")
           if n == 0 then break end
           require("loom").sleep(0.05)
         end
@@ -123,7 +124,8 @@ M.dialects = {
     endless = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT x FROM c",
     stream_error = { sql = "SELECT 1 UNION ALL SELECT abs(-9223372036854775807 - 1)", code = "SQLITE_ERROR" },
     listens = false,
-    slow_value = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 300000) SELECT ? + count(*) - 300000 FROM c",
+    slow_value = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 300000) "
+      .. "SELECT ? + count(*) - 300000 FROM c",
     server = nil, -- a file or memory: no server, no password, no backend to kill
   },
 }
