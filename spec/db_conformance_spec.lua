@@ -475,7 +475,8 @@ describe("db conformance: " .. target.name, function()
       healing:close(); admin:close()
     end)
 
-    it("survives a server restart under load: in-flight work fails with kind connection, later work succeeds", function()
+    it("survives a server restart under load: in-flight work fails with kind connection, later work succeeds",
+      function()
       local loaded = open({ pool = { max = 4, acquire_timeout = 20 } })
       local kinds, done = {}, 0
       loom.run(function()

@@ -71,6 +71,7 @@ describe("postgres errors", function()
       db:exec("DROP TABLE IF EXISTS spec_u"); db:exec("CREATE TABLE spec_u (id int PRIMARY KEY)")
       db:exec("INSERT INTO spec_u VALUES (1)")
       ok, e = pcall(db.exec, db, "INSERT INTO spec_u VALUES (1)")
+      assert.is_false(ok)
       assert.equal("23505", e.code); assert.matches("already exists", e.detail)
       db:exec("DROP TABLE spec_u")
     end)
@@ -108,7 +109,8 @@ describe("postgres transactions", function()
 
   it("uses the isolation level", function()
     loom.run(function()
-      assert.equal("serializable", db:transaction(function(tx) return tx:value("SHOW transaction_isolation") end, { isolation = "serializable" }))
+      assert.equal("serializable", db:transaction(function(tx) return tx:value("SHOW transaction_isolation") end,
+        { isolation = "serializable" }))
     end)
   end)
 

@@ -266,7 +266,7 @@ describe("sqlite", function()
       local SLOW3 = SLOW .. " -- stopped"
       assert.equal(10, db:value(SLOW3, 10))
       assert.equal(10, db:value(SLOW3, 10))
-      started = loom.now()
+      local started = loom.now()
       local ok, e = pcall(loom.timeout, 0.1, db.value, db, SLOW3, 500000000)
       assert.is_false(ok)
       assert.equal("timeout", e.kind)
@@ -489,7 +489,8 @@ describe("sqlite", function()
       end
       assert.equal(3, db:with(function(s) return s:value("SELECT 1 + 2") end))
       local st = db:stats()
-      for _, k in ipairs({ "total", "idle", "in_use", "waiting", "acquired", "timeouts", "created", "closed", "wait_time" }) do
+      for _, k in ipairs({ "total", "idle", "in_use", "waiting", "acquired", "timeouts", "created", "closed",
+                           "wait_time" }) do
         assert.is_not_nil(st[k], k)
       end
       assert.is_true(st.total >= 1)
@@ -518,7 +519,8 @@ describe("sqlite files and memory", function()
 
   it("pragmas given to open run on every connection, readers included", function()
     local path = tmpfile()
-    local db = loom.db.open("sqlite:" .. path, { pragmas = { "cache_size = -4321", "foreign_keys = on" }, pool = { readers = 2 } })
+    local db = loom.db.open("sqlite:" .. path,
+      { pragmas = { "cache_size = -4321", "foreign_keys = on" }, pool = { readers = 2 } })
     loom.run(function()
       assert.equal(-4321, db:value("PRAGMA cache_size"))      -- the writer (PRAGMA is not a read)
       assert.equal(-4321, db:value("SELECT * FROM pragma_cache_size()")) -- a reader

@@ -24,7 +24,8 @@ end
 
 loom.run(function()
   db:exec("DROP TABLE IF EXISTS example_docs")
-  db:exec("CREATE TABLE example_docs (id INTEGER PRIMARY KEY, tags TEXT NOT NULL, lock_version INTEGER NOT NULL DEFAULT 0)")
+  db:exec([[CREATE TABLE example_docs (id INTEGER PRIMARY KEY, tags TEXT NOT NULL,
+            lock_version INTEGER NOT NULL DEFAULT 0)]])
   db:exec("INSERT INTO example_docs (id, tags) VALUES (1, '')")
   local conflicts = 0
   loom.each({ "a", "b", "c", "d", "e" }, function(tag)
@@ -41,7 +42,8 @@ loom.run(function()
            retry_on = function(err) return loom.is_error(err, "stale") end })
   end)
   local doc = db:first("SELECT tags, lock_version FROM example_docs WHERE id = 1")
-  print(("final tags %q at version %d after %d stale writes were retried"):format(doc.tags, doc.lock_version, conflicts))
+  print(("final tags %q at version %d after %d stale writes were retried")
+    :format(doc.tags, doc.lock_version, conflicts))
   assert(#doc.tags == 10 and doc.lock_version == 5, "every writer's tag made it")
   assert(conflicts >= 1, "the writers did race")
   db:exec("DROP TABLE example_docs")

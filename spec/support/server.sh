@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2154 # server_user, server_log: the sourcing script sets them
 # What pg_server.sh and my_server.sh share, sourced by both. They set
 # server_user (the account the server runs as when root) and server_log
 # (the log shown when something fails) first.
