@@ -455,8 +455,8 @@ describe("db conformance: " .. target.name, function()
   end)
 
   describe("server faults", function()
-    local password = url():match("^%a+://[^:/@]+:([^@]+)@")
     local function no_password(e)
+      local password = url():match("^%a+://[^:/@]+:([^@]+)@")
       local text = tostring(e) .. " " .. tostring(type(e) == "table" and e.message or "")
       assert.is_falsy(text:find(password, 1, true), "the password leaked into an error: " .. text)
     end
