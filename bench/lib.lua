@@ -1,4 +1,5 @@
--- Shared helpers of loom's runtime and concurrency benchmarks.
+-- Shared helpers of loom's benchmarks: the runtime and concurrency ones,
+-- and loom's side of the database ones (bench/pg.lua, mysql.lua).
 --
 -- The machines these run on have 2 shared, noisy cores, so nothing here
 -- trusts one absolute time: every figure is measured a few times (BENCH_REPS,
@@ -164,6 +165,39 @@ end
 function M.note(fmt, ...)
   io.stderr:write(fmt:format(...), "\n")
   io.stderr:flush()
+end
+
+-- The line a database benchmark's shell driver reads: "RESULT name value".
+function M.result(name, value)
+  io.write(("RESULT %s %.1f\n"):format(name, value))
+  io.flush()
+end
+
+-- The load loom's database benchmarks measure: `tasks` tasks on db, each
+-- first calling warm() (connections open, statements prepared), then step()
+-- over and over until `seconds` have passed; step returns how many queries
+-- it ran. Returns queries per second over the measured part.
+function M.db_rate(loom, tasks, seconds, warm, step)
+  local total, started, stop = 0, nil, nil
+  loom.run(function()
+    local ids = {}
+    for i = 1, tasks do ids[i] = i end
+    loom.each(ids, warm)
+    local now = loom.now
+    started = now()
+    local deadline = started + seconds
+    local workers = {}
+    for t = 1, tasks do
+      workers[t] = loom.spawn(function()
+        local n = 0
+        repeat n = n + step() until now() >= deadline
+        total = total + n
+      end)
+    end
+    for t = 1, tasks do workers[t]:join() end
+    stop = now()
+  end)
+  return total / (stop - started)
 end
 
 return M

@@ -11,18 +11,13 @@
 --       formatted into the SQL (LuaSQL has no parameters).
 --
 -- Run from the repository root; LOOM_BUILD_DIR names the build (default build-bench).
-local build = os.getenv("LOOM_BUILD_DIR") or "build-bench"
-package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
-package.cpath = build .. "/?.so;" .. package.cpath
+package.path = "bench/?.lua;" .. package.path
+local lib = require "lib" -- loom on the paths, from LOOM_BUILD_DIR
 
 local mode, url = arg[1], assert(arg[2], "URL expected")
 local SQL = "SELECT abalance FROM bench_accounts WHERE aid = ?"
 local random = math.random
-
-local function result(name, value)
-  io.write(("RESULT %s %.1f\n"):format(name, value))
-  io.flush()
-end
+local result = lib.result
 
 if mode == "select" then
   local loom = require "loom"
@@ -30,31 +25,14 @@ if mode == "select" then
   local seconds = assert(tonumber(arg[4]), "SECONDS expected")
   local nrows = assert(tonumber(arg[5]), "ROWS expected")
   local db = loom.db.open(url, { pool = { min = tasks, max = tasks } })
-  local total, started, stop = 0, nil, nil
-  loom.run(function()
-    -- Warm up: every connection open and its statement prepared.
-    local ids = {}
-    for i = 1, tasks do ids[i] = i end
-    loom.each(ids, function() for _ = 1, 200 do db:value(SQL, random(1, nrows)) end end)
-    local now = loom.now
-    started = now()
-    local deadline = started + seconds
-    local workers = {}
-    for t = 1, tasks do
-      workers[t] = loom.spawn(function()
-        local n = 0
-        repeat
-          for _ = 1, 20 do db:value(SQL, random(1, nrows)) end
-          n = n + 20
-        until now() >= deadline
-        total = total + n
-      end)
-    end
-    for t = 1, tasks do workers[t]:join() end
-    stop = now()
-  end)
+  local rate = lib.db_rate(loom, tasks, seconds,
+    function() for _ = 1, 200 do db:value(SQL, random(1, nrows)) end end,
+    function()
+      for _ = 1, 20 do db:value(SQL, random(1, nrows)) end
+      return 20
+    end)
   db:close()
-  result("select" .. tasks, total / (stop - started))
+  result("select" .. tasks, rate)
 elseif mode == "luasql" then
   local seconds = assert(tonumber(arg[3]), "SECONDS expected")
   local nrows = assert(tonumber(arg[4]), "ROWS expected")

@@ -16,6 +16,8 @@
 # tool is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 SECS=${MY_BENCH_SECONDS:-4}
 ROUNDS=${MY_BENCH_ROUNDS:-3}
@@ -32,18 +34,10 @@ if [ ! -f "$LOOM_BUILD_DIR/loom/core.so" ]; then
   exit 1
 fi
 
-server=""
-cleanup() { [ -n "$server" ] && bash spec/support/my_server.sh stop "$server" || true; }
+cleanup() { bench_server_stop; }
 trap cleanup EXIT
-if [ -n "${LOOM_MYSQL_URL:-}" ]; then
-  URL=$LOOM_MYSQL_URL
-  dir=${LOOM_MYSQL_DIR:-}
-else
-  server=$(mktemp -u /tmp/loom-mybench.XXXXXX)
-  bash spec/support/my_server.sh start "$server"
-  URL=$(cat "$server/url")
-  dir=$server
-fi
+bench_server spec/support/my_server.sh "${LOOM_MYSQL_URL:-}" "$(mktemp -u /tmp/loom-mybench.XXXXXX)"
+dir=${bench_server_dir:-${LOOM_MYSQL_DIR:-}}
 # mysql://user:pw@host:port/db, for the command-line clients
 read -r user pw host port db < <(sed -E 's|^[a-z]+://([^:]+):([^@]*)@([^:/]+):?([0-9]*)/([^?]+).*|\1 \2 \3 \4 \5|' <<<"$URL")
 port=${port:-3306}
@@ -70,17 +64,6 @@ all_cpus="0-$(($(nproc) - 1))"
 server_on() { [ -n "$spid" ] && taskset -apc "$1" "$spid" >/dev/null 2>&1 || true; }
 trap 'server_on "$all_cpus"; cleanup' EXIT
 
-declare -A best all
-note() {
-  local name=$1 v=$2
-  [ -n "$v" ] || return 0
-  all[$name]="${all[$name]:-} $v"
-  if [ -z "${best[$name]:-}" ] || awk -v a="$v" -v b="${best[$name]}" 'BEGIN{exit !(a>b)}'; then best[$name]=$v; fi
-}
-median() {
-  echo "${all[$1]:-}" | tr ' ' '\n' | awk 'NF' | sort -g |
-    awk '{v[NR]=$1} END{if (NR) printf "%.1f", NR % 2 ? v[(NR+1)/2] : (v[NR/2] + v[NR/2+1]) / 2}'
-}
 slap() { # concurrency: queries per second over SECS-ish seconds of work
   local c=$1 total
   # --number-of-queries is the total, shared by the clients: about SECS
@@ -110,18 +93,7 @@ run_one() {
   esac
 }
 
-pairs=("slap_1 loom_1" "slap_8 loom_8" "luasql")
-for round in $(seq 1 "$ROUNDS"); do
-  echo "round $round/$ROUNDS ..." >&2
-  for pair in "${pairs[@]}"; do
-    read -r -a items <<<"$pair"
-    if [ $((round % 2)) -eq 0 ]; then
-      for ((i = ${#items[@]} - 1; i >= 0; i--)); do run_one "${items[$i]}"; done
-    else
-      for item in "${items[@]}"; do run_one "$item"; done
-    fi
-  done
-done
+rounds "$ROUNDS" "slap_1 loom_1" "slap_8 loom_8" "luasql"
 server_on "$all_cpus"
 
 version=$(mariadb "${client[@]}" -N -e "SELECT VERSION()")
@@ -129,27 +101,10 @@ echo
 echo "MariaDB $version, $ROWS accounts, point select by primary key, ${SECS}s per measurement, $ROUNDS rounds, $(nproc) cores"
 if [ -n "$spid" ]; then echo "one-connection rows pinned: server and client on core 0; the rest unpinned"
 else echo "nothing pinned (no server pid at hand)"; fi
-echo "ratio: best loom round / best peer round (PASS/FAIL on it); median: the same with medians"
-echo
-printf '| %-34s | %10s | %-36s | %10s | %6s | %6s | %6s | %-4s |\n' "loom" "q/s" "peer" "q/s" "ratio" "median" "target" ""
-printf '|%s|%s|%s|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..36})" "$(printf -- '-%.0s' {1..12})" \
-  "$(printf -- '-%.0s' {1..38})" "$(printf -- '-%.0s' {1..12})" "--------" "--------" "--------" "------"
-fails=0
-row() { # label loomkey peerlabel peerkey target
-  local lv=${best[$2]:-} pv=${best[$4]:-}
-  if [ -z "$lv" ] || [ -z "$pv" ]; then
-    printf '| %-34s | %10s | %-36s | %10s | %6s | %6s | %5.2fx | %-4s |\n' "$1" "${lv:-n/a}" "$3" "${pv:-n/a}" "" "" "$5" FAIL
-    fails=$((fails + 1)); return
-  fi
-  local ratio mratio verdict
-  ratio=$(awk -v a="$lv" -v b="$pv" 'BEGIN{printf "%.2f", a / b}')
-  mratio=$(awk -v a="$(median "$2")" -v b="$(median "$4")" 'BEGIN{printf "%.2f", a / b}')
-  if awk -v r="$ratio" -v t="$5" 'BEGIN{exit !(r >= t)}'; then verdict=PASS; else verdict=FAIL; fails=$((fails + 1)); fi
-  printf '| %-34s | %10.0f | %-36s | %10.0f | %5.2fx | %5.2fx | %5.2fx | %-4s |\n' "$1" "$lv" "$3" "$pv" "$ratio" "$mratio" "$5" "$verdict"
-}
-row "point select, 1 task" loom_1 "mariadb-slap --concurrency=1" slap_1 0.9
-row "point select, 8 tasks, pool of 8" loom_8 "mariadb-slap --concurrency=8" slap_8 0.9
-row "point select, 1 task" loom_1 "LuaSQL (luasql.mysql), 1 connection" luasql 0.9
+table_header
+row "point select, 1 task" loom_1 "mariadb-slap --concurrency=1" slap_1 0.9 q/s
+row "point select, 8 tasks, pool of 8" loom_8 "mariadb-slap --concurrency=8" slap_8 0.9 q/s
+row "point select, 1 task" loom_1 "LuaSQL (luasql.mysql), 1 connection" luasql 0.9 q/s
 echo
 echo "loom from $LOOM_BUILD_DIR; $fails target(s) missed"
 [ "$fails" -eq 0 ] || exit 3

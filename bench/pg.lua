@@ -15,18 +15,14 @@
 --   lua5.4 bench/pg.lua copyfile ROWS PATH
 --       writes the same rows in COPY text format, for psql \copy.
 --
--- Run from the repository root; LOOM_BUILD_DIR names the build (default build-pgbench).
-local build = os.getenv("LOOM_BUILD_DIR") or "build-pgbench"
-package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
-package.cpath = build .. "/?.so;" .. package.cpath
+-- Run from the repository root; LOOM_BUILD_DIR names the build (pg.sh sets
+-- build-pgbench).
+package.path = "bench/?.lua;" .. package.path
+local lib = require "lib" -- loom on the paths, from LOOM_BUILD_DIR
 
 local mode = arg[1]
 local SQL = "SELECT abalance FROM pgbench_accounts WHERE aid = $1"
-
-local function result(name, value)
-  io.write(("RESULT %s %.1f\n"):format(name, value))
-  io.flush()
-end
+local result = lib.result
 
 -- The rows insert_many and the COPY file hold: an id, a text that now and
 -- then carries a tab, a newline or a backslash, a float, a timestamp.
@@ -75,51 +71,27 @@ if mode == "select" or mode == "batch" then
   local naccounts = (tonumber(arg[5]) or 10) * 100000
   local db = loom.db.open(url, { pool = { min = tasks, max = tasks } })
   local random = math.random
-  local total = 0
-  local started, stop
-  loom.run(function()
-    -- Warm up: every connection open and its statement prepared.
-    local g = {}
-    for t = 1, tasks do
-      g[t] = loom.spawn(function()
-        for _ = 1, 200 do db:value(SQL, random(1, naccounts)) end
-      end)
+  local step
+  if mode == "select" then
+    step = function()
+      for _ = 1, 20 do db:value(SQL, random(1, naccounts)) end
+      return 20
     end
-    for t = 1, tasks do g[t]:join() end
-    local now = loom.now
-    started = now()
-    local deadline = started + seconds
-    local workers = {}
-    for t = 1, tasks do
-      if mode == "select" then
-        workers[t] = loom.spawn(function()
-          local n = 0
-          repeat
-            for _ = 1, 20 do db:value(SQL, random(1, naccounts)) end
-            n = n + 20
-          until now() >= deadline
-          total = total + n
-        end)
-      else
-        workers[t] = loom.spawn(function()
-          local n = 0
-          local list = {}
-          for k = 1, 10 do list[k] = { SQL, 0 } end
-          repeat
-            for k = 1, 10 do list[k][2] = random(1, naccounts) end
-            local res = db:batch(list)
-            assert(#res == 10)
-            n = n + 10
-          until now() >= deadline
-          total = total + n
-        end)
-      end
+  else
+    local list = {}
+    for k = 1, 10 do list[k] = { SQL, 0 } end
+    step = function()
+      for k = 1, 10 do list[k][2] = random(1, naccounts) end
+      local res = db:batch(list)
+      assert(#res == 10)
+      return 10
     end
-    for t = 1, tasks do workers[t]:join() end
-    stop = now()
-  end)
+  end
+  -- Warm up: every connection open and its statement prepared.
+  local rate = lib.db_rate(loom, tasks, seconds,
+    function() for _ = 1, 200 do db:value(SQL, random(1, naccounts)) end end, step)
   db:close()
-  result(mode .. tasks, total / (stop - started))
+  result(mode .. tasks, rate)
 elseif mode == "insert" then
   local n = assert(tonumber(arg[3]), "ROWS expected")
   local db = loom.db.open(url, { pool = { max = 1 } })

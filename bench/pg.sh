@@ -17,6 +17,8 @@
 # PG_BENCH_ONLY: a space-separated subset of: select1 select8 batch4 insert peers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 SECS=${PG_BENCH_SECONDS:-5}
 ROUNDS=${PG_BENCH_ROUNDS:-3}
@@ -41,20 +43,13 @@ fi
 
 work=$(mktemp -d /tmp/loom-pgbench.XXXXXX)
 chmod 755 "$work" # the server may run as another user (postgres, when root)
-server=""
 cleanup() {
-  [ -n "$server" ] && bash spec/support/pg_server.sh stop "$server" || true
+  bench_server_stop
   rm -rf "$work"
 }
 trap cleanup EXIT
-
-if [ -n "${LOOM_PG_URL:-}" ]; then
-  URL=$LOOM_PG_URL
-else
-  server="$work/server"
-  bash spec/support/pg_server.sh start "$server"
-  URL=$(cat "$server/url")
-fi
+bench_server spec/support/pg_server.sh "${LOOM_PG_URL:-}" "$work/server"
+server=$bench_server_dir
 
 q() { psql "$URL" -X -q -t -A -v ON_ERROR_STOP=1 -c "$1"; }
 
@@ -95,19 +90,6 @@ server_on() { [ -n "$pm_pid" ] && taskset -pc "$1" "$pm_pid" >/dev/null 2>&1 || 
 restore() { server_on "$all_cpus"; }
 trap 'restore; cleanup' EXIT
 
-declare -A best all
-note() { # name value: keep the best, and every value for the median
-  local name=$1 v=$2
-  [ -n "$v" ] || return 0
-  all[$name]="${all[$name]:-} $v"
-  if [ -z "${best[$name]:-}" ] || awk -v a="$v" -v b="${best[$name]}" 'BEGIN{exit !(a>b)}'; then
-    best[$name]=$v
-  fi
-}
-median() { # name
-  echo "${all[$1]:-}" | tr ' ' '\n' | awk 'NF' | sort -g |
-    awk '{v[NR]=$1} END{if (NR) printf "%.1f", NR % 2 ? v[(NR+1)/2] : (v[NR/2] + v[NR/2+1]) / 2}'
-}
 pin=()
 loom_run() { "${pin[@]}" "$LUA" bench/pg.lua "$@" | awk '/^RESULT/{print $3}'; }
 pgbench_tps() { "${pin[@]}" pgbench -n "$@" -T "$SECS" "$URL" 2>&1 | awk '/^tps = /{print $3}'; }
@@ -160,17 +142,7 @@ for what in $ONLY; do
   esac
 done
 
-for round in $(seq 1 "$ROUNDS"); do
-  echo "round $round/$ROUNDS ..." >&2
-  for pair in "${pairs[@]}"; do
-    read -r -a items <<<"$pair"
-    if [ $((round % 2)) -eq 0 ]; then
-      for ((i = ${#items[@]} - 1; i >= 0; i--)); do run_one "${items[$i]}"; done
-    else
-      for item in "${items[@]}"; do run_one "$item"; done
-    fi
-  done
-done
+rounds "$ROUNDS" "${pairs[@]}"
 restore
 
 ver=$(pgbench --version | awk '{print $3}')
@@ -181,26 +153,7 @@ if [ -n "$pm_pid" ]; then
 else
   echo "nothing pinned (no postmaster.pid at hand)"
 fi
-echo "ratio: best loom round / best peer round (PASS/FAIL on it); median: the same with medians"
-echo
-printf '| %-44s | %12s | %-34s | %12s | %6s | %6s | %6s | %-4s |\n' "loom" "loom" "peer" "peer" "ratio" "median" "target" ""
-printf '|%s|%s|%s|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..46})" "$(printf -- '-%.0s' {1..14})" \
-  "$(printf -- '-%.0s' {1..36})" "$(printf -- '-%.0s' {1..14})" "--------" "--------" "--------" "------"
-fails=0
-row() { # label loomkey peerlabel peerkey target unit
-  local lv=${best[$2]:-} pv=${best[$4]:-}
-  if [ -z "$lv" ] || [ -z "$pv" ]; then
-    printf '| %-44s | %12s | %-34s | %12s | %6s | %6s | %5.2fx | %-4s |\n' "$1" "${lv:-n/a}" "$3" "${pv:-n/a}" "" "" "$5" "FAIL"
-    fails=$((fails + 1))
-    return
-  fi
-  local ratio mratio verdict
-  ratio=$(awk -v a="$lv" -v b="$pv" 'BEGIN{printf "%.2f", a / b}')
-  mratio=$(awk -v a="$(median "$2")" -v b="$(median "$4")" 'BEGIN{printf "%.2f", a / b}')
-  if awk -v r="$ratio" -v t="$5" 'BEGIN{exit !(r >= t)}'; then verdict=PASS; else verdict=FAIL; fails=$((fails + 1)); fi
-  printf '| %-44s | %8.0f %-3s | %-34s | %8.0f %-3s | %5.2fx | %5.2fx | %5.2fx | %-4s |\n' \
-    "$1" "$lv" "$6" "$3" "$pv" "$6" "$ratio" "$mratio" "$5" "$verdict"
-}
+table_header
 if [ -n "$pm_pid" ]; then
   row "point select, 1 task (same core)" loom_t1@same "pgbench -S -M prepared -c1" pgbench_c1@same 0.9 q/s
   row "point select, 1 task (split cores)" loom_t1@split "pgbench -S -M prepared -c1" pgbench_c1@split 0.9 q/s

@@ -191,7 +191,8 @@ if [ "${LOOM_SKIP_TSAN:-}" != 1 ]; then
        -DCMAKE_C_FLAGS="-fsanitize=thread -O1 -g -DLOOM_TIME_SCALE=20" -DCMAKE_MODULE_LINKER_FLAGS="-fsanitize=thread"; then
     gcc -shared -fPIC -o build-tsan/keep_modules.so scripts/keep_modules.c
     specs build-tsan LD_PRELOAD="$(gcc -print-file-name=libtsan.so) $root/build-tsan/keep_modules.so" \
-      TSAN_OPTIONS="halt_on_error=0 report_signal_unsafe=0" -- --exclude-tags=subprocess spec/sqlite_spec.lua
+      TSAN_OPTIONS="halt_on_error=0 report_signal_unsafe=0" -- --exclude-tags=subprocess --filter=sqlite \
+      spec/sqlite_spec.lua spec/db_conformance_spec.lua
     if grep -q "WARNING: ThreadSanitizer" "$logs/busted-build-tsan.log"; then
       fail_stage "ThreadSanitizer report in the SQLite specs"
     fi

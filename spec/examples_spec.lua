@@ -1,14 +1,39 @@
 -- Every script in examples/ runs as a user would run it and must succeed:
 -- each checks its own results with assert, so a broken feature fails here.
+-- The ones in examples/db/ run on every database (spec/support/drivers.lua),
+-- the ones in a driver's folder on that driver's.
+local drivers = require "spec.support.drivers"
 local build = os.getenv("LOOM_BUILD_DIR") or "build"
 
-local function run(script)
-  local cmd = ("cd examples && LUA_PATH='../lua/?.lua;../lua/?/init.lua;;' "
-    .. "LUA_CPATH='../%s/?.so;;' lua5.4 %s 2>&1"):format(build, script)
+-- Runs dir/script from dir with loom on the paths; env and args go on the
+-- command line as they are.
+local function run(dir, script, env, args)
+  local up = dir:gsub("[^/]+", "..")
+  local cmd = ("cd %s && %s LUA_PATH='%s/lua/?.lua;%s/lua/?/init.lua;;' LUA_CPATH='%s/%s/?.so;;' lua5.4 %s %s 2>&1")
+    :format(dir, env or "", up, up, up, build, script, args or "")
   local p = io.popen(cmd)
   local out = p:read("a")
-  local ok, how, code = p:close()
-  return ok, out, how, code
+  local ok = p:close()
+  return ok, out
+end
+
+local function check(dir, script, line, env, args)
+  local ok, out = run(dir, script, env, args)
+  assert.is_true(ok, script .. " failed:\n" .. out)
+  assert.is_truthy(out:find(line, 1, true), script .. " did not print '" .. line .. "':\n" .. out)
+  assert.is_falsy(out:find("nobody joined it", 1, true), "a task failed unnoticed:\n" .. out)
+  return out
+end
+
+-- Every script in dir has an expectation, and nothing else is there.
+local function expects_all(dir, expected, helpers)
+  it("has an expectation for every script in " .. dir, function()
+    for name in io.popen("ls " .. dir):lines() do
+      if name:match("%.lua$") and not (helpers and helpers[name]) then
+        assert.is_not_nil(expected[name], name .. " has no expectation here")
+      end
+    end
+  end)
 end
 
 describe("examples", function()
@@ -20,23 +45,15 @@ describe("examples", function()
     ["pipeline.lua"] = "done: 400 records",
     ["race_timeout.lua"] = "first answer: mirror-b says 42",
     ["retry_breaker.lua"] = "request 10: result 10",
-    ["lazy_cache.lua"] = "computed once",
+    ["lazy_cache.lua"] = "8 concurrent readers saw version 1,1,1,1,1,1,1,1",
     ["semaphore_limit.lua"] = "still gave their licence back",
   }
-  expected["lazy_cache.lua"] = "8 concurrent readers saw version 1,1,1,1,1,1,1,1"
-
-  it("has an expectation for every example script", function()
-    for name in io.popen("ls examples"):lines() do
-      if name:match("%.lua$") then
-        assert.is_not_nil(expected[name], name .. " has no expected output here")
-      end
-    end
-  end)
+  expects_all("examples", expected)
 
   -- Bars redraw a line with \r: in a pipe (CI, a log) that would make one
   -- line of thousands of frames, so there each bar prints its final figure.
   it("demo.lua prints no progress frames into a pipe", function()
-    local ok, out = run("demo.lua")
+    local ok, out = run("examples", "demo.lua")
     assert.is_true(ok, "demo.lua failed:\n" .. out)
     assert.is_falsy(out:find("\r", 1, true), "progress frames in a pipe:\n" .. out:sub(1, 2000))
     for _, figure in ipairs({ "4000/4000 orders written", "120/120 statements sent", "4000/4000 invoices written" }) do
@@ -60,11 +77,63 @@ describe("examples", function()
   end)
 
   for script, line in pairs(expected) do
-    it(script .. " runs and prints what it promises", function()
-      local ok, out = run(script)
-      assert.is_true(ok, script .. " failed:\n" .. out)
-      assert.is_truthy(out:find(line, 1, true), script .. " did not print '" .. line .. "':\n" .. out)
-      assert.is_falsy(out:find("nobody joined it", 1, true), "a task failed unnoticed:\n" .. out)
-    end)
+    it(script .. " runs and prints what it promises", function() check("examples", script, line) end)
+  end
+end)
+
+describe("examples on every database", function()
+  local expected = {
+    ["optimistic_lock.lua"] = "at version 5 after",
+    ["transfers.lua"] = "final balances 900 and 100",
+    ["named_lock.lua"] = "after a failed job the lock is free: ok",
+    ["bulk_insert.lua"] = "loaded 50000 rows",
+    ["batch_updates.lua"] = "updated 5000 accounts in 10 batches",
+  }
+  expects_all("examples/db", expected, { ["database.lua"] = true })
+
+  for _, target in ipairs(drivers.targets) do
+    for script, line in pairs(expected) do
+      it(("%s runs on %s and prints what it promises"):format(script, target.name), function()
+        -- A SQLite file is the examples' own default: no argument at all.
+        local args = target.examples_default and "" or ("'%s'"):format(target.url(target))
+        local out = check("examples/db", script, line, nil, args)
+        assert.is_truthy(out:find("on " .. target.driver, 1, true), "not run on " .. target.driver .. ":\n" .. out)
+      end)
+    end
+  end
+end)
+
+describe("examples of one database", function()
+  local pg = require "spec.support.pg"
+  local folders = {
+    postgres = {
+      env = function() return ("LOOM_PG_URL='%s'"):format(pg.url()) end,
+      expected = {
+        ["fan_out.lua"] = "5 queries of 200 ms each answered",
+        ["change_stream.lua"] = "the subscriber saw 4 changes",
+        ["cursor_stream.lua"] = "streamed 200000 rows in 20 batches",
+        ["cache_warm.lua"] = "after reset() the next request loads it again",
+        ["report_timeout.lua"] = "still running on the server: 0",
+      },
+    },
+    -- Each makes its own database in a temp file and removes it.
+    sqlite = {
+      expected = {
+        ["fan_out.lua"] = "the regions add up to all 20000 orders",
+        ["change_stream.lua"] = "nothing of the rolled-back transaction appeared",
+        ["cursor_stream.lua"] = "streamed 100000 rows in 10 batches",
+        ["cache_warm.lua"] = "after reset() the next request loads it again",
+        ["report_timeout.lua"] = "the interrupted one is not still running",
+      },
+    },
+  }
+  for name, folder in pairs(folders) do
+    local dir = "examples/" .. name
+    expects_all(dir, folder.expected)
+    for script, line in pairs(folder.expected) do
+      it(("%s/%s runs and prints what it promises"):format(name, script), function()
+        check(dir, script, line, folder.env and folder.env())
+      end)
+    end
   end
 end)

@@ -86,4 +86,21 @@
   X(readers, grow_then_wait)            \
   X(readers, join_least_loaded)         \
   X(readers, short_reads_queue_together) \
-  X(readers, inline_only_when_idle)
+  X(readers, inline_only_when_idle)     \
+  X(pool, acquire_release_lifo)         \
+  X(pool, max)                          \
+  X(pool, waiters_fifo)                 \
+  X(pool, waiter_timeout)               \
+  X(pool, broken_replaced)              \
+  X(pool, dirty_reset)                  \
+  X(pool, connect_failure)              \
+  X(pool, validate_idle)                \
+  X(pool, lifetime)                     \
+  X(pool, idle_trim)                    \
+  X(pool, close_with_waiters)           \
+  X(pool, close_while_connecting)       \
+  X(lane, order)                        \
+  X(lane, queued)                       \
+  X(lane, submit_from_done)             \
+  X(lane, stop_idle)                    \
+  X(lane, many)

@@ -7,7 +7,8 @@ local loads = 0
 local prices = loom.lazy(function()
   loads = loads + 1
   print("  loading the price list from the database")
-  local rows = db:query("SELECT g AS sku, (g * 1.25)::numeric(10,2) AS price FROM generate_series(1, 1000) g, pg_sleep(0.05)")
+  local rows = db:query("SELECT g AS sku, (g * 1.25)::numeric(10,2) AS price "
+    .. "FROM generate_series(1, 1000) g, pg_sleep(0.05)")
   local by_sku = {}
   for _, r in ipairs(rows) do by_sku[r.sku] = r.price end
   return by_sku

@@ -14,7 +14,8 @@ loom.run(function()
   print(("the report gave up after %.0f ms: %s"):format((loom.now() - started) * 1000, tostring(err)))
   assert(not ok and err.kind == "timeout")
   local still_running = db:value(
-    "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(3)%' AND state = 'active' AND pid <> pg_backend_pid()")
+    "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(3)%' AND state = 'active' "
+      .. "AND pid <> pg_backend_pid()")
   print(("queries of it still running on the server: %d"):format(still_running))
   assert(still_running == 0)
   print("fallback answer: " .. db:value("SELECT 1000"))

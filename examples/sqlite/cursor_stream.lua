@@ -42,7 +42,9 @@ loom.run(function()
   -- Leaving early stops the statement on its thread and gives the
   -- connection back to the pool, clean.
   local first = {}
-  for row in db:rows("WITH RECURSIVE g(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM g WHERE i < 10000000) SELECT i FROM g") do
+  local ten_million = "WITH RECURSIVE g(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM g WHERE i < 10000000) "
+    .. "SELECT i FROM g"
+  for row in db:rows(ten_million) do
     first[#first + 1] = row.i
     if row.i == 3 then break end
   end

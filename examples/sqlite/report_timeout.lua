@@ -38,7 +38,8 @@ loom.run(function()
   started = loom.now()
   local answer = db:value("SELECT 40 + 2")
   local next_took = loom.now() - started
-  print(("the next query answered %d in %.1f ms: the interrupted one is not still running"):format(answer, next_took * 1000))
+  print(("the next query answered %d in %.1f ms: the interrupted one is not still running")
+    :format(answer, next_took * 1000))
   -- Counting to 50 million takes seconds; the next query on the same
   -- reader would wait that long if the interrupted one still ran. Two
   -- seconds leave room for a loaded machine.

@@ -103,7 +103,10 @@ loom.run(function()
       loom.sleep(0.5)
       if not done and loom.now() - progress > STALL then
         io.stdout:write(("HANG: no progress for %d s, at %s; pool %s\n"):format(STALL, where,
-          (function() local s = db:stats() return ("total=%d in_use=%d waiting=%d"):format(s.total, s.in_use, s.waiting) end)()))
+          (function()
+            local s = db:stats()
+            return ("total=%d in_use=%d waiting=%d"):format(s.total, s.in_use, s.waiting)
+          end)()))
         io.stdout:flush()
         os.exit(3, false)
       end

@@ -16,6 +16,11 @@ unset LD_PRELOAD ASAN_OPTIONS LSAN_OPTIONS UBSAN_OPTIONS
 cmd=${1:?usage: my_server.sh start|restart|stop DIR}
 dir=${2:?usage: my_server.sh start|restart|stop DIR}
 
+server_user=mysql
+server_log="$dir/log.err"
+# shellcheck source=spec/support/server.sh
+. "$(dirname "${BASH_SOURCE[0]}")/server.sh"
+
 for bin in mariadbd mariadb-install-db mariadb-admin mariadb; do
   if ! command -v "$bin" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$bin" ]; then
     echo "MariaDB server binaries not found ($bin): install the Debian packages 'mariadb-server' and 'mariadb-client'" >&2
@@ -23,31 +28,6 @@ for bin in mariadbd mariadb-install-db mariadb-admin mariadb; do
   fi
 done
 mariadbd=$(command -v mariadbd || echo /usr/sbin/mariadbd)
-
-as_server() {
-  if [ "$(id -u)" -eq 0 ]; then runuser -u mysql -- "$@"; else "$@"; fi
-}
-
-free_port() {
-  local port
-  for _ in $(seq 1 200); do
-    port=$((20000 + RANDOM % 40000))
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-      echo "$port"
-      return
-    fi
-  done
-  echo "no free port found" >&2
-  exit 1
-}
-
-secret() { od -An -N12 -tx1 /dev/urandom | tr -d ' \n'; }
-
-fail_with_log() {
-  echo "$1" >&2
-  [ -f "$dir/log.err" ] && tail -n 30 "$dir/log.err" >&2
-  exit 1
-}
 
 admin() { mariadb --no-defaults -S "$dir/sock" -uroot "$@"; }
 

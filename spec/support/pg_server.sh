@@ -18,37 +18,23 @@ unset LD_PRELOAD
 
 cmd=${1:?usage: pg_server.sh start|restart|pause|resume|stop DIR}
 dir=${2:?usage: pg_server.sh start|restart|pause|resume|stop DIR}
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # As root the server's programs run as postgres, which may not enter the
 # caller's directory (a checkout under /root: psql and pg_ctl then complain
 # on every call): work from / with DIR made absolute.
 case "$dir" in /*) ;; *) dir=$PWD/$dir ;; esac
 cd /
 
+server_user=postgres
+server_log="$dir/log"
+# shellcheck source=spec/support/server.sh
+. "$here/server.sh"
+
 bindir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
 if [ -z "$bindir" ] || [ ! -x "$bindir/initdb" ]; then
   echo "PostgreSQL server binaries not found: install the Debian package 'postgresql'" >&2
   exit 1
 fi
-
-as_server() {
-  if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
-}
-
-free_port() {
-  # Ask ports at random until one refuses a connection and binds nothing.
-  local port
-  for _ in $(seq 1 200); do
-    port=$((20000 + RANDOM % 40000))
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-      echo "$port"
-      return
-    fi
-  done
-  echo "no free port found" >&2
-  exit 1
-}
-
-secret() { od -An -N12 -tx1 /dev/urandom | tr -d ' \n'; }
 
 # make_certs DIR: a CA, a server certificate it signs (SAN 127.0.0.1 and
 # localhost), and an unrelated CA, all valid for two days.
@@ -81,12 +67,6 @@ CNF
       -keyout "$d/server.key" -out "$d/server.csr" 2>/dev/null &&
     openssl x509 -req -in "$d/server.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" -CAcreateserial \
       -days 2 -extfile "$d/openssl.cnf" -extensions server -out "$d/server.crt" 2>/dev/null
-}
-
-fail_with_log() {
-  echo "$1" >&2
-  [ -f "$dir/log" ] && tail -n 30 "$dir/log" >&2
-  exit 1
 }
 
 case "$cmd" in
