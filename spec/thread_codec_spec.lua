@@ -300,6 +300,7 @@ describe("the value codec", function()
       assert.is_false(ok)
       assert.same({ code = 7 }, err)
       ok, err = pcall(core._xcall, function() error("plain", 0) end)
+      assert.is_false(ok)
       assert.equal("plain", err)
     end)
 
@@ -426,9 +427,11 @@ describe("the value codec", function()
 
     it("collects garbage in the receiver while the copies are alive", function()
       local there = core._xcall(function(t)
-        local junk = {}
-        for i = 1, 10000 do junk[i] = { i } end
-        junk = nil
+        do
+          local junk = {}
+          for i = 1, 10000 do junk[i] = { i } end
+          assert(#junk == 10000)
+        end
         collectgarbage()
         collectgarbage()
         return t[1].x, #t

@@ -154,9 +154,12 @@ static void push_seg(lua_State *L, const enc *e, int d) {
   const seg *s = &e->path[d];
   switch (s->kind) {
   case SEG_ARG:
+    /* %I is lua_pushfstring's own lua_Integer conversion. */
+    // cppcheck-suppress invalidLengthModifierError
     lua_pushfstring(L, "%s[%I]", e->what, s->i);
     return;
   case SEG_INDEX:
+    // cppcheck-suppress invalidLengthModifierError
     lua_pushfstring(L, "[%I]", s->i);
     return;
   case SEG_KEY:
@@ -166,6 +169,7 @@ static void push_seg(lua_State *L, const enc *e, int d) {
     if (s->name && *s->name)
       lua_pushfstring(L, "(upvalue %s)", s->name);
     else
+      // cppcheck-suppress invalidLengthModifierError
       lua_pushfstring(L, "(upvalue %I)", s->i);
     return;
   }
@@ -547,8 +551,9 @@ static void enc_table(enc *e, int idx) {
     s->key = k;
     enc_value(e, k + 1);
     lua_pop(L, 1);
-    if (++nhash == 0)
+    if (nhash == UINT32_MAX)
       enc_fail(e, "a table this large");
+    nhash++;
   }
   e->depth--;
   memcpy(e->u->b.p + hpos + 5, &nhash, 4);
