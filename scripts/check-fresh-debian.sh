@@ -101,7 +101,7 @@ check_example() {
   root=$(fresh example)
   timed sqlite "$root" "bash scripts/example.sh examples/sqlite/fan_out.lua" || rc=1
   timed postgres "$root" "bash scripts/example.sh examples/postgres/fan_out.lua" || rc=1
-  timed mysql "$root" "bash scripts/example.sh examples/mysql/named_lock.lua" || rc=1
+  timed mysql "$root" "bash scripts/example.sh examples/db/named_lock.lua mysql" || rc=1
   unmount "$root"
   return $rc
 }

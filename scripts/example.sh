@@ -6,7 +6,10 @@
 # LOOM_PG_URL or LOOM_MYSQL_URL gets that variable as set, or when it is not
 # set, a throwaway server started here on 127.0.0.1 and a free port
 # (spec/support/pg_server.sh, my_server.sh) and removed when the example
-# ends, however it ends.
+# ends, however it ends. The examples in examples/db/ take a database URL
+# as their first argument: `postgres` or `mysql` there instead asks for such
+# a throwaway server and passes its URL.
+#   bash scripts/example.sh examples/db/named_lock.lua mysql
 #   LOOM_BUILD_DIR=dir   use that build as it is instead of building build/
 #   LUA=command          the interpreter (default lua5.4), e.g. with a sanitizer preloaded
 set -euo pipefail
@@ -17,9 +20,20 @@ shift
 [ -f "$script" ] || { echo "example.sh: no such file: $script ($usage)" >&2; exit 2; }
 root=$(cd "$(dirname "$0")/.." && pwd)
 
-need=()
+need=() url_for=
 if [ -z "${LOOM_PG_URL:-}" ] && grep -q LOOM_PG_URL "$script"; then need+=(pg); fi
 if [ -z "${LOOM_MYSQL_URL:-}" ] && grep -q LOOM_MYSQL_URL "$script"; then need+=(mysql); fi
+case "${1:-}" in
+postgres | postgresql) url_for=pg ;;
+mysql | mariadb) url_for=mysql ;;
+esac
+if [ -n "$url_for" ]; then
+  shift
+  case "$url_for" in
+  pg) [ -n "${LOOM_PG_URL:-}" ] || need+=(pg) ;;
+  mysql) [ -n "${LOOM_MYSQL_URL:-}" ] || need+=(mysql) ;;
+  esac
+fi
 
 if [ -n "${LOOM_BUILD_DIR:-}" ]; then
   build=$(cd "$LOOM_BUILD_DIR" && pwd)
@@ -63,6 +77,11 @@ for s in "${need[@]}"; do
     ;;
   esac
 done
+
+case "$url_for" in
+pg) set -- "$LOOM_PG_URL" "$@" ;;
+mysql) set -- "$LOOM_MYSQL_URL" "$@" ;;
+esac
 
 # Not exec: the servers are stopped once the example is done.
 rc=0
