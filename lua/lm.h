@@ -74,6 +74,13 @@ enum lm_task_state {
   LM_CANCELLED
 };
 
+/* loom.waitgroup(); also what counts a group's children (wg:_spawn). */
+typedef struct lm_waitgroup {
+  loom_waitgroup_t wg;
+  lm_ctx *ctx;
+  lua_Integer failed; /* tasks of wg:_spawn that did not return */
+} lm_waitgroup;
+
 struct lm_task {
   lm_ctx *ctx;
   lua_State *co;
@@ -93,6 +100,7 @@ struct lm_task {
   lm_wait wait;
   loom_waitq_t joiners;
   lm_scope *scopes; /* innermost cancel scope first */
+  lm_waitgroup *counted_in; /* wg:_spawn's: told when the task ends */
 };
 
 /* Task userdata slots. */
@@ -100,6 +108,8 @@ struct lm_task {
 #define LM_TASK_ERROR 2
 #define LM_TASK_REASON 3
 #define LM_TASK_TRACEBACK 4
+#define LM_TASK_COUNTED_IN 5 /* the waitgroup userdata, kept alive by the task */
+#define LM_TASK_SLOTS 5
 
 struct lm_ctx {
   loom_loop_t loop;

@@ -126,7 +126,7 @@ static int task_body(lua_State *co) {
 }
 
 lm_task *lm_spawn(lua_State *L, lm_ctx *ctx, int first, int n) {
-  lm_task *t = lua_newuserdatauv(L, sizeof *t, 4);
+  lm_task *t = lua_newuserdatauv(L, sizeof *t, LM_TASK_SLOTS);
   memset(t, 0, sizeof *t);
   t->ctx = ctx;
   t->ref = LUA_NOREF;
@@ -162,6 +162,12 @@ static void finish(lm_ctx *ctx, lua_State *L, lm_task *t) {
   if (t->daemon)
     ctx->daemons--;
   loom_waitq_wake_all(&t->joiners, LOOM_OK);
+  if (t->counted_in) {
+    if (t->state != LM_DONE)
+      t->counted_in->failed++;
+    loom_waitgroup_add(&t->counted_in->wg, -1);
+    t->counted_in = NULL;
+  }
   /* Last: once unpinned the task may be collected. */
   luaL_unref(L, LUA_REGISTRYINDEX, t->ref);
   t->ref = LUA_NOREF;

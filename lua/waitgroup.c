@@ -2,11 +2,6 @@
  * wait() until the count is back at zero. */
 #include "lm.h"
 
-typedef struct lm_waitgroup {
-  loom_waitgroup_t wg;
-  lm_ctx *ctx;
-} lm_waitgroup;
-
 static lm_waitgroup *check_wg(lua_State *L) {
   return lm_check_self(L, LM_WAITGROUP_MT, "loom.waitgroup");
 }
@@ -14,6 +9,7 @@ static lm_waitgroup *check_wg(lua_State *L) {
 static int l_waitgroup(lua_State *L) {
   lm_waitgroup *g = lua_newuserdatauv(L, sizeof *g, 0);
   g->ctx = lua_touserdata(L, lua_upvalueindex(1));
+  g->failed = 0;
   loom_waitgroup_init(&g->wg);
   luaL_setmetatable(L, LM_WAITGROUP_MT);
   return 1;
@@ -56,6 +52,28 @@ static int wg_wait(lua_State *L) {
   return lm_wait_begin(L, w, wait_k);
 }
 
+/* wg:_spawn(fn, ...) -> task: a task counted in wg from now until it ends,
+ * however it ends (returned, failed, or cancelled before it started, when
+ * it never runs a line to say so). A group waits for its children this
+ * way: one wait for all of them instead of a join each. */
+static int wg_spawn(lua_State *L) {
+  lm_waitgroup *g = check_wg(L);
+  lm_checkcallable(L, 2);
+  if (loom_waitgroup_add(&g->wg, 1) != LOOM_OK)
+    return lm_error(L, "usage", "too many tasks counted in one waitgroup");
+  lm_task *t = lm_spawn(L, g->ctx, 2, lua_gettop(L) - 1);
+  t->counted_in = g;
+  lua_pushvalue(L, 1);
+  lua_setiuservalue(L, -2, LM_TASK_COUNTED_IN);
+  return 1;
+}
+
+/* wg:_failed() -> how many of wg:_spawn's tasks ended without returning. */
+static int wg_failed(lua_State *L) {
+  lua_pushinteger(L, check_wg(L)->failed);
+  return 1;
+}
+
 static int wg_count(lua_State *L) {
   lua_pushinteger(L, (lua_Integer)check_wg(L)->wg.count);
   return 1;
@@ -71,6 +89,8 @@ static const luaL_Reg wg_methods[] = {
   {"done", wg_done},
   {"wait", wg_wait},
   {"count", wg_count},
+  {"_spawn", wg_spawn},
+  {"_failed", wg_failed},
   {NULL, NULL}
 };
 

@@ -103,6 +103,43 @@ describe("loom.group", function()
     end)
   end)
 
+  -- The group counts its children until they end, however they end; one
+  -- cancelled before its first line never says so itself.
+  it("a child cancelled before it started does not keep the group waiting", function()
+    run(function()
+      local ran, slept = false, false
+      local t
+      loom.timeout(5, loom.group, function(g)
+        t = g:spawn(function() ran = true end)
+        t:cancel("not needed")
+        g:spawn(function() loom.sleep(0.01); slept = true end)
+      end)
+      assert.is_false(ran)
+      assert.is_true(slept)
+      assert.equal("cancelled", t:status())
+    end)
+  end)
+
+  it("children that all return leave nothing unjoined, and more may be spawned while it waits", function()
+    run(function()
+      local done = 0
+      local tasks = {}
+      loom.group(function(g)
+        for i = 1, 200 do
+          tasks[i] = g:spawn(function()
+            loom.yield()
+            done = done + 1
+            if i == 200 then
+              tasks[201] = g:spawn(function() loom.sleep(0.01); done = done + 1 end)
+            end
+          end)
+        end
+      end)
+      assert.equal(201, done)
+      for _, t in ipairs(tasks) do assert.equal("done", t:status()) end
+    end)
+  end)
+
   it("the first error cancels the other children and the body, and is re-raised", function()
     run(function()
       local log = {}

@@ -57,8 +57,9 @@ return function(loom)
     if self.cancelled then
       loom.error("cancelled", "spawn on a group that is being cancelled")
     end
-    local t = loom.spawn(child_main, self.guard, fn, ...)
-    self.children[#self.children + 1] = t
+    local t = self.counted:_spawn(child_main, self.guard, fn, ...)
+    local n = self.nchildren + 1
+    self.children[n], self.nchildren = t, n
     return t
   end
 
@@ -75,10 +76,19 @@ return function(loom)
     return s ~= "pending" and s ~= "running"
   end
 
-  -- Waits by joining every child (more may be spawned meanwhile), not by
-  -- counting guards: a child cancelled before it started never runs, so
-  -- it never closes its guard.
+  -- Waits for every child (more may be spawned meanwhile). The children
+  -- are counted in g.counted until they end, however they end (a child
+  -- cancelled before it started never runs, so no guard of its could say
+  -- so): one wait for all of them. When every one returned, that is all,
+  -- and true says so. Otherwise (a child failed, the group is cancelled,
+  -- the wait was interrupted) each child is joined in turn, which finds
+  -- the failure to report.
   local function wait_children(g)
+    local counted = g.counted
+    if not g.cancelled then
+      if counted:count() > 0 then pcall(counted.wait, counted) end
+      if counted:count() == 0 and counted:_failed() == 0 then return true end
+    end
     local i = 1
     while i <= #g.children do
       local t = g.children[i]
@@ -113,14 +123,16 @@ return function(loom)
         g:_fail(err, nil)
       end
     end
-    local waited, wait_err = pcall(wait_children, g)
+    local waited, all_returned = pcall(wait_children, g)
     g.closed = true
     -- Join every finished child so no failure is reported twice as never
-    -- joined.
-    for _, t in ipairs(g.children) do
-      if finished(t) then pcall(t.join, t) end
+    -- joined (children that all returned have nothing to report).
+    if not (waited and all_returned) then
+      for _, t in ipairs(g.children) do
+        if finished(t) then pcall(t.join, t) end
+      end
     end
-    if not waited then error(wait_err, 0) end
+    if not waited then error(all_returned, 0) end
     local failure = g.failure
     if failure then
       if failure.task then failure.task:join() end
@@ -137,7 +149,7 @@ return function(loom)
       loom.error("argument", "bad argument #1 to 'loom.group' (function expected, got " .. type(fn) .. ")")
     end
     local g = setmetatable({
-      children = {}, cancelled = false, closed = false,
+      children = {}, nchildren = 0, cancelled = false, closed = false, counted = loom.waitgroup(),
     }, Group)
     g.guard = setmetatable({ group = g }, Guard)
     g.scope = loom._cancel_scope()
