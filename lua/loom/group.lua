@@ -57,9 +57,9 @@ return function(loom)
     if self.cancelled then
       loom.error("cancelled", "spawn on a group that is being cancelled")
     end
-    local t = self.counted:_spawn(child_main, self.guard, fn, ...)
-    local n = self.nchildren + 1
-    self.children[n], self.nchildren = t, n
+    local t = self._counted:_spawn(child_main, self.guard, fn, ...)
+    local n = self._nchildren + 1
+    self.children[n], self._nchildren = t, n
     return t
   end
 
@@ -77,14 +77,14 @@ return function(loom)
   end
 
   -- Waits for every child (more may be spawned meanwhile). The children
-  -- are counted in g.counted until they end, however they end (a child
+  -- are counted in g._counted until they end, however they end (a child
   -- cancelled before it started never runs, so no guard of its could say
   -- so): one wait for all of them. When every one returned, that is all,
   -- and true says so. Otherwise (a child failed, the group is cancelled,
   -- the wait was interrupted) each child is joined in turn, which finds
   -- the failure to report.
   local function wait_children(g)
-    local counted = g.counted
+    local counted = g._counted
     if not g.cancelled then
       if counted:count() > 0 then pcall(counted.wait, counted) end
       if counted:count() == 0 and counted:_failed() == 0 then return true end
@@ -149,7 +149,7 @@ return function(loom)
       loom.error("argument", "bad argument #1 to 'loom.group' (function expected, got " .. type(fn) .. ")")
     end
     local g = setmetatable({
-      children = {}, nchildren = 0, cancelled = false, closed = false, counted = loom.waitgroup(),
+      children = {}, _nchildren = 0, cancelled = false, closed = false, _counted = loom.waitgroup(),
     }, Group)
     g.guard = setmetatable({ group = g }, Guard)
     g.scope = loom._cancel_scope()
