@@ -60,6 +60,7 @@
   X(sql_lex, dollar_quotes)             \
   X(sql_lex, placeholders)              \
   X(sql_lex, statements)                \
+  X(sql_lex, only_reads)                \
   X(workers, threads)                   \
   X(workers, fifo)                      \
   X(workers, cancel_queued)             \

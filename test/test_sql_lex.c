@@ -86,3 +86,30 @@ TEST_IMPL(sql_lex_statements) {
   const char *end = sql + strlen(sql);
   ASSERT(loom_sql_statement_end(&dollar, sql, sql, end) == strchr(sql + 16, ';'));
 }
+
+static int reads(const char *sql) {
+  return loom_sql_only_reads(&mixed, sql, strlen(sql));
+}
+
+/* What may run on a reader beside the one writer: statements that only
+ * read, told from their first word; a write hidden in a WITH counts
+ * outside quotes and comments only. */
+TEST_IMPL(sql_lex_only_reads) {
+  ASSERT_EQ(reads("SELECT 1"), 1);
+  ASSERT_EQ(reads("  -- a note\n /* and one */ (select v FROM t)"), 1);
+  ASSERT_EQ(reads("VALUES (1), (2)"), 1);
+  ASSERT_EQ(reads("explain query plan SELECT 1"), 1);
+  ASSERT_EQ(reads("SELECTED"), 0); /* a word, not its prefix */
+  ASSERT_EQ(reads("INSERT INTO t VALUES (1)"), 0);
+  ASSERT_EQ(reads("PRAGMA user_version = 3"), 0);
+  ASSERT_EQ(reads(""), 0);
+  ASSERT_EQ(reads("WITH x AS (SELECT 1) SELECT * FROM x"), 1);
+  ASSERT_EQ(reads("WITH x AS (SELECT 1) DELETE FROM t WHERE id IN x"), 0);
+  ASSERT_EQ(reads("with x as (select 1) update t set a = 1"), 0);
+  ASSERT_EQ(reads("WITH x AS (SELECT 'delete' AS w) SELECT w FROM x"), 1);
+  ASSERT_EQ(reads("WITH x AS (SELECT 1 /* insert */) SELECT * FROM x -- replace"), 1);
+  ASSERT_EQ(reads("WITH x AS (SELECT 1) SELECT updated FROM x"), 1);
+  /* Two statements are a script: the writer runs it. */
+  ASSERT_EQ(reads("SELECT 1; DELETE FROM t"), 0);
+  ASSERT_EQ(reads("SELECT 1;"), 1);
+}

@@ -243,6 +243,10 @@ struct loom_db_driver {
    * connections beside it (core/db/readers.c), each connected with its
    * role (loom_db_req_t.role). */
   int one_writer;
+  /* With one_writer: 1 when the SQL only reads, so a reader may run it (a
+   * misjudged write fails on a reader, which is read-only; it never
+   * corrupts anything). */
+  int (*only_reads)(const char *sql, size_t len);
 };
 
 /* Fields every driver's connection starts with. */

@@ -121,6 +121,10 @@ int loom_readers_route(loom_readers_t *r, int *slot) {
   return LOOM_READ_GROW;
 }
 
+int loom_readers_may_read(const loom_readers_t *r, const char *sql, size_t len) {
+  return r->readers != NULL && r->driver->only_reads != NULL && r->driver->only_reads(sql, len);
+}
+
 /* Otherwise the loop runs tasks while the readers run statements, in
  * parallel; with nothing out and nothing else to run, the loop would only
  * wait for the answer. */

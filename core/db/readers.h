@@ -38,6 +38,9 @@ int loom_readers_open(loom_readers_t *r, loom_loop_t *loop, const loom_db_driver
 void loom_readers_close(loom_readers_t *r);
 /* The pool a connection for reading (reading != 0) or for anything comes from. */
 loom_pool_t *loom_readers_pool(const loom_readers_t *r, int reading);
+/* 1 when sql may run on a reader: the layout has readers and the driver
+ * says the SQL only reads. */
+int loom_readers_may_read(const loom_readers_t *r, const char *sql, size_t len);
 /* Pool statistics of both pools, shared readers with no read out counted idle. */
 void loom_readers_stats(const loom_readers_t *r, loom_pool_stats_t *out);
 

@@ -234,3 +234,47 @@ int loom_sql_param_count(const loom_sql_dialect_t *d, const char *sql, size_t le
   }
   return n;
 }
+
+/* The word at p (letters only) equals the lowercase word w, whole. */
+static int is_word(const char *p, const char *end, const char *w) {
+  size_t n = strlen(w);
+  if ((size_t)(end - p) < n)
+    return 0;
+  for (size_t i = 0; i < n; i++)
+    if (tolower((unsigned char)p[i]) != w[i])
+      return 0;
+  return p + n == end || !loom_sql_name_char(p[n]);
+}
+
+int loom_sql_only_reads(const loom_sql_dialect_t *d, const char *sql, size_t len) {
+  const char *end = sql + len;
+  const char *p = sql;
+  for (;;) {
+    p = loom_sql_skip_blanks(d, sql, p, end);
+    if (p < end && *p == '(')
+      p++;
+    else
+      break;
+  }
+  if (is_word(p, end, "select") || is_word(p, end, "values") || is_word(p, end, "explain"))
+    return !loom_sql_is_script(d, sql, len);
+  if (!is_word(p, end, "with"))
+    return 0;
+  /* A common table expression may wrap a write: any write word outside
+   * quotes and comments counts (a column named "update" too, which only
+   * sends a read to the writer). */
+  while (p < end) {
+    if (*p == ';')
+      return !loom_sql_is_script(d, sql, len);
+    if (isalpha((unsigned char)*p) && (p == sql || !loom_sql_name_char(p[-1]))) {
+      if (is_word(p, end, "insert") || is_word(p, end, "update") || is_word(p, end, "delete") ||
+          is_word(p, end, "replace"))
+        return 0;
+      while (p < end && loom_sql_name_char(*p))
+        p++;
+      continue;
+    }
+    p = next_unit(d, sql, p, end);
+  }
+  return 1;
+}

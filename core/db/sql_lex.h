@@ -49,6 +49,11 @@ const char *loom_sql_statement_end(const loom_sql_dialect_t *d, const char *sql,
 int loom_sql_is_script(const loom_sql_dialect_t *d, const char *sql, size_t len);
 /* How many parameters the placeholders ask for. */
 int loom_sql_param_count(const loom_sql_dialect_t *d, const char *sql, size_t len);
+/* 1 when the SQL is one statement that only reads: past blanks, comments
+ * and opening parentheses it starts with SELECT, VALUES or EXPLAIN, or with
+ * WITH and has no INSERT, UPDATE, DELETE or REPLACE outside quotes and
+ * comments. Else 0 (a script, a write, anything not recognized). */
+int loom_sql_only_reads(const loom_sql_dialect_t *d, const char *sql, size_t len);
 /* 1 for a letter, digit, '_' or a byte of a UTF-8 sequence. */
 int loom_sql_name_char(char ch);
 

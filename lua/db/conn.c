@@ -130,10 +130,13 @@ static lm_conn *push_conn_object(lua_State *L, lm_db *db) {
 }
 
 /* db:_acquire([for_reading]) -> conn; a one-writer layout serves reads
- * beside the writer */
+ * beside the writer. for_reading: true, or the SQL the connection is for
+ * (a reader if the driver finds that it only reads). */
 int lm_db_acquire(lua_State *L) {
   lm_db *db = lm_db_check(L);
-  int reading = lua_toboolean(L, 2);
+  size_t len;
+  const char *sql = lua_type(L, 2) == LUA_TSTRING ? lua_tolstring(L, 2, &len) : NULL;
+  int reading = sql ? loom_readers_may_read(&db->rs, sql, len) : lua_toboolean(L, 2);
   lm_conn *c = push_conn_object(L, db);
   c->pool = loom_readers_pool(&db->rs, reading);
   return lm_conn_acquire(L, c, acquired_k);

@@ -93,15 +93,16 @@ static int run1_route(lua_State *L, lm_conn *c) {
   return lm_conn_acquire(L, c, run1_acquired_k);
 }
 
-/* db:_run1(mode, reading, sql, cache, ...) -> what conn:_query/_value/_exec
+/* db:_run1(mode, may_read, sql, cache, ...) -> what conn:_query/_value/_exec
  * give: a connection borrowed (or a shared reader joined), the statement
- * run and the connection given back, in one call from Lua. */
+ * run and the connection given back, in one call from Lua. may_read: a
+ * reader may run it if the driver finds that the SQL only reads. */
 int lm_db_run1(lua_State *L) {
   lm_db *db = lm_db_check(L);
   int mode = (int)luaL_checkinteger(L, 2);
-  int reading = lua_toboolean(L, 3);
   size_t len;
   const char *sql = luaL_checklstring(L, 4, &len);
+  int reading = lua_toboolean(L, 3) && loom_readers_may_read(&db->rs, sql, len);
   int cache = lua_toboolean(L, 5);
   /* Into the layout conn methods have: conn, sql, cache, params... */
   lua_rotate(L, 2, -2);

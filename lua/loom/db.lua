@@ -247,31 +247,8 @@ DB.__close = function(db) db:close() end
 -- (pinned or borrowed connection) and Session (its own) implement.
 
 -- A driver with reader connections beside its one writer (its dialect's
--- split_reads) serves statements that only read on them. What reads is decided from the SQL's first word, once
--- per distinct SQL; a misjudged write fails loudly on a reader (they are
--- query_only), it never corrupts anything.
-local reads_cache, reads_cached = {}, 0
-local WRITE_WORD = { insert = true, update = true, delete = true, replace = true }
-local function only_reads(sql)
-  local r = reads_cache[sql]
-  if r ~= nil then return r end
-  local body = sql:gsub("^[%s(]+", "")
-  while body:sub(1, 2) == "--" or body:sub(1, 2) == "/*" do
-    if body:sub(1, 2) == "--" then body = body:gsub("^%-%-[^\n]*\n?", "")
-    else body = body:gsub("^/%*.-%*/", "") end
-    body = body:gsub("^[%s(]+", "")
-  end
-  local word = (body:match("^(%a+)") or ""):lower()
-  r = word == "select" or word == "values" or word == "explain"
-  if word == "with" then
-    r = true
-    for w in body:gmatch("%a+") do if WRITE_WORD[w:lower()] then r = false break end end
-  end
-  if reads_cached > 1000 then reads_cache, reads_cached = {}, 0 end
-  reads_cache[sql] = r
-  reads_cached = reads_cached + 1
-  return r
-end
+-- split_reads) serves statements that only read on them: the driver reads
+-- the SQL to tell (db:_run1's may_read, db:_acquire given the SQL).
 
 local MODE = core._modes
 local EXEC = MODE.exec
@@ -284,7 +261,7 @@ function DB:_run(method, ...)
     local mode = ONE_CALL[method]
     if mode then
       -- One statement: borrowed, run and given back by one C call.
-      return self.handle:_run1(mode, self.split and mode ~= EXEC and only_reads((...)), ...)
+      return self.handle:_run1(mode, self.split and mode ~= EXEC, ...)
     end
     local borrowed <close> = self.handle:_acquire()
     if type(method) == "function" then return method(borrowed, ...) end
@@ -341,7 +318,7 @@ local function direct(name, mode)
     if type(sql) ~= "string" or find(sql, "\0", 1, true) then check_sql(sql, name) end
     local c = pinned(self)
     if c then return c[method](c, sql, self.cache, ...) end
-    return self.handle:_run1(mode, mode ~= EXEC and self.split and only_reads(sql), sql, self.cache, ...)
+    return self.handle:_run1(mode, mode ~= EXEC and self.split, sql, self.cache, ...)
   end
 end
 direct("query", MODE.rows)
@@ -384,7 +361,7 @@ function DB:rows(sql, ...)
   check_sql(sql, "rows")
   local c = pinned(self)
   if c then return stream(c, false, sql, ...) end
-  return stream(self.handle:_acquire(self.split and only_reads(sql)), true, sql, ...)
+  return stream(self.handle:_acquire(self.split and sql), true, sql, ...)
 end
 
 function Session:rows(sql, ...)

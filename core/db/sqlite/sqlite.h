@@ -34,6 +34,7 @@ extern const loom_db_result_ops_t loom__sq_result_ops;
 
 extern const loom_sql_dialect_t loom__sq_dialect;
 int loom__sq_param_count(const char *sql, size_t len);
+int loom__sq_only_reads(const char *sql, size_t len);
 /* SQLite's name of a result code, "SQLITE_CONSTRAINT_UNIQUE" style. */
 const char *loom__sq_code_name(int code);
 

@@ -1481,4 +1481,5 @@ const loom_db_driver_t loom_sqlite_driver = {
   .try_inline = sq_try_inline,
   .is_short = sq_is_short,
   .one_writer = 1,
+  .only_reads = loom__sq_only_reads,
 };

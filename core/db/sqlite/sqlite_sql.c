@@ -17,6 +17,10 @@ int loom__sq_param_count(const char *sql, size_t len) {
   return loom_sql_param_count(&loom__sq_dialect, sql, len);
 }
 
+int loom__sq_only_reads(const char *sql, size_t len) {
+  return loom_sql_only_reads(&loom__sq_dialect, sql, len);
+}
+
 const char *loom__sq_code_name(int code) {
   switch (code) {
   case SQLITE_ERROR: return "SQLITE_ERROR";
