@@ -256,8 +256,10 @@ int loom_sql_only_reads(const loom_sql_dialect_t *d, const char *sql, size_t len
     else
       break;
   }
+  /* Most SQL has no ';' at all: no need to read it through to know it is
+   * one statement (this runs before every read). */
   if (is_word(p, end, "select") || is_word(p, end, "values") || is_word(p, end, "explain"))
-    return !loom_sql_is_script(d, sql, len);
+    return memchr(p, ';', (size_t)(end - p)) == NULL || !loom_sql_is_script(d, sql, len);
   if (!is_word(p, end, "with"))
     return 0;
   /* A common table expression may wrap a write: any write word outside
