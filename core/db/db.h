@@ -24,11 +24,15 @@ typedef enum loom_vtype {
                   multi-dimensional one is an element of type LOOM_VARRAY */
 } loom_vtype_t;
 
+typedef struct loom_db_array_ops loom_db_array_ops_t;
+
 /* A parameter going in, or a cell coming out. Text and blob bytes of a cell
  * point into the driver's result and live as long as the result. */
 typedef struct loom_value {
   loom_vtype_t type;
   loom_vtype_t elem; /* for arrays: the element type */
+  const loom_db_array_ops_t *array; /* for arrays: how the driver reads
+                                       its text of them */
   union {
     int64_t i;
     double f;
@@ -72,9 +76,21 @@ typedef struct loom_db_result loom_db_result_t;
 typedef struct loom_db_array_iter {
   const char *pos, *end;
   loom_vtype_t elem;
+  const loom_db_array_ops_t *ops;
   char *scratch; /* unescaped element text */
   size_t scratch_cap;
 } loom_db_array_iter_t;
+
+/* A driver whose array cells are text in its own format reads them: begin
+ * (optional) moves it->pos past what precedes the first element; next
+ * gives one element as loom_db_array_next does, a sub-array as a cell of
+ * type LOOM_VARRAY (with array set). Unescaped element text goes into the
+ * iterator's scratch (loom_db_array_reserve). */
+struct loom_db_array_ops {
+  void (*begin)(loom_db_array_iter_t *it);
+  int (*next)(loom_db_array_iter_t *it, loom_value_t *out);
+};
+int loom_db_array_reserve(loom_db_array_iter_t *it, size_t n);
 
 typedef struct loom_db_result_ops {
   const char *(*column_name)(loom_db_result_t *r, int col);
@@ -94,11 +110,6 @@ struct loom_db_result {
 
 void loom_db_result_free(loom_db_result_t *r);
 
-/* For drivers that receive text: the column type hint LOOM_VTEXT_TS marks
- * timestamps, turned into ISO 8601 ('T' between date and time). */
-#define LOOM_VTEXT_TS ((loom_vtype_t)100)
-int loom_db_text_to_value(loom_vtype_t type, char *p, size_t len, loom_value_t *out);
-long loom_db_unhex(char *dst, const char *src, size_t len);
 /* Starts iterating an array cell; loom_db_array_next gives 1 per element,
  * 0 at the end, <0 on malformed input. loom_db_array_done frees scratch. */
 void loom_db_array_begin(loom_db_array_iter_t *it, const loom_value_t *cell);

@@ -19,7 +19,7 @@ static loom_vtype_t scalar_type(Oid oid) {
     return LOOM_VINT;                                /* int8 int2 int4 oid xid cid */
   case 700: case 701: return LOOM_VFLOAT;            /* float4 float8 */
   case 17: return LOOM_VBLOB;                        /* bytea */
-  case 1114: case 1184: return LOOM_VTEXT_TS;        /* timestamp, timestamptz */
+  case 1114: case 1184: return PG_VTEXT_TS;        /* timestamp, timestamptz */
   default: return LOOM_VTEXT; /* text, varchar, numeric, json, date, uuid... */
   }
 }
@@ -53,11 +53,12 @@ static void cell(loom_db_result_t *r, int row, int col, loom_value_t *out) {
   if (t == LOOM_VARRAY) {
     out->type = LOOM_VARRAY;
     out->elem = scalar_type(array_elem(PQftype(pr->res, col)));
+    out->array = &loom__pg_array_ops;
     out->u.s.p = p;
     out->u.s.len = len;
     return;
   }
-  if (loom_db_text_to_value(t, p, len, out) != 0) {
+  if (loom__pg_text_to_value(t, p, len, out) != 0) {
     out->type = LOOM_VTEXT;
     out->u.s.p = p;
     out->u.s.len = len;
