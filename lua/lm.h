@@ -127,6 +127,9 @@ struct lm_ctx {
 lm_ctx *lm_ctx_get(lua_State *L);
 int lm_step(lm_ctx *ctx, lua_State *L, int64_t timeout_ms);
 int lm_work_remains(lm_ctx *ctx);
+/* Runs the loop as loom.run does until main has finished; main's outcome
+ * stays on main (it counts as observed). */
+void lm_run_task(lm_ctx *ctx, lua_State *L, lm_task *main);
 uint32_t lm_random(lm_ctx *ctx);
 void lm_open_context(lua_State *L);
 void lm_push_ctx(lua_State *L);
@@ -139,6 +142,10 @@ void lm_report_unjoined(lua_State *L, lm_ctx *ctx);
 void lm_cancel_all(lm_ctx *ctx, lua_State *L, int daemons_too);
 lm_task *lm_spawn(lua_State *L, lm_ctx *ctx, int first, int n);
 void lm_push_task_results(lua_State *L, lm_task *t);
+/* Raises the error on top of L, which was first raised elsewhere (a worker
+ * thread) with the traceback at tb_idx: a task failing with it keeps that
+ * traceback ahead of its own, as a join keeps the joined task's. */
+int lm_raise_with_traceback(lua_State *L, int tb_idx);
 /* Pushes t's cancelled error {kind="cancelled", reason=...} with t's
  * userdata below it. */
 void lm_push_cancelled(lua_State *L, lm_task *t, const char *fallback);
@@ -178,6 +185,12 @@ typedef struct lm_request_ops {
   /* Optional: tidies up after an interrupted request drained, before the
    * interruption is raised. */
   void (*drained)(lua_State *L, lm_request *r);
+  /* Optional: work that may not stop at all (a thread stuck in a blocking
+   * C call). The drain then waits at most grace seconds; if the work is
+   * still out, abandon lets go of it (it completes on its own later, with
+   * nobody waiting) and the interruption is raised on time. */
+  void (*abandon)(lm_request *r);
+  double grace;
 } lm_request_ops;
 struct lm_request {
   lm_ctx *ctx;
@@ -263,6 +276,10 @@ int lm_scope_raise(lua_State *L, lm_scope *s);
 void lm_scope_release_all(lm_task *t);
 void lm_open_scope(lua_State *L);
 extern const luaL_Reg lm_scope_funcs[];
+
+/* thread/pool.c, thread/xchan.c: loom.thread's pools and channels. */
+void lm_open_thread(lua_State *L);
+extern const luaL_Reg lm_thread_funcs[];
 
 /* coro.c: coroutine.resume/wrap that pass loom waits through. */
 void lm_open_coro(lua_State *L);
