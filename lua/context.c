@@ -300,6 +300,7 @@ int luaopen_loom_core(lua_State *L) {
   lm_open_wait(L);
   lm_open_task(L);
   lm_open_chan(L);
+  lm_open_select(L);
   lm_open_sem(L);
   lm_open_mutex(L);
   lm_open_event(L);
@@ -308,6 +309,7 @@ int luaopen_loom_core(lua_State *L) {
   lm_open_db(L);
   lm_open_listen(L);
   lm_open_thread(L);
+  lm_open_xchan(L);
   lm_open_context(L);
   lua_newtable(L);
   add_funcs(L, context_funcs);
@@ -325,6 +327,7 @@ int luaopen_loom_core(lua_State *L) {
   add_funcs(L, lm_listen_funcs);
   add_funcs(L, lm_xcopy_funcs);
   add_funcs(L, lm_thread_funcs);
+  add_funcs(L, lm_xchan_funcs);
   lua_getfield(L, LUA_REGISTRYINDEX, "loom.null.value");
   lua_setfield(L, -2, "null");
   lm_db_push_modes(L);

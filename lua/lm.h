@@ -7,6 +7,7 @@
 #include <lua.h>
 #include <lauxlib.h>
 #include "loom.h"
+#include "xchan.h"
 
 #define LM_TASK_MT "loom.task"
 #define LM_CHAN_MT "loom.channel"
@@ -41,11 +42,18 @@ typedef struct lm_chan lm_chan;
 typedef struct lm_case lm_case;
 typedef struct lm_scope lm_scope;
 
-/* One select case: its waiter is queued on the case's channel. */
+/* One select case: its waiter is queued on the case's channel, a
+ * loom.channel (chan) or a thread channel (xch, whose waiter is xwaiter,
+ * and whose send value is encoded in msg until the channel takes it; a
+ * receive's message waits there to be decoded). */
 struct lm_case {
   loom_waiter_t waiter;
   lm_chan *chan;
   int is_send;
+  loom_xchan_t *xch;
+  loom_xwaiter_t xwaiter;
+  char *msg;
+  size_t len;
 };
 
 /* What a blocked piece of code waits on: zero or one timer, one waiter or a
@@ -224,6 +232,7 @@ void lm_chan_forget(lua_State *L, int chan_idx, int64_t item);
 void lm_open_chan(lua_State *L);
 extern const luaL_Reg lm_chan_funcs[];
 extern const luaL_Reg lm_select_funcs[];
+void lm_open_select(lua_State *L);
 
 /* error.c: every error loom raises is a table {kind=, message=}. */
 void lm_push_error(lua_State *L, const char *kind, const char *fmt, ...);
@@ -277,9 +286,17 @@ void lm_scope_release_all(lm_task *t);
 void lm_open_scope(lua_State *L);
 extern const luaL_Reg lm_scope_funcs[];
 
-/* thread/pool.c, thread/xchan.c: loom.thread's pools and channels. */
+/* thread/pool.c, thread/channel.c: loom.thread's pools and channels. */
 void lm_open_thread(lua_State *L);
-extern const luaL_Reg lm_thread_funcs[];
+void lm_open_xchan(lua_State *L);
+extern const luaL_Reg lm_thread_funcs[], lm_xchan_funcs[];
+/* The thread channel at idx, or NULL if it is none. */
+loom_xchan_t *lm_xchan_test(lua_State *L, int idx);
+/* Pushes a new handle on ch (taking a reference of its own). */
+void lm_xchan_push(lua_State *L, loom_xchan_t *ch);
+/* The hub of this state's loop (made on first need): to be had before
+ * anything that registers a waiter through it is made (see channel.c). */
+loom_xhub_t *lm_xhub_get(lua_State *L, lm_ctx *ctx);
 
 /* coro.c: coroutine.resume/wrap that pass loom waits through. */
 void lm_open_coro(lua_State *L);

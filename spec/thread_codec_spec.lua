@@ -346,8 +346,11 @@ describe("the value codec", function()
         local err = expect_error("protocol", core._xcopy_decode_raw, raw:sub(1, i))
         assert.matches("malformed value buffer", err.message)
       end
-      local err = expect_error("protocol", core._xcopy_decode_raw, raw .. "x")
+      -- The last 4 bytes are the trailer (the count of channels referred
+      -- to, none here): a byte before it is one too many.
+      local err = expect_error("protocol", core._xcopy_decode_raw, raw:sub(1, -5) .. "x" .. raw:sub(-4))
       assert.matches("bytes after the last value", err.message)
+      expect_error("protocol", core._xcopy_decode_raw, raw .. "x")
     end)
 
     it("are protocol errors when garbled", function()

@@ -86,6 +86,12 @@ function thread.map(list, fn, opts)
   return core._thread_default():map(list, fn, opts)
 end
 
+-- loom.thread.channel(n): a channel any state can use (passed to workers
+-- as an argument or an upvalue), n >= 1; loom.channel's methods.
+function thread.channel(n)
+  return core._thread_channel(n)
+end
+
 function thread.stats()
   return core._thread_default():stats()
 end

@@ -113,9 +113,9 @@ static const char stop_key = 0;
 static _Thread_local tstate *current_state;
 
 static void job_free(tjob *j) {
-  free(j->fn);
-  free(j->args);
-  free(j->out);
+  lm_xbuf_free(j->fn, j->fn_len);
+  lm_xbuf_free(j->args, j->args_len);
+  lm_xbuf_free(j->out, j->out_len);
   free(j);
 }
 
@@ -226,11 +226,9 @@ static int job_main(lua_State *L) {
  * failed, no memory): a loom error, encoded. */
 static void job_fail(tstate *s, tjob *j, const char *kind, const char *msg) {
   if (s && s->setup_err) {
-    j->out = malloc(s->setup_err_len);
-    if (j->out) {
-      memcpy(j->out, s->setup_err, s->setup_err_len);
+    j->out = lm_xbuf_dup(s->setup_err, s->setup_err_len);
+    if (j->out)
       j->out_len = s->setup_err_len;
-    }
     return;
   }
   if (s == NULL || s->L == NULL)
@@ -260,7 +258,7 @@ static void job_run(loom_work_t *work, void *data) {
   lua_pushlightuserdata(L, j);
   if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
     set_co(s, NULL);
-    free(j->out);
+    lm_xbuf_free(j->out, j->out_len);
     j->out = NULL;
     j->ok = 0;
     lua_pushliteral(L, "");
@@ -348,7 +346,7 @@ static void state_stop(void *data) {
   if (s->L)
     lua_close(s->L);
   current_state = NULL;
-  free(s->setup_err);
+  lm_xbuf_free(s->setup_err, s->setup_err_len);
   uv_mutex_destroy(&s->lock);
   atomic_fetch_sub(&s->cfg->live, 1);
   free(s);
@@ -359,7 +357,7 @@ static void config_unref(tconfig *cfg) {
     return;
   free(cfg->path);
   free(cfg->cpath);
-  free(cfg->setup);
+  lm_xbuf_free(cfg->setup, cfg->setup_len);
   free(cfg);
 }
 
