@@ -3,6 +3,11 @@
 -- loom.timeout, and the pools are small (2 threads: the machine has 2 cores).
 local loom = require "loom"
 
+-- A blocking C call in a worker (the thread sleeps in uv_sleep): what
+-- os.execute or a synchronous library does, without a process (the
+-- ThreadSanitizer run cannot start one).
+local function block(seconds) require("loom.core")._block(seconds) end
+
 -- fn inside loom.run, bounded.
 local function within(seconds, fn)
   return loom.run(function() return loom.timeout(seconds, fn) end)
@@ -63,6 +68,29 @@ describe("loom.thread", function()
     end)
 
     it("blocks only its worker in a blocking C call: the loop keeps ticking", function()
+      within(10, function()
+        local ticks, late = 0, 0
+        local ticker = loom.spawn(function()
+          while true do
+            local t0 = loom.now()
+            loom.sleep(0.01)
+            late = math.max(late, loom.now() - t0 - 0.01)
+            ticks = ticks + 1
+          end
+        end)
+        local t0 = loom.now()
+        loom.group(function(g)
+          g:spawn(function() pool:run(block, 0.3) end)
+          g:spawn(function() pool:run(block, 0.3) end)
+        end)
+        local took = loom.now() - t0
+        ticker:cancel()
+        assert.is_true(took >= 0.29 and took < 0.6, "both calls ran side by side: " .. took)
+        assert.is_true(ticks >= 15, "the loop kept ticking: " .. ticks .. " ticks")
+      end)
+    end)
+
+    it("blocks only its worker in os.execute and io.popen: the loop keeps ticking #subprocess", function()
       within(10, function()
         local ticks, late = 0, 0
         local ticker = loom.spawn(function()
@@ -264,7 +292,7 @@ describe("loom.thread", function()
         local p = loom.thread.pool { size = 2 }
         local t0 = loom.now()
         expect_error("timeout", loom.timeout, 0.1, function()
-          return p:run(function() os.execute("sleep 1") end)
+          return p:run(block, 1)
         end)
         local took = loom.now() - t0
         assert.is_true(took < 0.25, "timeout late: " .. took)
@@ -280,7 +308,7 @@ describe("loom.thread", function()
     it("takes a queued job off the queue", function()
       within(20, function()
         local p = loom.thread.pool { size = 1 }
-        local busy = loom.spawn(function() return p:run(function() os.execute("sleep 0.3") return "first" end) end)
+        local busy = loom.spawn(function() return p:run(function() block(0.3) return "first" end) end)
         loom.sleep(0.05)
         local t0 = loom.now()
         expect_error("timeout", loom.timeout, 0.05, function() return p:run(function() return "never" end) end)
@@ -296,7 +324,7 @@ describe("loom.thread", function()
     it("a closed pool ends its queued jobs with a closed error", function()
       within(20, function()
         local p = loom.thread.pool { size = 1 }
-        local a = loom.spawn(function() return p:run(function() os.execute("sleep 0.2") return 1 end) end)
+        local a = loom.spawn(function() return p:run(function() block(0.2) return 1 end) end)
         local b = loom.spawn(function() return p:run(function() return 2 end) end)
         loom.sleep(0.05)
         p:close()
@@ -329,7 +357,7 @@ describe("loom.thread", function()
       return took
     end
 
-    it("a state closed with work queued and running frees everything", function()
+    it("a state closed with work queued and running frees everything #subprocess", function()
       child [[
         local p = loom.thread.pool { size = 2 }
         for i = 1, 2 do loom.spawn(function() p:run(function() while true do end end) end) end
@@ -342,7 +370,7 @@ describe("loom.thread", function()
     -- A thread still in its blocking call when the process exits cannot be
     -- freed (nor can LeakSanitizer stop it to look): only the exit on time
     -- is checked (the close waits half a second for threads to end).
-    it("a state closed with a worker stuck in C does not wait for it", function()
+    it("a state closed with a worker stuck in C does not wait for it #subprocess", function()
       local took = child([[
         local q = loom.thread.pool { size = 1 }
         loom.spawn(function() q:run(function() os.execute("sleep 5") end) end)

@@ -110,8 +110,6 @@ static const char stop_key = 0;
 
 /* ---- on the worker thread ------------------------------------------------ */
 
-static _Thread_local tstate *current_state;
-
 static void job_free(tjob *j) {
   lm_xbuf_free(j->fn, j->fn_len);
   lm_xbuf_free(j->args, j->args_len);
@@ -174,10 +172,9 @@ static void state_interrupt(void *data) {
 
 /* The worker state's loop was woken: a cancelled job waiting in it ends. */
 static void state_woken(loom_loop_t *loop) {
-  tstate *s = current_state;
+  tstate *s = loop->data;
   if (s && s->job && loom_work_cancelled(&s->job->work))
     lm_cancel_all(s->ctx, s->L, 1);
-  (void)loop;
 }
 
 static void set_co(tstate *s, lua_State *co) {
@@ -292,6 +289,7 @@ static int state_open(lua_State *L) {
   s->ctx = lm_ctx_get(L);
   if (s->ctx == NULL)
     return luaL_error(L, "loom did not start in the worker state");
+  s->ctx->loop.data = s;
   s->ctx->loop.on_wake = state_woken;
   lm_push_error(L, "cancelled", "the job was cancelled while it ran");
   lua_rawsetp(L, LUA_REGISTRYINDEX, &stop_key);
@@ -318,7 +316,6 @@ static void *state_start(loom_loop_t *loop, void *data) {
     return NULL;
   }
   s->cfg = cfg;
-  current_state = s;
   s->L = luaL_newstate();
   if (s->L == NULL)
     return s;
@@ -345,7 +342,6 @@ static void state_stop(void *data) {
     return;
   if (s->L)
     lua_close(s->L);
-  current_state = NULL;
   lm_xbuf_free(s->setup_err, s->setup_err_len);
   uv_mutex_destroy(&s->lock);
   atomic_fetch_sub(&s->cfg->live, 1);
@@ -665,6 +661,15 @@ static int l_thread_default(lua_State *L) {
   return 1;
 }
 
+/* core._block(seconds): a blocking C call (the thread sleeps), for tests
+ * of workers stuck in C that cannot start a process (ThreadSanitizer's
+ * runs). */
+static int l_block(lua_State *L) {
+  double s = luaL_checknumber(L, 1);
+  uv_sleep(s > 0 ? (unsigned)(s * 1000) : 0);
+  return 0;
+}
+
 /* core._thread_methods(): the pool class's methods, for those written in
  * Lua (map). */
 static int l_thread_methods(lua_State *L) {
@@ -676,6 +681,7 @@ static int l_thread_methods(lua_State *L) {
 const luaL_Reg lm_thread_funcs[] = {
   {"_thread_pool", l_thread_pool},
   {"_thread_methods", l_thread_methods},
+  {"_block", l_block},
   {"_thread_default", l_thread_default},
   {NULL, NULL}
 };
