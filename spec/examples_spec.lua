@@ -22,6 +22,9 @@ describe("examples", function()
     ["retry_breaker.lua"] = "request 10: result 10",
     ["lazy_cache.lua"] = "computed once",
     ["semaphore_limit.lua"] = "still gave their licence back",
+    ["thumbnail.lua"] = "thumbnail 48x32 matches the single-state result",
+    ["hash_files.lua"] = "every file hashed off the loop",
+    ["sync_call.lua"] = "synchronous calls ran off the loop",
   }
   expected["lazy_cache.lua"] = "8 concurrent readers saw version 1,1,1,1,1,1,1,1"
 

@@ -96,4 +96,5 @@ function thread.stats()
   return core._thread_default():stats()
 end
 
+loom.thread = thread
 return thread

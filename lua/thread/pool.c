@@ -17,7 +17,7 @@
  * it made, or a task it spawned, is stopped at its next wait.
  *
  * A job stuck in a blocking C call cannot be stopped. Its caller waits
- * LM_THREAD_GRACE for it, then gives up on it (the request's abandon): the
+ * LM_THREAD_GRACE (20 ms) for it, then gives up on it (the request's abandon): the
  * caller's timeout or cancel is raised on time, the job goes on alone on
  * its worker, counted as `stuck` in pool:stats() until it returns, and
  * its result is freed then. The other workers keep serving the queue.
@@ -40,8 +40,10 @@
 #define LM_THREAD_POOL_MT "loom.thread.pool"
 #define LM_THREAD_JOB_MT "loom.thread.job"
 /* How long a cancelled caller waits for its job to stop before giving up
- * on it (the issue's bound for stopping a busy Lua loop). */
-#define LM_THREAD_GRACE 0.05
+ * on it: a busy Lua loop stops in well under a millisecond, so a job still
+ * running after this is in a C call, and the caller's timeout is at most
+ * this late. */
+#define LM_THREAD_GRACE 0.02
 /* Instructions between two raises of the stop hook once a pcall swallowed
  * the first. */
 #define STOP_REARM 1000
