@@ -265,7 +265,6 @@ static void job_run(loom_work_t *work, void *data) {
   }
   s->job = NULL;
   lua_settop(L, 0);
-  lua_gc(L, LUA_GCSTEP, 0);
 }
 
 static void set_path(lua_State *L, const char *field, const char *value) {
