@@ -49,13 +49,17 @@ loom.run(function()
   local items = {}
   for i = 1, 8 do items[i] = N end
   local expected = spin(N)
-  local single = best_wall(function()
-    for i = 1, #items do assert(spin(items[i]) == expected) end
-  end)
-  local parallel = best_wall(function()
-    local r = pool:map(items, spin, { chunk = 1 })
-    for i = 1, #items do assert(r[i] == expected) end
-  end)
+  -- Taken in turns, so a change in the machine's load hits both alike.
+  local single, parallel = math.huge, math.huge
+  for _ = 1, lib.reps do
+    single = math.min(single, best_wall(function()
+      for i = 1, #items do assert(spin(items[i]) == expected) end
+    end, 1))
+    parallel = math.min(parallel, best_wall(function()
+      local r = pool:map(items, spin, { chunk = 1 })
+      for i = 1, #items do assert(r[i] == expected) end
+    end, 1))
+  end
   report:check("CPU-bound map, 8 items on 2 workers vs one state", ms(parallel), ms(single),
     single / parallel, ">=", 1.8)
 
@@ -91,7 +95,7 @@ loom.run(function()
   end
 
   -- A 10 ms ticker while both workers run CPU-bound Lua.
-  local late, ticks = 0, 0
+  local late, ticks, lates = 0, 0, {}
   local busy = loom.spawn(function()
     pool:map({ N * 2, N * 2, N * 2, N * 2 }, spin, { chunk = 1 })
   end)
@@ -101,6 +105,7 @@ loom.run(function()
       loom.sleep(math.max(0, next_at - loom.now()))
       late = math.max(late, loom.now() - next_at)
       ticks = ticks + 1
+      lates[ticks] = loom.now() - next_at
       next_at = next_at + 0.01
     end
   end)
@@ -108,6 +113,8 @@ loom.run(function()
   ticker:join()
   report:check(("10 ms ticker while both workers compute (%d ticks): worst lateness"):format(ticks),
     ("%.2f ms"):format(late * 1e3), "-", late * 1e3, "<=", 5, "%.2f ms")
+  report:info("  (the same ticks) median and 90th percentile lateness",
+    ("%.2f / %.2f ms"):format(lib.median(lates) * 1e3, lib.quantile(lates, 0.9) * 1e3))
 
   pool:close()
 

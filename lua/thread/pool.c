@@ -85,6 +85,7 @@ struct tjob {
   size_t fn_len, args_len;
   char *out;         /* results, or the error and its traceback */
   size_t out_len;
+  int fn_shared;     /* fn has no upvalue but _ENV: a worker may reuse it */
   int ok;            /* out holds results */
   int given_up;      /* its caller gave up on it: stuck in a blocking call */
   int stopped;       /* the job was stopped by a cancel */
@@ -109,6 +110,13 @@ typedef struct thandle {
 
 static const char default_key = 0;
 static const char stop_key = 0;
+/* A function without upvalues but _ENV encodes the same every time (its
+ * _ENV becomes the worker's globals whatever it is here) and behaves the
+ * same whichever copy of it runs: the caller keeps its encoding (fn ->
+ * bytes, weak keys) and each worker the function it decoded (bytes ->
+ * function), so a job run again and again dumps and loads no bytecode. */
+static const char encoded_key = 0, decoded_key = 0;
+#define DECODED_MAX 256
 
 /* ---- on the worker thread ------------------------------------------------ */
 
@@ -185,13 +193,51 @@ static void set_co(tstate *s, lua_State *co) {
   uv_mutex_unlock(&s->lock);
 }
 
+/* Pushes the job's function: the one decoded before from the same bytes,
+ * if it may be shared. */
+static int push_fn(lua_State *L, tjob *j) {
+  if (!j->fn_shared)
+    return lm_xcopy_decode(L, j->fn, j->fn_len);
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &decoded_key) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_createtable(L, 0, 8);
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &decoded_key);
+    lua_pushinteger(L, 0);
+    lua_setfield(L, -2, "n");
+  }
+  lua_pushlstring(L, j->fn, j->fn_len);
+  if (lua_rawget(L, -2) == LUA_TFUNCTION) {
+    lua_remove(L, -2);
+    return 1;
+  }
+  lua_pop(L, 1);
+  lua_getfield(L, -1, "n");
+  lua_Integer count = lua_tointeger(L, -1);
+  lua_pop(L, 1);
+  if (count >= DECODED_MAX) { /* many different functions: start over */
+    lua_pop(L, 1);
+    lua_pushnil(L);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &decoded_key);
+    return push_fn(L, j);
+  }
+  lm_xcopy_decode(L, j->fn, j->fn_len);
+  lua_pushlstring(L, j->fn, j->fn_len);
+  lua_pushvalue(L, -2);
+  lua_rawset(L, -4);
+  lua_pushinteger(L, count + 1);
+  lua_setfield(L, -3, "n");
+  lua_remove(L, -2);
+  return 1;
+}
+
 /* In the worker state: fn and its arguments decoded, run as a task until
  * it has finished; its outcome encoded into the job. */
 static int job_main(lua_State *L) {
   tstate *s = lua_touserdata(L, 1);
   tjob *j = lua_touserdata(L, 2);
   lua_settop(L, 0);
-  int n = lm_xcopy_decode(L, j->fn, j->fn_len);
+  int n = push_fn(L, j);
   n += lm_xcopy_decode(L, j->args, j->args_len);
   lm_task *t = lm_spawn(L, s->ctx, 1, n);
   set_co(s, t->co);
@@ -469,6 +515,45 @@ static int run_k(lua_State *L, int status, lua_KContext kctx) {
   return n;
 }
 
+static int fn_shareable(lua_State *L, int idx) {
+  if (lua_type(L, idx) != LUA_TFUNCTION || lua_iscfunction(L, idx))
+    return 0;
+  const char *name;
+  for (int i = 1; (name = lua_getupvalue(L, idx, i)) != NULL; i++) {
+    lua_pop(L, 1);
+    if (strcmp(name, "_ENV") != 0)
+      return 0;
+  }
+  return 1;
+}
+
+/* The encoding of the shareable function at idx, made once and kept in a
+ * string on the stack while the caller copies it. */
+static const char *encoded_fn(lua_State *L, int idx, size_t *len) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &encoded_key) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_createtable(L, 0, 1);
+    lua_pushliteral(L, "k");
+    lua_setfield(L, -2, "__mode");
+    lua_setmetatable(L, -2);
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &encoded_key);
+  }
+  lua_pushvalue(L, idx);
+  if (lua_rawget(L, -2) != LUA_TSTRING) {
+    lua_pop(L, 1);
+    lm_xbuf *b = lm_xcopy_encode(L, idx, 1, "fn");
+    lua_pushlstring(L, b->p, b->len);
+    lua_remove(L, -2);
+    lua_pushvalue(L, idx);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, -4);
+  }
+  lua_remove(L, -2);
+  return lua_tolstring(L, -1, len);
+}
+
 /* pool:run(fn, ...) */
 static int pool_run(lua_State *L) {
   tpool *p = check_pool(L);
@@ -476,9 +561,11 @@ static int pool_run(lua_State *L) {
   int n = lua_gettop(L) - 2;
   if (p->closed)
     return lm_error(L, "closed", "the thread pool is closed");
-  lm_xbuf *fb = lm_xcopy_encode(L, 2, 1, "fn");
+  int shared = fn_shareable(L, 2);
+  size_t fn_len;
+  const char *fn = shared ? encoded_fn(L, 2, &fn_len) : NULL;
+  lm_xbuf *fb = fn ? NULL : lm_xcopy_encode(L, 2, 1, "fn");
   lm_xbuf *ab = lm_xcopy_encode(L, 3, n, "args");
-  int top = lua_gettop(L);
   thandle *h = lua_newuserdatauv(L, sizeof *h, 1);
   memset(h, 0, sizeof *h);
   luaL_setmetatable(L, LM_THREAD_JOB_MT);
@@ -488,9 +575,17 @@ static int pool_run(lua_State *L) {
   if (j == NULL)
     return lm_error(L, "memory", "cannot allocate a job");
   h->job = j;
-  j->fn = lm_xbuf_take(fb, &j->fn_len);
+  if (fn) {
+    j->fn = malloc(fn_len);
+    if (j->fn == NULL)
+      return lm_error(L, "memory", "cannot allocate a job");
+    memcpy(j->fn, fn, fn_len);
+    j->fn_len = fn_len;
+  } else {
+    j->fn = lm_xbuf_take(fb, &j->fn_len);
+  }
+  j->fn_shared = shared;
   j->args = lm_xbuf_take(ab, &j->args_len);
-  (void)top;
   h->rq.ctx = p->ctx;
   lm_request_prepare(L, &h->rq, &job_ops, 0);
   j->work.run = job_run;
