@@ -78,6 +78,9 @@ function thread.pool(opts)
 end
 
 function thread.run(fn, ...)
+  if not is_callable(fn) then
+    loom.error("argument", ("bad argument #1 to 'loom.thread.run' (function expected, got %s)"):format(type(fn)))
+  end
   return core._thread_default():run(fn, ...)
 end
 
@@ -89,6 +92,10 @@ end
 -- loom.thread.channel(n): a channel any state can use (passed to workers
 -- as an argument or an upvalue), n >= 1; loom.channel's methods.
 function thread.channel(n)
+  if math.type(n) ~= "integer" or n < 1 or n > 1 << 28 then
+    loom.error("argument", "bad argument #1 to 'loom.thread.channel' (capacity must be an integer "
+      .. "from 1 to 2^28: a thread channel cannot be a rendezvous, loom.channel(0) is one within a state)")
+  end
   return core._thread_channel(n)
 end
 
