@@ -74,7 +74,7 @@ static int drained_k(lua_State *L, int status, lua_KContext kctx) {
   lm_wait *w = r->wait;
   r->wait = NULL;
   /* The grace ran out: the work goes on alone, the caller is answered. */
-  if (w->status == LOOM_ETIMEDOUT && r->ops->pending(r))
+  if (w->status == LOOM_ETIMEDOUT && r->ops->abandon && r->ops->pending(r))
     r->ops->abandon(r);
   if (r->ops->drained)
     r->ops->drained(L, r);
