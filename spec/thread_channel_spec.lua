@@ -163,7 +163,7 @@ describe("loom.thread.channel", function()
     local ch = loom.thread.channel(1)
     local p = loom.thread.pool { size = 1 }
     loom.spawn(function() p:run(function(c) require("loom").sleep(0.05); c:send("hi") end, ch) end)
-    assert.equal("hi", ch:recv())
+    assert.equal("hi", loom.timeout(10, ch.recv, ch))
     p:close()
   end)
 

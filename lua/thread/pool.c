@@ -286,8 +286,9 @@ static void job_fail(tstate *s, tjob *j, const char *kind, const char *msg) {
 static void job_run(loom_work_t *work, void *data) {
   tstate *s = data;
   tjob *j = work->data;
-  /* The hook of a cancel meant for the previous job, if it outlived it,
-   * sat on that job's coroutine: this one starts clean. */
+  /* Cancelled as it was taken off the queue. (A stop hook a cancel left
+   * behind sat on the previous job's coroutine, cleared as that job ended:
+   * this one starts clean.) */
   if (loom_work_cancelled(work)) {
     j->stopped = 1;
     return;
