@@ -21,17 +21,7 @@ local loom = require "loom"
 local scale = tonumber(os.getenv("BENCH_SCALE")) or 1.0
 local report = lib.report("loom.thread (bench/thread.lua)")
 
--- The best wall time of reps runs of fn (run inside loom.run).
-local function best_wall(fn, reps)
-  local best = math.huge
-  for _ = 1, reps or lib.reps do
-    lib.settle()
-    local t0 = loom.now()
-    fn()
-    best = math.min(best, loom.now() - t0)
-  end
-  return best
-end
+local function best_wall(fn, reps) return lib.best_wall(loom.now, fn, reps) end
 
 local function spin(n)
   local x = 0

@@ -1,18 +1,8 @@
 -- loom.thread.channel: channels between Lua states on different threads
 -- (lua/thread/channel.c on core/xchan.c). Every wait is bounded.
 local loom = require "loom"
-
-local function within(seconds, fn)
-  return loom.run(function() return loom.timeout(seconds, fn) end)
-end
-
-local function expect_error(kind, fn, ...)
-  local ok, err = pcall(fn, ...)
-  assert(not ok, "expected an error, but the call succeeded")
-  assert.equal("table", type(err), "error is not a table: " .. tostring(err))
-  assert.equal(kind, err.kind, "wrong kind: " .. tostring(err))
-  return err
-end
+local support = dofile("spec/support/thread.lua")
+local within, expect_error = support.within, support.expect_error
 
 describe("loom.thread.channel", function()
   local pool

@@ -8,14 +8,7 @@ local loom = require "loom"
 
 local function copy(...) return core._xcopy(...) end
 
--- The loom error `fn` raises, which must be of `kind`.
-local function expect_error(kind, fn, ...)
-  local ok, err = pcall(fn, ...)
-  assert(not ok, "expected an error, but the call succeeded")
-  assert.equal("table", type(err), "error is not a table: " .. tostring(err))
-  assert.equal(kind, err.kind, "wrong kind: " .. tostring(err))
-  return err
-end
+local expect_error = dofile("spec/support/thread.lua").expect_error
 
 describe("the value codec", function()
   describe("scalars", function()

@@ -2,24 +2,8 @@
 -- lua/loom/thread.lua). Every wait is bounded: each test body runs under
 -- loom.timeout, and the pools are small (2 threads: the machine has 2 cores).
 local loom = require "loom"
-
--- A blocking C call in a worker (the thread sleeps in uv_sleep): what
--- os.execute or a synchronous library does, without a process (the
--- ThreadSanitizer run cannot start one).
-local function block(seconds) require("loom.core")._block(seconds) end
-
--- fn inside loom.run, bounded.
-local function within(seconds, fn)
-  return loom.run(function() return loom.timeout(seconds, fn) end)
-end
-
-local function expect_error(kind, fn, ...)
-  local ok, err = pcall(fn, ...)
-  assert(not ok, "expected an error, but the call succeeded")
-  assert.equal("table", type(err), "error is not a table: " .. tostring(err))
-  assert.equal(kind, err.kind, "wrong kind: " .. tostring(err))
-  return err
-end
+local support = dofile("spec/support/thread.lua")
+local within, expect_error, block = support.within, support.expect_error, support.block
 
 describe("loom.thread", function()
   local pool
@@ -83,24 +67,26 @@ describe("loom.thread", function()
       end)
     end)
 
+    -- Runs the two calls side by side while a 10 ms ticker runs on this
+    -- loop; returns how long they took and how many times it ticked.
+    local function beside_a_ticker(call1, call2)
+      local ticks = 0
+      local ticker = loom.spawn(function()
+        while true do loom.sleep(0.01); ticks = ticks + 1 end
+      end)
+      local t0 = loom.now()
+      loom.group(function(g)
+        g:spawn(function() pool:run(call1, 0.3) end)
+        g:spawn(function() pool:run(call2, 0.3) end)
+      end)
+      local took = loom.now() - t0
+      ticker:cancel()
+      return took, ticks
+    end
+
     it("blocks only its worker in a blocking C call: the loop keeps ticking", function()
       within(10, function()
-        local ticks, late = 0, 0
-        local ticker = loom.spawn(function()
-          while true do
-            local t0 = loom.now()
-            loom.sleep(0.01)
-            late = math.max(late, loom.now() - t0 - 0.01)
-            ticks = ticks + 1
-          end
-        end)
-        local t0 = loom.now()
-        loom.group(function(g)
-          g:spawn(function() pool:run(block, 0.3) end)
-          g:spawn(function() pool:run(block, 0.3) end)
-        end)
-        local took = loom.now() - t0
-        ticker:cancel()
+        local took, ticks = beside_a_ticker(block, block)
         assert.is_true(took >= 0.29 and took < 0.6, "both calls ran side by side: " .. took)
         assert.is_true(ticks >= 15, "the loop kept ticking: " .. ticks .. " ticks")
       end)
@@ -108,22 +94,8 @@ describe("loom.thread", function()
 
     it("blocks only its worker in os.execute and io.popen: the loop keeps ticking #subprocess", function()
       within(10, function()
-        local ticks, late = 0, 0
-        local ticker = loom.spawn(function()
-          while true do
-            local t0 = loom.now()
-            loom.sleep(0.01)
-            late = math.max(late, loom.now() - t0 - 0.01)
-            ticks = ticks + 1
-          end
-        end)
-        local t0 = loom.now()
-        loom.group(function(g)
-          g:spawn(function() pool:run(function() os.execute("sleep 0.3") end) end)
-          g:spawn(function() pool:run(function() local p = io.popen("sleep 0.3"); p:read("a"); p:close() end) end)
-        end)
-        local took = loom.now() - t0
-        ticker:cancel()
+        local took, ticks = beside_a_ticker(function(s) os.execute("sleep " .. s) end,
+          function(s) local p = io.popen("sleep " .. s); p:read("a"); p:close() end)
         -- (Whether they overlapped is the test above's: a process starts
         -- slowly under a sanitizer.)
         assert.is_true(took >= 0.29, "the calls ran: " .. took)

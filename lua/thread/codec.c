@@ -117,29 +117,28 @@ static const char *trailer(const char *p, size_t len, uint32_t *n) {
   return p + len - 4 - (size_t)c * sizeof(void *);
 }
 
-char *lm_xbuf_dup(const char *p, size_t len) {
-  char *copy = malloc(len);
-  if (copy == NULL)
-    return NULL;
-  memcpy(copy, p, len);
-  uint32_t n;
-  const char *t = trailer(copy, len, &n);
-  for (uint32_t i = 0; t && i < n; i++) {
-    loom_xchan_t *ch;
-    memcpy(&ch, t + i * sizeof ch, sizeof ch);
-    loom_xchan_ref(ch);
-  }
-  return copy;
-}
-
-void lm_xbuf_free(char *p, size_t len) {
+/* Calls each(ch) for every channel a whole message refers to. */
+static void each_chan(const char *p, size_t len, void (*each)(loom_xchan_t *ch)) {
   uint32_t n;
   const char *t = trailer(p, len, &n);
   for (uint32_t i = 0; t && i < n; i++) {
     loom_xchan_t *ch;
     memcpy(&ch, t + i * sizeof ch, sizeof ch);
-    loom_xchan_unref(ch);
+    each(ch);
   }
+}
+
+char *lm_xbuf_dup(const char *p, size_t len) {
+  char *copy = malloc(len);
+  if (copy == NULL)
+    return NULL;
+  memcpy(copy, p, len);
+  each_chan(copy, len, loom_xchan_ref);
+  return copy;
+}
+
+void lm_xbuf_free(char *p, size_t len) {
+  each_chan(p, len, loom_xchan_unref);
   free(p);
 }
 
