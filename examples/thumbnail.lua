@@ -23,7 +23,9 @@ local function thumb_row(ty)
       for x = tx * SCALE, tx * SCALE + SCALE - 1 do
         local b = 0
         for dy = -1, 1 do
-          for dx = -1, 1 do b = b + pixel(math.max(0, math.min(W - 1, x + dx)), math.max(0, math.min(H - 1, y + dy))) end
+          for dx = -1, 1 do
+            b = b + pixel(math.max(0, math.min(W - 1, x + dx)), math.max(0, math.min(H - 1, y + dy)))
+          end
         end
         sum = sum + b / 9
       end

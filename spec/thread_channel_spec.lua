@@ -174,8 +174,8 @@ describe("loom.thread.channel", function()
     it("sends, times out, and reports a closed channel", function()
       within(20, function()
         local x = loom.thread.channel(1)
-        local i, v, ok = loom.select { { x, "send", { n = 1 } } }
-        assert.equal(1, i); assert.is_true(ok)
+        local i, _, sent = loom.select { { x, "send", { n = 1 } } }
+        assert.equal(1, i); assert.is_true(sent)
         -- Full: the send case waits until the timeout.
         local t0 = loom.now()
         assert.is_nil(loom.select { { x, "send", 2 }, timeout = 0.05 })
@@ -187,6 +187,7 @@ describe("loom.thread.channel", function()
         assert.equal(1, i)
         assert.equal(3, x:recv())
         x:close()
+        local v, ok
         i, v, ok = loom.select { { x, "recv" } }
         assert.equal(1, i); assert.is_nil(v); assert.is_false(ok)
         expect_error("closed", loom.select, { { x, "send", 1 } })
@@ -200,7 +201,7 @@ describe("loom.thread.channel", function()
         local got = {}
         -- Two selecting tasks here and a worker all receive; each value
         -- goes to exactly one of them.
-        for i = 1, 2 do
+        for _ = 1, 2 do
           loom.spawn(function()
             while true do
               local _, v, ok = loom.select { { x, "recv" } }

@@ -64,7 +64,8 @@ end
 -- worker state before its first job.
 function thread.pool(opts)
   if opts ~= nil and type(opts) ~= "table" then
-    loom.error("argument", ("bad argument #1 to 'loom.thread.pool' (options table expected, got %s)"):format(type(opts)))
+    loom.error("argument", ("bad argument #1 to 'loom.thread.pool' (options table expected, got %s)")
+      :format(type(opts)))
   end
   opts = opts or {}
   local size = opts.size
@@ -72,7 +73,8 @@ function thread.pool(opts)
     loom.error("argument", "bad argument #1 to 'loom.thread.pool' (size must be a positive integer)")
   end
   if opts.setup ~= nil and not is_callable(opts.setup) then
-    loom.error("argument", ("bad argument #1 to 'loom.thread.pool' (setup must be a function, got %s)"):format(type(opts.setup)))
+    loom.error("argument", ("bad argument #1 to 'loom.thread.pool' (setup must be a function, got %s)")
+      :format(type(opts.setup)))
   end
   return core._thread_pool(size or 0, opts.setup)
 end

@@ -795,10 +795,11 @@ lm_xbuf *lm_xcopy_encode(lua_State *L, int idx, int n, const char *what) {
   }
   xbuf_ud *u = e.u;
   uint32_t nch = (uint32_t)u->nchans;
-  char *t = reserve(&e, nch * sizeof(void *) + 4);
+  size_t addrs = nch * sizeof *u->chans;
+  char *t = reserve(&e, addrs + 4);
   if (nch)
-    memcpy(t, u->chans, nch * sizeof(void *));
-  memcpy(t + nch * sizeof(void *), &nch, 4);
+    memcpy(t, u->chans, addrs);
+  memcpy(t + addrs, &nch, 4);
   /* The references are the message's now. */
   u->nchans = 0;
   u->complete = 1;
