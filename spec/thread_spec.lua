@@ -313,6 +313,46 @@ describe("loom.thread", function()
     end)
   end)
 
+  describe("under load", function()
+    -- Timeouts landing anywhere: on queued jobs, on busy loops, on blocking
+    -- calls, on jobs waiting on a thread channel or in their loop, in
+    -- selects and maps. Every call ends (a result or its timeout), nothing
+    -- stays stuck, and the sanitizers' runs see no race or leak.
+    it("survives a storm of jobs cancelled at random points", function()
+      within(60, function()
+        math.randomseed(7)
+        local p = loom.thread.pool { size = 3 }
+        local ch = loom.thread.channel(4)
+        local jobs = {
+          function() return p:run(function() while true do end end) end,
+          function() return p:run(block, math.random() * 0.03) end,
+          function() return p:run(function(c, v) c:send(v) return c:recv() end, ch, { v = 1 }) end,
+          function() return p:run(function() require("loom").sleep(0.01) return 1 end) end,
+          function() return loom.select { { ch, "recv" }, { ch, "send", 2 }, timeout = 0.01 } end,
+          function() return p:map({ 1, 2, 3 }, function(x) return x * 2 end) end,
+        }
+        local ended = 0
+        loom.group(function(g)
+          for _ = 1, 12 do
+            g:spawn(function()
+              for _ = 1, 15 do
+                local ok, err = pcall(loom.timeout, math.random() * 0.02, jobs[math.random(#jobs)])
+                assert(ok or loom.is_error(err, "timeout"), tostring(err))
+                ended = ended + 1
+              end
+            end)
+          end
+        end)
+        assert.equal(12 * 15, ended)
+        local waited = 0
+        while p:stats().stuck > 0 and waited < 5 do loom.sleep(0.05); waited = waited + 0.05 end
+        assert.equal(0, p:stats().stuck)
+        assert.equal("after", p:run(function() return "after" end))
+        p:close()
+      end)
+    end)
+  end)
+
   describe("shutdown", function()
     it("a closed pool ends its queued jobs with a closed error", function()
       within(20, function()
