@@ -248,9 +248,14 @@ static int job_main(lua_State *L) {
   set_co(s, NULL);
   lua_sethook(t->co, NULL, 0, 0);
   int task_idx = lua_gettop(L);
+  /* Encoded here, unprotected: what cannot cross raises, and job_run
+   * sends that error instead. */
   if (t->state == LM_DONE) {
+    int base = lua_gettop(L);
     lm_push_task_results(L, t);
-    j->ok = encode_top(L, t->nresults, "results", &j->out, &j->out_len);
+    lm_xbuf *b = lm_xcopy_encode(L, base + 1, t->nresults, "results");
+    j->out = lm_xbuf_take(b, &j->out_len);
+    j->ok = 1;
     return 0;
   }
   if (t->state == LM_CANCELLED || loom_work_cancelled(&j->work)) {
@@ -263,7 +268,8 @@ static int job_main(lua_State *L) {
     lua_pop(L, 1);
     lua_pushliteral(L, "");
   }
-  encode_top(L, 2, "error", &j->out, &j->out_len);
+  lm_xbuf *b = lm_xcopy_encode(L, -2, 2, "error");
+  j->out = lm_xbuf_take(b, &j->out_len);
   return 0;
 }
 
