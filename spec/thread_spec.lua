@@ -1,4 +1,4 @@
--- loom.thread: offloading to worker threads (lua/thread/pool.c,
+-- loom.thread: offloading to worker threads (lua/thread/pool.c, worker.c,
 -- lua/loom/thread.lua). Every wait is bounded: each test body runs under
 -- loom.timeout, and the pools are small (2 threads: the machine has 2 cores).
 local loom = require "loom"

@@ -1,4 +1,4 @@
--- loom.thread: Lua on worker threads (lua/thread/pool.c, channel.c).
+-- loom.thread: Lua on worker threads (lua/thread/pool.c, worker.c, channel.c).
 -- Loaded on the first use of loom.thread, so `require "loom"` starts no
 -- thread; the default pool (one thread per core) starts on the first
 -- loom.thread.run or loom.thread.map.
