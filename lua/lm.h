@@ -129,6 +129,10 @@ struct lm_ctx {
   int check_every;     /* resumes between two readings */
   int until_check;     /* resumes left before the next reading */
   int slice_spent;     /* the next run waits for a poll */
+  /* Told which coroutine runs a task now (NULL: none), for a worker
+   * thread's state, whose job a cancel must stop wherever it runs. */
+  void (*on_resume)(lm_ctx *ctx, lua_State *co);
+  void *resume_data;
 };
 
 /* context.c */

@@ -268,9 +268,13 @@ static void resume_task(lm_ctx *ctx, lua_State *L, lm_task *t) {
   lm_task *outer = ctx->current;
   ctx->current = t;
   t->state = LM_RUNNING;
+  if (ctx->on_resume)
+    ctx->on_resume(ctx, t->co);
   int nres;
   int status = lua_resume(t->co, L, nargs, &nres);
   ctx->current = outer;
+  if (ctx->on_resume)
+    ctx->on_resume(ctx, outer ? outer->co : NULL);
   if (status == LUA_YIELD) {
     lua_pop(t->co, nres);
     /* Still RUNNING: a bare coroutine.yield() in the task body, which the

@@ -51,11 +51,12 @@ describe("loom.thread", function()
         assert.equal(0, count)
         -- One without upvalues (but _ENV) may be reused by a worker; its
         -- globals are the worker's.
+        local one = loom.thread.pool { size = 1 }
         local function g() _G.seen = (_G.seen or 0) + 1 return true end
-        for _ = 1, 5 do assert.is_true(pool:run(g)) end
-        local total = 0
-        for _ = 1, 4 do total = total + pool:run(function() return _G.seen or 0 end) end
-        assert.is_true(total >= 5, "the jobs ran on the workers' globals")
+        for _ = 1, 5 do assert.is_true(one:run(g)) end
+        assert.equal(5, one:run(function() return _G.seen end))
+        assert.is_nil(rawget(_G, "seen"))
+        one:close()
       end)
     end)
 
@@ -245,6 +246,25 @@ describe("loom.thread", function()
           assert.equal(0, p:stats().stuck)
           assert.equal("reused", p:run(function() return "reused" end))
         end
+        p:close()
+      end)
+    end)
+
+    it("stops a busy loop in a task the job spawned", function()
+      within(20, function()
+        local p = loom.thread.pool { size = 1 }
+        local t0 = loom.now()
+        expect_error("timeout", loom.timeout, 0.1, function()
+          return p:run(function()
+            local wl = require "loom"
+            local spinner = wl.spawn(function() while true do end end)
+            wl.sleep(0) -- let it start: from here on only the hook can stop it
+            return spinner:join()
+          end)
+        end)
+        assert.is_true(loom.now() - t0 < 0.15)
+        assert.equal(0, p:stats().stuck)
+        assert.equal("free", p:run(function() return "free" end))
         p:close()
       end)
     end)

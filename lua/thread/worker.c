@@ -12,10 +12,12 @@
  * installs a count hook on the job's coroutine (as lua.c does from its
  * SIGINT handler, and Lanes from another thread) and wakes the worker
  * state's loop; the hook raises a cancelled error, and re-arms itself
- * every STOP_REARM instructions should a pcall swallow it. A job waiting in
- * its loop is woken and its tasks cancelled, landing at their wait. Only
- * the job's own coroutine gets the hook: a coroutine it made, or a task it
- * spawned, is stopped at its next wait. */
+ * every STOP_REARM instructions should a pcall swallow it. The hook goes
+ * on the coroutine of whichever task of the job runs at that moment (the
+ * scheduler tells the state, on_resume), and on every task resumed after;
+ * a job waiting in its loop is woken and its tasks cancelled, landing at
+ * their wait. A plain coroutine the job made (coroutine.wrap) is out of
+ * the hook's reach while it runs: it stops once it yields back. */
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,7 +34,7 @@ typedef struct tstate {
   lua_State *L;
   lm_ctx *ctx;
   uv_mutex_t lock;   /* guards co against the interrupting thread */
-  lua_State *co;     /* the running job's coroutine */
+  lua_State *co;     /* the coroutine of the job's task running now */
   tjob *job;         /* the running job (worker thread only) */
   char *setup_err;   /* the encoded error of a failed setup */
   size_t setup_err_len;
@@ -111,10 +113,16 @@ static void state_woken(loom_loop_t *loop) {
     lm_cancel_all(s->ctx, s->L, 1);
 }
 
-static void set_co(tstate *s, lua_State *co) {
+/* ctx->on_resume: a task of the job runs on co (NULL: none does). A task
+ * resumed once the job is cancelled starts with the hook set, here on its
+ * own thread. */
+static void state_resumed(lm_ctx *ctx, lua_State *co) {
+  tstate *s = ctx->resume_data;
   uv_mutex_lock(&s->lock);
   s->co = co;
   uv_mutex_unlock(&s->lock);
+  if (co && s->job && loom_work_cancelled(&s->job->work))
+    lua_sethook(co, stop_hook, LUA_MASKCOUNT, 1);
 }
 
 /* Pushes the job's function: the one decoded before from the same bytes,
@@ -164,12 +172,10 @@ static int job_main(lua_State *L) {
   int n = push_fn(L, j);
   n += lm_xcopy_decode(L, j->args, j->args_len);
   lm_task *t = lm_spawn(L, s->ctx, 1, n);
-  set_co(s, t->co);
-  /* A cancel that came before the hook could be placed. */
+  /* A cancel that came before the job's first task ran. */
   if (loom_work_cancelled(&j->work))
     lm_cancel_all(s->ctx, L, 1);
   lm_run_task(s->ctx, L, t);
-  set_co(s, NULL);
   lua_sethook(t->co, NULL, 0, 0);
   int task_idx = lua_gettop(L);
   /* Encoded here, unprotected: what cannot cross raises, and job_run
@@ -233,7 +239,6 @@ void lm_tjob_run(loom_work_t *work, void *data) {
   lua_pushlightuserdata(L, s);
   lua_pushlightuserdata(L, j);
   if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
-    set_co(s, NULL);
     lm_xbuf_free(j->out, j->out_len);
     j->out = NULL;
     j->ok = 0;
@@ -269,6 +274,8 @@ static int state_open(lua_State *L) {
     return luaL_error(L, "loom did not start in the worker state");
   s->ctx->loop.data = s;
   s->ctx->loop.on_wake = state_woken;
+  s->ctx->resume_data = s;
+  s->ctx->on_resume = state_resumed;
   lm_push_error(L, "cancelled", "the job was cancelled while it ran");
   lua_rawsetp(L, LUA_REGISTRYINDEX, &stop_key);
   if (cfg->setup == NULL)
