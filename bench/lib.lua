@@ -52,6 +52,20 @@ function M.best(fn, reps)
   return best, table.unpack(extra, 1, extra.n)
 end
 
+-- The smallest wall-clock time of `reps` runs of fn(), by `now` (a clock
+-- in seconds, loom.now): for work spread over threads, whose CPU times
+-- os.clock would add up.
+function M.best_wall(now, fn, reps)
+  local best = math.huge
+  for _ = 1, reps or M.reps do
+    M.settle()
+    local t0 = now()
+    fn()
+    best = math.min(best, now() - t0)
+  end
+  return best
+end
+
 -- Operations per second of fn() doing n operations: the best of reps runs.
 function M.rate(n, fn, reps)
   local dt = M.best(fn, reps)

@@ -41,6 +41,7 @@ struct loom_workers {
   loom_worker_t *workers;
   loom_work_t *head, *tail; /* under lock */
   _Atomic int queued;       /* jobs in the queue, for spinning workers */
+  _Atomic int spinning;     /* workers watching the queue: no wake needed */
   unsigned live;            /* under lock: threads not yet ended */
   int closed;               /* under lock */
   uv_sem_t started;         /* each thread posts once its loop exists */
@@ -162,8 +163,12 @@ static void run_jobs(loom_worker_t *w) {
       break;
     if (worked) {
       worked = 0;
+      atomic_fetch_add(&pool->spinning, 1);
       uv_mutex_unlock(&pool->lock);
       spin_for_job(pool);
+      /* Before the queue is looked at again under the lock: a submit that
+       * still counts this worker finds the job taken below. */
+      atomic_fetch_sub(&pool->spinning, 1);
       uv_mutex_lock(&pool->lock);
       continue;
     }
@@ -323,7 +328,11 @@ int loom_workers_submit(loom_workers_t *pool, loom_loop_t *loop,
     pool->head = work;
   pool->tail = work;
   atomic_fetch_add_explicit(&pool->queued, 1, memory_order_relaxed);
-  for (unsigned i = 0; i < pool->size; i++) {
+  /* Workers watching the queue take as many jobs as they are: waking an
+   * idle one as well would cost a system call, and a thread contending
+   * for the cores, for a job already taken. */
+  int wake = atomic_load(&pool->queued) > atomic_load(&pool->spinning);
+  for (unsigned i = 0; wake && i < pool->size; i++) {
     loom_worker_t *w = &pool->workers[i];
     if (w->idle) {
       w->idle = 0;

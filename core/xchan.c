@@ -290,6 +290,13 @@ size_t loom_xchan_len(loom_xchan_t *ch) {
 
 size_t loom_xchan_cap(const loom_xchan_t *ch) { return ch->cap; }
 
+int loom_xchan_closed(loom_xchan_t *ch) {
+  uv_mutex_lock(&ch->lock);
+  int closed = ch->closed;
+  uv_mutex_unlock(&ch->lock);
+  return closed;
+}
+
 static void wait_for(loom_xchan_t *ch, loom_xhub_t *hub, loom_xwaiter_t *w,
                      int send) {
   loom_xchan_ref(ch);

@@ -27,7 +27,8 @@
  * its loop is kept alive (loom_loop_expect): another thread may wake it.
  *
  * Which thread may call what:
- * - loom_xchan_new, _ref, _unref, _try_send, _try_recv, _close, _len: any.
+ * - loom_xchan_new, _ref, _unref, _try_send, _try_recv, _close, _len,
+ *   _closed: any.
  * - loom_xhub_new, loom_xhub_free, loom_xchan_wait_*, loom_xchan_unwait:
  *   the hub's loop thread only.
  * - A wake callback runs on the hub's loop thread. It may unwait other
@@ -85,6 +86,8 @@ int loom_xchan_try_recv(loom_xchan_t *ch, void **msg, size_t *len);
  * LOOM_ECLOSED when it was closed already. */
 int loom_xchan_close(loom_xchan_t *ch);
 size_t loom_xchan_len(loom_xchan_t *ch);
+/* Whether close was called (messages may still be in it). */
+int loom_xchan_closed(loom_xchan_t *ch);
 size_t loom_xchan_cap(const loom_xchan_t *ch);
 
 /* Registers w (not registered now) to be woken once the channel has room

@@ -110,6 +110,19 @@ static int run_inside_k(lua_State *L, int status, lua_KContext kctx) {
   return lua_gettop(L) - (int)kctx;
 }
 
+/* main's failure is the caller's to raise, so it is not reported; the
+ * failures nobody joined are, before this returns: nothing can join them
+ * later but the caller, who may still do so (and is not reported to
+ * twice). */
+void lm_run_task(lm_ctx *ctx, lua_State *L, lm_task *main) {
+  ctx->running++;
+  run_until_done(ctx, L, main);
+  ctx->running--;
+  if (main->state != LM_DONE)
+    main->observed = 1;
+  lm_report_unjoined(L, ctx);
+}
+
 static int l_run(lua_State *L) {
   lm_ctx *ctx = upctx(L);
   lm_checkcallable(L, 1);
@@ -121,15 +134,7 @@ static int l_run(lua_State *L) {
   }
   lm_task *main = lm_spawn(L, ctx, 1, n);
   int main_idx = lua_gettop(L);
-  ctx->running++;
-  run_until_done(ctx, L, main);
-  ctx->running--;
-  /* main's failure is re-raised here, so it is not reported; the failures
-   * nobody joined are, before run returns: nothing can join them later
-   * but the caller, who may still do so (and is not reported to twice). */
-  if (main->state != LM_DONE)
-    main->observed = 1;
-  lm_report_unjoined(L, ctx);
+  lm_run_task(ctx, L, main);
   if (main->state == LM_DONE) {
     lm_push_task_results(L, main);
     return main->nresults;
@@ -295,6 +300,7 @@ int luaopen_loom_core(lua_State *L) {
   lm_open_wait(L);
   lm_open_task(L);
   lm_open_chan(L);
+  lm_open_select(L);
   lm_open_sem(L);
   lm_open_mutex(L);
   lm_open_event(L);
@@ -302,6 +308,8 @@ int luaopen_loom_core(lua_State *L) {
   lm_open_scope(L);
   lm_open_db(L);
   lm_open_listen(L);
+  lm_open_thread(L);
+  lm_open_xchan(L);
   lm_open_context(L);
   lua_newtable(L);
   add_funcs(L, context_funcs);
@@ -318,6 +326,8 @@ int luaopen_loom_core(lua_State *L) {
   add_funcs(L, lm_copy_funcs);
   add_funcs(L, lm_listen_funcs);
   add_funcs(L, lm_xcopy_funcs);
+  add_funcs(L, lm_thread_funcs);
+  add_funcs(L, lm_xchan_funcs);
   lua_getfield(L, LUA_REGISTRYINDEX, "loom.null.value");
   lua_setfield(L, -2, "null");
   lm_db_push_modes(L);

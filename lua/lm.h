@@ -7,6 +7,7 @@
 #include <lua.h>
 #include <lauxlib.h>
 #include "loom.h"
+#include "xchan.h"
 
 #define LM_TASK_MT "loom.task"
 #define LM_CHAN_MT "loom.channel"
@@ -41,11 +42,18 @@ typedef struct lm_chan lm_chan;
 typedef struct lm_case lm_case;
 typedef struct lm_scope lm_scope;
 
-/* One select case: its waiter is queued on the case's channel. */
+/* One select case: its waiter is queued on the case's channel, a
+ * loom.channel (chan) or a thread channel (xch, whose waiter is xwaiter,
+ * and whose send value is encoded in msg until the channel takes it; a
+ * receive's message waits there to be decoded). */
 struct lm_case {
   loom_waiter_t waiter;
   lm_chan *chan;
   int is_send;
+  loom_xchan_t *xch;
+  loom_xwaiter_t xwaiter;
+  char *msg;
+  size_t len;
 };
 
 /* What a blocked piece of code waits on: zero or one timer, one waiter or a
@@ -131,12 +139,19 @@ struct lm_ctx {
   int check_every;     /* resumes between two readings */
   int until_check;     /* resumes left before the next reading */
   int slice_spent;     /* the next run waits for a poll */
+  /* Told which coroutine runs a task now (NULL: none), for a worker
+   * thread's state, whose job a cancel must stop wherever it runs. */
+  void (*on_resume)(lm_ctx *ctx, lua_State *co);
+  void *resume_data;
 };
 
 /* context.c */
 lm_ctx *lm_ctx_get(lua_State *L);
 int lm_step(lm_ctx *ctx, lua_State *L, int64_t timeout_ms);
 int lm_work_remains(lm_ctx *ctx);
+/* Runs the loop as loom.run does until main has finished; main's outcome
+ * stays on main (it counts as observed). */
+void lm_run_task(lm_ctx *ctx, lua_State *L, lm_task *main);
 uint32_t lm_random(lm_ctx *ctx);
 void lm_open_context(lua_State *L);
 void lm_push_ctx(lua_State *L);
@@ -149,6 +164,10 @@ void lm_report_unjoined(lua_State *L, lm_ctx *ctx);
 void lm_cancel_all(lm_ctx *ctx, lua_State *L, int daemons_too);
 lm_task *lm_spawn(lua_State *L, lm_ctx *ctx, int first, int n);
 void lm_push_task_results(lua_State *L, lm_task *t);
+/* Raises the error on top of L, which was first raised elsewhere (a worker
+ * thread) with the traceback at tb_idx: a task failing with it keeps that
+ * traceback ahead of its own, as a join keeps the joined task's. */
+int lm_raise_with_traceback(lua_State *L, int tb_idx);
 /* Pushes t's cancelled error {kind="cancelled", reason=...} with t's
  * userdata below it. */
 void lm_push_cancelled(lua_State *L, lm_task *t, const char *fallback);
@@ -188,6 +207,12 @@ typedef struct lm_request_ops {
   /* Optional: tidies up after an interrupted request drained, before the
    * interruption is raised. */
   void (*drained)(lua_State *L, lm_request *r);
+  /* Optional: work that may not stop at all (a thread stuck in a blocking
+   * C call). The drain then waits at most grace seconds; if the work is
+   * still out, abandon lets go of it (it completes on its own later, with
+   * nobody waiting) and the interruption is raised on time. */
+  void (*abandon)(lm_request *r);
+  double grace;
 } lm_request_ops;
 struct lm_request {
   lm_ctx *ctx;
@@ -221,6 +246,7 @@ void lm_chan_forget(lua_State *L, int chan_idx, int64_t item);
 void lm_open_chan(lua_State *L);
 extern const luaL_Reg lm_chan_funcs[];
 extern const luaL_Reg lm_select_funcs[];
+void lm_open_select(lua_State *L);
 
 /* error.c: every error loom raises is a table {kind=, message=}. */
 void lm_push_error(lua_State *L, const char *kind, const char *fmt, ...);
@@ -273,6 +299,18 @@ int lm_scope_raise(lua_State *L, lm_scope *s);
 void lm_scope_release_all(lm_task *t);
 void lm_open_scope(lua_State *L);
 extern const luaL_Reg lm_scope_funcs[];
+
+/* thread/pool.c, thread/channel.c: loom.thread's pools and channels. */
+void lm_open_thread(lua_State *L);
+void lm_open_xchan(lua_State *L);
+extern const luaL_Reg lm_thread_funcs[], lm_xchan_funcs[];
+/* The thread channel at idx, or NULL if it is none. */
+loom_xchan_t *lm_xchan_test(lua_State *L, int idx);
+/* Pushes a new handle on ch (taking a reference of its own). */
+void lm_xchan_push(lua_State *L, loom_xchan_t *ch);
+/* The hub of this state's loop (made on first need): to be had before
+ * anything that registers a waiter through it is made (see channel.c). */
+loom_xhub_t *lm_xhub_get(lua_State *L, lm_ctx *ctx);
 
 /* coro.c: coroutine.resume/wrap that pass loom waits through. */
 void lm_open_coro(lua_State *L);

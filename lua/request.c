@@ -44,7 +44,8 @@ int lm_request_wait(lua_State *L, lm_request *r, lua_KFunction done) {
 }
 
 /* Completed, or interrupted: then stop the work and wait, shielded, until
- * it has drained. */
+ * it has drained (or, for work that may never stop, until its grace is
+ * over). */
 static int request_k(lua_State *L, int status, lua_KContext kctx) {
   (void)status;
   lm_request *r = (lm_request *)kctx;
@@ -58,6 +59,8 @@ static int request_k(lua_State *L, int status, lua_KContext kctx) {
   r->wait = lm_wait_prepare_shielded(L, r->ctx);
   if (!r->ops->pending(r))
     lm_wait_finish(r->wait, 0, -1);
+  else if (r->ops->abandon)
+    lm_wait_arm(r->wait, r->ops->grace);
   return lm_wait_begin_ctx(L, r->wait, drained_k, kctx);
 }
 
@@ -70,6 +73,9 @@ static int drained_k(lua_State *L, int status, lua_KContext kctx) {
   lm_request *r = (lm_request *)kctx;
   lm_wait *w = r->wait;
   r->wait = NULL;
+  /* The grace ran out: the work goes on alone, the caller is answered. */
+  if (w->status == LOOM_ETIMEDOUT && r->ops->abandon && r->ops->pending(r))
+    r->ops->abandon(r);
   if (r->ops->drained)
     r->ops->drained(L, r);
   /* Whatever the work managed, the caller asked for it to stop. */

@@ -57,11 +57,44 @@ static void live_remove(lm_ctx *ctx, lm_task *t) {
 
 static int task_join(lua_State *L);
 
+/* The last error raised through lm_raise_with_traceback and where it was
+ * first raised, until a task's handler takes them (or the next one
+ * replaces them: an error caught on its way has no task to go to). */
+static const char remote_err_key = 0, remote_tb_key = 0;
+
+static void forget_remote(lua_State *L) {
+  lua_pushnil(L);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &remote_err_key);
+  lua_pushnil(L);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &remote_tb_key);
+}
+
+int lm_raise_with_traceback(lua_State *L, int tb_idx) {
+  tb_idx = lua_absindex(L, tb_idx);
+  lua_pushvalue(L, -1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &remote_err_key);
+  lua_pushvalue(L, tb_idx);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &remote_tb_key);
+  return lua_error(L);
+}
+
 /* Pushes the traceback of the error at idx, raised in co: where it was
  * raised, and when a join re-raises a joined task's failure, where that
  * task failed first. */
 static void push_traceback(lua_State *co, int idx) {
   luaL_traceback(co, co, NULL, 1);
+  if (lua_rawgetp(co, LUA_REGISTRYINDEX, &remote_err_key) != LUA_TNIL &&
+      lua_rawequal(co, -1, idx)) {
+    /* Raised first on another thread: that traceback leads. */
+    lua_pop(co, 1);
+    lua_rawgetp(co, LUA_REGISTRYINDEX, &remote_tb_key);
+    lua_pushliteral(co, "\n(re-raised from a worker thread)\n");
+    lua_rotate(co, -3, -1);
+    lua_concat(co, 3);
+    forget_remote(co);
+    return;
+  }
+  lua_pop(co, 1);
   lua_Debug ar;
   if (!lua_getstack(co, 1, &ar) || !lua_getinfo(co, "f", &ar))
     return;
@@ -241,9 +274,13 @@ static void resume_task(lm_ctx *ctx, lua_State *L, lm_task *t) {
   lm_task *outer = ctx->current;
   ctx->current = t;
   t->state = LM_RUNNING;
+  if (ctx->on_resume)
+    ctx->on_resume(ctx, t->co);
   int nres;
   int status = lua_resume(t->co, L, nargs, &nres);
   ctx->current = outer;
+  if (ctx->on_resume)
+    ctx->on_resume(ctx, outer ? outer->co : NULL);
   if (status == LUA_YIELD) {
     lua_pop(t->co, nres);
     /* Still RUNNING: a bare coroutine.yield() in the task body, which the

@@ -29,6 +29,7 @@ local PREFIXES = {
   task = { "t", "task" }, channel = { "ch" }, semaphore = { "sem" }, mutex = { "mu" },
   event = { "ev" }, waitgroup = { "wg" }, lazy = { "lazy" }, breaker = { "br" },
   pipeline = { "p" }, group = { "g" }, db = { "db" }, session = { "s", "tx", "sp" },
+  ["thread pool"] = { "pool" }, ["thread channel"] = { "ch" },
 }
 
 local function public(name) return type(name) == "string" and name:sub(1, 1) ~= "_" end
@@ -143,6 +144,7 @@ end
 -- What the loaded module offers, found by using it.
 local function from_runtime(c, loom)
   require "loom.db" -- loaded on first use: now, so that it is listed
+  require "loom.thread" -- likewise
   for _, name in ipairs(sorted_keys(loom)) do
     local v = loom[name]
     c.add("loom function", { "loom." .. name })
@@ -217,6 +219,15 @@ local function from_runtime(c, loom)
     br:call(function() end)
     c.object("breaker", br)
     for s in pairs(states) do c.word("breaker state", s) end
+
+    -- Worker threads.
+    local tp = loom.thread.pool(spy(c, "loom.thread.pool option", { size = 1 }))
+    tp:map({ 1 }, function(x) return x end, spy(c, "pool:map option"))
+    loom.thread.map({ 1 }, function(x) return x end, spy(c, "loom.thread.map option"))
+    c.fields("pool:stats() field", tp:stats())
+    c.object("thread pool", tp)
+    tp:close()
+    c.object("thread channel", loom.thread.channel(1))
 
     -- Pipelines.
     local p = loom.pipeline({ 1, 2, 3 })

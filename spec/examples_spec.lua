@@ -47,6 +47,9 @@ describe("examples", function()
     ["retry_breaker.lua"] = "request 10: result 10",
     ["lazy_cache.lua"] = "8 concurrent readers saw version 1,1,1,1,1,1,1,1",
     ["semaphore_limit.lua"] = "still gave their licence back",
+    ["thumbnail.lua"] = "thumbnail 48x32 matches the single-state result",
+    ["hash_files.lua"] = "every file hashed off the loop",
+    ["sync_call.lua"] = "synchronous calls ran off the loop",
   }
   expects_all("examples", expected)
 

@@ -27,9 +27,11 @@ require("loom.resilience")(loom)
 require("loom.pipeline")(loom)
 
 -- loom.db loads on first use: a program that never opens a database
--- loads no database code, and no driver's client library.
+-- loads no database code, and no driver's client library. loom.thread
+-- too: a program that never offloads starts no thread.
 setmetatable(loom, { __index = function(_, name)
   if name == "db" then return require "loom.db" end
+  if name == "thread" then return require "loom.thread" end
 end })
 
 return loom

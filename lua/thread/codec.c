@@ -12,7 +12,15 @@
  *
  * The receiver checks the framing of everything it reads (a truncated or
  * garbled buffer is a `protocol` error); the bytecode inside a function is
- * handed to lua_load as it is, trusted as the encoder's own output. */
+ * handed to lua_load as it is, trusted as the encoder's own output.
+ *
+ * A thread channel (loom.thread.channel) crosses by reference: its address
+ * in the value, and after the last value a trailer, the addresses of the
+ * channels the message holds a reference to and their count (uint32, the
+ * last 4 bytes of every message). The message owns those references until
+ * lm_xbuf_free, so a message dropped unread (a job never run, a channel
+ * freed with messages in it) lets go of its channels too; the receiver
+ * takes a reference of its own for each channel it decodes. */
 #include <ctype.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -24,7 +32,8 @@
 
 enum {
   T_NIL, T_FALSE, T_TRUE, T_INT8, T_INT32, T_INT64, T_FLOAT, T_SSTR, T_STR,
-  T_TABLE, T_FUNC, T_REF, T_CFUNC, T_MODULE, T_NULL, T_META, T_KSTR, T_KREF
+  T_TABLE, T_FUNC, T_REF, T_CFUNC, T_MODULE, T_NULL, T_META, T_KSTR, T_KREF,
+  T_XCHAN
 };
 #define T_SHARED 0x80
 
@@ -64,6 +73,9 @@ typedef struct xbuf_ud {
   size_t pos_cap;
   module_name *modules;
   size_t nmodules, modules_cap;
+  loom_xchan_t **chans;  /* channels met, one reference each */
+  size_t nchans, chans_cap;
+  int complete;          /* b holds a whole message, trailer included */
 } xbuf_ud;
 
 /* Frees the encoder's tables; the buffer too unless keep_buffer. */
@@ -78,9 +90,56 @@ static void xbuf_release(xbuf_ud *u, int keep_buffer) {
   u->seen_bits = 0;
   if (keep_buffer)
     return;
-  free(u->b.p);
+  if (u->complete)
+    lm_xbuf_free(u->b.p, u->b.len);
+  else
+    free(u->b.p);
+  for (size_t i = 0; i < u->nchans; i++)
+    loom_xchan_unref(u->chans[i]);
+  free(u->chans);
+  u->chans = NULL;
+  u->nchans = u->chans_cap = 0;
   u->b.p = NULL;
   u->b.len = u->b.cap = 0;
+}
+
+/* The trailer of a whole message: how many channels it refers to, and
+ * where their addresses start (NULL for a buffer too short to be one). */
+static const char *trailer(const char *p, size_t len, uint32_t *n) {
+  *n = 0;
+  if (p == NULL || len < 8)
+    return NULL;
+  uint32_t c;
+  memcpy(&c, p + len - 4, 4);
+  if ((uint64_t)c * sizeof(void *) > len - 8)
+    return NULL;
+  *n = c;
+  return p + len - 4 - (size_t)c * sizeof(void *);
+}
+
+/* Calls each(ch) for every channel a whole message refers to. */
+static void each_chan(const char *p, size_t len, void (*each)(loom_xchan_t *ch)) {
+  uint32_t n;
+  const char *t = trailer(p, len, &n);
+  for (uint32_t i = 0; t && i < n; i++) {
+    loom_xchan_t *ch;
+    memcpy(&ch, t + i * sizeof ch, sizeof ch);
+    each(ch);
+  }
+}
+
+char *lm_xbuf_dup(const char *p, size_t len) {
+  char *copy = malloc(len);
+  if (copy == NULL)
+    return NULL;
+  memcpy(copy, p, len);
+  each_chan(copy, len, loom_xchan_ref);
+  return copy;
+}
+
+void lm_xbuf_free(char *p, size_t len) {
+  each_chan(p, len, loom_xchan_unref);
+  free(p);
 }
 
 static int xbuf_gc(lua_State *L) {
@@ -630,6 +689,23 @@ static int is_null(lua_State *L, int idx) {
   return yes;
 }
 
+/* A channel goes as its address, kept alive by a reference the message
+ * holds (listed in the trailer). */
+static void enc_xchan(enc *e, loom_xchan_t *ch) {
+  xbuf_ud *u = e->u;
+  if (u->nchans == u->chans_cap) {
+    size_t cap = u->chans_cap ? u->chans_cap * 2 : 4;
+    loom_xchan_t **grown = realloc(u->chans, cap * sizeof *grown);
+    if (grown == NULL)
+      enc_oom(e);
+    u->chans = grown;
+    u->chans_cap = cap;
+  }
+  loom_xchan_ref(ch);
+  u->chans[u->nchans++] = ch;
+  put_tagged(e, T_XCHAN, &ch, sizeof ch);
+}
+
 static void enc_value(enc *e, int idx) {
   lua_State *L = e->L;
   switch (lua_type(L, idx)) {
@@ -682,13 +758,19 @@ static void enc_value(enc *e, int idx) {
   case LUA_TFUNCTION:
     enc_function(e, idx);
     return;
-  case LUA_TUSERDATA:
+  case LUA_TUSERDATA: {
     if (is_null(L, idx)) {
       put_byte(e, T_NULL);
       return;
     }
+    loom_xchan_t *ch = lm_xchan_test(L, idx);
+    if (ch) {
+      enc_xchan(e, ch);
+      return;
+    }
     enc_fail(e, "userdata");
     return;
+  }
   case LUA_TLIGHTUSERDATA:
     enc_fail(e, "light userdata");
     return;
@@ -716,9 +798,19 @@ lm_xbuf *lm_xcopy_encode(lua_State *L, int idx, int n, const char *what) {
     e.path[0].i = i + 1;
     enc_value(&e, idx + i);
   }
+  xbuf_ud *u = e.u;
+  uint32_t nch = (uint32_t)u->nchans;
+  size_t addrs = nch * sizeof *u->chans;
+  char *t = reserve(&e, addrs + 4);
+  if (nch)
+    memcpy(t, u->chans, addrs);
+  memcpy(t + addrs, &nch, 4);
+  /* The references are the message's now. */
+  u->nchans = 0;
+  u->complete = 1;
   /* The tables are needed no longer; the buffer waits for lm_xbuf_take. */
-  xbuf_release(e.u, 1);
-  return &e.u->b;
+  xbuf_release(u, 1);
+  return &u->b;
 }
 
 /* ---- decoding ------------------------------------------------------------ */
@@ -726,6 +818,8 @@ lm_xbuf *lm_xcopy_encode(lua_State *L, int idx, int n, const char *what) {
 typedef struct dec {
   lua_State *L;
   const char *start, *p, *end;
+  const char *chans; /* the trailer's channel addresses */
+  uint32_t nchans;
   uint32_t nobj;
   int refs; /* stack slot of the table of shared objects (nil until one) */
   int keys; /* stack slot of the table of remembered strings (nil until one) */
@@ -945,6 +1039,24 @@ static void push_null(lua_State *L) {
   lua_getfield(L, LUA_REGISTRYINDEX, NULL_KEY);
 }
 
+/* A channel the message holds a reference to: its address must be one
+ * its trailer lists. */
+static void dec_xchan(dec *d) {
+  loom_xchan_t *ch;
+  need(d, sizeof ch);
+  memcpy(&ch, d->p, sizeof ch);
+  d->p += sizeof ch;
+  for (uint32_t i = 0; i < d->nchans; i++) {
+    loom_xchan_t *listed;
+    memcpy(&listed, d->chans + i * sizeof listed, sizeof listed);
+    if (listed == ch) {
+      lm_xchan_push(d->L, ch);
+      return;
+    }
+  }
+  dec_fail(d, "a channel the message does not hold");
+}
+
 static void dec_value(dec *d) {
   lua_State *L = d->L;
   need(d, 1);
@@ -1032,6 +1144,9 @@ static void dec_value(dec *d) {
   case T_META:
     dec_meta(d);
     return;
+  case T_XCHAN:
+    dec_xchan(d);
+    return;
   default:
     d->p--;
     dec_fail(d, "unknown tag");
@@ -1039,7 +1154,11 @@ static void dec_value(dec *d) {
 }
 
 int lm_xcopy_decode(lua_State *L, const char *p, size_t len) {
-  dec d = {L, p, p, p + len, 0, 0, 0, 0, 0};
+  uint32_t nch;
+  const char *chans = trailer(p, len, &nch);
+  dec d = {L, p, p, chans ? chans : p + len, chans, nch, 0, 0, 0, 0, 0};
+  if (chans == NULL)
+    dec_fail(&d, "no trailer");
   uint32_t n = get_u32(&d);
   if (n > len - 4)
     dec_fail(&d, "truncated");
@@ -1182,6 +1301,7 @@ static int xcopy_through(lua_State *L, int call, int kept) {
   xbuf_ud *back = xbuf_push(L);
   back->b.p = j.out;
   back->b.len = back->b.cap = j.outlen;
+  back->complete = 1;
   if (!kept) {
     lua_pushcfunction(L, peer_gc);
     lua_pushvalue(L, peer_idx);

@@ -15,6 +15,8 @@
  *   the receiver's globals (whatever the sender's was: its _G, or a
  *   sandbox such as a test runner's): a function runs in the state that
  *   calls it;
+ * - a thread channel (loom.thread.channel) arrives as a handle on the same
+ *   channel: the message holds a reference to it until freed;
  * - a C function arrives as the receiver's function of the same name, found
  *   through a name index built lazily over package.loaded on the sender
  *   (string.format -> "string.format"). Its upvalues, if any, are the
@@ -64,6 +66,12 @@ typedef struct lm_xbuf { char *p; size_t len, cap; } lm_xbuf;
  * error table, lm_error) naming its path and type. */
 lm_xbuf *lm_xcopy_encode(lua_State *L, int idx, int n, const char *what);
 char *lm_xbuf_take(lm_xbuf *b, size_t *len);
+/* Frees a message taken with lm_xbuf_take, and the references to thread
+ * channels it holds: never free() one. */
+void lm_xbuf_free(char *p, size_t len);
+/* A copy of a whole message, with references of its own (NULL without
+ * memory). */
+char *lm_xbuf_dup(const char *p, size_t len);
 /* Pushes the values encoded in p[0..len) onto L; returns how many. Malformed input is a
  * `protocol` error, never a crash. */
 int lm_xcopy_decode(lua_State *L, const char *p, size_t len);

@@ -1,0 +1,350 @@
+/* The worker side of loom.thread's pools (pool.h): the Lua state each
+ * worker thread makes, and the jobs it runs in it.
+ *
+ * A worker state is a full loom state: the standard libraries, the
+ * creating state's package.path and cpath, `loom` required, and the pool's
+ * setup run once in it as a task. A job is fn(...) run as a task there (so
+ * it may sleep, use channels, open a database) until that task and every
+ * task it spawned have finished; its results, or its error and traceback,
+ * go back encoded.
+ *
+ * Cancel. A running job is stopped where it is: the cancelling thread
+ * installs a count hook on the job's coroutine (as lua.c does from its
+ * SIGINT handler, and Lanes from another thread) and wakes the worker
+ * state's loop; the hook raises a cancelled error, and re-arms itself
+ * every STOP_REARM instructions should a pcall swallow it. The hook goes
+ * on the coroutine of whichever task of the job runs at that moment (the
+ * scheduler tells the state, on_resume), and on every task resumed after;
+ * a job waiting in its loop is woken and its tasks cancelled, landing at
+ * their wait. A plain coroutine the job made (coroutine.wrap) is out of
+ * the hook's reach while it runs: it stops once it yields back. */
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <lualib.h>
+#include "pool.h"
+
+/* Instructions between two raises of the stop hook once a pcall swallowed
+ * the first. */
+#define STOP_REARM 1000
+
+/* One worker thread's Lua state. */
+typedef struct tstate {
+  tconfig *cfg;
+  lua_State *L;
+  lm_ctx *ctx;
+  uv_mutex_t lock;   /* guards co against the interrupting thread */
+  lua_State *co;     /* the coroutine of the job's task running now */
+  tjob *job;         /* the running job (worker thread only) */
+  char *setup_err;   /* the encoded error of a failed setup */
+  size_t setup_err_len;
+} tstate;
+
+static const char stop_key = 0;
+/* The functions a worker decoded from jobs that may share them (bytes ->
+ * function, see tjob.fn_shared), until there are this many. */
+static const char decoded_key = 0;
+#define DECODED_MAX 256
+
+void lm_tjob_free(tjob *j) {
+  lm_xbuf_free(j->fn, j->fn_len);
+  lm_xbuf_free(j->args, j->args_len);
+  lm_xbuf_free(j->out, j->out_len);
+  free(j);
+}
+
+/* Encodes the values on L's stack above base into *out (protected). */
+static int encode_k(lua_State *L) {
+  char **out = lua_touserdata(L, 1);
+  size_t *len = lua_touserdata(L, 2);
+  const char *what = lua_tostring(L, 3);
+  int n = lua_gettop(L) - 3;
+  lm_xbuf *b = lm_xcopy_encode(L, 4, n, what);
+  *out = lm_xbuf_take(b, len);
+  return 0;
+}
+
+/* Encodes the n values on top of L (popped); on failure, the error that
+ * says why, which does cross (a loom error); 0 if even that could not. */
+static int encode_top(lua_State *L, int n, const char *what, char **out, size_t *len) {
+  lua_pushcfunction(L, encode_k);
+  lua_pushlightuserdata(L, out);
+  lua_pushlightuserdata(L, len);
+  lua_pushstring(L, what);
+  lua_rotate(L, -4 - n, 4);
+  if (lua_pcall(L, n + 3, 0, 0) == LUA_OK)
+    return 1;
+  lua_pushcfunction(L, encode_k);
+  lua_pushlightuserdata(L, out);
+  lua_pushlightuserdata(L, len);
+  lua_pushstring(L, "error");
+  lua_rotate(L, -5, -1);
+  lua_pushliteral(L, "");
+  if (lua_pcall(L, 5, 0, 0) != LUA_OK) {
+    lua_pop(L, 1);
+    *out = NULL;
+  }
+  return 0;
+}
+
+static void stop_hook(lua_State *L, lua_Debug *ar) {
+  (void)ar;
+  lua_sethook(L, stop_hook, LUA_MASKCOUNT, STOP_REARM);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &stop_key);
+  lua_error(L);
+}
+
+/* hooks->interrupt: the cancelling thread, the pool's lock held. */
+static void state_interrupt(void *data) {
+  tstate *s = data;
+  if (s == NULL)
+    return;
+  uv_mutex_lock(&s->lock);
+  if (s->co)
+    lua_sethook(s->co, stop_hook, LUA_MASKCOUNT, 1);
+  uv_mutex_unlock(&s->lock);
+  loom_loop_wake(&s->ctx->loop);
+}
+
+/* The worker state's loop was woken: a cancelled job waiting in it ends. */
+static void state_woken(loom_loop_t *loop) {
+  tstate *s = loop->data;
+  if (s && s->job && loom_work_cancelled(&s->job->work))
+    lm_cancel_all(s->ctx, s->L, 1);
+}
+
+/* ctx->on_resume: a task of the job runs on co (NULL: none does). A task
+ * resumed once the job is cancelled starts with the hook set, here on its
+ * own thread. */
+static void state_resumed(lm_ctx *ctx, lua_State *co) {
+  tstate *s = ctx->resume_data;
+  uv_mutex_lock(&s->lock);
+  s->co = co;
+  uv_mutex_unlock(&s->lock);
+  if (co && s->job && loom_work_cancelled(&s->job->work))
+    lua_sethook(co, stop_hook, LUA_MASKCOUNT, 1);
+}
+
+/* Pushes the job's function: the one decoded before from the same bytes,
+ * if it may be shared. */
+static int push_fn(lua_State *L, tjob *j) {
+  if (!j->fn_shared)
+    return lm_xcopy_decode(L, j->fn, j->fn_len);
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &decoded_key) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_createtable(L, 0, 8);
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &decoded_key);
+    lua_pushinteger(L, 0);
+    lua_setfield(L, -2, "n");
+  }
+  lua_pushlstring(L, j->fn, j->fn_len);
+  if (lua_rawget(L, -2) == LUA_TFUNCTION) {
+    lua_remove(L, -2);
+    return 1;
+  }
+  lua_pop(L, 1);
+  lua_getfield(L, -1, "n");
+  lua_Integer count = lua_tointeger(L, -1);
+  lua_pop(L, 1);
+  if (count >= DECODED_MAX) { /* many different functions: start over */
+    lua_pop(L, 1);
+    lua_pushnil(L);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &decoded_key);
+    return push_fn(L, j);
+  }
+  lm_xcopy_decode(L, j->fn, j->fn_len);
+  lua_pushlstring(L, j->fn, j->fn_len);
+  lua_pushvalue(L, -2);
+  lua_rawset(L, -4);
+  lua_pushinteger(L, count + 1);
+  lua_setfield(L, -3, "n");
+  lua_remove(L, -2);
+  return 1;
+}
+
+/* In the worker state: fn and its arguments decoded, run as a task until
+ * it has finished; its outcome encoded into the job. */
+static int job_main(lua_State *L) {
+  tstate *s = lua_touserdata(L, 1);
+  tjob *j = lua_touserdata(L, 2);
+  lua_settop(L, 0);
+  int n = push_fn(L, j);
+  n += lm_xcopy_decode(L, j->args, j->args_len);
+  lm_task *t = lm_spawn(L, s->ctx, 1, n);
+  /* A cancel that came before the job's first task ran. */
+  if (loom_work_cancelled(&j->work))
+    lm_cancel_all(s->ctx, L, 1);
+  lm_run_task(s->ctx, L, t);
+  lua_sethook(t->co, NULL, 0, 0);
+  int task_idx = lua_gettop(L);
+  /* Encoded here, unprotected: what cannot cross raises, and job_run
+   * sends that error instead. */
+  if (t->state == LM_DONE) {
+    int base = lua_gettop(L);
+    lm_push_task_results(L, t);
+    lm_xbuf *b = lm_xcopy_encode(L, base + 1, t->nresults, "results");
+    j->out = lm_xbuf_take(b, &j->out_len);
+    j->ok = 1;
+    return 0;
+  }
+  if (t->state == LM_CANCELLED || loom_work_cancelled(&j->work)) {
+    j->stopped = 1;
+    return 0;
+  }
+  lua_getiuservalue(L, task_idx, LM_TASK_ERROR);
+  lua_getiuservalue(L, task_idx, LM_TASK_TRACEBACK);
+  if (!lua_isstring(L, -1)) {
+    lua_pop(L, 1);
+    lua_pushliteral(L, "");
+  }
+  lm_xbuf *b = lm_xcopy_encode(L, -2, 2, "error");
+  j->out = lm_xbuf_take(b, &j->out_len);
+  return 0;
+}
+
+/* The job's outcome when the worker itself failed (no state, a setup that
+ * failed, no memory): a loom error, encoded. */
+static void job_fail(tstate *s, tjob *j, const char *kind, const char *msg) {
+  if (s && s->setup_err) {
+    j->out = lm_xbuf_dup(s->setup_err, s->setup_err_len);
+    if (j->out)
+      j->out_len = s->setup_err_len;
+    return;
+  }
+  if (s == NULL || s->L == NULL)
+    return; /* out stays NULL: the caller reports the lost worker */
+  lm_push_error(s->L, kind, "%s", msg);
+  lua_pushliteral(s->L, "");
+  encode_top(s->L, 2, "error", &j->out, &j->out_len);
+}
+
+void lm_tjob_run(loom_work_t *work, void *data) {
+  tstate *s = data;
+  tjob *j = work->data;
+  /* Cancelled as it was taken off the queue. (A stop hook a cancel left
+   * behind sat on the previous job's coroutine, cleared as that job ended:
+   * this one starts clean.) */
+  if (loom_work_cancelled(work)) {
+    j->stopped = 1;
+    return;
+  }
+  if (s == NULL || s->L == NULL || s->setup_err) {
+    job_fail(s, j, "thread", "the worker thread has no Lua state");
+    return;
+  }
+  lua_State *L = s->L;
+  s->job = j;
+  lua_pushcfunction(L, job_main);
+  lua_pushlightuserdata(L, s);
+  lua_pushlightuserdata(L, j);
+  if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
+    lm_xbuf_free(j->out, j->out_len);
+    j->out = NULL;
+    j->ok = 0;
+    lua_pushliteral(L, "");
+    encode_top(L, 2, "error", &j->out, &j->out_len);
+  }
+  s->job = NULL;
+  lua_settop(L, 0);
+}
+
+static void set_path(lua_State *L, const char *field, const char *value) {
+  if (value == NULL)
+    return;
+  lua_getglobal(L, "package");
+  lua_pushstring(L, value);
+  lua_setfield(L, -2, field);
+  lua_pop(L, 1);
+}
+
+/* In the new worker state: loom required, the stop sentinel made, setup
+ * run as a task. */
+static int state_open(lua_State *L) {
+  tconfig *cfg = lua_touserdata(L, 1);
+  tstate *s = lua_touserdata(L, 2);
+  luaL_openlibs(L);
+  set_path(L, "path", cfg->path);
+  set_path(L, "cpath", cfg->cpath);
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "loom");
+  lua_call(L, 1, 0);
+  s->ctx = lm_ctx_get(L);
+  if (s->ctx == NULL)
+    return luaL_error(L, "loom did not start in the worker state");
+  s->ctx->loop.data = s;
+  s->ctx->loop.on_wake = state_woken;
+  s->ctx->resume_data = s;
+  s->ctx->on_resume = state_resumed;
+  lm_push_error(L, "cancelled", "the job was cancelled while it ran");
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &stop_key);
+  if (cfg->setup == NULL)
+    return 0;
+  lua_settop(L, 0);
+  int n = lm_xcopy_decode(L, cfg->setup, cfg->setup_len);
+  lm_task *t = lm_spawn(L, s->ctx, 1, n);
+  lm_run_task(s->ctx, L, t);
+  if (t->state == LM_DONE)
+    return 0;
+  lua_getiuservalue(L, -1, LM_TASK_ERROR);
+  return lua_error(L);
+}
+
+static void *state_start(loom_loop_t *loop, void *data) {
+  (void)loop;
+  tconfig *cfg = data;
+  tstate *s = calloc(1, sizeof *s);
+  if (s == NULL)
+    return NULL;
+  if (uv_mutex_init(&s->lock) != 0) {
+    free(s);
+    return NULL;
+  }
+  s->cfg = cfg;
+  s->L = luaL_newstate();
+  if (s->L == NULL)
+    return s;
+  lua_pushcfunction(s->L, state_open);
+  lua_pushlightuserdata(s->L, cfg);
+  lua_pushlightuserdata(s->L, s);
+  if (lua_pcall(s->L, 2, 0, 0) != LUA_OK) {
+    /* Every job of this worker fails with what setup raised. */
+    lua_pushliteral(s->L, "");
+    encode_top(s->L, 2, "error", &s->setup_err, &s->setup_err_len);
+    if (s->setup_err == NULL || s->ctx == NULL) {
+      lua_close(s->L);
+      s->L = NULL;
+    }
+  }
+  if (s->L)
+    lua_settop(s->L, 0);
+  return s;
+}
+
+static void state_stop(void *data) {
+  tstate *s = data;
+  if (s == NULL)
+    return;
+  if (s->L)
+    lua_close(s->L);
+  lm_xbuf_free(s->setup_err, s->setup_err_len);
+  uv_mutex_destroy(&s->lock);
+  atomic_fetch_sub(&s->cfg->live, 1);
+  free(s);
+}
+
+void lm_tconfig_unref(tconfig *cfg) {
+  if (atomic_fetch_sub(&cfg->refs, 1) != 1)
+    return;
+  free(cfg->path);
+  free(cfg->cpath);
+  lm_xbuf_free(cfg->setup, cfg->setup_len);
+  free(cfg);
+}
+
+/* hooks->destroy: every thread and job has let go of the pool. */
+static void config_destroyed(void *data) { lm_tconfig_unref(data); }
+
+const loom_workers_hooks_t lm_worker_hooks = {
+  state_start, state_stop, state_interrupt, config_destroyed
+};
