@@ -9,11 +9,14 @@
 #define LANE_SPIN_NS 50000
 /* While spinning, give the core away once every this many turns (about
  * 40 us): often enough for a busy machine, rarely enough that the syscall
- * does not slow the hand-off itself. When the job came only after the lane
- * gave its core away, the loop thread could not run beside it (no free
- * core): spinning was wasted, and the next wait yields after fewer turns
- * (halved each time, down to at once); a job that comes while spinning
- * doubles them back. */
+ * does not slow the hand-off itself. When a yield did give the core to
+ * another thread (it took long: loom__yield_gave_core), the loop thread
+ * could not run beside the lane (no free core): spinning was wasted, and
+ * the next wait yields after fewer turns (halved each time, down to at
+ * once). A job that comes while spinning, or after yields that came
+ * straight back (a free core: yielding helped no one), doubles them back.
+ * Counting yields alone would never leave "at once": every wait then
+ * yields before it sees its job. */
 #define LANE_YIELD_EVERY 1024
 
 struct loom_lane {
@@ -39,14 +42,14 @@ static void job_posted(loom_post_t *p) {
 
 static loom_job_t *take(loom_lane_t *lane) {
   uint64_t start = 0;
-  int yielded = 0;
+  int gave_core = 0;
   for (unsigned i = 0;; i++) {
     if (atomic_load_explicit(&lane->queued, memory_order_acquire) > 0) {
       if (i == 0)
         ;
-      else if (!yielded && lane->yield_every < LANE_YIELD_EVERY)
+      else if (!gave_core && lane->yield_every < LANE_YIELD_EVERY)
         lane->yield_every *= 2;
-      else if (yielded && lane->yield_every > 1)
+      else if (gave_core && lane->yield_every > 1)
         lane->yield_every /= 2;
       break;
     }
@@ -57,7 +60,7 @@ static loom_job_t *take(loom_lane_t *lane) {
       else if (now - start > LANE_SPIN_NS)
         break;
       sched_yield();
-      yielded = 1;
+      gave_core |= loom__yield_gave_core(now);
     }
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();

@@ -138,6 +138,11 @@ void loom_loop_post(loom_loop_t *loop, loom_post_t *p);
  * spins briefly for them: a worker thread's answer in microseconds then
  * costs no wake-up through the kernel on either side. */
 void loom_loop_expect(loom_loop_t *loop, int64_t n);
+/* For threads that spin for each other (the loop, lanes): called right
+ * after sched_yield() with the time taken just before it, 1 when the yield
+ * gave the core to another thread (it took long), 0 when it came straight
+ * back (no one else wanted the core, so yielding helped no one). */
+int loom__yield_gave_core(uint64_t before_ns);
 
 uint64_t loom_now_ns(void);
 

@@ -122,6 +122,15 @@ int loom_loop_close(loom_loop_t *loop) {
 
 static void poll_timer_cb(uv_timer_t *handle) { (void)handle; }
 
+/* A sched_yield() that finds no other thread wanting the core returns in
+ * well under a microsecond; one that lets another run comes back after
+ * that thread's turn. */
+#define YIELD_SWITCH_NS 3000
+
+int loom__yield_gave_core(uint64_t before_ns) {
+  return uv_hrtime() - before_ns > YIELD_SWITCH_NS;
+}
+
 /* How long a poll spins for expected posts before sleeping in the kernel,
  * and how long at most it answers from posts alone without letting libuv
  * look at sockets and timers. */
@@ -132,10 +141,11 @@ static void poll_timer_cb(uv_timer_t *handle) { (void)handle; }
  * does not slow the hand-off itself. */
 #define SPIN_YIELD_EVERY 1024
 
-/* Spinning that ends only after this thread gave its core away was
+/* Spinning that ends only after this thread gave its core to another was
  * wasted (the thread we wait for had no core of its own): the next spin
  * yields after half as many turns, down to at once; an answer that comes
- * while spinning doubles them back (as core/lane.c does). */
+ * while spinning, or after yields that came straight back, doubles them
+ * back (as core/lane.c does). */
 static _Thread_local unsigned spin_yield_every = SPIN_YIELD_EVERY;
 
 static int spin_for_posts(loom_loop_t *loop) {
@@ -143,25 +153,26 @@ static int spin_for_posts(loom_loop_t *loop) {
   if (start - loop->last_run_ns > FAIRNESS_NS)
     return 0;
   atomic_store(&loop->spinning, 1);
-  int seen = 0, yielded = 0;
+  int seen = 0, gave_core = 0;
   unsigned every = spin_yield_every;
   for (unsigned i = 0;; i++) {
     if (atomic_load_explicit(&loop->post_stack, memory_order_relaxed) != NULL) {
       seen = 1;
       if (i == 0)
         ;
-      else if (!yielded && every < SPIN_YIELD_EVERY)
+      else if (!gave_core && every < SPIN_YIELD_EVERY)
         spin_yield_every = every * 2;
-      else if (yielded && every > 1)
+      else if (gave_core && every > 1)
         spin_yield_every = every / 2;
       break;
     }
     if ((i & (every - 1)) == every - 1) {
-      if (uv_hrtime() - start > SPIN_NS)
+      uint64_t now = uv_hrtime();
+      if (now - start > SPIN_NS)
         break;
       /* On a busy machine the thread we wait for may need this core. */
       sched_yield();
-      yielded = 1;
+      gave_core |= loom__yield_gave_core(now);
     }
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();
