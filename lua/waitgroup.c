@@ -59,9 +59,10 @@ static int wg_wait(lua_State *L) {
 static int wg_spawn(lua_State *L) {
   lm_waitgroup *g = check_wg(L);
   lm_checkcallable(L, 2);
+  /* Counted once it exists: lm_spawn may raise (too many arguments). */
+  lm_task *t = lm_spawn(L, g->ctx, 2, lua_gettop(L) - 1);
   if (loom_waitgroup_add(&g->wg, 1) != LOOM_OK)
     return lm_error(L, "usage", "too many tasks counted in one waitgroup");
-  lm_task *t = lm_spawn(L, g->ctx, 2, lua_gettop(L) - 1);
   t->counted_in = g;
   lua_pushvalue(L, 1);
   lua_setiuservalue(L, -2, LM_TASK_COUNTED_IN);

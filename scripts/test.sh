@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Every test loom has, as CI runs it: static checks (scripts/lint.sh), C
-# unit tests (ctest), the busted specs (examples included) against a real
-# PostgreSQL server started here, the
-# same again built with AddressSanitizer, LeakSanitizer and UBSan, and an
-# install from the rockspec, and bench/soak.lua on each driver (plain and
-# under the sanitizers). Ends with one line "N passed, N failed".
+# unit tests (ctest), the busted specs (examples included) against real
+# PostgreSQL and MariaDB servers started here, bench/soak.lua on each
+# driver, the same again built with AddressSanitizer, LeakSanitizer and
+# UBSan, threads under ThreadSanitizer, and an install from the rockspec.
+# Ends with one line "N passed, N failed".
 #   LOOM_SKIP_ASAN=1   skip the AddressSanitizer pass (quick local runs)
 #   LOOM_SKIP_TSAN=1   skip the ThreadSanitizer pass
 set -uo pipefail
