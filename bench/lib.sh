@@ -1,7 +1,16 @@
 # shellcheck shell=bash
-# What bench/pg.sh and bench/mysql.sh share, sourced by both: the server
-# they measure, each measurement kept per round (the best and the median),
-# the rounds with the order flipped each time, and the table of ratios.
+# What the bench/*.sh drivers share, sourced by them: the Release build
+# they measure, and for pg.sh and mysql.sh the server they measure, each
+# measurement kept per round (the best and the median), the rounds with
+# the order flipped each time, and the table of ratios.
+
+# bench_build: builds LOOM_BUILD_DIR (Release, no tests) unless it holds a
+# built loom already.
+bench_build() {
+  [ -f "$LOOM_BUILD_DIR/loom/core.so" ] && return 0
+  cmake -S . -B "$LOOM_BUILD_DIR" -DCMAKE_BUILD_TYPE=Release -DLOOM_BUILD_TESTS=OFF >/dev/null &&
+    cmake --build "$LOOM_BUILD_DIR" -j2 >/dev/null
+}
 
 # bench_server SCRIPT URL DIR: sets URL to the given URL when there is one,
 # else starts a throwaway server with SCRIPT (spec/support/*_server.sh) in

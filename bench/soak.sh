@@ -11,10 +11,9 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 export LOOM_BUILD_DIR=${LOOM_BUILD_DIR:-build-bench}
 LUA=${LUA:-lua5.4}
-if [ ! -f "$LOOM_BUILD_DIR/loom/core.so" ]; then
-  cmake -S . -B "$LOOM_BUILD_DIR" -DCMAKE_BUILD_TYPE=Release -DLOOM_BUILD_TESTS=OFF >/dev/null &&
-    cmake --build "$LOOM_BUILD_DIR" -j2 >/dev/null || exit 1
-fi
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
+bench_build || exit 1
 drivers=("$@")
 [ ${#drivers[@]} -gt 0 ] || drivers=(sqlite pg mysql)
 

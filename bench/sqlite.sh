@@ -5,10 +5,9 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export LOOM_BUILD_DIR=${LOOM_BUILD_DIR:-build-bench}
-if [ ! -f "$LOOM_BUILD_DIR/loom/core.so" ]; then
-  cmake -S . -B "$LOOM_BUILD_DIR" -DCMAKE_BUILD_TYPE=Release -DLOOM_BUILD_TESTS=OFF >/dev/null &&
-    cmake --build "$LOOM_BUILD_DIR" -j2 >/dev/null || exit 1
-fi
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
+bench_build || exit 1
 gcc -O2 -o "$LOOM_BUILD_DIR/sqlite_floor" bench/sqlite_floor.c -lsqlite3 || exit 1
 work=$(mktemp -d /tmp/loom-sqlite-bench.XXXXXX)
 trap 'rm -rf "$work"' EXIT
