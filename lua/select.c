@@ -245,19 +245,22 @@ static int l_select(lua_State *L) {
   if (n > 0xffff)
     lm_argerror(L, 1, "too many cases");
   /* The hub outlives the cases (made first, finalized after them). */
-  for (int i = 1; i <= n; i++) {
+  int threads = 0;
+  for (int i = 1; i <= n && !threads; i++) {
     int is_table = lua_rawgeti(L, 1, i) == LUA_TTABLE;
-    int x = is_table && lua_rawgeti(L, -1, 1) != LUA_TNIL && lm_xchan_test(L, -1);
+    threads = is_table && lua_rawgeti(L, -1, 1) != LUA_TNIL && lm_xchan_test(L, -1);
     lua_settop(L, 1);
-    if (x) {
-      lm_xhub_get(L, ctx);
-      break;
-    }
   }
+  if (threads)
+    lm_xhub_get(L, ctx);
   size_t size = sizeof(lm_select) + (n > 0 ? (size_t)n : 1u) * sizeof(lm_case);
   lm_select *s = lua_newuserdatauv(L, size, n);
   memset(s, 0, size);
-  luaL_setmetatable(L, LM_SELECT_MT);
+  /* Only thread-channel cases hold what a collection must let go of (a
+   * registered waiter, a message): a select over loom channels alone has
+   * no finalizer to run. */
+  if (threads)
+    luaL_setmetatable(L, LM_SELECT_MT);
   /* Stack: 1 cases table, 2 cases userdata, then one value slot per case. */
   for (int i = 0; i < n; i++) {
     parse_case(L, &s->cases[i], i + 1);
