@@ -68,7 +68,8 @@ static int run1_route(lua_State *L, lm_conn *c) {
      * Like any wait, the call first lets a pending cancel or an expired
      * timeout in. */
     if (db->ctx->ready_head == NULL && loom_readers_can_inline(rs)) {
-      lm_wait_abort(lm_wait_prepare(L, db->ctx));
+      if (lm_wait_would_raise(db->ctx))
+        lm_wait_abort(lm_wait_prepare(L, db->ctx)); /* raises */
       if (loom_readers_try_inline(rs, slot, &c->req) == 0) {
         c->lease = slot;
         c->conn = rs->conn[slot];
