@@ -45,12 +45,7 @@ static loom_job_t *take(loom_lane_t *lane) {
   int gave_core = 0;
   for (unsigned i = 0;; i++) {
     if (atomic_load_explicit(&lane->queued, memory_order_acquire) > 0) {
-      if (i == 0)
-        ;
-      else if (!gave_core && lane->yield_every < LANE_YIELD_EVERY)
-        lane->yield_every *= 2;
-      else if (gave_core && lane->yield_every > 1)
-        lane->yield_every /= 2;
+      lane->yield_every = loom__spin_adapt(lane->yield_every, LANE_YIELD_EVERY, i, gave_core);
       break;
     }
     if ((i & (lane->yield_every - 1)) == lane->yield_every - 1) {

@@ -143,6 +143,12 @@ void loom_loop_expect(loom_loop_t *loop, int64_t n);
  * gave the core to another thread (it took long), 0 when it came straight
  * back (no one else wanted the core, so yielding helped no one). */
 int loom__yield_gave_core(uint64_t before_ns);
+/* The turns between yields for such a spin's next wait, after one that
+ * saw its answer at turn `turn`: half as many when a yield gave the core
+ * away (the other thread had no core of its own: spinning was wasted),
+ * twice as many (up to max) when none did; unchanged when the answer was
+ * there at once. */
+unsigned loom__spin_adapt(unsigned every, unsigned max, unsigned turn, int gave_core);
 
 uint64_t loom_now_ns(void);
 

@@ -131,6 +131,14 @@ int loom__yield_gave_core(uint64_t before_ns) {
   return uv_hrtime() - before_ns > YIELD_SWITCH_NS;
 }
 
+unsigned loom__spin_adapt(unsigned every, unsigned max, unsigned turn, int gave_core) {
+  if (turn == 0)
+    return every;
+  if (gave_core)
+    return every > 1 ? every / 2 : every;
+  return every < max ? every * 2 : every;
+}
+
 /* How long a poll spins for expected posts before sleeping in the kernel,
  * and how long at most it answers from posts alone without letting libuv
  * look at sockets and timers. */
@@ -158,12 +166,7 @@ static int spin_for_posts(loom_loop_t *loop) {
   for (unsigned i = 0;; i++) {
     if (atomic_load_explicit(&loop->post_stack, memory_order_relaxed) != NULL) {
       seen = 1;
-      if (i == 0)
-        ;
-      else if (!gave_core && every < SPIN_YIELD_EVERY)
-        spin_yield_every = every * 2;
-      else if (gave_core && every > 1)
-        spin_yield_every = every / 2;
+      spin_yield_every = loom__spin_adapt(every, SPIN_YIELD_EVERY, i, gave_core);
       break;
     }
     if ((i & (every - 1)) == every - 1) {
