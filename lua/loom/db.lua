@@ -271,43 +271,41 @@ function DB:_run(method, ...)
   return c[method](c, ...)
 end
 
-local function define(T)
-  -- query(sql, ...) -> rows, info   (rows keyed by column name)
-  function T:query(sql, ...)
-    check_sql(sql, "query")
-    return self:_run("_query", sql, self.cache, ...)
-  end
-
-  -- exec(sql, ...) -> affected rows, last insert id
-  function T:exec(sql, ...)
-    check_sql(sql, "exec")
-    return self:_run("_exec", sql, self.cache, ...)
-  end
-
-  function T:first(sql, ...)
-    check_sql(sql, "first")
-    local rows = self:_run("_query", sql, self.cache, ...)
-    return rows[1]
-  end
-
-  function T:value(sql, ...)
-    check_sql(sql, "value")
-    return self:_run("_value", sql, self.cache, ...)
-  end
-
-  -- batch{ {sql, ...}, ... } -> { rows, rows, ... }: one round trip.
-  function T:batch(list)
-    if type(list) ~= "table" then argerror(1, "batch", "table of {sql, params...} expected") end
-    for i = 1, #list do
-      local item = list[i]
-      if type(item) ~= "table" then argerror(1, "batch", ("item %d must be a table {sql, params...}"):format(i)) end
-      check_sql(item[1], "batch", ("item %d: "):format(i))
-    end
-    return self:_run("_batch", list, self.cache)
-  end
+-- A session's statements (DB has its own for all but batch, below).
+-- query(sql, ...) -> rows, info   (rows keyed by column name)
+function Session:query(sql, ...)
+  check_sql(sql, "query")
+  return self:_run("_query", sql, self.cache, ...)
 end
-define(DB)
-define(Session)
+
+-- exec(sql, ...) -> affected rows, last insert id
+function Session:exec(sql, ...)
+  check_sql(sql, "exec")
+  return self:_run("_exec", sql, self.cache, ...)
+end
+
+function Session:first(sql, ...)
+  check_sql(sql, "first")
+  local rows = self:_run("_query", sql, self.cache, ...)
+  return rows[1]
+end
+
+function Session:value(sql, ...)
+  check_sql(sql, "value")
+  return self:_run("_value", sql, self.cache, ...)
+end
+
+-- batch{ {sql, ...}, ... } -> { rows, rows, ... }: one round trip.
+function Session:batch(list)
+  if type(list) ~= "table" then argerror(1, "batch", "table of {sql, params...} expected") end
+  for i = 1, #list do
+    local item = list[i]
+    if type(item) ~= "table" then argerror(1, "batch", ("item %d must be a table {sql, params...}"):format(i)) end
+    check_sql(item[1], "batch", ("item %d: "):format(i))
+  end
+  return self:_run("_batch", list, self.cache)
+end
+DB.batch = Session.batch
 
 -- The hot path of DB: one statement, no session held. Written out so a
 -- query costs one Lua call and one C call (the generic _run forwards
