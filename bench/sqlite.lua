@@ -66,12 +66,28 @@ loom.run(function()
   t.one = wall(function()
     for i = 1, N do db:value(SQL, aid(i)) end
   end)
-  t.four = wall(function()
+end)
+
+-- 4 tasks on 2 readers take three busy threads (the loop and two readers)
+-- where the C loop takes one, so a neighbour on the machine moves this
+-- figure far more than the floor's: rounds of the two alternate, many of
+-- them, and the best and the median of each are kept.
+local FOUR_ROUNDS = tonumber(os.getenv("BENCH_FOUR_ROUNDS")) or 10
+local four, four_floor = {}, {}
+lib.note("sqlite: 4 tasks on 2 readers against the C loop, %d alternating rounds", FOUR_ROUNDS)
+loom.run(function()
+  for round = 1, FOUR_ROUNDS do
+    four_floor[round] = run_floor("select", N)
+    lib.settle()
+    local t0 = loom.now()
     loom.each({ 0, 1, 2, 3 }, function(w)
       for i = w + 1, N, 4 do db:value(SQL, aid(i)) end
     end)
-  end)
+    four[round] = loom.now() - t0
+  end
 end)
+t.four = math.min(table.unpack(four))
+t.four_floor = math.min(table.unpack(four_floor))
 
 -- Two CPU-heavy reads on the two readers beside one alone: each runs on
 -- its own worker thread, so with two cores two should take about as long
@@ -122,7 +138,10 @@ else
   r:skip("point selects, 1 task vs LuaSQL", "lua-sql-sqlite3 is not installed")
 end
 r:check("point selects, 1 task vs C loop", qps(t.one), qps(t.floor), t.floor / t.one, ">=", 0.5)
-r:check("point selects, 4 tasks / 2 readers vs C loop", qps(t.four), qps(t.floor), t.floor / t.four, ">=", 1.0)
+r:check(("point selects, 4 tasks / 2 readers vs C loop (best of %d)"):format(FOUR_ROUNDS),
+  qps(t.four), qps(t.four_floor), t.four_floor / t.four, ">=", 1.0)
+r:info("  the same, medians", qps(lib.median(four)), qps(lib.median(four_floor)),
+  ("%.2fx"):format(lib.median(four_floor) / lib.median(four)))
 -- loom's readers map the file (mmap_size); the targets stay against the
 -- plain C loop, and this row shows the C loop given the same map.
 r:info("C loop, the file mapped as loom's readers map it", qps(t.floor_mmap))
