@@ -444,6 +444,13 @@ static int task_status(lua_State *L) {
   return 1;
 }
 
+/* t:_cancel_requested(): t:cancel() reached t, whether or not t has seen
+ * it yet (a group tells a child stopped on its own from one that failed). */
+static int task_cancel_requested(lua_State *L) {
+  lua_pushboolean(L, check_task(L)->cancelled);
+  return 1;
+}
+
 static int task_tostring(lua_State *L) {
   lm_task *t = check_task(L);
   lua_pushfstring(L, "loom.task (%s): %p", status_name(t), (void *)t);
@@ -638,6 +645,7 @@ static const luaL_Reg task_methods[] = {
   {"join", task_join},
   {"cancel", task_cancel},
   {"status", task_status},
+  {"_cancel_requested", task_cancel_requested},
   {"traceback", task_traceback},
   {"_await", task_await},
   {NULL, NULL}

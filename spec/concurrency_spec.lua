@@ -257,6 +257,35 @@ describe("loom.group", function()
     end)
   end)
 
+  it("finishes when a running child is cancelled by hand, as when it had not started", function()
+    run(function()
+      local child
+      local r = loom.group(function(g)
+        child = g:spawn(function() loom.sleep(5) end)
+        loom.yield() -- the child starts and waits
+        assert.equal("running", child:status())
+        child:cancel()
+        g:spawn(loom.sleep, 0.005)
+        return "ok"
+      end)
+      assert.equal("ok", r)
+      assert.equal("cancelled", child:status())
+    end)
+  end)
+
+  it("fails when a child raises a cancelled error it was not given", function()
+    run(function()
+      local other = loom.spawn(function() loom.sleep(5) end)
+      loom.yield()
+      other:cancel()
+      local err = error_of(loom.group, function(g)
+        g:spawn(function() other:join() end) -- raises the other task's cancel
+        loom.sleep(5)
+      end)
+      assert.is_true(loom.is_error(err, "cancelled"))
+    end)
+  end)
+
   it("cannot be spawned on once it has finished", function()
     run(function()
       local saved

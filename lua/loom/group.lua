@@ -25,15 +25,19 @@ return function(loom)
   -- traceback of where the child failed. __close gets nil both when the
   -- child returned and when it raised error(nil), so a child that returns
   -- says so first: nothing can run between that and its guard closing.
+  -- A child that ends by a cancel of its own (child:cancel(), as asyncio's
+  -- TaskGroup takes a child's own cancel) is no failure, just as a child
+  -- cancelled before it started is none; a `cancelled` error the child
+  -- caught elsewhere and raised still is one.
   local Guard = {}
   Guard.__index = Guard
   Guard.__close = function(guard, err)
     local returned = guard.returned
     guard.returned = false
     local g = guard.group
-    if (err ~= nil or not returned) and not (is_cancel(err) and g.cancelled) then
-      g:_fail(err, loom.current())
-    end
+    if err == nil and returned then return end
+    if is_cancel(err) and (g.cancelled or loom.current():_cancel_requested()) then return end
+    g:_fail(err, loom.current())
   end
 
   local function returned(guard, ...)
