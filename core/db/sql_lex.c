@@ -235,8 +235,17 @@ int loom_sql_param_count(const loom_sql_dialect_t *d, const char *sql, size_t le
   return n;
 }
 
-/* The word at p (letters only) equals the lowercase word w, whole. */
-static int is_word(const char *p, const char *end, const char *w) {
+const char *loom_sql_skip_lead(const loom_sql_dialect_t *d, const char *sql, const char *p,
+                               const char *end) {
+  for (;;) {
+    p = loom_sql_skip_blanks(d, sql, p, end);
+    if (p == end || *p != '(')
+      return p;
+    p++;
+  }
+}
+
+int loom_sql_word_at(const char *p, const char *end, const char *w) {
   size_t n = strlen(w);
   if ((size_t)(end - p) < n)
     return 0;
@@ -248,19 +257,12 @@ static int is_word(const char *p, const char *end, const char *w) {
 
 int loom_sql_only_reads(const loom_sql_dialect_t *d, const char *sql, size_t len) {
   const char *end = sql + len;
-  const char *p = sql;
-  for (;;) {
-    p = loom_sql_skip_blanks(d, sql, p, end);
-    if (p < end && *p == '(')
-      p++;
-    else
-      break;
-  }
+  const char *p = loom_sql_skip_lead(d, sql, sql, end);
   /* Most SQL has no ';' at all: no need to read it through to know it is
    * one statement (this runs before every read). */
-  if (is_word(p, end, "select") || is_word(p, end, "values") || is_word(p, end, "explain"))
+  if (loom_sql_word_at(p, end, "select") || loom_sql_word_at(p, end, "values") || loom_sql_word_at(p, end, "explain"))
     return memchr(p, ';', (size_t)(end - p)) == NULL || !loom_sql_is_script(d, sql, len);
-  if (!is_word(p, end, "with"))
+  if (!loom_sql_word_at(p, end, "with"))
     return 0;
   /* A common table expression may wrap a write: any write word outside
    * quotes and comments counts (a column named "update" too, which only
@@ -269,8 +271,8 @@ int loom_sql_only_reads(const loom_sql_dialect_t *d, const char *sql, size_t len
     if (*p == ';')
       return !loom_sql_is_script(d, sql, len);
     if (isalpha((unsigned char)*p) && (p == sql || !loom_sql_name_char(p[-1]))) {
-      if (is_word(p, end, "insert") || is_word(p, end, "update") || is_word(p, end, "delete") ||
-          is_word(p, end, "replace"))
+      if (loom_sql_word_at(p, end, "insert") || loom_sql_word_at(p, end, "update") || loom_sql_word_at(p, end, "delete") ||
+          loom_sql_word_at(p, end, "replace"))
         return 0;
       while (p < end && loom_sql_name_char(*p))
         p++;

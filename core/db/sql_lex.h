@@ -42,6 +42,12 @@ const char *loom_sql_skip(const loom_sql_dialect_t *d, const char *sql, const ch
 /* Past blanks and comments. */
 const char *loom_sql_skip_blanks(const loom_sql_dialect_t *d, const char *sql, const char *p,
                                  const char *end);
+/* Past blanks, comments and opening parentheses: where the first word of
+ * the statement starting at p is. */
+const char *loom_sql_skip_lead(const loom_sql_dialect_t *d, const char *sql, const char *p,
+                               const char *end);
+/* 1 when the word at p is w (lowercase letters), whole, in any case. */
+int loom_sql_word_at(const char *p, const char *end, const char *w);
 /* From p: its statement's top-level ';', or end. */
 const char *loom_sql_statement_end(const loom_sql_dialect_t *d, const char *sql, const char *p,
                                    const char *end);

@@ -29,38 +29,27 @@ int loom__my_param_count(const char *sql, size_t len) {
   return loom_sql_param_count(&dialect, sql, len);
 }
 
-static int word_at(const char *p, const char *end, const char *w) {
-  size_t n = strlen(w);
-  return (size_t)(end - p) >= n && strncasecmp(p, w, n) == 0 &&
-         (p + n == end || !(isalnum((unsigned char)p[n]) || p[n] == '_'));
-}
-
 /* Past blanks, comments and opening parentheses. */
 static const char *skip_space(const char *p, const char *end) {
-  for (;;) {
-    p = loom_sql_skip_blanks(&dialect, p, p, end);
-    if (p == end || *p != '(')
-      return p;
-    p++;
-  }
+  return loom_sql_skip_lead(&dialect, p, p, end);
 }
 
 /* The statement starting at p (after a ';' or at the start) leaves
  * state in the session by what it is. */
 static int starts_dirty(const char *p, const char *end) {
   p = skip_space(p, end);
-  if (word_at(p, end, "set")) {
+  if (loom_sql_word_at(p, end, "set")) {
     /* SET TRANSACTION ... applies to the next transaction only. */
     const char *q = skip_space(p + 3, end);
-    return !word_at(q, end, "transaction");
+    return !loom_sql_word_at(q, end, "transaction");
   }
   static const char *const starts[] = {"lock", "prepare", "handler", "use", "xa", NULL};
   for (int k = 0; starts[k]; k++)
-    if (word_at(p, end, starts[k]))
+    if (loom_sql_word_at(p, end, starts[k]))
       return 1;
-  if (word_at(p, end, "create")) {
+  if (loom_sql_word_at(p, end, "create")) {
     const char *q = skip_space(p + 6, end);
-    if (word_at(q, end, "temporary"))
+    if (loom_sql_word_at(q, end, "temporary"))
       return 1;
   }
   return 0;

@@ -550,19 +550,24 @@ static int add_unit(pg_conn *c, unit_kind kind, int stmt, pg_stmt *cached) {
 /* Session state a reset must clear: the statement opens something that
  * outlives it (a session setting, an advisory lock, a LISTEN, a cursor).
  * Every statement of a script is looked at. */
+static int starts_dirty(const char *sql, const char *p, const char *end) {
+  static const char *const starts[] = {"set", "listen", "prepare", "declare", "load", NULL};
+  for (int k = 0; starts[k]; k++)
+    if (loom_sql_word_at(p, end, starts[k]))
+      return 1;
+  if (loom_sql_word_at(p, end, "create")) {
+    const char *q = loom_sql_skip_lead(&loom__pg_dialect, sql, p + 6, end);
+    return loom_sql_word_at(q, end, "temp") || loom_sql_word_at(q, end, "temporary");
+  }
+  return 0;
+}
+
 static int dirties_session(const char *sql, size_t len) {
-  static const char *const starts[] = {"set ", "listen", "prepare", "declare",
-                                       "create temp", "load", NULL};
   const char *end = sql + len;
   for (const char *p = sql; p < end;) {
-    p = loom_sql_skip_blanks(&loom__pg_dialect, sql, p, end);
-    while (p < end && *p == '(')
-      p = loom_sql_skip_blanks(&loom__pg_dialect, sql, p + 1, end);
-    for (int k = 0; starts[k]; k++) {
-      size_t n = strlen(starts[k]);
-      if ((size_t)(end - p) >= n && strncasecmp(p, starts[k], n) == 0)
-        return 1;
-    }
+    p = loom_sql_skip_lead(&loom__pg_dialect, sql, p, end);
+    if (starts_dirty(sql, p, end))
+      return 1;
     p = loom_sql_statement_end(&loom__pg_dialect, sql, p, end);
     if (p < end)
       p++;
