@@ -5,8 +5,10 @@
  * LM_THREAD_GRACE (20 ms) for it, then gives up on it (the request's
  * abandon): the caller's timeout or cancel is raised on time, the job goes
  * on alone on its worker, counted as `stuck` in pool:stats() until it
- * returns, and its result is freed then. The other workers keep serving
- * the queue. A queued job that is cancelled is taken off the queue.
+ * returns, and its result is freed then. A new worker takes the stuck
+ * one's place (up to LOOM_WORKERS_SPARE stuck at once), so the pool keeps
+ * its size; the stuck thread ends when its call returns. A queued job that
+ * is cancelled is taken off the queue.
  *
  * Lifetime. Jobs out (queued, running, given up) are on the pool object's
  * list, on its state's thread. Closing the pool (pool:close(), its
@@ -89,12 +91,21 @@ static void req_stop(lm_request *r) {
   loom_work_cancel(&h->job->work);
 }
 
-/* The job did not stop within the grace: it is the pool's now. */
+/* The job did not stop within the grace: it is the pool's now, and a new
+ * worker takes the place of the stuck one. */
 static void req_abandon(lm_request *r) {
   thandle *h = LM_CONTAINER_OF(r, thandle, rq);
-  h->job->rq = NULL;
-  h->job->given_up = 1;
+  tjob *j = h->job;
+  j->rq = NULL;
+  j->given_up = 1;
   h->job = NULL;
+  if (j->pool == NULL || j->pool->cfg == NULL)
+    return;
+  /* Counted before it starts: the new thread's state may close before
+   * loom_work_replace returns. */
+  atomic_fetch_add(&j->pool->cfg->live, 1);
+  if (!loom_work_replace(&j->work))
+    atomic_fetch_sub(&j->pool->cfg->live, 1);
 }
 
 static const lm_request_ops job_ops = {
@@ -295,8 +306,10 @@ static int pool_gc(lua_State *L) {
   return 0;
 }
 
-/* pool:stats(): {size, queued, running, stuck}. stuck: jobs whose caller
- * gave up on them (a timeout, a cancel) that still run, in a blocking call. */
+/* pool:stats(): {size, threads, queued, running, stuck, closed}. stuck:
+ * jobs whose caller gave up on them (a timeout, a cancel) that still run,
+ * in a blocking call; each has a thread of its own, beside the size that
+ * serve (threads counts both, up to LOOM_WORKERS_SPARE stuck ones). */
 static int pool_stats(lua_State *L) {
   tpool *p = check_pool(L);
   lua_Integer queued = 0, running = 0, stuck = 0;
@@ -309,9 +322,11 @@ static int pool_stats(lua_State *L) {
     else if (st == LOOM_WORK_RUNNING)
       running++;
   }
-  lua_createtable(L, 0, 5);
+  lua_createtable(L, 0, 6);
   lua_pushinteger(L, p->workers ? (lua_Integer)loom_workers_size(p->workers) : 0);
   lua_setfield(L, -2, "size");
+  lua_pushinteger(L, p->workers ? (lua_Integer)loom_workers_threads(p->workers) : 0);
+  lua_setfield(L, -2, "threads");
   lua_pushinteger(L, queued);
   lua_setfield(L, -2, "queued");
   lua_pushinteger(L, running);
