@@ -179,6 +179,20 @@ describe("loom.thread", function()
       end)
     end)
 
+    it("loads fn once per worker, not once per chunk, when it has no upvalues", function()
+      within(20, function()
+        local p = loom.thread.pool { size = 1 }
+        local r = p:map({ 1, 2, 3, 4, 5, 6 }, function() return tostring(debug.getinfo(1, "f").func) end,
+          { chunk = 1 })
+        for i = 2, 6 do assert.equal(r[1], r[i]) end
+        -- With an upvalue of its own, each job gets its own copy.
+        local k = 1
+        r = p:map({ 1, 2 }, function(x) return x + k end, { chunk = 1 })
+        assert.same({ 2, 3, n = 2 }, r)
+        p:close()
+      end)
+    end)
+
     it("runs jobs on both workers at once", function()
       within(60, function()
         -- Each job notes when it ran (loom.now is one monotonic clock for

@@ -203,8 +203,9 @@ static const char *encoded_fn(lua_State *L, int idx, size_t *len) {
   return lua_tolstring(L, -1, len);
 }
 
-/* pool:run(fn, ...) */
-static int pool_run(lua_State *L) {
+/* pool:run(fn, ...); slice: pool:_slice(fn, items, first), a job of
+ * map (fn over the items, in the worker). */
+static int submit(lua_State *L, int slice) {
   tpool *p = check_pool(L);
   lm_checkcallable(L, 2);
   int n = lua_gettop(L) - 2;
@@ -234,6 +235,7 @@ static int pool_run(lua_State *L) {
     j->fn = lm_xbuf_take(fb, &j->fn_len);
   }
   j->fn_shared = shared;
+  j->slice = slice;
   j->args = lm_xbuf_take(ab, &j->args_len);
   h->rq.ctx = p->ctx;
   lm_request_prepare(L, &h->rq, &job_ops, 0);
@@ -252,6 +254,10 @@ static int pool_run(lua_State *L) {
   p->jobs = j;
   return lm_request_wait(L, &h->rq, run_k);
 }
+
+static int pool_run(lua_State *L) { return submit(L, 0); }
+
+static int pool_slice(lua_State *L) { return submit(L, 1); }
 
 /* How long a collected pool waits for its threads to end (each closing
  * its state) when none is known to be stuck: a cancelled job stops in
@@ -437,6 +443,7 @@ const luaL_Reg lm_thread_funcs[] = {
 
 static const luaL_Reg pool_methods[] = {
   {"run", pool_run},
+  {"_slice", pool_slice},
   {"close", pool_close},
   {"stats", pool_stats},
   {"size", pool_size},
