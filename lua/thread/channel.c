@@ -189,7 +189,19 @@ static int xchan_send(lua_State *L) {
   lm_xchan *c = check_self(L);
   if (loom_xchan_closed(c->ch))
     return raise_closed(L);
-  return send_step(L, c, encode_value(L, c));
+  check_sendable(L, 2);
+  lua_settop(L, 2);
+  lm_xbuf *b = lm_xcopy_encode(L, 2, 1, "value");
+  /* Room in the channel (the common case): the message goes in straight
+   * from the encoder's buffer, and no waiter is made. */
+  if (loom_xchan_try_send(c->ch, b->p, b->len) == 0) {
+    size_t len;
+    lm_xbuf_take(b, &len);
+    return 0;
+  }
+  xwait *x = push_xwait(L, c);
+  x->msg = lm_xbuf_take(b, &x->len);
+  return send_step(L, c, x);
 }
 
 static int xchan_try_send(lua_State *L) {
