@@ -31,8 +31,11 @@
  * leaves the loop no core of its own: at the same priority its thread,
  * woken for a timer or a socket, waits for a worker's time slice (a 10 ms
  * ticker was up to 15 ms late on one core); a lower one lets the loop in
- * at once and costs the workers nothing while the loop sleeps. Raising
- * a nice value needs no privilege. */
+ * at once and costs the workers nothing while the loop sleeps. It does
+ * weigh them less against other processes competing for the same cores,
+ * and a loop that watches for a worker's answer on the worker's own core
+ * (one core free for both) keeps it waiting longer. Raising a nice value
+ * needs no privilege. */
 #define WORKER_NICE 10
 
 struct loom_worker {

@@ -175,30 +175,32 @@ static int send_k(lua_State *L, int status, lua_KContext kctx) {
   return send_step(L, lua_touserdata(L, 1), x);
 }
 
-/* Encodes the value at 2 into a new xwait's message. */
-static xwait *encode_value(lua_State *L, lm_xchan *c) {
+/* Encodes the value at 2; the buffer is owned by a userdata pushed. */
+static lm_xbuf *encode_value(lua_State *L) {
   check_sendable(L, 2);
   lua_settop(L, 2);
-  lm_xbuf *b = lm_xcopy_encode(L, 2, 1, "value");
-  xwait *x = push_xwait(L, c);
-  x->msg = lm_xbuf_take(b, &x->len);
-  return x;
+  return lm_xcopy_encode(L, 2, 1, "value");
+}
+
+/* Room in the channel (the common case): the message goes in straight from
+ * the encoder's buffer, and no waiter is made. 0, or what try_send said
+ * (the message is still b's then). */
+static int send_now(lm_xchan *c, lm_xbuf *b) {
+  int r = loom_xchan_try_send(c->ch, b->p, b->len);
+  if (r == 0) {
+    size_t len;
+    lm_xbuf_take(b, &len);
+  }
+  return r;
 }
 
 static int xchan_send(lua_State *L) {
   lm_xchan *c = check_self(L);
   if (loom_xchan_closed(c->ch))
     return raise_closed(L);
-  check_sendable(L, 2);
-  lua_settop(L, 2);
-  lm_xbuf *b = lm_xcopy_encode(L, 2, 1, "value");
-  /* Room in the channel (the common case): the message goes in straight
-   * from the encoder's buffer, and no waiter is made. */
-  if (loom_xchan_try_send(c->ch, b->p, b->len) == 0) {
-    size_t len;
-    lm_xbuf_take(b, &len);
+  lm_xbuf *b = encode_value(L);
+  if (send_now(c, b) == 0)
     return 0;
-  }
   xwait *x = push_xwait(L, c);
   x->msg = lm_xbuf_take(b, &x->len);
   return send_step(L, c, x);
@@ -206,12 +208,10 @@ static int xchan_send(lua_State *L) {
 
 static int xchan_try_send(lua_State *L) {
   lm_xchan *c = check_self(L);
-  xwait *x = encode_value(L, c);
-  int r = loom_xchan_try_send(c->ch, x->msg, x->len);
+  lm_xbuf *b = encode_value(L);
+  int r = send_now(c, b);
   if (r == LOOM_ECLOSED)
     return raise_closed(L);
-  if (r == 0)
-    x->msg = NULL;
   lua_pushboolean(L, r == 0);
   return 1;
 }
