@@ -8,11 +8,14 @@
  * which stays pending until the worker polls: no wake-up is lost between
  * the worker unlocking and polling. */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <pthread.h>
 #include <sched.h>
+#include <sys/resource.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdlib.h>
+#include <string.h>
 #include "workers.h"
 
 /* How long a worker that just finished a job watches the queue before it
@@ -23,6 +26,18 @@
 #define IDLE_SPIN_NS 50000
 #define IDLE_YIELD_EVERY 256
 
+/* How much lower than their creator's the workers' scheduling priority is
+ * (nice, per thread on Linux). A pool as large as the machine has cores
+ * leaves the loop no core of its own: at the same priority its thread,
+ * woken for a timer or a socket, waits for a worker's time slice (a 10 ms
+ * ticker was up to 15 ms late on one core); a lower one lets the loop in
+ * at once and costs the workers nothing while the loop sleeps. It does
+ * weigh them less against other processes competing for the same cores,
+ * and a loop that watches for a worker's answer on the worker's own core
+ * (one core free for both) keeps it waiting longer. Raising a nice value
+ * needs no privilege. */
+#define WORKER_NICE 10
+
 struct loom_worker {
   loom_workers_t *pool;
   loom_loop_t loop;
@@ -31,6 +46,9 @@ struct loom_worker {
   loom_work_t *job;     /* under lock: the job it runs */
   int idle;             /* under lock: asleep in its poll, not yet woken */
   int failed;           /* its loop could not be made */
+  int used;             /* under lock: a thread owns this slot */
+  int stuck;            /* under lock: replaced; it ends when its job returns */
+  int announce;         /* one of the first threads: posts `started` */
 };
 
 struct loom_workers {
@@ -38,6 +56,8 @@ struct loom_workers {
   loom_workers_hooks_t hooks;
   void *hooks_data;
   unsigned size;
+  unsigned slots;           /* size + LOOM_WORKERS_SPARE */
+  unsigned stuck;           /* under lock: replaced threads not yet ended */
   loom_worker_t *workers;
   loom_work_t *head, *tail; /* under lock */
   _Atomic int queued;       /* jobs in the queue, for spinning workers */
@@ -157,6 +177,8 @@ static void run_jobs(loom_worker_t *w) {
       } else {
         finish(work, 0);
       }
+      if (w->stuck)
+        break; /* its replacement serves the queue */
       continue;
     }
     if (pool->closed)
@@ -190,6 +212,11 @@ static void *worker_main(void *arg) {
   loom_workers_t *pool = w->pool;
 #ifdef __linux__
   pthread_setname_np(pthread_self(), "loom-worker");
+  /* who 0: this thread alone (Linux keeps nice values per thread). */
+  errno = 0;
+  int prio = getpriority(PRIO_PROCESS, 0);
+  if (errno == 0)
+    (void)setpriority(PRIO_PROCESS, 0, prio + WORKER_NICE > 19 ? 19 : prio + WORKER_NICE);
 #endif
   int ok = loom_loop_init(&w->loop) == 0;
   if (ok && uv_async_init(&w->loop.uv, &w->job_async, job_async_cb) != 0) {
@@ -197,7 +224,8 @@ static void *worker_main(void *arg) {
     ok = 0;
   }
   w->failed = !ok;
-  uv_sem_post(&pool->started);
+  if (w->announce)
+    uv_sem_post(&pool->started);
   if (ok) {
     uv_unref((uv_handle_t *)&w->job_async);
     if (pool->hooks.thread_start)
@@ -211,6 +239,11 @@ static void *worker_main(void *arg) {
    * others let go of theirs before it can: whoever waits for closed finds
    * the pool freed when nothing else holds it. */
   uv_mutex_lock(&pool->lock);
+  /* The slot is free for a replacement once its loop is closed. */
+  w->used = 0;
+  if (w->stuck)
+    pool->stuck--;
+  w->stuck = 0;
   int last = --pool->live == 0;
   loom_loop_t *notify = pool->closed_cb ? pool->closed_loop : NULL;
   if (!last)
@@ -225,13 +258,40 @@ static void *worker_main(void *arg) {
   return NULL;
 }
 
+/* Under lock: starts a thread on the free slot w. */
+static int start_worker(loom_workers_t *pool, loom_worker_t *w, int announce) {
+  pthread_attr_t attr;
+  if (pthread_attr_init(&attr) != 0)
+    return -1;
+  memset(w, 0, sizeof *w);
+  w->pool = pool;
+  w->announce = announce;
+  w->used = 1;
+  pool->live++;
+  atomic_fetch_add(&pool->refs, 1);
+  /* Detached: closing never joins, so a thread stuck in a blocking call
+   * cannot hold its pool's owner; it ends on its own when the call does. */
+  pthread_t tid;
+  int rc = pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  if (rc == 0)
+    rc = pthread_create(&tid, &attr, worker_main, w);
+  pthread_attr_destroy(&attr);
+  if (rc != 0) {
+    w->used = 0;
+    pool->live--;
+    atomic_fetch_sub(&pool->refs, 1);
+    return -1;
+  }
+  return 0;
+}
+
 loom_workers_t *loom_workers_new(unsigned size, const loom_workers_hooks_t *hooks,
                                  void *hooks_data) {
   if (size == 0)
     size = uv_available_parallelism();
   loom_workers_t *pool = calloc(1, sizeof *pool);
   if (pool)
-    pool->workers = calloc(size, sizeof *pool->workers);
+    pool->workers = calloc(size + LOOM_WORKERS_SPARE, sizeof *pool->workers);
   if (pool == NULL || pool->workers == NULL || uv_mutex_init(&pool->lock) != 0)
     goto fail;
   if (uv_sem_init(&pool->started, 0) != 0) {
@@ -242,37 +302,20 @@ loom_workers_t *loom_workers_new(unsigned size, const loom_workers_hooks_t *hook
     pool->hooks = *hooks;
   pool->hooks_data = hooks_data;
   pool->size = size;
+  pool->slots = size + LOOM_WORKERS_SPARE;
   atomic_init(&pool->refs, 1);
   atomic_init(&pool->holders, 1);
 
-  pthread_attr_t attr;
-  if (pthread_attr_init(&attr) != 0) {
-    uv_sem_destroy(&pool->started);
-    uv_mutex_destroy(&pool->lock);
-    goto fail;
-  }
-  /* Detached: closing never joins, so a thread stuck in a blocking call
-   * cannot hold its pool's owner; it ends on its own when the call does. */
-  int failed = pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED) != 0;
+  int failed = 0;
   unsigned started = 0;
-  for (; !failed && started < size; started++) {
-    loom_worker_t *w = &pool->workers[started];
-    w->pool = pool;
-    atomic_fetch_add(&pool->refs, 1);
-    uv_mutex_lock(&pool->lock);
-    pool->live++;
-    uv_mutex_unlock(&pool->lock);
-    pthread_t tid;
-    if (pthread_create(&tid, &attr, worker_main, w) != 0) {
-      uv_mutex_lock(&pool->lock);
-      pool->live--;
-      uv_mutex_unlock(&pool->lock);
-      atomic_fetch_sub(&pool->refs, 1);
+  uv_mutex_lock(&pool->lock);
+  for (; started < size; started++) {
+    if (start_worker(pool, &pool->workers[started], 1) != 0) {
       failed = 1;
       break;
     }
   }
-  pthread_attr_destroy(&attr);
+  uv_mutex_unlock(&pool->lock);
   for (unsigned i = 0; i < started; i++)
     uv_sem_wait(&pool->started);
   for (unsigned i = 0; i < started; i++)
@@ -332,9 +375,9 @@ int loom_workers_submit(loom_workers_t *pool, loom_loop_t *loop,
    * idle one as well would cost a system call, and a thread contending
    * for the cores, for a job already taken. */
   int wake = atomic_load(&pool->queued) > atomic_load(&pool->spinning);
-  for (unsigned i = 0; wake && i < pool->size; i++) {
+  for (unsigned i = 0; wake && i < pool->slots; i++) {
     loom_worker_t *w = &pool->workers[i];
-    if (w->idle) {
+    if (w->used && w->idle) {
       w->idle = 0;
       uv_async_send(&w->job_async);
       break;
@@ -378,6 +421,38 @@ int loom_work_abandon(loom_work_t *work, void (*drop)(loom_work_t *work)) {
   return state;
 }
 
+int loom_work_replace(loom_work_t *work) {
+  if (atomic_load(&work->state) == LOOM_WORK_IDLE)
+    return 0;
+  loom_workers_t *pool = work->pool;
+  int replaced = 0;
+  uv_mutex_lock(&pool->lock);
+  loom_worker_t *w = atomic_load(&work->state) == LOOM_WORK_RUNNING ? work->worker : NULL;
+  /* Fewer than SPARE replaced threads alive: a slot is free (the others
+   * hold at most size threads that serve, and those replaced). */
+  if (w && !w->stuck && !pool->closed && pool->stuck < LOOM_WORKERS_SPARE) {
+    for (unsigned i = 0; i < pool->slots; i++) {
+      if (pool->workers[i].used)
+        continue;
+      if (start_worker(pool, &pool->workers[i], 0) == 0) {
+        w->stuck = 1;
+        pool->stuck++;
+        replaced = 1;
+      }
+      break;
+    }
+  }
+  uv_mutex_unlock(&pool->lock);
+  return replaced;
+}
+
+unsigned loom_workers_threads(loom_workers_t *pool) {
+  uv_mutex_lock(&pool->lock);
+  unsigned n = pool->live;
+  uv_mutex_unlock(&pool->lock);
+  return n;
+}
+
 int loom_work_cancelled(const loom_work_t *work) {
   return atomic_load(&work->cancelled);
 }
@@ -413,8 +488,10 @@ int loom_workers_close(loom_workers_t *pool, loom_loop_t *loop,
     unqueue(pool, work);
     finish(work, LOOM_ECLOSED);
   }
-  for (unsigned i = 0; i < pool->size; i++) {
+  for (unsigned i = 0; i < pool->slots; i++) {
     loom_worker_t *w = &pool->workers[i];
+    if (!w->used)
+      continue;
     if (w->job)
       interrupt(pool, w);
     else if (w->idle) {

@@ -14,7 +14,8 @@
  * - loom_workers_new, _ref, _unref, _close (without a callback): any thread.
  * - loom_workers_submit, _close with a callback: the loop thread of the loop
  *   passed in (it is told to stay alive with loom_loop_expect).
- * - loom_workers_cancel, loom_work_abandon: the job's origin loop thread.
+ * - loom_workers_cancel, loom_work_abandon, loom_work_replace: the job's
+ *   origin loop thread.
  * - loom_work_cancelled, loom_work_state: any thread.
  * - run: a worker thread. done: the origin loop thread, exactly once per
  *   accepted submit (never after loom_work_abandon succeeded).
@@ -115,6 +116,18 @@ int loom_work_cancel(loom_work_t *work);
  * instead; FINISHED: done is on its way and runs in the loop's next poll
  * (loom_loop_close runs it too). */
 int loom_work_abandon(loom_work_t *work, void (*drop)(loom_work_t *work));
+/* Replaced threads alive at once beyond the pool's size, at most. */
+#define LOOM_WORKERS_SPARE 4
+/* The caller gave up on a running job that does not stop (a blocking C
+ * call): a new thread takes its worker's place, so the pool serves at its
+ * size meanwhile, and the stuck thread ends once the job returns (its done
+ * or drop runs as usual). At most LOOM_WORKERS_SPARE replaced threads are
+ * alive at once; past that, or on a closed pool, nothing starts. Returns 1
+ * if a thread started. The job's origin loop thread. */
+int loom_work_replace(loom_work_t *work);
+/* Threads not yet ended: the pool's size, give or take replaced ones still
+ * stuck and threads of a closed pool still ending. Any thread. */
+unsigned loom_workers_threads(loom_workers_t *pool);
 int loom_work_cancelled(const loom_work_t *work);
 int loom_work_state(const loom_work_t *work);
 

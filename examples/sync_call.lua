@@ -35,10 +35,13 @@ loom.run(function()
   assert(ticks > 0, "the loop kept running during the calls")
 
   -- A call that takes too long: the caller gets its timeout on time, the
-  -- call finishes alone on its worker (pool:stats().stuck counts it).
+  -- call finishes alone on its worker (pool:stats().stuck counts it), and a
+  -- new worker thread takes that one's place meanwhile (stats().threads).
   t0 = loom.now()
   local ok, err = pcall(loom.timeout, 0.05, function() return pool:run(function() os.execute("sleep 0.5") end) end)
-  print(("gave up after %.2f s (%s); stuck jobs now: %d"):format(loom.now() - t0, tostring(err), pool:stats().stuck))
+  local st = pool:stats()
+  print(("gave up after %.2f s (%s); stuck jobs now: %d, worker threads: %d")
+    :format(loom.now() - t0, tostring(err), st.stuck, st.threads))
   assert(not ok and err.kind == "timeout")
   -- The call it gave up on ends on its own; the stuck count says when.
   while pool:stats().stuck > 0 do loom.sleep(0.05) end

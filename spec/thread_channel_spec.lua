@@ -36,6 +36,22 @@ describe("loom.thread.channel", function()
     end)
   end)
 
+  it("raises what the receiver cannot decode, and lets go of the message", function()
+    within(5, function()
+      local ch, inner = loom.thread.channel(2), loom.thread.channel(1)
+      package.loaded.chan_spec_only_here = {}
+      finally(function() package.loaded.chan_spec_only_here = nil end)
+      ch:send({ package.loaded.chan_spec_only_here, inner })
+      ch:send({ package.loaded.chan_spec_only_here })
+      package.loaded.chan_spec_only_here = nil
+      local err = expect_error("argument", ch.recv, ch)
+      assert.matches("cannot find module 'chan_spec_only_here'", err.message)
+      err = expect_error("argument", ch.try_recv, ch)
+      assert.matches("cannot find module 'chan_spec_only_here'", err.message)
+      assert.equal(0, #ch)
+    end)
+  end)
+
   it("crosses to workers as an argument and as an upvalue, both ways", function()
     within(20, function()
       local inbox, outbox = loom.thread.channel(2), loom.thread.channel(2)

@@ -179,6 +179,20 @@ describe("loom.thread", function()
       end)
     end)
 
+    it("loads fn once per worker, not once per chunk, when it has no upvalues", function()
+      within(20, function()
+        local p = loom.thread.pool { size = 1 }
+        local r = p:map({ 1, 2, 3, 4, 5, 6 }, function() return tostring(debug.getinfo(1, "f").func) end,
+          { chunk = 1 })
+        for i = 2, 6 do assert.equal(r[1], r[i]) end
+        -- With an upvalue of its own, each job gets its own copy.
+        local k = 1
+        r = p:map({ 1, 2 }, function(x) return x + k end, { chunk = 1 })
+        assert.same({ 2, 3, n = 2 }, r)
+        p:close()
+      end)
+    end)
+
     it("runs jobs on both workers at once", function()
       within(60, function()
         -- Each job notes when it ran (loom.now is one monotonic clock for
@@ -322,6 +336,55 @@ describe("loom.thread", function()
         assert.equal(1, p:stats().stuck)
         assert.equal("other", p:run(function() return "other" end))
         none_stuck(p)
+        p:close()
+      end)
+    end)
+
+    -- Leaves a job of p stuck in C for `seconds`: once it runs (not while
+    -- it waits in the queue), its caller is cancelled and gives up on it.
+    local function leave_stuck(p, seconds)
+      local started = loom.thread.channel(1)
+      local t = loom.spawn(function()
+        return p:run(function(ch) ch:send(true); block(seconds) end, started)
+      end)
+      started:recv()
+      t:cancel()
+      assert.is_false(pcall(t.join, t))
+    end
+
+    it("replaces a worker stuck in C, so the pool serves at its size meanwhile", function()
+      within(20, function()
+        local p = loom.thread.pool { size = 1 }
+        local t0 = loom.now()
+        leave_stuck(p, 1.5)
+        -- The only worker is stuck: the next job runs on the thread that
+        -- took its place.
+        assert.equal("served", p:run(function() return "served" end))
+        assert.is_true(loom.now() - t0 < 1.2, "waited for the stuck worker: " .. loom.now() - t0)
+        local st = p:stats()
+        assert.equal(1, st.size); assert.equal(1, st.stuck); assert.equal(2, st.threads)
+        -- Once its call returns, the stuck thread ends: back to one.
+        none_stuck(p)
+        local waited = 0
+        while p:stats().threads > 1 and waited < 5 do loom.sleep(0.01); waited = waited + 0.01 end
+        assert.equal(1, p:stats().threads)
+        assert.equal("again", p:run(function() return "again" end))
+        p:close()
+      end)
+    end)
+
+    it("replaces at most four stuck workers at once", function()
+      within(30, function()
+        local p = loom.thread.pool { size = 1 }
+        -- The first four are replaced; the fifth holds the last thread.
+        for _ = 1, 5 do leave_stuck(p, 3) end
+        local st = p:stats()
+        assert.equal(5, st.stuck); assert.equal(5, st.threads)
+        -- No thread left to serve: a job waits in the queue.
+        expect_error("timeout", loom.timeout, 0.1, function() return p:run(function() return 1 end) end)
+        assert.equal(5, p:stats().threads)
+        none_stuck(p)
+        assert.equal("after", p:run(function() return "after" end))
         p:close()
       end)
     end)

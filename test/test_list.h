@@ -68,6 +68,7 @@
   X(workers, cancel_wakes_loop)         \
   X(workers, close_with_jobs)           \
   X(workers, abandon_stuck)             \
+  X(workers, replace_stuck)             \
   X(workers, unref_with_queued)         \
   X(workers, two_loops)                 \
   X(workers, submit_from_worker)        \

@@ -427,6 +427,62 @@ TEST_IMPL(workers_abandon_stuck) {
   ASSERT_EQ(atomic_load(&log.stops), 1);
 }
 
+/* Polls until the pool has `want` threads, failing after timeout_ms. */
+static void poll_threads(loom_loop_t *loop, loom_workers_t *pool, unsigned want,
+                         int timeout_ms) {
+  uint64_t deadline = loom_now_ns() + (uint64_t)timeout_ms * MS;
+  while (loom_workers_threads(pool) != want) {
+    ASSERT(loom_now_ns() < deadline);
+    loom_loop_poll(loop, 5);
+  }
+}
+
+/* Jobs given up on while stuck: each gets a thread in its place, up to
+ * LOOM_WORKERS_SPARE, so the queue is served meanwhile; when their calls
+ * return their done runs as usual and the stuck threads end. */
+TEST_IMPL(workers_replace_stuck) {
+  enum { STUCK = LOOM_WORKERS_SPARE + 1 };
+  loom_loop_t loop;
+  hook_log_t log = {0};
+  _Atomic int done = 0, release = 0, started = 0;
+  job_t stuck[STUCK], quick;
+  origin = pthread_self();
+  loom_test_loop_init(&loop);
+  loom_workers_t *pool = loom_workers_new(1, &hooks, &log);
+  ASSERT(pool != NULL);
+  for (int i = 0; i < STUCK; i++) {
+    job_init(&stuck[i], &done);
+    stuck[i].release = &release;
+    stuck[i].started = &started;
+    ASSERT_EQ(loom_workers_submit(pool, &loop, &stuck[i].work), 0);
+    wait_flag(&started, i + 1, 10000);
+    ASSERT_EQ(loom_work_replace(&stuck[i].work), i < LOOM_WORKERS_SPARE);
+    /* Once is enough. */
+    ASSERT_EQ(loom_work_replace(&stuck[i].work), 0);
+  }
+  ASSERT_EQ(loom_workers_threads(pool), 1 + LOOM_WORKERS_SPARE);
+  ASSERT_EQ(loom_workers_size(pool), 1);
+  /* The last stuck job holds the only thread that serves. */
+  job_init(&quick, &done);
+  ASSERT_EQ(loom_workers_submit(pool, &loop, &quick.work), 0);
+  usleep(20000);
+  ASSERT_EQ(loom_work_state(&quick.work), LOOM_WORK_QUEUED);
+  atomic_store(&release, 1);
+  poll_until(&loop, &done, STUCK + 1, 10000);
+  for (int i = 0; i < STUCK; i++)
+    ASSERT_EQ(stuck[i].done_calls, 1);
+  ASSERT_EQ(quick.done_calls, 1);
+  poll_threads(&loop, pool, 1, 10000);
+  ASSERT_EQ(atomic_load(&log.stops), LOOM_WORKERS_SPARE);
+  /* A replaced thread served the quick job, or the one left did. */
+  ASSERT_EQ(loom_work_replace(&quick.work), 0);
+  close_and_wait(&loop, pool);
+  ASSERT_EQ(atomic_load(&log.starts), 1 + LOOM_WORKERS_SPARE);
+  ASSERT_EQ(atomic_load(&log.stops), 1 + LOOM_WORKERS_SPARE);
+  ASSERT_EQ(atomic_load(&log.destroys), 1);
+  loom_test_loop_close(&loop);
+}
+
 /* The last holder lets go with work queued: the queued jobs end with
  * LOOM_ECLOSED and the pool is freed once, when the running one ends. */
 TEST_IMPL(workers_unref_with_queued) {

@@ -11,14 +11,6 @@ local thread = {}
 -- The pool's C methods, which map joins.
 local Pool = core._thread_methods()
 
--- One job of a map: fn over a slice, in the worker. It crosses as
--- bytecode, so it names nothing outside itself.
-local function run_slice(fn, items, first)
-  local out = { n = items.n }
-  for i = 1, items.n do out[i] = fn(items[i], first + i - 1) end
-  return out
-end
-
 local function check_map(list, fn, opts, fname)
   if type(list) ~= "table" then
     loom.error("argument", ("bad argument #1 to '%s' (table expected, got %s)"):format(fname, type(list)))
@@ -51,7 +43,10 @@ function Pool.map(pool, list, fn, opts)
       local last = math.min(n, first + chunk - 1)
       local items = table.move(list, first, last, 1, { n = last - first + 1 })
       g:spawn(function()
-        local out = pool:run(run_slice, fn, items, first)
+        -- fn over the slice, in the worker (lua/thread/worker.c): fn
+        -- crosses as a job's function, decoded once per worker when it
+        -- has no upvalues but _ENV.
+        local out = pool:_slice(fn, items, first)
         table.move(out, 1, out.n, first, results)
       end)
     end

@@ -175,42 +175,64 @@ static int send_k(lua_State *L, int status, lua_KContext kctx) {
   return send_step(L, lua_touserdata(L, 1), x);
 }
 
-/* Encodes the value at 2 into a new xwait's message. */
-static xwait *encode_value(lua_State *L, lm_xchan *c) {
+/* Encodes the value at 2; the buffer is owned by a userdata pushed. */
+static lm_xbuf *encode_value(lua_State *L) {
   check_sendable(L, 2);
   lua_settop(L, 2);
-  lm_xbuf *b = lm_xcopy_encode(L, 2, 1, "value");
-  xwait *x = push_xwait(L, c);
-  x->msg = lm_xbuf_take(b, &x->len);
-  return x;
+  return lm_xcopy_encode(L, 2, 1, "value");
+}
+
+/* Room in the channel (the common case): the message goes in straight from
+ * the encoder's buffer, and no waiter is made. 0, or what try_send said
+ * (the message is still b's then). */
+static int send_now(lm_xchan *c, lm_xbuf *b) {
+  int r = loom_xchan_try_send(c->ch, b->p, b->len);
+  if (r == 0) {
+    size_t len;
+    lm_xbuf_take(b, &len);
+  }
+  return r;
 }
 
 static int xchan_send(lua_State *L) {
   lm_xchan *c = check_self(L);
   if (loom_xchan_closed(c->ch))
     return raise_closed(L);
-  return send_step(L, c, encode_value(L, c));
+  lm_xbuf *b = encode_value(L);
+  if (send_now(c, b) == 0)
+    return 0;
+  xwait *x = push_xwait(L, c);
+  x->msg = lm_xbuf_take(b, &x->len);
+  return send_step(L, c, x);
 }
 
 static int xchan_try_send(lua_State *L) {
   lm_xchan *c = check_self(L);
-  xwait *x = encode_value(L, c);
-  int r = loom_xchan_try_send(c->ch, x->msg, x->len);
+  lm_xbuf *b = encode_value(L);
+  int r = send_now(c, b);
   if (r == LOOM_ECLOSED)
     return raise_closed(L);
-  if (r == 0)
-    x->msg = NULL;
   lua_pushboolean(L, r == 0);
   return 1;
 }
 
 /* ---- receive ------------------------------------------------------------- */
 
-/* The message now in x, decoded: (value, true). */
-static int deliver(lua_State *L, xwait *x, int with_flag) {
-  lm_xcopy_decode(L, x->msg, x->len);
-  lm_xbuf_free(x->msg, x->len);
-  x->msg = NULL;
+static int decode_msg(lua_State *L) {
+  return lm_xcopy_decode(L, lua_touserdata(L, 1), (size_t)lua_tointeger(L, 2));
+}
+
+/* The message received, decoded and freed: (value, true). Decoded in a
+ * protected call that frees it whatever happens, rather than owned by a
+ * userdata: a receive that finds a message makes no garbage of its own. */
+static int deliver(lua_State *L, void *msg, size_t len, int with_flag) {
+  lua_pushcfunction(L, decode_msg);
+  lua_pushlightuserdata(L, msg);
+  lua_pushinteger(L, (lua_Integer)len);
+  int rc = lua_pcall(L, 2, 1, 0);
+  lm_xbuf_free(msg, len);
+  if (rc != LUA_OK)
+    return lua_error(L);
   if (!with_flag)
     return 1;
   lua_pushboolean(L, 1);
@@ -228,17 +250,18 @@ static int ended(lua_State *L, int with_flag) {
 static int recv_k(lua_State *L, int status, lua_KContext kctx);
 static int iter_k(lua_State *L, int status, lua_KContext kctx);
 
+/* x: the waiter of a receive that parked before, or NULL (made if this
+ * one must park). */
 static int recv_step(lua_State *L, lm_xchan *c, xwait *x, int with_flag) {
   void *msg;
   size_t len;
   int r = loom_xchan_try_recv(c->ch, &msg, &len);
-  if (r == 0) {
-    x->msg = msg;
-    x->len = len;
-    return deliver(L, x, with_flag);
-  }
+  if (r == 0)
+    return deliver(L, msg, len, with_flag);
   if (r == LOOM_ECLOSED)
     return ended(L, with_flag);
+  if (x == NULL)
+    x = push_xwait(L, c);
   return park(L, c, x, 0, with_flag ? recv_k : iter_k);
 }
 
@@ -259,27 +282,24 @@ static int iter_k(lua_State *L, int status, lua_KContext kctx) {
 static int xchan_recv(lua_State *L) {
   lm_xchan *c = check_self(L);
   lua_settop(L, 1);
-  return recv_step(L, c, push_xwait(L, c), 1);
+  return recv_step(L, c, NULL, 1);
 }
 
 static int xchan_try_recv(lua_State *L) {
   lm_xchan *c = check_self(L);
   lua_settop(L, 1);
-  xwait *x = push_xwait(L, c);
   void *msg;
   size_t len;
   if (loom_xchan_try_recv(c->ch, &msg, &len) != 0)
     return ended(L, 1);
-  x->msg = msg;
-  x->len = len;
-  return deliver(L, x, 1);
+  return deliver(L, msg, len, 1);
 }
 
 static int xchan_iter_next(lua_State *L) {
   lua_settop(L, 0);
   lua_pushvalue(L, lua_upvalueindex(1));
   lm_xchan *c = lua_touserdata(L, 1);
-  return recv_step(L, c, push_xwait(L, c), 0);
+  return recv_step(L, c, NULL, 0);
 }
 
 static int xchan_iter(lua_State *L) {

@@ -5,8 +5,10 @@
  * LM_THREAD_GRACE (20 ms) for it, then gives up on it (the request's
  * abandon): the caller's timeout or cancel is raised on time, the job goes
  * on alone on its worker, counted as `stuck` in pool:stats() until it
- * returns, and its result is freed then. The other workers keep serving
- * the queue. A queued job that is cancelled is taken off the queue.
+ * returns, and its result is freed then. A new worker takes the stuck
+ * one's place (up to LOOM_WORKERS_SPARE stuck at once), so the pool keeps
+ * its size; the stuck thread ends when its call returns. A queued job that
+ * is cancelled is taken off the queue.
  *
  * Lifetime. Jobs out (queued, running, given up) are on the pool object's
  * list, on its state's thread. Closing the pool (pool:close(), its
@@ -89,12 +91,21 @@ static void req_stop(lm_request *r) {
   loom_work_cancel(&h->job->work);
 }
 
-/* The job did not stop within the grace: it is the pool's now. */
+/* The job did not stop within the grace: it is the pool's now, and a new
+ * worker takes the place of the stuck one. */
 static void req_abandon(lm_request *r) {
   thandle *h = LM_CONTAINER_OF(r, thandle, rq);
-  h->job->rq = NULL;
-  h->job->given_up = 1;
+  tjob *j = h->job;
+  j->rq = NULL;
+  j->given_up = 1;
   h->job = NULL;
+  if (j->pool == NULL || j->pool->cfg == NULL)
+    return;
+  /* Counted before it starts: the new thread's state may close before
+   * loom_work_replace returns. */
+  atomic_fetch_add(&j->pool->cfg->live, 1);
+  if (!loom_work_replace(&j->work))
+    atomic_fetch_sub(&j->pool->cfg->live, 1);
 }
 
 static const lm_request_ops job_ops = {
@@ -192,8 +203,9 @@ static const char *encoded_fn(lua_State *L, int idx, size_t *len) {
   return lua_tolstring(L, -1, len);
 }
 
-/* pool:run(fn, ...) */
-static int pool_run(lua_State *L) {
+/* pool:run(fn, ...); slice: pool:_slice(fn, items, first), a job of
+ * map (fn over the items, in the worker). */
+static int submit(lua_State *L, int slice) {
   tpool *p = check_pool(L);
   lm_checkcallable(L, 2);
   int n = lua_gettop(L) - 2;
@@ -223,6 +235,7 @@ static int pool_run(lua_State *L) {
     j->fn = lm_xbuf_take(fb, &j->fn_len);
   }
   j->fn_shared = shared;
+  j->slice = slice;
   j->args = lm_xbuf_take(ab, &j->args_len);
   h->rq.ctx = p->ctx;
   lm_request_prepare(L, &h->rq, &job_ops, 0);
@@ -241,6 +254,10 @@ static int pool_run(lua_State *L) {
   p->jobs = j;
   return lm_request_wait(L, &h->rq, run_k);
 }
+
+static int pool_run(lua_State *L) { return submit(L, 0); }
+
+static int pool_slice(lua_State *L) { return submit(L, 1); }
 
 /* How long a collected pool waits for its threads to end (each closing
  * its state) when none is known to be stuck: a cancelled job stops in
@@ -295,8 +312,10 @@ static int pool_gc(lua_State *L) {
   return 0;
 }
 
-/* pool:stats(): {size, queued, running, stuck}. stuck: jobs whose caller
- * gave up on them (a timeout, a cancel) that still run, in a blocking call. */
+/* pool:stats(): {size, threads, queued, running, stuck, closed}. stuck:
+ * jobs whose caller gave up on them (a timeout, a cancel) that still run,
+ * in a blocking call; each has a thread of its own, beside the size that
+ * serve (threads counts both, up to LOOM_WORKERS_SPARE stuck ones). */
 static int pool_stats(lua_State *L) {
   tpool *p = check_pool(L);
   lua_Integer queued = 0, running = 0, stuck = 0;
@@ -309,9 +328,11 @@ static int pool_stats(lua_State *L) {
     else if (st == LOOM_WORK_RUNNING)
       running++;
   }
-  lua_createtable(L, 0, 5);
+  lua_createtable(L, 0, 6);
   lua_pushinteger(L, p->workers ? (lua_Integer)loom_workers_size(p->workers) : 0);
   lua_setfield(L, -2, "size");
+  lua_pushinteger(L, p->workers ? (lua_Integer)loom_workers_threads(p->workers) : 0);
+  lua_setfield(L, -2, "threads");
   lua_pushinteger(L, queued);
   lua_setfield(L, -2, "queued");
   lua_pushinteger(L, running);
@@ -422,6 +443,7 @@ const luaL_Reg lm_thread_funcs[] = {
 
 static const luaL_Reg pool_methods[] = {
   {"run", pool_run},
+  {"_slice", pool_slice},
   {"close", pool_close},
   {"stats", pool_stats},
   {"size", pool_size},

@@ -34,6 +34,7 @@ struct tjob {
   char *out;         /* results, or the error and its traceback */
   size_t out_len;
   int fn_shared;     /* fn has no upvalue but _ENV: a worker may reuse it */
+  int slice;         /* a map's job: the worker runs fn over args' items */
   int ok;            /* out holds results */
   int given_up;      /* its caller gave up on it: stuck in a blocking call */
   int stopped;       /* the job was stopped by a cancel */

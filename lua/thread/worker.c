@@ -41,6 +41,16 @@ typedef struct tstate {
 } tstate;
 
 static const char stop_key = 0;
+/* A map's job (tjob.slice): fn(item, index) over a slice of the list, in
+ * the worker, where fn is decoded once per worker like any job's fn that
+ * may be shared, instead of once per slice as an argument. Lua, so that fn
+ * may wait (a C loop could not yield across its calls). */
+static const char slice_key = 0;
+static const char slice_code[] =
+    "local fn, items, first = ...\n"
+    "local out = { n = items.n }\n"
+    "for i = 1, items.n do out[i] = fn(items[i], first + i - 1) end\n"
+    "return out\n";
 /* The functions a worker decoded from jobs that may share them (bytes ->
  * function, see tjob.fn_shared), until there are this many. */
 static const char decoded_key = 0;
@@ -169,7 +179,9 @@ static int job_main(lua_State *L) {
   tstate *s = lua_touserdata(L, 1);
   tjob *j = lua_touserdata(L, 2);
   lua_settop(L, 0);
-  int n = push_fn(L, j);
+  if (j->slice)
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &slice_key);
+  int n = push_fn(L, j) + j->slice;
   n += lm_xcopy_decode(L, j->args, j->args_len);
   lm_task *t = lm_spawn(L, s->ctx, 1, n);
   /* A cancel that came before the job's first task ran. */
@@ -278,6 +290,9 @@ static int state_open(lua_State *L) {
   s->ctx->on_resume = state_resumed;
   lm_push_error(L, "cancelled", "the job was cancelled while it ran");
   lua_rawsetp(L, LUA_REGISTRYINDEX, &stop_key);
+  if (luaL_loadbuffer(L, slice_code, sizeof slice_code - 1, "=(loom.thread.map)") != LUA_OK)
+    return lua_error(L);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &slice_key);
   if (cfg->setup == NULL)
     return 0;
   lua_settop(L, 0);
