@@ -26,17 +26,6 @@
 #define IDLE_SPIN_NS 50000
 #define IDLE_YIELD_EVERY 256
 
-/* How much lower than their creator's the workers' scheduling priority is
- * (nice, per thread on Linux). A pool as large as the machine has cores
- * leaves the loop no core of its own: at the same priority its thread,
- * woken for a timer or a socket, waits for a worker's time slice (a 10 ms
- * ticker was up to 15 ms late on one core); a lower one lets the loop in
- * at once and costs the workers nothing while the loop sleeps. It does
- * weigh them less against other processes competing for the same cores,
- * and a loop that watches for a worker's answer on the worker's own core
- * (one core free for both) keeps it waiting longer. Raising a nice value
- * needs no privilege. */
-#define WORKER_NICE 10
 
 struct loom_worker {
   loom_workers_t *pool;
@@ -56,6 +45,7 @@ struct loom_workers {
   loom_workers_hooks_t hooks;
   void *hooks_data;
   unsigned size;
+  int nice;                 /* added to the creator's in each thread */
   unsigned slots;           /* size + LOOM_WORKERS_SPARE */
   unsigned stuck;           /* under lock: replaced threads not yet ended */
   loom_worker_t *workers;
@@ -215,8 +205,8 @@ static void *worker_main(void *arg) {
   /* who 0: this thread alone (Linux keeps nice values per thread). */
   errno = 0;
   int prio = getpriority(PRIO_PROCESS, 0);
-  if (errno == 0)
-    (void)setpriority(PRIO_PROCESS, 0, prio + WORKER_NICE > 19 ? 19 : prio + WORKER_NICE);
+  if (errno == 0 && pool->nice > 0)
+    (void)setpriority(PRIO_PROCESS, 0, prio + pool->nice > 19 ? 19 : prio + pool->nice);
 #endif
   int ok = loom_loop_init(&w->loop) == 0;
   if (ok && uv_async_init(&w->loop.uv, &w->job_async, job_async_cb) != 0) {
@@ -285,7 +275,7 @@ static int start_worker(loom_workers_t *pool, loom_worker_t *w, int announce) {
   return 0;
 }
 
-loom_workers_t *loom_workers_new(unsigned size, const loom_workers_hooks_t *hooks,
+loom_workers_t *loom_workers_new(unsigned size, int nice, const loom_workers_hooks_t *hooks,
                                  void *hooks_data) {
   if (size == 0)
     size = uv_available_parallelism();
@@ -302,6 +292,7 @@ loom_workers_t *loom_workers_new(unsigned size, const loom_workers_hooks_t *hook
     pool->hooks = *hooks;
   pool->hooks_data = hooks_data;
   pool->size = size;
+  pool->nice = nice;
   pool->slots = size + LOOM_WORKERS_SPARE;
   atomic_init(&pool->refs, 1);
   atomic_init(&pool->holders, 1);

@@ -87,11 +87,23 @@ struct loom_work {
   _Atomic int cancelled;
 };
 
-/* size 0: one thread per core (uv_available_parallelism). hooks is copied;
- * any hook may be NULL; hooks_data is the pool's from here on. NULL when
- * memory, a thread or a loop cannot be had: threads already started end
- * again, and destroy runs once the last of them has. */
-loom_workers_t *loom_workers_new(unsigned size, const loom_workers_hooks_t *hooks,
+/* How much higher than their creator's the workers' nice value is unless
+ * told otherwise (Linux keeps nice values per thread). A pool as large as
+ * the machine has cores leaves the loop no core of its own: at the same
+ * priority its thread, woken for a timer or a socket, waits for a worker's
+ * time slice (a 10 ms ticker was up to 15 ms late on one core); a lower
+ * one lets the loop in at once and costs the workers nothing while the
+ * loop sleeps. It does cost them against other processes' threads that
+ * share their scheduling group, hence an option. */
+#define LOOM_WORKERS_NICE 10
+
+/* size 0: one thread per core (uv_available_parallelism). nice: added to
+ * the creator's nice value in each worker thread (0..19; raising one needs
+ * no privilege). hooks is copied; any hook may be NULL; hooks_data is the
+ * pool's from here on. NULL when memory, a thread or a loop cannot be had:
+ * threads already started end again, and destroy runs once the last of
+ * them has. */
+loom_workers_t *loom_workers_new(unsigned size, int nice, const loom_workers_hooks_t *hooks,
                                  void *hooks_data);
 unsigned loom_workers_size(const loom_workers_t *pool);
 /* Another holder (a second Lua state). Each holder unrefs once; the last

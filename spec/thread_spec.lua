@@ -141,6 +141,30 @@ describe("loom.thread", function()
       end)
     end)
 
+    it("runs workers at a lower priority than the loop unless told otherwise (nice)", function()
+      within(10, function()
+        -- Field 19 of a thread's stat is its nice value (Linux).
+        local function nice()
+          local f = assert(io.open("/proc/thread-self/stat"))
+          local stat = f:read("a")
+          f:close()
+          local fields = {}
+          for field in stat:gsub("^.*%) ", ""):gmatch("%S+") do fields[#fields + 1] = field end
+          return tonumber(fields[17]) -- fields after "(comm) " start at field 3
+        end
+        local mine = nice()
+        assert.equal(math.min(19, mine + 10), pool:run(nice))
+        local same = loom.thread.pool { size = 1, nice = 0 }
+        assert.equal(mine, same:run(nice))
+        same:close()
+        local low = loom.thread.pool { size = 1, nice = 3 }
+        assert.equal(math.min(19, mine + 3), low:run(nice))
+        low:close()
+        expect_error("argument", loom.thread.pool, { nice = 20 })
+        expect_error("argument", loom.thread.pool, { nice = "low" })
+      end)
+    end)
+
     it("fails every job with what a failed setup raised", function()
       within(10, function()
         local p = loom.thread.pool { size = 1, setup = function() error("no setup today") end }

@@ -169,7 +169,7 @@ TEST_IMPL(workers_threads) {
   job_t jobs[8];
   origin = pthread_self();
   loom_test_loop_init(&loop);
-  loom_workers_t *pool = loom_workers_new(2, &hooks, &log);
+  loom_workers_t *pool = loom_workers_new(2, LOOM_WORKERS_NICE, &hooks, &log);
   ASSERT(pool != NULL);
   ASSERT_EQ(loom_workers_size(pool), 2);
   for (int i = 0; i < 8; i++) {
@@ -215,7 +215,7 @@ TEST_IMPL(workers_fifo) {
   job_t jobs[64];
   origin = pthread_self();
   loom_test_loop_init(&loop);
-  loom_workers_t *pool = loom_workers_new(1, NULL, NULL);
+  loom_workers_t *pool = loom_workers_new(1, LOOM_WORKERS_NICE, NULL, NULL);
   ASSERT(pool != NULL);
   for (int i = 0; i < 64; i++) {
     job_init(&jobs[i], &done);
@@ -238,7 +238,7 @@ TEST_IMPL(workers_cancel_queued) {
   job_t blocker, victim, after;
   origin = pthread_self();
   loom_test_loop_init(&loop);
-  loom_workers_t *pool = loom_workers_new(1, &hooks, &log);
+  loom_workers_t *pool = loom_workers_new(1, LOOM_WORKERS_NICE, &hooks, &log);
   ASSERT(pool != NULL);
   job_init(&blocker, &done);
   blocker.release = &release;
@@ -277,7 +277,7 @@ TEST_IMPL(workers_cancel_running) {
   job_t spinner, next;
   origin = pthread_self();
   loom_test_loop_init(&loop);
-  loom_workers_t *pool = loom_workers_new(1, &hooks, &log);
+  loom_workers_t *pool = loom_workers_new(1, LOOM_WORKERS_NICE, &hooks, &log);
   ASSERT(pool != NULL);
   job_init(&spinner, &done);
   spinner.until_cancelled = 1;
@@ -325,7 +325,7 @@ TEST_IMPL(workers_close_with_jobs) {
   job_t stuck, busy, queued[2];
   origin = pthread_self();
   loom_test_loop_init(&loop);
-  loom_workers_t *pool = loom_workers_new(2, &hooks, &log);
+  loom_workers_t *pool = loom_workers_new(2, LOOM_WORKERS_NICE, &hooks, &log);
   ASSERT(pool != NULL);
   job_init(&stuck, &done);
   stuck.release = &release;
@@ -398,7 +398,7 @@ TEST_IMPL(workers_abandon_stuck) {
   job_t stuck, queued;
   origin = pthread_self();
   loom_test_loop_init(&loop);
-  loom_workers_t *pool = loom_workers_new(1, &hooks, &log);
+  loom_workers_t *pool = loom_workers_new(1, LOOM_WORKERS_NICE, &hooks, &log);
   ASSERT(pool != NULL);
   job_init(&stuck, &done);
   stuck.release = &release;
@@ -448,7 +448,7 @@ TEST_IMPL(workers_replace_stuck) {
   job_t stuck[STUCK], quick;
   origin = pthread_self();
   loom_test_loop_init(&loop);
-  loom_workers_t *pool = loom_workers_new(1, &hooks, &log);
+  loom_workers_t *pool = loom_workers_new(1, LOOM_WORKERS_NICE, &hooks, &log);
   ASSERT(pool != NULL);
   for (int i = 0; i < STUCK; i++) {
     job_init(&stuck[i], &done);
@@ -492,7 +492,7 @@ TEST_IMPL(workers_unref_with_queued) {
   job_t blocker, queued[10];
   origin = pthread_self();
   loom_test_loop_init(&loop);
-  loom_workers_t *pool = loom_workers_new(1, &hooks, &log);
+  loom_workers_t *pool = loom_workers_new(1, LOOM_WORKERS_NICE, &hooks, &log);
   ASSERT(pool != NULL);
   loom_workers_ref(pool);
   job_init(&blocker, &done);
@@ -591,7 +591,7 @@ TEST_IMPL(workers_two_loops) {
   loom_loop_t loop;
   origin = pthread_self();
   loom_test_loop_init(&loop);
-  loom_workers_t *pool = loom_workers_new(2, NULL, NULL);
+  loom_workers_t *pool = loom_workers_new(2, LOOM_WORKERS_NICE, NULL, NULL);
   ASSERT(pool != NULL);
   submitter_t s[2] = {{pool, 0, 1}, {pool, 0, 2}};
   pthread_t th[2];
@@ -650,8 +650,8 @@ TEST_IMPL(workers_submit_from_worker) {
   hook_log_t log = {0};
   origin = pthread_self();
   loom_test_loop_init(&loop);
-  loom_workers_t *outer_pool = loom_workers_new(1, &hooks, &log);
-  loom_workers_t *inner_pool = loom_workers_new(1, NULL, NULL);
+  loom_workers_t *outer_pool = loom_workers_new(1, LOOM_WORKERS_NICE, &hooks, &log);
+  loom_workers_t *inner_pool = loom_workers_new(1, LOOM_WORKERS_NICE, NULL, NULL);
   ASSERT(outer_pool != NULL && inner_pool != NULL);
   outer_t o;
   memset(&o, 0, sizeof o);
@@ -696,7 +696,7 @@ TEST_IMPL(workers_many_jobs) {
   loom_loop_t loop;
   origin = pthread_self();
   loom_test_loop_init(&loop);
-  loom_workers_t *pool = loom_workers_new(2, NULL, NULL);
+  loom_workers_t *pool = loom_workers_new(2, LOOM_WORKERS_NICE, NULL, NULL);
   ASSERT(pool != NULL);
   tiny_t *jobs = calloc(MANY_JOBS, sizeof *jobs);
   ASSERT(jobs != NULL);
@@ -737,7 +737,7 @@ TEST_IMPL(workers_idle_costs_nothing) {
   job_t job;
   origin = pthread_self();
   loom_test_loop_init(&loop);
-  loom_workers_t *pool = loom_workers_new(0, &hooks, &log);
+  loom_workers_t *pool = loom_workers_new(0, LOOM_WORKERS_NICE, &hooks, &log);
   ASSERT(pool != NULL);
   unsigned size = loom_workers_size(pool);
   ASSERT_EQ(size, uv_available_parallelism());
@@ -797,7 +797,7 @@ TEST_IMPL(workers_cancel_wakes_loop) {
   h.thread_start = set_on_wake;
   origin = pthread_self();
   loom_test_loop_init(&loop);
-  loom_workers_t *pool = loom_workers_new(1, &h, &log);
+  loom_workers_t *pool = loom_workers_new(1, LOOM_WORKERS_NICE, &h, &log);
   ASSERT(pool != NULL);
   job_init(&job, &done);
   job.work.run = poll_until_cancelled;
@@ -845,7 +845,7 @@ TEST_IMPL(workers_cancel_race) {
   hook_log_t log = {0};
   origin = pthread_self();
   loom_test_loop_init(&loop);
-  loom_workers_t *pool = loom_workers_new(2, &hooks, &log);
+  loom_workers_t *pool = loom_workers_new(2, LOOM_WORKERS_NICE, &hooks, &log);
   ASSERT(pool != NULL);
   racer_t *jobs = calloc(RACE_JOBS, sizeof *jobs);
   ASSERT(jobs != NULL);
@@ -926,7 +926,7 @@ TEST_IMPL(workers_idle_loop_runs) {
   loom_workers_hooks_t h = {start_ticker, stop_ticker, NULL, NULL};
   origin = pthread_self();
   loom_test_loop_init(&loop);
-  loom_workers_t *pool = loom_workers_new(1, &h, NULL);
+  loom_workers_t *pool = loom_workers_new(1, LOOM_WORKERS_NICE, &h, NULL);
   ASSERT(pool != NULL);
   wait_flag(&worker_ticks, 10, 10000);
   close_and_wait(&loop, pool);

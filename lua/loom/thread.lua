@@ -54,9 +54,10 @@ function Pool.map(pool, list, fn, opts)
   return results
 end
 
--- loom.thread.pool{size = n, setup = fn}: a pool of its own (size
--- default: one thread per core); setup(), copied, runs once in each
--- worker state before its first job.
+-- loom.thread.pool{size = n, setup = fn, nice = n}: a pool of its own
+-- (size default: one thread per core); setup(), copied, runs once in each
+-- worker state before its first job; nice (0..19, default 10) lowers the
+-- workers' scheduling priority below the loop's.
 function thread.pool(opts)
   if opts ~= nil and type(opts) ~= "table" then
     loom.error("argument", ("bad argument #1 to 'loom.thread.pool' (options table expected, got %s)")
@@ -71,7 +72,11 @@ function thread.pool(opts)
     loom.error("argument", ("bad argument #1 to 'loom.thread.pool' (setup must be a function, got %s)")
       :format(type(opts.setup)))
   end
-  return core._thread_pool(size or 0, opts.setup)
+  local nice = opts.nice
+  if nice ~= nil and (math.type(nice) ~= "integer" or nice < 0 or nice > 19) then
+    loom.error("argument", "bad argument #1 to 'loom.thread.pool' (nice must be an integer from 0 to 19)")
+  end
+  return core._thread_pool(size or 0, opts.setup, nice)
 end
 
 function thread.run(fn, ...)

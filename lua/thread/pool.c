@@ -365,9 +365,9 @@ static char *dup_global_path(lua_State *L, const char *field) {
   return copy;
 }
 
-/* Pushes a new pool of size threads (0: one per core), each state set up
- * with the function at setup_idx (0: none). */
-static tpool *new_pool(lua_State *L, lua_Integer size, int setup_idx) {
+/* Pushes a new pool of size threads (0: one per core) at nice above this
+ * thread's, each state set up with the function at setup_idx (0: none). */
+static tpool *new_pool(lua_State *L, lua_Integer size, int nice, int setup_idx) {
   lm_ctx *ctx = lua_touserdata(L, lua_upvalueindex(1));
   lm_xbuf *b = setup_idx ? lm_xcopy_encode(L, setup_idx, 1, "setup") : NULL;
   tpool *p = lua_newuserdatauv(L, sizeof *p, 0);
@@ -382,7 +382,7 @@ static tpool *new_pool(lua_State *L, lua_Integer size, int setup_idx) {
   cfg->path = dup_global_path(L, "path");
   cfg->cpath = dup_global_path(L, "cpath");
   p->ctx = ctx;
-  p->workers = loom_workers_new((unsigned)size, &lm_worker_hooks, cfg);
+  p->workers = loom_workers_new((unsigned)size, nice, &lm_worker_hooks, cfg);
   if (p->workers == NULL) {
     lm_tconfig_unref(cfg);
     lm_error(L, "thread", "cannot start the worker threads");
@@ -392,7 +392,7 @@ static tpool *new_pool(lua_State *L, lua_Integer size, int setup_idx) {
   return p;
 }
 
-/* core._thread_pool(size, setup) */
+/* core._thread_pool(size, setup, nice) */
 static int l_thread_pool(lua_State *L) {
   lua_Integer size = luaL_optinteger(L, 1, 0);
   if (size < 0 || size > 1024)
@@ -400,7 +400,10 @@ static int l_thread_pool(lua_State *L) {
   int has_setup = !lua_isnoneornil(L, 2);
   if (has_setup)
     lm_checkcallable(L, 2);
-  new_pool(L, size, has_setup ? 2 : 0);
+  lua_Integer nice = luaL_optinteger(L, 3, LOOM_WORKERS_NICE);
+  if (nice < 0 || nice > 19)
+    return lm_argerror(L, 3, "nice must be between 0 and 19");
+  new_pool(L, size, (int)nice, has_setup ? 2 : 0);
   return 1;
 }
 
@@ -410,7 +413,7 @@ static int l_thread_default(lua_State *L) {
   if (lua_rawgetp(L, LUA_REGISTRYINDEX, &default_key) != LUA_TNIL)
     return 1;
   lua_pop(L, 1);
-  new_pool(L, 0, 0);
+  new_pool(L, 0, LOOM_WORKERS_NICE, 0);
   lua_pushvalue(L, -1);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &default_key);
   return 1;
