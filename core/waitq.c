@@ -1,5 +1,6 @@
 /* Intrusive FIFO of waiters: O(1) push, shift and unlink, no allocation.
  * Fairness comes from the order: whoever waited first is served first. */
+#include "list.h"
 #include "loom.h"
 
 void loom_waiter_init(loom_waiter_t *w, loom_wake_cb wake, void *data) {
@@ -16,13 +17,7 @@ void loom_waitq_init(loom_waitq_t *q) {
 }
 
 void loom_waitq_push(loom_waitq_t *q, loom_waiter_t *w) {
-  w->next = NULL;
-  w->prev = q->tail;
-  if (q->tail)
-    q->tail->next = w;
-  else
-    q->head = w;
-  q->tail = w;
+  LOOM_LIST_APPEND(q->head, q->tail, w);
   w->queue = q;
   q->len++;
 }
@@ -31,15 +26,7 @@ void loom_waiter_unlink(loom_waiter_t *w) {
   loom_waitq_t *q = w->queue;
   if (q == NULL)
     return;
-  if (w->prev)
-    w->prev->next = w->next;
-  else
-    q->head = w->next;
-  if (w->next)
-    w->next->prev = w->prev;
-  else
-    q->tail = w->prev;
-  w->next = w->prev = NULL;
+  LOOM_LIST_UNLINK(q->head, q->tail, w);
   w->queue = NULL;
   q->len--;
 }

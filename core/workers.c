@@ -16,6 +16,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include "list.h"
 #include "workers.h"
 
 /* How long a worker that just finished a job watches the queue before it
@@ -94,15 +95,7 @@ static void finish(loom_work_t *work, int status) {
 
 static void unqueue(loom_workers_t *pool, loom_work_t *work) {
   atomic_fetch_sub_explicit(&pool->queued, 1, memory_order_relaxed);
-  if (work->prev)
-    work->prev->next = work->next;
-  else
-    pool->head = work->next;
-  if (work->next)
-    work->next->prev = work->prev;
-  else
-    pool->tail = work->prev;
-  work->next = work->prev = NULL;
+  LOOM_LIST_UNLINK(pool->head, pool->tail, work);
 }
 
 /* Under lock: a running job is told to stop, and its worker's poll ends. */
@@ -354,13 +347,7 @@ int loom_workers_submit(loom_workers_t *pool, loom_loop_t *loop,
   work->status = 0;
   atomic_store(&work->cancelled, 0);
   atomic_store(&work->state, LOOM_WORK_QUEUED);
-  work->next = NULL;
-  work->prev = pool->tail;
-  if (pool->tail)
-    pool->tail->next = work;
-  else
-    pool->head = work;
-  pool->tail = work;
+  LOOM_LIST_APPEND(pool->head, pool->tail, work);
   atomic_fetch_add_explicit(&pool->queued, 1, memory_order_relaxed);
   /* Workers watching the queue take as many jobs as they are: waking an
    * idle one as well would cost a system call, and a thread contending

@@ -5,6 +5,7 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdlib.h>
+#include "list.h"
 #include "xchan.h"
 
 enum { NOWHERE, SENDING, RECEIVING, READY };
@@ -51,41 +52,6 @@ void loom_xwaiter_init(loom_xwaiter_t *w, loom_xwake_cb wake, void *data) {
   w->status = 0;
 }
 
-/* ---- lists ---------------------------------------------------------- */
-
-static void list_push(loom_xwaiter_t **head, loom_xwaiter_t **tail,
-                      loom_xwaiter_t *w) {
-  w->next = NULL;
-  w->prev = *tail;
-  if (*tail)
-    (*tail)->next = w;
-  else
-    *head = w;
-  *tail = w;
-}
-
-/* The channel's queues need no FIFO order (everyone is woken) and no tail. */
-static void queue_push(loom_xwaiter_t **head, loom_xwaiter_t *w) {
-  w->prev = NULL;
-  w->next = *head;
-  if (*head)
-    (*head)->prev = w;
-  *head = w;
-}
-
-static void list_unlink(loom_xwaiter_t **head, loom_xwaiter_t **tail,
-                        loom_xwaiter_t *w) {
-  if (w->prev)
-    w->prev->next = w->next;
-  else
-    *head = w->next;
-  if (w->next)
-    w->next->prev = w->prev;
-  else if (tail)
-    *tail = w->prev;
-  w->next = w->prev = NULL;
-}
-
 /* ---- hub -------------------------------------------------------------- */
 
 static void hub_destroy(loom_xhub_t *hub) {
@@ -99,7 +65,7 @@ static void make_ready(loom_xwaiter_t *w, int status) {
   w->status = status;
   uv_mutex_lock(&hub->lock);
   w->where = READY;
-  list_push(&hub->ready, &hub->ready_tail, w);
+  LOOM_LIST_APPEND(hub->ready, hub->ready_tail, w);
   if (!hub->posted) {
     hub->posted = 1;
     loom_loop_post(hub->loop, &hub->post);
@@ -135,7 +101,7 @@ static void hub_posted(loom_post_t *p) {
         hub_destroy(hub);
       return;
     }
-    list_unlink(&hub->ready, &hub->ready_tail, w);
+    LOOM_LIST_UNLINK(hub->ready, hub->ready_tail, w);
     w->where = NOWHERE;
     uv_mutex_unlock(&hub->lock);
     loom_xchan_t *ch = w->chan;
@@ -210,7 +176,7 @@ void loom_xchan_unref(loom_xchan_t *ch) {
 static void wake_all(loom_xwaiter_t **queue, int status) {
   loom_xwaiter_t *w;
   while ((w = *queue) != NULL) {
-    list_unlink(queue, NULL, w);
+    LOOM_SET_REMOVE(*queue, w);
     make_ready(w, status);
   }
 }
@@ -315,7 +281,11 @@ static void wait_for(loom_xchan_t *ch, loom_xhub_t *hub, loom_xwaiter_t *w,
     make_ready(w, 0);
   else {
     w->where = send ? SENDING : RECEIVING;
-    queue_push(send ? &ch->senders : &ch->receivers, w);
+    /* No order among them: everyone is woken. */
+    if (send)
+      LOOM_SET_ADD(ch->senders, w);
+    else
+      LOOM_SET_ADD(ch->receivers, w);
   }
   uv_mutex_unlock(&ch->lock);
 }
@@ -335,11 +305,14 @@ int loom_xchan_unwait(loom_xwaiter_t *w) {
   loom_xhub_t *hub = w->hub;
   uv_mutex_lock(&ch->lock);
   if (w->where == SENDING || w->where == RECEIVING) {
-    list_unlink(w->where == SENDING ? &ch->senders : &ch->receivers, NULL, w);
+    if (w->where == SENDING)
+      LOOM_SET_REMOVE(ch->senders, w);
+    else
+      LOOM_SET_REMOVE(ch->receivers, w);
   } else {
     uv_mutex_lock(&hub->lock);
     if (w->where == READY)
-      list_unlink(&hub->ready, &hub->ready_tail, w);
+      LOOM_LIST_UNLINK(hub->ready, hub->ready_tail, w);
     uv_mutex_unlock(&hub->lock);
   }
   w->where = NOWHERE;

@@ -1,6 +1,7 @@
 /* The connection pool (see pool.h for what it promises). */
 #include <stdlib.h>
 #include <string.h>
+#include "list.h"
 #include "pool.h"
 
 enum { PC_CONNECTING, PC_IDLE, PC_IN_USE, PC_RESETTING, PC_VALIDATING };
@@ -67,26 +68,12 @@ static void arm_trim(loom_pool_t *p);
 static void idle_push(loom_pool_t *p, pool_conn *pc) {
   pc->state = PC_IDLE;
   pc->idle_since_ns = loom_now_ns();
-  pc->prev = NULL;
-  pc->next = p->idle_head;
-  if (p->idle_head)
-    p->idle_head->prev = pc;
-  else
-    p->idle_tail = pc;
-  p->idle_head = pc;
+  LOOM_LIST_PREPEND(p->idle_head, p->idle_tail, pc);
   p->nidle++;
 }
 
 static void idle_remove(loom_pool_t *p, pool_conn *pc) {
-  if (pc->prev)
-    pc->prev->next = pc->next;
-  else
-    p->idle_head = pc->next;
-  if (pc->next)
-    pc->next->prev = pc->prev;
-  else
-    p->idle_tail = pc->prev;
-  pc->prev = pc->next = NULL;
+  LOOM_LIST_UNLINK(p->idle_head, p->idle_tail, pc);
   p->nidle--;
 }
 

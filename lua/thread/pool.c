@@ -20,6 +20,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include "list.h"
 #include "pool.h"
 
 #define LM_THREAD_POOL_MT "loom.thread.pool"
@@ -57,13 +58,7 @@ static void list_remove(tjob *j) {
   tpool *p = j->pool;
   if (p == NULL)
     return;
-  if (j->prev)
-    j->prev->next = j->next;
-  else
-    p->jobs = j->next;
-  if (j->next)
-    j->next->prev = j->prev;
-  j->next = j->prev = NULL;
+  LOOM_SET_REMOVE(p->jobs, j);
   j->pool = NULL;
 }
 
@@ -248,10 +243,7 @@ static int submit(lua_State *L, int slice) {
     return lm_error(L, "closed", "the thread pool is closed");
   }
   j->pool = p;
-  j->next = p->jobs;
-  if (p->jobs)
-    p->jobs->prev = j;
-  p->jobs = j;
+  LOOM_SET_ADD(p->jobs, j);
   return lm_request_wait(L, &h->rq, run_k);
 }
 
