@@ -1,8 +1,10 @@
 -- loom's TCP streams against their peers, in one run (ratios side by side):
 --   echo      one connection, 64-byte messages, round trips per second,
 --             client and server in one process: loom >= luv (lua-luv),
---             loom >= 2x cqueues (lua-cqueues). The same with the two ends
---             in two processes, for information.
+--             loom >= 2x cqueues (lua-cqueues). For information: the user
+--             CPU time per round trip (the library's own share; the
+--             kernel's, most of a loopback round trip, is the same for
+--             all), and the rate with the two ends in two processes.
 --   bulk      bytes pushed over one loopback connection and read by the
 --             server: loom >= 0.8x luv and >= 0.8x socat (C at both ends).
 --   idle      connections held open, each with a handler task waiting to
@@ -32,6 +34,24 @@ local CHUNK = ("b"):rep(64 * 1024)
 local function say(fmt, ...)
   io.write(fmt:format(...), "\n")
   io.flush()
+end
+
+-- This process's user CPU time in seconds (/proc/self/stat, in clock
+-- ticks of 10 ms: the echo runs long enough for that).
+local function user_cpu()
+  local f = assert(io.open("/proc/self/stat"))
+  local stat = f:read("a")
+  f:close()
+  local after = stat:match("%) (.*)$")
+  local fields = {}
+  for x in after:gmatch("%S+") do fields[#fields + 1] = x end
+  return tonumber(fields[12]) / 100 -- utime, the 14th field of the line
+end
+
+-- An echo's result: round trips per second, and user CPU microseconds per
+-- round trip (the library's share: the kernel's is the same for all).
+local function echo_result(n, t0, cpu0, now)
+  say("RESULT %.1f %.3f", n / (now - t0), (user_cpu() - cpu0) / n * 1e6)
 end
 
 local function rss_bytes()
@@ -124,12 +144,12 @@ local function loom_echo1(n)
     end)
     local s = loom.tcp.connect("127.0.0.1", srv.port)
     for _ = 1, 1000 do s:write(MSG); s:read(64) end -- warm
-    local t0 = loom.now()
+    local t0, cpu0 = loom.now(), user_cpu()
     for _ = 1, n do
       s:write(MSG)
       s:read(64)
     end
-    say("RESULT %.1f", n / (loom.now() - t0))
+    echo_result(n, t0, cpu0, loom.now())
     s:close()
     srv:close(5)
   end)
@@ -239,7 +259,7 @@ local function luv_echo1(n)
   end))
   local c = uv.new_tcp()
   c:nodelay(true)
-  local left, got, t0, warm = n, 0, nil, 1000
+  local left, got, t0, cpu0, warm = n, 0, nil, nil, 1000
   c:connect("127.0.0.1", srv:getsockname().port, function(err)
     assert(not err, err)
     c:read_start(function(_, data)
@@ -248,11 +268,11 @@ local function luv_echo1(n)
       got = got - 64
       if warm > 0 then
         warm = warm - 1
-        if warm == 0 then t0 = uv.hrtime() end
+        if warm == 0 then t0, cpu0 = uv.hrtime(), user_cpu() end
       else
         left = left - 1
         if left == 0 then
-          say("RESULT %.1f", n / ((uv.hrtime() - t0) / 1e9))
+          echo_result(n, t0 / 1e9, cpu0, uv.hrtime() / 1e9)
           c:close()
           return
         end
@@ -389,13 +409,13 @@ local function cq_echo1(n)
     local con = socket.connect { host = "127.0.0.1", port = port, nodelay = true }
     con:setmode("b", "bn")
     for _ = 1, 1000 do con:write(MSG); con:flush(); con:read(64) end
-    local t0 = cqueues.monotime()
+    local t0, cpu0 = cqueues.monotime(), user_cpu()
     for _ = 1, n do
       con:write(MSG)
       con:flush()
       con:read(64)
     end
-    say("RESULT %.1f", n / (cqueues.monotime() - t0))
+    echo_result(n, t0, cpu0, cqueues.monotime())
     con:close()
   end)
   assert(cq:loop())
@@ -443,9 +463,9 @@ end
 local function result_of(h, what)
   local out = h:read("a")
   h:close()
-  local r = tonumber(out:match("RESULT ([%d.]+)"))
+  local r, extra = out:match("RESULT ([%d.]+) ?([%d.]*)")
   assert(r, what .. " gave no result: " .. out)
-  return r
+  return tonumber(r), tonumber(extra)
 end
 
 local function run_client(cmd)
@@ -468,12 +488,14 @@ local report = lib.report("loom TCP streams (bench/io.lua)")
 -- two cores (information: there the wake-ups between them dominate).
 local n_echo = math.max(2000, math.floor(100000 * scale))
 local seconds = math.max(0.2, 1.0 * scale)
-local best, apart = {}, {}
+local best, apart, cpu = {}, {}, {}
 for rep = 1, lib.reps do
   lib.note("echo round %d/%d", rep, lib.reps)
   for _, impl in ipairs({ "loom", "luv", "cqueues" }) do
     if have[impl] then
-      best[impl] = math.max(best[impl] or 0, run_client(("%s %s echo1 %s %d"):format(lua, self, impl, n_echo)))
+      local r, us = run_client(("%s %s echo1 %s %d"):format(lua, self, impl, n_echo))
+      best[impl] = math.max(best[impl] or 0, r)
+      cpu[impl] = math.min(cpu[impl] or math.huge, us)
       local r = pair("echo " .. impl, ("%s %s echo %s %%d %s"):format(lua, self, impl, seconds))
       apart[impl] = math.max(apart[impl] or 0, r)
     end
@@ -484,6 +506,8 @@ for _, peer in ipairs({ { "luv", 1.0 }, { "cqueues", 2.0 } }) do
   local name = ("echo 64 B, 1 connection: loom / %s"):format(peer[1])
   if best[peer[1]] then
     report:check(name, rate(best.loom), rate(best[peer[1]]), best.loom / best[peer[1]], ">=", peer[2])
+    report:info(name .. ", user CPU per round trip", ("%.2f us"):format(cpu.loom),
+      ("%.2f us"):format(cpu[peer[1]]), ("%.2fx"):format(cpu[peer[1]] / math.max(cpu.loom, 1e-9)))
     report:info(name .. ", two processes", rate(apart.loom), rate(apart[peer[1]]),
       ("%.2fx"):format(apart.loom / apart[peer[1]]))
   else
