@@ -496,8 +496,8 @@ for rep = 1, lib.reps do
       local r, us = run_client(("%s %s echo1 %s %d"):format(lua, self, impl, n_echo))
       best[impl] = math.max(best[impl] or 0, r)
       cpu[impl] = math.min(cpu[impl] or math.huge, us)
-      local r = pair("echo " .. impl, ("%s %s echo %s %%d %s"):format(lua, self, impl, seconds))
-      apart[impl] = math.max(apart[impl] or 0, r)
+      local two = pair("echo " .. impl, ("%s %s echo %s %%d %s"):format(lua, self, impl, seconds))
+      apart[impl] = math.max(apart[impl] or 0, two)
     end
   end
 end
