@@ -420,7 +420,9 @@ static int write_wait(lua_State *L, lstream *ls, lua_KFunction k) {
     ls->writing = 0;
     return timed_out(L, 0, "write");
   }
+  ls->writing = 0; /* while prepare may raise (a cancel, an expired timeout) */
   lm_request_prepare(L, &ls->wr, &write_ops, 0);
+  ls->writing = 1;
   lm_wait_arm(ls->wr.wait, ls->call_wtimeout);
   ls->wr_waiting = 1;
   anchor(L, ls, ANCHOR_WRITER);
@@ -470,7 +472,9 @@ static int write_k(lua_State *L, int status, lua_KContext kctx) {
   (void)status;
   lstream *ls = LM_CONTAINER_OF((lm_request *)kctx, lstream, wr);
   unanchor(L, ls, ANCHOR_WRITER);
+  ls->writing = 0; /* while the check may raise */
   lm_request_check(L, &ls->wr);
+  ls->writing = 1;
   lua_settop(L, ls->wr_last); /* as in read_k */
   return write_step(L, ls);
 }
@@ -528,7 +532,6 @@ static int stream_shutdown(lua_State *L) {
   if (ls->s->shut)
     return 0;
   start_writing(L, ls);
-  ls->s->on_shutdown = on_shutdown;
   int rc = loom_stream_shutdown(ls->s, on_shutdown);
   if (rc)
     return write_fail(L, ls, rc);
