@@ -365,6 +365,30 @@ describe("a stream", function()
     end)
   end)
 
+  -- In a process of its own under `timeout`: any timer (loom.timeout's)
+  -- would be something that can end the wait, and hide the deadlock.
+  it("is no work for the loop while nobody reads it: a wait nothing can end is a deadlock", function()
+    local build = os.getenv("LOOM_BUILD_DIR") or "build"
+    local script = [[
+      package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
+      package.cpath = "]] .. build .. [[/?.so;" .. package.cpath
+      local loom = require "loom"
+      local pair = dofile("spec/support/io.lua").pair
+      local ok, err = pcall(loom.run, function()
+        local c, s = pair()
+        c:write("x")
+        assert(s:read(1) == "x") -- s reads on, idle
+        local ch = loom.channel()
+        return ch:recv()
+      end)
+      print(not ok and err.kind)
+    ]]
+    local p = io.popen("timeout 20 lua5.4 -e '" .. script:gsub("'", "'\\''") .. "' 2>&1")
+    local out = p:read("a")
+    p:close()
+    assert.equal("deadlock\n", out)
+  end)
+
   it("works outside any task, driving the loop itself", function()
     local c, s = pair()
     c:write("plain\n")

@@ -168,6 +168,7 @@ void lm_stream_push(lua_State *L, lm_ctx *ctx, loom_stream_t *s) {
   s->data = ls;
   s->on_read = on_read;
   s->on_write = on_write;
+  loom_stream_keep_alive(s, 0);
   luaL_setmetatable(L, LM_STREAM_MT);
 }
 
@@ -197,9 +198,16 @@ static void rd_stop(lm_request *r) {
   LM_CONTAINER_OF(r, lstream, rd)->rd_waiting = 0;
 }
 
+/* The reader stopped waiting: the stream is no work for the loop. */
+static void read_ended(lstream *ls) {
+  ls->reading = 0;
+  if (ls->s && !ls->closed)
+    loom_stream_keep_alive(ls->s, 0);
+}
+
 static void rd_drained(lua_State *L, lm_request *r) {
   lstream *ls = LM_CONTAINER_OF(r, lstream, rd);
-  ls->reading = 0;
+  read_ended(ls);
   unanchor(L, ls, ANCHOR_READER);
   if (r->interrupted == LOOM_ETIMEDOUT)
     timed_out(L, ls->call_rtimeout, "read");
@@ -309,6 +317,7 @@ static int read_step(lua_State *L, lstream *ls) {
     return lm_io_error(L, rc, "read");
   }
   lm_wait_arm(ls->rd.wait, ls->call_rtimeout);
+  loom_stream_keep_alive(s, 1);
   ls->rd_waiting = 1;
   ls->reading = 1;
   anchor(L, ls, ANCHOR_READER);
@@ -318,7 +327,7 @@ static int read_step(lua_State *L, lstream *ls) {
 static int read_k(lua_State *L, int status, lua_KContext kctx) {
   (void)status;
   lstream *ls = LM_CONTAINER_OF((lm_request *)kctx, lstream, rd);
-  ls->reading = 0;
+  read_ended(ls);
   unanchor(L, ls, ANCHOR_READER);
   lm_request_check(L, &ls->rd);
   /* Outside a task each wait left its userdata on the stack: a read that
