@@ -72,34 +72,6 @@ static void unanchor(lua_State *L, lstream *ls, int slot) {
   lua_setiuservalue(L, 1, slot);
 }
 
-/* ---- errors -------------------------------------------------------------- */
-
-static const char *kind_of(int err) {
-  if (strncmp(uv_err_name(err), "EAI_", 4) == 0)
-    return "dns";
-  switch (err) {
-  case UV_ETIMEDOUT:
-    return "timeout";
-  case UV_ECONNREFUSED: case UV_ECONNRESET: case UV_ECONNABORTED: case UV_EPIPE:
-  case UV_ENETUNREACH: case UV_EHOSTUNREACH: case UV_ENOTCONN: case UV_ENETDOWN:
-  case UV_EHOSTDOWN:
-    return "connection";
-  default:
-    return "io";
-  }
-}
-
-void lm_io_push_error(lua_State *L, int err, const char *what) {
-  lm_push_error(L, kind_of(err), "%s: %s", what, uv_strerror(err));
-  lua_pushstring(L, uv_err_name(err));
-  lua_setfield(L, -2, "code");
-}
-
-int lm_io_error(lua_State *L, int err, const char *what) {
-  lm_io_push_error(L, err, what);
-  return lua_error(L);
-}
-
 static int timed_out(lua_State *L, double seconds, const char *what) {
   lm_push_error(L, "timeout", "timed out after %f s waiting to %s", seconds, what);
   return lua_error(L);
@@ -704,30 +676,6 @@ static int stream_setoption(lua_State *L) {
     return lm_io_error(L, rc, name);
   lua_settop(L, 1);
   return 1;
-}
-
-void lm_io_push_sockaddr(lua_State *L, const struct sockaddr *sa) {
-  char ip[INET6_ADDRSTRLEN] = "";
-  int port;
-  if (sa->sa_family == AF_INET) {
-    const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
-    uv_ip4_name(in, ip, sizeof ip);
-    port = ntohs(in->sin_port);
-  } else if (sa->sa_family == AF_INET6) {
-    const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
-    uv_ip6_name(in6, ip, sizeof ip);
-    port = ntohs(in6->sin6_port);
-  } else {
-    lua_pushboolean(L, 0);
-    return;
-  }
-  lua_createtable(L, 0, 3);
-  lua_pushstring(L, ip);
-  lua_setfield(L, -2, "address");
-  lua_pushinteger(L, port);
-  lua_setfield(L, -2, "port");
-  lua_pushstring(L, sa->sa_family == AF_INET ? "inet" : "inet6");
-  lua_setfield(L, -2, "family");
 }
 
 static int push_name(lua_State *L, int peer) {
