@@ -21,7 +21,7 @@
 --
 -- This file is also every process the driver starts:
 --   lua5.4 bench/io.lua serve echo|bulk|idle IMPL [N]   prints "PORT p"
---   lua5.4 bench/io.lua echo IMPL PORT SECONDS           prints "RESULT r"
+--   lua5.4 bench/io.lua echo IMPL PORT N                 prints "RESULT r"
 --   lua5.4 bench/io.lua echo1 IMPL N                     both ends, "RESULT r"
 --   lua5.4 bench/io.lua bulk IMPL PORT BYTES             prints "RESULT r"
 --   lua5.4 bench/io.lua hold PORT N                      N idle connections
@@ -63,6 +63,28 @@ end
 
 -- ---- loom ------------------------------------------------------------------
 
+-- Echoes 64-byte messages until EOF.
+local function loom_echo_handler(s)
+  while true do
+    local m = s:read(64)
+    if not m then return end
+    s:write(m)
+  end
+end
+
+-- n round trips after a warm-up, the result said.
+local function loom_echo_client(loom, port, n)
+  local s = loom.tcp.connect("127.0.0.1", port)
+  for _ = 1, 1000 do s:write(MSG); s:read(64) end
+  local t0, cpu0 = loom.now(), user_cpu()
+  for _ = 1, n do
+    s:write(MSG)
+    s:read(64)
+  end
+  echo_result(n, t0, cpu0, loom.now())
+  s:close()
+end
+
 local function loom_serve(kind, n)
   local loom = require "loom"
   loom.run(function()
@@ -71,11 +93,7 @@ local function loom_serve(kind, n)
     local srv
     srv = loom.tcp.listen("127.0.0.1", 0, function(s)
       if kind == "echo" then
-        while true do
-          local m = s:read(64)
-          if not m then break end
-          s:write(m)
-        end
+        loom_echo_handler(s)
         done:set()
       elseif kind == "bulk" then
         local got = 0
@@ -109,50 +127,21 @@ local function loom_serve(kind, n)
   end)
 end
 
-local function loom_echo(port, seconds)
-  local loom = require "loom"
-  loom.run(function()
-    local s = loom.tcp.connect("127.0.0.1", port)
-    local n, now = 0, loom.now
-    for _ = 1, 1000 do s:write(MSG); s:read(64) end -- warm
-    local t0 = now()
-    local deadline = t0 + seconds
-    repeat
-      for _ = 1, 100 do
-        s:write(MSG)
-        s:read(64)
-      end
-      n = n + 100
-    until now() >= deadline
-    say("RESULT %.1f", n / (now() - t0))
-    s:close()
-  end)
-end
-
 -- Both ends in one process: what one round trip costs the library, the
 -- kernel's loopback aside (two processes on two cores measure mostly the
 -- wake-ups between them).
 local function loom_echo1(n)
   local loom = require "loom"
   loom.run(function()
-    local srv = loom.tcp.listen("127.0.0.1", 0, function(s)
-      while true do
-        local m = s:read(64)
-        if not m then break end
-        s:write(m)
-      end
-    end)
-    local s = loom.tcp.connect("127.0.0.1", srv.port)
-    for _ = 1, 1000 do s:write(MSG); s:read(64) end -- warm
-    local t0, cpu0 = loom.now(), user_cpu()
-    for _ = 1, n do
-      s:write(MSG)
-      s:read(64)
-    end
-    echo_result(n, t0, cpu0, loom.now())
-    s:close()
+    local srv = loom.tcp.listen("127.0.0.1", 0, loom_echo_handler)
+    loom_echo_client(loom, srv.port, n)
     srv:close(5)
   end)
+end
+
+local function loom_echo(port, n)
+  local loom = require "loom"
+  loom.run(function() loom_echo_client(loom, port, n) end)
 end
 
 local function loom_bulk(port, bytes)
@@ -170,6 +159,43 @@ end
 
 -- ---- luv -------------------------------------------------------------------
 
+-- A connection that echoes what it reads until EOF, then closes (and
+-- closes srv).
+local function luv_echo_conn(c, srv)
+  c:read_start(function(err, data)
+    assert(not err, err)
+    if data then c:write(data) else c:close(); srv:close() end
+  end)
+end
+
+-- n round trips after a warm-up on the loop, the result said as they end.
+local function luv_echo_client(uv, port, n)
+  local c = uv.new_tcp()
+  c:nodelay(true)
+  local left, got, t0, cpu0, warm = n, 0, nil, nil, 1000
+  c:connect("127.0.0.1", port, function(err)
+    assert(not err, err)
+    c:read_start(function(_, data)
+      got = got + #data
+      if got < 64 then return end
+      got = got - 64
+      if warm > 0 then
+        warm = warm - 1
+        if warm == 0 then t0, cpu0 = uv.hrtime(), user_cpu() end
+      else
+        left = left - 1
+        if left == 0 then
+          echo_result(n, t0 / 1e9, cpu0, uv.hrtime() / 1e9)
+          c:close()
+          return
+        end
+      end
+      c:write(MSG)
+    end)
+    c:write(MSG)
+  end)
+end
+
 local function luv_serve(kind, n)
   local uv = require "luv"
   local srv = uv.new_tcp()
@@ -181,10 +207,7 @@ local function luv_serve(kind, n)
     srv:accept(c)
     c:nodelay(true)
     if kind == "echo" then
-      c:read_start(function(err, data)
-        if data then c:write(data) else c:close(); srv:close() end
-        assert(not err, err)
-      end)
+      luv_echo_conn(c, srv)
     elseif kind == "bulk" then
       local got = 0
       c:read_start(function(_, data)
@@ -216,32 +239,9 @@ local function luv_serve(kind, n)
   uv.run()
 end
 
-local function luv_echo(port, seconds)
+local function luv_echo(port, n)
   local uv = require "luv"
-  local c = uv.new_tcp()
-  c:nodelay(true)
-  local n, got, t0, warm = 0, 0, nil, 1000
-  c:connect("127.0.0.1", port, function(err)
-    assert(not err, err)
-    c:read_start(function(_, data)
-      got = got + #data
-      if got < 64 then return end
-      got = got - 64
-      if warm > 0 then
-        warm = warm - 1
-        if warm == 0 then t0 = uv.hrtime() end
-      else
-        n = n + 1
-        if n % 100 == 0 and (uv.hrtime() - t0) / 1e9 >= seconds then
-          say("RESULT %.1f", n / ((uv.hrtime() - t0) / 1e9))
-          c:close()
-          return
-        end
-      end
-      c:write(MSG)
-    end)
-    c:write(MSG)
-  end)
+  luv_echo_client(uv, port, n)
   uv.run()
 end
 
@@ -253,34 +253,9 @@ local function luv_echo1(n)
     local c = uv.new_tcp()
     srv:accept(c)
     c:nodelay(true)
-    c:read_start(function(_, data)
-      if data then c:write(data) else c:close(); srv:close() end
-    end)
+    luv_echo_conn(c, srv)
   end))
-  local c = uv.new_tcp()
-  c:nodelay(true)
-  local left, got, t0, cpu0, warm = n, 0, nil, nil, 1000
-  c:connect("127.0.0.1", srv:getsockname().port, function(err)
-    assert(not err, err)
-    c:read_start(function(_, data)
-      got = got + #data
-      if got < 64 then return end
-      got = got - 64
-      if warm > 0 then
-        warm = warm - 1
-        if warm == 0 then t0, cpu0 = uv.hrtime(), user_cpu() end
-      else
-        left = left - 1
-        if left == 0 then
-          echo_result(n, t0 / 1e9, cpu0, uv.hrtime() / 1e9)
-          c:close()
-          return
-        end
-      end
-      c:write(MSG)
-    end)
-    c:write(MSG)
-  end)
+  luv_echo_client(uv, srv:getsockname().port, n)
   uv.run()
 end
 
@@ -339,85 +314,63 @@ end
 
 -- ---- cqueues -----------------------------------------------------------------
 
-local function cq_serve(kind)
-  local cqueues = require "cqueues"
+-- Echoes 64-byte messages on the next connection to srv until EOF.
+local function cq_echo_server(srv)
+  local con = srv:accept()
+  con:setmode("b", "bn")
+  while true do
+    local m = con:read(64)
+    if not m then break end
+    con:write(m)
+    con:flush()
+  end
+  con:close()
+  srv:close()
+end
+
+local function cq_echo_client(port, n)
   local socket = require "cqueues.socket"
-  local cq = cqueues.new()
-  local srv = socket.listen("127.0.0.1", 0)
+  local monotime = require("cqueues").monotime
+  local con = socket.connect { host = "127.0.0.1", port = port, nodelay = true }
+  con:setmode("b", "bn")
+  for _ = 1, 1000 do con:write(MSG); con:flush(); con:read(64) end
+  local t0, cpu0 = monotime(), user_cpu()
+  for _ = 1, n do
+    con:write(MSG)
+    con:flush()
+    con:read(64)
+  end
+  echo_result(n, t0, cpu0, monotime())
+  con:close()
+end
+
+local function cq_listen()
+  local srv = require("cqueues.socket").listen("127.0.0.1", 0)
   srv:listen()
   local _, _, port = srv:localname()
-  say("PORT %d", port)
+  return srv, port
+end
+
+local function cq_serve(kind)
   assert(kind == "echo")
-  cq:wrap(function()
-    local con = srv:accept()
-    con:setmode("b", "bn")
-    while true do
-      local m = con:read(64)
-      if not m then break end
-      con:write(m)
-      con:flush()
-    end
-    con:close()
-    srv:close()
-  end)
+  local cq = require("cqueues").new()
+  local srv, port = cq_listen()
+  say("PORT %d", port)
+  cq:wrap(cq_echo_server, srv)
   assert(cq:loop())
 end
 
-local function cq_echo(port, seconds)
-  local cqueues = require "cqueues"
-  local socket = require "cqueues.socket"
-  local cq = cqueues.new()
-  cq:wrap(function()
-    local con = socket.connect { host = "127.0.0.1", port = port, nodelay = true }
-    con:setmode("b", "bn")
-    for _ = 1, 1000 do con:write(MSG); con:flush(); con:read(64) end
-    local n, t0 = 0, cqueues.monotime()
-    repeat
-      for _ = 1, 100 do
-        con:write(MSG)
-        con:flush()
-        con:read(64)
-      end
-      n = n + 100
-    until cqueues.monotime() - t0 >= seconds
-    say("RESULT %.1f", n / (cqueues.monotime() - t0))
-    con:close()
-  end)
+local function cq_echo(port, n)
+  local cq = require("cqueues").new()
+  cq:wrap(cq_echo_client, port, n)
   assert(cq:loop())
 end
 
 local function cq_echo1(n)
-  local cqueues = require "cqueues"
-  local socket = require "cqueues.socket"
-  local cq = cqueues.new()
-  local srv = socket.listen("127.0.0.1", 0)
-  srv:listen()
-  local _, _, port = srv:localname()
-  cq:wrap(function()
-    local con = srv:accept()
-    con:setmode("b", "bn")
-    while true do
-      local m = con:read(64)
-      if not m then break end
-      con:write(m)
-      con:flush()
-    end
-    con:close()
-    srv:close()
-  end)
-  cq:wrap(function()
-    local con = socket.connect { host = "127.0.0.1", port = port, nodelay = true }
-    con:setmode("b", "bn")
-    for _ = 1, 1000 do con:write(MSG); con:flush(); con:read(64) end
-    local t0, cpu0 = cqueues.monotime(), user_cpu()
-    for _ = 1, n do
-      con:write(MSG)
-      con:flush()
-      con:read(64)
-    end
-    echo_result(n, t0, cpu0, cqueues.monotime())
-    con:close()
-  end)
+  local cq = require("cqueues").new()
+  local srv, port = cq_listen()
+  cq:wrap(cq_echo_server, srv)
+  cq:wrap(cq_echo_client, port, n)
   assert(cq:loop())
 end
 
@@ -487,7 +440,7 @@ local report = lib.report("loom TCP streams (bench/io.lua)")
 -- Echo: both ends in one process (the targets), and in two processes on
 -- two cores (information: there the wake-ups between them dominate).
 local n_echo = math.max(2000, math.floor(100000 * scale))
-local seconds = math.max(0.2, 1.0 * scale)
+local n_apart = math.max(1000, math.floor(10000 * scale))
 local best, apart, cpu = {}, {}, {}
 for rep = 1, lib.reps do
   lib.note("echo round %d/%d", rep, lib.reps)
@@ -496,7 +449,7 @@ for rep = 1, lib.reps do
       local r, us = run_client(("%s %s echo1 %s %d"):format(lua, self, impl, n_echo))
       best[impl] = math.max(best[impl] or 0, r)
       cpu[impl] = math.min(cpu[impl] or math.huge, us)
-      local two = pair("echo " .. impl, ("%s %s echo %s %%d %s"):format(lua, self, impl, seconds))
+      local two = pair("echo " .. impl, ("%s %s echo %s %%d %d"):format(lua, self, impl, n_apart))
       apart[impl] = math.max(apart[impl] or 0, two)
     end
   end
