@@ -16,10 +16,12 @@
  * each get some of the bytes.
  *
  * Every wait is an lm_request (lua/request.c). A read or a write waits on
- * nothing that must be stopped: its stop only stops the waiting. The
- * coroutine that waits is anchored in the stream's user values, so both
- * go to the collector together; the collector only closes the handle
- * (core/stream.c frees it after libuv's close callback). */
+ * nothing that must be stopped: its stop only stops the waiting. A
+ * coroutine outside any task that waits is anchored in the stream's user
+ * values (a task is pinned anyway), so the two go to the collector
+ * together; the collector only closes the handle (core/stream.c frees it
+ * after libuv's close callback). While no reader waits, the stream is no
+ * work for the loop (loom_stream_keep_alive). */
 #include <string.h>
 #include "lm_io.h"
 
