@@ -2,6 +2,7 @@
 -- Lua files, on a loopback TCP pair. Every wait is bounded: each test body
 -- runs under loom.timeout, and every read that may wait has a timeout.
 local loom = require "loom"
+local child = require "spec.support.child"
 local support = dofile("spec/support/io.lua")
 local within, expect_error, pair, eventually = support.within, support.expect_error, support.pair,
   support.eventually
@@ -365,13 +366,10 @@ describe("a stream", function()
     end)
   end)
 
-  -- In a process of its own under `timeout`: any timer (loom.timeout's)
+  -- In a child process with a time limit: any timer (loom.timeout's)
   -- would be something that can end the wait, and hide the deadlock.
   it("is no work for the loop while nobody reads it: a wait nothing can end is a deadlock", function()
-    local build = os.getenv("LOOM_BUILD_DIR") or "build"
-    local script = [[
-      package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
-      package.cpath = "]] .. build .. [[/?.so;" .. package.cpath
+    local ok, out = child.run([[
       local loom = require "loom"
       local pair = dofile("spec/support/io.lua").pair
       local ok, err = pcall(loom.run, function()
@@ -382,10 +380,8 @@ describe("a stream", function()
         return ch:recv()
       end)
       print(not ok and err.kind)
-    ]]
-    local p = io.popen("timeout 20 lua5.4 -e '" .. script:gsub("'", "'\\''") .. "' 2>&1")
-    local out = p:read("a")
-    p:close()
+    ]], 20)
+    assert.is_true(ok, out)
     assert.equal("deadlock\n", out)
   end)
 
