@@ -104,4 +104,18 @@
   X(lane, queued)                       \
   X(lane, submit_from_done)             \
   X(lane, stop_idle)                    \
-  X(lane, many)
+  X(lane, many)                         \
+  X(tls, handshake)                     \
+  X(tls, data_both_ways)                \
+  X(tls, alpn)                          \
+  X(tls, sni)                           \
+  X(tls, wrong_host)                    \
+  X(tls, untrusted_ca)                  \
+  X(tls, verify_off)                    \
+  X(tls, truncated)                     \
+  X(tls, close_notify)                  \
+  X(tls, early_writes)                  \
+  X(tls, pem_text)                      \
+  X(tls, client_cert)                   \
+  X(tls, config_errors)                 \
+  X(tls, ctx_shared)
