@@ -485,7 +485,10 @@ static int fail(loom_tls_t *t, loom_tls_code_t code, const char *reason) {
   return LOOM_TLS_ERROR;
 }
 
-/* Hands whatever the last SSL_* call produced to the transport. */
+/* Hands whatever the last SSL_* call produced to the transport. -1 when
+ * the transport refused it: the caller says so (ECLOSED) unless the call
+ * itself failed, which is the cause (an alert sent to a peer that is gone
+ * does not hide why it was sent). */
 static int flush(loom_tls_t *t) {
   char *p;
   long n = BIO_get_mem_data(t->wbio, &p);
@@ -493,9 +496,11 @@ static int flush(loom_tls_t *t) {
     return 0;
   int rc = t->send ? t->send(t->data, p, (size_t)n) : 0;
   (void)BIO_reset(t->wbio);
-  if (rc != 0)
-    return fail(t, LOOM_TLS_ECLOSED, "the transport is closed");
-  return 0;
+  return rc != 0 ? -1 : 0;
+}
+
+static int transport_closed(loom_tls_t *t) {
+  return fail(t, LOOM_TLS_ECLOSED, "the transport is closed");
 }
 
 /* What an SSL_* call returning rc means: WANT, EOF or ERROR (recorded). */
@@ -536,14 +541,14 @@ static int send_plain(loom_tls_t *t, const void *buf, size_t len) {
   size_t n = 0;
   ERR_clear_error();
   int rc = SSL_write_ex(t->ssl, buf, len, &n);
-  if (flush(t) != 0)
-    return LOOM_TLS_ERROR;
-  if (rc == 1)
-    return 0;
-  /* Memory BIOs never fill and renegotiation is off, so a write that
-   * does not complete is a failure. */
-  int r = outcome(t, rc);
-  return r == LOOM_TLS_ERROR ? r : fail(t, LOOM_TLS_EPROTOCOL, "the write could not complete");
+  int sent = flush(t);
+  if (rc != 1) {
+    /* Memory BIOs never fill and renegotiation is off, so a write that
+     * does not complete is a failure. */
+    int r = outcome(t, rc);
+    return r == LOOM_TLS_ERROR ? r : fail(t, LOOM_TLS_EPROTOCOL, "the write could not complete");
+  }
+  return sent == 0 ? 0 : transport_closed(t);
 }
 
 /* Drives the handshake; 1 once complete (the queue sent), WANT or ERROR. */
@@ -555,12 +560,15 @@ static int progress(loom_tls_t *t) {
   ERR_clear_error();
   int rc = SSL_do_handshake(t->ssl);
   /* Alerts too go out: the peer learns why. */
-  if (flush(t) != 0)
-    return LOOM_TLS_ERROR;
+  int sent = flush(t);
   if (rc != 1) {
     int r = outcome(t, rc);
-    return r == LOOM_TLS_EOF ? fail(t, LOOM_TLS_EHANDSHAKE, "closed during the handshake") : r;
+    if (r == LOOM_TLS_EOF)
+      return fail(t, LOOM_TLS_EHANDSHAKE, "closed during the handshake");
+    return r == LOOM_TLS_WANT && sent != 0 ? transport_closed(t) : r;
   }
+  if (sent != 0)
+    return transport_closed(t);
   t->established = 1;
   char *q = t->queue;
   size_t qlen = t->qlen;
@@ -605,11 +613,13 @@ long loom_tls_read(loom_tls_t *t, void *buf, size_t cap) {
   size_t n = 0;
   ERR_clear_error();
   int rc = SSL_read_ex(t->ssl, buf, cap, &n);
-  if (flush(t) != 0)
-    return LOOM_TLS_ERROR;
-  if (rc == 1)
-    return (long)n;
-  return outcome(t, rc);
+  int sent = flush(t);
+  r = rc == 1 ? 1 : outcome(t, rc);
+  if (r == LOOM_TLS_ERROR)
+    return r;
+  if (sent != 0)
+    return transport_closed(t);
+  return rc == 1 ? (long)n : r;
 }
 
 int loom_tls_write(loom_tls_t *t, const void *buf, size_t len) {
@@ -649,12 +659,11 @@ int loom_tls_close(loom_tls_t *t) {
     return 0;
   ERR_clear_error();
   int rc = SSL_shutdown(t->ssl);
-  if (flush(t) != 0)
+  int sent = flush(t);
+  /* rc 0: sent, the peer's has not come (nor need it). */
+  if (rc < 0 && outcome(t, rc) == LOOM_TLS_ERROR)
     return LOOM_TLS_ERROR;
-  if (rc >= 0)
-    return 0; /* 0: sent, the peer's has not come (nor need it) */
-  int r = outcome(t, rc);
-  return r == LOOM_TLS_ERROR ? r : 0;
+  return sent == 0 ? 0 : transport_closed(t);
 }
 
 const loom_tls_error_t *loom_tls_error(const loom_tls_t *t) {
