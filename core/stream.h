@@ -66,8 +66,6 @@ typedef struct loom_transport {
   void (*free)(loom_stream_t *s);
 } loom_transport_t;
 
-typedef struct loom_stream_write_req loom_stream_write_req_t;
-
 struct loom_stream {
   union {
     uv_handle_t handle;

@@ -32,6 +32,9 @@ require("loom.pipeline")(loom)
 setmetatable(loom, { __index = function(_, name)
   if name == "db" then return require "loom.db" end
   if name == "thread" then return require "loom.thread" end
+  if name == "tcp" then return require "loom.tcp" end
+  if name == "unix" then return require "loom.unix" end
+  if name == "dns" then return require "loom.dns" end
 end })
 
 return loom
