@@ -118,4 +118,9 @@
   X(tls, pem_text)                      \
   X(tls, client_cert)                   \
   X(tls, config_errors)                 \
-  X(tls, ctx_shared)
+  X(tls, ctx_shared)                    \
+  X(tls, stream_echo)                   \
+  X(tls, stream_wrong_host)             \
+  X(tls, stream_truncated)              \
+  X(tls, stream_close_notify_is_eof)    \
+  X(tls, stream_watch)
