@@ -2,17 +2,21 @@
  * constructors (core._connect, core._listen, core._dns_resolve) that
  * lua/loom/tcp.lua, unix.lua and dns.lua wrap. */
 #include "lm_io.h"
+#include "lm_tls.h"
 
 void lm_open_io(lua_State *L) {
   lm_open_stream(L);
   lm_open_connect(L);
   lm_open_listener(L);
   lm_open_dns(L);
+  lm_open_tls(L);
 }
 
 const luaL_Reg lm_io_funcs[] = {
   {"_connect", lm_io_connect},
   {"_listen", lm_io_listen},
   {"_dns_resolve", lm_io_dns_resolve},
+  {"_tls_context", lm_tls_context},
+  {"_starttls", lm_tls_start},
   {NULL, NULL}
 };

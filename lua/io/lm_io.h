@@ -13,6 +13,9 @@
  * took it as stdio). */
 void lm_stream_push(lua_State *L, lm_ctx *ctx, loom_stream_t *s);
 
+/* The open stream at index 1 (raises `closed` for a closed one). */
+loom_stream_t *lm_stream_check(lua_State *L);
+
 /* Raises a libuv error as loom's: kind `connection` for what a peer or the
  * network did (refused, reset, unreachable, timed out), `io` otherwise,
  * code the errno name ("ECONNRESET"), message libuv's text and what. */
