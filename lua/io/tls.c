@@ -1,6 +1,6 @@
 /* TLS in Lua: core._tls_context(opts, server, argn, fname) -> context,
  * servername; core._starttls(stream, context, host, timeout) -> stream,
- * once the handshake is over; s:alpn().
+ * once the handshake is over; s:alpn(), s:servername().
  *
  * A context holds a reference on core/tls.h's shared SSL_CTX, given back
  * by its collector: a server keeps one for all its connections, a client
@@ -183,9 +183,11 @@ static void on_progress(loom_stream_t *s) {
   }
 }
 
+/* Lets go of the stream: unwatched, it no longer says when it is freed. */
 static void unwatch(lhandshake *h) {
   if (h->s)
     loom_tls_transport_unwatch(h->s);
+  h->s = NULL;
 }
 
 static int hs_pending(lm_request *r) {
@@ -214,9 +216,9 @@ static const lm_request_ops handshake_ops = {hs_pending, hs_stop, hs_drained, NU
 static int handshake_k(lua_State *L, int status, lua_KContext kctx) {
   (void)status;
   lhandshake *h = LM_CONTAINER_OF((lm_request *)kctx, lhandshake, rq);
+  loom_stream_t *s = h->s;
   unwatch(h);
   lm_request_check(L, &h->rq);
-  loom_stream_t *s = h->s;
   if (s == NULL || s->closing)
     return lm_error(L, "closed", "the stream was closed during the TLS handshake");
   if (loom_tls_established(loom_tls_transport_engine(s)) && !s->read_error && !s->write_error) {
@@ -239,7 +241,6 @@ static int hs_gc(lua_State *L) {
   lhandshake *h = lua_touserdata(L, 1);
   h->waiting = 0;
   unwatch(h);
-  h->s = NULL;
   return 0;
 }
 
@@ -295,9 +296,27 @@ static int stream_alpn(lua_State *L) {
 
 static const luaL_Reg ctx_meta[] = {{"__gc", ctx_gc}, {NULL, NULL}};
 static const luaL_Reg hs_meta[] = {{"__gc", hs_gc}, {NULL, NULL}};
-static const luaL_Reg stream_methods[] = {{"alpn", stream_alpn}, {NULL, NULL}};
+/* s:servername() -> on a server, the name the client asked for (SNI), or
+ * nil. */
+static int stream_servername(lua_State *L) {
+  loom_stream_t *s = lm_stream_check(L);
+  const loom_tls_t *t = loom_tls_transport_engine(s);
+  const char *name = t ? loom_tls_servername(t) : NULL;
+  if (name)
+    lua_pushstring(L, name);
+  else
+    lua_pushnil(L);
+  return 1;
+}
 
-/* After lm_open_stream: s:alpn() joins the stream's methods. */
+static const luaL_Reg stream_methods[] = {
+  {"alpn", stream_alpn},
+  {"servername", stream_servername},
+  {NULL, NULL}
+};
+
+/* After lm_open_stream: s:alpn() and s:servername() join the stream's
+ * methods. */
 void lm_open_tls(lua_State *L) {
   lm_new_class(L, LM_TLS_CTX_MT, NULL, ctx_meta);
   lm_new_class(L, LM_TLS_HS_MT, NULL, hs_meta);
