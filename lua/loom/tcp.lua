@@ -14,7 +14,7 @@
 -- (verify: ask for a client certificate). The handshake is over when
 -- connect returns, or before the handler runs, within handshake_timeout
 -- seconds (default 10); a failed one raises kind `tls` with OpenSSL's
--- reason. s:alpn() is the protocol ALPN settled on, s:servername() (on a
+-- reason (a server's goes to on_error, and no handler runs). s:alpn() is the protocol ALPN settled on, s:servername() (on a
 -- server) the name the client asked for by SNI.
 --
 -- connect tries every address host resolves to, in the resolver's order,
@@ -103,11 +103,16 @@ function tcp.listen(host, port, handler, opts)
   if opts.tls then
     -- One context for every connection; each handshake in its handler's
     -- task, so a slow client holds up no other.
+    -- A failed handshake is the client's failure, not the handler's: it
+    -- goes to on_error when there is one, and is dropped otherwise (a
+    -- scanner or a client that distrusts us must not fill stderr).
     local tls = core._tls_context(opts.tls, true, 4, "loom.tcp.listen")
     local serve, timeout = handler, opts.handshake_timeout or DEFAULT_HANDSHAKE_TIMEOUT
     handler = function(stream)
-      core._starttls(stream, tls, nil, timeout)
-      return serve(stream)
+      local ok, err = pcall(core._starttls, stream, tls, nil, timeout)
+      if ok then return serve(stream) end
+      if loom.is_error(err, "cancelled") then error(err, 0) end
+      if opts.on_error then opts.on_error(err, nil) end
     end
   end
   local listener = core._listen("tcp", address_of(host, opts), port, opts.backlog)
