@@ -14,8 +14,9 @@
 -- (verify: ask for a client certificate). The handshake is over when
 -- connect returns, or before the handler runs, within handshake_timeout
 -- seconds (default 10); a failed one raises kind `tls` with OpenSSL's
--- reason (a server's goes to on_error, and no handler runs). s:alpn() is the protocol ALPN settled on, s:servername() (on a
--- server) the name the client asked for by SNI.
+-- reason (a server's goes to on_error, and no handler runs). s:alpn() is
+-- the protocol ALPN settled on, s:servername() (on a server) the name the
+-- client asked for by SNI.
 --
 -- connect tries every address host resolves to, in the resolver's order,
 -- each for at most connect_timeout seconds (default 10); timeout bounds
