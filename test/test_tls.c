@@ -3,7 +3,7 @@
  * test by test/tls_certs.sh (the openssl command) in a temporary directory. */
 #include <stdarg.h>
 #include <string.h>
-#include <unistd.h>
+#include "certs.h"
 #include "runner.h"
 #include "tls.h"
 
@@ -46,18 +46,8 @@ static void path(char *out, size_t len, const char *name) {
   snprintf(out, len, "%s/%s", dir, name);
 }
 
-static void certs_make(void) {
-  snprintf(dir, sizeof dir, "/tmp/loom-tls.XXXXXX");
-  ASSERT(mkdtemp(dir) != NULL);
-  char cmd[512];
-  snprintf(cmd, sizeof cmd, "bash %s/tls_certs.sh %s", LOOM_TEST_DIR, dir);
-  ASSERT_EQ(system(cmd), 0);
-}
-
 static void certs_remove(void) {
-  char cmd[128];
-  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-  ASSERT_EQ(system(cmd), 0);
+  loom_test_certs_remove(dir);
 }
 
 /* Paths under dir, kept for the test's length. */
@@ -65,7 +55,7 @@ static char ca_crt[128], other_ca_crt[128], server_crt[128], server_key[128], wr
     wrong_key[128], stranger_crt[128], stranger_key[128], client_crt[128], client_key[128];
 
 static void setup(void) {
-  certs_make();
+  loom_test_certs_make(dir, sizeof dir);
   path(ca_crt, sizeof ca_crt, "ca.crt");
   path(other_ca_crt, sizeof other_ca_crt, "other_ca.crt");
   path(server_crt, sizeof server_crt, "server.crt");

@@ -6,35 +6,19 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <unistd.h>
+#include "certs.h"
 #include "runner.h"
 #include "tls_transport.h"
 
 static char dir[64];
-
-static void certs_make(void) {
-  /* A write to a peer gone raises SIGPIPE, which a libuv program ignores
-   * (the write's EPIPE says it). */
-  signal(SIGPIPE, SIG_IGN);
-  snprintf(dir, sizeof dir, "/tmp/loom-tls.XXXXXX");
-  ASSERT(mkdtemp(dir) != NULL);
-  char cmd[512];
-  snprintf(cmd, sizeof cmd, "bash %s/tls_certs.sh %s", LOOM_TEST_DIR, dir);
-  ASSERT_EQ(system(cmd), 0);
-}
-
-static void certs_remove(void) {
-  char cmd[128];
-  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-  ASSERT_EQ(system(cmd), 0);
-}
 
 typedef struct {
   loom_stream_t *s;
   char *got; /* what was read */
   size_t n, cap;
   int echo;   /* write back what comes */
-  int closed; /* on_closed ran */
+  int closing; /* side_close ran */
+  int closed;  /* on_closed ran */
 } side_t;
 
 static void take(side_t *x) {
@@ -95,8 +79,11 @@ static void side_open(loom_loop_t *loop, side_t *x, int fd, const char *cert, co
   ASSERT_EQ(loom_stream_want(x->s, 0), 0);
 }
 
+/* Once: the stream is freed after its close. */
 static void side_close(side_t *x) {
-  loom_stream_close(x->s, on_closed);
+  if (!x->closing)
+    loom_stream_close(x->s, on_closed);
+  x->closing = 1;
 }
 
 /* Runs the loop until done(arg) (bounded). */
@@ -127,8 +114,15 @@ static int has_all(void *arg) {
   return x->n >= want_n || x->s->read_error;
 }
 
-static void pair(loom_loop_t *loop, side_t *client, side_t *server, const char *cert,
-                 const char *key) {
+/* Certificates, a loop, and a client and a server (cert and key) over a
+ * socketpair, the client checking for localhost. */
+static void start(loom_loop_t *loop, side_t *client, side_t *server, const char *cert,
+                  const char *key) {
+  /* A write to a peer gone raises SIGPIPE, which a libuv program ignores
+   * (the write's EPIPE says it). */
+  signal(SIGPIPE, SIG_IGN);
+  loom_test_certs_make(dir, sizeof dir);
+  loom_test_loop_init(loop);
   int fds[2];
   ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, fds), 0);
   side_open(loop, server, fds[1], cert, key, NULL);
@@ -143,15 +137,13 @@ static void finish(loom_loop_t *loop, side_t *client, side_t *server) {
   free(client->got);
   free(server->got);
   loom_test_loop_close(loop);
-  certs_remove();
+  loom_test_certs_remove(dir);
 }
 
 TEST_IMPL(tls_stream_echo) {
-  certs_make();
   loom_loop_t loop;
-  loom_test_loop_init(&loop);
   side_t c, s;
-  pair(&loop, &c, &s, "server.crt", "server.key");
+  start(&loop, &c, &s, "server.crt", "server.key");
   s.echo = 1;
   /* Written before the handshake completed: kept and sent in order. */
   size_t big = 2 * 1024 * 1024 + 3;
@@ -178,11 +170,9 @@ TEST_IMPL(tls_stream_echo) {
 }
 
 TEST_IMPL(tls_stream_wrong_host) {
-  certs_make();
   loom_loop_t loop;
-  loom_test_loop_init(&loop);
   side_t c, s;
-  pair(&loop, &c, &s, "wrong.crt", "wrong.key");
+  start(&loop, &c, &s, "wrong.crt", "wrong.key");
   run_until(&loop, is_established, &c);
   ASSERT_EQ(c.s->read_error, LOOM_TLS_STREAM_ERROR);
   const loom_tls_error_t *e = loom_tls_stream_error(c.s);
@@ -196,11 +186,9 @@ TEST_IMPL(tls_stream_wrong_host) {
 }
 
 TEST_IMPL(tls_stream_truncated) {
-  certs_make();
   loom_loop_t loop;
-  loom_test_loop_init(&loop);
   side_t c, s;
-  pair(&loop, &c, &s, "server.crt", "server.key");
+  start(&loop, &c, &s, "server.crt", "server.key");
   run_until(&loop, is_established, &c);
   run_until(&loop, is_established, &s);
   ASSERT_EQ(loom_stream_write(s.s, "partial", 7), 0);
@@ -211,21 +199,13 @@ TEST_IMPL(tls_stream_truncated) {
   ASSERT(!c.s->eof);
   ASSERT_EQ(c.s->read_error, LOOM_TLS_STREAM_ERROR);
   ASSERT_EQ(loom_tls_stream_error(c.s)->code, LOOM_TLS_ETRUNCATED);
-  side_close(&c);
-  run_until(&loop, is_closed, &c);
-  run_until(&loop, is_closed, &s);
-  free(c.got);
-  free(s.got);
-  loom_test_loop_close(&loop);
-  certs_remove();
+  finish(&loop, &c, &s);
 }
 
 TEST_IMPL(tls_stream_close_notify_is_eof) {
-  certs_make();
   loom_loop_t loop;
-  loom_test_loop_init(&loop);
   side_t c, s;
-  pair(&loop, &c, &s, "server.crt", "server.key");
+  start(&loop, &c, &s, "server.crt", "server.key");
   run_until(&loop, is_established, &s);
   ASSERT_EQ(loom_stream_write(s.s, "bye", 3), 0);
   /* close_notify with the socket still open for reading: EOF already. */
@@ -247,11 +227,9 @@ static void watch_cb(loom_stream_t *s) {
 /* The owner's on_read still runs behind the watch, and the watch hears the
  * stream's end when it is freed mid-handshake. */
 TEST_IMPL(tls_stream_watch) {
-  certs_make();
   loom_loop_t loop;
-  loom_test_loop_init(&loop);
   side_t c, s;
-  pair(&loop, &c, &s, "server.crt", "server.key");
+  start(&loop, &c, &s, "server.crt", "server.key");
   s.echo = 1;
   loom_tls_transport_watch(c.s, watch_cb, &watched);
   ASSERT_EQ(loom_stream_write(c.s, "ping", 4), 0);
@@ -268,9 +246,7 @@ TEST_IMPL(tls_stream_watch) {
   ASSERT_EQ(watched, before);
   finish(&loop, &c, &s);
   /* Freed while watched. */
-  certs_make();
-  loom_test_loop_init(&loop);
-  pair(&loop, &c, &s, "server.crt", "server.key");
+  start(&loop, &c, &s, "server.crt", "server.key");
   watched = watched_closing = 0;
   loom_tls_transport_watch(c.s, watch_cb, &watched);
   finish(&loop, &c, &s);
