@@ -119,6 +119,7 @@
   X(tls, client_cert)                   \
   X(tls, config_errors)                 \
   X(tls, ctx_shared)                    \
+  X(tls, ctx_threads)                   \
   X(tls, stream_echo)                   \
   X(tls, stream_wrong_host)             \
   X(tls, stream_truncated)              \

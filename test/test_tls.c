@@ -1,7 +1,7 @@
 /* core/tls: a client engine and a server engine pumping ciphertext into
  * each other in memory, no socket and no loop. Certificates are made per
  * test by test/tls_certs.sh (the openssl command) in a temporary directory. */
-#include <stdarg.h>
+#include <pthread.h>
 #include <string.h>
 #include "certs.h"
 #include "runner.h"
@@ -531,6 +531,46 @@ TEST_IMPL(tls_ctx_shared) {
     loom_tls_ctx_t *z = loom_tls_ctx_get(&c, &err);
     ASSERT(z != NULL);
     loom_tls_ctx_release(z);
+  }
+  certs_remove();
+}
+
+typedef struct {
+  const loom_tls_config_t *cfg;
+  int ok;
+} thread_arg_t;
+
+static void *handshakes(void *p) {
+  thread_arg_t *a = p;
+  loom_tls_config_t sc = server_cfg(server_crt, server_key);
+  for (int i = 0; i < 20; i++) {
+    end_t c, s;
+    pair(&c, &s, a->cfg, "localhost", &sc);
+    a->ok += !c.error && !s.error && c.done == 1 && s.done == 1;
+    end_close(&c);
+    end_close(&s);
+  }
+  return NULL;
+}
+
+/* Threads (loom.thread's workers) share the cache: the same contexts,
+ * taken and given back at once, handshakes on each. */
+TEST_IMPL(tls_ctx_threads) {
+  setup();
+  const char *offer[] = {"h2"};
+  loom_tls_config_t a = client_cfg(), b = client_cfg();
+  b.alpn = offer;
+  b.nalpn = 1;
+  pthread_t th[4];
+  thread_arg_t args[4];
+  for (int i = 0; i < 4; i++) {
+    args[i].cfg = i % 2 ? &a : &b;
+    args[i].ok = 0;
+    ASSERT_EQ(pthread_create(&th[i], NULL, handshakes, &args[i]), 0);
+  }
+  for (int i = 0; i < 4; i++) {
+    ASSERT_EQ(pthread_join(th[i], NULL), 0);
+    ASSERT_EQ(args[i].ok, 20);
   }
   certs_remove();
 }
