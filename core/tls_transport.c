@@ -127,13 +127,25 @@ int loom_tls_transport_attach(loom_stream_t *s, loom_tls_ctx_t *ctx, const char 
     free(x);
     return -1;
   }
+  /* Bytes the stream read before TLS came (a client's hello, arrived while
+   * the server set its options) are the engine's first. */
+  size_t n = loom_stream_buffered(s);
+  if (n > 0) {
+    if (loom_tls_feed(x->tls, loom_stream_peek(s), n) != 0) {
+      *err = *loom_tls_error(x->tls);
+      loom_tls_free(x->tls);
+      free(x);
+      return -1;
+    }
+    loom_stream_consume(s, n);
+  }
   loom_stream_set_transport(s, &tls_transport, x);
   return 0;
 }
 
 int loom_tls_transport_start(loom_stream_t *s) {
   tls_transport_t *x = s->transport_data;
-  return loom_tls_handshake(x->tls) == LOOM_TLS_ERROR ? failure(x) : 0;
+  return drain(s, x);
 }
 
 loom_tls_t *loom_tls_transport_engine(const loom_stream_t *s) {

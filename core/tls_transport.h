@@ -15,13 +15,14 @@
 
 #define LOOM_TLS_STREAM_ERROR UV_EPROTO
 
-/* Puts TLS on ctx under s (before any byte flows); host as for
- * loom_tls_new. 0, or -1 with err set. */
+/* Puts TLS on ctx under s; host as for loom_tls_new. Bytes s buffered
+ * already (read before the transport came) go to the engine first. 0, or
+ * -1 with err set. */
 int loom_tls_transport_attach(loom_stream_t *s, loom_tls_ctx_t *ctx, const char *host,
                               loom_tls_error_t *err);
 
 /* Starts the handshake once s is connected (a client sends its hello; a
- * server has nothing to say first, and may skip it). 0 or an error. */
+ * server answers a hello that came already). 0 or an error. */
 int loom_tls_transport_start(loom_stream_t *s);
 
 /* Watching the handshake: until loom_tls_transport_unwatch, cb runs each

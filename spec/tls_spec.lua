@@ -67,6 +67,23 @@ describe("TLS", function()
     end)
   end)
 
+  it("handshakes on a server whose options start reading before TLS is on", function()
+    within(20, function()
+      -- high_water starts the stream reading in the accept loop: the
+      -- client's hello may be buffered before the handler's task puts TLS on.
+      local srv = loom.tcp.listen("127.0.0.1", 0, function(s)
+        for line in s:lines("L") do s:write(line) end
+      end, { tls = server_tls("server"), high_water = 4096, handshake_timeout = 5 })
+      for i = 1, 5 do
+        local c = connect("localhost", srv.port, client_tls())
+        c:write("early ", i, "\n")
+        assert.equal("early " .. i, c:read("l", { timeout = 5 }))
+        c:close()
+      end
+      srv:close(5)
+    end)
+  end)
+
   it("verifies against the system's CAs with tls = true", function()
     within(20, function()
       local srv = echo_server(server_tls("server"))

@@ -124,4 +124,5 @@
   X(tls, stream_wrong_host)             \
   X(tls, stream_truncated)              \
   X(tls, stream_close_notify_is_eof)    \
-  X(tls, stream_watch)
+  X(tls, stream_watch)                  \
+  X(tls, stream_hello_before_attach)

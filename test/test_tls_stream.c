@@ -46,8 +46,8 @@ static void on_closed(loom_stream_t *s) {
   x->closed = 1;
 }
 
-static void side_open(loom_loop_t *loop, side_t *x, int fd, const char *cert, const char *key,
-                      const char *host) {
+/* A stream over fd, reading, its reads going to x. */
+static void side_stream(loom_loop_t *loop, side_t *x, int fd) {
   memset(x, 0, sizeof *x);
   int err = 0;
   x->s = loom_stream_new(loop, LOOM_STREAM_PIPE, &err);
@@ -55,6 +55,12 @@ static void side_open(loom_loop_t *loop, side_t *x, int fd, const char *cert, co
   ASSERT_EQ(uv_pipe_open(&x->s->h.pipe, fd), 0);
   x->s->data = x;
   x->s->on_read = on_read;
+  ASSERT_EQ(loom_stream_want(x->s, 0), 0);
+}
+
+/* TLS under x: a server with cert and key, else a client trusting the
+ * test CA and checking host. */
+static void side_tls(side_t *x, const char *cert, const char *key, const char *host) {
   char ca[128], c[128], k[128];
   snprintf(ca, sizeof ca, "%s/ca.crt", dir);
   loom_tls_config_t cfg;
@@ -76,7 +82,6 @@ static void side_open(loom_loop_t *loop, side_t *x, int fd, const char *cert, co
   loom_tls_ctx_release(ctx);
   ASSERT(loom_tls_transport_engine(x->s) != NULL);
   ASSERT_EQ(loom_tls_transport_start(x->s), 0);
-  ASSERT_EQ(loom_stream_want(x->s, 0), 0);
 }
 
 /* Once: the stream is freed after its close. */
@@ -125,8 +130,10 @@ static void start(loom_loop_t *loop, side_t *client, side_t *server, const char 
   loom_test_loop_init(loop);
   int fds[2];
   ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, fds), 0);
-  side_open(loop, server, fds[1], cert, key, NULL);
-  side_open(loop, client, fds[0], NULL, NULL, "localhost");
+  side_stream(loop, server, fds[1]);
+  side_tls(server, cert, key, NULL);
+  side_stream(loop, client, fds[0]);
+  side_tls(client, NULL, NULL, "localhost");
 }
 
 static void finish(loom_loop_t *loop, side_t *client, side_t *server) {
@@ -251,4 +258,35 @@ TEST_IMPL(tls_stream_watch) {
   loom_tls_transport_watch(c.s, watch_cb, &watched);
   finish(&loop, &c, &s);
   ASSERT_EQ(watched_closing, 1);
+}
+
+static int has_bytes(void *arg) {
+  const loom_stream_t *s = arg;
+  return loom_stream_buffered(s) > 0;
+}
+
+/* The client's hello arrives before the server put TLS on (it was busy
+ * setting options): the bytes its stream read are the engine's first. */
+TEST_IMPL(tls_stream_hello_before_attach) {
+  signal(SIGPIPE, SIG_IGN);
+  loom_test_certs_make(dir, sizeof dir);
+  loom_loop_t loop;
+  loom_test_loop_init(&loop);
+  int fds[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, fds), 0);
+  side_t c, s;
+  side_stream(&loop, &s, fds[1]);
+  s.s->on_read = NULL; /* nobody takes the bytes yet */
+  side_stream(&loop, &c, fds[0]);
+  side_tls(&c, NULL, NULL, "localhost");
+  run_until(&loop, has_bytes, s.s);
+  s.s->on_read = on_read;
+  s.echo = 1;
+  side_tls(&s, "server.crt", "server.key", NULL);
+  ASSERT_EQ(loom_stream_buffered(s.s), 0);
+  ASSERT_EQ(loom_stream_write(c.s, "hi", 2), 0);
+  want_n = 2;
+  run_until(&loop, has_all, &c);
+  ASSERT(!c.s->read_error && c.n == 2 && memcmp(c.got, "hi", 2) == 0);
+  finish(&loop, &c, &s);
 }
