@@ -99,7 +99,8 @@ describe("TLS", function()
       local srv = echo_server(server_tls("wrong"))
       local err = expect_error("tls", connect, "localhost", srv.port, client_tls())
       assert.equal("verify", err.code)
-      assert.matches("certificate verify failed: hostname mismatch", err.message, 1, true)
+      assert.matches("TLS handshake with localhost port " .. srv.port ..
+        ": certificate verify failed: hostname mismatch", err.message, 1, true)
       -- An address the certificate does not list either.
       local srv2 = echo_server(server_tls("server"))
       err = expect_error("tls", connect, "127.0.0.1", srv2.port, client_tls({ servername = "127.0.0.2" }))

@@ -212,11 +212,12 @@ static void hs_drained(lua_State *L, lm_request *r) {
 
 static const lm_request_ops handshake_ops = {hs_pending, hs_stop, hs_drained, NULL, 0};
 
-/* Stack: stream, context, host, timeout, the lhandshake. */
+/* Stack: stream, context, host, timeout, what, the lhandshake. */
 static int handshake_k(lua_State *L, int status, lua_KContext kctx) {
   (void)status;
   lhandshake *h = LM_CONTAINER_OF((lm_request *)kctx, lhandshake, rq);
   loom_stream_t *s = h->s;
+  const char *what = lua_tostring(L, 5);
   unwatch(h);
   lm_request_check(L, &h->rq);
   if (s == NULL || s->closing)
@@ -226,10 +227,10 @@ static int handshake_k(lua_State *L, int status, lua_KContext kctx) {
     return 1;
   }
   if (s->read_error)
-    return lm_stream_error(L, s, s->read_error, "TLS handshake");
+    return lm_stream_error(L, s, s->read_error, what);
   if (s->write_error)
-    return lm_stream_error(L, s, s->write_error, "TLS handshake");
-  lm_push_error(L, "tls", "TLS handshake: the peer closed the connection");
+    return lm_stream_error(L, s, s->write_error, what);
+  lm_push_error(L, "tls", "%s: the peer closed the connection", what);
   lua_pushliteral(L, "handshake");
   lua_setfield(L, -2, "code");
   return lua_error(L);
@@ -244,22 +245,28 @@ static int hs_gc(lua_State *L) {
   return 0;
 }
 
-/* core._starttls(stream, context, host, timeout) -> stream: TLS on the
- * connected stream, host what the server's certificate must name (nil on
- * a server), and the handshake waited for (timeout seconds, nil: only
- * loom.timeout's bound). */
+/* core._starttls(stream, context, host, timeout[, what]) -> stream: TLS
+ * on the connected stream, host what the server's certificate must name
+ * (nil on a server), and the handshake waited for (timeout seconds, nil:
+ * only loom.timeout's bound). what starts its errors' messages ("TLS
+ * handshake with example.com port 443"; default "TLS handshake"). */
 int lm_tls_start(lua_State *L) {
   lm_ctx *ctx = lua_touserdata(L, lua_upvalueindex(1));
   loom_stream_t *s = lm_stream_check(L);
   ltls_ctx *u = luaL_checkudata(L, 2, LM_TLS_CTX_MT);
   const char *host = luaL_optstring(L, 3, NULL);
   double timeout = lm_optseconds(L, 4);
-  lua_settop(L, 4);
+  luaL_optstring(L, 5, NULL);
+  lua_settop(L, 5);
+  if (lua_isnil(L, 5)) {
+    lua_pushliteral(L, "TLS handshake");
+    lua_replace(L, 5);
+  }
   if (s->transport)
     return lm_error(L, "usage", "the stream is under TLS already");
   loom_tls_error_t err;
   if (loom_tls_transport_attach(s, u->ctx, host, &err) != 0) {
-    push_tls_error(L, &err, "TLS");
+    push_tls_error(L, &err, lua_tostring(L, 5));
     return lua_error(L);
   }
   lhandshake *h = lua_newuserdatauv(L, sizeof *h, 0);
@@ -273,7 +280,7 @@ int lm_tls_start(lua_State *L) {
   (void)loom_tls_transport_start(s);
   int rc = loom_stream_want(s, 0);
   if (rc)
-    return lm_io_error(L, rc, "TLS handshake");
+    return lm_io_error(L, rc, lua_tostring(L, 5));
   lm_request_prepare(L, &h->rq, &handshake_ops, 0);
   lm_wait_arm(h->rq.wait, timeout);
   loom_tls_transport_watch(s, on_progress, h);

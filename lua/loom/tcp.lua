@@ -81,7 +81,8 @@ function tcp.connect(host, port, opts)
   local s = core._connect("tcp", host, port, opts.connect_timeout or DEFAULT_CONNECT_TIMEOUT, opts.timeout)
   local ok, err = pcall(prepare(opts), s)
   if ok and tls then
-    ok, err = pcall(core._starttls, s, tls, servername, opts.handshake_timeout or DEFAULT_HANDSHAKE_TIMEOUT)
+    ok, err = pcall(core._starttls, s, tls, servername, opts.handshake_timeout or DEFAULT_HANDSHAKE_TIMEOUT,
+      ("TLS handshake with %s port %d"):format(servername, port))
   end
   if not ok then
     s:close()
