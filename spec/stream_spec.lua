@@ -177,11 +177,11 @@ describe("a stream", function()
         local c, s = pair()
         local hw = 64 * 1024
         c:sethighwater(hw)
-        local chunk = ("w"):rep(256 * 1024)
-        local total = 32 * #chunk -- 8 MiB: far beyond what the kernel buffers
+        local chunk = ("w"):rep(1024 * 1024)
+        local total = 64 * #chunk -- 64 MiB: far beyond what the kernel buffers
         local written = 0
         local writer = loom.spawn(function()
-          for _ = 1, 32 do
+          for _ = 1, 64 do
             c:write(chunk)
             written = written + #chunk
           end
@@ -214,7 +214,7 @@ describe("a stream", function()
       within(20, function()
         local c, s = pair()
         c:sethighwater(16 * 1024)
-        local big = ("t"):rep(8 * 1024 * 1024)
+        local big = ("t"):rep(64 * 1024 * 1024) -- more than the kernel buffers
         expect_error("timeout", c.write, c, big, { timeout = 0.2 })
         assert.is_true(c:stats().queued > 0)
         -- Closing flushes what is queued, for at most the write timeout.

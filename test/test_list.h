@@ -105,6 +105,11 @@
   X(lane, submit_from_done)             \
   X(lane, stop_idle)                    \
   X(lane, many)                         \
+  X(stream, transport)                  \
+  X(stream, high_water)                 \
+  X(stream, close_frees)                \
+  X(connect, every_host)                \
+  X(connect, refused)                   \
   X(tls, handshake)                     \
   X(tls, data_both_ways)                \
   X(tls, alpn)                          \

@@ -57,16 +57,18 @@ static lstream *check_open(lua_State *L) {
   return ls;
 }
 
-loom_stream_t *lm_stream_check(lua_State *L) {
-  return check_open(L)->s;
-}
-
-static void anchor(lua_State *L, int slot) {
+/* Only a coroutine outside any task needs it: a task is pinned until it
+ * ends. */
+static void anchor(lua_State *L, lstream *ls, int slot) {
+  if (ls->ctx->current)
+    return;
   lua_pushthread(L);
   lua_setiuservalue(L, 1, slot);
 }
 
-static void unanchor(lua_State *L, int slot) {
+static void unanchor(lua_State *L, lstream *ls, int slot) {
+  if (ls->ctx->current)
+    return;
   lua_pushnil(L);
   lua_setiuservalue(L, 1, slot);
 }
@@ -170,6 +172,13 @@ void lm_stream_push(lua_State *L, lm_ctx *ctx, loom_stream_t *s) {
   luaL_setmetatable(L, LM_STREAM_MT);
 }
 
+loom_stream_t *lm_stream_check(lua_State *L, int idx) {
+  lstream *ls = lm_checkudata(L, idx, LM_STREAM_MT, "loom.stream");
+  if (ls->closed || ls->s == NULL)
+    lm_error(L, "closed", "the stream is closed");
+  return ls->s;
+}
+
 /* A wait inside a task needs a place to yield; checked before a call
  * marks itself the stream's reader or writer. */
 static void check_can_wait(lua_State *L, lstream *ls) {
@@ -192,7 +201,7 @@ static void rd_stop(lm_request *r) {
 static void rd_drained(lua_State *L, lm_request *r) {
   lstream *ls = LM_CONTAINER_OF(r, lstream, rd);
   ls->reading = 0;
-  unanchor(L, ANCHOR_READER);
+  unanchor(L, ls, ANCHOR_READER);
   if (r->interrupted == LOOM_ETIMEDOUT)
     timed_out(L, ls->call_rtimeout, "read");
 }
@@ -303,7 +312,7 @@ static int read_step(lua_State *L, lstream *ls) {
   lm_wait_arm(ls->rd.wait, ls->call_rtimeout);
   ls->rd_waiting = 1;
   ls->reading = 1;
-  anchor(L, ANCHOR_READER);
+  anchor(L, ls, ANCHOR_READER);
   return lm_request_wait(L, &ls->rd, read_k);
 }
 
@@ -311,8 +320,11 @@ static int read_k(lua_State *L, int status, lua_KContext kctx) {
   (void)status;
   lstream *ls = LM_CONTAINER_OF((lm_request *)kctx, lstream, rd);
   ls->reading = 0;
-  unanchor(L, ANCHOR_READER);
+  unanchor(L, ls, ANCHOR_READER);
   lm_request_check(L, &ls->rd);
+  /* Outside a task each wait left its userdata on the stack: a read that
+   * waits many times must not pile them up. */
+  lua_settop(L, 1 + ls->nfmt);
   return read_step(L, ls);
 }
 
@@ -397,7 +409,7 @@ static void wr_drained(lua_State *L, lm_request *r) {
   lstream *ls = LM_CONTAINER_OF(r, lstream, wr);
   ls->writing = 0;
   ls->shutting = 0;
-  unanchor(L, ANCHOR_WRITER);
+  unanchor(L, ls, ANCHOR_WRITER);
   if (r->interrupted == LOOM_ETIMEDOUT)
     timed_out(L, ls->call_wtimeout, "write");
 }
@@ -412,7 +424,7 @@ static int write_wait(lua_State *L, lstream *ls, lua_KFunction k) {
   lm_request_prepare(L, &ls->wr, &write_ops, 0);
   lm_wait_arm(ls->wr.wait, ls->call_wtimeout);
   ls->wr_waiting = 1;
-  anchor(L, ANCHOR_WRITER);
+  anchor(L, ls, ANCHOR_WRITER);
   return lm_request_wait(L, &ls->wr, k);
 }
 
@@ -458,8 +470,9 @@ static int write_step(lua_State *L, lstream *ls) {
 static int write_k(lua_State *L, int status, lua_KContext kctx) {
   (void)status;
   lstream *ls = LM_CONTAINER_OF((lm_request *)kctx, lstream, wr);
-  unanchor(L, ANCHOR_WRITER);
+  unanchor(L, ls, ANCHOR_WRITER);
   lm_request_check(L, &ls->wr);
+  lua_settop(L, ls->wr_last); /* as in read_k */
   return write_step(L, ls);
 }
 
@@ -497,7 +510,7 @@ static int shutdown_k(lua_State *L, int status, lua_KContext kctx) {
   lstream *ls = LM_CONTAINER_OF((lm_request *)kctx, lstream, wr);
   ls->writing = 0;
   ls->shutting = 0;
-  unanchor(L, ANCHOR_WRITER);
+  unanchor(L, ls, ANCHOR_WRITER);
   lm_request_check(L, &ls->wr);
   if (ls->s == NULL || ls->closed)
     return lm_error(L, "closed", "the stream is closed");
@@ -546,7 +559,7 @@ static void close_handle(lstream *ls, loom_stream_cb cb) {
 
 static void cl_drained(lua_State *L, lm_request *r) {
   lstream *ls = LM_CONTAINER_OF(r, lstream, cl);
-  unanchor(L, ANCHOR_CLOSER);
+  unanchor(L, ls, ANCHOR_CLOSER);
   if (ls->flushing) {
     ls->flushing = 0;
     if (ls->s)
@@ -559,8 +572,8 @@ static void cl_drained(lua_State *L, lm_request *r) {
 static const lm_request_ops close_ops = {cl_pending, cl_stop, cl_drained, NULL, 0};
 
 static int closed_k(lua_State *L, int status, lua_KContext kctx) {
-  (void)status; (void)kctx;
-  unanchor(L, ANCHOR_CLOSER);
+  (void)status;
+  unanchor(L, LM_CONTAINER_OF((lm_request *)kctx, lstream, cl), ANCHOR_CLOSER);
   return 0;
 }
 
@@ -574,7 +587,7 @@ static int close_now(lua_State *L, lstream *ls) {
   close_handle(ls, on_closed);
   lm_request_prepare(L, &ls->cl, &close_ops, 1);
   ls->cl_waiting = 1;
-  anchor(L, ANCHOR_CLOSER);
+  anchor(L, ls, ANCHOR_CLOSER);
   return lm_request_wait(L, &ls->cl, closed_k);
 }
 
@@ -582,8 +595,9 @@ static int flushed_k(lua_State *L, int status, lua_KContext kctx) {
   (void)status;
   lstream *ls = LM_CONTAINER_OF((lm_request *)kctx, lstream, cl);
   ls->flushing = 0;
-  unanchor(L, ANCHOR_CLOSER);
+  unanchor(L, ls, ANCHOR_CLOSER);
   lm_request_check(L, &ls->cl);
+  lua_settop(L, 1);
   return close_now(L, ls);
 }
 
@@ -619,7 +633,7 @@ static int stream_close(lua_State *L) {
   lm_wait_arm(ls->cl.wait, ls->call_wtimeout);
   ls->flushing = 1;
   ls->cl_waiting = 1;
-  anchor(L, ANCHOR_CLOSER);
+  anchor(L, ls, ANCHOR_CLOSER);
   return lm_request_wait(L, &ls->cl, flushed_k);
 }
 

@@ -252,7 +252,7 @@ static int hs_gc(lua_State *L) {
  * handshake with example.com port 443"; default "TLS handshake"). */
 int lm_tls_start(lua_State *L) {
   lm_ctx *ctx = lua_touserdata(L, lua_upvalueindex(1));
-  loom_stream_t *s = lm_stream_check(L);
+  loom_stream_t *s = lm_stream_check(L, 1);
   ltls_ctx *u = luaL_checkudata(L, 2, LM_TLS_CTX_MT);
   const char *host = luaL_optstring(L, 3, NULL);
   double timeout = lm_optseconds(L, 4);
@@ -290,7 +290,7 @@ int lm_tls_start(lua_State *L) {
 
 /* s:alpn() -> the protocol ALPN settled on, or nil. */
 static int stream_alpn(lua_State *L) {
-  loom_stream_t *s = lm_stream_check(L);
+  loom_stream_t *s = lm_stream_check(L, 1);
   const loom_tls_t *t = loom_tls_transport_engine(s);
   size_t n = 0;
   const char *p = t ? loom_tls_alpn(t, &n) : NULL;
@@ -306,7 +306,7 @@ static const luaL_Reg hs_meta[] = {{"__gc", hs_gc}, {NULL, NULL}};
 /* s:servername() -> on a server, the name the client asked for (SNI), or
  * nil. */
 static int stream_servername(lua_State *L) {
-  loom_stream_t *s = lm_stream_check(L);
+  loom_stream_t *s = lm_stream_check(L, 1);
   const loom_tls_t *t = loom_tls_transport_engine(s);
   const char *name = t ? loom_tls_servername(t) : NULL;
   if (name)
