@@ -23,6 +23,7 @@ dependencies = {
 -- or OFF (left out) instead, so none of them is demanded here.
 external_dependencies = {
    LIBUV = { header = "uv.h" },
+   OPENSSL = { header = "openssl/ssl.h" },
 }
 build = {
    type = "cmake",

@@ -11,6 +11,7 @@ set -euo pipefail
 build=(
   gcc make cmake pkg-config           # the build (cmake's default generator runs make)
   lua5.4 liblua5.4-dev libuv1-dev     # loom itself
+  libssl-dev                          # TLS (core/tls.c)
   libpq-dev                           # the PostgreSQL driver (LOOM_WITH_POSTGRES)
   libsqlite3-dev                      # the SQLite driver (LOOM_WITH_SQLITE)
   libmariadb-dev                      # the MySQL/MariaDB driver (LOOM_WITH_MYSQL)
@@ -22,6 +23,7 @@ test=(
   lua-busted luarocks                 # specs and the rockspec install check
   lua-check cppcheck                  # scripts/lint.sh
   lua-luv                             # a host owning the loop, in the embedding spec
+  openssl                             # throwaway certificates for the TLS tests (test/tls_certs.sh)
   "${pg[@]}" postgresql-contrib       # contrib has pgbench
   "${mysql[@]}"                       # mariadb-client has mariadb-slap
 )
@@ -38,7 +40,7 @@ for group in "$@"; do
   esac
 done
 if [ "${LOOM_DEPS_BENCH:-}" = 1 ]; then
-  packages+=("${test[@]}" lua-cqueues lua-sql-postgres lua-sql-mysql lua-sql-sqlite3 python3-asyncpg socat)
+  packages+=("${test[@]}" lua-cqueues lua-luaossl lua-sql-postgres lua-sql-mysql lua-sql-sqlite3 python3-asyncpg socat)
 fi
 
 missing=()

@@ -186,7 +186,7 @@ fi
 if [ "${LOOM_SKIP_TSAN:-}" != 1 ]; then
   # SQLite's worker threads, loom.thread's pools and channels, and the
   # loop hand work back and forth: their C tests and specs run under
-  # ThreadSanitizer too. test/tsan.supp says what it suppresses and why
+  # ThreadSanitizer too, with the TLS tests (threads share its contexts). test/tsan.supp says what it suppresses and why
   # (libuv's raw close syscall, google/sanitizers#1376). The specs that
   # start processes are left out: a shell does not run with libtsan
   # preloaded.
@@ -196,12 +196,12 @@ if [ "${LOOM_SKIP_TSAN:-}" != 1 ]; then
        -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=thread"; then
     export TSAN_OPTIONS="halt_on_error=0 report_signal_unsafe=0 suppressions=$root/test/tsan.supp"
     log="$logs/ctest-tsan.log"
-    ctest --test-dir build-tsan -R 'workers|xchan' --output-on-failure -j2 >"$log" 2>&1
+    ctest --test-dir build-tsan -R 'workers|xchan|tls' --output-on-failure -j2 >"$log" 2>&1
     if grep -qE '100% tests passed' "$log" && ! grep -q "WARNING: ThreadSanitizer" "$log"; then
       passed=$((passed + 1))
     else
       tail -n 40 "$log"
-      fail_stage "the worker and channel C tests under ThreadSanitizer"
+      fail_stage "the worker, channel and TLS C tests under ThreadSanitizer"
     fi
     gcc -shared -fPIC -o build-tsan/keep_modules.so scripts/keep_modules.c
     # The SQLite cases of the conformance spec (--filter) beside the thread

@@ -88,6 +88,7 @@ describe("examples of sockets and streams", function()
   local expected = {
     ["echo.lua"] = "every client got its lines echoed back",
     ["chat.lua"] = "chat over: every member heard the other two",
+    ["tls_echo.lua"] = "every line came back encrypted",
   }
   for script, line in pairs(expected) do
     it("io/" .. script .. " runs and prints what it promises", function() check("examples/io", script, line) end)

@@ -110,4 +110,25 @@
   X(stream, high_water)                 \
   X(stream, close_frees)                \
   X(connect, every_host)                \
-  X(connect, refused)
+  X(connect, refused)                   \
+  X(tls, handshake)                     \
+  X(tls, data_both_ways)                \
+  X(tls, alpn)                          \
+  X(tls, sni)                           \
+  X(tls, wrong_host)                    \
+  X(tls, untrusted_ca)                  \
+  X(tls, verify_off)                    \
+  X(tls, truncated)                     \
+  X(tls, close_notify)                  \
+  X(tls, early_writes)                  \
+  X(tls, pem_text)                      \
+  X(tls, client_cert)                   \
+  X(tls, config_errors)                 \
+  X(tls, ctx_shared)                    \
+  X(tls, ctx_threads)                   \
+  X(tls, stream_echo)                   \
+  X(tls, stream_wrong_host)             \
+  X(tls, stream_truncated)              \
+  X(tls, stream_close_notify_is_eof)    \
+  X(tls, stream_watch)                  \
+  X(tls, stream_hello_before_attach)

@@ -24,6 +24,7 @@
  * work for the loop (loom_stream_keep_alive). */
 #include <string.h>
 #include "lm_io.h"
+#include "lm_tls.h"
 
 #define ANCHOR_READER 1
 #define ANCHOR_WRITER 2
@@ -280,7 +281,7 @@ static int read_step(lua_State *L, lstream *ls) {
     return n;
   loom_stream_t *s = ls->s;
   if (s->read_error)
-    return lm_io_error(L, s->read_error, "read");
+    return lm_stream_error(L, s, s->read_error, "read");
   if (ls->call_rtimeout == 0)
     return timed_out(L, 0, "read");
   check_can_wait(L, ls);
@@ -418,7 +419,7 @@ static int write_fail(lua_State *L, lstream *ls, int err) {
     return lm_error(L, "closed", "the stream is closed");
   if (ls->s->shut && err == UV_EPIPE)
     return lm_error(L, "closed", "the stream's write side is shut down");
-  return lm_io_error(L, err, "write");
+  return lm_stream_error(L, ls->s, err, "write");
 }
 
 static int write_step(lua_State *L, lstream *ls) {
@@ -608,6 +609,9 @@ static int stream_close(lua_State *L) {
   loom_stream_t *s = ls->s;
   if (s == NULL)
     return 0;
+  /* The transport's last bytes (TLS's close_notify) go with the flush. */
+  if (s->transport && s->transport->shutdown && !s->shut && !s->write_error)
+    (void)s->transport->shutdown(s);
   if (s->queued == 0 || s->write_error || ls->call_wtimeout == 0 || lm_wait_would_raise(ls->ctx) ||
       (ls->ctx->current && !lua_isyieldable(L)))
     return close_now(L, ls);

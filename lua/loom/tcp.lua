@@ -7,6 +7,17 @@
 --                               {backlog =, on_error =, nodelay =, ...})
 --   srv.port, srv.address, srv:close(deadline)
 --
+-- TLS (lua/io/tls.c on core/tls.c, OpenSSL): connect's tls = true, or
+-- {ca =, verify =, servername =, alpn = {...}, cert =, key =}, verifies
+-- the server's certificate and name (servername, default host) unless
+-- verify is false; listen's tls = {cert =, key =, alpn =, ca =, verify =}
+-- (verify: ask for a client certificate). The handshake is over when
+-- connect returns, or before the handler runs, within handshake_timeout
+-- seconds (default 10); a failed one raises kind `tls` with OpenSSL's
+-- reason (a server's goes to on_error, and no handler runs). s:alpn() is
+-- the protocol ALPN settled on, s:servername() (on a server) the name the
+-- client asked for by SNI.
+--
 -- connect tries every address host resolves to, in the resolver's order,
 -- each for at most connect_timeout seconds (default 10); timeout bounds
 -- the whole call. host may be a list ({"db1", "db2"}): each host in turn,
@@ -47,23 +58,32 @@ local function prepare(opts)
   end
 end
 
--- TLS goes under the same streams (core/stream.h's transport) once it is
--- built; until then asking for it must not quietly give plain text.
-local function refuse_tls(opts, argn, fname)
-  if opts.tls ~= nil then
-    loom.error("argument", ("bad argument #%d to '%s' (tls: this build has no TLS)"):format(argn, fname))
-  end
-end
-
 local DEFAULT_CONNECT_TIMEOUT = 10
+local DEFAULT_HANDSHAKE_TIMEOUT = 10
+
+-- The context for connect's tls option (before connecting: a CA that does
+-- not load fails at once) and the name the certificate must have.
+local function client_tls(host, opts)
+  if not opts.tls then return nil end
+  local tls, servername = core._tls_context(opts.tls, false, 3, "loom.tcp.connect")
+  servername = servername or (type(host) == "string" and host or nil)
+  if not servername then
+    loom.error("argument", "bad argument #3 to 'loom.tcp.connect' (tls.servername is needed with a list of hosts)")
+  end
+  return tls, servername
+end
 
 function tcp.connect(host, port, opts)
   check_host(host, "loom.tcp.connect", true)
   check_port(port, 2, "loom.tcp.connect")
   opts = server.check_opts(opts, 3, "loom.tcp.connect")
-  refuse_tls(opts, 3, "loom.tcp.connect")
+  local tls, servername = client_tls(host, opts)
   local s = core._connect("tcp", host, port, opts.connect_timeout or DEFAULT_CONNECT_TIMEOUT, opts.timeout)
   local ok, err = pcall(prepare(opts), s)
+  if ok and tls then
+    ok, err = pcall(core._starttls, s, tls, servername, opts.handshake_timeout or DEFAULT_HANDSHAKE_TIMEOUT,
+      ("TLS handshake with %s port %d"):format(servername, port))
+  end
   if not ok then
     s:close()
     error(err, 0)
@@ -82,7 +102,21 @@ function tcp.listen(host, port, handler, opts)
   check_port(port, 2, "loom.tcp.listen", true)
   server.check_handler(handler, "loom.tcp.listen")
   opts = server.check_opts(opts, 4, "loom.tcp.listen")
-  refuse_tls(opts, 4, "loom.tcp.listen")
+  if opts.tls then
+    -- One context for every connection; each handshake in its handler's
+    -- task, so a slow client holds up no other.
+    -- A failed handshake is the client's failure, not the handler's: it
+    -- goes to on_error when there is one, and is dropped otherwise (a
+    -- scanner or a client that distrusts us must not fill stderr).
+    local tls = core._tls_context(opts.tls, true, 4, "loom.tcp.listen")
+    local serve, timeout = handler, opts.handshake_timeout or DEFAULT_HANDSHAKE_TIMEOUT
+    handler = function(stream)
+      local ok, err = pcall(core._starttls, stream, tls, nil, timeout)
+      if ok then return serve(stream) end
+      if loom.is_error(err, "cancelled") then error(err, 0) end
+      if opts.on_error then opts.on_error(err, nil) end
+    end
+  end
   local listener = core._listen("tcp", address_of(host, opts), port, opts.backlog)
   return server.start(listener, handler, opts, prepare(opts))
 end

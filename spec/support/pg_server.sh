@@ -36,37 +36,11 @@ if [ -z "$bindir" ] || [ ! -x "$bindir/initdb" ]; then
   exit 1
 fi
 
-# make_certs DIR: a CA, a server certificate it signs (SAN 127.0.0.1 and
-# localhost), and an unrelated CA, all valid for two days.
+# make_certs DIR: in DIR/tls a CA, a server certificate it signs (SAN
+# 127.0.0.1 and localhost), an unrelated CA and more, valid for two days:
+# test/tls_certs.sh, which the TLS tests use too.
 make_certs() {
-  local d=$1/tls
-  mkdir -p "$d"
-  cat > "$d/openssl.cnf" <<'CNF'
-[req]
-distinguished_name = dn
-prompt = no
-[dn]
-CN = loom test
-[ca]
-basicConstraints = critical, CA:TRUE
-keyUsage = critical, keyCertSign, cRLSign
-subjectKeyIdentifier = hash
-[server]
-basicConstraints = critical, CA:FALSE
-keyUsage = critical, digitalSignature, keyEncipherment
-extendedKeyUsage = serverAuth
-subjectAltName = IP:127.0.0.1, DNS:localhost
-authorityKeyIdentifier = keyid
-CNF
-  local ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
-  openssl req -config "$d/openssl.cnf" -x509 "${ec[@]}" -days 2 -subj "/CN=loom test CA" \
-    -extensions ca -keyout "$d/ca.key" -out "$d/ca.crt" 2>/dev/null &&
-    openssl req -config "$d/openssl.cnf" -x509 "${ec[@]}" -days 2 -subj "/CN=loom other CA" \
-      -extensions ca -keyout "$d/other_ca.key" -out "$d/other_ca.crt" 2>/dev/null &&
-    openssl req -config "$d/openssl.cnf" -new "${ec[@]}" -subj "/CN=localhost" \
-      -keyout "$d/server.key" -out "$d/server.csr" 2>/dev/null &&
-    openssl x509 -req -in "$d/server.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" -CAcreateserial \
-      -days 2 -extfile "$d/openssl.cnf" -extensions server -out "$d/server.crt" 2>/dev/null
+  bash "$here/../../test/tls_certs.sh" "$1/tls"
 }
 
 case "$cmd" in
@@ -91,7 +65,7 @@ start)
     [ "$(id -u)" -eq 0 ] && chown postgres "$dir/data/server.crt" "$dir/data/server.key"
     cp "$dir/tls/ca.crt" "$dir/ca.crt"
     cp "$dir/tls/other_ca.crt" "$dir/other_ca.crt"
-    rm -f "$dir/tls/ca.key" "$dir/tls/other_ca.key" "$dir/tls/server.key"
+    rm -f "$dir"/tls/*.key
     # First match wins: the TLS-only role is turned away without TLS.
     { echo "hostnossl all loom_ssl all reject"; cat "$dir/data/pg_hba.conf"; } > "$dir/data/pg_hba.new"
     mv "$dir/data/pg_hba.new" "$dir/data/pg_hba.conf"
