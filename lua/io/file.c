@@ -1,0 +1,530 @@
+/* loom.fs.open's file: Lua io's methods (read, lines, write, seek, flush,
+ * close, <close>) with every read, write and close a uv_fs request on the
+ * thread pool, so a file never blocks the loop.
+ *
+ * Reads fill a buffer (256 KiB to start) with one request and answer the
+ * formats from it: reading a file in 64 KiB chunks costs a trip to the
+ * thread pool every fourth chunk, not every chunk. Writes gather in a
+ * buffer of the same size and go out when it is full, on flush, seek and
+ * close. As in C's stdio, a read after writes needs a flush or a seek in
+ * between; a write after reads drops what was read ahead.
+ *
+ * One call at a time: a second task calling a file whose request is out
+ * gets a `busy` error. The file's state (fd, buffers, the uv_fs_t) is
+ * malloc'd; a file collected with a request out leaves it to the
+ * request's completion, which closes the fd. */
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include "lm_io.h"
+
+#define LM_FILE_MT "loom.file"
+#define WBUF_CAP 262144
+/* One uv_fs_read/write asks for at most this much (uv_buf_t holds an
+ * unsigned int). */
+#define IO_MAX (1u << 30)
+
+typedef struct fstate {
+  lm_fsop op; /* first: an op is its file's state */
+  uv_file fd;
+  int readable, writable, append;
+  int64_t rpos;  /* file offset of rb's end */
+  lm_rbuf rb;
+  char *wb;
+  size_t wlen;
+  int64_t wpos;  /* file offset of wb[0] */
+  char *path;
+} fstate;
+
+typedef struct lm_file {
+  lm_ctx *ctx;
+  fstate *st;
+  int closed;
+} lm_file;
+
+static void free_state(fstate *st) {
+  uv_fs_req_cleanup(&st->op.req);
+  lm_rbuf_free(&st->rb);
+  free(st->wb);
+  free(st->path);
+  free(st);
+}
+
+/* Written out as the file is dropped unclosed, as Lua's io does: this
+ * once, the loop waits for the disk. */
+static void flush_sync(fstate *st) {
+  size_t done = 0;
+  while (done < st->wlen) {
+    uv_fs_t req;
+    size_t n = st->wlen - done;
+    uv_buf_t buf = uv_buf_init(st->wb + done, n > IO_MAX ? IO_MAX : (unsigned)n);
+    int r = uv_fs_write(NULL, &req, st->fd, &buf, 1, st->append ? -1 : st->wpos + (int64_t)done, NULL);
+    uv_fs_req_cleanup(&req);
+    if (r <= 0)
+      break;
+    done += (size_t)r;
+  }
+  st->wlen = 0;
+}
+
+static void close_sync(fstate *st) {
+  if (st->fd < 0)
+    return;
+  flush_sync(st);
+  uv_fs_t req;
+  uv_fs_close(NULL, &req, st->fd, NULL);
+  uv_fs_req_cleanup(&req);
+  st->fd = -1;
+}
+
+/* The file's release: its owner (the file userdata) is gone. */
+static void release_state(lm_fsop *op) {
+  fstate *st = (fstate *)op;
+  if (op->req.fs_type == UV_FS_OPEN && op->req.result >= 0 && st->fd < 0)
+    st->fd = (uv_file)op->req.result; /* opened for nobody */
+  close_sync(st);
+  free_state(st);
+}
+
+static lm_file *check_file(lua_State *L) {
+  return lm_check_self(L, LM_FILE_MT, "loom.file");
+}
+
+static fstate *usable(lua_State *L, lm_file *f) {
+  if (f->closed)
+    lm_error(L, "closed", "the file is closed");
+  if (f->st->op.out)
+    lm_error(L, "busy", "another task is using this file: one call at a time");
+  return f->st;
+}
+
+static uv_loop_t *uvloop(lm_file *f) { return &f->ctx->loop.uv; }
+
+/* ---- open ----------------------------------------------------------------- */
+
+static int parse_mode(const char *m, int *flags, fstate *st) {
+  int plus = strchr(m, '+') != NULL;
+  int excl = strchr(m, 'x') != NULL;
+  switch (m[0]) {
+  case 'r': *flags = plus ? O_RDWR : O_RDONLY; break;
+  case 'w': *flags = (plus ? O_RDWR : O_WRONLY) | O_CREAT | O_TRUNC; break;
+  case 'a': *flags = (plus ? O_RDWR : O_WRONLY) | O_CREAT | O_APPEND; break;
+  default: return -1;
+  }
+  for (const char *p = m + 1; *p; p++)
+    if (*p != '+' && *p != 'b' && *p != 'x')
+      return -1;
+  if (excl) {
+    if (m[0] != 'w')
+      return -1;
+    *flags |= O_EXCL;
+  }
+  *flags |= O_CLOEXEC;
+  st->readable = m[0] == 'r' || plus;
+  st->writable = m[0] != 'r' || plus;
+  st->append = m[0] == 'a';
+  return 0;
+}
+
+static int open_k(lua_State *L, int status, lua_KContext kctx) {
+  (void)status;
+  lm_fswait *w = lm_fs_done(L, kctx);
+  fstate *st = (fstate *)w->op;
+  if (st->op.req.result < 0)
+    return lm_io_error(L, (int)st->op.req.result, "open", st->path);
+  st->fd = (uv_file)st->op.req.result;
+  lm_fs_reset(&st->op);
+  /* The state is the file's now. */
+  w->op = NULL;
+  lm_file *f = lua_newuserdatauv(L, sizeof *f, 0);
+  f->ctx = w->rq.ctx;
+  f->st = st;
+  f->closed = 0;
+  luaL_setmetatable(L, LM_FILE_MT);
+  return 1;
+}
+
+/* core._fs_open(path, mode, perm) */
+static int l_open(lua_State *L) {
+  lm_ctx *ctx = lua_touserdata(L, lua_upvalueindex(1));
+  size_t len;
+  const char *path = luaL_checklstring(L, 1, &len);
+  const char *mode = luaL_optstring(L, 2, "r");
+  lua_Integer perm = luaL_optinteger(L, 3, 0666);
+  int flags;
+  fstate *st = calloc(1, sizeof *st);
+  if (st == NULL)
+    return lm_error(L, "memory", "cannot allocate a file");
+  st->fd = -1;
+  st->op.release = release_state;
+  st->path = malloc(len + 1);
+  if (st->path)
+    memcpy(st->path, path, len + 1);
+  if (st->path == NULL || parse_mode(mode, &flags, st) != 0) {
+    int oom = st->path == NULL;
+    free_state(st);
+    if (oom)
+      return lm_error(L, "memory", "cannot allocate a file");
+    return lm_argerror(L, 2, "invalid mode (expected r, w, a, r+, w+, a+, wx, with b allowed)");
+  }
+  lm_fswait *w = lm_fs_wait_new(L, ctx, &st->op, 1, 0);
+  int rc = uv_fs_open(&ctx->loop.uv, &st->op.req, path, flags, (int)perm, lm_fs_cb);
+  return lm_fs_started(L, w, rc, open_k, "open", path);
+}
+
+/* ---- read ------------------------------------------------------------------ */
+
+static int read_k(lua_State *L, int status, lua_KContext kctx);
+
+/* Answers the formats from the buffer, refilling it as often as needed. */
+static int read_more(lua_State *L, lm_file *f, const lm_reading *progress) {
+  fstate *st = f->st;
+  lm_reading r = *progress;
+  size_t want;
+  if (lm_reading_step(L, &r, &st->rb, &want))
+    return r.nres;
+  size_t room = lm_rbuf_room(&st->rb, want);
+  if (room == 0)
+    return lm_error(L, "memory", "cannot grow the read buffer of '%s'", st->path);
+  lm_fswait *w = lm_fs_wait_new(L, f->ctx, &st->op, 0, 0);
+  w->reading = r;
+  uv_buf_t buf = uv_buf_init(st->rb.p + st->rb.end, room > IO_MAX ? IO_MAX : (unsigned)room);
+  int rc = uv_fs_read(uvloop(f), &st->op.req, st->fd, &buf, 1, st->rpos, lm_fs_cb);
+  return lm_fs_started(L, w, rc, read_k, "read", st->path);
+}
+
+static int read_k(lua_State *L, int status, lua_KContext kctx) {
+  (void)status;
+  lm_fswait *w = lm_fs_done(L, kctx);
+  lm_file *f = lua_touserdata(L, 1);
+  fstate *st = f->st;
+  ssize_t n = st->op.req.result;
+  lm_fs_reset(&st->op);
+  if (n < 0)
+    return lm_io_error(L, (int)n, "read", st->path);
+  if (n == 0)
+    st->rb.eof = 1;
+  st->rb.end += (size_t)n;
+  st->rpos += n;
+  lm_reading r = w->reading;
+  /* Results so far sit below the waits of this refill: drop those. */
+  int base = lua_gettop(L);
+  while (base > 0 && lua_touserdata(L, base) != (void *)w)
+    base--;
+  lua_settop(L, base - 1);
+  return read_more(L, f, &r);
+}
+
+/* f:read(...): Lua io's formats; nil at the end of the file. */
+static int file_read(lua_State *L) {
+  lm_file *f = check_file(L);
+  fstate *st = usable(L, f);
+  if (!st->readable)
+    return lm_error(L, "usage", "'%s' was not opened for reading", st->path);
+  if (st->wlen)
+    return lm_error(L, "usage", "a read after writes needs f:flush() or f:seek() first ('%s')", st->path);
+  lm_reading r;
+  lm_reading_start(L, &r, 2, lua_gettop(L));
+  st->rb.eof = 0;
+  return read_more(L, f, &r);
+}
+
+/* ---- write ----------------------------------------------------------------- */
+
+static int write_k(lua_State *L, int status, lua_KContext kctx);
+
+/* Writes wb out, then copies the arguments from argi on into it, and so
+ * on; ends with the file returned (or flushed, when flush_all). */
+static int write_more(lua_State *L, lm_file *f, int argi, size_t off, int flush_all) {
+  fstate *st = f->st;
+  int top = flush_all ? 1 : lua_gettop(L);
+  while (argi <= top) {
+    size_t len;
+    const char *s = lua_tolstring(L, argi, &len);
+    if (st->wlen == WBUF_CAP)
+      break;
+    size_t n = len - off;
+    if (n > WBUF_CAP - st->wlen)
+      n = WBUF_CAP - st->wlen;
+    memcpy(st->wb + st->wlen, s + off, n);
+    st->wlen += n;
+    off += n;
+    if (off == len) {
+      argi++;
+      off = 0;
+    }
+  }
+  if (argi > top && (!flush_all || st->wlen == 0) && st->wlen < WBUF_CAP) {
+    lua_settop(L, 1);
+    return 1;
+  }
+  lm_fswait *w = lm_fs_wait_new(L, f->ctx, &st->op, 0, 0);
+  w->argi = flush_all ? -1 : argi;
+  w->off = off;
+  uv_buf_t buf = uv_buf_init(st->wb, (unsigned)st->wlen);
+  int rc = uv_fs_write(uvloop(f), &st->op.req, st->fd, &buf, 1, st->append ? -1 : st->wpos, lm_fs_cb);
+  return lm_fs_started(L, w, rc, write_k, "write", st->path);
+}
+
+static int write_k(lua_State *L, int status, lua_KContext kctx) {
+  (void)status;
+  lm_fswait *w = lm_fs_done(L, kctx);
+  lm_file *f = lua_touserdata(L, 1);
+  fstate *st = f->st;
+  ssize_t n = st->op.req.result;
+  lm_fs_reset(&st->op);
+  if (n < 0)
+    return lm_io_error(L, (int)n, "write", st->path);
+  memmove(st->wb, st->wb + n, st->wlen - (size_t)n);
+  st->wlen -= (size_t)n;
+  st->wpos += n;
+  st->rpos = st->wpos; /* nothing is read ahead while writing */
+  int flush_all = w->argi < 0;
+  return write_more(L, f, flush_all ? 2 : w->argi, w->off, flush_all);
+}
+
+/* Drops what was read ahead: the next write goes where the reader is. */
+static void end_reading(fstate *st) {
+  st->wpos = st->rpos - (int64_t)(st->rb.end - st->rb.start);
+  st->rpos = st->wpos;
+  st->rb.start = st->rb.end = 0;
+}
+
+/* f:write(...): strings and numbers; returns f. */
+static int file_write(lua_State *L) {
+  lm_file *f = check_file(L);
+  fstate *st = usable(L, f);
+  if (!st->writable)
+    return lm_error(L, "usage", "'%s' was not opened for writing", st->path);
+  int top = lua_gettop(L);
+  for (int i = 2; i <= top; i++) {
+    int t = lua_type(L, i);
+    if (t != LUA_TSTRING && t != LUA_TNUMBER)
+      return lm_typeerror(L, i, "string or number");
+    if (t == LUA_TNUMBER) {
+      /* Kept as a string on the stack, where write_more finds it. */
+      lua_pushvalue(L, i);
+      lua_tolstring(L, -1, NULL);
+      lua_replace(L, i);
+    }
+  }
+  if (st->wb == NULL && (st->wb = malloc(WBUF_CAP)) == NULL)
+    return lm_error(L, "memory", "cannot allocate a write buffer");
+  if (st->wlen == 0)
+    end_reading(st);
+  return write_more(L, f, 2, 0, 0);
+}
+
+/* f:flush(): what was written reaches the kernel. */
+static int file_flush(lua_State *L) {
+  lm_file *f = check_file(L);
+  usable(L, f);
+  lua_settop(L, 1);
+  return write_more(L, f, 2, 0, 1);
+}
+
+/* ---- sync, seek, close --------------------------------------------------------- */
+
+static int sync_k(lua_State *L, int status, lua_KContext kctx) {
+  (void)status;
+  lm_fswait *w = lm_fs_done(L, kctx);
+  fstate *st = (fstate *)w->op;
+  ssize_t r = st->op.req.result;
+  lm_fs_reset(&st->op);
+  if (r < 0)
+    return lm_io_error(L, (int)r, "sync", st->path);
+  lua_settop(L, 1);
+  return 1;
+}
+
+/* f:sync(): fsync, after f:flush(): the data is on the disk. */
+static int file_sync(lua_State *L) {
+  lm_file *f = check_file(L);
+  fstate *st = usable(L, f);
+  if (st->wlen)
+    return lm_error(L, "usage", "f:sync() after f:flush(): writes of '%s' are still buffered", st->path);
+  lm_fswait *w = lm_fs_wait_new(L, f->ctx, &st->op, 0, 0);
+  int rc = uv_fs_fsync(uvloop(f), &st->op.req, st->fd, lm_fs_cb);
+  return lm_fs_started(L, w, rc, sync_k, "sync", st->path);
+}
+
+static int64_t position(const fstate *st) {
+  if (st->wlen)
+    return st->wpos + (int64_t)st->wlen;
+  return st->rpos - (int64_t)(st->rb.end - st->rb.start);
+}
+
+static void set_position(fstate *st, int64_t pos) {
+  st->rb.start = st->rb.end = 0;
+  st->rb.eof = 0;
+  st->rpos = st->wpos = pos;
+}
+
+static int seek_end_k(lua_State *L, int status, lua_KContext kctx) {
+  (void)status;
+  lm_fswait *w = lm_fs_done(L, kctx);
+  fstate *st = (fstate *)w->op;
+  ssize_t r = st->op.req.result;
+  int64_t size = (int64_t)st->op.req.statbuf.st_size;
+  lm_fs_reset(&st->op);
+  if (r < 0)
+    return lm_io_error(L, (int)r, "seek", st->path);
+  int64_t pos = size + (int64_t)w->off;
+  if (pos < 0)
+    return lm_io_error(L, UV_EINVAL, "seek", st->path);
+  set_position(st, pos);
+  lua_pushinteger(L, pos);
+  return 1;
+}
+
+/* f:seek([whence [, offset]]): "set", "cur" (default) or "end"; returns
+ * the new position. Flush first when writes are buffered. */
+static int file_seek(lua_State *L) {
+  static const char *const names[] = {"set", "cur", "end", NULL};
+  lm_file *f = check_file(L);
+  fstate *st = usable(L, f);
+  int whence = luaL_checkoption(L, 2, "cur", names);
+  lua_Integer off = luaL_optinteger(L, 3, 0);
+  if (st->wlen)
+    return lm_error(L, "usage", "f:seek() after f:flush(): writes of '%s' are still buffered", st->path);
+  if (whence == 2) {
+    lm_fswait *w = lm_fs_wait_new(L, f->ctx, &st->op, 0, 0);
+    w->off = (size_t)off;
+    int rc = uv_fs_fstat(uvloop(f), &st->op.req, st->fd, lm_fs_cb);
+    return lm_fs_started(L, w, rc, seek_end_k, "seek", st->path);
+  }
+  int64_t pos = (whence == 0 ? 0 : position(st)) + off;
+  if (pos < 0)
+    return lm_io_error(L, UV_EINVAL, "seek", st->path);
+  if (whence != 1 || off != 0)
+    set_position(st, pos);
+  lua_pushinteger(L, pos);
+  return 1;
+}
+
+static int close_k(lua_State *L, int status, lua_KContext kctx) {
+  (void)status;
+  lm_fswait *w = lm_fs_done(L, kctx);
+  fstate *st = (fstate *)w->op;
+  ssize_t r = st->op.req.result;
+  lm_fs_reset(&st->op);
+  st->fd = -1;
+  if (r < 0)
+    return lm_io_error(L, (int)r, "close", st->path);
+  return 0;
+}
+
+static int close_flushed_k(lua_State *L, int status, lua_KContext kctx);
+
+/* f:close(): writes out what is buffered and closes; a second close does
+ * nothing. The close itself runs even when the task is cancelled. */
+static int file_close(lua_State *L) {
+  lm_file *f = check_file(L);
+  if (f->closed)
+    return 0;
+  fstate *st = usable(L, f);
+  lua_settop(L, 1);
+  if (st->wlen) {
+    lua_pushcfunction(L, file_flush);
+    lua_pushvalue(L, 1);
+    lua_callk(L, 1, 0, 0, close_flushed_k);
+  }
+  return close_flushed_k(L, LUA_OK, 0);
+}
+
+static int close_flushed_k(lua_State *L, int status, lua_KContext kctx) {
+  (void)status; (void)kctx;
+  lm_file *f = lua_touserdata(L, 1);
+  fstate *st = f->st;
+  lua_settop(L, 1);
+  f->closed = 1;
+  lm_fswait *w = lm_fs_wait_new(L, f->ctx, &st->op, 0, 1);
+  int rc = uv_fs_close(uvloop(f), &st->op.req, st->fd, lm_fs_cb);
+  return lm_fs_started(L, w, rc, close_k, "close", st->path);
+}
+
+/* f:_discard(): forgets buffered writes (an atomic write given up). */
+static int file_discard(lua_State *L) {
+  lm_file *f = check_file(L);
+  if (f->st && !f->st->op.out)
+    f->st->wlen = 0;
+  return 0;
+}
+
+static int file_gc(lua_State *L) {
+  lm_file *f = lua_touserdata(L, 1);
+  fstate *st = f->st;
+  if (st == NULL)
+    return 0;
+  f->st = NULL;
+  if (st->op.out)
+    st->op.orphan = 1; /* its completion closes and frees */
+  else
+    release_state(&st->op);
+  return 0;
+}
+
+/* Upvalues: the metatable (as every method has), the file, the format. */
+static int lines_iter(lua_State *L) {
+  lua_settop(L, 0);
+  lua_pushvalue(L, lua_upvalueindex(2));
+  lua_pushvalue(L, lua_upvalueindex(3));
+  return file_read(L);
+}
+
+/* f:lines([fmt]): for line in f:lines() do ... end */
+static int file_lines(lua_State *L) {
+  check_file(L);
+  lua_settop(L, 2);
+  if (lua_isnil(L, 2)) {
+    lua_pushliteral(L, "l");
+    lua_replace(L, 2);
+  }
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_insert(L, 1);
+  lua_pushcclosure(L, lines_iter, 3);
+  return 1;
+}
+
+static int file_tostring(lua_State *L) {
+  lm_file *f = lua_touserdata(L, 1);
+  if (f->closed || f->st == NULL)
+    lua_pushliteral(L, "loom.file (closed)");
+  else
+    lua_pushfstring(L, "loom.file (%s)", f->st->path);
+  return 1;
+}
+
+static int file_path(lua_State *L) {
+  lm_file *f = check_file(L);
+  if (f->st == NULL)
+    return 0;
+  lua_pushstring(L, f->st->path);
+  return 1;
+}
+
+static const luaL_Reg file_methods[] = {
+  {"read", file_read},
+  {"lines", file_lines},
+  {"write", file_write},
+  {"flush", file_flush},
+  {"sync", file_sync},
+  {"seek", file_seek},
+  {"close", file_close},
+  {"path", file_path},
+  {"_discard", file_discard},
+  {NULL, NULL}
+};
+
+static const luaL_Reg file_meta[] = {
+  {"__gc", file_gc},
+  {"__close", file_close},
+  {"__tostring", file_tostring},
+  {NULL, NULL}
+};
+
+const luaL_Reg lm_file_funcs[] = {{"_fs_open", l_open}, {NULL, NULL}};
+
+void lm_open_file(lua_State *L) {
+  lm_new_class(L, LM_FILE_MT, file_methods, file_meta);
+}

@@ -1,0 +1,15 @@
+/* loom's files, processes and signals: their classes and the core._fs_*,
+ * _process_* and _signal_* functions lua/loom/fs.lua, process.lua and
+ * signal.lua are written on. */
+#include "lm_io.h"
+
+/* The module table is on top. */
+void lm_open_io(lua_State *L) {
+  lm_open_fswait(L);
+  lm_open_file(L);
+  const luaL_Reg *lists[] = {lm_fs_funcs, lm_file_funcs};
+  for (size_t i = 0; i < sizeof lists / sizeof lists[0]; i++) {
+    lm_push_ctx(L);
+    luaL_setfuncs(L, lists[i], 1);
+  }
+}
