@@ -7,7 +7,10 @@
 void lm_open_io(lua_State *L) {
   lm_open_fswait(L);
   lm_open_file(L);
-  const luaL_Reg *lists[] = {lm_fs_funcs, lm_file_funcs};
+  lm_open_pipe(L);
+  lm_open_process(L);
+  lm_open_signal(L);
+  const luaL_Reg *lists[] = {lm_fs_funcs, lm_file_funcs, lm_process_funcs, lm_signal_funcs};
   for (size_t i = 0; i < sizeof lists / sizeof lists[0]; i++) {
     lm_push_ctx(L);
     luaL_setfuncs(L, lists[i], 1);

@@ -25,6 +25,7 @@ typedef struct lm_rbuf {
   char *p;
   size_t cap, start, end; /* unread bytes: p[start, end) */
   int eof;
+  size_t first; /* the first allocation (0: 256 KiB, for files) */
 } lm_rbuf;
 
 /* Makes room for at least want more bytes after end (compacting first,
@@ -99,9 +100,12 @@ extern const luaL_Reg lm_fs_funcs[];
 /* pipe.c: a pipe to or from a child process, the file's methods. */
 #define LM_PIPE_MT "loom.pipe"
 typedef struct lm_pipe lm_pipe;
-/* Pushes a pipe object for a uv_pipe_t the caller has initialised (its
- * data is taken over); readable or writable. */
+/* A pipe for uv_spawn's stdio (NULL when out of memory); once spawned,
+ * lm_pipe_push gives it its userdata, readable or writable; if the spawn
+ * failed, lm_pipe_discard closes it. */
+uv_pipe_t *lm_pipe_new(lm_ctx *ctx);
 lm_pipe *lm_pipe_push(lua_State *L, lm_ctx *ctx, uv_pipe_t *handle, int readable);
+void lm_pipe_discard(uv_pipe_t *handle);
 void lm_open_pipe(lua_State *L);
 /* process.c, signal.c */
 void lm_open_process(lua_State *L);

@@ -22,7 +22,7 @@ size_t lm_rbuf_room(lm_rbuf *b, size_t want) {
     b->end = used;
     return b->cap - b->end;
   }
-  size_t cap = b->cap ? b->cap : RBUF_MIN;
+  size_t cap = b->cap ? b->cap : b->first ? b->first : RBUF_MIN;
   while (cap - used < want) {
     if (cap > ((size_t)-1) / 2)
       return 0;
