@@ -176,6 +176,15 @@ static int l_open(lua_State *L) {
 
 static int read_k(lua_State *L, int status, lua_KContext kctx);
 
+/* The call's own values (arguments, results so far) sit below the waits
+ * of the request that ended, which are done with: drops those. */
+static void drop_wait(lua_State *L, const void *w) {
+  int base = lua_gettop(L);
+  while (base > 0 && lua_touserdata(L, base) != w)
+    base--;
+  lua_settop(L, base - 1);
+}
+
 /* Answers the formats from the buffer, refilling it as often as needed. */
 static int read_more(lua_State *L, lm_file *f, const lm_reading *progress) {
   fstate *st = f->st;
@@ -207,11 +216,7 @@ static int read_k(lua_State *L, int status, lua_KContext kctx) {
   st->rb.end += (size_t)n;
   st->rpos += n;
   lm_reading r = w->reading;
-  /* Results so far sit below the waits of this refill: drop those. */
-  int base = lua_gettop(L);
-  while (base > 0 && lua_touserdata(L, base) != (void *)w)
-    base--;
-  lua_settop(L, base - 1);
+  drop_wait(L, w);
   return read_more(L, f, &r);
 }
 
@@ -280,7 +285,10 @@ static int write_k(lua_State *L, int status, lua_KContext kctx) {
   st->wpos += n;
   st->rpos = st->wpos; /* nothing is read ahead while writing */
   int flush_all = w->argi < 0;
-  return write_more(L, f, flush_all ? 2 : w->argi, w->off, flush_all);
+  int argi = w->argi;
+  size_t off = w->off;
+  drop_wait(L, w);
+  return write_more(L, f, flush_all ? 2 : argi, off, flush_all);
 }
 
 /* Drops what was read ahead: the next write goes where the reader is. */
