@@ -6,7 +6,7 @@
 #include "lm.h"
 #include "loom_lua.h"
 #include "codec.h"
-#include "lm_io.h"
+#include "lm_fsproc.h"
 
 static const char ctx_key = 0;
 
@@ -329,7 +329,7 @@ int luaopen_loom_core(lua_State *L) {
   add_funcs(L, lm_xcopy_funcs);
   add_funcs(L, lm_thread_funcs);
   add_funcs(L, lm_xchan_funcs);
-  lm_open_io(L);
+  lm_open_fsproc(L);
   lua_getfield(L, LUA_REGISTRYINDEX, "loom.null.value");
   lua_setfield(L, -2, "null");
   lm_db_push_modes(L);

@@ -16,7 +16,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
-#include "lm_io.h"
+#include "lm_fsproc.h"
 
 #define LM_FILE_MT "loom.file"
 #define WBUF_CAP 262144
@@ -131,7 +131,7 @@ static int open_k(lua_State *L, int status, lua_KContext kctx) {
   lm_fswait *w = lm_fs_done(L, kctx);
   fstate *st = (fstate *)w->op;
   if (st->op.req.result < 0)
-    return lm_io_error(L, (int)st->op.req.result, "open", st->path);
+    return lm_fs_error(L, (int)st->op.req.result, "open", st->path);
   st->fd = (uv_file)st->op.req.result;
   lm_fs_reset(&st->op);
   /* The state is the file's now. */
@@ -210,7 +210,7 @@ static int read_k(lua_State *L, int status, lua_KContext kctx) {
   ssize_t n = st->op.req.result;
   lm_fs_reset(&st->op);
   if (n < 0)
-    return lm_io_error(L, (int)n, "read", st->path);
+    return lm_fs_error(L, (int)n, "read", st->path);
   if (n == 0)
     st->rb.eof = 1;
   st->rb.end += (size_t)n;
@@ -279,7 +279,7 @@ static int write_k(lua_State *L, int status, lua_KContext kctx) {
   ssize_t n = st->op.req.result;
   lm_fs_reset(&st->op);
   if (n < 0)
-    return lm_io_error(L, (int)n, "write", st->path);
+    return lm_fs_error(L, (int)n, "write", st->path);
   memmove(st->wb, st->wb + n, st->wlen - (size_t)n);
   st->wlen -= (size_t)n;
   st->wpos += n;
@@ -340,7 +340,7 @@ static int sync_k(lua_State *L, int status, lua_KContext kctx) {
   ssize_t r = st->op.req.result;
   lm_fs_reset(&st->op);
   if (r < 0)
-    return lm_io_error(L, (int)r, "sync", st->path);
+    return lm_fs_error(L, (int)r, "sync", st->path);
   lua_settop(L, 1);
   return 1;
 }
@@ -376,10 +376,10 @@ static int seek_end_k(lua_State *L, int status, lua_KContext kctx) {
   int64_t size = (int64_t)st->op.req.statbuf.st_size;
   lm_fs_reset(&st->op);
   if (r < 0)
-    return lm_io_error(L, (int)r, "seek", st->path);
+    return lm_fs_error(L, (int)r, "seek", st->path);
   int64_t pos = size + (int64_t)w->off;
   if (pos < 0)
-    return lm_io_error(L, UV_EINVAL, "seek", st->path);
+    return lm_fs_error(L, UV_EINVAL, "seek", st->path);
   set_position(st, pos);
   lua_pushinteger(L, pos);
   return 1;
@@ -403,7 +403,7 @@ static int file_seek(lua_State *L) {
   }
   int64_t pos = (whence == 0 ? 0 : position(st)) + off;
   if (pos < 0)
-    return lm_io_error(L, UV_EINVAL, "seek", st->path);
+    return lm_fs_error(L, UV_EINVAL, "seek", st->path);
   if (whence != 1 || off != 0)
     set_position(st, pos);
   lua_pushinteger(L, pos);
@@ -418,7 +418,7 @@ static int close_k(lua_State *L, int status, lua_KContext kctx) {
   lm_fs_reset(&st->op);
   st->fd = -1;
   if (r < 0)
-    return lm_io_error(L, (int)r, "close", st->path);
+    return lm_fs_error(L, (int)r, "close", st->path);
   return 0;
 }
 

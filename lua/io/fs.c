@@ -4,7 +4,7 @@
  * the atomic write). */
 #include <stdlib.h>
 #include <string.h>
-#include "lm_io.h"
+#include "lm_fsproc.h"
 
 static void release_plain(lm_fsop *op) {
   uv_fs_req_cleanup(&op->req);
@@ -102,7 +102,7 @@ static int call_k(lua_State *L, int status, lua_KContext kctx) {
   lm_fsop *op = w->op;
   uv_fs_t *req = &op->req;
   if (req->result < 0)
-    return lm_io_error(L, (int)req->result, verb(req->fs_type), req->path);
+    return lm_fs_error(L, (int)req->result, verb(req->fs_type), req->path);
   int n = 0;
   switch (req->fs_type) {
   case UV_FS_STAT:

@@ -4,11 +4,11 @@
  * running it is done, then raises. */
 #include <stdlib.h>
 #include <string.h>
-#include "lm_io.h"
+#include "lm_fsproc.h"
 
 #define LM_FSWAIT_MT "loom.fs.wait"
 
-int lm_io_error(lua_State *L, int err, const char *what, const char *path) {
+int lm_fs_error(lua_State *L, int err, const char *what, const char *path) {
   if (path)
     lm_push_error(L, "io", "%s '%s': %s", what, path, uv_strerror(err));
   else
@@ -100,7 +100,7 @@ int lm_fs_started(lua_State *L, lm_fswait *w, int rc, lua_KFunction done,
                   const char *what, const char *path) {
   if (rc < 0) {
     lm_request_abort(&w->rq);
-    return lm_io_error(L, rc, what, path);
+    return lm_fs_error(L, rc, what, path);
   }
   w->op->out = 1;
   w->op->waiter = w;

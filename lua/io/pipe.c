@@ -10,7 +10,7 @@
  * callback frees them. */
 #include <stdlib.h>
 #include <string.h>
-#include "lm_io.h"
+#include "lm_fsproc.h"
 
 #define LM_PIPE_WAIT_MT "loom.pipe.wait"
 /* What one read asks libuv for at least, so a line read does not go a
@@ -163,7 +163,7 @@ static pstate *usable(lua_State *L, lm_pipe *p) {
 }
 
 static int pipe_error(lua_State *L, int err, const char *what) {
-  return lm_io_error(L, err, what, NULL);
+  return lm_fs_error(L, err, what, NULL);
 }
 
 /* ---- read ---------------------------------------------------------------- */

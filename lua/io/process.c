@@ -15,7 +15,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include "lm_io.h"
+#include "lm_fsproc.h"
 
 #define LM_PROCESS_MT "loom.process"
 #define LM_PROCESS_WAIT_MT "loom.process.wait"
@@ -179,7 +179,7 @@ static int process_kill(lua_State *L) {
     return 1;
   }
   if (rc < 0)
-    return lm_io_error(L, rc, "kill", NULL);
+    return lm_fs_error(L, rc, "kill", NULL);
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -410,7 +410,7 @@ static int l_spawn(lua_State *L) {
     /* The handle is closed even when the spawn failed. */
     p->orphan = 1;
     uv_close((uv_handle_t *)&p->h, close_cb);
-    return lm_io_error(L, rc, "spawn", cmd);
+    return lm_fs_error(L, rc, "spawn", cmd);
   }
   ud->p = p;
   for (int i = 0; i < 3; i++) {

@@ -4,7 +4,7 @@
  * answer yet stays in the buffer for the refill. */
 #include <stdlib.h>
 #include <string.h>
-#include "lm_io.h"
+#include "lm_fsproc.h"
 
 /* The first refill of a buffer: big enough that a read of a 64 KiB chunk
  * costs a fraction of one trip to the thread pool. */

@@ -12,7 +12,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include "lm_io.h"
+#include "lm_fsproc.h"
 
 #define LM_SIGNAL_MT "loom.signal.watcher"
 #define LM_SIGNAL_WAIT_MT "loom.signal.wait"
@@ -259,7 +259,7 @@ static int l_watch(lua_State *L) {
     int rc = uv_signal_start(&w->sig[i], signal_cb, nums[i]);
     if (rc < 0) {
       close_watcher(w);
-      return lm_io_error(L, rc, "watch a signal", NULL);
+      return lm_fs_error(L, rc, "watch a signal", NULL);
     }
   }
   return 1;
@@ -273,7 +273,7 @@ static int l_raise(lua_State *L) {
     return lm_argerror(L, 1, "unknown signal");
   int rc = uv_kill(uv_os_getpid(), sig);
   if (rc < 0)
-    return lm_io_error(L, rc, "kill", NULL);
+    return lm_fs_error(L, rc, "kill", NULL);
   return 0;
 }
 

@@ -1,10 +1,10 @@
 /* loom's files, processes and signals: their classes and the core._fs_*,
  * _process_* and _signal_* functions lua/loom/fs.lua, process.lua and
  * signal.lua are written on. */
-#include "lm_io.h"
+#include "lm_fsproc.h"
 
 /* The module table is on top. */
-void lm_open_io(lua_State *L) {
+void lm_open_fsproc(lua_State *L) {
   lm_open_fswait(L);
   lm_open_file(L);
   lm_open_pipe(L);

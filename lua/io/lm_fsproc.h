@@ -7,8 +7,8 @@
  * userdata: a userdata collected while its request is out (its coroutine
  * dropped, the state closing) leaves that memory to the request's
  * completion, which frees it. */
-#ifndef LM_IO_H
-#define LM_IO_H
+#ifndef LM_FSPROC_H
+#define LM_FSPROC_H
 
 #include "lm.h"
 
@@ -17,7 +17,7 @@
 /* Raises {kind = "io", code = "ENOENT", message = "<what> '<path>': no such
  * file or directory", path = path} for the libuv error err (path may be
  * NULL). */
-int lm_io_error(lua_State *L, int err, const char *what, const char *path);
+int lm_fs_error(lua_State *L, int err, const char *what, const char *path);
 
 /* ---- a read buffer, and Lua io's read formats over it ------------------- */
 
@@ -117,6 +117,6 @@ int lm_signum(lua_State *L, int idx);
 const char *lm_signame(int signum);
 
 /* Every io class and function: called once by luaopen_loom_core. */
-void lm_open_io(lua_State *L);
+void lm_open_fsproc(lua_State *L);
 
 #endif
