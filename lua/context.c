@@ -6,6 +6,7 @@
 #include "lm.h"
 #include "loom_lua.h"
 #include "codec.h"
+#include "lm_io.h"
 #include "lm_fsproc.h"
 
 static const char ctx_key = 0;
@@ -311,6 +312,7 @@ int luaopen_loom_core(lua_State *L) {
   lm_open_listen(L);
   lm_open_thread(L);
   lm_open_xchan(L);
+  lm_open_io(L);
   lm_open_context(L);
   lua_newtable(L);
   add_funcs(L, context_funcs);
@@ -329,6 +331,7 @@ int luaopen_loom_core(lua_State *L) {
   add_funcs(L, lm_xcopy_funcs);
   add_funcs(L, lm_thread_funcs);
   add_funcs(L, lm_xchan_funcs);
+  add_funcs(L, lm_io_funcs);
   lm_open_fsproc(L);
   lua_getfield(L, LUA_REGISTRYINDEX, "loom.null.value");
   lua_setfield(L, -2, "null");

@@ -30,10 +30,15 @@ require("loom.pipeline")(loom)
 -- loads no database code, and no driver's client library. loom.thread
 -- too: a program that never offloads starts no thread. So do loom.fs,
 -- loom.process and loom.signal.
-local lazy = { db = "loom.db", thread = "loom.thread", fs = "loom.fs", process = "loom.process",
-  signal = "loom.signal" }
 setmetatable(loom, { __index = function(_, name)
-  if lazy[name] then return require(lazy[name]) end
+  if name == "db" then return require "loom.db" end
+  if name == "thread" then return require "loom.thread" end
+  if name == "tcp" then return require "loom.tcp" end
+  if name == "unix" then return require "loom.unix" end
+  if name == "dns" then return require "loom.dns" end
+  if name == "fs" then return require "loom.fs" end
+  if name == "process" then return require "loom.process" end
+  if name == "signal" then return require "loom.signal" end
 end })
 
 return loom

@@ -1,0 +1,785 @@
+/* A stream in Lua, shaped like Lua's files: s:read("l" | "L" | "a" | n,
+ * ...), s:lines(fmt), s:write(...), s:shutdown(), s:close(), <close>.
+ *
+ * A read takes bytes from the buffer only once every format of the call
+ * can be answered: a call that waits, times out or is cancelled leaves
+ * every byte where it was, for the next read (nothing lost, nothing
+ * sticky). A line longer than the high-water mark is an error (kind `io`,
+ * code EMSGSIZE), never split; its bytes stay buffered. At EOF the bytes
+ * buffered come first, as from a file. A write returns once the bytes were
+ * handed to the kernel or queued, and waits while more than the high-water
+ * mark is queued (backpressure); a write bigger than the mark goes out in
+ * pieces of the mark, so what a stream holds stays bounded.
+ *
+ * One reader and one writer at a time: a second task reading (or writing)
+ * while one waits gets a `usage` error, as two readers of one socket would
+ * each get some of the bytes.
+ *
+ * Every wait is an lm_request (lua/request.c). A read or a write waits on
+ * nothing that must be stopped: its stop only stops the waiting. The
+ * coroutine that waits is anchored in the stream's user values, so both
+ * go to the collector together; the collector only closes the handle
+ * (core/stream.c frees it after libuv's close callback). */
+#include <string.h>
+#include "lm_io.h"
+
+#define ANCHOR_READER 1
+#define ANCHOR_WRITER 2
+#define ANCHOR_CLOSER 3
+#define STREAM_SLOTS 3
+
+typedef struct lstream {
+  loom_stream_t *s; /* NULL once the handle is closed (or closing, by the collector) */
+  lm_ctx *ctx;
+  lm_request rd, wr, cl;
+  double rtimeout, wtimeout; /* s:settimeouts(), -1: none */
+  double call_rtimeout, call_wtimeout;
+  int closed;       /* s:close() was called */
+  int rd_waiting, wr_waiting, cl_waiting;
+  int reading, writing; /* a read, a write or a shutdown call is under way */
+  int shutting;     /* the writer waits for the shutdown */
+  int flushing;     /* the closer waits for queued writes */
+  int nfmt;         /* formats of the read under way: stack slots 2.. */
+  int wr_last;      /* the write's last argument */
+  int wr_arg;       /* how far the write got: the argument... */
+  size_t wr_off;    /* ...and the byte in it */
+} lstream;
+
+static lstream *check_stream(lua_State *L) {
+  return lm_check_self(L, LM_STREAM_MT, "loom.stream");
+}
+
+static lstream *check_open(lua_State *L) {
+  lstream *ls = check_stream(L);
+  if (ls->closed || ls->s == NULL)
+    lm_error(L, "closed", "the stream is closed");
+  return ls;
+}
+
+static void anchor(lua_State *L, int slot) {
+  lua_pushthread(L);
+  lua_setiuservalue(L, 1, slot);
+}
+
+static void unanchor(lua_State *L, int slot) {
+  lua_pushnil(L);
+  lua_setiuservalue(L, 1, slot);
+}
+
+/* ---- errors -------------------------------------------------------------- */
+
+static const char *kind_of(int err) {
+  if (strncmp(uv_err_name(err), "EAI_", 4) == 0)
+    return "dns";
+  switch (err) {
+  case UV_ETIMEDOUT:
+    return "timeout";
+  case UV_ECONNREFUSED: case UV_ECONNRESET: case UV_ECONNABORTED: case UV_EPIPE:
+  case UV_ENETUNREACH: case UV_EHOSTUNREACH: case UV_ENOTCONN: case UV_ENETDOWN:
+  case UV_EHOSTDOWN:
+    return "connection";
+  default:
+    return "io";
+  }
+}
+
+void lm_io_push_error(lua_State *L, int err, const char *what) {
+  lm_push_error(L, kind_of(err), "%s: %s", what, uv_strerror(err));
+  lua_pushstring(L, uv_err_name(err));
+  lua_setfield(L, -2, "code");
+}
+
+int lm_io_error(lua_State *L, int err, const char *what) {
+  lm_io_push_error(L, err, what);
+  return lua_error(L);
+}
+
+static int timed_out(lua_State *L, double seconds, const char *what) {
+  lm_push_error(L, "timeout", "timed out after %f s waiting to %s", seconds, what);
+  return lua_error(L);
+}
+
+/* A timeout for one call: the table at idx ({timeout = s}), or the
+ * stream's own. */
+static double call_timeout(lua_State *L, int idx, double fallback) {
+  if (lua_getfield(L, idx, "timeout") == LUA_TNIL) {
+    lua_pop(L, 1);
+    return fallback;
+  }
+  double s = lm_checknumber(L, -1);
+  if (!(s >= 0))
+    lm_argerror(L, idx, "timeout must be a non-negative number");
+  lua_pop(L, 1);
+  return s;
+}
+
+/* ---- callbacks from the core ---------------------------------------------- */
+
+static void on_read(loom_stream_t *s) {
+  lstream *ls = s->data;
+  if (ls->rd_waiting) {
+    ls->rd_waiting = 0;
+    lm_request_complete(&ls->rd);
+  }
+}
+
+static void on_write(loom_stream_t *s) {
+  lstream *ls = s->data;
+  if (ls->wr_waiting && !ls->shutting && (s->queued <= s->high_water || s->write_error)) {
+    ls->wr_waiting = 0;
+    lm_request_complete(&ls->wr);
+  }
+  if (ls->cl_waiting && ls->flushing && (s->queued == 0 || s->write_error)) {
+    ls->cl_waiting = 0;
+    lm_request_complete(&ls->cl);
+  }
+}
+
+static void on_shutdown(loom_stream_t *s) {
+  lstream *ls = s->data;
+  if (ls->wr_waiting && ls->shutting) {
+    ls->wr_waiting = 0;
+    lm_request_complete(&ls->wr);
+  }
+}
+
+static void on_closed(loom_stream_t *s) {
+  lstream *ls = s->data;
+  ls->s = NULL;
+  if (ls->cl_waiting) {
+    ls->cl_waiting = 0;
+    lm_request_complete(&ls->cl);
+  }
+}
+
+void lm_stream_push(lua_State *L, lm_ctx *ctx, loom_stream_t *s) {
+  lstream *ls = lua_newuserdatauv(L, sizeof *ls, STREAM_SLOTS);
+  memset(ls, 0, sizeof *ls);
+  ls->ctx = ctx;
+  ls->s = s;
+  ls->rd.ctx = ls->wr.ctx = ls->cl.ctx = ctx;
+  ls->rtimeout = ls->wtimeout = -1;
+  s->data = ls;
+  s->on_read = on_read;
+  s->on_write = on_write;
+  luaL_setmetatable(L, LM_STREAM_MT);
+}
+
+/* A wait inside a task needs a place to yield; checked before a call
+ * marks itself the stream's reader or writer. */
+static void check_can_wait(lua_State *L, lstream *ls) {
+  if (ls->ctx->current && !lua_isyieldable(L))
+    lm_error(L, "usage", "cannot wait here: a C function without continuation is on the stack");
+}
+
+/* ---- reading ------------------------------------------------------------- */
+
+static int read_k(lua_State *L, int status, lua_KContext kctx);
+
+static int rd_pending(lm_request *r) {
+  return LM_CONTAINER_OF(r, lstream, rd)->rd_waiting;
+}
+
+static void rd_stop(lm_request *r) {
+  LM_CONTAINER_OF(r, lstream, rd)->rd_waiting = 0;
+}
+
+static void rd_drained(lua_State *L, lm_request *r) {
+  lstream *ls = LM_CONTAINER_OF(r, lstream, rd);
+  ls->reading = 0;
+  unanchor(L, ANCHOR_READER);
+  if (r->interrupted == LOOM_ETIMEDOUT)
+    timed_out(L, ls->call_rtimeout, "read");
+}
+
+static const lm_request_ops read_ops = {rd_pending, rd_stop, rd_drained, NULL, 0};
+
+#define NEED_MORE ((size_t)-1)
+
+/* One format against the bytes p[*off, len): pushes its value and moves
+ * *off, or returns how many bytes must be buffered to answer it. done: no
+ * more bytes will come. Raises for a line longer than max. */
+static size_t one_format(lua_State *L, int idx, const char *p, size_t len, size_t *off,
+                         int done, size_t max, int *failed) {
+  size_t at = *off, left = len - at;
+  if (lua_type(L, idx) == LUA_TNUMBER) {
+    size_t n = (size_t)lua_tointeger(L, idx);
+    if (left >= n && (n > 0 || left > 0 || done)) {
+      if (n == 0 && left == 0) {
+        lua_pushnil(L); /* read(0) at EOF, as a file says */
+        *failed = 1;
+      } else {
+        lua_pushlstring(L, p + at, n);
+        *off = at + n;
+      }
+      return 0;
+    }
+    if (!done)
+      return at + (n > 0 ? n : 1);
+    if (left == 0) {
+      lua_pushnil(L);
+      *failed = 1;
+    } else {
+      lua_pushlstring(L, p + at, left);
+      *off = len;
+    }
+    return 0;
+  }
+  const char *f = lua_tostring(L, idx);
+  if (*f == '*')
+    f++;
+  if (*f == 'a') {
+    if (!done)
+      return NEED_MORE;
+    lua_pushlstring(L, p + at, left);
+    *off = len;
+    return 0;
+  }
+  const char *nl = memchr(p + at, '\n', left);
+  size_t line = nl ? (size_t)(nl - (p + at)) : left;
+  if (line > max) {
+    lm_push_error(L, "io", "a line longer than %I bytes (the stream's high-water mark)",
+                  (lua_Integer)max);
+    lua_pushliteral(L, "EMSGSIZE");
+    lua_setfield(L, -2, "code");
+    lua_error(L);
+  }
+  if (nl == NULL && !done)
+    return at + max + 1;
+  if (nl == NULL && left == 0) {
+    lua_pushnil(L);
+    *failed = 1;
+    return 0;
+  }
+  lua_pushlstring(L, p + at, line + (nl && *f == 'L'));
+  *off = at + line + (nl != NULL);
+  return 0;
+}
+
+/* Answers every format from the buffer, taking the bytes, and returns how
+ * many values it pushed; or pushes nothing and returns -1 with *want set. */
+static int try_formats(lua_State *L, lstream *ls, size_t *want) {
+  loom_stream_t *s = ls->s;
+  const char *p = loom_stream_peek(s);
+  size_t len = loom_stream_buffered(s), off = 0;
+  int done = s->eof, failed = 0, n = 0;
+  luaL_checkstack(L, ls->nfmt + LUA_MINSTACK, "too many formats");
+  for (int i = 0; i < ls->nfmt && !failed; i++, n++) {
+    size_t need = one_format(L, 2 + i, p, len, &off, done, s->high_water, &failed);
+    if (need) {
+      lua_pop(L, n);
+      *want = need;
+      return -1;
+    }
+  }
+  loom_stream_consume(s, off);
+  return n;
+}
+
+static int read_step(lua_State *L, lstream *ls) {
+  if (ls->closed || ls->s == NULL)
+    return lm_error(L, "closed", "the stream is closed");
+  size_t want = 0;
+  int n = try_formats(L, ls, &want);
+  if (n >= 0)
+    return n;
+  loom_stream_t *s = ls->s;
+  if (s->read_error)
+    return lm_io_error(L, s->read_error, "read");
+  if (ls->call_rtimeout == 0)
+    return timed_out(L, 0, "read");
+  check_can_wait(L, ls);
+  lm_request_prepare(L, &ls->rd, &read_ops, 0);
+  int rc = loom_stream_want(s, want);
+  if (rc) {
+    lm_request_abort(&ls->rd);
+    return lm_io_error(L, rc, "read");
+  }
+  lm_wait_arm(ls->rd.wait, ls->call_rtimeout);
+  ls->rd_waiting = 1;
+  ls->reading = 1;
+  anchor(L, ANCHOR_READER);
+  return lm_request_wait(L, &ls->rd, read_k);
+}
+
+static int read_k(lua_State *L, int status, lua_KContext kctx) {
+  (void)status;
+  lstream *ls = LM_CONTAINER_OF((lm_request *)kctx, lstream, rd);
+  ls->reading = 0;
+  unanchor(L, ANCHOR_READER);
+  lm_request_check(L, &ls->rd);
+  return read_step(L, ls);
+}
+
+static void check_format(lua_State *L, int idx) {
+  if (lua_type(L, idx) == LUA_TNUMBER) {
+    if (!lua_isinteger(L, idx) || lua_tointeger(L, idx) < 0)
+      lm_argerror(L, idx, "a byte count must be a non-negative integer");
+    return;
+  }
+  const char *f = lua_tostring(L, idx);
+  if (f && *f == '*')
+    f++;
+  if (lua_type(L, idx) != LUA_TSTRING || (*f != 'l' && *f != 'L' && *f != 'a'))
+    lm_argerror(L, idx, "invalid format (\"l\", \"L\", \"a\" or a byte count)");
+}
+
+/* Stack from 2 on: formats, then an optional options table. */
+static int start_read(lua_State *L, lstream *ls) {
+  int top = lua_gettop(L);
+  ls->call_rtimeout = ls->rtimeout;
+  if (top >= 2 && lua_type(L, top) == LUA_TTABLE) {
+    ls->call_rtimeout = call_timeout(L, top, ls->rtimeout);
+    lua_settop(L, --top);
+  }
+  if (top == 1) {
+    lua_pushliteral(L, "l");
+    top = 2;
+  }
+  for (int i = 2; i <= top; i++)
+    check_format(L, i);
+  if (ls->reading)
+    return lm_error(L, "usage", "another task is reading this stream");
+  ls->nfmt = top - 1;
+  return read_step(L, ls);
+}
+
+/* s:read(fmt, ... [, {timeout = s}]) */
+static int stream_read(lua_State *L) {
+  return start_read(L, check_open(L));
+}
+
+/* The iterator of s:lines(fmt, ...): the stream and the formats are its
+ * upvalues. */
+static int lines_next(lua_State *L) {
+  lua_settop(L, 0);
+  int n = (int)lua_tointeger(L, lua_upvalueindex(1));
+  for (int i = 0; i <= n; i++)
+    lua_pushvalue(L, lua_upvalueindex(2 + i));
+  lstream *ls = lua_touserdata(L, 1);
+  if (ls->closed || ls->s == NULL)
+    return lm_error(L, "closed", "the stream is closed");
+  return start_read(L, ls);
+}
+
+/* s:lines(fmt, ...): for line in s:lines() do ... end */
+static int stream_lines(lua_State *L) {
+  check_stream(L);
+  int n = lua_gettop(L) - 1;
+  for (int i = 2; i <= n + 1; i++)
+    if (lua_type(L, i) != LUA_TTABLE)
+      check_format(L, i);
+  luaL_checkstack(L, 2, "too many formats");
+  lua_pushinteger(L, n);
+  lua_insert(L, 1);
+  lua_pushcclosure(L, lines_next, n + 2);
+  return 1;
+}
+
+/* ---- writing ------------------------------------------------------------- */
+
+static int write_k(lua_State *L, int status, lua_KContext kctx);
+
+static int wr_pending(lm_request *r) {
+  return LM_CONTAINER_OF(r, lstream, wr)->wr_waiting;
+}
+
+static void wr_stop(lm_request *r) {
+  LM_CONTAINER_OF(r, lstream, wr)->wr_waiting = 0;
+}
+
+static void wr_drained(lua_State *L, lm_request *r) {
+  lstream *ls = LM_CONTAINER_OF(r, lstream, wr);
+  ls->writing = 0;
+  ls->shutting = 0;
+  unanchor(L, ANCHOR_WRITER);
+  if (r->interrupted == LOOM_ETIMEDOUT)
+    timed_out(L, ls->call_wtimeout, "write");
+}
+
+static const lm_request_ops write_ops = {wr_pending, wr_stop, wr_drained, NULL, 0};
+
+static int write_wait(lua_State *L, lstream *ls, lua_KFunction k) {
+  if (ls->call_wtimeout == 0) {
+    ls->writing = 0;
+    return timed_out(L, 0, "write");
+  }
+  lm_request_prepare(L, &ls->wr, &write_ops, 0);
+  lm_wait_arm(ls->wr.wait, ls->call_wtimeout);
+  ls->wr_waiting = 1;
+  anchor(L, ANCHOR_WRITER);
+  return lm_request_wait(L, &ls->wr, k);
+}
+
+static int write_fail(lua_State *L, lstream *ls, int err) {
+  ls->writing = 0;
+  if (err == 0 || ls->closed || ls->s == NULL)
+    return lm_error(L, "closed", "the stream is closed");
+  if (ls->s->shut && err == UV_EPIPE)
+    return lm_error(L, "closed", "the stream's write side is shut down");
+  return lm_io_error(L, err, "write");
+}
+
+static int write_step(lua_State *L, lstream *ls) {
+  for (;;) {
+    loom_stream_t *s = ls->s;
+    if (ls->closed || s == NULL)
+      return write_fail(L, ls, 0);
+    if (s->write_error)
+      return write_fail(L, ls, s->write_error);
+    if (loom_stream_queued(s) > s->high_water)
+      return write_wait(L, ls, write_k);
+    if (ls->wr_arg > ls->wr_last)
+      break;
+    size_t len;
+    const char *p = lua_tolstring(L, ls->wr_arg, &len);
+    size_t chunk = len - ls->wr_off;
+    if (s->high_water > 0 && chunk > s->high_water)
+      chunk = s->high_water;
+    int rc = loom_stream_write(s, p + ls->wr_off, chunk);
+    if (rc)
+      return write_fail(L, ls, rc);
+    ls->wr_off += chunk;
+    if (ls->wr_off >= len) {
+      ls->wr_arg++;
+      ls->wr_off = 0;
+    }
+  }
+  ls->writing = 0;
+  lua_pushvalue(L, 1);
+  return 1;
+}
+
+static int write_k(lua_State *L, int status, lua_KContext kctx) {
+  (void)status;
+  lstream *ls = LM_CONTAINER_OF((lm_request *)kctx, lstream, wr);
+  unanchor(L, ANCHOR_WRITER);
+  lm_request_check(L, &ls->wr);
+  return write_step(L, ls);
+}
+
+static void start_writing(lua_State *L, lstream *ls) {
+  check_can_wait(L, ls);
+  if (ls->writing)
+    lm_error(L, "usage", "another task is writing to this stream");
+  ls->writing = 1;
+}
+
+/* s:write(data, ... [, {timeout = s}]) -> s */
+static int stream_write(lua_State *L) {
+  lstream *ls = check_open(L);
+  int top = lua_gettop(L);
+  ls->call_wtimeout = ls->wtimeout;
+  if (top >= 2 && lua_type(L, top) == LUA_TTABLE) {
+    ls->call_wtimeout = call_timeout(L, top, ls->wtimeout);
+    lua_settop(L, --top);
+  }
+  for (int i = 2; i <= top; i++) {
+    int t = lua_type(L, i);
+    if (t != LUA_TSTRING && t != LUA_TNUMBER)
+      lm_typeerror(L, i, "string");
+    (void)lua_tolstring(L, i, NULL); /* numbers as strings, in place, as file:write does */
+  }
+  start_writing(L, ls);
+  ls->wr_last = top;
+  ls->wr_arg = 2;
+  ls->wr_off = 0;
+  return write_step(L, ls);
+}
+
+static int shutdown_k(lua_State *L, int status, lua_KContext kctx) {
+  (void)status;
+  lstream *ls = LM_CONTAINER_OF((lm_request *)kctx, lstream, wr);
+  ls->writing = 0;
+  ls->shutting = 0;
+  unanchor(L, ANCHOR_WRITER);
+  lm_request_check(L, &ls->wr);
+  if (ls->s == NULL || ls->closed)
+    return lm_error(L, "closed", "the stream is closed");
+  int st = ls->s->shutdown_status;
+  if (st < 0 && st != UV_ECANCELED)
+    return lm_io_error(L, st, "shutdown");
+  return 0;
+}
+
+/* s:shutdown([{timeout = s}]): the peer reads EOF once every byte written
+ * before has gone; reading goes on. */
+static int stream_shutdown(lua_State *L) {
+  lstream *ls = check_open(L);
+  ls->call_wtimeout = lua_type(L, 2) == LUA_TTABLE ? call_timeout(L, 2, ls->wtimeout) : ls->wtimeout;
+  lua_settop(L, 1);
+  if (ls->s->shut)
+    return 0;
+  start_writing(L, ls);
+  ls->s->on_shutdown = on_shutdown;
+  int rc = loom_stream_shutdown(ls->s, on_shutdown);
+  if (rc)
+    return write_fail(L, ls, rc);
+  ls->shutting = 1;
+  return write_wait(L, ls, shutdown_k);
+}
+
+/* ---- closing ------------------------------------------------------------- */
+
+static int cl_pending(lm_request *r) {
+  return LM_CONTAINER_OF(r, lstream, cl)->cl_waiting;
+}
+
+/* Flushing stops at once; a close callback is always waited for. */
+static void cl_stop(lm_request *r) {
+  lstream *ls = LM_CONTAINER_OF(r, lstream, cl);
+  if (ls->flushing)
+    ls->cl_waiting = 0;
+}
+
+static void close_handle(lstream *ls, loom_stream_cb cb) {
+  loom_stream_t *s = ls->s;
+  if (cb == NULL)
+    ls->s = NULL;
+  loom_stream_close(s, cb);
+}
+
+static void cl_drained(lua_State *L, lm_request *r) {
+  lstream *ls = LM_CONTAINER_OF(r, lstream, cl);
+  unanchor(L, ANCHOR_CLOSER);
+  if (ls->flushing) {
+    ls->flushing = 0;
+    if (ls->s)
+      close_handle(ls, NULL);
+  }
+  if (r->interrupted == LOOM_ETIMEDOUT)
+    timed_out(L, ls->call_wtimeout, "flush before closing");
+}
+
+static const lm_request_ops close_ops = {cl_pending, cl_stop, cl_drained, NULL, 0};
+
+static int closed_k(lua_State *L, int status, lua_KContext kctx) {
+  (void)status; (void)kctx;
+  unanchor(L, ANCHOR_CLOSER);
+  return 0;
+}
+
+static int close_now(lua_State *L, lstream *ls) {
+  if (ls->s == NULL)
+    return 0;
+  if (ls->ctx->current && !lua_isyieldable(L)) {
+    close_handle(ls, NULL); /* closes on its own; nothing can wait here */
+    return 0;
+  }
+  close_handle(ls, on_closed);
+  lm_request_prepare(L, &ls->cl, &close_ops, 1);
+  ls->cl_waiting = 1;
+  anchor(L, ANCHOR_CLOSER);
+  return lm_request_wait(L, &ls->cl, closed_k);
+}
+
+static int flushed_k(lua_State *L, int status, lua_KContext kctx) {
+  (void)status;
+  lstream *ls = LM_CONTAINER_OF((lm_request *)kctx, lstream, cl);
+  ls->flushing = 0;
+  unanchor(L, ANCHOR_CLOSER);
+  lm_request_check(L, &ls->cl);
+  return close_now(L, ls);
+}
+
+static void wake(lm_request *r, int *waiting) {
+  if (*waiting) {
+    *waiting = 0;
+    lm_request_complete(r);
+  }
+}
+
+/* s:close([{timeout = s}]): bytes written and queued go out first (within
+ * the write timeout), then the handle closes; waits for both. A waiting
+ * reader or writer gets a `closed` error. Closing twice is harmless. */
+static int stream_close(lua_State *L) {
+  lstream *ls = check_stream(L);
+  if (ls->closed)
+    return 0;
+  ls->call_wtimeout = lua_type(L, 2) == LUA_TTABLE ? call_timeout(L, 2, ls->wtimeout) : ls->wtimeout;
+  lua_settop(L, 1);
+  ls->closed = 1;
+  wake(&ls->rd, &ls->rd_waiting);
+  wake(&ls->wr, &ls->wr_waiting);
+  loom_stream_t *s = ls->s;
+  if (s == NULL)
+    return 0;
+  if (s->queued == 0 || s->write_error || ls->call_wtimeout == 0 || lm_wait_would_raise(ls->ctx) ||
+      (ls->ctx->current && !lua_isyieldable(L)))
+    return close_now(L, ls);
+  lm_request_prepare(L, &ls->cl, &close_ops, 0);
+  lm_wait_arm(ls->cl.wait, ls->call_wtimeout);
+  ls->flushing = 1;
+  ls->cl_waiting = 1;
+  anchor(L, ANCHOR_CLOSER);
+  return lm_request_wait(L, &ls->cl, flushed_k);
+}
+
+/* <close>: its second argument is the error leaving the block, if any. */
+static int stream_close_tbc(lua_State *L) {
+  lua_settop(L, 1);
+  return stream_close(L);
+}
+
+/* Never waits, never raises: queued writes are dropped with the handle. */
+static int stream_gc(lua_State *L) {
+  lstream *ls = lua_touserdata(L, 1);
+  ls->closed = 1;
+  if (ls->s && !ls->ctx->closed)
+    close_handle(ls, NULL);
+  return 0;
+}
+
+/* ---- the rest ------------------------------------------------------------ */
+
+/* s:settimeouts(read, write): seconds each read and each write (and the
+ * flush of close) may wait; nil: no bound but loom.timeout's. */
+static int stream_settimeouts(lua_State *L) {
+  lstream *ls = check_stream(L);
+  ls->rtimeout = lm_optseconds(L, 2);
+  ls->wtimeout = lm_optseconds(L, 3);
+  lua_settop(L, 1);
+  return 1;
+}
+
+/* s:sethighwater(bytes): how much is read ahead and queued for writing at
+ * most, and the longest line read("l") takes. */
+static int stream_sethighwater(lua_State *L) {
+  lstream *ls = check_open(L);
+  lua_Integer n = lm_checkinteger(L, 2);
+  if (n < 1 || n > (lua_Integer)1 << 40)
+    return lm_argerror(L, 2, "the high-water mark must be a positive number of bytes");
+  loom_stream_set_high_water(ls->s, (size_t)n);
+  lua_settop(L, 1);
+  return 1;
+}
+
+/* s:setoption("nodelay", bool) | s:setoption("keepalive", bool | seconds) */
+static int stream_setoption(lua_State *L) {
+  lstream *ls = check_open(L);
+  const char *name = luaL_checkstring(L, 2);
+  if (ls->s->kind != LOOM_STREAM_TCP)
+    return lm_argerror(L, 2, "options are for TCP streams");
+  int rc;
+  if (strcmp(name, "nodelay") == 0) {
+    rc = uv_tcp_nodelay(&ls->s->h.tcp, lua_toboolean(L, 3));
+  } else if (strcmp(name, "keepalive") == 0) {
+    int on = lua_toboolean(L, 3);
+    unsigned delay = lua_type(L, 3) == LUA_TNUMBER ? (unsigned)lm_checkseconds(L, 3) : 60;
+    rc = uv_tcp_keepalive(&ls->s->h.tcp, on, delay ? delay : 1);
+  } else {
+    return lm_argerror(L, 2, "unknown option (\"nodelay\" or \"keepalive\")");
+  }
+  if (rc)
+    return lm_io_error(L, rc, name);
+  lua_settop(L, 1);
+  return 1;
+}
+
+void lm_io_push_sockaddr(lua_State *L, const struct sockaddr *sa) {
+  char ip[INET6_ADDRSTRLEN] = "";
+  int port;
+  if (sa->sa_family == AF_INET) {
+    const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+    uv_ip4_name(in, ip, sizeof ip);
+    port = ntohs(in->sin_port);
+  } else if (sa->sa_family == AF_INET6) {
+    const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+    uv_ip6_name(in6, ip, sizeof ip);
+    port = ntohs(in6->sin6_port);
+  } else {
+    lua_pushboolean(L, 0);
+    return;
+  }
+  lua_createtable(L, 0, 3);
+  lua_pushstring(L, ip);
+  lua_setfield(L, -2, "address");
+  lua_pushinteger(L, port);
+  lua_setfield(L, -2, "port");
+  lua_pushstring(L, sa->sa_family == AF_INET ? "inet" : "inet6");
+  lua_setfield(L, -2, "family");
+}
+
+static int push_name(lua_State *L, int peer) {
+  lstream *ls = check_open(L);
+  loom_stream_t *s = ls->s;
+  int rc;
+  if (s->kind == LOOM_STREAM_TCP) {
+    struct sockaddr_storage ss;
+    int len = sizeof ss;
+    rc = peer ? uv_tcp_getpeername(&s->h.tcp, (struct sockaddr *)&ss, &len)
+              : uv_tcp_getsockname(&s->h.tcp, (struct sockaddr *)&ss, &len);
+    if (rc == 0)
+      lm_io_push_sockaddr(L, (struct sockaddr *)&ss);
+  } else {
+    char path[1024];
+    size_t len = sizeof path;
+    rc = peer ? uv_pipe_getpeername(&s->h.pipe, path, &len)
+              : uv_pipe_getsockname(&s->h.pipe, path, &len);
+    if (rc == 0) {
+      lua_createtable(L, 0, 2);
+      lua_pushlstring(L, path, len);
+      lua_setfield(L, -2, "path");
+      lua_pushliteral(L, "unix");
+      lua_setfield(L, -2, "family");
+    }
+  }
+  if (rc)
+    return lm_io_error(L, rc, peer ? "peername" : "sockname");
+  return 1;
+}
+
+/* s:peername() / s:sockname(): {address=, port=, family=} ({path=,
+ * family="unix"} for a Unix domain socket). */
+static int stream_peername(lua_State *L) { return push_name(L, 1); }
+static int stream_sockname(lua_State *L) { return push_name(L, 0); }
+
+/* s:stats() -> {buffered=, queued=, high_water=}: bytes read ahead and
+ * not taken, bytes written and not yet sent. */
+static int stream_stats(lua_State *L) {
+  lstream *ls = check_stream(L);
+  lua_createtable(L, 0, 3);
+  loom_stream_t *s = ls->closed ? NULL : ls->s;
+  lua_pushinteger(L, s ? (lua_Integer)loom_stream_buffered(s) : 0);
+  lua_setfield(L, -2, "buffered");
+  lua_pushinteger(L, s ? (lua_Integer)loom_stream_queued(s) : 0);
+  lua_setfield(L, -2, "queued");
+  lua_pushinteger(L, s ? (lua_Integer)s->high_water : 0);
+  lua_setfield(L, -2, "high_water");
+  return 1;
+}
+
+static int stream_tostring(lua_State *L) {
+  lstream *ls = check_stream(L);
+  if (ls->closed || ls->s == NULL)
+    lua_pushliteral(L, "loom.stream (closed)");
+  else
+    lua_pushfstring(L, "loom.stream (%p)", (void *)ls);
+  return 1;
+}
+
+static const luaL_Reg stream_methods[] = {
+  {"read", stream_read},
+  {"lines", stream_lines},
+  {"write", stream_write},
+  {"shutdown", stream_shutdown},
+  {"close", stream_close},
+  {"settimeouts", stream_settimeouts},
+  {"sethighwater", stream_sethighwater},
+  {"setoption", stream_setoption},
+  {"peername", stream_peername},
+  {"sockname", stream_sockname},
+  {"stats", stream_stats},
+  {NULL, NULL}
+};
+
+static const luaL_Reg stream_metamethods[] = {
+  {"__gc", stream_gc},
+  {"__close", stream_close_tbc},
+  {"__tostring", stream_tostring},
+  {NULL, NULL}
+};
+
+void lm_open_stream(lua_State *L) {
+  lm_new_class(L, LM_STREAM_MT, stream_methods, stream_metamethods);
+}
