@@ -7,7 +7,6 @@
 void lm_open_fsproc(lua_State *L) {
   lm_open_fswait(L);
   lm_open_file(L);
-  lm_open_pipe(L);
   lm_open_process(L);
   lm_open_signal(L);
   const luaL_Reg *lists[] = {lm_fs_funcs, lm_file_funcs, lm_process_funcs, lm_signal_funcs};

@@ -1,5 +1,5 @@
 /* Internal header of loom's files, processes and signals (lua/io/fs*.c,
- * file.c, pipe.c, process.c, signal.c): libuv requests and handles waited
+ * file.c, process.c, signal.c): libuv requests and handles waited
  * for through lua/request.c.
  *
  * Lifetime. What libuv writes into or reads from while a request is out
@@ -25,7 +25,6 @@ typedef struct lm_rbuf {
   char *p;
   size_t cap, start, end; /* unread bytes: p[start, end) */
   int eof;
-  size_t first; /* the first allocation (0: 256 KiB, for files) */
 } lm_rbuf;
 
 /* Makes room for at least want more bytes after end (compacting first,
@@ -97,16 +96,6 @@ void lm_open_file(lua_State *L);
 extern const luaL_Reg lm_file_funcs[];
 /* fs.c */
 extern const luaL_Reg lm_fs_funcs[];
-/* pipe.c: a pipe to or from a child process, the file's methods. */
-#define LM_PIPE_MT "loom.pipe"
-typedef struct lm_pipe lm_pipe;
-/* A pipe for uv_spawn's stdio (NULL when out of memory); once spawned,
- * lm_pipe_push gives it its userdata, readable or writable; if the spawn
- * failed, lm_pipe_discard closes it. */
-uv_pipe_t *lm_pipe_new(lm_ctx *ctx);
-lm_pipe *lm_pipe_push(lua_State *L, lm_ctx *ctx, uv_pipe_t *handle, int readable);
-void lm_pipe_discard(uv_pipe_t *handle);
-void lm_open_pipe(lua_State *L);
 /* process.c, signal.c */
 void lm_open_process(lua_State *L);
 extern const luaL_Reg lm_process_funcs[];
@@ -116,7 +105,8 @@ extern const luaL_Reg lm_signal_funcs[];
 int lm_signum(lua_State *L, int idx);
 const char *lm_signame(int signum);
 
-/* Every io class and function: called once by luaopen_loom_core. */
+/* The classes, and the functions into the module table on top: called
+ * once by luaopen_loom_core. */
 void lm_open_fsproc(lua_State *L);
 
 #endif

@@ -1,5 +1,6 @@
 /* loom.process.spawn's child processes on uv_spawn: p:wait(), p:kill(),
- * p.pid, and pipes for its stdin, stdout and stderr (pipe.c).
+ * p.pid, and its stdin, stdout and stderr as loom streams (core/stream.c,
+ * lua/io/stream.c: the sockets' read, lines, write, close).
  *
  * Reaping. libuv reaps a child (waitpid) when its SIGCHLD comes, for
  * every process handle still open, and calls the exit callback, which
@@ -16,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "lm_fsproc.h"
+#include "lm_io.h"
 
 #define LM_PROCESS_MT "loom.process"
 #define LM_PROCESS_WAIT_MT "loom.process.wait"
@@ -356,18 +358,18 @@ static int l_spawn(lua_State *L) {
   luaL_setmetatable(L, LM_PROCESS_MT);
   int ud_idx = lua_gettop(L);
   proc *p = calloc(1, sizeof *p);
-  uv_pipe_t *pipes[3] = {NULL, NULL, NULL};
-  int oom = p == NULL;
-  for (int i = 0; i < 3 && !oom; i++)
-    if (stdio_kind[i] == 0 && (pipes[i] = lm_pipe_new(ctx)) == NULL)
-      oom = 1;
-  if (oom) {
+  loom_stream_t *pipes[3] = {NULL, NULL, NULL};
+  int err = p == NULL ? UV_ENOMEM : 0;
+  for (int i = 0; i < 3 && !err; i++)
+    if (stdio_kind[i] == 0)
+      pipes[i] = loom_stream_new(&ctx->loop, LOOM_STREAM_PIPE, &err);
+  if (err) {
     for (int i = 0; i < 3; i++)
       if (pipes[i])
-        lm_pipe_discard(pipes[i]);
+        loom_stream_close(pipes[i], NULL);
     free(p);
     free(env);
-    return lm_error(L, "memory", "cannot allocate a process");
+    return lm_fs_error(L, err, "spawn", cmd);
   }
   p->ctx = ctx;
   p->grace = grace;
@@ -380,7 +382,7 @@ static int l_spawn(lua_State *L) {
     switch (stdio_kind[i]) {
     case 0:
       stdio[i].flags = UV_CREATE_PIPE | (i == 0 ? UV_READABLE_PIPE : UV_WRITABLE_PIPE);
-      stdio[i].data.stream = (uv_stream_t *)pipes[i];
+      stdio[i].data.stream = loom_stream_uv(pipes[i]);
       break;
     case 1:
       stdio[i].flags = UV_INHERIT_FD;
@@ -406,7 +408,7 @@ static int l_spawn(lua_State *L) {
   if (rc < 0) {
     for (int i = 0; i < 3; i++)
       if (pipes[i])
-        lm_pipe_discard(pipes[i]);
+        loom_stream_close(pipes[i], NULL);
     /* The handle is closed even when the spawn failed. */
     p->orphan = 1;
     uv_close((uv_handle_t *)&p->h, close_cb);
@@ -415,7 +417,7 @@ static int l_spawn(lua_State *L) {
   ud->p = p;
   for (int i = 0; i < 3; i++) {
     if (pipes[i]) {
-      lm_pipe_push(L, ctx, pipes[i], i != 0);
+      lm_stream_push(L, ctx, pipes[i]);
       lua_setiuservalue(L, ud_idx, SLOT_STDIN + i);
     }
   }

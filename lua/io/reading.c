@@ -1,5 +1,5 @@
 /* Lua io's read formats ("l", "L", "a", a count) over a buffer that a file
- * or a pipe refills, one format after another, so a read waits as often
+ * refills, one format after another, so a read waits as often
  * as it must and a partial line is never handed out: what a format cannot
  * answer yet stays in the buffer for the refill. */
 #include <stdlib.h>
@@ -22,7 +22,7 @@ size_t lm_rbuf_room(lm_rbuf *b, size_t want) {
     b->end = used;
     return b->cap - b->end;
   }
-  size_t cap = b->cap ? b->cap : b->first ? b->first : RBUF_MIN;
+  size_t cap = b->cap ? b->cap : RBUF_MIN;
   while (cap - used < want) {
     if (cap > ((size_t)-1) / 2)
       return 0;

@@ -2,7 +2,7 @@
 --
 --   loom.process.run(cmd, args, opts) -> {code =, signal =, stdout =, stderr =}
 --   loom.process.spawn(cmd, args, opts) -> p, with p.stdin, p.stdout,
---     p.stderr (pipes with the file's read/lines/write/close), p.pid,
+--     p.stderr (loom streams, as sockets are: read/lines/write/close), p.pid,
 --     p:wait() -> code (nil if a signal ended it), signal name, p:kill(sig)
 --
 -- cmd is looked up in PATH unless it holds a slash; args is an array of
@@ -80,7 +80,7 @@ end
 local function feed(pipe, data)
   local ok, err = pcall(pipe.write, pipe, data)
   pipe:close()
-  if not ok and not (loom.is_error(err, "io") and (err.code == "EPIPE" or err.code == "ECANCELED")) then
+  if not ok and not (loom.is_error(err) and (err.code == "EPIPE" or err.code == "ECANCELED")) then
     error(err, 0)
   end
 end
