@@ -118,7 +118,9 @@ void loom_stream_set_transport(loom_stream_t *s, const loom_transport_t *t, void
 
 /* Reading: buffered bytes, taking them, and asking for more. */
 static inline size_t loom_stream_buffered(const loom_stream_t *s) { return s->rend - s->rstart; }
-static inline const char *loom_stream_peek(const loom_stream_t *s) { return s->rbuf + s->rstart; }
+static inline const char *loom_stream_peek(const loom_stream_t *s) {
+  return s->rbuf ? s->rbuf + s->rstart : "";
+}
 /* Takes n buffered bytes (n <= loom_stream_buffered), reading on if that
  * brought the buffer below the mark. */
 void loom_stream_consume(loom_stream_t *s, size_t n);

@@ -84,6 +84,16 @@ describe("examples", function()
   end
 end)
 
+describe("examples of sockets and streams", function()
+  local expected = {
+    ["echo.lua"] = "every client got its lines echoed back",
+    ["chat.lua"] = "chat over: every member heard the other two",
+  }
+  for script, line in pairs(expected) do
+    it("io/" .. script .. " runs and prints what it promises", function() check("examples/io", script, line) end)
+  end
+end)
+
 describe("examples on every database", function()
   local expected = {
     ["optimistic_lock.lua"] = "at version 5 after",

@@ -235,7 +235,7 @@ static size_t one_format(lua_State *L, int idx, const char *p, size_t len, size_
     *off = len;
     return 0;
   }
-  const char *nl = memchr(p + at, '\n', left);
+  const char *nl = left ? memchr(p + at, '\n', left) : NULL;
   size_t line = nl ? (size_t)(nl - (p + at)) : left;
   if (line > max) {
     lm_push_error(L, "io", "a line longer than %I bytes (the stream's high-water mark)",
