@@ -12,7 +12,12 @@
  * A cancelled wait (task:cancel(), loom.timeout) stops the child: SIGTERM,
  * then SIGKILL once kill_grace seconds passed, and waits (shielded) until
  * it exited before raising; on_cancel = "leave" lets the child run on
- * instead. */
+ * instead.
+ *
+ * A state closed while children run: their process objects are collected
+ * first, then the list of live processes (made before any of them, so
+ * collected after them) closes their handles with close_cb, before the
+ * loop's own close would close them without one and leak the memory. */
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,7 +42,28 @@ typedef struct proc {
   int64_t code;
   int term_signal;
   xwait *waiter;
+  struct proc *prev, *next; /* the state's live processes */
+  struct plist *list;
 } proc;
+
+typedef struct plist {
+  proc *head;
+} plist;
+
+static const char plist_key = 0;
+
+static void unlist(proc *p) {
+  if (p->list == NULL)
+    return;
+  if (p->prev)
+    p->prev->next = p->next;
+  else
+    p->list->head = p->next;
+  if (p->next)
+    p->next->prev = p->prev;
+  p->list = NULL;
+  p->prev = p->next = NULL;
+}
 
 typedef struct lm_process {
   proc *p;
@@ -57,6 +83,7 @@ struct xwait {
 static void close_cb(uv_handle_t *h) {
   proc *p = h->data;
   p->closed = 1;
+  unlist(p);
   if (!p->ctx->closed)
     loom_timer_stop(&p->ctx->loop, &p->kill_timer);
   if (p->orphan)
@@ -415,6 +442,14 @@ static int l_spawn(lua_State *L) {
     return lm_fs_error(L, rc, "spawn", cmd);
   }
   ud->p = p;
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &plist_key);
+  plist *list = lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  p->list = list;
+  p->next = list->head;
+  if (list->head)
+    list->head->prev = p;
+  list->head = p;
   for (int i = 0; i < 3; i++) {
     if (pipes[i]) {
       lm_stream_push(L, ctx, pipes[i]);
@@ -443,7 +478,35 @@ static const luaL_Reg xwait_meta[] = {{"__gc", xwait_gc}, {NULL, NULL}};
 
 const luaL_Reg lm_process_funcs[] = {{"_process_spawn", l_spawn}, {NULL, NULL}};
 
+/* The state is closing: every child still running is let go (its process
+ * object is gone already), its handle closed with close_cb. */
+static int plist_gc(lua_State *L) {
+  plist *list = lua_touserdata(L, 1);
+  proc *p = list->head;
+  while (p) {
+    proc *next = p->next;
+    p->list = NULL;
+    p->prev = p->next = NULL;
+    loom_timer_stop(&p->ctx->loop, &p->kill_timer);
+    if (!uv_is_closing((uv_handle_t *)&p->h))
+      uv_close((uv_handle_t *)&p->h, close_cb);
+    p = next;
+  }
+  list->head = NULL;
+  return 0;
+}
+
 void lm_open_process(lua_State *L) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &plist_key) == LUA_TNIL) {
+    plist *list = lua_newuserdatauv(L, sizeof *list, 0);
+    list->head = NULL;
+    lua_createtable(L, 0, 1);
+    lua_pushcfunction(L, plist_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_setmetatable(L, -2);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &plist_key);
+  }
+  lua_pop(L, 1);
   lm_new_class(L, LM_PROCESS_MT, NULL, process_meta);
   luaL_getmetatable(L, LM_PROCESS_MT);
   lua_newtable(L);

@@ -56,14 +56,43 @@ function signal.raise(name)
   core._signal_raise(name)
 end
 
--- loom.signal.shutdown_on(names, fn, ...): runs fn(...) in a task of its
--- own; the first of the signals to arrive cancels it (the cancelled error
--- has reason "signal INT"), and once its cleanup ran (<close> variables,
--- pcall handlers, loom.shield) shutdown_on returns nil and the signal's
--- name. If fn returns first, its results. Watching stops then: a second
--- INT during the cleanup ends the process as usual. Called outside any
--- task it runs the loop itself (loom.run), so a program's whole main can
--- be `loom.signal.shutdown_on({"INT", "TERM"}, main)`.
+-- Cancels task on the first of names to arrive; returns a function that
+-- stops watching and one that says which signal fired (nil: none).
+local function cancel_on(names, task)
+  local ch = loom.channel(1)
+  local w = watch(names, ch)
+  local fired
+  local canceller = core._spawn_daemon(function()
+    fired = ch:recv()
+    if fired then
+      w:close()
+      task:cancel("signal " .. fired)
+    end
+  end)
+  return function()
+    ch:close()
+    w:close()
+    canceller:cancel()
+  end, function() return fired end
+end
+
+local function ended_by(fired, err)
+  return fired ~= nil and loom.is_error(err, "cancelled")
+end
+
+-- loom.signal.shutdown_on(names, fn, ...): runs fn(...) and returns its
+-- results; if one of the signals arrives first, fn's task is cancelled
+-- (the error has reason "signal INT"), its cleanup runs (<close>
+-- variables, pcall handlers, loom.shield), and shutdown_on returns nil
+-- and the signal's name. Watching stops either way: a second INT during
+-- the cleanup ends the process as usual.
+--
+-- Called outside any task it runs the loop itself with fn as the main
+-- task, so a whole program can be `loom.signal.shutdown_on({"INT",
+-- "TERM"}, main)`: on a signal every other task is cancelled too (as
+-- loom.run does once main fails) and it returns when all have ended.
+-- Inside a task fn runs in a task of its own; the tasks it starts end
+-- with it if it starts them in a loom.group.
 function signal.shutdown_on(names, fn, ...)
   if type(names) == "string" then names = { names } end
   if type(names) ~= "table" then
@@ -74,27 +103,29 @@ function signal.shutdown_on(names, fn, ...)
   if not loom._is_callable(fn) then
     loom.error("argument", "bad argument #2 to 'loom.signal.shutdown_on' (function expected, got " .. type(fn) .. ")")
   end
-  if not loom.current() then return loom.run(signal.shutdown_on, names, fn, ...) end
-  local ch = loom.channel(1)
-  local w <close> = watch(names, ch)
+  if not loom.current() then
+    local fired
+    local res = table.pack(pcall(loom.run, function(...)
+      local stop, which = cancel_on(names, loom.current())
+      local r = table.pack(pcall(fn, ...))
+      fired = which()
+      stop()
+      if not r[1] then error(r[2], 0) end
+      return table.unpack(r, 2, r.n)
+    end, ...))
+    if res[1] then return table.unpack(res, 2, res.n) end
+    if ended_by(fired, res[2]) then return nil, fired end
+    error(res[2], 0)
+  end
   local task = loom.spawn(fn, ...)
-  local fired
-  local canceller = core._spawn_daemon(function()
-    fired = ch:recv()
-    if fired then
-      w:close()
-      task:cancel("signal " .. fired)
-    end
-  end)
+  local stop, which = cancel_on(names, task)
   local res = table.pack(pcall(task.join, task))
-  ch:close()
-  canceller:cancel()
+  stop()
   if res[1] then return table.unpack(res, 2, res.n) end
-  local err = res[2]
-  if fired and loom.is_error(err, "cancelled") and task:status() == "cancelled" then return nil, fired end
+  if ended_by(which(), res[2]) and task:status() == "cancelled" then return nil, which() end
   -- This task was cancelled while it waited: fn goes down with it.
   task:cancel()
-  error(err, 0)
+  error(res[2], 0)
 end
 
 loom.signal = signal
