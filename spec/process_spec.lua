@@ -182,7 +182,8 @@ describe("loom.process.spawn", function()
 
   it("with on_cancel = \"leave\" the child runs on after a cancelled wait", function()
     loom.run(function()
-      local p = process.spawn("sleep", { "30" }, { on_cancel = "leave", stdin = "null", stdout = "null", stderr = "null" })
+      local p = process.spawn("sleep", { "30" },
+        { on_cancel = "leave", stdin = "null", stdout = "null", stderr = "null" })
       expect_error("timeout", loom.timeout, 0.05, p.wait, p)
       assert.is_true(alive(p.pid))
       p:kill()

@@ -151,7 +151,7 @@ describe("loom.signal.shutdown_on", function()
       local cleaned = false
       local raiser = loom.spawn(function() loom.sleep(0.02) signal.raise("USR1") end)
       local a, b = signal.shutdown_on({ "USR1", "USR2" }, function()
-        local c <close> = setmetatable({}, { __close = function() cleaned = true end })
+        local _ <close> = setmetatable({}, { __close = function() cleaned = true end })
         loom.sleep(30)
       end)
       assert.same({ nil, "USR1" }, { a, b })

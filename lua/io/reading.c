@@ -87,7 +87,8 @@ static int one(lua_State *L, int fmt, size_t n, lm_rbuf *b, size_t *want) {
   size_t avail = b->end - b->start;
   switch (fmt) {
   case 'n':
-    if (avail >= n || (b->eof && avail > 0)) {
+    if (avail > 0 && (avail >= n || b->eof)) {
+      /* Lua's read(0) tests for the end of the data: "" before it. */
       size_t k = avail < n ? avail : n;
       lua_pushlstring(L, p, k);
       b->start += k;
@@ -95,12 +96,7 @@ static int one(lua_State *L, int fmt, size_t n, lm_rbuf *b, size_t *want) {
     }
     if (b->eof)
       return -1;
-    /* Lua's read(0) tests for the end of the data. */
-    *want = n == 0 ? 1 : n - avail;
-    if (n == 0 && avail > 0) {
-      lua_pushliteral(L, "");
-      return 1;
-    }
+    *want = n > avail ? n - avail : 1;
     return 0;
   case 'a':
     if (!b->eof) {

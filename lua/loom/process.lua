@@ -28,7 +28,9 @@ local function check(fname, cmd, args, opts)
   if type(cmd) ~= "string" or cmd == "" then
     arg_error(fname, 1, "command string expected, got " .. (cmd == "" and "an empty string" or type(cmd)))
   end
-  if args ~= nil and type(args) ~= "table" then arg_error(fname, 2, "array of arguments expected, got " .. type(args)) end
+  if args ~= nil and type(args) ~= "table" then
+    arg_error(fname, 2, "array of arguments expected, got " .. type(args))
+  end
   if opts ~= nil and type(opts) ~= "table" then arg_error(fname, 3, "options table expected, got " .. type(opts)) end
   local argv = {}
   for i, a in ipairs(args or {}) do
@@ -49,14 +51,14 @@ local function check(fname, cmd, args, opts)
   if opts.env ~= nil and type(opts.env) ~= "table" then arg_error(fname, 3, "env must be a table") end
   if opts.cwd ~= nil and type(opts.cwd) ~= "string" then arg_error(fname, 3, "cwd must be a string") end
   local grace = opts.kill_grace
-  if grace ~= nil and (type(grace) ~= "number" or not (grace >= 0)) then
+  if grace ~= nil and (type(grace) ~= "number" or not (grace >= 0)) then -- luacheck: ignore 581 (NaN too)
     arg_error(fname, 3, "kill_grace must be a non-negative number of seconds")
   end
   if opts.on_cancel ~= nil and opts.on_cancel ~= "kill" and opts.on_cancel ~= "leave" then
     arg_error(fname, 3, "on_cancel must be \"kill\" or \"leave\"")
   end
   local timeout = opts.timeout
-  if timeout ~= nil and (type(timeout) ~= "number" or not (timeout >= 0)) then
+  if timeout ~= nil and (type(timeout) ~= "number" or not (timeout >= 0)) then -- luacheck: ignore 581 (NaN too)
     arg_error(fname, 3, "timeout must be a non-negative number of seconds")
   end
   o.env, o.cwd, o.kill_grace, o.on_cancel, o.clear_env = opts.env, opts.cwd, grace, opts.on_cancel, opts.clear_env
