@@ -211,6 +211,55 @@ describe("loom.fs.open", function()
     end)
   end)
 
+  -- Cached bytes are read in place; a file out of the page cache goes
+  -- through the thread pool and reads ahead into a second buffer: both
+  -- must give the same bytes in the same order, whatever moves the file.
+  describe("out of the page cache", function()
+    local lines, text
+    local function uncached(path)
+      assert(os.execute(("sync %s && dd if=%s iflag=nocache count=0 2>/dev/null"):format(path, path)))
+    end
+    before_each(function()
+      lines = {}
+      for i = 1, 60000 do lines[i] = ("%06d %s"):format(i, ("abcdefghij"):sub(1, i % 11)) end
+      text = table.concat(lines, "\n") .. "\n"
+      plain_write(dir .. "/u", text)
+      uncached(dir .. "/u")
+    end)
+
+    it("reads lines and chunks in order", function()
+      loom.run(function()
+        local f <close> = fs.open(dir .. "/u")
+        local got = {}
+        for l in f:lines() do got[#got + 1] = l end
+        assert.equal(#lines, #got)
+        assert.is_true(table.concat(got, "\n") .. "\n" == text, "lines differ")
+        f:seek("set", 0)
+        uncached(dir .. "/u")
+        local parts = {}
+        for chunk in f:lines(65536) do parts[#parts + 1] = chunk end
+        assert.is_true(table.concat(parts) == text, "chunks differ")
+      end)
+    end)
+
+    it("seeks, writes and closes with a read-ahead out", function()
+      loom.run(function()
+        local f = fs.open(dir .. "/u", "r+")
+        assert.equal(text:sub(1, 70000), f:read(70000))
+        assert.equal(100, f:seek("set", 100))
+        assert.equal(text:sub(101, 120), f:read(20))
+        uncached(dir .. "/u")
+        assert.equal(text:sub(121, 300000), f:read(300000 - 120))
+        f:write("XYZ")
+        f:flush()
+        assert.equal(300003, f:seek("cur"))
+        assert.equal(text:sub(300004, 300010), f:read(7))
+        f:close()
+        assert.equal(text:sub(1, 300000) .. "XYZ" .. text:sub(300004), plain_read(dir .. "/u"))
+      end)
+    end)
+  end)
+
   it("writes what is buffered when a file is dropped unclosed", function()
     loom.run(function()
       local f = fs.open(dir .. "/g", "w")

@@ -2,9 +2,13 @@
  * close, <close>) with every read, write and close a uv_fs request on the
  * thread pool, so a file never blocks the loop.
  *
- * Reads fill a buffer (256 KiB to start) with one request and answer the
- * formats from it: reading a file in 64 KiB chunks costs a trip to the
- * thread pool every fourth chunk, not every chunk. Writes gather in a
+ * Reads fill a buffer (256 KiB to start) and answer the formats from it.
+ * What the page cache holds is read in place (preadv2 with RWF_NOWAIT,
+ * which never waits for the disk), up to 1 MiB between two turns of the
+ * loop: a cached file costs no thread hop. What is not cached is read by
+ * the thread pool, and a file read on from there reads ahead: the next
+ * 256 KiB go into a second buffer while the caller works on the first,
+ * so the disk and the caller overlap. Writes gather in a
  * buffer of the same size and go out when it is full, on flush, seek and
  * close. As in C's stdio, a read after writes needs a flush or a seek in
  * between; a write after reads drops what was read ahead.
@@ -13,13 +17,20 @@
  * gets a `busy` error. The file's state (fd, buffers, the uv_fs_t) is
  * malloc'd; a file collected with a request out leaves it to the
  * request's completion, which closes the fd. */
+#define _GNU_SOURCE /* preadv2, RWF_NOWAIT */
+#include <errno.h>
 #include <fcntl.h>
+#include <sys/uio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "lm_fsproc.h"
 
 #define LM_FILE_MT "loom.file"
 #define WBUF_CAP 262144
+/* Bytes read from the page cache in place (no thread, no wait) before a
+ * refill goes through the thread pool anyway, so the loop gets a turn:
+ * a fraction of a millisecond of copying. */
+#define INLINE_BUDGET (1u << 20)
 /* One uv_fs_read/write asks for at most this much (uv_buf_t holds an
  * unsigned int). */
 #define IO_MAX (1u << 30)
@@ -30,6 +41,12 @@ typedef struct fstate {
   int readable, writable, append;
   int64_t rpos;  /* file offset of rb's end */
   lm_rbuf rb;
+  lm_rbuf ahead;  /* the read-ahead's buffer: file offset rpos on */
+  int prefetch;   /* a read-ahead is out (op.out) or done, unabsorbed */
+  int streaming;  /* disk-bound refills fill their room: read ahead */
+  int no_nowait;  /* RWF_NOWAIT reads fail here: always the pool */
+  size_t inline_left; /* bytes read in place before the loop gets a turn */
+  size_t asked;   /* the room the refill out asked to fill */
   char *wb;
   size_t wlen;
   int64_t wpos;  /* file offset of wb[0] */
@@ -45,6 +62,7 @@ typedef struct lm_file {
 static void free_state(fstate *st) {
   uv_fs_req_cleanup(&st->op.req);
   lm_rbuf_free(&st->rb);
+  lm_rbuf_free(&st->ahead);
   free(st->wb);
   free(st->path);
   free(st);
@@ -90,15 +108,108 @@ static lm_file *check_file(lua_State *L) {
   return lm_check_self(L, LM_FILE_MT, "loom.file");
 }
 
+/* A call is under way while someone waits on the op, or the op out is
+ * not a read-ahead. */
 static fstate *usable(lua_State *L, lm_file *f) {
   if (f->closed)
     lm_error(L, "closed", "the file is closed");
-  if (f->st->op.out)
+  if (f->st->op.waiter || (f->st->op.out && !f->st->prefetch))
     lm_error(L, "busy", "another task is using this file: one call at a time");
   return f->st;
 }
 
 static uv_loop_t *uvloop(lm_file *f) { return &f->ctx->loop.uv; }
+
+/* The call's own values (arguments, results so far) sit below the waits
+ * of the request that ended, which are done with: drops those. */
+static void drop_wait(lua_State *L, const void *w) {
+  int base = lua_gettop(L);
+  while (base > 0 && lua_touserdata(L, base) != w)
+    base--;
+  lua_settop(L, base - 1);
+}
+
+/* ---- read-ahead ---------------------------------------------------------- */
+
+/* Reads on from rpos into the second buffer, nobody waiting. */
+static void start_prefetch(lm_file *f) {
+  fstate *st = f->st;
+  if (st->prefetch || st->op.out || st->rb.eof || !st->streaming || st->wlen)
+    return;
+  st->ahead.start = st->ahead.end = 0;
+  size_t room = lm_rbuf_room(&st->ahead, st->rb.cap);
+  if (room == 0)
+    return;
+  st->op.req.data = &st->op;
+  uv_buf_t buf = uv_buf_init(st->ahead.p, room > IO_MAX ? IO_MAX : (unsigned)room);
+  if (uv_fs_read(uvloop(f), &st->op.req, st->fd, &buf, 1, st->rpos, lm_fs_cb) < 0)
+    return;
+  st->op.out = 1;
+  st->prefetch = 1;
+}
+
+/* A read-ahead that is done joins the buffer; one that failed is dropped
+ * (the refill that replaces it meets its error). */
+static void absorb_prefetch(fstate *st) {
+  ssize_t n = st->op.req.result;
+  lm_fs_reset(&st->op);
+  st->prefetch = 0;
+  if (n < 0)
+    return;
+  if (n == 0) {
+    st->rb.eof = 1;
+    return;
+  }
+  if (st->rb.start == st->rb.end) {
+    lm_rbuf t = st->rb;
+    st->rb = st->ahead;
+    st->ahead = t;
+    st->rb.start = 0;
+    st->rb.end = (size_t)n;
+    st->rb.eof = 0;
+  } else {
+    if (lm_rbuf_room(&st->rb, (size_t)n) < (size_t)n)
+      return;
+    memcpy(st->rb.p + st->rb.end, st->ahead.p, (size_t)n);
+    st->rb.end += (size_t)n;
+  }
+  st->rpos += n;
+}
+
+static void drop_prefetch(fstate *st) {
+  if (st->prefetch && !st->op.out) {
+    lm_fs_reset(&st->op);
+    st->prefetch = 0;
+  }
+  st->streaming = 0;
+}
+
+static int await_k(lua_State *L, int status, lua_KContext kctx) {
+  (void)status;
+  lm_fswait *w = lm_fs_done(L, kctx);
+  fstate *st = (fstate *)w->op;
+  lua_CFunction again = w->again;
+  drop_prefetch(st);
+  drop_wait(L, w);
+  return again(L);
+}
+
+/* A call that moves the file or reuses its op waits for a read-ahead
+ * still out, drops it, and runs again (again(L), the stack as it was). */
+static int await_prefetch(lua_State *L, lm_file *f, lua_CFunction again, int shielded) {
+  fstate *st = f->st;
+  lm_fswait *w = lm_fs_wait_new(L, f->ctx, &st->op, 0, shielded);
+  w->again = again;
+  st->op.waiter = w;
+  return lm_request_wait(L, &w->rq, await_k);
+}
+
+#define SETTLE_PREFETCH(L, f, fn, shielded)                                    \
+  do {                                                                         \
+    if ((f)->st->prefetch && (f)->st->op.out)                                  \
+      return await_prefetch((L), (f), (fn), (shielded));                       \
+    drop_prefetch((f)->st);                                                    \
+  } while (0)
 
 /* ---- open ----------------------------------------------------------------- */
 
@@ -133,6 +244,7 @@ static int open_k(lua_State *L, int status, lua_KContext kctx) {
   if (st->op.req.result < 0)
     return lm_fs_error(L, (int)st->op.req.result, "open", st->path);
   st->fd = (uv_file)st->op.req.result;
+  st->inline_left = INLINE_BUDGET;
   lm_fs_reset(&st->op);
   /* The state is the file's now. */
   w->op = NULL;
@@ -175,31 +287,77 @@ static int l_open(lua_State *L) {
 /* ---- read ------------------------------------------------------------------ */
 
 static int read_k(lua_State *L, int status, lua_KContext kctx);
+static int prefetch_k(lua_State *L, int status, lua_KContext kctx);
 
-/* The call's own values (arguments, results so far) sit below the waits
- * of the request that ended, which are done with: drops those. */
-static void drop_wait(lua_State *L, const void *w) {
-  int base = lua_gettop(L);
-  while (base > 0 && lua_touserdata(L, base) != w)
-    base--;
-  lua_settop(L, base - 1);
+/* Fills the buffer through the thread pool: the caller waits. */
+static int refill(lua_State *L, lm_file *f, const lm_reading *r, size_t ask) {
+  fstate *st = f->st;
+  lm_fswait *w = lm_fs_wait_new(L, f->ctx, &st->op, 0, 0);
+  w->reading = *r;
+  st->asked = ask;
+  uv_buf_t buf = uv_buf_init(st->rb.p + st->rb.end, (unsigned)ask);
+  int rc = uv_fs_read(uvloop(f), &st->op.req, st->fd, &buf, 1, st->rpos, lm_fs_cb);
+  return lm_fs_started(L, w, rc, read_k, "read", st->path);
 }
 
 /* Answers the formats from the buffer, refilling it as often as needed. */
+/* Reads what the page cache holds right here, without waiting for the
+ * disk (RWF_NOWAIT): -1 when the bytes are not cached (or the file
+ * system cannot say), then the thread pool reads them. */
+static ssize_t read_cached(fstate *st, size_t len) {
+#ifdef __linux__
+  if (st->no_nowait)
+    return -1;
+  struct iovec iov = {st->rb.p + st->rb.end, len};
+  ssize_t n;
+  do
+    n = preadv2(st->fd, &iov, 1, st->rpos, RWF_NOWAIT);
+  while (n < 0 && errno == EINTR);
+  /* Not EAGAIN (not cached): unsupported here, or an error the thread
+   * pool's read will meet and report. */
+  if (n < 0 && errno != EAGAIN)
+    st->no_nowait = 1;
+  return n;
+#else
+  (void)st; (void)len;
+  return -1;
+#endif
+}
+
 static int read_more(lua_State *L, lm_file *f, const lm_reading *progress) {
   fstate *st = f->st;
   lm_reading r = *progress;
   size_t want;
-  if (lm_reading_step(L, &r, &st->rb, &want))
-    return r.nres;
-  size_t room = lm_rbuf_room(&st->rb, want);
-  if (room == 0)
-    return lm_error(L, "memory", "cannot grow the read buffer of '%s'", st->path);
-  lm_fswait *w = lm_fs_wait_new(L, f->ctx, &st->op, 0, 0);
-  w->reading = r;
-  uv_buf_t buf = uv_buf_init(st->rb.p + st->rb.end, room > IO_MAX ? IO_MAX : (unsigned)room);
-  int rc = uv_fs_read(uvloop(f), &st->op.req, st->fd, &buf, 1, st->rpos, lm_fs_cb);
-  return lm_fs_started(L, w, rc, read_k, "read", st->path);
+  while (!lm_reading_step(L, &r, &st->rb, &want)) {
+    if (st->prefetch) {
+      if (st->op.out) {
+        lm_fswait *w = lm_fs_wait_new(L, f->ctx, &st->op, 0, 0);
+        w->reading = r;
+        st->op.waiter = w;
+        return lm_request_wait(L, &w->rq, prefetch_k);
+      }
+      absorb_prefetch(st);
+      continue;
+    }
+    size_t room = lm_rbuf_room(&st->rb, want);
+    if (room == 0)
+      return lm_error(L, "memory", "cannot grow the read buffer of '%s'", st->path);
+    size_t ask = room > IO_MAX ? IO_MAX : room;
+    ssize_t n = st->inline_left > 0 ? read_cached(st, ask) : -1;
+    if (n < 0) {
+      /* Not cached: the disk is slow, read ahead from now on. Out of
+       * budget: the refill through the pool lets the loop run. */
+      st->streaming = st->inline_left > 0 && !st->no_nowait;
+      return refill(L, f, &r, ask);
+    }
+    if (n == 0)
+      st->rb.eof = 1;
+    st->rb.end += (size_t)n;
+    st->rpos += n;
+    st->inline_left -= (size_t)n < st->inline_left ? (size_t)n : st->inline_left;
+  }
+  start_prefetch(f);
+  return r.nres;
 }
 
 static int read_k(lua_State *L, int status, lua_KContext kctx) {
@@ -213,8 +371,22 @@ static int read_k(lua_State *L, int status, lua_KContext kctx) {
     return lm_fs_error(L, (int)n, "read", st->path);
   if (n == 0)
     st->rb.eof = 1;
+  /* Read ahead while a disk-bound refill fills what it asked for. */
+  st->streaming = st->streaming && (size_t)n == st->asked;
+  st->inline_left = INLINE_BUDGET;
   st->rb.end += (size_t)n;
   st->rpos += n;
+  lm_reading r = w->reading;
+  drop_wait(L, w);
+  return read_more(L, f, &r);
+}
+
+static int prefetch_k(lua_State *L, int status, lua_KContext kctx) {
+  (void)status;
+  lm_fswait *w = lm_fs_done(L, kctx);
+  lm_file *f = lua_touserdata(L, 1);
+  absorb_prefetch(f->st);
+  f->st->inline_left = INLINE_BUDGET;
   lm_reading r = w->reading;
   drop_wait(L, w);
   return read_more(L, f, &r);
@@ -318,6 +490,7 @@ static int file_write(lua_State *L) {
   }
   if (st->wb == NULL && (st->wb = malloc(WBUF_CAP)) == NULL)
     return lm_error(L, "memory", "cannot allocate a write buffer");
+  SETTLE_PREFETCH(L, f, file_write, 0);
   if (st->wlen == 0)
     end_reading(st);
   return write_more(L, f, 2, 0, 0);
@@ -351,6 +524,7 @@ static int file_sync(lua_State *L) {
   fstate *st = usable(L, f);
   if (st->wlen)
     return lm_error(L, "usage", "f:sync() after f:flush(): writes of '%s' are still buffered", st->path);
+  SETTLE_PREFETCH(L, f, file_sync, 0);
   lm_fswait *w = lm_fs_wait_new(L, f->ctx, &st->op, 0, 0);
   int rc = uv_fs_fsync(uvloop(f), &st->op.req, st->fd, lm_fs_cb);
   return lm_fs_started(L, w, rc, sync_k, "sync", st->path);
@@ -395,6 +569,11 @@ static int file_seek(lua_State *L) {
   lua_Integer off = luaL_optinteger(L, 3, 0);
   if (st->wlen)
     return lm_error(L, "usage", "f:seek() after f:flush(): writes of '%s' are still buffered", st->path);
+  if (whence == 1 && off == 0) {
+    lua_pushinteger(L, position(st));
+    return 1;
+  }
+  SETTLE_PREFETCH(L, f, file_seek, 0);
   if (whence == 2) {
     lm_fswait *w = lm_fs_wait_new(L, f->ctx, &st->op, 0, 0);
     w->off = (size_t)off;
@@ -404,8 +583,7 @@ static int file_seek(lua_State *L) {
   int64_t pos = (whence == 0 ? 0 : position(st)) + off;
   if (pos < 0)
     return lm_fs_error(L, UV_EINVAL, "seek", st->path);
-  if (whence != 1 || off != 0)
-    set_position(st, pos);
+  set_position(st, pos);
   lua_pushinteger(L, pos);
   return 1;
 }
@@ -432,6 +610,7 @@ static int file_close(lua_State *L) {
     return 0;
   fstate *st = usable(L, f);
   lua_settop(L, 1);
+  SETTLE_PREFETCH(L, f, file_close, 1);
   if (st->wlen) {
     lua_pushcfunction(L, file_flush);
     lua_pushvalue(L, 1);

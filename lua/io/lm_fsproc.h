@@ -73,6 +73,7 @@ struct lm_fswait {
   lm_reading reading; /* file reads: how far the formats got */
   int argi;           /* file writes: the next argument */
   size_t off;         /* ... and how much of it went */
+  lua_CFunction again; /* file calls that waited out a read-ahead */
 };
 
 /* Pushes a wait on op (prepared as lm_request_prepare does: raises when
