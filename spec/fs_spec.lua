@@ -7,13 +7,7 @@
 local loom = require "loom"
 local fs = loom.fs
 
-local function expect_error(kind, fn, ...)
-  local ok, err = pcall(fn, ...)
-  assert.is_false(ok, "expected an error")
-  assert.equal("table", type(err), "not a loom error: " .. tostring(err))
-  assert.equal(kind, err.kind, tostring(err))
-  return err
-end
+local expect_error = require("spec.support.io").expect_error
 
 -- Removes path and everything under it.
 local function remove_all(path)

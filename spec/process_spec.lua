@@ -5,13 +5,7 @@ local loom = require "loom"
 local process = loom.process
 local run_child = require("spec.support.child").run
 
-local function expect_error(kind, fn, ...)
-  local ok, err = pcall(fn, ...)
-  assert.is_false(ok, "expected an error")
-  assert.equal("table", type(err), "not a loom error: " .. tostring(err))
-  assert.equal(kind, err.kind, tostring(err))
-  return err
-end
+local expect_error = require("spec.support.io").expect_error
 
 -- Whether pid is a process of this machine right now (a zombie counts).
 local function alive(pid)

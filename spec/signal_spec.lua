@@ -5,13 +5,7 @@
 local loom = require "loom"
 local signal = loom.signal
 
-local function expect_error(kind, fn, ...)
-  local ok, err = pcall(fn, ...)
-  assert.is_false(ok, "expected an error")
-  assert.equal("table", type(err), "not a loom error: " .. tostring(err))
-  assert.equal(kind, err.kind, tostring(err))
-  return err
-end
+local expect_error = require("spec.support.io").expect_error
 
 local build = os.getenv("LOOM_BUILD_DIR") or "build"
 

@@ -360,15 +360,25 @@ static int read_more(lua_State *L, lm_file *f, const lm_reading *progress) {
   return r.nres;
 }
 
-static int read_k(lua_State *L, int status, lua_KContext kctx) {
-  (void)status;
+/* In a file call's continuation: the wait that ended (*wp) and its op's
+ * result, raised when the op failed. */
+static ssize_t op_result(lua_State *L, lua_KContext kctx, const char *what, lm_fswait **wp) {
   lm_fswait *w = lm_fs_done(L, kctx);
-  lm_file *f = lua_touserdata(L, 1);
-  fstate *st = f->st;
+  fstate *st = (fstate *)w->op;
   ssize_t n = st->op.req.result;
   lm_fs_reset(&st->op);
   if (n < 0)
-    return lm_fs_error(L, (int)n, "read", st->path);
+    lm_fs_error(L, (int)n, what, st->path);
+  *wp = w;
+  return n;
+}
+
+static int read_k(lua_State *L, int status, lua_KContext kctx) {
+  (void)status;
+  lm_fswait *w;
+  ssize_t n = op_result(L, kctx, "read", &w);
+  lm_file *f = lua_touserdata(L, 1);
+  fstate *st = f->st;
   if (n == 0)
     st->rb.eof = 1;
   /* Read ahead while a disk-bound refill fills what it asked for. */
@@ -445,13 +455,10 @@ static int write_more(lua_State *L, lm_file *f, int argi, size_t off, int flush_
 
 static int write_k(lua_State *L, int status, lua_KContext kctx) {
   (void)status;
-  lm_fswait *w = lm_fs_done(L, kctx);
+  lm_fswait *w;
+  ssize_t n = op_result(L, kctx, "write", &w);
   lm_file *f = lua_touserdata(L, 1);
   fstate *st = f->st;
-  ssize_t n = st->op.req.result;
-  lm_fs_reset(&st->op);
-  if (n < 0)
-    return lm_fs_error(L, (int)n, "write", st->path);
   memmove(st->wb, st->wb + n, st->wlen - (size_t)n);
   st->wlen -= (size_t)n;
   st->wpos += n;
@@ -508,12 +515,8 @@ static int file_flush(lua_State *L) {
 
 static int sync_k(lua_State *L, int status, lua_KContext kctx) {
   (void)status;
-  lm_fswait *w = lm_fs_done(L, kctx);
-  fstate *st = (fstate *)w->op;
-  ssize_t r = st->op.req.result;
-  lm_fs_reset(&st->op);
-  if (r < 0)
-    return lm_fs_error(L, (int)r, "sync", st->path);
+  lm_fswait *w;
+  op_result(L, kctx, "sync", &w);
   lua_settop(L, 1);
   return 1;
 }
