@@ -68,7 +68,7 @@ end
 os.remove(path)
 
 local mib = SIZE / (1 << 20)
-local r = lib.report(("Reading a %d MiB file in 64 KiB chunks (best of %d, wall time)"):format(mib, lib.reps))
+local r = lib.report(("Reading a %.0f MiB file in 64 KiB chunks (best of %d, wall time)"):format(mib, lib.reps))
 r:check("loom.fs read(65536) vs io.read(65536)", ("%.0f MiB/s"):format(mib / best.loom),
   ("%.0f MiB/s"):format(mib / best.io), best.io / best.loom, ">=", 0.8)
 r:info("worst lateness of a 10 ms ticker while loom reads", ("%.1f ms"):format(late_worst * 1000))
