@@ -94,6 +94,8 @@ end
 -- reads /dev/null), env, clear_env, cwd, kill_grace, on_cancel as for
 -- spawn, and timeout (seconds): past it the child is stopped and a
 -- `timeout` error raised. A non-zero exit is not an error: check code.
+-- The output is read to its end: a process the child left running in the
+-- background with its stdout keeps run waiting (up to the timeout).
 function process.run(cmd, args, opts)
   local argv, o, given = check("run", cmd, args, opts)
   local input = given.stdin
