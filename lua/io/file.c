@@ -521,12 +521,26 @@ static int sync_k(lua_State *L, int status, lua_KContext kctx) {
   return 1;
 }
 
-/* f:sync(): fsync, after f:flush(): the data is on the disk. */
+static int again_k(lua_State *L, int status, lua_KContext kctx) {
+  (void)status;
+  return ((lua_CFunction)kctx)(L);
+}
+
+/* Buffered writes go out first (f:flush()), then again(L) runs with the
+ * call's stack as it was, as C's stdio flushes before a seek. */
+static int flush_then(lua_State *L, lua_CFunction again) {
+  lua_pushcfunction(L, file_flush);
+  lua_pushvalue(L, 1);
+  lua_callk(L, 1, 0, (lua_KContext)again, again_k);
+  return again(L);
+}
+
+/* f:sync(): flushes, then fsync: the data is on the disk. */
 static int file_sync(lua_State *L) {
   lm_file *f = check_file(L);
   fstate *st = usable(L, f);
   if (st->wlen)
-    return lm_error(L, "usage", "f:sync() after f:flush(): writes of '%s' are still buffered", st->path);
+    return flush_then(L, file_sync);
   SETTLE_PREFETCH(L, f, file_sync, 0);
   lm_fswait *w = lm_fs_wait_new(L, f->ctx, &st->op, 0, 0);
   int rc = uv_fs_fsync(uvloop(f), &st->op.req, st->fd, lm_fs_cb);
@@ -563,7 +577,7 @@ static int seek_end_k(lua_State *L, int status, lua_KContext kctx) {
 }
 
 /* f:seek([whence [, offset]]): "set", "cur" (default) or "end"; returns
- * the new position. Flush first when writes are buffered. */
+ * the new position. Buffered writes go out first. */
 static int file_seek(lua_State *L) {
   static const char *const names[] = {"set", "cur", "end", NULL};
   lm_file *f = check_file(L);
@@ -571,7 +585,7 @@ static int file_seek(lua_State *L) {
   int whence = luaL_checkoption(L, 2, "cur", names);
   lua_Integer off = luaL_optinteger(L, 3, 0);
   if (st->wlen)
-    return lm_error(L, "usage", "f:seek() after f:flush(): writes of '%s' are still buffered", st->path);
+    return flush_then(L, file_seek);
   if (whence == 1 && off == 0) {
     lua_pushinteger(L, position(st));
     return 1;
