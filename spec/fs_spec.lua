@@ -97,6 +97,28 @@ describe("loom.fs.read and loom.fs.write", function()
     assert.same({ "f" }, entries(dir))
   end)
 
+  it("leaves no temporary file whichever step a timeout or a cancel interrupts", function()
+    plain_write(dir .. "/f", "old")
+    local data = ("d"):rep(1 << 20)
+    loom.run(function()
+      -- The deadlines fall before, in and after each step of the write
+      -- (the open of the temporary file among them) on some of the tries.
+      for i = 1, 200 do
+        local ok = pcall(loom.timeout, (i % 20) * 0.0001, fs.write, dir .. "/f", data)
+        local content = plain_read(dir .. "/f")
+        assert.is_true(content == "old" or content == data, "a part of the data")
+        if not ok then
+          local t = loom.spawn(fs.write, dir .. "/f", data)
+          for _ = 1, i % 4 do loom.yield() end
+          t:cancel()
+          pcall(t.join, t)
+        end
+      end
+    end)
+    local names = entries(dir)
+    assert.same({ "f" }, names)
+  end)
+
   it("raises kind io with the errno name and the path", function()
     local err = expect_error("io", fs.read, dir .. "/missing")
     assert.equal("ENOENT", err.code)

@@ -39,6 +39,7 @@ typedef struct fstate {
   lm_fsop op; /* first: an op is its file's state */
   uv_file fd;
   int readable, writable, append;
+  int excl;      /* opened with O_EXCL: the file is this open's own */
   int64_t rpos;  /* file offset of rb's end */
   lm_rbuf rb;
   lm_rbuf ahead;  /* the read-ahead's buffer: file offset rpos on */
@@ -95,12 +96,22 @@ static void close_sync(fstate *st) {
   st->fd = -1;
 }
 
-/* The file's release: its owner (the file userdata) is gone. */
+/* The file's release: its owner (the file userdata) is gone. An open
+ * that succeeded for nobody (its caller was cancelled) is closed, and a
+ * file it created ("wx") is removed: nobody will ever write it. */
 static void release_state(lm_fsop *op) {
   fstate *st = (fstate *)op;
-  if (op->req.fs_type == UV_FS_OPEN && op->req.result >= 0 && st->fd < 0)
-    st->fd = (uv_file)op->req.result; /* opened for nobody */
+  int made = 0;
+  if (op->req.fs_type == UV_FS_OPEN && op->req.result >= 0 && st->fd < 0) {
+    st->fd = (uv_file)op->req.result;
+    made = st->excl;
+  }
   close_sync(st);
+  if (made) {
+    uv_fs_t req;
+    uv_fs_unlink(NULL, &req, st->path, NULL);
+    uv_fs_req_cleanup(&req);
+  }
   free_state(st);
 }
 
@@ -229,6 +240,7 @@ static int parse_mode(const char *m, int *flags, fstate *st) {
     if (m[0] != 'w')
       return -1;
     *flags |= O_EXCL;
+    st->excl = 1;
   }
   *flags |= O_CLOEXEC;
   st->readable = m[0] == 'r' || plus;

@@ -161,11 +161,16 @@ function fs.write(path, data, opts)
   local dir, base = split(path)
   if mode == nil then
     local ok, st = pcall(core._fs_stat, path, true)
-    if ok then mode = st.mode end
+    if ok then
+      mode = st.mode
+    elseif not (loom.is_error(st, "io") and st.code == "ENOENT") then
+      error(st, 0)
+    end
   end
   local tmp, f
   for _ = 1, 10 do
     tmp = ("%s/.%s.%08x.tmp"):format(dir, base, math.random(0, 0x7fffffff))
+    -- An open that a cancel interrupts removes the file it made ("x").
     local ok, err = pcall(core._fs_open, tmp, "wx", 438)
     if ok then f = err break end
     if not (loom.is_error(err, "io") and err.code == "EEXIST") then error(err, 0) end
