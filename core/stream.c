@@ -51,9 +51,16 @@ static int can_read(const loom_stream_t *s) {
   return !s->eof && !s->read_error && !s->closing && loom_stream_buffered(s) < read_limit(s);
 }
 
+/* Reading stops lazily: a full buffer refuses the next read (libuv then
+ * reports UV_ENOBUFS), so a reader that takes the bytes before more arrive
+ * costs no stop and restart (two epoll_ctl calls each). */
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   (void)suggested;
   loom_stream_t *s = h->data;
+  if (loom_stream_buffered(s) >= read_limit(s)) {
+    *buf = uv_buf_init(NULL, 0);
+    return;
+  }
   if (s->transport == NULL) {
     size_t len = s->rend - s->rstart;
     if (s->rcap - s->rend < DIRECT_MIN && s->rstart > 0 && s->rcap - len >= DIRECT_MIN) {
@@ -80,6 +87,10 @@ static void on_read(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf) {
   loom_stream_t *s = h->data;
   if (nread == 0)
     return;
+  if (nread == UV_ENOBUFS) {
+    stop_reading(s);
+    return;
+  }
   if (nread > 0) {
     int rc = 0;
     if (buf->base != scratch)
@@ -99,7 +110,7 @@ static void on_read(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf) {
   } else {
     s->read_error = (int)nread;
   }
-  if (!can_read(s))
+  if (s->eof || s->read_error)
     stop_reading(s);
   if (s->on_read)
     s->on_read(s);

@@ -3,10 +3,10 @@
  * its owner (lua/io/stream.c) is told through two callbacks when there is
  * something to read and when queued writes went out.
  *
- * Reading. One uv_read_start for the stream's life, stopped only while the
- * buffer holds the high-water mark (64 KiB unless set) or more, or what a
- * reader asked for with loom_stream_want, and started again once the
- * reader took bytes below it. An idle stream holds no buffer: libuv asks
+ * Reading. One uv_read_start for the stream's life, stopped only when
+ * bytes arrive while the buffer holds the high-water mark (64 KiB unless
+ * set) or more, or what a reader asked for with loom_stream_want, and
+ * started again once the reader took bytes below it. An idle stream holds no buffer: libuv asks
  * for memory only once the socket is readable, and bytes that arrive while
  * the buffer is empty are read into a scratch area per thread and copied
  * into a buffer just big enough for them. EOF and a read error are kept

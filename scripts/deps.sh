@@ -38,7 +38,7 @@ for group in "$@"; do
   esac
 done
 if [ "${LOOM_DEPS_BENCH:-}" = 1 ]; then
-  packages+=("${test[@]}" lua-cqueues lua-sql-postgres lua-sql-mysql lua-sql-sqlite3 python3-asyncpg)
+  packages+=("${test[@]}" lua-cqueues lua-sql-postgres lua-sql-mysql lua-sql-sqlite3 python3-asyncpg socat)
 fi
 
 missing=()

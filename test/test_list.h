@@ -104,4 +104,9 @@
   X(lane, queued)                       \
   X(lane, submit_from_done)             \
   X(lane, stop_idle)                    \
-  X(lane, many)
+  X(lane, many)                         \
+  X(stream, transport)                  \
+  X(stream, high_water)                 \
+  X(stream, close_frees)                \
+  X(connect, every_host)                \
+  X(connect, refused)

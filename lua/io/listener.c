@@ -48,6 +48,7 @@ static int accept_k(lua_State *L, int status, lua_KContext kctx) {
   lua_pushnil(L);
   lua_setiuservalue(L, 1, 1);
   lm_request_check(L, &ll->rq);
+  lua_settop(L, 1);
   return accept_now(L, ll);
 }
 
@@ -64,6 +65,8 @@ static int accept_now(lua_State *L, llistener *ll) {
     return lm_io_error(L, rc, "accept");
   if (ll->waiting)
     return lm_error(L, "usage", "another task is accepting on this listener");
+  if (ll->ctx->current && !lua_isyieldable(L))
+    return lm_error(L, "usage", "cannot wait here: a C function without continuation is on the stack");
   lm_request_prepare(L, &ll->rq, &accept_ops, 0);
   ll->waiting = 1;
   lua_pushthread(L);

@@ -308,6 +308,9 @@ static int read_k(lua_State *L, int status, lua_KContext kctx) {
   ls->reading = 0;
   unanchor(L, ANCHOR_READER);
   lm_request_check(L, &ls->rd);
+  /* Outside a task each wait left its userdata on the stack: a read that
+   * waits many times must not pile them up. */
+  lua_settop(L, 1 + ls->nfmt);
   return read_step(L, ls);
 }
 
@@ -455,6 +458,7 @@ static int write_k(lua_State *L, int status, lua_KContext kctx) {
   lstream *ls = LM_CONTAINER_OF((lm_request *)kctx, lstream, wr);
   unanchor(L, ANCHOR_WRITER);
   lm_request_check(L, &ls->wr);
+  lua_settop(L, ls->wr_last); /* as in read_k */
   return write_step(L, ls);
 }
 
@@ -579,6 +583,7 @@ static int flushed_k(lua_State *L, int status, lua_KContext kctx) {
   ls->flushing = 0;
   unanchor(L, ANCHOR_CLOSER);
   lm_request_check(L, &ls->cl);
+  lua_settop(L, 1);
   return close_now(L, ls);
 }
 
