@@ -1,6 +1,6 @@
 /* loom.fs.open's file: Lua io's methods (read, lines, write, seek, flush,
- * close, <close>) with every read, write and close a uv_fs request on the
- * thread pool, so a file never blocks the loop.
+ * sync, close, <close>) with every call that may wait for the disk a
+ * uv_fs request on the thread pool, so a file never blocks the loop.
  *
  * Reads fill a buffer (256 KiB to start) and answer the formats from it.
  * What the page cache holds is read in place (preadv2 with RWF_NOWAIT,
@@ -8,9 +8,8 @@
  * loop: a cached file costs no thread hop. What is not cached is read by
  * the thread pool, and a file read on from there reads ahead: the next
  * 256 KiB go into a second buffer while the caller works on the first,
- * so the disk and the caller overlap. Writes gather in a
- * buffer of the same size and go out when it is full, on flush, seek and
- * close. As in C's stdio, a read after writes needs a flush or a seek in
+ * so the disk and the caller overlap. Writes gather in a buffer of the
+ * same size and go out when it is full, on flush, seek, sync and close. As in C's stdio, a read after writes needs a flush or a seek in
  * between; a write after reads drops what was read ahead.
  *
  * One call at a time: a second task calling a file whose request is out
@@ -312,7 +311,6 @@ static int refill(lua_State *L, lm_file *f, const lm_reading *r, size_t ask) {
   return lm_fs_started(L, w, rc, read_k, "read", st->path);
 }
 
-/* Answers the formats from the buffer, refilling it as often as needed. */
 /* Reads what the page cache holds right here, without waiting for the
  * disk (RWF_NOWAIT): -1 when the bytes are not cached (or the file
  * system cannot say), then the thread pool reads them. */
@@ -336,6 +334,8 @@ static ssize_t read_cached(fstate *st, size_t len) {
 #endif
 }
 
+/* Answers the formats from the buffer, refilling it as often as needed:
+ * from a read-ahead, from the page cache in place, or through the pool. */
 static int read_more(lua_State *L, lm_file *f, const lm_reading *progress) {
   fstate *st = f->st;
   lm_reading r = *progress;
@@ -355,7 +355,7 @@ static int read_more(lua_State *L, lm_file *f, const lm_reading *progress) {
     if (room == 0)
       return lm_error(L, "memory", "cannot grow the read buffer of '%s'", st->path);
     size_t ask = room > IO_MAX ? IO_MAX : room;
-    ssize_t n = st->inline_left > 0 ? read_cached(st, ask) : -1;
+    ssize_t n = st->inline_left > 0 ? read_cached(st, ask < st->inline_left ? ask : st->inline_left) : -1;
     if (n < 0) {
       /* Not cached: the disk is slow, read ahead from now on. Out of
        * budget: the refill through the pool lets the loop run. */
