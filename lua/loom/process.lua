@@ -104,7 +104,11 @@ function process.run(cmd, args, opts)
   o.stdout, o.stderr = "pipe", "pipe"
   local function body()
     local p <close> = setmetatable({ p = core._process_spawn(cmd, argv, o) }, {
-      __close = function(self) self.p.stdout:close() self.p.stderr:close() end })
+      __close = function(self)
+        if self.p.stdin then self.p.stdin:close() end
+        self.p.stdout:close()
+        self.p.stderr:close()
+      end })
     local child = p.p
     local result = {}
     loom.group(function(g)
