@@ -110,6 +110,14 @@ int lm_fs_started(lua_State *L, lm_fswait *w, int rc, lua_KFunction done,
 lm_fswait *lm_fs_done(lua_State *L, lua_KContext kctx) {
   lm_fswait *w = LM_CONTAINER_OF((lm_request *)kctx, lm_fswait, rq);
   w->op->waiter = NULL;
+  /* Done, but the wait was interrupted meanwhile: what the op made is
+   * undone now (an opened file closed), not when the wait is collected. */
+  int st = w->rq.ended ? w->rq.ended->status : 0;
+  if (w->owns && (st == LOOM_ECANCELED || st == LM_EDEADLINE || st == LM_EDEADLOCK)) {
+    lm_fsop *op = w->op;
+    w->op = NULL;
+    op->release(op);
+  }
   lm_request_check(L, &w->rq);
   return w;
 }
