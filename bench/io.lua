@@ -1,8 +1,10 @@
 -- loom's TCP streams against their peers, in one run (ratios side by side):
 --   echo      one connection, 64-byte messages, round trips per second,
 --             client and server in one process: loom >= luv (lua-luv),
---             loom >= 2x cqueues (lua-cqueues). The same with the two ends
---             in two processes, for information.
+--             loom >= 2x cqueues (lua-cqueues). For information: the user
+--             CPU time per round trip (the library's own share; the
+--             kernel's, most of a loopback round trip, is the same for
+--             all), and the rate with the two ends in two processes.
 --   bulk      bytes pushed over one loopback connection and read by the
 --             server: loom >= 0.8x luv and >= 0.8x socat (C at both ends).
 --   idle      connections held open, each with a handler task waiting to
@@ -19,7 +21,7 @@
 --
 -- This file is also every process the driver starts:
 --   lua5.4 bench/io.lua serve echo|bulk|idle IMPL [N]   prints "PORT p"
---   lua5.4 bench/io.lua echo IMPL PORT SECONDS           prints "RESULT r"
+--   lua5.4 bench/io.lua echo IMPL PORT N                 prints "RESULT r"
 --   lua5.4 bench/io.lua echo1 IMPL N                     both ends, "RESULT r"
 --   lua5.4 bench/io.lua bulk IMPL PORT BYTES             prints "RESULT r"
 --   lua5.4 bench/io.lua hold PORT N                      N idle connections
@@ -34,6 +36,24 @@ local function say(fmt, ...)
   io.flush()
 end
 
+-- This process's user CPU time in seconds (/proc/self/stat, in clock
+-- ticks of 10 ms: the echo runs long enough for that).
+local function user_cpu()
+  local f = assert(io.open("/proc/self/stat"))
+  local stat = f:read("a")
+  f:close()
+  local after = stat:match("%) (.*)$")
+  local fields = {}
+  for x in after:gmatch("%S+") do fields[#fields + 1] = x end
+  return tonumber(fields[12]) / 100 -- utime, the 14th field of the line
+end
+
+-- An echo's result: round trips per second, and user CPU microseconds per
+-- round trip (the library's share: the kernel's is the same for all).
+local function echo_result(n, t0, cpu0, now)
+  say("RESULT %.1f %.3f", n / (now - t0), (user_cpu() - cpu0) / n * 1e6)
+end
+
 local function rss_bytes()
   local f = assert(io.open("/proc/self/statm"))
   local _, resident = f:read("n", "n")
@@ -43,6 +63,28 @@ end
 
 -- ---- loom ------------------------------------------------------------------
 
+-- Echoes 64-byte messages until EOF.
+local function loom_echo_handler(s)
+  while true do
+    local m = s:read(64)
+    if not m then return end
+    s:write(m)
+  end
+end
+
+-- n round trips after a warm-up, the result said.
+local function loom_echo_client(loom, port, n)
+  local s = loom.tcp.connect("127.0.0.1", port)
+  for _ = 1, 1000 do s:write(MSG); s:read(64) end
+  local t0, cpu0 = loom.now(), user_cpu()
+  for _ = 1, n do
+    s:write(MSG)
+    s:read(64)
+  end
+  echo_result(n, t0, cpu0, loom.now())
+  s:close()
+end
+
 local function loom_serve(kind, n)
   local loom = require "loom"
   loom.run(function()
@@ -51,11 +93,7 @@ local function loom_serve(kind, n)
     local srv
     srv = loom.tcp.listen("127.0.0.1", 0, function(s)
       if kind == "echo" then
-        while true do
-          local m = s:read(64)
-          if not m then break end
-          s:write(m)
-        end
+        loom_echo_handler(s)
         done:set()
       elseif kind == "bulk" then
         local got = 0
@@ -89,50 +127,21 @@ local function loom_serve(kind, n)
   end)
 end
 
-local function loom_echo(port, seconds)
-  local loom = require "loom"
-  loom.run(function()
-    local s = loom.tcp.connect("127.0.0.1", port)
-    local n, now = 0, loom.now
-    for _ = 1, 1000 do s:write(MSG); s:read(64) end -- warm
-    local t0 = now()
-    local deadline = t0 + seconds
-    repeat
-      for _ = 1, 100 do
-        s:write(MSG)
-        s:read(64)
-      end
-      n = n + 100
-    until now() >= deadline
-    say("RESULT %.1f", n / (now() - t0))
-    s:close()
-  end)
-end
-
 -- Both ends in one process: what one round trip costs the library, the
 -- kernel's loopback aside (two processes on two cores measure mostly the
 -- wake-ups between them).
 local function loom_echo1(n)
   local loom = require "loom"
   loom.run(function()
-    local srv = loom.tcp.listen("127.0.0.1", 0, function(s)
-      while true do
-        local m = s:read(64)
-        if not m then break end
-        s:write(m)
-      end
-    end)
-    local s = loom.tcp.connect("127.0.0.1", srv.port)
-    for _ = 1, 1000 do s:write(MSG); s:read(64) end -- warm
-    local t0 = loom.now()
-    for _ = 1, n do
-      s:write(MSG)
-      s:read(64)
-    end
-    say("RESULT %.1f", n / (loom.now() - t0))
-    s:close()
+    local srv = loom.tcp.listen("127.0.0.1", 0, loom_echo_handler)
+    loom_echo_client(loom, srv.port, n)
     srv:close(5)
   end)
+end
+
+local function loom_echo(port, n)
+  local loom = require "loom"
+  loom.run(function() loom_echo_client(loom, port, n) end)
 end
 
 local function loom_bulk(port, bytes)
@@ -150,6 +159,43 @@ end
 
 -- ---- luv -------------------------------------------------------------------
 
+-- A connection that echoes what it reads until EOF, then closes (and
+-- closes srv).
+local function luv_echo_conn(c, srv)
+  c:read_start(function(err, data)
+    assert(not err, err)
+    if data then c:write(data) else c:close(); srv:close() end
+  end)
+end
+
+-- n round trips after a warm-up on the loop, the result said as they end.
+local function luv_echo_client(uv, port, n)
+  local c = uv.new_tcp()
+  c:nodelay(true)
+  local left, got, t0, cpu0, warm = n, 0, nil, nil, 1000
+  c:connect("127.0.0.1", port, function(err)
+    assert(not err, err)
+    c:read_start(function(_, data)
+      got = got + #data
+      if got < 64 then return end
+      got = got - 64
+      if warm > 0 then
+        warm = warm - 1
+        if warm == 0 then t0, cpu0 = uv.hrtime(), user_cpu() end
+      else
+        left = left - 1
+        if left == 0 then
+          echo_result(n, t0 / 1e9, cpu0, uv.hrtime() / 1e9)
+          c:close()
+          return
+        end
+      end
+      c:write(MSG)
+    end)
+    c:write(MSG)
+  end)
+end
+
 local function luv_serve(kind, n)
   local uv = require "luv"
   local srv = uv.new_tcp()
@@ -161,10 +207,7 @@ local function luv_serve(kind, n)
     srv:accept(c)
     c:nodelay(true)
     if kind == "echo" then
-      c:read_start(function(err, data)
-        if data then c:write(data) else c:close(); srv:close() end
-        assert(not err, err)
-      end)
+      luv_echo_conn(c, srv)
     elseif kind == "bulk" then
       local got = 0
       c:read_start(function(_, data)
@@ -196,32 +239,9 @@ local function luv_serve(kind, n)
   uv.run()
 end
 
-local function luv_echo(port, seconds)
+local function luv_echo(port, n)
   local uv = require "luv"
-  local c = uv.new_tcp()
-  c:nodelay(true)
-  local n, got, t0, warm = 0, 0, nil, 1000
-  c:connect("127.0.0.1", port, function(err)
-    assert(not err, err)
-    c:read_start(function(_, data)
-      got = got + #data
-      if got < 64 then return end
-      got = got - 64
-      if warm > 0 then
-        warm = warm - 1
-        if warm == 0 then t0 = uv.hrtime() end
-      else
-        n = n + 1
-        if n % 100 == 0 and (uv.hrtime() - t0) / 1e9 >= seconds then
-          say("RESULT %.1f", n / ((uv.hrtime() - t0) / 1e9))
-          c:close()
-          return
-        end
-      end
-      c:write(MSG)
-    end)
-    c:write(MSG)
-  end)
+  luv_echo_client(uv, port, n)
   uv.run()
 end
 
@@ -233,34 +253,9 @@ local function luv_echo1(n)
     local c = uv.new_tcp()
     srv:accept(c)
     c:nodelay(true)
-    c:read_start(function(_, data)
-      if data then c:write(data) else c:close(); srv:close() end
-    end)
+    luv_echo_conn(c, srv)
   end))
-  local c = uv.new_tcp()
-  c:nodelay(true)
-  local left, got, t0, warm = n, 0, nil, 1000
-  c:connect("127.0.0.1", srv:getsockname().port, function(err)
-    assert(not err, err)
-    c:read_start(function(_, data)
-      got = got + #data
-      if got < 64 then return end
-      got = got - 64
-      if warm > 0 then
-        warm = warm - 1
-        if warm == 0 then t0 = uv.hrtime() end
-      else
-        left = left - 1
-        if left == 0 then
-          say("RESULT %.1f", n / ((uv.hrtime() - t0) / 1e9))
-          c:close()
-          return
-        end
-      end
-      c:write(MSG)
-    end)
-    c:write(MSG)
-  end)
+  luv_echo_client(uv, srv:getsockname().port, n)
   uv.run()
 end
 
@@ -319,85 +314,63 @@ end
 
 -- ---- cqueues -----------------------------------------------------------------
 
-local function cq_serve(kind)
-  local cqueues = require "cqueues"
+-- Echoes 64-byte messages on the next connection to srv until EOF.
+local function cq_echo_server(srv)
+  local con = srv:accept()
+  con:setmode("b", "bn")
+  while true do
+    local m = con:read(64)
+    if not m then break end
+    con:write(m)
+    con:flush()
+  end
+  con:close()
+  srv:close()
+end
+
+local function cq_echo_client(port, n)
   local socket = require "cqueues.socket"
-  local cq = cqueues.new()
-  local srv = socket.listen("127.0.0.1", 0)
+  local monotime = require("cqueues").monotime
+  local con = socket.connect { host = "127.0.0.1", port = port, nodelay = true }
+  con:setmode("b", "bn")
+  for _ = 1, 1000 do con:write(MSG); con:flush(); con:read(64) end
+  local t0, cpu0 = monotime(), user_cpu()
+  for _ = 1, n do
+    con:write(MSG)
+    con:flush()
+    con:read(64)
+  end
+  echo_result(n, t0, cpu0, monotime())
+  con:close()
+end
+
+local function cq_listen()
+  local srv = require("cqueues.socket").listen("127.0.0.1", 0)
   srv:listen()
   local _, _, port = srv:localname()
-  say("PORT %d", port)
+  return srv, port
+end
+
+local function cq_serve(kind)
   assert(kind == "echo")
-  cq:wrap(function()
-    local con = srv:accept()
-    con:setmode("b", "bn")
-    while true do
-      local m = con:read(64)
-      if not m then break end
-      con:write(m)
-      con:flush()
-    end
-    con:close()
-    srv:close()
-  end)
+  local cq = require("cqueues").new()
+  local srv, port = cq_listen()
+  say("PORT %d", port)
+  cq:wrap(cq_echo_server, srv)
   assert(cq:loop())
 end
 
-local function cq_echo(port, seconds)
-  local cqueues = require "cqueues"
-  local socket = require "cqueues.socket"
-  local cq = cqueues.new()
-  cq:wrap(function()
-    local con = socket.connect { host = "127.0.0.1", port = port, nodelay = true }
-    con:setmode("b", "bn")
-    for _ = 1, 1000 do con:write(MSG); con:flush(); con:read(64) end
-    local n, t0 = 0, cqueues.monotime()
-    repeat
-      for _ = 1, 100 do
-        con:write(MSG)
-        con:flush()
-        con:read(64)
-      end
-      n = n + 100
-    until cqueues.monotime() - t0 >= seconds
-    say("RESULT %.1f", n / (cqueues.monotime() - t0))
-    con:close()
-  end)
+local function cq_echo(port, n)
+  local cq = require("cqueues").new()
+  cq:wrap(cq_echo_client, port, n)
   assert(cq:loop())
 end
 
 local function cq_echo1(n)
-  local cqueues = require "cqueues"
-  local socket = require "cqueues.socket"
-  local cq = cqueues.new()
-  local srv = socket.listen("127.0.0.1", 0)
-  srv:listen()
-  local _, _, port = srv:localname()
-  cq:wrap(function()
-    local con = srv:accept()
-    con:setmode("b", "bn")
-    while true do
-      local m = con:read(64)
-      if not m then break end
-      con:write(m)
-      con:flush()
-    end
-    con:close()
-    srv:close()
-  end)
-  cq:wrap(function()
-    local con = socket.connect { host = "127.0.0.1", port = port, nodelay = true }
-    con:setmode("b", "bn")
-    for _ = 1, 1000 do con:write(MSG); con:flush(); con:read(64) end
-    local t0 = cqueues.monotime()
-    for _ = 1, n do
-      con:write(MSG)
-      con:flush()
-      con:read(64)
-    end
-    say("RESULT %.1f", n / (cqueues.monotime() - t0))
-    con:close()
-  end)
+  local cq = require("cqueues").new()
+  local srv, port = cq_listen()
+  cq:wrap(cq_echo_server, srv)
+  cq:wrap(cq_echo_client, port, n)
   assert(cq:loop())
 end
 
@@ -443,9 +416,9 @@ end
 local function result_of(h, what)
   local out = h:read("a")
   h:close()
-  local r = tonumber(out:match("RESULT ([%d.]+)"))
+  local r, extra = out:match("RESULT ([%d.]+) ?([%d.]*)")
   assert(r, what .. " gave no result: " .. out)
-  return r
+  return tonumber(r), tonumber(extra)
 end
 
 local function run_client(cmd)
@@ -467,15 +440,17 @@ local report = lib.report("loom TCP streams (bench/io.lua)")
 -- Echo: both ends in one process (the targets), and in two processes on
 -- two cores (information: there the wake-ups between them dominate).
 local n_echo = math.max(2000, math.floor(100000 * scale))
-local seconds = math.max(0.2, 1.0 * scale)
-local best, apart = {}, {}
+local n_apart = math.max(1000, math.floor(10000 * scale))
+local best, apart, cpu = {}, {}, {}
 for rep = 1, lib.reps do
   lib.note("echo round %d/%d", rep, lib.reps)
   for _, impl in ipairs({ "loom", "luv", "cqueues" }) do
     if have[impl] then
-      best[impl] = math.max(best[impl] or 0, run_client(("%s %s echo1 %s %d"):format(lua, self, impl, n_echo)))
-      local r = pair("echo " .. impl, ("%s %s echo %s %%d %s"):format(lua, self, impl, seconds))
-      apart[impl] = math.max(apart[impl] or 0, r)
+      local r, us = run_client(("%s %s echo1 %s %d"):format(lua, self, impl, n_echo))
+      best[impl] = math.max(best[impl] or 0, r)
+      cpu[impl] = math.min(cpu[impl] or math.huge, us)
+      local two = pair("echo " .. impl, ("%s %s echo %s %%d %d"):format(lua, self, impl, n_apart))
+      apart[impl] = math.max(apart[impl] or 0, two)
     end
   end
 end
@@ -484,6 +459,8 @@ for _, peer in ipairs({ { "luv", 1.0 }, { "cqueues", 2.0 } }) do
   local name = ("echo 64 B, 1 connection: loom / %s"):format(peer[1])
   if best[peer[1]] then
     report:check(name, rate(best.loom), rate(best[peer[1]]), best.loom / best[peer[1]], ">=", peer[2])
+    report:info(name .. ", user CPU per round trip", ("%.2f us"):format(cpu.loom),
+      ("%.2f us"):format(cpu[peer[1]]), ("%.2fx"):format(cpu[peer[1]] / math.max(cpu.loom, 1e-9)))
     report:info(name .. ", two processes", rate(apart.loom), rate(apart[peer[1]]),
       ("%.2fx"):format(apart.loom / apart[peer[1]]))
   else

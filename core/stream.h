@@ -131,6 +131,18 @@ void loom_stream_consume(loom_stream_t *s, size_t n);
 int loom_stream_want(loom_stream_t *s, size_t n);
 void loom_stream_set_high_water(loom_stream_t *s, size_t n);
 
+/* Whether the stream's reading keeps the loop alive. Its owner lets go (0)
+ * while nobody waits for its bytes, so an idle connection is no work for
+ * the loop (a wait that nothing else can end is then found out), and holds
+ * on (1) while a reader waits. Writes, a shutdown and a close keep the loop
+ * alive by themselves until they end. */
+static inline void loom_stream_keep_alive(loom_stream_t *s, int on) {
+  if (on)
+    uv_ref(&s->h.handle);
+  else
+    uv_unref(&s->h.handle);
+}
+
 /* For a transport: decoded bytes for the reader (n may be 0: only wakes
  * the owner). 0 or UV_ENOMEM. */
 int loom_stream_push(loom_stream_t *s, const char *p, size_t n);

@@ -1,6 +1,7 @@
 -- loom.dns.resolve on libuv's resolver (lua/io/dns.c, lua/loom/dns.lua).
 -- Only names this machine answers itself: localhost and numeric addresses.
 local loom = require "loom"
+local child = require "spec.support.child"
 local support = dofile("spec/support/io.lua")
 local within, expect_error = support.within, support.expect_error
 
@@ -48,6 +49,20 @@ describe("loom.dns.resolve", function()
       assert.is_true(ticks > 0)
     end)
     assert.equal("127.0.0.1", loom.dns.resolve("127.0.0.1")[1].address)
+  end)
+
+  it("loads on first use, with loom.tcp and loom.unix: require \"loom\" loads none of them", function()
+    local ok, out = child.run([[
+      local loom = require "loom"
+      for _, m in ipairs({ "dns", "tcp", "unix", "server" }) do
+        assert(package.loaded["loom." .. m] == nil, m .. " loaded by require 'loom'")
+      end
+      assert(loom.dns.resolve and loom.tcp.connect and loom.unix.listen)
+      assert(package.loaded["loom.tcp"] == loom.tcp and package.loaded["loom.server"])
+      print("lazy")
+    ]], 20)
+    assert.is_true(ok, out)
+    assert.equal("lazy\n", out)
   end)
 
   it("checks its arguments", function()

@@ -2,6 +2,7 @@
 -- Lua files, on a loopback TCP pair. Every wait is bounded: each test body
 -- runs under loom.timeout, and every read that may wait has a timeout.
 local loom = require "loom"
+local child = require "spec.support.child"
 local support = dofile("spec/support/io.lua")
 local within, expect_error, pair, eventually = support.within, support.expect_error, support.pair,
   support.eventually
@@ -177,11 +178,11 @@ describe("a stream", function()
         local c, s = pair()
         local hw = 64 * 1024
         c:sethighwater(hw)
-        local chunk = ("w"):rep(256 * 1024)
-        local total = 32 * #chunk -- 8 MiB: far beyond what the kernel buffers
+        local chunk = ("w"):rep(1024 * 1024)
+        local total = 64 * #chunk -- 64 MiB: far beyond what the kernel buffers
         local written = 0
         local writer = loom.spawn(function()
-          for _ = 1, 32 do
+          for _ = 1, 64 do
             c:write(chunk)
             written = written + #chunk
           end
@@ -210,11 +211,53 @@ describe("a stream", function()
       end)
     end)
 
+    it("has one writer at a time: a second one gets a usage error", function()
+      within(20, function()
+        local c, s = pair()
+        c:sethighwater(16 * 1024)
+        local big = ("q"):rep(64 * 1024 * 1024)
+        local first = loom.spawn(function() c:write(big) end)
+        assert.is_true(eventually(5, function() return c:stats().queued > 0 end))
+        local err = expect_error("usage", c.write, c, "x")
+        assert.truthy(err.message:find("writing", 1, true))
+        first:cancel()
+        expect_error("cancelled", first.join, first)
+        -- The cancelled writer left the stream to the next one.
+        local reader = loom.spawn(function() return s:read("a") end)
+        c:write("tail")
+        c:close()
+        local got = reader:join()
+        assert.equal("tail", got:sub(-4))
+        assert.is_true(#got < #big + 4)
+        s:close()
+      end)
+    end)
+
+    it("frees the writer slot when a cancelled task's write raises before it waits", function()
+      within(20, function()
+        local c, s = pair()
+        c:sethighwater(16 * 1024)
+        local big = ("k"):rep(64 * 1024 * 1024)
+        local t = loom.spawn(function()
+          pcall(loom.sleep, 10) -- the cancel is caught here, and stays
+          c:write(big) -- fills the kernel's buffers, then raises as it would wait
+        end)
+        loom.sleep(0.02)
+        t:cancel()
+        expect_error("cancelled", t.join, t)
+        local reader = loom.spawn(function() return s:read("a") end)
+        c:write("end")
+        c:close()
+        assert.equal("end", reader:join():sub(-3))
+        s:close()
+      end)
+    end)
+
     it("times out a write that waits too long", function()
       within(20, function()
         local c, s = pair()
         c:sethighwater(16 * 1024)
-        local big = ("t"):rep(8 * 1024 * 1024)
+        local big = ("t"):rep(64 * 1024 * 1024) -- more than the kernel buffers
         expect_error("timeout", c.write, c, big, { timeout = 0.2 })
         assert.is_true(c:stats().queued > 0)
         -- Closing flushes what is queued, for at most the write timeout.
@@ -298,6 +341,20 @@ describe("a stream", function()
     end)
   end)
 
+  it("checks the arguments of its settings", function()
+    within(10, function()
+      local c, s = pair()
+      expect_error("argument", c.settimeouts, c, -1)
+      expect_error("argument", c.sethighwater, c, 0)
+      expect_error("argument", c.setoption, c, "linger", true)
+      expect_error("argument", c.read, c, "x")
+      expect_error("argument", c.read, c, -1)
+      assert.equal(c, c:settimeouts(1, 2):sethighwater(4096):setoption("nodelay", false))
+      assert.equal(4096, c:stats().high_water)
+      c:close(); s:close()
+    end)
+  end)
+
   it("says where it is connected: peername and sockname", function()
     within(10, function()
       local c, s = pair()
@@ -307,6 +364,25 @@ describe("a stream", function()
       assert.equal("127.0.0.1", c:peername().address)
       c:close(); s:close()
     end)
+  end)
+
+  -- In a child process with a time limit: any timer (loom.timeout's)
+  -- would be something that can end the wait, and hide the deadlock.
+  it("is no work for the loop while nobody reads it: a wait nothing can end is a deadlock", function()
+    local ok, out = child.run([[
+      local loom = require "loom"
+      local pair = dofile("spec/support/io.lua").pair
+      local ok, err = pcall(loom.run, function()
+        local c, s = pair()
+        c:write("x")
+        assert(s:read(1) == "x") -- s reads on, idle
+        local ch = loom.channel()
+        return ch:recv()
+      end)
+      print(not ok and err.kind)
+    ]], 20)
+    assert.is_true(ok, out)
+    assert.equal("deadlock\n", out)
   end)
 
   it("works outside any task, driving the loop itself", function()

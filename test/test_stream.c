@@ -204,8 +204,12 @@ TEST_IMPL(stream_close_frees) {
   pair_t p;
   loom_test_loop_init(&loop);
   make_pair(&loop, &l, &p, NULL, 0);
-  static char big[8 << 20];
-  ASSERT_EQ(loom_stream_write(p.client, big, sizeof big), 0);
+  /* More than any kernel buffers for a loopback connection. */
+  size_t len = 64 << 20;
+  char *big = calloc(1, len);
+  ASSERT(big != NULL);
+  ASSERT_EQ(loom_stream_write(p.client, big, len), 0);
+  free(big); /* the stream holds a copy of what it queued */
   ASSERT(loom_stream_queued(p.client) > 0);
   ASSERT_EQ(loom_stream_write(p.server, "x", 1), 0);
   wait_buffered(&loop, p.client, 1);

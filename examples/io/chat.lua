@@ -52,7 +52,7 @@ loom.run(function()
         if #heard == expect then return end
       end
     end)
-    room_full:wait(5)
+    room_full:wait(30)
     for _, line in ipairs(lines) do s:write(line, "\n") end
     listener:join()
     s:write("/quit\n")
@@ -74,7 +74,7 @@ loom.run(function()
     assert(#said == 2, who .. " missed a line")
   end
 
-  everyone_gone:wait(5)
+  everyone_gone:wait(30)
   srv:close(1)
   print("chat over: every member heard the other two")
 end)

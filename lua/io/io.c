@@ -1,6 +1,8 @@
 /* loom's I/O binding, opened with loom.core: the classes and the hidden
  * constructors (core._connect, core._listen, core._dns_resolve) that
- * lua/loom/tcp.lua, unix.lua and dns.lua wrap. */
+ * lua/loom/tcp.lua, unix.lua and dns.lua wrap, and what every I/O call
+ * hands out alike: its errors and socket addresses. */
+#include <string.h>
 #include "lm_io.h"
 
 void lm_open_io(lua_State *L) {
@@ -16,3 +18,55 @@ const luaL_Reg lm_io_funcs[] = {
   {"_dns_resolve", lm_io_dns_resolve},
   {NULL, NULL}
 };
+
+/* What a peer or the network did is `connection`; a resolver's failure
+ * `dns`; a system call's `io`. */
+static const char *kind_of(int err) {
+  if (strncmp(uv_err_name(err), "EAI_", 4) == 0)
+    return "dns";
+  switch (err) {
+  case UV_ETIMEDOUT:
+    return "timeout";
+  case UV_ECONNREFUSED: case UV_ECONNRESET: case UV_ECONNABORTED: case UV_EPIPE:
+  case UV_ENETUNREACH: case UV_EHOSTUNREACH: case UV_ENOTCONN: case UV_ENETDOWN:
+  case UV_EHOSTDOWN:
+    return "connection";
+  default:
+    return "io";
+  }
+}
+
+void lm_io_push_error(lua_State *L, int err, const char *what) {
+  lm_push_error(L, kind_of(err), "%s: %s", what, uv_strerror(err));
+  lua_pushstring(L, uv_err_name(err));
+  lua_setfield(L, -2, "code");
+}
+
+int lm_io_error(lua_State *L, int err, const char *what) {
+  lm_io_push_error(L, err, what);
+  return lua_error(L);
+}
+
+void lm_io_push_sockaddr(lua_State *L, const struct sockaddr *sa) {
+  char ip[INET6_ADDRSTRLEN] = "";
+  int port;
+  if (sa->sa_family == AF_INET) {
+    const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+    uv_ip4_name(in, ip, sizeof ip);
+    port = ntohs(in->sin_port);
+  } else if (sa->sa_family == AF_INET6) {
+    const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+    uv_ip6_name(in6, ip, sizeof ip);
+    port = ntohs(in6->sin6_port);
+  } else {
+    lua_pushboolean(L, 0);
+    return;
+  }
+  lua_createtable(L, 0, 3);
+  lua_pushstring(L, ip);
+  lua_setfield(L, -2, "address");
+  lua_pushinteger(L, port);
+  lua_setfield(L, -2, "port");
+  lua_pushstring(L, sa->sa_family == AF_INET ? "inet" : "inet6");
+  lua_setfield(L, -2, "family");
+}

@@ -13,6 +13,11 @@
  * took it as stdio). */
 void lm_stream_push(lua_State *L, lm_ctx *ctx, loom_stream_t *s);
 
+/* The core stream of the open Lua stream at idx (to put a transport under
+ * it: TLS over a connected socket). Raises `argument` for another value,
+ * `closed` for a closed stream. */
+loom_stream_t *lm_stream_check(lua_State *L, int idx);
+
 /* Raises a libuv error as loom's: kind `connection` for what a peer or the
  * network did (refused, reset, unreachable, timed out), `io` otherwise,
  * code the errno name ("ECONNRESET"), message libuv's text and what. */

@@ -16,10 +16,12 @@
  * each get some of the bytes.
  *
  * Every wait is an lm_request (lua/request.c). A read or a write waits on
- * nothing that must be stopped: its stop only stops the waiting. The
- * coroutine that waits is anchored in the stream's user values, so both
- * go to the collector together; the collector only closes the handle
- * (core/stream.c frees it after libuv's close callback). */
+ * nothing that must be stopped: its stop only stops the waiting. A
+ * coroutine outside any task that waits is anchored in the stream's user
+ * values (a task is pinned anyway), so the two go to the collector
+ * together; the collector only closes the handle (core/stream.c frees it
+ * after libuv's close callback). While no reader waits, the stream is no
+ * work for the loop (loom_stream_keep_alive). */
 #include <string.h>
 #include "lm_io.h"
 
@@ -56,42 +58,20 @@ static lstream *check_open(lua_State *L) {
   return ls;
 }
 
-static void anchor(lua_State *L, int slot) {
+/* Only a coroutine outside any task needs it: a task is pinned until it
+ * ends. */
+static void anchor(lua_State *L, lstream *ls, int slot) {
+  if (ls->ctx->current)
+    return;
   lua_pushthread(L);
   lua_setiuservalue(L, 1, slot);
 }
 
-static void unanchor(lua_State *L, int slot) {
+static void unanchor(lua_State *L, lstream *ls, int slot) {
+  if (ls->ctx->current)
+    return;
   lua_pushnil(L);
   lua_setiuservalue(L, 1, slot);
-}
-
-/* ---- errors -------------------------------------------------------------- */
-
-static const char *kind_of(int err) {
-  if (strncmp(uv_err_name(err), "EAI_", 4) == 0)
-    return "dns";
-  switch (err) {
-  case UV_ETIMEDOUT:
-    return "timeout";
-  case UV_ECONNREFUSED: case UV_ECONNRESET: case UV_ECONNABORTED: case UV_EPIPE:
-  case UV_ENETUNREACH: case UV_EHOSTUNREACH: case UV_ENOTCONN: case UV_ENETDOWN:
-  case UV_EHOSTDOWN:
-    return "connection";
-  default:
-    return "io";
-  }
-}
-
-void lm_io_push_error(lua_State *L, int err, const char *what) {
-  lm_push_error(L, kind_of(err), "%s: %s", what, uv_strerror(err));
-  lua_pushstring(L, uv_err_name(err));
-  lua_setfield(L, -2, "code");
-}
-
-int lm_io_error(lua_State *L, int err, const char *what) {
-  lm_io_push_error(L, err, what);
-  return lua_error(L);
 }
 
 static int timed_out(lua_State *L, double seconds, const char *what) {
@@ -162,7 +142,15 @@ void lm_stream_push(lua_State *L, lm_ctx *ctx, loom_stream_t *s) {
   s->data = ls;
   s->on_read = on_read;
   s->on_write = on_write;
+  loom_stream_keep_alive(s, 0);
   luaL_setmetatable(L, LM_STREAM_MT);
+}
+
+loom_stream_t *lm_stream_check(lua_State *L, int idx) {
+  lstream *ls = lm_checkudata(L, idx, LM_STREAM_MT, "loom.stream");
+  if (ls->closed || ls->s == NULL)
+    lm_error(L, "closed", "the stream is closed");
+  return ls->s;
 }
 
 /* A wait inside a task needs a place to yield; checked before a call
@@ -184,10 +172,17 @@ static void rd_stop(lm_request *r) {
   LM_CONTAINER_OF(r, lstream, rd)->rd_waiting = 0;
 }
 
+/* The reader stopped waiting: the stream is no work for the loop. */
+static void read_ended(lstream *ls) {
+  ls->reading = 0;
+  if (ls->s && !ls->closed)
+    loom_stream_keep_alive(ls->s, 0);
+}
+
 static void rd_drained(lua_State *L, lm_request *r) {
   lstream *ls = LM_CONTAINER_OF(r, lstream, rd);
-  ls->reading = 0;
-  unanchor(L, ANCHOR_READER);
+  read_ended(ls);
+  unanchor(L, ls, ANCHOR_READER);
   if (r->interrupted == LOOM_ETIMEDOUT)
     timed_out(L, ls->call_rtimeout, "read");
 }
@@ -296,17 +291,18 @@ static int read_step(lua_State *L, lstream *ls) {
     return lm_io_error(L, rc, "read");
   }
   lm_wait_arm(ls->rd.wait, ls->call_rtimeout);
+  loom_stream_keep_alive(s, 1);
   ls->rd_waiting = 1;
   ls->reading = 1;
-  anchor(L, ANCHOR_READER);
+  anchor(L, ls, ANCHOR_READER);
   return lm_request_wait(L, &ls->rd, read_k);
 }
 
 static int read_k(lua_State *L, int status, lua_KContext kctx) {
   (void)status;
   lstream *ls = LM_CONTAINER_OF((lm_request *)kctx, lstream, rd);
-  ls->reading = 0;
-  unanchor(L, ANCHOR_READER);
+  read_ended(ls);
+  unanchor(L, ls, ANCHOR_READER);
   lm_request_check(L, &ls->rd);
   /* Outside a task each wait left its userdata on the stack: a read that
    * waits many times must not pile them up. */
@@ -395,7 +391,7 @@ static void wr_drained(lua_State *L, lm_request *r) {
   lstream *ls = LM_CONTAINER_OF(r, lstream, wr);
   ls->writing = 0;
   ls->shutting = 0;
-  unanchor(L, ANCHOR_WRITER);
+  unanchor(L, ls, ANCHOR_WRITER);
   if (r->interrupted == LOOM_ETIMEDOUT)
     timed_out(L, ls->call_wtimeout, "write");
 }
@@ -407,10 +403,12 @@ static int write_wait(lua_State *L, lstream *ls, lua_KFunction k) {
     ls->writing = 0;
     return timed_out(L, 0, "write");
   }
+  ls->writing = 0; /* while prepare may raise (a cancel, an expired timeout) */
   lm_request_prepare(L, &ls->wr, &write_ops, 0);
+  ls->writing = 1;
   lm_wait_arm(ls->wr.wait, ls->call_wtimeout);
   ls->wr_waiting = 1;
-  anchor(L, ANCHOR_WRITER);
+  anchor(L, ls, ANCHOR_WRITER);
   return lm_request_wait(L, &ls->wr, k);
 }
 
@@ -456,8 +454,10 @@ static int write_step(lua_State *L, lstream *ls) {
 static int write_k(lua_State *L, int status, lua_KContext kctx) {
   (void)status;
   lstream *ls = LM_CONTAINER_OF((lm_request *)kctx, lstream, wr);
-  unanchor(L, ANCHOR_WRITER);
+  unanchor(L, ls, ANCHOR_WRITER);
+  ls->writing = 0; /* while the check may raise */
   lm_request_check(L, &ls->wr);
+  ls->writing = 1;
   lua_settop(L, ls->wr_last); /* as in read_k */
   return write_step(L, ls);
 }
@@ -496,7 +496,7 @@ static int shutdown_k(lua_State *L, int status, lua_KContext kctx) {
   lstream *ls = LM_CONTAINER_OF((lm_request *)kctx, lstream, wr);
   ls->writing = 0;
   ls->shutting = 0;
-  unanchor(L, ANCHOR_WRITER);
+  unanchor(L, ls, ANCHOR_WRITER);
   lm_request_check(L, &ls->wr);
   if (ls->s == NULL || ls->closed)
     return lm_error(L, "closed", "the stream is closed");
@@ -515,7 +515,6 @@ static int stream_shutdown(lua_State *L) {
   if (ls->s->shut)
     return 0;
   start_writing(L, ls);
-  ls->s->on_shutdown = on_shutdown;
   int rc = loom_stream_shutdown(ls->s, on_shutdown);
   if (rc)
     return write_fail(L, ls, rc);
@@ -545,7 +544,7 @@ static void close_handle(lstream *ls, loom_stream_cb cb) {
 
 static void cl_drained(lua_State *L, lm_request *r) {
   lstream *ls = LM_CONTAINER_OF(r, lstream, cl);
-  unanchor(L, ANCHOR_CLOSER);
+  unanchor(L, ls, ANCHOR_CLOSER);
   if (ls->flushing) {
     ls->flushing = 0;
     if (ls->s)
@@ -558,8 +557,8 @@ static void cl_drained(lua_State *L, lm_request *r) {
 static const lm_request_ops close_ops = {cl_pending, cl_stop, cl_drained, NULL, 0};
 
 static int closed_k(lua_State *L, int status, lua_KContext kctx) {
-  (void)status; (void)kctx;
-  unanchor(L, ANCHOR_CLOSER);
+  (void)status;
+  unanchor(L, LM_CONTAINER_OF((lm_request *)kctx, lstream, cl), ANCHOR_CLOSER);
   return 0;
 }
 
@@ -573,7 +572,7 @@ static int close_now(lua_State *L, lstream *ls) {
   close_handle(ls, on_closed);
   lm_request_prepare(L, &ls->cl, &close_ops, 1);
   ls->cl_waiting = 1;
-  anchor(L, ANCHOR_CLOSER);
+  anchor(L, ls, ANCHOR_CLOSER);
   return lm_request_wait(L, &ls->cl, closed_k);
 }
 
@@ -581,7 +580,7 @@ static int flushed_k(lua_State *L, int status, lua_KContext kctx) {
   (void)status;
   lstream *ls = LM_CONTAINER_OF((lm_request *)kctx, lstream, cl);
   ls->flushing = 0;
-  unanchor(L, ANCHOR_CLOSER);
+  unanchor(L, ls, ANCHOR_CLOSER);
   lm_request_check(L, &ls->cl);
   lua_settop(L, 1);
   return close_now(L, ls);
@@ -616,7 +615,7 @@ static int stream_close(lua_State *L) {
   lm_wait_arm(ls->cl.wait, ls->call_wtimeout);
   ls->flushing = 1;
   ls->cl_waiting = 1;
-  anchor(L, ANCHOR_CLOSER);
+  anchor(L, ls, ANCHOR_CLOSER);
   return lm_request_wait(L, &ls->cl, flushed_k);
 }
 
@@ -679,30 +678,6 @@ static int stream_setoption(lua_State *L) {
     return lm_io_error(L, rc, name);
   lua_settop(L, 1);
   return 1;
-}
-
-void lm_io_push_sockaddr(lua_State *L, const struct sockaddr *sa) {
-  char ip[INET6_ADDRSTRLEN] = "";
-  int port;
-  if (sa->sa_family == AF_INET) {
-    const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
-    uv_ip4_name(in, ip, sizeof ip);
-    port = ntohs(in->sin_port);
-  } else if (sa->sa_family == AF_INET6) {
-    const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
-    uv_ip6_name(in6, ip, sizeof ip);
-    port = ntohs(in6->sin6_port);
-  } else {
-    lua_pushboolean(L, 0);
-    return;
-  }
-  lua_createtable(L, 0, 3);
-  lua_pushstring(L, ip);
-  lua_setfield(L, -2, "address");
-  lua_pushinteger(L, port);
-  lua_setfield(L, -2, "port");
-  lua_pushstring(L, sa->sa_family == AF_INET ? "inet" : "inet6");
-  lua_setfield(L, -2, "family");
 }
 
 static int push_name(lua_State *L, int peer) {

@@ -47,12 +47,21 @@ local function prepare(opts)
   end
 end
 
+-- TLS goes under the same streams (core/stream.h's transport) once it is
+-- built; until then asking for it must not quietly give plain text.
+local function refuse_tls(opts, argn, fname)
+  if opts.tls ~= nil then
+    loom.error("argument", ("bad argument #%d to '%s' (tls: this build has no TLS)"):format(argn, fname))
+  end
+end
+
 local DEFAULT_CONNECT_TIMEOUT = 10
 
 function tcp.connect(host, port, opts)
   check_host(host, "loom.tcp.connect", true)
   check_port(port, 2, "loom.tcp.connect")
   opts = server.check_opts(opts, 3, "loom.tcp.connect")
+  refuse_tls(opts, 3, "loom.tcp.connect")
   local s = core._connect("tcp", host, port, opts.connect_timeout or DEFAULT_CONNECT_TIMEOUT, opts.timeout)
   local ok, err = pcall(prepare(opts), s)
   if not ok then
@@ -73,6 +82,7 @@ function tcp.listen(host, port, handler, opts)
   check_port(port, 2, "loom.tcp.listen", true)
   server.check_handler(handler, "loom.tcp.listen")
   opts = server.check_opts(opts, 4, "loom.tcp.listen")
+  refuse_tls(opts, 4, "loom.tcp.listen")
   local listener = core._listen("tcp", address_of(host, opts), port, opts.backlog)
   return server.start(listener, handler, opts, prepare(opts))
 end

@@ -2,21 +2,12 @@
 -- loom error's kind, and a connected pair of TCP streams on loopback.
 local loom = require "loom"
 local core = require "loom.core"
+local shared = dofile("spec/support/thread.lua")
 local M = {}
 
--- fn inside loom.run, bounded by a timeout.
-function M.within(seconds, fn)
-  return loom.run(function() return loom.timeout(seconds, fn) end)
-end
-
--- The loom error fn(...) raises, which must be of `kind`.
-function M.expect_error(kind, fn, ...)
-  local ok, err = pcall(fn, ...)
-  assert(not ok, "expected an error, but the call succeeded")
-  assert(type(err) == "table", "error is not a table: " .. tostring(err))
-  assert(kind == err.kind, "wrong kind: " .. tostring(err))
-  return err
-end
+-- fn inside loom.run, bounded by a timeout; the loom error fn(...) raises,
+-- which must be of `kind`: as the thread specs have them.
+M.within, M.expect_error = shared.within, shared.expect_error
 
 -- A listener that accepts only when asked (core._listen), on 127.0.0.1 and
 -- a port the kernel picks.
