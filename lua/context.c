@@ -7,6 +7,7 @@
 #include "loom_lua.h"
 #include "codec.h"
 #include "lm_io.h"
+#include "lm_fsproc.h"
 
 static const char ctx_key = 0;
 
@@ -331,6 +332,7 @@ int luaopen_loom_core(lua_State *L) {
   add_funcs(L, lm_thread_funcs);
   add_funcs(L, lm_xchan_funcs);
   add_funcs(L, lm_io_funcs);
+  lm_open_fsproc(L);
   lua_getfield(L, LUA_REGISTRYINDEX, "loom.null.value");
   lua_setfield(L, -2, "null");
   lm_db_push_modes(L);

@@ -217,6 +217,11 @@ if [ "${LOOM_SKIP_TSAN:-}" != 1 ]; then
     if grep -q "WARNING: ThreadSanitizer" "$logs/busted-build-tsan.log"; then
       fail_stage "ThreadSanitizer report in the thread specs"
     fi
+    # loom.fs's requests run on libuv's thread pool.
+    specs build-tsan LD_PRELOAD="$tsan_preload" -- --exclude-tags=subprocess spec/fs_spec.lua
+    if grep -q "WARNING: ThreadSanitizer" "$logs/busted-build-tsan.log"; then
+      fail_stage "ThreadSanitizer report in the file specs"
+    fi
     unset TSAN_OPTIONS
   else
     fail_stage "ThreadSanitizer build"

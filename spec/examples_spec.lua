@@ -95,6 +95,17 @@ describe("examples of sockets and streams", function()
   end
 end)
 
+describe("examples of files and processes", function()
+  local expected = {
+    ["hash_files_procs.lua"] = "every file hashed by a process pool",
+    ["shell_pipeline.lua"] = "the pipeline matches plain Lua: 40951",
+    ["file_to_db.lua"] = "loaded 100000 rows from the file",
+  }
+  for script, line in pairs(expected) do
+    it("io/" .. script .. " runs and prints what it promises", function() check("examples/io", script, line) end)
+  end
+end)
+
 describe("examples on every database", function()
   local expected = {
     ["optimistic_lock.lua"] = "at version 5 after",

@@ -28,13 +28,17 @@ require("loom.pipeline")(loom)
 
 -- loom.db loads on first use: a program that never opens a database
 -- loads no database code, and no driver's client library. loom.thread
--- too: a program that never offloads starts no thread.
+-- too: a program that never offloads starts no thread. So do loom.fs,
+-- loom.process and loom.signal.
 setmetatable(loom, { __index = function(_, name)
   if name == "db" then return require "loom.db" end
   if name == "thread" then return require "loom.thread" end
   if name == "tcp" then return require "loom.tcp" end
   if name == "unix" then return require "loom.unix" end
   if name == "dns" then return require "loom.dns" end
+  if name == "fs" then return require "loom.fs" end
+  if name == "process" then return require "loom.process" end
+  if name == "signal" then return require "loom.signal" end
 end })
 
 return loom
