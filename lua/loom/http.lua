@@ -211,6 +211,12 @@ function Response:read(fmt)
   argerror("read", "format", ('"a", "l", "L" or a byte count expected, got %s'):format(tostring(fmt)))
 end
 
+-- Bytes of a streamed body received and not read yet: at most about the
+-- buffer option (256 KiB by default) plus what one network read brings.
+function Response:buffered()
+  return self._x and (self._x:buffered()) or 0
+end
+
 function Response:lines(fmt)
   return function() return self:read(fmt or "l") end
 end
