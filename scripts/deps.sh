@@ -14,6 +14,7 @@ build=(
   libpq-dev                           # the PostgreSQL driver (LOOM_WITH_POSTGRES)
   libsqlite3-dev                      # the SQLite driver (LOOM_WITH_SQLITE)
   libmariadb-dev                      # the MySQL/MariaDB driver (LOOM_WITH_MYSQL)
+  libcurl4-openssl-dev                # loom.http (LOOM_WITH_HTTP)
 )
 pg=(postgresql openssl)               # openssl: throwaway TLS certificates
 mysql=(mariadb-server mariadb-client openssl)
@@ -24,6 +25,7 @@ test=(
   lua-luv                             # a host owning the loop, in the embedding spec
   "${pg[@]}" postgresql-contrib       # contrib has pgbench
   "${mysql[@]}"                       # mariadb-client has mariadb-slap
+  nginx libnginx-mod-http-lua         # the HTTP client's throwaway server
 )
 
 [ $# -gt 0 ] || set -- test
@@ -38,7 +40,7 @@ for group in "$@"; do
   esac
 done
 if [ "${LOOM_DEPS_BENCH:-}" = 1 ]; then
-  packages+=("${test[@]}" lua-cqueues lua-sql-postgres lua-sql-mysql lua-sql-sqlite3 python3-asyncpg)
+  packages+=("${test[@]}" lua-cqueues lua-sql-postgres lua-sql-mysql lua-sql-sqlite3 python3-asyncpg lua-http nodejs)
 fi
 
 missing=()

@@ -20,8 +20,8 @@ local function get_engine()
   if engine == nil then
     local ok, e = pcall(require, "loom.curl")
     if not ok then
-      loom.error("http", "loom was built without its HTTP client (the build option LOOM_WITH_HTTP=ON builds it on libcurl): "
-        .. tostring(e))
+      loom.error("http", "loom was built without its HTTP client (the build option "
+        .. "LOOM_WITH_HTTP=ON builds it on libcurl): " .. tostring(e))
     end
     engine = e
   end
