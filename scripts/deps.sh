@@ -4,6 +4,7 @@
 #   deps.sh [GROUP...]   build   compile loom (what the demo and the luarocks install need)
 #                        pg      a throwaway PostgreSQL server (scripts/example.sh)
 #                        mysql   a throwaway MariaDB server (scripts/example.sh)
+#                        http    a throwaway nginx for loom.http (scripts/example.sh)
 #                        test    everything scripts/test.sh runs (the default)
 #   LOOM_DEPS_BENCH=1    also the peers bench/ compares loom with
 set -euo pipefail
@@ -18,6 +19,7 @@ build=(
 )
 pg=(postgresql openssl)               # openssl: throwaway TLS certificates
 mysql=(mariadb-server mariadb-client openssl)
+http=(nginx libnginx-mod-http-lua openssl)
 test=(
   "${build[@]}"
   lua-busted luarocks                 # specs and the rockspec install check
@@ -25,7 +27,7 @@ test=(
   lua-luv                             # a host owning the loop, in the embedding spec
   "${pg[@]}" postgresql-contrib       # contrib has pgbench
   "${mysql[@]}"                       # mariadb-client has mariadb-slap
-  nginx libnginx-mod-http-lua         # the HTTP client's throwaway server
+  "${http[@]}"                        # the HTTP client's throwaway server
 )
 
 [ $# -gt 0 ] || set -- test
@@ -35,8 +37,9 @@ for group in "$@"; do
   build) packages+=("${build[@]}") ;;
   pg) packages+=("${pg[@]}") ;;
   mysql) packages+=("${mysql[@]}") ;;
+  http) packages+=("${http[@]}") ;;
   test) packages+=("${test[@]}") ;;
-  *) echo "deps.sh: unknown group '$group' (build, pg, mysql, test)" >&2; exit 2 ;;
+  *) echo "deps.sh: unknown group '$group' (build, pg, mysql, http, test)" >&2; exit 2 ;;
   esac
 done
 if [ "${LOOM_DEPS_BENCH:-}" = 1 ]; then

@@ -17,6 +17,7 @@
 #   /slow?s=S     "late", after S seconds (default 5)
 #   /drop         headers announcing 1 MB, 1000 bytes, then the connection cut
 #   /nothing      the connection closed without a response
+#   /flaky/K?fail=N  503 for the first N requests of key K, then "ok K"
 set -euo pipefail
 unset LD_PRELOAD # the sanitizer runs' preload is for the test process only
 
@@ -73,6 +74,7 @@ http {
   default_type application/octet-stream;
   keepalive_requests 100000;
   lua_need_request_body on;
+  lua_shared_dict flaky 1m;
   server {
     listen 127.0.0.1:$port;
     listen 127.0.0.1:$h2c_port http2;
@@ -122,6 +124,13 @@ http {
       }
     }
     location /nothing { return 444; }
+    location ~ ^/flaky/(\w+)\$ {
+      content_by_lua_block {
+        local seen = ngx.shared.flaky:incr(ngx.var[1], 1, 0)
+        if seen <= (tonumber(ngx.var.arg_fail) or 1) then ngx.status = 503 end
+        ngx.say(ngx.status == 503 and "busy " or "ok ", ngx.var[1])
+      }
+    }
   }
 }
 CONF
