@@ -13,7 +13,8 @@ local lua = preload and ("env LD_PRELOAD=%s lua5.4"):format((preload:gsub("%s+",
 -- servers' URLs unset, so it has to start its own. Bounded: a hung server
 -- start fails the test instead of the run.
 local function runner(args)
-  local cmd = ("cd spec && env -u LD_PRELOAD -u LOOM_PG_URL -u LOOM_MYSQL_URL -u LOOM_HTTP_URL LOOM_BUILD_DIR='../%s' LUA='%s' "
+  local cmd = ("cd spec && env -u LD_PRELOAD -u LOOM_PG_URL -u LOOM_MYSQL_URL -u LOOM_HTTP_URL "
+    .. "LOOM_BUILD_DIR='../%s' LUA='%s' "
     .. "timeout 600 bash ../scripts/example.sh %s 2>&1"):format(build, lua, args)
   local p = io.popen(cmd)
   local out = p:read("a")
