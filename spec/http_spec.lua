@@ -313,6 +313,8 @@ describe("loom.http arguments", function()
       assert.matches("'version'", err.message)
       err = failure(loom.http.get, "not a url at all")
       assert.equal("http", err.kind)
+      err = failure(loom.http.get, "file:///etc/hostname")
+      assert.equal("CURLE_UNSUPPORTED_PROTOCOL", err.code)
     end)
   end)
 

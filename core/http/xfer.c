@@ -128,6 +128,9 @@ static CURLcode setup(http_xfer *x, const loom_http_opts *o) {
   CURLcode rc;
 #define SET(opt, val) do { if ((rc = curl_easy_setopt(e, opt, val)) != CURLE_OK) return rc; } while (0)
   SET(CURLOPT_URL, o->url);
+  /* An HTTP client: no file://, ftp:// or the like, first or redirected to. */
+  SET(CURLOPT_PROTOCOLS_STR, "http,https");
+  SET(CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
   SET(CURLOPT_PRIVATE, x);
   SET(CURLOPT_NOSIGNAL, 1L);
   SET(CURLOPT_ERRORBUFFER, x->errbuf);
