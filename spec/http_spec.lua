@@ -318,6 +318,19 @@ describe("loom.http arguments", function()
     end)
   end)
 
+  it("goes through the proxy the environment names", function()
+    -- nginx answers a request for an absolute URL itself, as a proxy would
+    -- forward it: a host that does not exist is reached only through it.
+    local out = assert(io.popen(("env -u no_proxy -u NO_PROXY http_proxy=%s lua5.4 -e '%s' 2>&1"):format(URL, [[
+      package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
+      package.cpath = "]] .. (os.getenv("LOOM_BUILD_DIR") or "build") .. [[/?.so;" .. package.cpath
+      local res = require("loom").http.get("http://loom-proxy-test.invalid/small.txt", {timeout = 10})
+      io.write(res.status, " ", res.body)]])))
+    local said = out:read("a")
+    out:close()
+    assert.equal("200 hello from nginx\n", said)
+  end)
+
   it("loads no libcurl until loom.http is used", function()
     local out = assert(io.popen([[lua5.4 -e 'package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
       package.cpath = "]] .. (os.getenv("LOOM_BUILD_DIR") or "build") .. [[/?.so;" .. package.cpath
