@@ -279,6 +279,30 @@ describe("loom.http responses", function()
     end)
   end)
 
+  it("runs 64 requests at once over shared HTTP/2 connections", function()
+    run(function()
+      local most = 0
+      local watcher = loom.spawn(function()
+        while true do
+          most = math.max(most, loom.http.stats().sockets)
+          loom.yield()
+        end
+      end)
+      local items = {}
+      for i = 1, 64 do items[i] = i end
+      -- By name: curl keeps what it learnt of a host (the HTTP/1.1 and
+      -- unverified connections of the cases above) by name and port.
+      local url = server.other("https_url"):gsub("127%.0%.0%.1", "localhost") .. "/small.txt"
+      local got = loom.map(items, function()
+        local res = loom.http.get(url, { cafile = server.dir() .. "/cert.pem" })
+        return res.version .. " " .. res.status .. " " .. res.body
+      end)
+      watcher:cancel()
+      for i = 1, 64 do assert.equal("2 200 hello from nginx\n", got[i]) end
+      assert.is_true(most < 64, "streams shared connections: " .. most .. " sockets")
+    end)
+  end)
+
   it("streams a large body with memory bounded by the buffer", function()
     run(function()
       local res = loom.http.get(URL .. "/large.bin", { stream = true, buffer = 65536 })

@@ -176,6 +176,10 @@ static CURLcode setup(http_xfer *x, const loom_http_opts *o) {
   }
   if (o->cafile)
     SET(CURLOPT_CAINFO, o->cafile);
+  /* Requests that start together on a new HTTP/2 connection share it
+   * rather than each opening one (and each a TLS handshake). */
+  if (o->version != 11)
+    SET(CURLOPT_PIPEWAIT, 1L);
   SET(CURLOPT_HTTP_VERSION, o->version == 11 ? CURL_HTTP_VERSION_1_1
                           : o->version == 20 ? CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE
                                              : CURL_HTTP_VERSION_2TLS);

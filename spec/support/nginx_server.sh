@@ -50,11 +50,14 @@ start)
     -subj "/CN=localhost" -addext "subjectAltName=IP:127.0.0.1,DNS:localhost" \
     -keyout "$dir/key.pem" -out "$dir/cert.pem" 2>/dev/null ||
     fail_with_log "openssl could not make the test certificate (Debian package 'openssl')"
+  user=""
+  [ "$(id -u)" -eq 0 ] && user="user root;"
+  # A port free when asked may be taken by the time nginx binds it (another
+  # test's connection got it as its local port): then again, on others.
+  for attempt in 1 2 3 4 5; do
   port=$(free_port)
   h2c_port=$(free_port)
   tls_port=$(free_port)
-  user=""
-  [ "$(id -u)" -eq 0 ] && user="user root;"
   cat > "$dir/nginx.conf" <<CONF
 load_module $modules/ndk_http_module.so;
 load_module $modules/ngx_http_lua_module.so;
@@ -134,8 +137,11 @@ http {
   }
 }
 CONF
-  "$nginx" -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log" ||
-    fail_with_log "nginx did not start"
+  if "$nginx" -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log" 2>"$dir/start.log"; then break; fi
+  grep -q "Address already in use" "$dir/start.log" && [ "$attempt" -lt 5 ] && continue
+  cat "$dir/start.log" >&2
+  fail_with_log "nginx did not start"
+  done
   for _ in $(seq 1 100); do
     (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
     sleep 0.05
