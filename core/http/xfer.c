@@ -176,10 +176,17 @@ static CURLcode setup(http_xfer *x, const loom_http_opts *o) {
   }
   if (o->cafile)
     SET(CURLOPT_CAINFO, o->cafile);
-  /* Requests that start together on a new HTTP/2 connection share it
-   * rather than each opening one (and each a TLS handshake). */
-  if (o->version != 11)
+  if (o->version == 20 && curl_version_info(CURLVERSION_NOW)->version_num < 0x080000) {
+    /* curl 7.88 fails every request after the first on an HTTP/2 connection
+     * opened by prior knowledge (CURLE_HTTP2; curl's own command line too):
+     * there, each such request has a connection of its own. */
+    SET(CURLOPT_FRESH_CONNECT, 1L);
+    SET(CURLOPT_FORBID_REUSE, 1L);
+  } else if (o->version != 11) {
+    /* Requests that start together on a new HTTP/2 connection share it
+     * rather than each opening one (and each a TLS handshake). */
     SET(CURLOPT_PIPEWAIT, 1L);
+  }
   SET(CURLOPT_HTTP_VERSION, o->version == 11 ? CURL_HTTP_VERSION_1_1
                           : o->version == 20 ? CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE
                                              : CURL_HTTP_VERSION_2TLS);
