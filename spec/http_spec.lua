@@ -42,6 +42,16 @@ describe("loom.http requests", function()
     assert.equal("hello from nginx\n", res.body)
   end)
 
+  it("works in worker threads, each state with a client of its own", function()
+    run(function()
+      local url = URL .. "/small.txt" -- an upvalue, copied to the workers
+      local got = loom.thread.map({ 1, 2, 3, 4 }, function(i)
+        return require("loom").http.get(url).status + i
+      end, { chunk = 1 })
+      assert.same({ 201, 202, 203, 204, n = 4 }, got)
+    end)
+  end)
+
   it("sends a body and headers, and keeps repeated response headers", function()
     run(function()
       local res = loom.http.post(URL .. "/echo", "a\0b", { headers = { ["X-Test"] = "yes" } })
