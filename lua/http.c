@@ -145,10 +145,11 @@ static int l_http_start(lua_State *L) {
   o.body_pull = lua_toboolean(L, -1);
   lua_getfield(L, 2, "verify");
   o.verify = lua_toboolean(L, -1);
+  /* Rounded up: a timeout under a millisecond is not none. */
   lua_getfield(L, 2, "timeout");
-  o.timeout_ms = (long)(lua_tonumber(L, -1) * 1000);
+  o.timeout_ms = (long)(lua_tonumber(L, -1) * 1000 + 0.999);
   lua_getfield(L, 2, "connect_timeout");
-  o.connect_timeout_ms = (long)(lua_tonumber(L, -1) * 1000);
+  o.connect_timeout_ms = (long)(lua_tonumber(L, -1) * 1000 + 0.999);
   lua_pop(L, 4);
   o.follow = (long)opt_int(L, 2, "follow");
   o.version = (int)opt_int(L, 2, "version");

@@ -81,6 +81,7 @@ local function options(fname, o)
   local timeout = expect(fname, "timeout", o.timeout, "number", true)
   if timeout and timeout <= 0 then argerror(fname, "timeout", "must be positive") end
   local connect_timeout = expect(fname, "connect_timeout", o.connect_timeout, "number", true)
+  if connect_timeout and connect_timeout <= 0 then argerror(fname, "connect_timeout", "must be positive") end
   local follow = o.follow
   if follow == true then follow = FOLLOW_DEFAULT
   elseif follow == nil or follow == false then follow = 0
@@ -95,15 +96,18 @@ local function options(fname, o)
   local pull = body_source(fname, o.body)
   local verify = o.verify
   if verify ~= nil and type(verify) ~= "boolean" then argerror(fname, "verify", "boolean expected") end
-  local stream = o.stream
-  local high_water = expect(fname, "buffer", o.buffer, "number", true)
+  local stream = expect(fname, "stream", o.stream, "boolean", true)
+  local high_water = o.buffer or HIGH_WATER
+  if math.type(high_water) ~= "integer" or high_water < 1 then
+    argerror(fname, "buffer", "a positive count of bytes expected")
+  end
   return {
     method = method, url = url,
     headers = header_lines(fname, expect(fname, "headers", o.headers, "table", true) or {}),
     body = not pull and o.body or nil, body_pull = pull ~= nil,
     timeout = timeout, connect_timeout = connect_timeout, follow = follow, version = version,
     verify = verify ~= false, cafile = expect(fname, "cafile", o.cafile, "string", true),
-    high_water = stream and math.tointeger(high_water or HIGH_WATER) or 0,
+    high_water = stream and high_water or 0,
   }, pull, stream
 end
 
