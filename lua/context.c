@@ -313,6 +313,7 @@ int luaopen_loom_core(lua_State *L) {
   lm_open_thread(L);
   lm_open_xchan(L);
   lm_open_io(L);
+  lm_open_http(L);
   lm_open_context(L);
   lua_newtable(L);
   add_funcs(L, context_funcs);
@@ -333,6 +334,7 @@ int luaopen_loom_core(lua_State *L) {
   add_funcs(L, lm_xchan_funcs);
   add_funcs(L, lm_io_funcs);
   lm_open_fsproc(L);
+  add_funcs(L, lm_http_funcs);
   lua_getfield(L, LUA_REGISTRYINDEX, "loom.null.value");
   lua_setfield(L, -2, "null");
   lm_db_push_modes(L);

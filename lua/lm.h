@@ -292,6 +292,10 @@ void lm_open_listen(lua_State *L);
  * value=, exec=}. */
 void lm_db_push_modes(lua_State *L);
 
+/* http.c: loom.http's transfers, on the engine loom.curl gives */
+void lm_open_http(lua_State *L);
+extern const luaL_Reg lm_http_funcs[];
+
 /* scope.c */
 lm_scope *lm_scope_expired(lm_scope *innermost);
 int lm_cancel_held_off(const lm_task *t);

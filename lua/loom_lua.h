@@ -2,6 +2,7 @@
  *
  *   luaL_requiref(L, "loom.core", luaopen_loom_core, 0);  (or require "loom")
  *   loom_preload_drivers(L);  (for loom.db)
+ *   loom_preload_http(L);     (for loom.http)
  *   each frame:          loom_step(L, 0);
  *   in a poll() loop:    wait on loom_fd(L) for POLLIN with a timeout of
  *                        loom_next_timeout(L), then loom_step(L, 0).
@@ -19,6 +20,10 @@ int luaopen_loom_core(lua_State *L);
 /* Puts the database drivers linked in (those this build has) in
  * package.preload as "loom.driver.<name>", where loom.db finds them. */
 void loom_preload_drivers(lua_State *L);
+
+/* Puts loom.http's engine, when this build has it, in package.preload as
+ * "loom.curl", where loom.http finds it. */
+void loom_preload_http(lua_State *L);
 
 /* Runs ready tasks and polls I/O, blocking at most timeout_ms (0: never,
  * negative: until something happens). Returns 1 while tasks or I/O remain,

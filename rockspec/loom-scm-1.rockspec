@@ -20,7 +20,8 @@ dependencies = {
 -- Each database driver is built when pkg-config finds its client library
 -- (libpq, libmariadb, sqlite3): LOOM_WITH_POSTGRES, LOOM_WITH_MYSQL and
 -- LOOM_WITH_SQLITE in the environment of `luarocks make` set ON (required)
--- or OFF (left out) instead, so none of them is demanded here.
+-- or OFF (left out) instead, so none of them is demanded here. loom.http
+-- (on libcurl) alike, with LOOM_WITH_HTTP.
 external_dependencies = {
    LIBUV = { header = "uv.h" },
    OPENSSL = { header = "openssl/ssl.h" },

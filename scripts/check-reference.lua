@@ -145,6 +145,7 @@ end
 local function from_runtime(c, loom)
   require "loom.db" -- loaded on first use: now, so that it is listed
   require "loom.thread" -- likewise
+  require "loom.http" -- likewise (its engine, libcurl, loads on the first request)
   for _, name in ipairs(sorted_keys(loom)) do
     local v = loom[name]
     c.add("loom function", { "loom." .. name })

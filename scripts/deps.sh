@@ -4,6 +4,7 @@
 #   deps.sh [GROUP...]   build   compile loom (what the demo and the luarocks install need)
 #                        pg      a throwaway PostgreSQL server (scripts/example.sh)
 #                        mysql   a throwaway MariaDB server (scripts/example.sh)
+#                        http    a throwaway nginx for loom.http (scripts/example.sh)
 #                        test    everything scripts/test.sh runs (the default)
 #   LOOM_DEPS_BENCH=1    also the peers bench/ compares loom with
 set -euo pipefail
@@ -15,9 +16,11 @@ build=(
   libpq-dev                           # the PostgreSQL driver (LOOM_WITH_POSTGRES)
   libsqlite3-dev                      # the SQLite driver (LOOM_WITH_SQLITE)
   libmariadb-dev                      # the MySQL/MariaDB driver (LOOM_WITH_MYSQL)
+  libcurl4-openssl-dev                # loom.http (LOOM_WITH_HTTP)
 )
 pg=(postgresql openssl)               # openssl: throwaway TLS certificates
 mysql=(mariadb-server mariadb-client openssl)
+http=(nginx libnginx-mod-http-lua openssl)
 test=(
   "${build[@]}"
   lua-busted luarocks                 # specs and the rockspec install check
@@ -26,6 +29,7 @@ test=(
   openssl                             # throwaway certificates for the TLS tests (test/tls_certs.sh)
   "${pg[@]}" postgresql-contrib       # contrib has pgbench
   "${mysql[@]}"                       # mariadb-client has mariadb-slap
+  "${http[@]}"                        # the HTTP client's throwaway server
 )
 
 [ $# -gt 0 ] || set -- test
@@ -35,12 +39,13 @@ for group in "$@"; do
   build) packages+=("${build[@]}") ;;
   pg) packages+=("${pg[@]}") ;;
   mysql) packages+=("${mysql[@]}") ;;
+  http) packages+=("${http[@]}") ;;
   test) packages+=("${test[@]}") ;;
-  *) echo "deps.sh: unknown group '$group' (build, pg, mysql, test)" >&2; exit 2 ;;
+  *) echo "deps.sh: unknown group '$group' (build, pg, mysql, http, test)" >&2; exit 2 ;;
   esac
 done
 if [ "${LOOM_DEPS_BENCH:-}" = 1 ]; then
-  packages+=("${test[@]}" lua-cqueues lua-luaossl lua-sql-postgres lua-sql-mysql lua-sql-sqlite3 python3-asyncpg socat)
+  packages+=("${test[@]}" lua-cqueues lua-luaossl lua-sql-postgres lua-sql-mysql lua-sql-sqlite3 python3-asyncpg socat lua-http nodejs)
 fi
 
 missing=()

@@ -8,7 +8,8 @@
 # (spec/support/pg_server.sh, my_server.sh) and removed when the example
 # ends, however it ends. The examples in examples/db/ take a database URL
 # as their first argument: `postgres` or `mysql` there instead asks for such
-# a throwaway server and passes its URL.
+# a throwaway server and passes its URL. One that reads LOOM_HTTP_URL gets,
+# when it is not set, a throwaway nginx (spec/support/nginx_server.sh).
 #   bash scripts/example.sh examples/db/named_lock.lua mysql
 #   LOOM_BUILD_DIR=dir   use that build as it is instead of building build/
 #   LUA=command          the interpreter (default lua5.4), e.g. with a sanitizer preloaded
@@ -23,6 +24,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 need=() url_for=
 if [ -z "${LOOM_PG_URL:-}" ] && grep -q LOOM_PG_URL "$script"; then need+=(pg); fi
 if [ -z "${LOOM_MYSQL_URL:-}" ] && grep -q LOOM_MYSQL_URL "$script"; then need+=(mysql); fi
+if [ -z "${LOOM_HTTP_URL:-}" ] && grep -q LOOM_HTTP_URL "$script"; then need+=(http); fi
 case "${1:-}" in
 postgres | postgresql) url_for=pg ;;
 mysql | mariadb) url_for=mysql ;;
@@ -44,7 +46,7 @@ else
   build=$root/build
 fi
 
-pgdir= mydir=
+pgdir= mydir= httpdir=
 stop_servers() {
   if [ -n "$pgdir" ]; then
     bash "$root/spec/support/pg_server.sh" stop "$pgdir"
@@ -53,6 +55,10 @@ stop_servers() {
   if [ -n "$mydir" ]; then
     bash "$root/spec/support/my_server.sh" stop "$mydir"
     echo "example.sh: the MariaDB server is stopped" >&2
+  fi
+  if [ -n "$httpdir" ]; then
+    bash "$root/spec/support/nginx_server.sh" stop "$httpdir"
+    echo "example.sh: nginx is stopped" >&2
   fi
 }
 trap stop_servers EXIT
@@ -74,6 +80,12 @@ for s in "${need[@]}"; do
     LOOM_MYSQL_URL=$(cat "$mydir/url")
     export LOOM_MYSQL_URL
     echo "example.sh: a throwaway MariaDB server on 127.0.0.1:$(cat "$mydir/port") (LOOM_MYSQL_URL)" >&2
+    ;;
+  http)
+    httpdir=$(mktemp -u /tmp/loom-example-http.XXXXXX)
+    LOOM_HTTP_URL=$(bash "$root/spec/support/nginx_server.sh" start "$httpdir")
+    export LOOM_HTTP_URL
+    echo "example.sh: a throwaway nginx at $LOOM_HTTP_URL (LOOM_HTTP_URL)" >&2
     ;;
   esac
 done

@@ -23,7 +23,7 @@ fail_stage() { broken+=("$1"); failed=$((failed + 1)); }
 
 build() { # build DIR [cmake args...]: with every driver, so none is skipped unnoticed
   local dir=$1; shift
-  cmake -S . -B "$dir" -DLOOM_WITH_POSTGRES=ON -DLOOM_WITH_MYSQL=ON -DLOOM_WITH_SQLITE=ON "$@" >"$logs/cmake-$(basename "$dir").log" 2>&1 &&
+  cmake -S . -B "$dir" -DLOOM_WITH_POSTGRES=ON -DLOOM_WITH_MYSQL=ON -DLOOM_WITH_SQLITE=ON -DLOOM_WITH_HTTP=ON "$@" >"$logs/cmake-$(basename "$dir").log" 2>&1 &&
     cmake --build "$dir" -j"$(nproc)" >"$logs/build-$(basename "$dir").log" 2>&1 || {
       cat "$logs/cmake-$(basename "$dir").log" "$logs/build-$(basename "$dir").log" | tail -n 40
       return 1

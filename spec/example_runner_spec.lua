@@ -13,7 +13,8 @@ local lua = preload and ("env LD_PRELOAD=%s lua5.4"):format((preload:gsub("%s+",
 -- servers' URLs unset, so it has to start its own. Bounded: a hung server
 -- start fails the test instead of the run.
 local function runner(args)
-  local cmd = ("cd spec && env -u LD_PRELOAD -u LOOM_PG_URL -u LOOM_MYSQL_URL LOOM_BUILD_DIR='../%s' LUA='%s' "
+  local cmd = ("cd spec && env -u LD_PRELOAD -u LOOM_PG_URL -u LOOM_MYSQL_URL -u LOOM_HTTP_URL "
+    .. "LOOM_BUILD_DIR='../%s' LUA='%s' "
     .. "timeout 600 bash ../scripts/example.sh %s 2>&1"):format(build, lua, args)
   local p = io.popen(cmd)
   local out = p:read("a")
@@ -54,6 +55,15 @@ describe("scripts/example.sh", function()
     assert.is_truthy(out:find("the lock is free: ok", 1, true), out)
     local port = assert(server_port(out, "MariaDB"), "no server started:\n" .. out)
     assert.is_false(listening(port), "the server on port " .. port .. " still runs")
+  end)
+
+  it("runs an HTTP example against an nginx it starts and stops", function()
+    local ok, out = runner("../examples/http/dashboard.lua")
+    assert.is_true(ok, out)
+    assert.is_truthy(out:find("dashboard ready: 3 panels", 1, true), out)
+    local port = tonumber(out:match("a throwaway nginx at http://127%.0%.0%.1:(%d+)"))
+    assert(port, "no nginx started:\n" .. out)
+    assert.is_false(listening(port), "nginx on port " .. port .. " still runs")
   end)
 
   it("stops the server and passes the failure on when the example fails", function()

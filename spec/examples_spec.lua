@@ -162,3 +162,18 @@ describe("examples of one database", function()
     end
   end
 end)
+
+describe("examples of loom.http", function()
+  local http = require "spec.support.http"
+  local expected = {
+    ["dashboard.lua"] = "dashboard ready: 3 panels",
+    ["crawler.lua"] = "crawled 8 pages in 14 requests",
+    ["download.lua"] = "downloaded 8388608 bytes",
+  }
+  expects_all("examples/http", expected)
+  for script, line in pairs(expected) do
+    it("http/" .. script .. " runs and prints what it promises", function()
+      check("examples/http", script, line, ("LOOM_HTTP_URL='%s'"):format(http.url()))
+    end)
+  end
+end)

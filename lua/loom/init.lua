@@ -29,7 +29,8 @@ require("loom.pipeline")(loom)
 -- loom.db loads on first use: a program that never opens a database
 -- loads no database code, and no driver's client library. loom.thread
 -- too: a program that never offloads starts no thread. So do loom.fs,
--- loom.process and loom.signal.
+-- loom.process, loom.signal, the sockets and loom.http, whose engine loads
+-- libcurl on the first request.
 setmetatable(loom, { __index = function(_, name)
   if name == "db" then return require "loom.db" end
   if name == "thread" then return require "loom.thread" end
@@ -39,6 +40,7 @@ setmetatable(loom, { __index = function(_, name)
   if name == "fs" then return require "loom.fs" end
   if name == "process" then return require "loom.process" end
   if name == "signal" then return require "loom.signal" end
+  if name == "http" then return require "loom.http" end
 end })
 
 return loom
