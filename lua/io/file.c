@@ -301,10 +301,10 @@ static int read_k(lua_State *L, int status, lua_KContext kctx);
 static int prefetch_k(lua_State *L, int status, lua_KContext kctx);
 
 /* Fills the buffer through the thread pool: the caller waits. */
-static int refill(lua_State *L, lm_file *f, const lm_reading *r, size_t ask) {
+static int refill(lua_State *L, lm_file *f, int nfmt, size_t ask) {
   fstate *st = f->st;
   lm_fswait *w = lm_fs_wait_new(L, f->ctx, &st->op, 0, 0);
-  w->reading = *r;
+  w->nfmt = nfmt;
   st->asked = ask;
   uv_buf_t buf = uv_buf_init(st->rb.p + st->rb.end, (unsigned)ask);
   int rc = uv_fs_read(uvloop(f), &st->op.req, st->fd, &buf, 1, st->rpos, lm_fs_cb);
@@ -334,42 +334,47 @@ static ssize_t read_cached(fstate *st, size_t len) {
 #endif
 }
 
-/* Answers the formats from the buffer, refilling it as often as needed:
- * from a read-ahead, from the page cache in place, or through the pool. */
-static int read_more(lua_State *L, lm_file *f, const lm_reading *progress) {
+/* Answers the nfmt formats (from argument 2 on) from the buffer, refilling
+ * it as often as needed: from a read-ahead, from the page cache in place,
+ * or through the pool. */
+static int read_more(lua_State *L, lm_file *f, int nfmt) {
   fstate *st = f->st;
-  lm_reading r = *progress;
-  size_t want;
-  while (!lm_reading_step(L, &r, &st->rb, &want)) {
+  lm_rbuf *b = &st->rb;
+  size_t used, want;
+  int n;
+  while ((n = lm_formats_answer(L, 2, nfmt, b->p + b->start, b->end - b->start, b->eof, SIZE_MAX,
+                                &used, &want)) < 0) {
     if (st->prefetch) {
       if (st->op.out) {
         lm_fswait *w = lm_fs_wait_new(L, f->ctx, &st->op, 0, 0);
-        w->reading = r;
+        w->nfmt = nfmt;
         st->op.waiter = w;
         return lm_request_wait(L, &w->rq, prefetch_k);
       }
       absorb_prefetch(st);
       continue;
     }
-    size_t room = lm_rbuf_room(&st->rb, want);
+    size_t have = b->end - b->start;
+    size_t room = lm_rbuf_room(b, want == SIZE_MAX || want <= have ? 1 : want - have);
     if (room == 0)
       return lm_error(L, "memory", "cannot grow the read buffer of '%s'", st->path);
     size_t ask = room > IO_MAX ? IO_MAX : room;
-    ssize_t n = st->inline_left > 0 ? read_cached(st, ask < st->inline_left ? ask : st->inline_left) : -1;
-    if (n < 0) {
+    ssize_t got = st->inline_left > 0 ? read_cached(st, ask < st->inline_left ? ask : st->inline_left) : -1;
+    if (got < 0) {
       /* Not cached: the disk is slow, read ahead from now on. Out of
        * budget: the refill through the pool lets the loop run. */
       st->streaming = st->inline_left > 0 && !st->no_nowait;
-      return refill(L, f, &r, ask);
+      return refill(L, f, nfmt, ask);
     }
-    if (n == 0)
-      st->rb.eof = 1;
-    st->rb.end += (size_t)n;
-    st->rpos += n;
-    st->inline_left -= (size_t)n < st->inline_left ? (size_t)n : st->inline_left;
+    if (got == 0)
+      b->eof = 1;
+    b->end += (size_t)got;
+    st->rpos += got;
+    st->inline_left -= (size_t)got < st->inline_left ? (size_t)got : st->inline_left;
   }
+  b->start += used;
   start_prefetch(f);
-  return r.nres;
+  return n;
 }
 
 /* In a file call's continuation: the wait that ended (*wp) and its op's
@@ -398,9 +403,9 @@ static int read_k(lua_State *L, int status, lua_KContext kctx) {
   st->inline_left = INLINE_BUDGET;
   st->rb.end += (size_t)n;
   st->rpos += n;
-  lm_reading r = w->reading;
+  int nfmt = w->nfmt;
   drop_wait(L, w);
-  return read_more(L, f, &r);
+  return read_more(L, f, nfmt);
 }
 
 static int prefetch_k(lua_State *L, int status, lua_KContext kctx) {
@@ -409,9 +414,9 @@ static int prefetch_k(lua_State *L, int status, lua_KContext kctx) {
   lm_file *f = lua_touserdata(L, 1);
   absorb_prefetch(f->st);
   f->st->inline_left = INLINE_BUDGET;
-  lm_reading r = w->reading;
+  int nfmt = w->nfmt;
   drop_wait(L, w);
-  return read_more(L, f, &r);
+  return read_more(L, f, nfmt);
 }
 
 /* f:read(...): Lua io's formats; nil at the end of the file. */
@@ -422,10 +427,11 @@ static int file_read(lua_State *L) {
     return lm_error(L, "usage", "'%s' was not opened for reading", st->path);
   if (st->wlen)
     return lm_error(L, "usage", "a read after writes needs f:flush() or f:seek() first ('%s')", st->path);
-  lm_reading r;
-  lm_reading_start(L, &r, 2, lua_gettop(L));
+  if (lua_gettop(L) == 1)
+    lua_pushliteral(L, "l");
+  lm_formats_check(L, 2, lua_gettop(L));
   st->rb.eof = 0;
-  return read_more(L, f, &r);
+  return read_more(L, f, lua_gettop(L) - 1);
 }
 
 /* ---- write ----------------------------------------------------------------- */

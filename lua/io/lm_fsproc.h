@@ -11,6 +11,7 @@
 #define LM_FSPROC_H
 
 #include "lm.h"
+#include "lm_io.h"
 
 /* ---- errors ------------------------------------------------------------- */
 
@@ -19,7 +20,7 @@
  * NULL). */
 int lm_fs_error(lua_State *L, int err, const char *what, const char *path);
 
-/* ---- a read buffer, and Lua io's read formats over it ------------------- */
+/* ---- a read buffer (rbuf.c); formats.c reads from it ------------------- */
 
 typedef struct lm_rbuf {
   char *p;
@@ -31,21 +32,6 @@ typedef struct lm_rbuf {
  * then growing); returns the free bytes after end, 0 when out of memory. */
 size_t lm_rbuf_room(lm_rbuf *b, size_t want);
 void lm_rbuf_free(lm_rbuf *b);
-
-/* A read of several formats, done one by one across refills: argi is the
- * argument index of the next format. Results go on the stack. */
-typedef struct lm_reading {
-  int argi, last; /* formats at argi..last */
-  int nres;
-} lm_reading;
-
-/* Checks the formats at first..last ("l", "L", "a", a count; "*l" too) and
- * starts r over them. */
-void lm_reading_start(lua_State *L, lm_reading *r, int first, int last);
-/* Serves the formats from b. Returns 1 when all are answered (the results
- * pushed, r->nres of them), 0 when b must be refilled first; then *want
- * says how many bytes the next format needs at least (1: any). */
-int lm_reading_step(lua_State *L, lm_reading *r, lm_rbuf *b, size_t *want);
 
 /* ---- fs requests ------------------------------------------------------- */
 
@@ -70,7 +56,7 @@ struct lm_fswait {
   lm_request rq;
   lm_fsop *op;
   int owns;           /* the op is this call's (else its file's) */
-  lm_reading reading; /* file reads: how far the formats got */
+  int nfmt;           /* file reads: how many formats, from argument 2 on */
   int argi;           /* file writes: the next argument */
   size_t off;         /* ... and how much of it went */
   lua_CFunction again; /* file calls that waited out a read-ahead */

@@ -28,6 +28,18 @@ void lm_io_push_error(lua_State *L, int err, const char *what);
  * "inet6"); false when it is none of these. */
 void lm_io_push_sockaddr(lua_State *L, const struct sockaddr *sa);
 
+/* Lua io's read formats (formats.c), for everything read like a file.
+ * _check raises `argument` for a bad one at first..last. _answer answers
+ * the n formats from first on out of p[0, len) all together (done: no
+ * more bytes will come; max: the longest line, else an `io` error
+ * EMSGSIZE; SIZE_MAX for none): pushes their values (a nil ends them
+ * early, as Lua's io) and returns how many, *used the bytes they took;
+ * or pushes nothing, returns -1 and sets *want to how many bytes must be
+ * buffered first (SIZE_MAX: all there is). */
+void lm_formats_check(lua_State *L, int first, int last);
+int lm_formats_answer(lua_State *L, int first, int n, const char *p, size_t len, int done,
+                      size_t max, size_t *used, size_t *want);
+
 /* io.c opens the classes of the files below and lists their constructors
  * (upvalue 1: the context), which lua/loom/tcp.lua, unix.lua and dns.lua
  * wrap. */

@@ -190,85 +190,15 @@ static void rd_drained(lua_State *L, lm_request *r) {
 
 static const lm_request_ops read_ops = {rd_pending, rd_stop, rd_drained, NULL, 0};
 
-#define NEED_MORE ((size_t)-1)
-
-/* One format against the bytes p[*off, len): pushes its value and moves
- * *off, or returns how many bytes must be buffered to answer it. done: no
- * more bytes will come. Raises for a line longer than max. */
-static size_t one_format(lua_State *L, int idx, const char *p, size_t len, size_t *off,
-                         int done, size_t max, int *failed) {
-  size_t at = *off, left = len - at;
-  if (lua_type(L, idx) == LUA_TNUMBER) {
-    size_t n = (size_t)lua_tointeger(L, idx);
-    if (left >= n && (n > 0 || left > 0 || done)) {
-      if (n == 0 && left == 0) {
-        lua_pushnil(L); /* read(0) at EOF, as a file says */
-        *failed = 1;
-      } else {
-        lua_pushlstring(L, p + at, n);
-        *off = at + n;
-      }
-      return 0;
-    }
-    if (!done)
-      return at + (n > 0 ? n : 1);
-    if (left == 0) {
-      lua_pushnil(L);
-      *failed = 1;
-    } else {
-      lua_pushlstring(L, p + at, left);
-      *off = len;
-    }
-    return 0;
-  }
-  const char *f = lua_tostring(L, idx);
-  if (*f == '*')
-    f++;
-  if (*f == 'a') {
-    if (!done)
-      return NEED_MORE;
-    lua_pushlstring(L, p + at, left);
-    *off = len;
-    return 0;
-  }
-  const char *nl = left ? memchr(p + at, '\n', left) : NULL;
-  size_t line = nl ? (size_t)(nl - (p + at)) : left;
-  if (line > max) {
-    lm_push_error(L, "io", "a line longer than %I bytes (the stream's high-water mark)",
-                  (lua_Integer)max);
-    lua_pushliteral(L, "EMSGSIZE");
-    lua_setfield(L, -2, "code");
-    lua_error(L);
-  }
-  if (nl == NULL && !done)
-    return at + max + 1;
-  if (nl == NULL && left == 0) {
-    lua_pushnil(L);
-    *failed = 1;
-    return 0;
-  }
-  lua_pushlstring(L, p + at, line + (nl && *f == 'L'));
-  *off = at + line + (nl != NULL);
-  return 0;
-}
-
 /* Answers every format from the buffer, taking the bytes, and returns how
  * many values it pushed; or pushes nothing and returns -1 with *want set. */
 static int try_formats(lua_State *L, lstream *ls, size_t *want) {
   loom_stream_t *s = ls->s;
-  const char *p = loom_stream_peek(s);
-  size_t len = loom_stream_buffered(s), off = 0;
-  int done = s->eof, failed = 0, n = 0;
-  luaL_checkstack(L, ls->nfmt + LUA_MINSTACK, "too many formats");
-  for (int i = 0; i < ls->nfmt && !failed; i++, n++) {
-    size_t need = one_format(L, 2 + i, p, len, &off, done, s->high_water, &failed);
-    if (need) {
-      lua_pop(L, n);
-      *want = need;
-      return -1;
-    }
-  }
-  loom_stream_consume(s, off);
+  size_t used;
+  int n = lm_formats_answer(L, 2, ls->nfmt, loom_stream_peek(s), loom_stream_buffered(s), s->eof,
+                            s->high_water, &used, want);
+  if (n >= 0)
+    loom_stream_consume(s, used);
   return n;
 }
 
@@ -311,19 +241,6 @@ static int read_k(lua_State *L, int status, lua_KContext kctx) {
   return read_step(L, ls);
 }
 
-static void check_format(lua_State *L, int idx) {
-  if (lua_type(L, idx) == LUA_TNUMBER) {
-    if (!lua_isinteger(L, idx) || lua_tointeger(L, idx) < 0)
-      lm_argerror(L, idx, "a byte count must be a non-negative integer");
-    return;
-  }
-  const char *f = lua_tostring(L, idx);
-  if (f && *f == '*')
-    f++;
-  if (lua_type(L, idx) != LUA_TSTRING || (*f != 'l' && *f != 'L' && *f != 'a'))
-    lm_argerror(L, idx, "invalid format (\"l\", \"L\", \"a\" or a byte count)");
-}
-
 /* Stack from 2 on: formats, then an optional options table. */
 static int start_read(lua_State *L, lstream *ls) {
   int top = lua_gettop(L);
@@ -336,8 +253,7 @@ static int start_read(lua_State *L, lstream *ls) {
     lua_pushliteral(L, "l");
     top = 2;
   }
-  for (int i = 2; i <= top; i++)
-    check_format(L, i);
+  lm_formats_check(L, 2, top);
   if (ls->reading)
     return lm_error(L, "usage", "another task is reading this stream");
   ls->nfmt = top - 1;
@@ -368,7 +284,7 @@ static int stream_lines(lua_State *L) {
   int n = lua_gettop(L) - 1;
   for (int i = 2; i <= n + 1; i++)
     if (lua_type(L, i) != LUA_TTABLE)
-      check_format(L, i);
+      lm_formats_check(L, i, i);
   luaL_checkstack(L, 2, "too many formats");
   lua_pushinteger(L, n);
   lua_insert(L, 1);
