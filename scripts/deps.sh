@@ -22,6 +22,7 @@ test=(
   lua-busted luarocks                 # specs and the rockspec install check
   lua-check cppcheck                  # scripts/lint.sh
   lua-luv                             # a host owning the loop, in the embedding spec
+  lua-cqueues lua-http                # loom.cqueues under a lua-http server (cqueues_host_spec)
   "${pg[@]}" postgresql-contrib       # contrib has pgbench
   "${mysql[@]}"                       # mariadb-client has mariadb-slap
 )
