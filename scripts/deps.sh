@@ -23,6 +23,7 @@ test=(
   lua-check cppcheck                  # scripts/lint.sh
   lua-luv                             # a host owning the loop, in the embedding spec
   lua-cqueues lua-http                # loom.cqueues under a lua-http server (cqueues_host_spec)
+  libh2o-dev libssl-dev curl wrk      # examples/embed/h2o_host and its spec
   "${pg[@]}" postgresql-contrib       # contrib has pgbench
   "${mysql[@]}"                       # mariadb-client has mariadb-slap
 )
