@@ -227,7 +227,8 @@ static void hand_to_lua(worker_t *w) {
     *ud = r;
     luaL_setmetatable(L, REQUEST_MT);
     if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
-      fprintf(stderr, "h2o_host: serve: %s\n", lua_tostring(L, -1));
+      fprintf(stderr, "h2o_host: serve: %s\n", luaL_tolstring(L, -1, NULL));
+      lua_pop(L, 1);
       lua_pop(L, 1);
     }
   }
@@ -382,7 +383,7 @@ static lua_State *new_state(worker_t *w) {
   w->serve_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   return L;
 fail:
-  fprintf(stderr, "h2o_host: %s\n", lua_tostring(L, -1));
+  fprintf(stderr, "h2o_host: %s\n", luaL_tolstring(L, -1, NULL));
   lua_close(L);
   return NULL;
 }

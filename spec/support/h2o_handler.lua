@@ -4,7 +4,7 @@
 local loom = require "loom"
 
 local url = os.getenv("LOOM_PG_URL")
-local db = url and loom.db.open(url, { pool = { max = tonumber(os.getenv("H2O_HOST_POOL")) or 8 } })
+local db = url and url ~= "" and loom.db.open(url, { pool = { max = tonumber(os.getenv("H2O_HOST_POOL")) or 8 } })
 
 local TEXT = { ["content-type"] = "text/plain" }
 
