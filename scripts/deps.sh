@@ -41,6 +41,9 @@ for group in "$@"; do
 done
 if [ "${LOOM_DEPS_BENCH:-}" = 1 ]; then
   packages+=("${test[@]}" lua-cqueues lua-sql-postgres lua-sql-mysql lua-sql-sqlite3 python3-asyncpg)
+  # bench/host.sh: nginx with the Lua module, and Node (its npm may come from
+  # the nodejs package, as NodeSource's does, or from Debian's npm)
+  packages+=(nginx libnginx-mod-http-lua nodejs)
 fi
 
 missing=()
