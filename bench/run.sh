@@ -21,7 +21,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-HELPERS="lib"
+HELPERS="lib host_wrk"
 export LOOM_BUILD_DIR=${LOOM_BUILD_DIR:-build-bench}
 LUA=${LUA:-lua5.4}
 export LUA
