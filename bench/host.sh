@@ -87,7 +87,7 @@ started() {
 
 started loom "$HOST" --threads 1 spec/support/h2o_handler.lua
 loom_port=$PORT
-started node node bench/host.mjs
+started node node bench/peers/host_node.mjs
 node_port=$PORT
 
 # nginx listens where it is told: a port the kernel just gave out and freed.
@@ -142,8 +142,8 @@ run_one() { # name
   case $1 in
     loom_hello) url="http://127.0.0.1:$loom_port/hello" ;;
     nginx_hello) url="http://127.0.0.1:$nginx_port/hello" ;;
-    loom_pg) url="http://127.0.0.1:$loom_port/pg"; script=(-s bench/host_wrk.lua) ;;
-    node_pg) url="http://127.0.0.1:$node_port/pg"; script=(-s bench/host_wrk.lua) ;;
+    loom_pg) url="http://127.0.0.1:$loom_port/pg"; script=(-s bench/peers/host_wrk.lua) ;;
+    node_pg) url="http://127.0.0.1:$node_port/pg"; script=(-s bench/peers/host_wrk.lua) ;;
   esac
   local out rps p99
   out=$(taskset -c 1 wrk -t1 -c64 -d"${SECS}s" --latency "${script[@]}" "$url")

@@ -21,7 +21,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-HELPERS="lib host_wrk"
+HELPERS="lib"
 export LOOM_BUILD_DIR=${LOOM_BUILD_DIR:-build-bench}
 LUA=${LUA:-lua5.4}
 export LUA
