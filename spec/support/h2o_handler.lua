@@ -24,7 +24,7 @@ local routes = {
 }
 
 return function(req)
-  local route = routes[req.path:match("^[^?]*")]
+  local route = routes[req.path] or routes[req.path:match("^[^?]*")]
   if not route then return 404, TEXT, "no such route\n" end
   return route(req)
 end
