@@ -86,9 +86,9 @@ started() {
 }
 
 started loom "$HOST" --threads 1 spec/support/h2o_handler.lua
-loom_port=$PORT
+loom_port=$PORT loom_pid=${pids[-1]}
 started node node bench/peers/host_node.mjs
-node_port=$PORT
+node_port=$PORT node_pid=${pids[-1]}
 
 # nginx listens where it is told: a port the kernel just gave out and freed.
 nginx_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
@@ -119,6 +119,7 @@ http {
 CONF
 taskset -c 0 nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" >"$work/nginx.out" 2>&1 &
 pids+=($!)
+nginx_master=$!
 
 # Every server answers its route the same before anything is measured.
 expect() { # url body
@@ -135,18 +136,30 @@ expect "http://127.0.0.1:$loom_port/hello" "hello"
 expect "http://127.0.0.1:$nginx_port/hello" "hello"
 expect "http://127.0.0.1:$loom_port/pg?id=42" "42 host-42"
 expect "http://127.0.0.1:$node_port/pg?id=42" "42 host-42"
+nginx_pid=$(pgrep -P "$nginx_master" | head -n 1)
+
+# The server's CPU time (user + system, from /proc) per request: on a shared,
+# loaded machine throughput swings with what else runs, the work a server
+# does for a request much less.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+declare -A cpus
 
 declare -A p99s
 run_one() { # name
-  local url script=()
+  local url script=() pid
   case $1 in
-    loom_hello) url="http://127.0.0.1:$loom_port/hello" ;;
-    nginx_hello) url="http://127.0.0.1:$nginx_port/hello" ;;
-    loom_pg) url="http://127.0.0.1:$loom_port/pg"; script=(-s bench/peers/host_wrk.lua) ;;
-    node_pg) url="http://127.0.0.1:$node_port/pg"; script=(-s bench/peers/host_wrk.lua) ;;
+    loom_hello) url="http://127.0.0.1:$loom_port/hello" pid=$loom_pid ;;
+    nginx_hello) url="http://127.0.0.1:$nginx_port/hello" pid=$nginx_pid ;;
+    loom_pg) url="http://127.0.0.1:$loom_port/pg" pid=$loom_pid; script=(-s bench/peers/host_wrk.lua) ;;
+    node_pg) url="http://127.0.0.1:$node_port/pg" pid=$node_pid; script=(-s bench/peers/host_wrk.lua) ;;
   esac
-  local out rps p99
+  local out rps p99 t0 t1 n cpu
+  t0=$(cpu_ticks "$pid")
   out=$(taskset -c 1 wrk -t1 -c64 -d"${SECS}s" --latency "${script[@]}" "$url")
+  t1=$(cpu_ticks "$pid")
+  n=$(awk '/requests in/ {print $1}' <<<"$out")
+  cpu=$(awk -v t=$((t1 - t0)) -v n="$n" -v hz="$(getconf CLK_TCK)" 'BEGIN{printf "%.2f", t / hz * 1e6 / n}')
+  cpus[$1]="${cpus[$1]:-} $cpu"
   if grep -qE 'Non-2xx|Socket errors' <<<"$out"; then
     echo "host.sh: $1 had errors:" >&2
     echo "$out" >&2
@@ -157,11 +170,11 @@ run_one() { # name
          print (u == "us" ? v / 1000 : (u == "s" ? v * 1000 : v))}' <<<"$out")
   note "$1" "$rps"
   p99s[$1]="${p99s[$1]:-} $p99"
-  echo "  $1: $rps req/s, p99 $p99 ms" >&2
+  echo "  $1: $rps req/s, p99 $p99 ms, $cpu us of server CPU per request" >&2
 }
 
-p99_median() { # name
-  echo "${p99s[$1]:-}" | tr ' ' '\n' | awk 'NF' | sort -g |
+median_of() { # values...
+  printf '%s\n' "$@" | awk 'NF' | sort -g |
     awk '{v[NR]=$1} END{if (NR) printf "%.2f", NR % 2 ? v[(NR+1)/2] : (v[NR/2] + v[NR/2+1]) / 2}'
 }
 
@@ -175,10 +188,17 @@ table_header
 row "hello route (h2o_host, 1 thread)" loom_hello "nginx + lua-nginx-module, 1 worker" nginx_hello 0.7 r/s
 row "point select route (h2o_host, 1 thread)" loom_pg "Node http + pg" node_pg 1.0 r/s
 echo
-echo "| p99 latency (median of rounds) | loom | peer |"
-echo "|---|---|---|"
-echo "| hello route | $(p99_median loom_hello) ms | $(p99_median nginx_hello) ms (nginx) |"
-echo "| point select route | $(p99_median loom_pg) ms | $(p99_median node_pg) ms (Node) |"
+# shellcheck disable=SC2086 # the lists split into their values
+{
+  echo "| median of rounds | loom p99 | peer p99 | loom CPU/request | peer CPU/request | peer/loom CPU |"
+  echo "|---|---|---|---|---|---|"
+  for pair in "hello loom_hello nginx_hello nginx" "point-select loom_pg node_pg Node"; do
+    read -r route l p name <<<"$pair"
+    lc=$(median_of ${cpus[$l]}) pc=$(median_of ${cpus[$p]})
+    echo "| $route route | $(median_of ${p99s[$l]}) ms | $(median_of ${p99s[$p]}) ms ($name) |" \
+      "$lc us | $pc us ($name) | $(awk -v a="$pc" -v b="$lc" 'BEGIN{printf "%.2fx", a / b}') |"
+  done
+}
 for f in "$work"/loom.err "$work"/node.err; do
   [ -s "$f" ] && { echo "stderr of $(basename "$f" .err):" >&2; tail -n 20 "$f" >&2; }
 done

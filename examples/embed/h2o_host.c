@@ -302,20 +302,21 @@ static void close_if_open(uv_handle_t *h) {
     uv_close(h, NULL);
 }
 
-/* Every connection is closed (or the grace period is over): Lua first, since
- * closing it answers nothing any more (no request is alive), then h2o's
- * context and the worker's handles; uv_run then returns. */
+/* Every connection is closed: the handles that drive loom first (the poll
+ * stops watching loom's fd before loom closes it), then Lua, which answers
+ * nothing any more (no request is alive), then h2o's context; uv_run then
+ * returns. */
 static void finish(worker_t *w) {
   if (w->finished)
     return;
   w->finished = 1;
-  lua_close(w->L);
-  w->L = NULL;
   uv_handle_t *hs[] = {(uv_handle_t *)&w->loom_poll, (uv_handle_t *)&w->loom_timer,
                        (uv_handle_t *)&w->loom_idle, (uv_handle_t *)&w->loom_check,
                        (uv_handle_t *)&w->grace};
   for (size_t i = 0; i < sizeof hs / sizeof hs[0]; i++)
     close_if_open(hs[i]);
+  lua_close(w->L);
+  w->L = NULL;
   /* h2o's HTTP/2 shutdown links a one-second entry (to send GOAWAY again)
    * whether or not it has HTTP/2 connections, and disposing of a context
    * asserts that no entry is linked: h2o's own server never disposes. */
