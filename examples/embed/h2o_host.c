@@ -39,6 +39,76 @@
 /* How long a stopping worker waits for its connections to finish. */
 #define GRACE_MS 5000
 
+/* The allocator of a worker's Lua state: free lists of small blocks, by 16
+ * bytes of size, kept for the state's next allocation. A request allocates
+ * and frees a coroutine, tables and strings; the same sizes come back at
+ * once, and only the worker's thread ever uses its state. glibc's per-thread
+ * cache holds 7 blocks a size and then takes its slower paths, which cost
+ * the host a tenth of its time under load. Blocks stay on the lists until
+ * the worker ends. */
+#define SLAB_MAX 1024
+#define SLAB_CLASS(n) (((n) + 15) / 16)
+
+typedef struct slab_block {
+  struct slab_block *next;
+} slab_block_t;
+
+typedef struct slab {
+  slab_block_t *free[SLAB_CLASS(SLAB_MAX) + 1];
+} slab_t;
+
+static void *slab_get(slab_t *s, size_t n) {
+  slab_block_t *b = s->free[SLAB_CLASS(n)];
+  if (b == NULL)
+    return malloc(SLAB_CLASS(n) * 16);
+  s->free[SLAB_CLASS(n)] = b->next;
+  return b;
+}
+
+static void slab_put(slab_t *s, void *p, size_t n) {
+  slab_block_t *b = p;
+  b->next = s->free[SLAB_CLASS(n)];
+  s->free[SLAB_CLASS(n)] = b;
+}
+
+static void slab_dispose(slab_t *s) {
+  for (size_t c = 0; c <= SLAB_CLASS(SLAB_MAX); c++)
+    while (s->free[c]) {
+      slab_block_t *b = s->free[c];
+      s->free[c] = b->next;
+      free(b);
+    }
+}
+
+static void *slab_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+  slab_t *s = ud;
+  if (ptr == NULL)
+    osize = 0; /* then osize says what kind of object, not a size */
+  int was_small = ptr != NULL && osize <= SLAB_MAX, small = nsize <= SLAB_MAX;
+  if (nsize == 0) {
+    if (was_small)
+      slab_put(s, ptr, osize);
+    else
+      free(ptr);
+    return NULL;
+  }
+  if (ptr == NULL)
+    return small ? slab_get(s, nsize) : malloc(nsize);
+  if (!was_small && !small)
+    return realloc(ptr, nsize);
+  if (was_small && small && SLAB_CLASS(osize) == SLAB_CLASS(nsize))
+    return ptr;
+  void *p = small ? slab_get(s, nsize) : malloc(nsize);
+  if (p == NULL)
+    return NULL;
+  memcpy(p, ptr, osize < nsize ? osize : nsize);
+  if (was_small)
+    slab_put(s, ptr, osize);
+  else
+    free(ptr);
+  return p;
+}
+
 typedef struct worker worker_t;
 
 /* A request between h2o and Lua. h2o's side ends when the request's pool is
@@ -64,6 +134,7 @@ struct worker {
   uv_check_t loom_check;
   h2o_context_t ctx;
   h2o_accept_ctx_t accept_ctx;
+  slab_t slab;
   lua_State *L;
   int serve_ref;             /* the Lua serve function, in the registry */
   request_t *queue, **queue_tail;
@@ -317,6 +388,7 @@ static void finish(worker_t *w) {
     close_if_open(hs[i]);
   lua_close(w->L);
   w->L = NULL;
+  slab_dispose(&w->slab);
   /* h2o's HTTP/2 shutdown links a one-second entry (to send GOAWAY again)
    * whether or not it has HTTP/2 connections, and disposing of a context
    * asserts that no entry is linked: h2o's own server never disposes. */
@@ -356,8 +428,16 @@ static void on_stop(uv_async_t *a) {
 
 /* ---- a worker ---- */
 
+static int l_panic(lua_State *L) {
+  fprintf(stderr, "h2o_host: unprotected Lua error: %s\n", lua_tostring(L, -1));
+  abort();
+}
+
 static lua_State *new_state(worker_t *w) {
-  lua_State *L = luaL_newstate();
+  lua_State *L = lua_newstate(slab_alloc, &w->slab);
+  if (L == NULL)
+    return NULL;
+  lua_atpanic(L, l_panic);
   luaL_openlibs(L);
   luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
   lua_pushcfunction(L, luaopen_loom_core);
