@@ -124,6 +124,11 @@ describe("h2o_host", function()
     assert.matches("stack traceback", err)
   end)
 
+  it("gives a 500 for an answer it cannot send, and logs it", function()
+    assert.same({ 500, "handler failed\n" }, { get("/bad") })
+    assert.matches("h2o_host: 500 GET /bad: bad answer: the headers must map names to strings", read(dir .. "/err"))
+  end)
+
   it("cancels a handler past its deadline and gives a 504", function()
     assert.same({ 504, "handler deadline passed\n" }, { get("/slow") })
     assert.matches("h2o_host: 504 GET /slow: no answer within " .. DEADLINE .. " s", read(dir .. "/err"))

@@ -206,36 +206,49 @@ static const char *reason_of(int status) {
   }
 }
 
-/* respond(ref, status, headers, body): checks everything first, so that a
- * bad answer raises with the request still unanswered. A request whose
- * client went away is dropped quietly. */
+/* respond(ref, status, headers, body) -> true, or false and what is wrong
+ * with the answer: it checks everything before it sends anything, so that
+ * the request is still there to answer otherwise. A request whose client
+ * went away is dropped quietly. */
+static int bad_answer(lua_State *L, const char *what) {
+  lua_pushboolean(L, 0);
+  lua_pushstring(L, what);
+  return 2;
+}
+
 static int l_respond(lua_State *L) {
   request_t **ud = luaL_checkudata(L, 1, REQUEST_MT);
-  lua_Integer status = luaL_checkinteger(L, 2);
-  luaL_argcheck(L, status >= 100 && status <= 999, 2, "status out of range");
-  if (!lua_isnoneornil(L, 3))
-    luaL_checktype(L, 3, LUA_TTABLE);
+  if (*ud == NULL)
+    return luaL_error(L, "request already answered");
+  int isint;
+  lua_Integer status = lua_tointegerx(L, 2, &isint);
+  if (!isint || status < 100 || status > 999)
+    return bad_answer(L, "the status must be an integer from 100 to 999");
+  int has_headers = !lua_isnoneornil(L, 3);
+  if (has_headers && !lua_istable(L, 3))
+    return bad_answer(L, "the headers must be a table");
+  if (lua_type(L, 4) != LUA_TSTRING)
+    return bad_answer(L, "the body must be a string");
   size_t body_len;
-  const char *body = luaL_checklstring(L, 4, &body_len);
-  if (!lua_isnoneornil(L, 3)) {
+  const char *body = lua_tolstring(L, 4, &body_len);
+  if (has_headers) {
     lua_pushnil(L);
     while (lua_next(L, 3)) {
       if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING)
-        return luaL_error(L, "headers must map names to strings");
+        return bad_answer(L, "the headers must map names to strings");
       lua_pop(L, 1);
     }
   }
-  if (*ud == NULL)
-    return luaL_error(L, "request already answered");
   request_t *r = *ud;
   *ud = NULL;
   h2o_req_t *req = r->req;
   request_unref(r);
+  lua_pushboolean(L, 1);
   if (req == NULL)
-    return 0;
+    return 1;
   req->res.status = (int)status;
   req->res.reason = reason_of((int)status);
-  if (!lua_isnoneornil(L, 3)) {
+  if (has_headers) {
     lua_pushnil(L);
     while (lua_next(L, 3)) {
       size_t nl, vl;
@@ -250,7 +263,7 @@ static int l_respond(lua_State *L) {
   }
   req->res.content_length = body_len;
   h2o_send_inline(req, body, body_len);
-  return 0;
+  return 1;
 }
 
 static void push_request(lua_State *L, h2o_req_t *req) {

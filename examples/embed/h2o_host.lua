@@ -39,45 +39,47 @@ local TICK = math.max(0.01, math.min(deadline / 10, 0.5))
 -- Ticks a handler may run: a request is stamped with the sweeper's tick
 -- count, which costs nothing per request, unlike reading the clock.
 local TICKS = math.ceil(deadline / TICK)
-local inflight, sweeping, ticks = {}, false, 0 -- request state -> tick it started in
+local inflight, sweeping, ticks = {}, false, 0 -- task -> tick it started in
+local overdue = {}                             -- tasks the sweeper cancelled
+
+local spawn, current = loom.spawn, loom.current
 
 local function sweep()
   while next(inflight) do
     loom.sleep(TICK)
     ticks = ticks + 1
-    for st, started in pairs(inflight) do
+    for t, started in pairs(inflight) do
       if ticks - started > TICKS then
-        inflight[st] = nil
-        st.overdue = true
-        st.task:cancel()
+        inflight[t] = nil
+        overdue[t] = true
+        t:cancel()
       end
     end
   end
   sweeping = false
 end
 
-local function run(st)
-  local req, ref = st.req, st.ref
+local function run(req, ref)
   local ok, status, headers, body = xpcall(handler, catch, req)
-  inflight[st] = nil
+  local me = current()
+  inflight[me] = nil
   -- Past its deadline, a handler's answer is a 504 even if it caught the
   -- cancellation and answered anyway.
-  if st.overdue then
+  if overdue[me] then
+    overdue[me] = nil
     return fail(req, ref, 504, ("no answer within %g s"):format(deadline))
   end
   if not ok then return fail(req, ref, 500, describe(status.err) .. status.where) end
   -- respond checks the answer before it sends anything: a bad one is the
   -- handler's failure, answered with a 500 in its place.
-  local sent, err = pcall(respond, ref, status or 200, headers, body or "")
-  if not sent then fail(req, ref, 500, "bad answer: " .. tostring(err)) end
+  local sent, err = respond(ref, status or 200, headers, body or "")
+  if not sent then fail(req, ref, 500, "bad answer: " .. err) end
 end
 
 return function(req, ref)
-  local st = { req = req, ref = ref }
-  st.task = loom.spawn(run, st)
-  inflight[st] = ticks
+  inflight[spawn(run, req, ref)] = ticks
   if not sweeping then
     sweeping = true
-    loom.spawn(sweep)
+    spawn(sweep)
   end
 end

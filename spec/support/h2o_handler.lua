@@ -1,6 +1,7 @@
 -- The handler spec/h2o_host_spec.lua and bench/host.sh give h2o_host: a
 -- hello route (the same body as bench/host.sh's nginx), a PostgreSQL point
--- select (LOOM_PG_URL), a failing route, a slow one and an echo.
+-- select (LOOM_PG_URL), a failing route, one that answers wrongly, a slow one
+-- and an echo.
 local loom = require "loom"
 
 local url = os.getenv("LOOM_PG_URL")
@@ -11,6 +12,7 @@ local TEXT = { ["content-type"] = "text/plain" }
 local routes = {
   ["/hello"] = function() return 200, TEXT, "hello\n" end,
   ["/fail"] = function() error("this route fails") end,
+  ["/bad"] = function() return 200, { ["x-count"] = 3 }, "a header that is not a string\n" end,
   ["/slow"] = function() loom.sleep(3600); return 200, TEXT, "too late\n" end,
   ["/echo"] = function(req)
     return 200, TEXT, ("%s %s %s %s"):format(req.method, req.path, req.headers["x-test"] or "-", req.body)
