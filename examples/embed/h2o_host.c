@@ -31,9 +31,7 @@
 #include <unistd.h>
 #include <uv.h>
 #include <h2o.h>
-#include <lauxlib.h>
-#include <lualib.h>
-#include "loom_lua.h"
+#include "embed_state.h"
 
 #define MAX_THREADS 64
 /* How long a stopping worker waits for its connections to finish. */
@@ -451,18 +449,7 @@ static lua_State *new_state(worker_t *w) {
   if (L == NULL)
     return NULL;
   lua_atpanic(L, l_panic);
-  luaL_openlibs(L);
-  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
-  lua_pushcfunction(L, luaopen_loom_core);
-  lua_setfield(L, -2, "loom.core");
-  lua_pop(L, 1);
-  loom_preload_drivers(L);
-  lua_getglobal(L, "package");
-  lua_pushstring(L, LOOM_LUA_DIR "/?.lua;" LOOM_LUA_DIR "/?/init.lua;");
-  lua_getfield(L, -2, "path");
-  lua_concat(L, 2);
-  lua_setfield(L, -2, "path");
-  lua_pop(L, 1);
+  embed_open_loom(L);
   luaL_newmetatable(L, REQUEST_MT);
   lua_pushcfunction(L, request_gc);
   lua_setfield(L, -2, "__gc");
