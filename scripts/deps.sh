@@ -27,6 +27,8 @@ test=(
   lua-check cppcheck                  # scripts/lint.sh
   lua-luv                             # a host owning the loop, in the embedding spec
   openssl                             # throwaway certificates for the TLS tests (test/tls_certs.sh)
+  lua-cqueues lua-http                # loom.cqueues under a lua-http server (cqueues_host_spec)
+  libh2o-dev curl wrk                 # examples/embed/h2o_host and its spec
   "${pg[@]}" postgresql-contrib       # contrib has pgbench
   "${mysql[@]}"                       # mariadb-client has mariadb-slap
   "${http[@]}"                        # the HTTP client's throwaway server
@@ -45,7 +47,11 @@ for group in "$@"; do
   esac
 done
 if [ "${LOOM_DEPS_BENCH:-}" = 1 ]; then
-  packages+=("${test[@]}" lua-cqueues lua-luaossl lua-sql-postgres lua-sql-mysql lua-sql-sqlite3 python3-asyncpg socat lua-http nodejs)
+  packages+=("${test[@]}" lua-cqueues lua-luaossl lua-sql-postgres lua-sql-mysql lua-sql-sqlite3 python3-asyncpg socat lua-http)
+  # bench/host.sh and bench/http.sh: nginx with the Lua module, and Node (its
+  # npm may come from the nodejs package, as NodeSource's does, or from
+  # Debian's npm)
+  packages+=(nginx libnginx-mod-http-lua nodejs)
 fi
 
 missing=()

@@ -5,9 +5,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <lauxlib.h>
-#include <lualib.h>
-#include "loom_lua.h"
+#include "embed_state.h"
 
 #define ROUNDS 3
 #define ITEMS 200
@@ -56,16 +54,7 @@ static int run_round(worker *w, int round) {
     snprintf(w->err, sizeof w->err, "no memory for a lua_State");
     return 0;
   }
-  luaL_openlibs(L);
-  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
-  lua_pushcfunction(L, luaopen_loom_core);
-  lua_setfield(L, -2, "loom.core");
-  lua_pop(L, 1);
-  loom_preload_drivers(L);
-  lua_getglobal(L, "package");
-  lua_pushstring(L, LOOM_LUA_DIR "/?.lua;" LOOM_LUA_DIR "/?/init.lua");
-  lua_setfield(L, -2, "path");
-  lua_pop(L, 1);
+  embed_open_loom(L);
 
   int ok = 0;
   int loaded = luaL_dostring(L, "require 'loom'") == LUA_OK;

@@ -7,9 +7,7 @@
  */
 #include <stdio.h>
 #include <time.h>
-#include <lauxlib.h>
-#include <lualib.h>
-#include "loom_lua.h"
+#include "embed_state.h"
 
 #define FPS 60
 #define FRAME_NS (1000000000L / FPS)
@@ -64,16 +62,7 @@ static lua_Integer state_field(lua_State *L, const char *name) {
 
 static lua_State *new_state(void) {
   lua_State *L = luaL_newstate();
-  luaL_openlibs(L);
-  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
-  lua_pushcfunction(L, luaopen_loom_core);
-  lua_setfield(L, -2, "loom.core");
-  lua_pop(L, 1);
-  loom_preload_drivers(L);
-  lua_getglobal(L, "package");
-  lua_pushstring(L, LOOM_LUA_DIR "/?.lua;" LOOM_LUA_DIR "/?/init.lua");
-  lua_setfield(L, -2, "path");
-  lua_pop(L, 1);
+  embed_open_loom(L);
   return L;
 }
 

@@ -18,9 +18,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-#include <lauxlib.h>
-#include <lualib.h>
-#include "loom_lua.h"
+#include "embed_state.h"
 
 #define LOOM_STR_(x) #x
 #define LOOM_STR(x) LOOM_STR_(x)
@@ -129,16 +127,7 @@ int main(void) {
     return 1;
   }
   lua_State *L = luaL_newstate();
-  luaL_openlibs(L);
-  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
-  lua_pushcfunction(L, luaopen_loom_core);
-  lua_setfield(L, -2, "loom.core");
-  lua_pop(L, 1);
-  loom_preload_drivers(L);
-  lua_getglobal(L, "package");
-  lua_pushstring(L, LOOM_LUA_DIR "/?.lua;" LOOM_LUA_DIR "/?/init.lua");
-  lua_setfield(L, -2, "path");
-  lua_pop(L, 1);
+  embed_open_loom(L);
   if (luaL_dostring(L, script) != LUA_OK) {
     fprintf(stderr, "script: %s\n", lua_tostring(L, -1));
     return 1;
