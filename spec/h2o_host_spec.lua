@@ -117,6 +117,10 @@ describe("h2o_host", function()
     assert.same({ 404, "no such row\n" }, { get("/pg?id=" .. ROWS + 1) })
   end)
 
+  it("fetches through loom.http from a handler (here from the host itself)", function()
+    assert.same({ 200, "fetched 200 hello\n" }, { get("/fetch?url=" .. base .. "/hello") })
+  end)
+
   it("gives a 500 for a handler that fails, and logs it", function()
     assert.same({ 500, "handler failed\n" }, { get("/fail") })
     local err = read(dir .. "/err")

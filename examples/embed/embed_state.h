@@ -1,6 +1,6 @@
 /* What each example host does to a fresh lua_State before it runs loom: the
- * standard libraries, loom's C module and the database drivers linked in, in
- * package.preload, and the source tree's lua/ (LOOM_LUA_DIR, which the
+ * standard libraries, loom's C module, the database drivers and loom.http's
+ * engine linked in, in package.preload, and the source tree's lua/ (LOOM_LUA_DIR, which the
  * CMakeLists defines) first on package.path. */
 #ifndef EMBED_STATE_H
 #define EMBED_STATE_H
@@ -16,6 +16,7 @@ static inline void embed_open_loom(lua_State *L) {
   lua_setfield(L, -2, "loom.core");
   lua_pop(L, 1);
   loom_preload_drivers(L);
+  loom_preload_http(L);
   lua_getglobal(L, "package");
   lua_pushstring(L, LOOM_LUA_DIR "/?.lua;" LOOM_LUA_DIR "/?/init.lua;");
   lua_getfield(L, -2, "path");

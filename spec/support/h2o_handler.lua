@@ -1,7 +1,7 @@
 -- The handler spec/h2o_host_spec.lua and bench/host.sh give h2o_host: a
 -- hello route (the same body as bench/host.sh's nginx), a PostgreSQL point
--- select (LOOM_PG_URL), a failing route, one that answers wrongly, a slow one
--- and an echo.
+-- select (LOOM_PG_URL), a fetch through loom.http, a failing route, one that
+-- answers wrongly, a slow one and an echo.
 local loom = require "loom"
 
 local url = os.getenv("LOOM_PG_URL")
@@ -16,6 +16,11 @@ local routes = {
   ["/slow"] = function() loom.sleep(3600); return 200, TEXT, "too late\n" end,
   ["/echo"] = function(req)
     return 200, TEXT, ("%s %s %s %s"):format(req.method, req.path, req.headers["x-test"] or "-", req.body)
+  end,
+  ["/fetch"] = function(req)
+    local url = req.path:match("[?&]url=([^&]+)")
+    local res = loom.http.get(url, { timeout = 10 })
+    return 200, TEXT, ("fetched %d %s"):format(res.status, res.body)
   end,
   ["/pg"] = function(req)
     local id = tonumber(req.path:match("[?&]id=(%d+)")) or 1
