@@ -18,8 +18,8 @@ local routes = {
     return 200, TEXT, ("%s %s %s %s"):format(req.method, req.path, req.headers["x-test"] or "-", req.body)
   end,
   ["/fetch"] = function(req)
-    local url = req.path:match("[?&]url=([^&]+)")
-    local res = loom.http.get(url, { timeout = 10 })
+    local target = req.path:match("[?&]url=([^&]+)")
+    local res = loom.http.get(target, { timeout = 10 })
     return 200, TEXT, ("fetched %d %s"):format(res.status, res.body)
   end,
   ["/pg"] = function(req)
