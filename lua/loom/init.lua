@@ -28,10 +28,12 @@ require("loom.pipeline")(loom)
 
 -- loom.db loads on first use: a program that never opens a database
 -- loads no database code, and no driver's client library. loom.thread
--- too: a program that never offloads starts no thread.
+-- too: a program that never offloads starts no thread; loom.jobs (and
+-- its JSON library) when a program first uses background jobs.
 setmetatable(loom, { __index = function(_, name)
   if name == "db" then return require "loom.db" end
   if name == "thread" then return require "loom.thread" end
+  if name == "jobs" then return require "loom.jobs" end
 end })
 
 return loom
