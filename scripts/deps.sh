@@ -14,6 +14,7 @@ build=(
   libpq-dev                           # the PostgreSQL driver (LOOM_WITH_POSTGRES)
   libsqlite3-dev                      # the SQLite driver (LOOM_WITH_SQLITE)
   libmariadb-dev                      # the MySQL/MariaDB driver (LOOM_WITH_MYSQL)
+  lua-cjson                           # loom.jobs' JSON payloads
 )
 pg=(postgresql openssl)               # openssl: throwaway TLS certificates
 mysql=(mariadb-server mariadb-client openssl)

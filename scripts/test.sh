@@ -174,7 +174,7 @@ if [ "${LOOM_SKIP_ASAN:-}" != 1 ]; then
     stage "specs and examples under sanitizers"
     gcc -shared -fPIC -o build-asan/keep_modules.so scripts/keep_modules.c
     specs build-asan LD_PRELOAD="$(gcc -print-file-name=libasan.so) $root/build-asan/keep_modules.so" \
-      LOOM_SOAK_QUERIES=100000
+      LOOM_SOAK_QUERIES=100000 LOOM_JOBS_CHAOS=3000
     stage "soak under sanitizers"
     soak build-asan 20000 SOAK_RSS_BOUND_KB=0 LD_PRELOAD="$(gcc -print-file-name=libasan.so) $root/build-asan/keep_modules.so"
     unset ASAN_OPTIONS LSAN_OPTIONS UBSAN_OPTIONS
