@@ -247,9 +247,13 @@ function Jobs:every(name, period, opts)
   return self
 end
 
--- jobs:work{queues = {default = 10}, poll = s, lease = 30, heartbeat =,
---   timeout = s, on_error = fn(err, what)} -> the worker: runs handlers
--- as tasks until jobs:stop. Call it inside loom.run.
+-- jobs:work{queues = {default = 10}, prefetch = n (each queue's
+--   concurrency), poll = s, lease = 30, heartbeat = lease / 3,
+--   rescue_every = lease / 2, timeout = s, on_error = fn(err, what)}
+-- -> the worker: runs handlers as tasks until jobs:stop. Call it inside
+-- loom.run. prefetch: jobs claimed beyond the free slots, held here
+-- until a slot frees (fewer claims on a busy queue; another worker cannot
+-- take them meanwhile).
 function Jobs:work(opts)
   opts = opts or {}
   if type(opts) ~= "table" then argerror(1, "work", "options table expected") end

@@ -57,10 +57,18 @@ return function(d, prefix)
     return ("DELETE FROM %s WHERE owner = ? AND state = 'running' AND (%s)")
       :format(jobs, ("(id = ? AND attempt = ?) OR "):rep(n - 1) .. "(id = ? AND attempt = ?)")
   end
+  -- Claimed but never started (a worker's buffer): owner and id suffice,
+  -- as the worker cannot have claimed them again meanwhile.
+  function s.release_many(n)
+    return ("UPDATE %s SET state = 'available', owner = NULL, attempt = attempt - 1 WHERE owner = ? "
+      .. "AND state = 'running' AND id IN (%s)"):format(jobs, ("?, "):rep(n - 1) .. "?")
+  end
   for k, v in pairs(s) do
     if type(v) == "string" then s[k] = d.mark(v) end
   end
-  local many = s.complete_many
-  s.complete_many = function(n) return d.mark(many(n)) end
+  for _, name in ipairs({ "complete_many", "release_many" }) do
+    local make = s[name]
+    s[name] = function(n) return d.mark(make(n)) end
+  end
   return s
 end

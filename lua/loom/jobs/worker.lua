@@ -1,7 +1,8 @@
 -- A worker: what jobs:work{} starts in this process. One claimer task
--- per queue (claims with SKIP LOCKED in batches of its free slots, wakes
--- on NOTIFY, a local enqueue or a finished job, polls otherwise), a task
--- per running job, a completer that deletes finished jobs in batches, a
+-- per queue (claims with SKIP LOCKED in batches: its free slots plus a
+-- prefetch buffer, so a busy queue costs one claim per many jobs; wakes
+-- on NOTIFY or a local enqueue at once, on finished jobs once half the
+-- batch is free; polls otherwise), a task per running job, a completer that deletes finished jobs in batches, a
 -- heartbeat that renews this worker's lease (its row in <prefix>workers,
 -- never the job rows), picks up cancel requests and takes back the jobs
 -- of workers whose lease lapsed, and the periodic jobs' scheduler.
@@ -36,13 +37,17 @@ function Worker.new(jobs, opts)
       loom.error("argument", "bad argument #1 to 'work' (queues maps queue names to concurrency, "
         .. "a whole number of 1 or more)")
     end
-    queues[name] = { name = name, limit = limit, active = 0, wake = loom.channel(1) }
+    queues[name] = { name = name, limit = limit, active = 0, wake = loom.channel(1), freed = loom.channel(1),
+      buffer = {}, head = 1, prefetch = opts.prefetch or limit }
+  end
+  if opts.prefetch ~= nil and (math.type(opts.prefetch) ~= "integer" or opts.prefetch < 0) then
+    loom.error("argument", "bad argument #1 to 'work' (prefetch must be a whole number of jobs, 0 or more)")
   end
   local lease = opts.lease or 30
   return setmetatable({
     jobs = jobs, db = jobs.db, sql = jobs.sql, dialect = jobs.dialect,
     id = ("%s-%08x%08x"):format(hostname(), math.random(0, 0xffffffff), math.random(0, 0xffffffff)),
-    queues = queues, running = {}, active = 0, done = {}, done_wake = loom.channel(1),
+    queues = queues, running = {}, buffered = {}, active = 0, done = {}, done_wake = loom.channel(1),
     beat_wake = loom.channel(1), idle = loom.event(),
     lease_ms = math.floor(lease * 1000), heartbeat = opts.heartbeat or lease / 3,
     rescue_every = opts.rescue_every or lease / 2,
@@ -59,18 +64,22 @@ function Worker:_report(e, what)
   pcall(self.on_error, e, what)
 end
 
--- Waits for a poke, a notification, or the poll interval (nil: no limit).
+-- Waits for a poke, a finished job, a notification, or the poll interval
+-- (nil: no limit). Returns "freed" when only a finished job woke it.
 local function wait(q, timeout)
-  local cases = { { q.wake, "recv" } }
-  if q.note then cases[2] = { q.note, "recv" } end
+  local cases = { { q.wake, "recv" }, { q.freed, "recv" } }
+  if q.note then cases[3] = { q.note, "recv" } end
   cases.timeout = timeout
   local i, _, ok = loom.select(cases)
-  if i == 2 and not ok then q.note = nil end
-  q.wake:try_recv()
+  if i == 3 and not ok then q.note = nil end
+  local woken = q.wake:try_recv() or i == 1 or i == 3 or i == nil
+  q.freed:try_recv()
   while q.note do
     local _, more = q.note:try_recv()
     if not more then break end
+    woken = true
   end
+  return woken and "woken" or "freed"
 end
 
 local function handler_timeout(self, job, h)
@@ -130,6 +139,8 @@ local function settle(self, entry, ok, err, tb)
   end
 end
 
+local fill
+
 local function run(self, q, entry, bad_payload)
   local ok, err, tb
   if bad_payload then
@@ -141,8 +152,23 @@ local function run(self, q, entry, bad_payload)
   self.running[entry.job.id] = nil
   q.active = q.active - 1
   self.active = self.active - 1
+  fill(self, q)
   if self.active == 0 then self.idle:set() end
-  poke(q.wake)
+  poke(q.freed)
+end
+
+local function buffered(q) return #q.buffer - q.head + 1 end
+
+-- Starts buffered jobs while the queue has free slots.
+function fill(self, q)
+  while q.active < q.limit and q.head <= #q.buffer and not self.stopping do
+    local row = q.buffer[q.head]
+    q.buffer[q.head] = nil
+    q.head = q.head + 1
+    self.buffered[row.id] = nil
+    if not row.cancelled then self:_start(q, row) end
+  end
+  if q.head > #q.buffer then q.buffer, q.head = {}, 1 end
 end
 
 function Worker:_start(q, row)
@@ -161,25 +187,38 @@ local function by_order(a, b)
   return a.id < b.id
 end
 
+-- Claims what the queue has room for (free slots and buffer). A job
+-- finishing alone does not call for a claim (a round trip per job): half
+-- the room must be free, or a notification, an enqueue here or the poll
+-- must say there may be work.
 local function claimer(self, q)
   local delay = 0.05
+  local why = "woken"
+  local room = q.limit + q.prefetch
   while not self.stopping do
-    local free = q.limit - q.active
+    local want = room - q.active - buffered(q)
     local more = false
-    if free > 0 then
-      local ok, rows = pcall(self.dialect.claim, self.db, self.sql, q.name, free, self.id)
+    if want > 0 and (why == "woken" or want * 2 >= room) then
+      local ok, rows = pcall(self.dialect.claim, self.db, self.sql, q.name, want, self.id)
       if ok then
         delay = 0.05
         table.sort(rows, by_order)
-        for _, row in ipairs(rows) do self:_start(q, row) end
-        more = #rows == free
+        for _, row in ipairs(rows) do
+          q.buffer[#q.buffer + 1] = row
+          self.buffered[row.id] = q
+        end
+        fill(self, q)
+        more = #rows == want
+        why = "freed"
       else
         self:_report(rows, "claiming from queue " .. q.name)
         loom.sleep(delay * (0.5 + math.random()))
         delay = math.min(delay * 2, self.poll)
       end
     end
-    if not more and not self.stopping then wait(q, q.active < q.limit and self.poll or nil) end
+    if not more and not self.stopping then
+      why = wait(q, q.active + buffered(q) < room and self.poll or nil)
+    end
   end
 end
 
@@ -227,6 +266,13 @@ local function beat(self)
     if entry and entry.job.attempt == r.attempt and not entry.cancel then
       entry.cancel = true
       entry.task:cancel("job cancelled")
+    elseif self.buffered[r.id] then
+      local q = self.buffered[r.id]
+      for i = q.head, #q.buffer do
+        if q.buffer[i].id == r.id then q.buffer[i].cancelled = true end
+      end
+      self.buffered[r.id] = nil
+      db:exec(sql.cancelled, "cancelled", r.id, self.id, r.attempt)
     end
   end
 end
@@ -241,11 +287,12 @@ local function heartbeat(self)
   while not self.stopped do
     loom.select({ { self.beat_wake, "recv" }, timeout = self.heartbeat })
     if self.stopped then return end
+    -- Errors once stopped are the stop's own cancel.
     local ok, e = pcall(beat, self)
-    if not ok then self:_report(e, "renewing the lease") end
+    if not ok and not self.stopped then self:_report(e, "renewing the lease") end
     if loom.now() >= next_rescue then
       ok, e = pcall(rescue, self)
-      if not ok then self:_report(e, "taking back jobs of lost workers") end
+      if not ok and not self.stopped then self:_report(e, "taking back jobs of lost workers") end
       next_rescue = loom.now() + self.rescue_every * (0.5 + math.random())
     end
   end
@@ -334,6 +381,16 @@ function Worker:stop(deadline)
   for _, q in pairs(self.queues) do poke(q.wake) end
   for _, t in ipairs(self.claimers) do pcall(t.join, t) end
   self.released = 0
+  -- Claimed, never started: back to the queue at once, for other workers.
+  local ids = {}
+  for id in pairs(self.buffered) do ids[#ids + 1] = id end
+  self.buffered = {}
+  self.released = #ids
+  for first = 1, #ids, 500 do
+    local chunk = table.move(ids, first, math.min(#ids, first + 499), 1, {})
+    local ok, e = pcall(self.db.exec, self.db, self.sql.release_many(#chunk), self.id, table.unpack(chunk))
+    if not ok then self:_report(e, "giving back claimed jobs") end
+  end
   if not wait_idle(self, deadline) then
     for _, entry in pairs(self.running) do
       if not entry.cancel then
