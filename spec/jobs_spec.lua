@@ -74,6 +74,28 @@ describe("jobs: " .. target.name, function()
     end)
   end)
 
+  it("runs every job of a long queue once through few slots and a prefetch buffer", function()
+    support.run(function()
+      local jobs = open()
+      local runs, most, active = {}, 0, 0
+      jobs:handle("n", function(job)
+        active = active + 1
+        most = math.max(most, active)
+        loom.sleep(math.random(0, 3) / 1000)
+        active = active - 1
+        runs[job.payload.i] = (runs[job.payload.i] or 0) + 1
+      end)
+      local list = {}
+      for i = 1, 300 do list[i] = { name = "n", payload = { i = i } } end
+      jobs:enqueue_many(list)
+      jobs:work { queues = { default = 3 }, prefetch = 7, poll = 0.05 }
+      until_true(function() return jobs:stats().queued + jobs:stats().running == 0 end, 60, "the queue to drain")
+      jobs:stop(5)
+      for i = 1, 300 do assert.equal(1, runs[i], "job " .. i) end
+      assert.equal(3, most)
+    end)
+  end)
+
   it("backs off exponentially with jitter, capped", function()
     support.run(function()
       local jobs = open({ backoff = { base = 1, max = 10 } })

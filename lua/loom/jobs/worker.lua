@@ -38,7 +38,7 @@ function Worker.new(jobs, opts)
         .. "a whole number of 1 or more)")
     end
     queues[name] = { name = name, limit = limit, active = 0, wake = loom.channel(1), freed = loom.channel(1),
-      buffer = {}, head = 1, prefetch = opts.prefetch or limit }
+      buffer = {}, head = 1, tail = 0, prefetch = opts.prefetch or limit }
   end
   if opts.prefetch ~= nil and (math.type(opts.prefetch) ~= "integer" or opts.prefetch < 0) then
     loom.error("argument", "bad argument #1 to 'work' (prefetch must be a whole number of jobs, 0 or more)")
@@ -157,18 +157,19 @@ local function run(self, q, entry, bad_payload)
   poke(q.freed)
 end
 
-local function buffered(q) return #q.buffer - q.head + 1 end
+-- A FIFO by head and tail: taken entries are nil, so # would not do.
+local function buffered(q) return q.tail - q.head + 1 end
 
 -- Starts buffered jobs while the queue has free slots.
 function fill(self, q)
-  while q.active < q.limit and q.head <= #q.buffer and not self.stopping do
+  while q.active < q.limit and q.head <= q.tail and not self.stopping do
     local row = q.buffer[q.head]
     q.buffer[q.head] = nil
     q.head = q.head + 1
     self.buffered[row.id] = nil
     if not row.cancelled then self:_start(q, row) end
   end
-  if q.head > #q.buffer then q.buffer, q.head = {}, 1 end
+  if q.head > q.tail then q.buffer, q.head, q.tail = {}, 1, 0 end
 end
 
 function Worker:_start(q, row)
@@ -204,7 +205,8 @@ local function claimer(self, q)
         delay = 0.05
         table.sort(rows, by_order)
         for _, row in ipairs(rows) do
-          q.buffer[#q.buffer + 1] = row
+          q.tail = q.tail + 1
+          q.buffer[q.tail] = row
           self.buffered[row.id] = q
         end
         fill(self, q)
@@ -268,7 +270,7 @@ local function beat(self)
       entry.task:cancel("job cancelled")
     elseif self.buffered[r.id] then
       local q = self.buffered[r.id]
-      for i = q.head, #q.buffer do
+      for i = q.head, q.tail do
         if q.buffer[i].id == r.id then q.buffer[i].cancelled = true end
       end
       self.buffered[r.id] = nil
