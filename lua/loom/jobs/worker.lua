@@ -23,6 +23,19 @@ local function hostname()
   return (name and name ~= "") and name or "host"
 end
 
+-- A worker's name must differ from every other's, also of processes
+-- started in the same second from one binary: Lua's own seed comes from
+-- the time and addresses, which may repeat (no ASLR, sanitizers).
+local function unique_id()
+  local f = io.open("/dev/urandom", "rb")
+  local bytes = f and f:read(8)
+  if f then f:close() end
+  if not bytes or #bytes < 8 then
+    bytes = string.pack("<d<d", loom.now(), os.clock()) .. tostring({})
+  end
+  return ("%s-%s"):format(hostname(), (bytes:gsub(".", function(c) return ("%02x"):format(c:byte()) end)))
+end
+
 local function message(e)
   if type(e) == "string" then return e end
   return tostring(e)
@@ -46,7 +59,7 @@ function Worker.new(jobs, opts)
   local lease = opts.lease or 30
   return setmetatable({
     jobs = jobs, db = jobs.db, sql = jobs.sql, dialect = jobs.dialect,
-    id = ("%s-%08x%08x"):format(hostname(), math.random(0, 0xffffffff), math.random(0, 0xffffffff)),
+    id = unique_id(),
     queues = queues, running = {}, buffered = {}, active = 0, done = {}, done_wake = loom.channel(1),
     beat_wake = loom.channel(1), idle = loom.event(),
     lease_ms = math.floor(lease * 1000), heartbeat = opts.heartbeat or lease / 3,
