@@ -5,9 +5,6 @@
 -- is NULL once the job is no longer queued or running.
 local d = {
   now = "CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED)",
-  mark = function(sql) return sql end,
-  json_in = "?",
-  json_out = "payload",
   poll = 0.5, -- no notifications: polling is how other processes' jobs are seen
   insert_ignore = function(rest) return "INSERT IGNORE " .. rest end,
 }

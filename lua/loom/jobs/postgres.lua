@@ -13,7 +13,6 @@ local d = {
   json_in = "?::jsonb",
   json_out = "payload::text",
   poll = 2, -- NOTIFY wakes workers; the poll finds jobs that became due
-  insert_ignore = function(rest) return "INSERT " .. rest .. " ON CONFLICT DO NOTHING" end,
 }
 
 function d.schema(p)

@@ -8,7 +8,14 @@
 -- Every write to a claimed job is fenced on state, owner and attempt: a
 -- worker whose lease lapsed (its job taken back and maybe claimed again)
 -- changes nothing.
+-- Unless the dialect says otherwise: "?" placeholders, the payload as
+-- text, upserts as ON CONFLICT DO NOTHING.
+local function as_is(sql) return sql end
+local function insert_ignore(rest) return "INSERT " .. rest .. " ON CONFLICT DO NOTHING" end
+
 return function(d, prefix)
+  d.mark, d.json_in, d.json_out = d.mark or as_is, d.json_in or "?", d.json_out or "payload"
+  d.insert_ignore = d.insert_ignore or insert_ignore
   local jobs, workers, periodic = prefix .. "jobs", prefix .. "workers", prefix .. "periodic"
   local NOW = d.now
   local FENCE = " WHERE id = ? AND owner = ? AND attempt = ? AND state = 'running'"

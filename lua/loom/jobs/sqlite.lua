@@ -4,11 +4,7 @@
 -- migrations inside BEGIN IMMEDIATE, which other processes wait out.
 local d = {
   now = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)",
-  mark = function(sql) return sql end,
-  json_in = "?",
-  json_out = "payload",
   poll = 0.2, -- no notifications: polling is how other processes' jobs are seen
-  insert_ignore = function(rest) return "INSERT " .. rest .. " ON CONFLICT DO NOTHING" end,
 }
 
 function d.schema(p)
