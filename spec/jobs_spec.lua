@@ -96,6 +96,24 @@ describe("jobs: " .. target.name, function()
     end)
   end)
 
+  it("serves a queue with a long name", function()
+    support.run(function()
+      local jobs = open()
+      local queue = ("q"):rep(100)
+      local done = loom.event()
+      jobs:handle("long", function(job)
+        assert.equal(queue, job.queue)
+        done:set()
+      end)
+      -- Where notifications exist, only one can wake the worker in time:
+      -- the job comes from another handle, and the poll is far off.
+      jobs:work { queues = { [queue] = 1 }, poll = T.listens and 60 or nil }
+      open({ prefix = jobs.prefix }):enqueue("long", {}, { queue = queue })
+      done:wait(30)
+      jobs:stop(5)
+    end)
+  end)
+
   it("backs off exponentially with jitter, capped", function()
     support.run(function()
       local jobs = open({ backoff = { base = 1, max = 10 } })

@@ -43,9 +43,22 @@ end
 -- waits, then finds the version moved on.
 function d.exclusive(db, key, fn) return db:lock(key, fn) end
 
+-- FNV-1a, 64 bits: a short stand-in for a long channel name.
+local function fnv(text)
+  local h = -3750763034362895579 -- 14695981039346656037 as a signed integer
+  for i = 1, #text do h = (h ~ text:byte(i)) * 1099511628211 end
+  return ("%016x"):format(h)
+end
+
 -- One channel per queue; the payload is constant, so notifications sent
--- in one transaction fold into one.
-function d.channel(prefix, queue) return prefix .. "jobs:" .. queue end
+-- in one transaction fold into one. PostgreSQL keeps 63 bytes of a
+-- channel name (and pg_notify refuses more): a longer one is cut and a
+-- hash of the whole appended, the same on every worker and producer.
+function d.channel(prefix, queue)
+  local name = prefix .. "jobs:" .. queue
+  if #name <= 63 then return name end
+  return name:sub(1, 46) .. "#" .. fnv(name)
+end
 d.listens = true
 
 -- The insert, and the NOTIFY in the same statement (one round trip; sent
