@@ -154,9 +154,19 @@ end
 
 local fill
 
+-- A task cancelled before it starts never runs its function: so a job
+-- task is only cancelled once started, and one told to stop before that
+-- (entry.cancel, entry.release) finds out here.
+local function cancel(entry, reason)
+  if entry.started then entry.task:cancel(reason) end
+end
+
 local function run(self, q, entry, bad_payload)
+  entry.started = true
   local ok, err, tb
-  if bad_payload then
+  if entry.cancel or entry.release then
+    ok, err = false, "stopped before it started"
+  elseif bad_payload then
     ok, err = false, "payload is not JSON: " .. message(bad_payload)
   else
     ok, err, tb = invoke(self, entry.job)
@@ -280,7 +290,7 @@ local function beat(self)
     local entry = self.running[r.id]
     if entry and entry.job.attempt == r.attempt and not entry.cancel then
       entry.cancel = true
-      entry.task:cancel("job cancelled")
+      cancel(entry, "job cancelled")
     elseif self.buffered[r.id] then
       local q = self.buffered[r.id]
       for i = q.head, q.tail do
@@ -412,7 +422,7 @@ function Worker:stop(deadline)
         entry.release = true
         self.released = self.released + 1
       end
-      entry.task:cancel("worker stopping")
+      cancel(entry, "worker stopping")
     end
     wait_idle(self)
   end
