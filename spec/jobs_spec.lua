@@ -114,6 +114,22 @@ describe("jobs: " .. target.name, function()
     end)
   end)
 
+  it("wakes on a burst of enqueues from elsewhere: throttled notifications lose none", function()
+    support.run(function()
+      local jobs = open()
+      local seen = 0
+      jobs:handle("b", function() seen = seen + 1 end)
+      jobs:work { queues = { default = 4 }, poll = T.listens and 60 or nil, prefetch = 0 }
+      local producer = open({ prefix = jobs.prefix, notify_interval = 0.05 })
+      for round = 1, 3 do
+        for _ = 1, 10 do producer:enqueue("b", {}) end
+        until_true(function() return seen == 10 * round end, 30, "round " .. round)
+        loom.sleep(0.02)
+      end
+      jobs:stop(5)
+    end)
+  end)
+
   it("backs off exponentially with jitter, capped", function()
     support.run(function()
       local jobs = open({ backoff = { base = 1, max = 10 } })
