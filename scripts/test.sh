@@ -78,7 +78,7 @@ specs() { # specs BUILD_DIR [env assignments...] [-- spec files]
       fail_stage "$f overran its ${SPEC_DEADLINE} s deadline (build $dir)"
       continue
     fi
-    line=$(grep -E '[0-9]+ successes? / [0-9]+ failures? / [0-9]+ errors? / [0-9]+ pending' "$one" | tail -n 1)
+    line=$(grep -E '[0-9]+ success(es)? / [0-9]+ failures? / [0-9]+ errors? / [0-9]+ pending' "$one" | tail -n 1)
     if [ -z "$line" ]; then
       fail_stage "$f printed no summary with $dir (crashed? exit $rc)"
       continue
