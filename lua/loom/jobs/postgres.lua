@@ -30,7 +30,12 @@ function d.schema(p)
         :format(p),
       ("CREATE INDEX IF NOT EXISTS %sjobs_claim ON %sjobs (queue, priority, run_at, id) WHERE state = 'available'")
         :format(p, p),
-      ("CREATE INDEX IF NOT EXISTS %sjobs_owner ON %sjobs (owner) WHERE state = 'running'"):format(p, p),
+      -- No index on the running rows' owner: a table not yet analyzed
+      -- makes the planner take it for a completion's DELETE, and it holds
+      -- every dead row of that owner until a vacuum, so each batch would
+      -- read all jobs the worker ever finished (completions slowed from
+      -- 50k to 1k jobs/s). Completions go by id; the rescue, rare, scans.
+      ("CREATE INDEX IF NOT EXISTS %sjobs_cancel ON %sjobs (owner) WHERE cancel_requested = 1"):format(p, p),
       ("CREATE UNIQUE INDEX IF NOT EXISTS %sjobs_unique ON %sjobs (unique_key) "
         .. "WHERE state IN ('available', 'running')"):format(p, p),
       ("CREATE TABLE IF NOT EXISTS %sworkers (id text PRIMARY KEY, expires_at bigint NOT NULL)"):format(p),

@@ -46,6 +46,7 @@ return function(d, prefix)
       .. "WHEN attempt >= max_attempts THEN 'failed' ELSE 'available' END, owner = NULL, "
       .. "last_error = 'its worker stopped renewing its lease' WHERE state = 'running' "
       .. "AND (owner IS NULL OR owner NOT IN (SELECT id FROM %s WHERE expires_at > %s))"):format(jobs, workers, NOW),
+    expired = ("SELECT COUNT(*) FROM %s WHERE expires_at <= %s"):format(workers, NOW),
     reap = ("DELETE FROM %s WHERE expires_at < %s - ?"):format(workers, NOW),
     stats = ("SELECT queue, state, COUNT(*) AS n, MIN(CASE WHEN state = 'available' AND run_at <= %s "
       .. "THEN run_at END) AS oldest FROM %s GROUP BY queue, state"):format(NOW, jobs),

@@ -302,7 +302,14 @@ local function beat(self)
   end
 end
 
+-- The rescue reads every running job, so it runs when a lease has
+-- lapsed, and every RESCUE_ANYWAY rounds besides (for jobs whose worker
+-- left without giving them back, its row gone).
+local RESCUE_ANYWAY = 8
+
 local function rescue(self)
+  self.rescues = (self.rescues or 0) + 1
+  if self.rescues % RESCUE_ANYWAY ~= 0 and self.db:value(self.sql.expired) == 0 then return end
   self.db:exec(self.sql.rescue)
   self.db:exec(self.sql.reap, self.lease_ms)
 end
