@@ -171,7 +171,8 @@ local function run(self, q, entry, bad_payload)
   else
     ok, err, tb = invoke(self, entry.job)
   end
-  loom.shield(settle, self, entry, ok, err, tb)
+  -- A success only queues the completion (no wait, nothing to shield).
+  if ok then settle(self, entry, ok) else loom.shield(settle, self, entry, ok, err, tb) end
   self.running[entry.job.id] = nil
   q.active = q.active - 1
   self.active = self.active - 1
