@@ -14,6 +14,9 @@ that wait read like calls that block and yield to the loop instead.
 ]],
    license = "MIT",
 }
+-- loom.jobs (background jobs) also needs lua-cjson at run time (Debian:
+-- lua-cjson; or `luarocks install lua-cjson`). It is not required here:
+-- nothing else in loom uses it.
 dependencies = {
    "lua >= 5.4, < 5.5",
 }

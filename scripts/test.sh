@@ -78,7 +78,7 @@ specs() { # specs BUILD_DIR [env assignments...] [-- spec files]
       fail_stage "$f overran its ${SPEC_DEADLINE} s deadline (build $dir)"
       continue
     fi
-    line=$(grep -E '[0-9]+ successes? / [0-9]+ failures? / [0-9]+ errors? / [0-9]+ pending' "$one" | tail -n 1)
+    line=$(grep -E '[0-9]+ success(es)? / [0-9]+ failures? / [0-9]+ errors? / [0-9]+ pending' "$one" | tail -n 1)
     if [ -z "$line" ]; then
       fail_stage "$f printed no summary with $dir (crashed? exit $rc)"
       continue
@@ -174,7 +174,7 @@ if [ "${LOOM_SKIP_ASAN:-}" != 1 ]; then
     stage "specs and examples under sanitizers"
     gcc -shared -fPIC -o build-asan/keep_modules.so scripts/keep_modules.c
     specs build-asan LD_PRELOAD="$(gcc -print-file-name=libasan.so) $root/build-asan/keep_modules.so" \
-      LOOM_SOAK_QUERIES=100000
+      LOOM_SOAK_QUERIES=100000 LOOM_JOBS_CHAOS=3000
     stage "soak under sanitizers"
     soak build-asan 20000 SOAK_RSS_BOUND_KB=0 LD_PRELOAD="$(gcc -print-file-name=libasan.so) $root/build-asan/keep_modules.so"
     unset ASAN_OPTIONS LSAN_OPTIONS UBSAN_OPTIONS

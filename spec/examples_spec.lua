@@ -141,6 +141,12 @@ describe("examples of one database", function()
         ["report_timeout.lua"] = "still running on the server: 0",
       },
     },
+    -- Three worker processes and a producer on one database.
+    jobs = {
+      env = function() return ("LOOM_PG_URL='%s'"):format(pg.url()) end,
+      expected = { ["workers.lua"] = "300 jobs done by 3 worker processes, each exactly once" },
+      helpers = { ["worker.lua"] = true, ["producer.lua"] = true },
+    },
     -- Each makes its own database in a temp file and removes it.
     sqlite = {
       expected = {
@@ -154,7 +160,7 @@ describe("examples of one database", function()
   }
   for name, folder in pairs(folders) do
     local dir = "examples/" .. name
-    expects_all(dir, folder.expected)
+    expects_all(dir, folder.expected, folder.helpers)
     for script, line in pairs(folder.expected) do
       it(("%s/%s runs and prints what it promises"):format(name, script), function()
         check(dir, script, line, folder.env and folder.env())

@@ -28,19 +28,15 @@ require("loom.pipeline")(loom)
 
 -- loom.db loads on first use: a program that never opens a database
 -- loads no database code, and no driver's client library. loom.thread
--- too: a program that never offloads starts no thread. So do loom.fs,
--- loom.process, loom.signal, the sockets and loom.http, whose engine loads
--- libcurl on the first request.
+-- too: a program that never offloads starts no thread. So does every
+-- module below: loom.http loads libcurl on its first request, loom.jobs
+-- its JSON library when a program first uses background jobs.
+local on_first_use = {
+  db = true, thread = true, tcp = true, unix = true, dns = true, fs = true,
+  process = true, signal = true, http = true, jobs = true,
+}
 setmetatable(loom, { __index = function(_, name)
-  if name == "db" then return require "loom.db" end
-  if name == "thread" then return require "loom.thread" end
-  if name == "tcp" then return require "loom.tcp" end
-  if name == "unix" then return require "loom.unix" end
-  if name == "dns" then return require "loom.dns" end
-  if name == "fs" then return require "loom.fs" end
-  if name == "process" then return require "loom.process" end
-  if name == "signal" then return require "loom.signal" end
-  if name == "http" then return require "loom.http" end
+  if on_first_use[name] then return require("loom." .. name) end
 end })
 
 return loom
