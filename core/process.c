@@ -191,6 +191,13 @@ static int setup(loom_loop_t *loop, spawn_setup *s, const loom_process_options_t
       err = posix_spawn_file_actions_adddup2(&s->fa, s->child_fd[i], i);
     } else if (o->stdio[i] == LOOM_STDIO_NULL) {
       err = posix_spawn_file_actions_addopen(&s->fa, i, "/dev/null", i == 0 ? O_RDONLY : O_RDWR, 0);
+    } else {
+      /* uv_spawn's child makes an inherited 0, 1 or 2 blocking, for
+       * programs that do not expect EAGAIN; the file description is
+       * shared, so doing it here is the same. */
+      int fl = fcntl(i, F_GETFL);
+      if (fl >= 0 && (fl & O_NONBLOCK))
+        fcntl(i, F_SETFL, fl & ~O_NONBLOCK);
     }
   }
   if (!err && o->cwd)
