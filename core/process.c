@@ -179,10 +179,9 @@ static int setup(loom_loop_t *loop, spawn_setup *s, const loom_process_options_t
       if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
         return -errno;
       s->child_fd[i] = child_end(sv[1]);
-      pipes[i] = loom_stream_new(loop, LOOM_STREAM_PIPE, &err);
       if (s->child_fd[i] < 0)
         err = -errno;
-      else if (pipes[i])
+      else if ((pipes[i] = loom_stream_new(loop, LOOM_STREAM_PIPE, &err)) != NULL)
         err = uv_pipe_open(&pipes[i]->h.pipe, sv[0]);
       if (err) {
         close(sv[0]);
