@@ -2,7 +2,9 @@
 -- loom.process.run (pipes for stdout and stderr, read to the end, the
 -- exit waited for) beside luv's uv.spawn (an exit callback, no pipes),
 -- best wall time of BENCH_REPS rounds each, alternating. Wall time: the
--- work is the kernel's fork and exec, and the children's.
+-- work is the kernel's fork (luv) or clone (loom's posix_spawn) and exec,
+-- and the children's. Then run and uv.spawn again from a parent holding a
+-- big heap, where fork's copy of the page tables shows.
 local lib = require "bench.lib"
 local loom = require "loom"
 
@@ -69,21 +71,39 @@ local function luv_pipes()
   uv.run("nowait")
 end
 
-local best = { run = math.huge, spawn = math.huge, luv = math.huge, luv_pipes = math.huge }
+-- Best wall time of each of items ({name, fn}), lib.reps rounds, the
+-- order reversed every other round.
+local function measure(items, what)
+  local best = {}
+  for _, item in ipairs(items) do best[item[1]] = math.huge end
+  for round = 1, lib.reps do
+    lib.note("process: %sround %d/%d (%d processes each)", what, round, lib.reps, N)
+    for i = 1, #items do
+      local item = items[round % 2 == 1 and i or #items + 1 - i]
+      lib.settle()
+      local t0 = loom.now()
+      item[2]()
+      best[item[1]] = math.min(best[item[1]], loom.now() - t0)
+    end
+  end
+  return best
+end
+
 local order = { { "run", loom_run }, { "spawn", loom_spawn } }
 if have_luv then
   order[#order + 1] = { "luv", luv_spawn }
   order[#order + 1] = { "luv_pipes", luv_pipes }
 end
-for round = 1, lib.reps do
-  lib.note("process: round %d/%d (%d processes each)", round, lib.reps, N)
-  for i = 1, #order do
-    local item = order[round % 2 == 1 and i or #order + 1 - i]
-    lib.settle()
-    local t0 = loom.now()
-    item[2]()
-    best[item[1]] = math.min(best[item[1]], loom.now() - t0)
-  end
+local best = measure(order, "")
+
+-- The same with a parent that holds a big heap (HEAP_MB of strings): a
+-- fork copies the parent's page tables, more the bigger it is.
+local HEAP_MB = math.max(50, math.floor(500 * scale))
+local big
+if have_luv then
+  local hold = {}
+  for i = 1, HEAP_MB do hold[i] = ("x"):rep((1 << 20) - 8) .. ("%8d"):format(i) end
+  big = measure({ { "run", loom_run }, { "luv", luv_spawn } }, ("with %d MB held, "):format(#hold))
 end
 
 local function rate(t) return ("%.0f/s"):format(N / t) end
@@ -94,6 +114,8 @@ if have_luv then
     ("%.2fx"):format(best.luv / best.spawn))
   r:info("loom.process.run vs uv.spawn with stdout, stderr pipes read", rate(best.run), rate(best.luv_pipes),
     ("%.2fx"):format(best.luv_pipes / best.run))
+  r:info(("the same, the parent holding %d MB: loom.process.run vs uv.spawn"):format(HEAP_MB), rate(big.run),
+    rate(big.luv), ("%.2fx"):format(big.luv / big.run))
 else
   r:skip("loom.process.run(\"true\") vs luv uv.spawn", "lua-luv is not installed (bash scripts/deps.sh)")
 end

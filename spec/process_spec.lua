@@ -90,6 +90,72 @@ describe("loom.process.run", function()
     assert.equal("ENOENT", err.code)
   end)
 
+  it("looks the command up in the child's PATH and runs a file without #! with sh, as execvp does", function()
+    local dir = os.tmpname()
+    os.remove(dir)
+    assert(os.execute("mkdir " .. dir))
+    local f = assert(io.open(dir .. "/loom-script", "w"))
+    f:write("echo \"script $1\"\n")
+    f:close()
+    assert(os.execute("chmod +x " .. dir .. "/loom-script"))
+    local ok, r = pcall(process.run, "loom-script", { "a" }, { env = { PATH = dir } })
+    local ok2, r2 = pcall(process.run, dir .. "/loom-script", { "b" })
+    os.remove(dir .. "/loom-script")
+    os.remove(dir)
+    assert(ok, r)
+    assert.equal("script a\n", r.stdout)
+    assert(ok2, r2)
+    assert.equal("script b\n", r2.stdout)
+  end)
+
+  it("starts the child with default signal dispositions, none blocked (loom ignores SIGPIPE)", function()
+    local status = process.run("cat", { "/proc/self/status" }).stdout
+    assert.equal(0, tonumber(status:match("SigBlk:%s*(%x+)"), 16))
+    -- Signals 1 to 31; glibc's posix_spawn leaves its own two (32, 33)
+    -- ignored, and glibc programs take them back at start.
+    assert.equal(0, tonumber(status:match("SigIgn:%s*(%x+)"), 16) & 0x7fffffff)
+    -- A shell started with SIGPIPE ignored could not undo that.
+    assert.equal("PIPE", process.run("sh", { "-c", "kill -PIPE $$" }).signal)
+  end)
+
+  it("leaks none of loom's descriptors into the child: its stdio is all it gets", function()
+    loom.run(function()
+      local other = process.spawn("sleep", { "10" })
+      -- Every descriptor of the shell but its stdio, with what it is.
+      local r = process.run("sh", { "-c", 'cd /proc/$$/fd && for f in *; do echo "$f $(readlink $f)"; done' })
+      other:kill()
+      other:wait()
+      for _, s in ipairs({ other.stdin, other.stdout, other.stderr }) do s:close() end
+      local fds = {}
+      for fd, what in r.stdout:gmatch("(%d+) (%S+)") do fds[tonumber(fd)] = what end
+      assert.equal("/dev/null", fds[0])
+      assert.is_truthy(fds[1]:find("^socket:"), fds[1])
+      assert.is_truthy(fds[2]:find("^socket:"), fds[2])
+      for fd, what in pairs(fds) do
+        -- What this process inherited may pass on; loom's pipes, pidfds,
+        -- epoll and eventfds may not.
+        if fd > 2 then
+          assert.is_falsy(what:find("^socket:") or what:find("^anon_inode:"), fd .. " -> " .. what)
+        end
+      end
+    end)
+  end)
+
+  it("starts children from a parent with a large heap", function()
+    local ok, out = run_child([[
+      local loom = require "loom"
+      local hold = {}
+      for i = 1, 200 do hold[i] = ("x"):rep(1 << 20) .. i end -- about 200 MB
+      for _ = 1, 20 do
+        local r = loom.process.run("sh", { "-c", "echo $0", "big" }, { stdin = "in" })
+        assert(r.code == 0 and r.stdout == "big\n", r.stdout)
+      end
+      print("started from " .. math.floor(collectgarbage("count") / 1024) .. " MB")
+    ]], 120)
+    assert.is_true(ok, out)
+    assert.is_truthy(out:find("started from %d+ MB"), out)
+  end)
+
   it("names the bad argument", function()
     local err = expect_error("argument", process.run, 42)
     assert.is_truthy(err.message:find("#1 to 'loom.process.run'", 1, true), err.message)

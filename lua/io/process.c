@@ -1,9 +1,10 @@
-/* loom.process.spawn's child processes on uv_spawn: p:wait(), p:kill(),
- * p.pid, and its stdin, stdout and stderr as loom streams (core/stream.c,
+/* loom.process.spawn's child processes (core/process.c: posix_spawn and a
+ * pidfd on Linux, uv_spawn elsewhere): p:wait(), p:kill(), p.pid, and its
+ * stdin, stdout and stderr as loom streams (core/stream.c,
  * lua/io/stream.c: the sockets' read, lines, write, close).
  *
- * Reaping. libuv reaps a child (waitpid) when its SIGCHLD comes, for
- * every process handle still open, and calls the exit callback, which
+ * Reaping. The core reaps a child once it exited (its pidfd turned
+ * readable, or libuv's SIGCHLD came) and calls the exit callback, which
  * records the status and closes the handle. So the handle stays open
  * until the child exited, whatever happens to the Lua object: a process
  * object collected while its child runs leaves the handle (malloc'd) to
@@ -23,6 +24,7 @@
 #include <string.h>
 #include "lm_fsproc.h"
 #include "lm_io.h"
+#include "process.h"
 
 #define LM_PROCESS_MT "loom.process"
 #define LM_PROCESS_WAIT_MT "loom.process.wait"
@@ -31,16 +33,13 @@
 typedef struct xwait xwait;
 
 typedef struct proc {
-  uv_process_t h;
+  loom_process_t h;
   lm_ctx *ctx;
   loom_timer_t kill_timer;
   double grace;
   int leave;       /* on_cancel = "leave" */
-  int exited;
   int closed;      /* the handle's close callback ran */
   int orphan;      /* the userdata is gone */
-  int64_t code;
-  int term_signal;
   xwait *waiter;
   struct proc *prev, *next; /* the state's live processes */
   struct plist *list;
@@ -80,7 +79,7 @@ struct xwait {
 #define SLOT_STDOUT 2
 #define SLOT_STDERR 3
 
-static void close_cb(uv_handle_t *h) {
+static void close_cb(loom_process_t *h) {
   proc *p = h->data;
   p->closed = 1;
   unlist(p);
@@ -90,35 +89,31 @@ static void close_cb(uv_handle_t *h) {
     free(p);
 }
 
-static void exit_cb(uv_process_t *h, int64_t status, int term_signal) {
+static void exit_cb(loom_process_t *h) {
   proc *p = h->data;
-  p->exited = 1;
-  p->code = status;
-  p->term_signal = term_signal;
   if (!p->ctx->closed)
     loom_timer_stop(&p->ctx->loop, &p->kill_timer);
   if (p->waiter)
     lm_request_complete(&p->waiter->rq);
-  uv_close((uv_handle_t *)h, close_cb);
+  loom_process_close(h, close_cb);
 }
 
 static void kill_timer_cb(loom_timer_t *t) {
   proc *p = t->data;
-  if (!p->exited)
-    uv_process_kill(&p->h, SIGKILL);
+  loom_process_kill(&p->h, SIGKILL);
 }
 
 /* SIGTERM now, SIGKILL after the grace. */
 static void terminate(proc *p) {
-  if (p->exited || loom_timer_active(&p->kill_timer))
+  if (p->h.exited || loom_timer_active(&p->kill_timer))
     return;
-  uv_process_kill(&p->h, SIGTERM);
+  loom_process_kill(&p->h, SIGTERM);
   lm_wait_arm_timer(p->ctx, &p->kill_timer, p->grace);
 }
 
 static int req_pending(lm_request *r) {
   xwait *w = LM_CONTAINER_OF(r, xwait, rq);
-  return w->p && !w->p->exited && !w->left;
+  return w->p && !w->p->h.exited && !w->left;
 }
 
 static void req_stop(lm_request *r) {
@@ -150,11 +145,11 @@ static lm_process *check_process(lua_State *L) {
 }
 
 static void push_status(lua_State *L, const proc *p) {
-  if (p->term_signal) {
+  if (p->h.term_signal) {
     lua_pushnil(L);
-    lua_pushstring(L, lm_signame(p->term_signal));
+    lua_pushstring(L, lm_signame(p->h.term_signal));
   } else {
-    lua_pushinteger(L, (lua_Integer)p->code);
+    lua_pushinteger(L, (lua_Integer)p->h.code);
     lua_pushnil(L);
   }
 }
@@ -175,7 +170,7 @@ static int process_wait(lua_State *L) {
   lm_process *ud = check_process(L);
   proc *p = ud->p;
   lua_settop(L, 1);
-  if (p->exited) {
+  if (p->h.exited) {
     push_status(L, p);
     return 2;
   }
@@ -198,11 +193,7 @@ static int process_kill(lua_State *L) {
   int sig = lua_isnoneornil(L, 2) ? SIGTERM : lm_signum(L, 2);
   if (sig < 0)
     return lm_argerror(L, 2, "unknown signal");
-  if (ud->p->exited) {
-    lua_pushboolean(L, 0);
-    return 1;
-  }
-  int rc = uv_process_kill(&ud->p->h, sig);
+  int rc = loom_process_kill(&ud->p->h, sig);
   if (rc == UV_ESRCH) {
     lua_pushboolean(L, 0);
     return 1;
@@ -258,7 +249,7 @@ static int process_gc(lua_State *L) {
 static int process_tostring(lua_State *L) {
   lm_process *ud = lua_touserdata(L, 1);
   lua_pushfstring(L, "loom.process (pid %d%s)", ud->p ? ud->p->h.pid : 0,
-                  ud->p && ud->p->exited ? ", exited" : "");
+                  ud->p && ud->p->h.exited ? ", exited" : "");
   return 1;
 }
 
@@ -333,7 +324,7 @@ static const char *const stdio_names[] = {"pipe", "inherit", "null", NULL};
 static void ignore_sigpipe(void) {
   /* A write to a pipe whose reader is gone must fail with EPIPE, not kill
    * the process; the child gets every signal at its default again
-   * (uv_spawn resets them). */
+   * (core/process.c resets them). */
   struct sigaction old;
   if (sigaction(SIGPIPE, NULL, &old) == 0 && old.sa_handler == SIG_DFL)
     signal(SIGPIPE, SIG_IGN);
@@ -385,60 +376,23 @@ static int l_spawn(lua_State *L) {
   luaL_setmetatable(L, LM_PROCESS_MT);
   int ud_idx = lua_gettop(L);
   proc *p = calloc(1, sizeof *p);
-  loom_stream_t *pipes[3] = {NULL, NULL, NULL};
-  int err = p == NULL ? UV_ENOMEM : 0;
-  for (int i = 0; i < 3 && !err; i++)
-    if (stdio_kind[i] == 0)
-      pipes[i] = loom_stream_new(&ctx->loop, LOOM_STREAM_PIPE, &err);
-  if (err) {
-    for (int i = 0; i < 3; i++)
-      if (pipes[i])
-        loom_stream_close(pipes[i], NULL);
-    free(p);
+  if (p == NULL) {
     free(env);
-    return lm_fs_error(L, err, "spawn", cmd);
+    return lm_fs_error(L, UV_ENOMEM, "spawn", cmd);
   }
   p->ctx = ctx;
   p->grace = grace;
   p->leave = leave;
   p->h.data = p;
   loom_timer_init(&p->kill_timer, kill_timer_cb, p);
-
-  uv_stdio_container_t stdio[3];
-  for (int i = 0; i < 3; i++) {
-    switch (stdio_kind[i]) {
-    case 0:
-      stdio[i].flags = UV_CREATE_PIPE | (i == 0 ? UV_READABLE_PIPE : UV_WRITABLE_PIPE);
-      stdio[i].data.stream = loom_stream_uv(pipes[i]);
-      break;
-    case 1:
-      stdio[i].flags = UV_INHERIT_FD;
-      stdio[i].data.fd = i;
-      break;
-    default:
-      stdio[i].flags = UV_IGNORE;
-      break;
-    }
-  }
-  uv_process_options_t o;
-  memset(&o, 0, sizeof o);
-  o.exit_cb = exit_cb;
-  o.file = cmd;
-  o.args = (char **)argv;
-  o.env = env;
-  o.cwd = cwd;
-  o.stdio_count = 3;
-  o.stdio = stdio;
+  loom_process_options_t o = {cmd, (char **)argv, env, cwd, {stdio_kind[0], stdio_kind[1], stdio_kind[2]}};
+  loom_stream_t *pipes[3];
   ignore_sigpipe();
-  int rc = uv_spawn(&ctx->loop.uv, &p->h, &o);
+  int rc = loom_process_spawn(&ctx->loop, &p->h, &o, pipes, exit_cb);
   free(env);
   if (rc < 0) {
-    for (int i = 0; i < 3; i++)
-      if (pipes[i])
-        loom_stream_close(pipes[i], NULL);
-    /* The handle is closed even when the spawn failed. */
     p->orphan = 1;
-    uv_close((uv_handle_t *)&p->h, close_cb);
+    loom_process_close(&p->h, close_cb);
     return lm_fs_error(L, rc, "spawn", cmd);
   }
   ud->p = p;
@@ -488,8 +442,7 @@ static int plist_gc(lua_State *L) {
     p->list = NULL;
     p->prev = p->next = NULL;
     loom_timer_stop(&p->ctx->loop, &p->kill_timer);
-    if (!uv_is_closing((uv_handle_t *)&p->h))
-      uv_close((uv_handle_t *)&p->h, close_cb);
+    loom_process_close(&p->h, close_cb);
     p = next;
   }
   list->head = NULL;

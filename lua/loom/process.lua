@@ -1,4 +1,4 @@
--- loom.process: child processes on libuv (lua/io/process.c, pipe.c).
+-- loom.process: child processes (lua/io/process.c, core/process.c).
 --
 --   loom.process.run(cmd, args, opts) -> {code =, signal =, stdout =, stderr =}
 --   loom.process.spawn(cmd, args, opts) -> p, with p.stdin, p.stdout,
@@ -11,7 +11,7 @@
 -- does not exist). A cancelled wait (task:cancel(), loom.timeout, run's
 -- timeout) stops the child: SIGTERM, then SIGKILL after kill_grace
 -- seconds (default 2), and waits until it exited; on_cancel = "leave"
--- lets it run on instead. Either way no zombie is left: libuv reaps every
+-- lets it run on instead. Either way no zombie is left: loom reaps every
 -- child it started.
 local core = require "loom.core"
 local loom = require "loom"
@@ -87,6 +87,15 @@ local function feed(pipe, data)
   end
 end
 
+local unbounded = 1 << 40
+local close_pipes = {
+  __close = function(self)
+    if self.p.stdin then self.p.stdin:close() end
+    self.p.stdout:close()
+    self.p.stderr:close()
+  end,
+}
+
 -- loom.process.run(cmd [, args [, opts]]): runs the command to its end and
 -- returns {code =, signal =, stdout =, stderr =}: code the exit status
 -- (nil when a signal ended it, then signal is its name, e.g. "KILL"), the
@@ -103,20 +112,24 @@ function process.run(cmd, args, opts)
   o.stdin = input and "pipe" or "null"
   o.stdout, o.stderr = "pipe", "pipe"
   local function body()
-    local p <close> = setmetatable({ p = core._process_spawn(cmd, argv, o) }, {
-      __close = function(self)
-        if self.p.stdin then self.p.stdin:close() end
-        self.p.stdout:close()
-        self.p.stderr:close()
-      end })
+    local p <close> = setmetatable({ p = core._process_spawn(cmd, argv, o) }, close_pipes)
     local child = p.p
+    -- Both pipes are read into their buffers, however much comes, while
+    -- this waits for the exit: no task per pipe, and a cancel (a timeout)
+    -- finds the wait, which stops the child.
+    child.stdout:sethighwater(unbounded)
+    child.stderr:sethighwater(unbounded)
     local result = {}
-    loom.group(function(g)
-      if input then g:spawn(feed, child.stdin, input) end
-      g:spawn(function() result.stdout = child.stdout:read("a") end)
-      g:spawn(function() result.stderr = child.stderr:read("a") end)
+    if input then
+      loom.group(function(g)
+        g:spawn(feed, child.stdin, input)
+        result.code, result.signal = child:wait()
+      end)
+    else
       result.code, result.signal = child:wait()
-    end)
+    end
+    result.stdout = child.stdout:read("a")
+    result.stderr = child.stderr:read("a")
     return result
   end
   if given.timeout then return loom.timeout(given.timeout, body) end
