@@ -2,6 +2,8 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdint.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -304,6 +306,28 @@ int loom_process_kill(loom_process_t *p, int sig) {
   return uv_process_kill(&p->h.process, sig);
 }
 
+/* A child still running when its handle closes (its state closed, say,
+ * while a daemon-like child ran on) has nobody left to reap it, and would
+ * stay a zombie once it exits until this process ends: a detached thread
+ * waits for it instead. Rare, and cheaper than a reaper kept for it. */
+static void *reap_later(void *arg) {
+  pid_t pid = (pid_t)(intptr_t)arg;
+  while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
+  }
+  return NULL;
+}
+
+static void reap_in_background(pid_t pid) {
+  pthread_attr_t attr;
+  pthread_t thread;
+  if (pthread_attr_init(&attr) != 0)
+    return;
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  pthread_attr_setstacksize(&attr, 64 * 1024);
+  (void)pthread_create(&thread, &attr, reap_later, (void *)(intptr_t)pid);
+  pthread_attr_destroy(&attr);
+}
+
 void loom_process_close(loom_process_t *p, loom_process_cb on_closed) {
   p->on_closed = on_closed;
   if (!p->handle) {
@@ -313,8 +337,13 @@ void loom_process_close(loom_process_t *p, loom_process_cb on_closed) {
   }
   if (uv_is_closing((uv_handle_t *)&p->h))
     return;
-  /* A child that exited while nobody looked is reaped now: no zombie. */
-  if (p->pidfd >= 0 && !p->exited && waitpid(p->pid, NULL, WNOHANG) == p->pid)
-    p->exited = 1;
+  /* A child that exited while nobody looked is reaped now, one still
+   * running once it exits: no zombie either way. */
+  if (!p->exited && p->pid > 0) {
+    if (waitpid(p->pid, NULL, WNOHANG) == p->pid)
+      p->exited = 1;
+    else
+      reap_in_background(p->pid);
+  }
   uv_close((uv_handle_t *)&p->h, closed_cb);
 }

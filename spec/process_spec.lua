@@ -284,6 +284,22 @@ describe("loom.process.spawn", function()
     assert.is_truthy(out:find("leaving with a wait out", 1, true), out)
   end)
 
+  it("a child still running when its state closes is reaped once it exits", function()
+    loom.run(function()
+      -- A worker's state spawns the child and closes with the pool, while
+      -- the child runs on; this process lives on after that state.
+      local pool = loom.thread.pool { size = 1 }
+      local pid = pool:run(function()
+        local p = require("loom").process.spawn("sleep", { "0.3" },
+          { stdin = "null", stdout = "null", stderr = "null" })
+        return p.pid
+      end)
+      pool:close()
+      assert.is_true(alive(pid), "the child should still run")
+      assert.is_true(gone(pid), "left a zombie")
+    end)
+  end)
+
   it("raises kind busy for a second waiter", function()
     loom.run(function()
       local p = process.spawn("sleep", { "10" }, { stdin = "null", stdout = "null", stderr = "null" })
