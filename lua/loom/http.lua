@@ -111,15 +111,22 @@ local function options(fname, o)
   }, pull, stream
 end
 
+-- "https://user:secret@host/" -> "https://user:***@host/": a URL as an
+-- error or a response shows it, without the password it may carry.
+local function redact(url)
+  return (url:gsub("^(%a[%w+.-]*://[^/?#@:]*):[^/?#@]*@", "%1:***@", 1))
+end
+
 -- The loom error for a transfer that failed: kind "timeout" when curl's
 -- time ran out, else "http", with curl's code name and reason.
 local function raise_failed(x, o)
   local name, reason = x:result()
   if not name then return end
   if name == "aborted" then loom.error("closed", "the HTTP response was closed") end
+  local url = redact(o.url)
   loom.error(name == "CURLE_OPERATION_TIMEDOUT" and "timeout" or "http",
-    ("%s %s: %s (%s)"):format(o.method, o.url, reason, name),
-    { code = name, reason = reason, url = o.url, method = o.method })
+    ("%s %s: %s (%s)"):format(o.method, url, reason, name),
+    { code = name, reason = reason, url = url, method = o.method })
 end
 
 -- Response headers: lower-cased names with their first value; any other
@@ -273,7 +280,7 @@ function http.request(o)
   local headers, all = parse_headers(block)
   local res = setmetatable({
     status = status, version = version_names[version] or tostring(version), headers = headers,
-    url = url or opts.url, _all = all, _opts = opts,
+    url = redact(url or opts.url), _all = all, _opts = opts,
   }, Response)
   if stream then
     res._x = x
