@@ -393,6 +393,10 @@ static int l_spawn(lua_State *L) {
   if (rc < 0) {
     p->orphan = 1;
     loom_process_close(&p->h, close_cb);
+    /* A working directory that is not there fails the start as a missing
+     * command would: say which of the two it may be. */
+    if (cwd && rc == UV_ENOENT)
+      return lm_fs_error(L, rc, lua_pushfstring(L, "spawn (in '%s')", cwd), cmd);
     return lm_fs_error(L, rc, "spawn", cmd);
   }
   ud->p = p;

@@ -277,6 +277,15 @@ static int l_raise(lua_State *L) {
   return 0;
 }
 
+/* core._signal_catchable(name): whether name is a signal a program can
+ * watch (known, and neither KILL nor STOP), so loom.signal can say which
+ * of its arguments is wrong before anything is watched. */
+static int l_catchable(lua_State *L) {
+  int sig = lm_signum(L, 1);
+  lua_pushboolean(L, sig > 0 && sig != SIGKILL && sig != SIGSTOP);
+  return 1;
+}
+
 static const luaL_Reg watcher_methods[] = {
   {"next", watcher_next},
   {"close", watcher_close},
@@ -294,6 +303,7 @@ static const luaL_Reg swait_meta[] = {{"__gc", swait_gc}, {NULL, NULL}};
 const luaL_Reg lm_signal_funcs[] = {
   {"_signal_watch", l_watch},
   {"_signal_raise", l_raise},
+  {"_signal_catchable", l_catchable},
   {NULL, NULL}
 };
 

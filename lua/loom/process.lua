@@ -49,6 +49,12 @@ local function check(fname, cmd, args, opts)
     o[k] = v
   end
   if opts.env ~= nil and type(opts.env) ~= "table" then arg_error(fname, 3, "env must be a table") end
+  for k, v in pairs(opts.env or {}) do
+    if type(k) ~= "string" then arg_error(fname, 3, "env names must be strings") end
+    if v ~= false and type(v) ~= "string" and type(v) ~= "number" then
+      arg_error(fname, 3, ("env.%s must be a string, a number or false, got %s"):format(k, type(v)))
+    end
+  end
   if opts.cwd ~= nil and type(opts.cwd) ~= "string" then arg_error(fname, 3, "cwd must be a string") end
   local grace = opts.kill_grace
   if grace ~= nil and (type(grace) ~= "number" or not (grace >= 0)) then -- luacheck: ignore 581 (NaN too)

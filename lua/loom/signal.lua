@@ -20,6 +20,10 @@ local function check_names(fname, names)
     if type(name) ~= "string" and math.type(name) ~= "integer" then
       loom.error("argument", ("bad argument #%d to '%s' (signal name expected, got %s)"):format(i, fname, type(name)))
     end
+    if not core._signal_catchable(name) then
+      loom.error("argument", ("bad argument #%d to '%s' (%s: an unknown signal, or one that cannot be caught)")
+        :format(i, fname, tostring(name)))
+    end
   end
   return names
 end
