@@ -67,6 +67,7 @@ describe("loom.dns.resolve", function()
 
   it("checks its arguments", function()
     expect_error("argument", loom.dns.resolve, 42)
+    expect_error("argument", loom.dns.resolve, "")
     expect_error("argument", loom.dns.resolve, "localhost", 1)
     expect_error("argument", loom.dns.resolve, "localhost", { family = "ipx" })
   end)

@@ -11,9 +11,9 @@ local loom = require "loom"
 local dns = {}
 
 function dns.resolve(name, opts)
-  if type(name) ~= "string" then
+  if type(name) ~= "string" or name == "" then
     loom.error("argument", ("bad argument #1 to 'loom.dns.resolve' (name string expected, got %s)")
-      :format(type(name)))
+      :format(name == "" and "an empty string" or type(name)))
   end
   if opts ~= nil and type(opts) ~= "table" then
     loom.error("argument", ("bad argument #2 to 'loom.dns.resolve' (options table expected, got %s)")
