@@ -17,6 +17,7 @@ build=(
   libsqlite3-dev                      # the SQLite driver (LOOM_WITH_SQLITE)
   libmariadb-dev                      # the MySQL/MariaDB driver (LOOM_WITH_MYSQL)
   libcurl4-openssl-dev                # loom.http (LOOM_WITH_HTTP)
+  ca-certificates                     # the CAs loom.http and TLS streams verify servers with
   lua-cjson                           # loom.jobs' JSON payloads
 )
 pg=(postgresql openssl)               # openssl: throwaway TLS certificates

@@ -150,6 +150,9 @@ describe("loom.fs.read and loom.fs.write", function()
     local p = io.popen(drop .. "lua5.4 " .. script .. " 2>&1")
     local out = p:read("a")
     p:close()
+    -- Under the sanitizers nobody may not read a preloaded library that
+    -- lives in root's home: the loader says so and goes on.
+    out = out:gsub("ERROR: ld%.so: [^\n]*\n", "")
     assert.equal("false\tio\tEACCES\nfalse\tio\tEACCES\n", out)
   end)
 

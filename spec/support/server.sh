@@ -9,9 +9,15 @@ as_server() {
 
 free_port() {
   # Ask ports at random until one refuses a connection and binds nothing.
-  local port
+  # Below the kernel's ephemeral range: a port there may be the local end
+  # of some connection (many, while tests run beside), which refuses a
+  # probe yet makes the server's bind fail with "Address already in use".
+  local port low=32768 span
+  read -r low _ < /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || true
+  span=$((low - 10000))
+  [ "$span" -ge 1000 ] || span=40000
   for _ in $(seq 1 200); do
-    port=$((20000 + RANDOM % 40000))
+    port=$((10000 + RANDOM % span))
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
       echo "$port"
       return
