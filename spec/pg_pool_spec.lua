@@ -570,8 +570,11 @@ end)
 
 describe("postgres pool re-entry", function()
   it("db calls inside db:transaction and db:with use the task's connection, even with max = 1", function()
-    local db = open({ max = 1, acquire_timeout = 0.3 })
+    -- The connection is opened up front (min = 1), so that the short
+    -- acquire timeout only ever times the other task's wait.
+    local db = open({ min = 1, max = 1, acquire_timeout = 0.3 })
     loom.run(function()
+      eventually(10, "the pool's connection open", function() return db:stats().idle == 1 end)
       loom.timeout(5, function()
         db:transaction(function(tx)
           local pid = tx:value("SELECT pg_backend_pid()")

@@ -129,8 +129,15 @@ describe("postgres pool with many waiters", function()
   end)
 
   it("each waiter times out at its own deadline, also after the one before it left", function()
-    local db = loom.db.open(URL, { pool = { max = 1, acquire_timeout = 0.3 } })
+    -- The connection is opened up front (min = 1): the short acquire
+    -- timeout times the waiters, never the holder's connect.
+    local db = loom.db.open(URL, { pool = { min = 1, max = 1, acquire_timeout = 0.3 } })
     loom.run(function()
+      for _ = 1, 1000 do
+        if db:stats().idle == 1 then break end
+        loom.sleep(0.01)
+      end
+      assert.equal(1, db:stats().idle, "the pool's connection did not open within 10 s")
       local release = loom.event()
       local got = loom.event()
       local holder = loom.spawn(function() db:with(function() got:set(); release:wait() end) end)
