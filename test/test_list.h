@@ -89,6 +89,7 @@
   X(readers, join_least_loaded)         \
   X(readers, short_reads_queue_together) \
   X(readers, inline_only_when_idle)     \
+  X(readers, inline_beside_a_busy_reader) \
   X(pool, acquire_release_lifo)         \
   X(pool, max)                          \
   X(pool, waiters_fifo)                 \

@@ -125,9 +125,9 @@ TEST_IMPL(readers_inline_only_when_idle) {
   setup(&r, 1);
   r.pending = 1;
   loom_readers_add(&r, &a);
-  ASSERT(!loom_readers_can_inline(&r)); /* its own read is out */
+  ASSERT(!loom_readers_can_inline(&r, 0)); /* its own read is out */
   r.inflight[0] = 0;
-  ASSERT(loom_readers_can_inline(&r));
+  ASSERT(loom_readers_can_inline(&r, 0));
   inline_answer = LOOM_EAGAIN;
   ASSERT_EQ(loom_readers_try_inline(&r, 0, NULL), LOOM_EAGAIN);
   ASSERT_EQ(r.inflight[0], 0);
@@ -137,6 +137,23 @@ TEST_IMPL(readers_inline_only_when_idle) {
   ASSERT_EQ(r.inline_runs, 1);
   fake.try_inline = NULL;
   r.inflight[0] = 0;
-  ASSERT(!loom_readers_can_inline(&r));
+  ASSERT(!loom_readers_can_inline(&r, 0));
   fake.try_inline = fake_try_inline;
+}
+
+TEST_IMPL(readers_inline_beside_a_busy_reader) {
+  loom_readers_t r;
+  loom_db_conn_t a = {0}, b = {0};
+  setup(&r, 2);
+  r.pending = 2;
+  loom_readers_add(&r, &a);
+  loom_readers_add(&r, &b);
+  r.inflight[0] = 0, r.inflight[1] = 2;
+  /* Two out on the other reader: the loop's answers would hold it up. */
+  ASSERT(!loom_readers_can_inline(&r, 0));
+  /* Three: it has work queued while the loop runs one on the idle one. */
+  r.inflight[1] = 3;
+  ASSERT(loom_readers_can_inline(&r, 0));
+  /* Never on the busy one itself. */
+  ASSERT(!loom_readers_can_inline(&r, 1));
 }

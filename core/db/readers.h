@@ -54,10 +54,11 @@ enum {
 };
 int loom_readers_route(loom_readers_t *r, int *slot);
 /* With nothing else to run on the loop, a short read may run right here
- * when _can_inline says so (no read out on any reader, a driver that can):
+ * on the idle reader at slot when _can_inline says so (a driver that can;
+ * no read out anywhere, or enough out on the others to keep them busy):
  * _try_inline gives 0 when the driver ran req on the reader at slot
  * (counted as a read out: loom_readers_leave it). */
-int loom_readers_can_inline(const loom_readers_t *r);
+int loom_readers_can_inline(const loom_readers_t *r, int slot);
 int loom_readers_try_inline(loom_readers_t *r, int slot, loom_db_req_t *req);
 /* Joins a read to the reader at slot, or to one that runs only short reads
  * when the driver says req is short. Returns the reader's slot; *long_read

@@ -67,7 +67,7 @@ static int run1_route(lua_State *L, lm_conn *c) {
     /* With no other task ready to run, a short read may run right here.
      * Like any wait, the call first lets a pending cancel or an expired
      * timeout in. */
-    if (db->ctx->ready_head == NULL && loom_readers_can_inline(rs)) {
+    if (db->ctx->ready_head == NULL && loom_readers_can_inline(rs, slot)) {
       if (lm_wait_would_raise(db->ctx))
         lm_wait_abort(lm_wait_prepare(L, db->ctx)); /* raises */
       if (loom_readers_try_inline(rs, slot, &c->req) == 0) {
