@@ -86,78 +86,8 @@ local function released()
 end
 
 ---------------------------------------------------------------- passwords
-local function percent_decode(s)
-  return (s:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
-end
-
--- The parts of a connection URL that may be a password. Parsers disagree
--- about malformed URLs (one client library ends the user info at the
--- first '@', another at the last) and a driver or server may echo any part of
--- one in an error, so all that could be meant as a password counts:
--- what follows the first ':' up to each '@' after it, a "port" that is no
--- number (the '@' left out), and password= values; each as written and
--- percent-decoded. Longest first, so a longer one is hidden whole.
-local function url_secrets(url)
-  local list, seen = {}, {}
-  local function add1(v)
-    if v ~= "" and not seen[v] then seen[v] = true; list[#list + 1] = v end
-  end
-  local function add(raw)
-    for _, v in ipairs({ raw, percent_decode(raw) }) do
-      add1(v)
-      local cut = v:find("\0", 1, true) -- C text ends there
-      if cut then add1(v:sub(1, cut - 1)) end
-    end
-  end
-  local rest = url:match("^%s*%a[%w+.-]*:/*(.*)$") or url
-  local colon = rest:find(":", 1, true)
-  if colon then
-    for at in rest:gmatch("()@") do
-      if at > colon then add(rest:sub(colon + 1, at - 1)) end
-    end
-  end
-  local authority = rest:match("^[^/?#]*")
-  if not authority:find("@", 1, true) then
-    local port = authority:match(":([^:]*)$")
-    if port and not port:match("^%d*$") then add(port) end
-  end
-  for v in url:gmatch("[Pp][Aa][Ss][Ss][Ww][Oo][Rr][Dd]%s*=%s*'([^']*)'") do add(v) end
-  for v in url:gmatch("[Pp][Aa][Ss][Ss][Ww][Oo][Rr][Dd]%s*=%s*([^&%s']*)") do add(v) end
-  table.sort(list, function(a, b) return #a > #b end)
-  return list
-end
-
-local function scrub(text, secrets)
-  for _, secret in ipairs(secrets) do
-    local out, i = {}, 1
-    while true do
-      local a, b = find(text, secret, i, true)
-      if not a then break end
-      out[#out + 1] = text:sub(i, a - 1)
-      out[#out + 1] = "***"
-      i = b + 1
-    end
-    if #out > 0 then
-      out[#out + 1] = text:sub(i)
-      text = table.concat(out)
-    end
-  end
-  return text
-end
-
--- "scheme://user:secret@host/db" -> "scheme://user:***@host/db"
-local function redact(url) return scrub(url, url_secrets(url)) end
-
-local function scrub_error(e, secrets)
-  if type(e) == "table" then
-    for _, field in ipairs({ "message", "detail", "hint" }) do
-      if type(e[field]) == "string" then e[field] = scrub(e[field], secrets) end
-    end
-  elseif type(e) == "string" then
-    e = scrub(e, secrets)
-  end
-  return e
-end
+local passwords = require "loom.secrets"
+local url_secrets, scrub, scrub_error = passwords.of_url, passwords.scrub, passwords.scrub_error
 
 -- What a handle must keep but never show: the URL as given (the
 -- listener connects with it) and the password parts to scrub. Kept
@@ -891,7 +821,7 @@ for i, name in ipairs(require "loom.db.drivers") do
   dialects[i] = d
 end
 
-loom.db._redact = redact
+loom.db._redact = passwords.redact
 loom.db._DB, loom.db._Session = DB, Session
 
 return loom.db

@@ -4,6 +4,7 @@
 -- are lua/http.c's, curl's side is core/http/.
 local core = require "loom.core"
 local loom = require "loom"
+local passwords = require "loom.secrets"
 
 local http = {}
 
@@ -111,19 +112,16 @@ local function options(fname, o)
   }, pull, stream
 end
 
--- "https://user:secret@host/" -> "https://user:***@host/": a URL as an
--- error or a response shows it, without the password it may carry.
-local function redact(url)
-  return (url:gsub("^(%a[%w+.-]*://[^/?#@:]*):[^/?#@]*@", "%1:***@", 1))
-end
-
 -- The loom error for a transfer that failed: kind "timeout" when curl's
 -- time ran out, else "http", with curl's code name and reason.
 local function raise_failed(x, o)
   local name, reason = x:result()
   if not name then return end
   if name == "aborted" then loom.error("closed", "the HTTP response was closed") end
-  local url = redact(o.url)
+  -- A password in the URL never shows, wherever curl's words echo it.
+  local hidden = passwords.of_url(o.url)
+  local url = passwords.scrub(o.url, hidden)
+  reason = passwords.scrub(reason, hidden)
   loom.error(name == "CURLE_OPERATION_TIMEDOUT" and "timeout" or "http",
     ("%s %s: %s (%s)"):format(o.method, url, reason, name),
     { code = name, reason = reason, url = url, method = o.method })
@@ -280,7 +278,7 @@ function http.request(o)
   local headers, all = parse_headers(block)
   local res = setmetatable({
     status = status, version = version_names[version] or tostring(version), headers = headers,
-    url = redact(url or opts.url), _all = all, _opts = opts,
+    url = passwords.redact(url or opts.url), _all = all, _opts = opts,
   }, Response)
   if stream then
     res._x = x
