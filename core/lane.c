@@ -1,35 +1,30 @@
 #define _GNU_SOURCE
 #include <pthread.h>
-#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include "lane.h"
 
-/* How long an idle lane spins for the next job before it sleeps. */
-#define LANE_SPIN_NS 50000
-/* While spinning, give the core away once every this many turns (about
- * 40 us): often enough for a busy machine, rarely enough that the syscall
- * does not slow the hand-off itself. When a yield did give the core to
- * another thread (it took long: loom__yield_gave_core), the loop thread
- * could not run beside the lane (no free core): spinning was wasted, and
- * the next wait yields after fewer turns (halved each time, down to at
- * once). A job that comes while spinning, or after yields that came
- * straight back (a free core: yielding helped no one), doubles them back.
- * Counting yields alone would never leave "at once": every wait then
- * yields before it sees its job. */
-#define LANE_YIELD_EVERY 1024
-
+/* The queue is Vyukov's intrusive one (jobs linked through their `next`,
+ * a stub node so it is never empty): a submit is one atomic exchange and a
+ * take touches only the lane's end, so the loop and the lane never wait
+ * for each other's lock. With a mutex there, every hand-off the two made
+ * at the same moment cost a futex wake (a fifth of all system calls of 4
+ * tasks on a reader). The mutex and condition are left for sleeping. */
 struct loom_lane {
   loom_loop_t *loop;
-  uv_thread_t thread;
+  _Atomic(loom_job_t *) tail; /* the last job in: submitters */
+  char pad[64];               /* keeps the submitters' line apart from the lane's */
+  loom_job_t *head;           /* lane thread: the next to take, or the stub */
+  loom_job_t stub;
+  _Atomic int queued;         /* jobs in the queue, never more than are linked */
+  _Atomic int sleeping;       /* the thread waits (or is about to) on `wake` */
+  _Atomic int submit_cpu;     /* the core of the submit that woke it */
+  int quit;                   /* under lock */
   uv_mutex_t lock;
   uv_cond_t wake;
-  loom_job_t *head, *tail; /* under lock */
-  _Atomic int queued;      /* jobs in the queue, read without the lock */
-  int sleeping;            /* under lock: the thread waits on `wake` */
-  int quit;                /* under lock */
-  int pending;             /* loop thread: submitted, done not yet run */
-  unsigned yield_every;    /* lane thread: turns between yields, a power of 2 */
+  uv_thread_t thread;
+  int pending;                /* loop thread: submitted, done not yet run */
+  loom_spin_t spin;           /* lane thread: how long it watches for a job */
 };
 
 static void job_posted(loom_post_t *p) {
@@ -40,41 +35,68 @@ static void job_posted(loom_post_t *p) {
   job->done(job);
 }
 
+static void push(loom_lane_t *lane, loom_job_t *job) {
+  atomic_store_explicit(&job->next, NULL, memory_order_relaxed);
+  loom_job_t *prev = atomic_exchange_explicit(&lane->tail, job, memory_order_acq_rel);
+  atomic_store_explicit(&prev->next, job, memory_order_release);
+}
+
+/* Lane thread. NULL when empty, or while a submit is between its two
+ * steps (it then looks at `sleeping` and wakes the lane if needed). */
+static loom_job_t *pop(loom_lane_t *lane) {
+  loom_job_t *head = lane->head;
+  loom_job_t *next = atomic_load_explicit(&head->next, memory_order_acquire);
+  if (head == &lane->stub) {
+    if (next == NULL)
+      return NULL;
+    lane->head = head = next;
+    next = atomic_load_explicit(&head->next, memory_order_acquire);
+  }
+  if (next == NULL) {
+    if (head != atomic_load_explicit(&lane->tail, memory_order_acquire))
+      return NULL;
+    push(lane, &lane->stub);
+    next = atomic_load_explicit(&head->next, memory_order_acquire);
+    if (next == NULL)
+      return NULL;
+  }
+  lane->head = next;
+  atomic_fetch_sub_explicit(&lane->queued, 1, memory_order_relaxed);
+  return head;
+}
+
 static loom_job_t *take(loom_lane_t *lane) {
-  uint64_t start = 0;
-  int gave_core = 0;
-  for (unsigned i = 0;; i++) {
-    if (atomic_load_explicit(&lane->queued, memory_order_acquire) > 0) {
-      lane->yield_every = loom__spin_adapt(lane->yield_every, LANE_YIELD_EVERY, i, gave_core);
-      break;
+  loom_job_t *job = pop(lane);
+  if (job) {
+    loom_spin_found(&lane->spin);
+    return job;
+  }
+  uint64_t start = uv_hrtime();
+  for (unsigned i = 1;; i++) {
+    if ((job = pop(lane)) != NULL) {
+      loom_spin_found(&lane->spin);
+      return job;
     }
-    if ((i & (lane->yield_every - 1)) == lane->yield_every - 1) {
+    if (i % LOOM_SPIN_CLOCK_EVERY == 0) {
       uint64_t now = uv_hrtime();
-      if (start == 0)
-        start = now;
-      else if (now - start > LANE_SPIN_NS)
+      if (now - start > lane->spin.budget_ns) {
+        loom_spin_missed(&lane->spin, now);
         break;
-      sched_yield();
-      gave_core |= loom__yield_gave_core(now);
+      }
     }
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#endif
+    loom_spin_pause();
   }
   uv_mutex_lock(&lane->lock);
-  while (lane->head == NULL && !lane->quit) {
-    lane->sleeping = 1;
+  /* Said before looking once more, a full fence between: a submit that
+   * linked its job after this look sees `sleeping` (submit's fence). */
+  atomic_store(&lane->sleeping, 1);
+  atomic_thread_fence(memory_order_seq_cst);
+  while ((job = pop(lane)) == NULL && !lane->quit)
     uv_cond_wait(&lane->wake, &lane->lock);
-    lane->sleeping = 0;
-  }
-  loom_job_t *job = lane->head;
-  if (job) {
-    lane->head = job->next;
-    if (lane->head == NULL)
-      lane->tail = NULL;
-    atomic_fetch_sub(&lane->queued, 1);
-  }
+  atomic_store(&lane->sleeping, 0);
   uv_mutex_unlock(&lane->lock);
+  if (job)
+    loom_spin_woken(&lane->spin, atomic_load_explicit(&lane->submit_cpu, memory_order_relaxed));
   return job;
 }
 
@@ -97,7 +119,10 @@ loom_lane_t *loom_lane_start(loom_loop_t *loop) {
   if (lane == NULL)
     return NULL;
   lane->loop = loop;
-  lane->yield_every = LANE_YIELD_EVERY;
+  loom_spin_init(&lane->spin);
+  atomic_init(&lane->stub.next, NULL);
+  lane->head = &lane->stub;
+  atomic_init(&lane->tail, &lane->stub);
   if (uv_mutex_init(&lane->lock) != 0) {
     free(lane);
     return NULL;
@@ -117,20 +142,20 @@ loom_lane_t *loom_lane_start(loom_loop_t *loop) {
 }
 
 void loom_lane_submit(loom_lane_t *lane, loom_job_t *job) {
-  job->next = NULL;
   job->lane = lane;
   lane->pending++;
   loom_loop_expect(lane->loop, 1);
-  uv_mutex_lock(&lane->lock);
-  if (lane->tail)
-    lane->tail->next = job;
-  else
-    lane->head = job;
-  lane->tail = job;
+  push(lane, job);
+  /* Counted once linked: a job reads `queued` to know which jobs were
+   * submitted before it began, so the count may lag, never lead. */
   atomic_fetch_add_explicit(&lane->queued, 1, memory_order_release);
-  if (lane->sleeping)
+  atomic_thread_fence(memory_order_seq_cst);
+  if (atomic_load_explicit(&lane->sleeping, memory_order_relaxed)) {
+    atomic_store_explicit(&lane->submit_cpu, loom_spin_cpu(), memory_order_relaxed);
+    uv_mutex_lock(&lane->lock);
     uv_cond_signal(&lane->wake);
-  uv_mutex_unlock(&lane->lock);
+    uv_mutex_unlock(&lane->lock);
+  }
 }
 
 int loom_lane_queued(loom_lane_t *lane) { return atomic_load(&lane->queued); }

@@ -15,7 +15,7 @@ typedef struct loom_job loom_job_t;
 
 struct loom_job {
   loom_post_t post;                /* how the job comes back to the loop */
-  loom_job_t *next;                /* in the lane's queue */
+  _Atomic(loom_job_t *) next;      /* in the lane's queue */
   void (*work)(loom_job_t *job);   /* on the lane's thread */
   void (*done)(loom_job_t *job);   /* on the loop thread, after work */
   void *data;

@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
+#include "spin.h"
 
 /* Status codes: 0 is success, errors are negative, as in libuv. */
 enum {
@@ -96,8 +97,11 @@ struct loom_loop {
   uv_async_t posted;
   struct loom_post *_Atomic post_stack;
   _Atomic int spinning;   /* the loop is watching post_stack: no wake needed */
+  _Atomic int poster_cpu; /* the core of the thread that posted last */
   int64_t expecting;      /* posts announced by loom_loop_expect, not yet run */
   uint64_t last_run_ns;   /* when libuv last polled, to keep I/O and timers fair */
+  loom_spin_t spin;       /* how long a poll watches post_stack before it sleeps */
+  int64_t posts_run;      /* how many posts ran, ever */
   int draining;           /* objects closed but still finishing I/O (a pool's
                            * connects): loom_loop_close lets them end */
 };
@@ -138,18 +142,6 @@ void loom_loop_post(loom_loop_t *loop, loom_post_t *p);
  * spins briefly for them: a worker thread's answer in microseconds then
  * costs no wake-up through the kernel on either side. */
 void loom_loop_expect(loom_loop_t *loop, int64_t n);
-/* For threads that spin for each other (the loop, lanes): called right
- * after sched_yield() with the time taken just before it, 1 when the yield
- * gave the core to another thread (it took long), 0 when it came straight
- * back (no one else wanted the core, so yielding helped no one). */
-int loom__yield_gave_core(uint64_t before_ns);
-/* The turns between yields for such a spin's next wait, after one that
- * saw its answer at turn `turn`: half as many when a yield gave the core
- * away (the other thread had no core of its own: spinning was wasted),
- * twice as many (up to max) when none did; unchanged when the answer was
- * there at once. */
-unsigned loom__spin_adapt(unsigned every, unsigned max, unsigned turn, int gave_core);
-
 uint64_t loom_now_ns(void);
 
 void loom_timer_init(loom_timer_t *t, loom_timer_cb cb, void *data);

@@ -1,6 +1,5 @@
 /* One libuv loop per loom context. Never uv_default_loop(): two contexts on
  * two threads must not share anything. */
-#include <sched.h>
 #include <stdatomic.h>
 #include <string.h>
 #include "loom.h"
@@ -33,6 +32,7 @@ static int run_posts(loom_loop_t *loop) {
     fifo = next;
     n++;
   }
+  loop->posts_run += n;
   return n;
 }
 
@@ -45,8 +45,10 @@ void loom_loop_post(loom_loop_t *loop, loom_post_t *p) {
   while (!atomic_compare_exchange_weak(&loop->post_stack, &head, p));
   /* Pairs with the loop clearing `spinning` before it looks once more: one
    * of the two always sees the other. */
-  if (!atomic_load(&loop->spinning))
+  if (!atomic_load(&loop->spinning)) {
+    atomic_store_explicit(&loop->poster_cpu, loom_spin_cpu(), memory_order_relaxed);
     uv_async_send(&loop->posted);
+  }
 }
 
 void loom_loop_expect(loom_loop_t *loop, int64_t n) {
@@ -64,6 +66,7 @@ int loom_loop_init(loom_loop_t *loop) {
   if (r)
     return r;
   loom__timer_heap_init(loop);
+  loom_spin_init(&loop->spin);
   uv_timer_init(&loop->uv, &loop->heap_timer);
   uv_timer_init(&loop->uv, &loop->poll_timer);
   r = uv_async_init(&loop->uv, &loop->wakeup, wakeup_cb);
@@ -122,64 +125,32 @@ int loom_loop_close(loom_loop_t *loop) {
 
 static void poll_timer_cb(uv_timer_t *handle) { (void)handle; }
 
-/* A sched_yield() that finds no other thread wanting the core returns in
- * well under a microsecond; one that lets another run comes back after
- * that thread's turn. */
-#define YIELD_SWITCH_NS 3000
-
-int loom__yield_gave_core(uint64_t before_ns) {
-  return uv_hrtime() - before_ns > YIELD_SWITCH_NS;
-}
-
-unsigned loom__spin_adapt(unsigned every, unsigned max, unsigned turn, int gave_core) {
-  if (turn == 0)
-    return every;
-  if (gave_core)
-    return every > 1 ? every / 2 : every;
-  return every < max ? every * 2 : every;
-}
-
-/* How long a poll spins for expected posts before sleeping in the kernel,
- * and how long at most it answers from posts alone without letting libuv
+/* How long at most a poll answers from posts alone without letting libuv
  * look at sockets and timers. */
-#define SPIN_NS 50000
 #define FAIRNESS_NS 1000000
-/* While spinning, give the core away once every this many turns (about
- * 40 us): often enough for a busy machine, rarely enough that the syscall
- * does not slow the hand-off itself. */
-#define SPIN_YIELD_EVERY 1024
 
-/* Spinning that ends only after this thread gave its core to another was
- * wasted (the thread we wait for had no core of its own): the next spin
- * yields after half as many turns, down to at once; an answer that comes
- * while spinning, or after yields that came straight back, doubles them
- * back (as core/lane.c does). */
-static _Thread_local unsigned spin_yield_every = SPIN_YIELD_EVERY;
-
+/* Watches for expected posts before the poll sleeps in the kernel
+ * (core/spin.h says for how long). */
 static int spin_for_posts(loom_loop_t *loop) {
   uint64_t start = uv_hrtime();
   if (start - loop->last_run_ns > FAIRNESS_NS)
     return 0;
   atomic_store(&loop->spinning, 1);
-  int seen = 0, gave_core = 0;
-  unsigned every = spin_yield_every;
-  for (unsigned i = 0;; i++) {
+  int seen = 0;
+  for (unsigned i = 1;; i++) {
     if (atomic_load_explicit(&loop->post_stack, memory_order_relaxed) != NULL) {
       seen = 1;
-      spin_yield_every = loom__spin_adapt(every, SPIN_YIELD_EVERY, i, gave_core);
+      loom_spin_found(&loop->spin);
       break;
     }
-    if ((i & (every - 1)) == every - 1) {
+    if (i % LOOM_SPIN_CLOCK_EVERY == 0) {
       uint64_t now = uv_hrtime();
-      if (now - start > SPIN_NS)
+      if (now - start > loop->spin.budget_ns) {
+        loom_spin_missed(&loop->spin, now);
         break;
-      /* On a busy machine the thread we wait for may need this core. */
-      sched_yield();
-      gave_core |= loom__yield_gave_core(now);
+      }
     }
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#endif
+    loom_spin_pause();
   }
   atomic_store(&loop->spinning, 0);
   return run_posts(loop) > 0 || seen;
@@ -200,7 +171,12 @@ int loom_loop_poll(loom_loop_t *loop, int64_t timeout_ms) {
   }
   if (timeout_ms > 0)
     uv_timer_start(&loop->poll_timer, poll_timer_cb, (uint64_t)timeout_ms, 0);
+  int64_t posts_before = loop->posts_run;
   int alive = uv_run(&loop->uv, UV_RUN_ONCE);
+  if (loop->posts_run != posts_before)
+    loom_spin_woken(&loop->spin, atomic_load_explicit(&loop->poster_cpu, memory_order_relaxed));
+  else
+    loom_spin_forget(&loop->spin);
   /* libuv looked at sockets and timers as this run ended, not as it
    * began: a run that slept long in epoll polled just now. */
   loop->last_run_ns = uv_hrtime();

@@ -10,7 +10,6 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <pthread.h>
-#include <sched.h>
 #include <sys/resource.h>
 #include <stdatomic.h>
 #include <stddef.h>
@@ -19,13 +18,11 @@
 #include "list.h"
 #include "workers.h"
 
-/* How long a worker that just finished a job watches the queue before it
- * sleeps in its poll: the next job of a map, or of a loop offloading one
- * call after another, then starts without a wake-up through the kernel on
- * either side (the origin loop spins for its answer likewise). It yields
- * the core now and then, for a machine with more spinners than cores. */
-#define IDLE_SPIN_NS 50000
-#define IDLE_YIELD_EVERY 256
+/* A worker that just finished a job watches the queue for a while before
+ * it sleeps in its poll (for how long: core/spin.h, kept in its loop's
+ * `spin`): the next job of a map, or of a loop offloading one call after
+ * another, then starts without a wake-up through the kernel on either
+ * side (the origin loop spins for its answer likewise). */
 
 
 struct loom_worker {
@@ -39,6 +36,7 @@ struct loom_worker {
   int used;             /* under lock: a thread owns this slot */
   int stuck;            /* under lock: replaced; it ends when its job returns */
   int announce;         /* one of the first threads: posts `started` */
+  loom_spin_t spin;     /* how long it watches the queue after a job */
 };
 
 struct loom_workers {
@@ -53,6 +51,7 @@ struct loom_workers {
   loom_work_t *head, *tail; /* under lock */
   _Atomic int queued;       /* jobs in the queue, for spinning workers */
   _Atomic int spinning;     /* workers watching the queue: no wake needed */
+  int submit_cpu;           /* under lock: the core of the submit that woke a worker */
   unsigned live;            /* under lock: threads not yet ended */
   int closed;               /* under lock */
   uv_sem_t started;         /* each thread posts once its loop exists */
@@ -116,19 +115,21 @@ static void closed_posted(loom_post_t *p) {
 
 static void job_async_cb(uv_async_t *handle) { (void)handle; }
 
-static void spin_for_job(loom_workers_t *pool) {
+static void spin_for_job(loom_worker_t *w) {
   uint64_t start = uv_hrtime();
   for (unsigned i = 1;; i++) {
-    if (atomic_load_explicit(&pool->queued, memory_order_relaxed) > 0)
+    if (atomic_load_explicit(&w->pool->queued, memory_order_relaxed) > 0) {
+      loom_spin_found(&w->spin);
       return;
-    if (i % IDLE_YIELD_EVERY == 0) {
-      if (uv_hrtime() - start > IDLE_SPIN_NS)
-        return;
-      sched_yield();
     }
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#endif
+    if (i % LOOM_SPIN_CLOCK_EVERY == 0) {
+      uint64_t now = uv_hrtime();
+      if (now - start > w->spin.budget_ns) {
+        loom_spin_missed(&w->spin, now);
+        return;
+      }
+    }
+    loom_spin_pause();
   }
 }
 
@@ -139,6 +140,7 @@ static void run_jobs(loom_worker_t *w) {
   for (;;) {
     loom_work_t *work = pool->head;
     if (work) {
+      loom_spin_woken(&w->spin, pool->submit_cpu);
       worked = 1;
       unqueue(pool, work);
       work->worker = w;
@@ -170,7 +172,7 @@ static void run_jobs(loom_worker_t *w) {
       worked = 0;
       atomic_fetch_add(&pool->spinning, 1);
       uv_mutex_unlock(&pool->lock);
-      spin_for_job(pool);
+      spin_for_job(w);
       /* Before the queue is looked at again under the lock: a submit that
        * still counts this worker finds the job taken below. */
       atomic_fetch_sub(&pool->spinning, 1);
@@ -201,6 +203,7 @@ static void *worker_main(void *arg) {
   if (errno == 0 && pool->nice > 0)
     (void)setpriority(PRIO_PROCESS, 0, prio + pool->nice > 19 ? 19 : prio + pool->nice);
 #endif
+  loom_spin_init(&w->spin);
   int ok = loom_loop_init(&w->loop) == 0;
   if (ok && uv_async_init(&w->loop.uv, &w->job_async, job_async_cb) != 0) {
     loom_loop_close(&w->loop);
@@ -357,6 +360,7 @@ int loom_workers_submit(loom_workers_t *pool, loom_loop_t *loop,
     loom_worker_t *w = &pool->workers[i];
     if (w->used && w->idle) {
       w->idle = 0;
+      pool->submit_cpu = loom_spin_cpu();
       uv_async_send(&w->job_async);
       break;
     }

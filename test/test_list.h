@@ -89,7 +89,7 @@
   X(readers, join_least_loaded)         \
   X(readers, short_reads_queue_together) \
   X(readers, inline_only_when_idle)     \
-  X(readers, inline_beside_a_busy_reader) \
+  X(readers, never_inline_beside_a_busy_reader) \
   X(pool, acquire_release_lifo)         \
   X(pool, max)                          \
   X(pool, waiters_fifo)                 \
@@ -107,6 +107,8 @@
   X(lane, submit_from_done)             \
   X(lane, stop_idle)                    \
   X(lane, many)                         \
+  X(spin, budget_bounds)                \
+  X(spin, after_a_sleep)                \
   X(stream, transport)                  \
   X(stream, high_water)                 \
   X(stream, close_frees)                \

@@ -125,24 +125,21 @@ int loom_readers_may_read(const loom_readers_t *r, const char *sql, size_t len) 
   return r->readers != NULL && r->driver->only_reads != NULL && r->driver->only_reads(sql, len);
 }
 
-/* Reads out on the other readers from which the loop, with nothing else
- * to run, takes one on an idle reader itself: enough that the busy reader
- * still has work queued while the loop runs this one. Fewer, and the
- * answers the loop would be busy past are the reader's next jobs; measured
- * (bench/RESULTS.md, 4 tasks on 2 readers), 3 gave the best median on a
- * quiet machine and on a loaded one, 2 close behind, 1 worse than never. */
-#define INLINE_BESIDE 3
-
-/* Otherwise the loop runs tasks while the readers run statements, in
- * parallel; with nothing out and nothing else to run, the loop would only
- * wait for the answer, and so it would with enough queued on the others. */
+/* With reads out, the loop runs tasks while a reader runs statements, a
+ * pipeline on two cores; with none out and nothing else to run it would
+ * only wait for the answer, so it runs the read itself. Never beside a
+ * busy reader: two connections to one file reading at once meet at every
+ * read transaction in SQLite's lock on the shared-memory index (one per
+ * process and file), and most such meetings cost both threads a futex
+ * call. Measured (bench/RESULTS.md, 4 tasks on 2 readers): 270k/s with
+ * the loop reading beside a reader that had 3 reads out, 600k/s without. */
 int loom_readers_can_inline(const loom_readers_t *r, int slot) {
   if (r->driver->try_inline == NULL || r->inflight[slot] != 0)
     return 0;
-  int out = 0;
   for (int i = 0; i < r->n; i++)
-    out += r->inflight[i];
-  return out == 0 || out >= INLINE_BESIDE;
+    if (r->inflight[i] != 0)
+      return 0;
+  return 1;
 }
 
 int loom_readers_try_inline(loom_readers_t *r, int slot, loom_db_req_t *req) {

@@ -55,7 +55,7 @@ enum {
 int loom_readers_route(loom_readers_t *r, int *slot);
 /* With nothing else to run on the loop, a short read may run right here
  * on the idle reader at slot when _can_inline says so (a driver that can;
- * no read out anywhere, or enough out on the others to keep them busy):
+ * no read out on any reader):
  * _try_inline gives 0 when the driver ran req on the reader at slot
  * (counted as a read out: loom_readers_leave it). */
 int loom_readers_can_inline(const loom_readers_t *r, int slot);

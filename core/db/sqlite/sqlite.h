@@ -24,7 +24,9 @@ sq_result *loom__sq_result_new(sqlite3_stmt *st);
  * result, without allocating when r has room. 0 or LOOM_ENOMEM. */
 int loom__sq_result_reset(sq_result *r, sqlite3_stmt *st);
 /* A copy of r in one allocation, to hand to another thread. */
-sq_result *loom__sq_result_compact(const sq_result *r);
+/* The rows of r in one block of their own: *spare when it is large enough
+ * (spare_cap bytes; then *spare becomes NULL), else a new one. */
+sq_result *loom__sq_result_compact(const sq_result *r, void **spare, size_t spare_cap);
 void loom__sq_result_destroy(sq_result *r);
 /* Appends the statement's current row; 0 or LOOM_ENOMEM. */
 int loom__sq_result_add_row(sq_result *r, sqlite3_stmt *st);

@@ -65,7 +65,17 @@ typedef struct sq_shared {
   int status;
   loom_db_error_t err;
   sq_result *result;
+  void *spare;             /* SQ_SPARE_BYTES for the result, from the loop thread */
 } sq_shared;
+
+/* A shared read's result is built on the lane and freed on the loop
+ * thread. Were the lane to allocate it, every free would go back to the
+ * lane thread's malloc arena under its lock, which the lane takes for the
+ * next result: with reads coming one after another the two threads met
+ * there on most reads (a futex call per read). So the loop allocates the
+ * block with the job and frees it, both on its own thread; a result too
+ * large for it gets a block of its own. */
+#define SQ_SPARE_BYTES 512
 
 typedef struct sq_conn {
   loom_db_conn_t base;
@@ -105,6 +115,7 @@ typedef struct sq_conn {
   int nsavepoints;
   int shared_out;                  /* shared jobs submitted, not yet done */
   sq_result *scratch;              /* lane: rows of the statement running */
+  void *spare;                     /* lane: a shared job's block for its result */
   int batch_left;                  /* lane: shared jobs left in this read transaction */
   int batch_open;                  /* lane: a read transaction spans several jobs */
   sqlite3_stmt *begin_st, *commit_st;
@@ -312,7 +323,7 @@ static sq_result *run_one(sq_conn *c, const char *sql, size_t len, const loom_va
     c->scratch = NULL;
     return r;
   }
-  sq_result *out = loom__sq_result_compact(r);
+  sq_result *out = loom__sq_result_compact(r, &c->spare, SQ_SPARE_BYTES);
   if (out == NULL) {
     job_error(c, LOOM_ENOMEM, "out of memory");
   }
@@ -1127,7 +1138,10 @@ static void shared_work(loom_job_t *job) {
   atomic_store_explicit(&c->stop_flag, &sh->cancelled, memory_order_release);
   c->status = 0;
   c->last_steps = 0;
+  c->spare = sh->spare;
   sh->result = run_one(c, req->sql, req->sql_len, req->params, req->nparams, req->cache);
+  sh->spare = c->spare;
+  c->spare = NULL;
   sh->steps = c->last_steps;
   sh->ran = 1;
   atomic_store_explicit(&c->stop_flag, NULL, memory_order_release);
@@ -1158,6 +1172,7 @@ static void shared_done(loom_job_t *job) {
   req->result = sh->result ? &sh->result->base : NULL;
   req->more = 0;
   req->active = 0;
+  free(sh->spare);
   free(sh);
   req->driver_data = NULL;
   req->cb(req);
@@ -1180,6 +1195,7 @@ static int sq_start_shared(loom_db_conn_t *base, loom_db_req_t *req) {
     loom_db_error_set(&req->err, NULL, "out of memory");
     return req->status = LOOM_ENOMEM;
   }
+  sh->spare = malloc(SQ_SPARE_BYTES); /* NULL: the lane allocates one */
   sh->c = c;
   sh->req = req;
   sh->job.work = shared_work;

@@ -90,12 +90,17 @@ static const char *compact_column_name(loom_db_result_t *base, int col) {
 
 static const loom_db_result_ops_t compact_ops = {compact_column_name, sq_cell, compact_free};
 
-sq_result *loom__sq_result_compact(const sq_result *r) {
+sq_result *loom__sq_result_compact(const sq_result *r, void **spare, size_t spare_cap) {
   size_t nc = (size_t)r->base.ncols, nr = (size_t)r->base.nrows;
   size_t names = nc * sizeof(size_t), cells = nr * nc * sizeof(loom_value_t);
-  sq_result *out = malloc(sizeof *out + names + cells + r->arena_len);
-  if (out == NULL)
+  size_t need = sizeof(sq_result) + names + cells + r->arena_len;
+  sq_result *out;
+  if (spare && *spare && need <= spare_cap) {
+    out = *spare;
+    *spare = NULL;
+  } else if ((out = malloc(need)) == NULL) {
     return NULL;
+  }
   *out = *r;
   out->base.ops = &compact_ops;
   char *p = (char *)(out + 1);
