@@ -161,6 +161,11 @@ static void run_jobs(loom_worker_t *w) {
         uv_mutex_lock(&pool->lock);
       } else {
         finish(work, 0);
+        if (pool->hooks.after_job && !w->stuck) {
+          uv_mutex_unlock(&pool->lock);
+          pool->hooks.after_job(w->thread_data);
+          uv_mutex_lock(&pool->lock);
+        }
       }
       if (w->stuck)
         break; /* its replacement serves the queue */

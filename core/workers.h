@@ -55,6 +55,9 @@ typedef struct loom_workers_hooks {
    * it; the effect of interrupt (a Lua hook) may outlive the job it was
    * meant for, so run undoes it first and then reads loom_work_cancelled. */
   void (*interrupt)(void *thread_data);
+  /* On the worker thread after a job's outcome went back to its loop,
+   * before the worker looks for the next: time no caller waits for. */
+  void (*after_job)(void *thread_data);
   /* When the pool is freed, on whichever thread let go last. */
   void (*destroy)(void *hooks_data);
 } loom_workers_hooks_t;

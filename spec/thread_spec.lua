@@ -125,6 +125,27 @@ describe("loom.thread", function()
       end)
     end)
 
+    it("collects what a large job left behind before the worker's next job", function()
+      within(20, function()
+        local p = loom.thread.pool { size = 1 }
+        local function kb() return collectgarbage("count") end
+        local before = p:run(kb)
+        local big = {}
+        for i = 1, 50000 do big[i] = { i, "row " .. i } end
+        -- The copy of big and the rows built from it are garbage once
+        -- the answer is sent: megabytes the worker would otherwise keep
+        -- until its collector's next steps (no job here allocates).
+        assert.equal(50000, p:run(function(t)
+          local rows = {}
+          for i = 1, #t do rows[i] = t[i][2] .. "!" end
+          return #rows
+        end, big))
+        local after = p:run(kb)
+        assert.is_true(after < before + 1024, ("%.0f KB before, %.0f KB after"):format(before, after))
+        p:close()
+      end)
+    end)
+
     it("runs a pool's setup once per worker before its jobs", function()
       within(10, function()
         local p = loom.thread.pool { size = 2, setup = function()

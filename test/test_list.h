@@ -75,6 +75,7 @@
   X(workers, many_jobs)                 \
   X(workers, idle_costs_nothing)        \
   X(workers, idle_loop_runs)            \
+  X(workers, after_job)                 \
   X(workers, cancel_race)               \
   X(xchan, order)                       \
   X(xchan, backpressure)                \

@@ -85,8 +85,10 @@ static void hook_destroy(void *data) {
   atomic_fetch_add(&log->destroys, 1);
 }
 
-static const loom_workers_hooks_t hooks = {
-    hook_start, hook_stop, hook_interrupt, hook_destroy};
+static const loom_workers_hooks_t hooks = {.thread_start = hook_start,
+                                           .thread_stop = hook_stop,
+                                           .interrupt = hook_interrupt,
+                                           .destroy = hook_destroy};
 
 static void on_closed(loom_workers_t *pool, void *arg) {
   ASSERT(pthread_equal(pthread_self(), origin));
@@ -923,12 +925,53 @@ static void stop_ticker(void *thread_data) {
 
 TEST_IMPL(workers_idle_loop_runs) {
   loom_loop_t loop;
-  loom_workers_hooks_t h = {start_ticker, stop_ticker, NULL, NULL};
+  loom_workers_hooks_t h = {.thread_start = start_ticker, .thread_stop = stop_ticker};
   origin = pthread_self();
   loom_test_loop_init(&loop);
   loom_workers_t *pool = loom_workers_new(1, LOOM_WORKERS_NICE, &h, NULL);
   ASSERT(pool != NULL);
   wait_flag(&worker_ticks, 10, 10000);
   close_and_wait(&loop, pool);
+  loom_test_loop_close(&loop);
+}
+
+/* after_job runs on the worker thread once per job, after the job's
+ * outcome was posted and before the worker runs the next one. */
+static _Atomic int after_calls;
+static int after_saw_runs[8];
+static pthread_t after_thread;
+
+static void hook_after_job(void *thread_data) {
+  thread_ctx_t *t = thread_data;
+  ASSERT(pthread_equal(pthread_self(), t->self));
+  after_thread = t->self;
+  int i = atomic_fetch_add(&after_calls, 1);
+  if (i < 8)
+    after_saw_runs[i] = atomic_load(&run_seq);
+}
+
+TEST_IMPL(workers_after_job) {
+  loom_loop_t loop;
+  hook_log_t log = {0};
+  _Atomic int done = 0;
+  job_t jobs[4];
+  origin = pthread_self();
+  loom_test_loop_init(&loop);
+  loom_workers_hooks_t h = hooks;
+  h.after_job = hook_after_job;
+  atomic_store(&after_calls, 0);
+  int base = atomic_load(&run_seq);
+  loom_workers_t *pool = loom_workers_new(1, LOOM_WORKERS_NICE, &h, &log);
+  ASSERT(pool != NULL);
+  for (int i = 0; i < 4; i++) {
+    job_init(&jobs[i], &done);
+    ASSERT_EQ(loom_workers_submit(pool, &loop, &jobs[i].work), 0);
+  }
+  poll_until(&loop, &done, 4, 10000);
+  close_and_wait(&loop, pool);
+  ASSERT_EQ(atomic_load(&after_calls), 4);
+  for (int i = 0; i < 4; i++)
+    ASSERT_EQ(after_saw_runs[i], base + i + 1); /* the next job had not begun */
+  ASSERT(pthread_equal(after_thread, jobs[0].ran_on));
   loom_test_loop_close(&loop);
 }

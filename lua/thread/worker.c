@@ -38,6 +38,7 @@ typedef struct tstate {
   tjob *job;         /* the running job (worker thread only) */
   char *setup_err;   /* the encoded error of a failed setup */
   size_t setup_err_len;
+  int job_kb;        /* the state's memory as the last job began, in KB */
 } tstate;
 
 static const char stop_key = 0;
@@ -247,6 +248,7 @@ void lm_tjob_run(loom_work_t *work, void *data) {
   }
   lua_State *L = s->L;
   s->job = j;
+  s->job_kb = lua_gc(L, LUA_GCCOUNT);
   lua_pushcfunction(L, job_main);
   lua_pushlightuserdata(L, s);
   lua_pushlightuserdata(L, j);
@@ -357,9 +359,31 @@ void lm_tconfig_unref(tconfig *cfg) {
   free(cfg);
 }
 
+/* What a job left behind (its decoded arguments, what it built and sent
+ * back) is garbage once its outcome is encoded. A job that grew the state
+ * by more than it held before (and by a megabyte at least) gets it
+ * collected now, while its caller decodes the results: left to the
+ * collector's steps, it would be swept during the next job's decode,
+ * and a caller waiting for that job would wait for it. Cheap where it
+ * matters: what survives (the worker's own tables) is small beside it. */
+#define AFTER_JOB_MIN_KB 1024
+
+static void state_after_job(void *data) {
+  tstate *s = data;
+  if (s == NULL || s->L == NULL)
+    return;
+  int grown = lua_gc(s->L, LUA_GCCOUNT) - s->job_kb;
+  if (grown > AFTER_JOB_MIN_KB && grown > s->job_kb)
+    lua_gc(s->L, LUA_GCCOLLECT);
+}
+
 /* hooks->destroy: every thread and job has let go of the pool. */
 static void config_destroyed(void *data) { lm_tconfig_unref(data); }
 
 const loom_workers_hooks_t lm_worker_hooks = {
-  state_start, state_stop, state_interrupt, config_destroyed
+    .thread_start = state_start,
+    .thread_stop = state_stop,
+    .interrupt = state_interrupt,
+    .after_job = state_after_job,
+    .destroy = config_destroyed,
 };
