@@ -142,6 +142,9 @@ void loom_loop_post(loom_loop_t *loop, loom_post_t *p);
  * spins briefly for them: a worker thread's answer in microseconds then
  * costs no wake-up through the kernel on either side. */
 void loom_loop_expect(loom_loop_t *loop, int64_t n);
+/* Loop thread: runs what other threads posted, now, without polling
+ * libuv; returns how many ran. */
+int loom_loop_run_posts(loom_loop_t *loop);
 uint64_t loom_now_ns(void);
 
 void loom_timer_init(loom_timer_t *t, loom_timer_cb cb, void *data);

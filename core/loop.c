@@ -38,6 +38,8 @@ static int run_posts(loom_loop_t *loop) {
 
 static void posted_cb(uv_async_t *handle) { run_posts(handle->data); }
 
+int loom_loop_run_posts(loom_loop_t *loop) { return run_posts(loop); }
+
 void loom_loop_post(loom_loop_t *loop, loom_post_t *p) {
   loom_post_t *head = atomic_load(&loop->post_stack);
   do

@@ -550,6 +550,38 @@ describe("loom.map and loom.each", function()
     end)
   end)
 
+  it("with no limit, starts every item while the others wait: none waits for another to end", function()
+    run(function()
+      -- Every item waits until all have started: a map that held an item
+      -- back until another ended would never finish.
+      local n, started = 300, 0
+      local all_in = loom.event()
+      local r = loom.map(range(n), function(v)
+        started = started + 1
+        if started == n then all_in:set() end
+        all_in:wait()
+        return v
+      end)
+      assert.equal(n, r.n)
+      assert.equal(n, r[n])
+    end)
+  end)
+
+  it("with no limit, runs items that never wait in one task, and each item once", function()
+    run(function()
+      local tasks, seen = {}, {}
+      local r = loom.map(range(500), function(v, i)
+        tasks[loom.current()] = true
+        seen[i] = (seen[i] or 0) + 1
+        return -v
+      end)
+      local count = 0
+      for _ in pairs(tasks) do count = count + 1 end
+      assert.equal(1, count)
+      for i = 1, 500 do assert.equal(1, seen[i]); assert.equal(-i, r[i]) end
+    end)
+  end)
+
   it("keeps nil results and reports the length in n", function()
     run(function()
       local r = loom.map({ 1, 2, 3 }, function(v) if v ~= 2 then return v end end)

@@ -166,21 +166,27 @@ return function(loom)
     end
   end
 
+  -- nil: no bound.
   local function concurrency_of(opts, n, fname)
     if opts ~= nil and type(opts) ~= "table" then
       loom.error("argument", ("bad argument #3 to '%s' (options table expected, got %s)"):format(fname, type(opts)))
     end
     local c = opts and opts.concurrency
-    if c == nil then return n end
+    if c == nil then return nil end
     if math.type(c) ~= "integer" or c < 1 then
       loom.error("argument", ("bad argument #3 to '%s' (concurrency must be a positive integer)"):format(fname))
     end
-    return math.min(c, n)
+    return c
   end
 
   -- Runs fn(item, index) for every item with at most `concurrency` running
   -- at once; workers pull the next index, so no task is spawned per item.
-  -- Without `concurrency` there is one worker per item: all start at once.
+  -- Without `concurrency` no item ever waits for another to finish: the
+  -- body spawns a worker, lets it run until it waits, and spawns another
+  -- while items are left, so every item starts as soon as those before it
+  -- wait. A worker whose item is done takes the next one left, so a map
+  -- whose items wait briefly (a point select) needs far fewer tasks than
+  -- items, and one whose items never wait needs one.
   local function run_each(list, fn, opts, fname, results)
     check_list(list, fname)
     if not is_callable(fn) then
@@ -200,7 +206,14 @@ return function(loom)
       end
     end
     loom.group(function(g)
-      for _ = 1, workers do g:spawn(worker) end
+      if workers then
+        for _ = 1, math.min(workers, n) do g:spawn(worker) end
+        return
+      end
+      repeat
+        g:spawn(worker)
+        loom.yield()
+      until next_index >= n
     end)
   end
 
