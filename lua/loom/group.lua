@@ -167,7 +167,7 @@ return function(loom)
   end
 
   -- nil: no bound.
-  local function concurrency_of(opts, n, fname)
+  local function concurrency_of(opts, fname)
     if opts ~= nil and type(opts) ~= "table" then
       loom.error("argument", ("bad argument #3 to '%s' (options table expected, got %s)"):format(fname, type(opts)))
     end
@@ -193,7 +193,7 @@ return function(loom)
       loom.error("argument", ("bad argument #2 to '%s' (function expected, got %s)"):format(fname, type(fn)))
     end
     local n = #list
-    local workers = concurrency_of(opts, n, fname)
+    local workers = concurrency_of(opts, fname)
     if n == 0 then return end
     local next_index = 0
     local function worker()
