@@ -203,6 +203,15 @@ static int setup(loom_loop_t *loop, spawn_setup *s, const loom_process_options_t
   }
   if (!err && o->cwd)
     err = posix_spawn_file_actions_addchdir_np(&s->fa, o->cwd);
+#if __GLIBC_PREREQ(2, 34)
+  /* The child gets 0, 1 and 2 and nothing else, as Python's subprocess
+   * does by default: what other code in this process opened without
+   * close-on-exec (Lua's io.open, a driver's socket) would otherwise live
+   * on in the child, holding a file or a database connection open after
+   * this process closed it. Added after the dup2s, whose sources it closes. */
+  if (!err)
+    err = posix_spawn_file_actions_addclosefrom_np(&s->fa, 3);
+#endif
   if (err)
     return -err;
   /* What uv_spawn's child does before execvp: signals 1 to 31 to their

@@ -141,6 +141,21 @@ describe("loom.process.run", function()
     end)
   end)
 
+  it("passes no descriptor but its stdio, even those opened without close-on-exec", function()
+    -- io.open (C's fopen) leaves its descriptor open across exec; a child
+    -- holding it (or a driver's socket) would keep it alive after us.
+    local path = os.tmpname()
+    local f = assert(io.open(path, "w"))
+    loom.run(function()
+      local r = process.run("sh", { "-c", 'cd /proc/$$/fd && for f in *; do echo "$f $(readlink $f)"; done' })
+      assert.equal(0, r.code, r.stderr)
+      assert.is_truthy(r.stdout:find("^0 "), r.stdout)
+      assert.is_falsy(r.stdout:find(path, 1, true), r.stdout)
+    end)
+    f:close()
+    os.remove(path)
+  end)
+
   it("starts children from a parent with a large heap", function()
     local ok, out = run_child([[
       local loom = require "loom"
