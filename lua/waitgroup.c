@@ -69,6 +69,20 @@ static int wg_spawn(lua_State *L) {
   return 1;
 }
 
+/* wg:_leave(task): task, spawned by wg:_spawn, is no longer counted (it
+ * may then wait for the others: a server closed from its own handler). */
+static int wg_leave(lua_State *L) {
+  lm_waitgroup *g = check_wg(L);
+  lm_task *t = lm_checkudata(L, 2, LM_TASK_MT, "loom.task");
+  if (t->counted_in == g) {
+    t->counted_in = NULL;
+    loom_waitgroup_add(&g->wg, -1);
+    lua_pushnil(L);
+    lua_setiuservalue(L, 2, LM_TASK_COUNTED_IN);
+  }
+  return 0;
+}
+
 /* wg:_failed() -> how many of wg:_spawn's tasks ended without returning. */
 static int wg_failed(lua_State *L) {
   lua_pushinteger(L, check_wg(L)->failed);
@@ -91,6 +105,7 @@ static const luaL_Reg wg_methods[] = {
   {"wait", wg_wait},
   {"count", wg_count},
   {"_spawn", wg_spawn},
+  {"_leave", wg_leave},
   {"_failed", wg_failed},
   {NULL, NULL}
 };

@@ -206,6 +206,33 @@ describe("loom.tcp", function()
       end)
     end)
 
+    it("closes from one of its own handlers: waits for the others, not for itself", function()
+      within(10, function()
+        local others_done, closed = 0, loom.event()
+        local srv
+        srv = loom.tcp.listen("127.0.0.1", 0, function(stream)
+          if stream:read("l") == "shutdown" then
+            srv:close() -- no deadline: it must not wait for this handler
+            stream:write("closed\n")
+            closed:set()
+          else
+            loom.sleep(0.1)
+            others_done = others_done + 1
+          end
+        end)
+        local busy = loom.tcp.connect("127.0.0.1", srv.port)
+        busy:write("work\n")
+        assert.is_true(eventually(5, function() return srv:connections() == 1 end))
+        local admin = loom.tcp.connect("127.0.0.1", srv.port)
+        admin:write("shutdown\n")
+        assert.equal("closed", admin:read("l", { timeout = 5 }))
+        closed:wait(5)
+        assert.equal(1, others_done) -- the close waited for the busy handler
+        expect_error("connection", loom.tcp.connect, "127.0.0.1", srv.port)
+        busy:close(); admin:close()
+      end)
+    end)
+
     it("cancels the handlers still running at the close's deadline", function()
       within(10, function()
         local cancelled = 0

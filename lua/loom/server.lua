@@ -110,9 +110,15 @@ function Server:close(deadline)
     self._listener:close()
   end
   local counted = self._counted
+  -- From one of its own handlers (a "shutdown" command): that handler
+  -- cannot wait for itself to end; it waits for the others.
+  local me = loom.current()
+  if me and self._live[me] then counted:_leave(me) end
   local ok, err = pcall(counted.wait, counted, deadline)
   if not ok then
-    for t in pairs(self._live) do t:cancel("the server closed") end
+    for t in pairs(self._live) do
+      if t ~= me then t:cancel("the server closed") end
+    end
     counted:wait()
     if not loom.is_error(err, "timeout") or deadline == nil then error(err, 0) end
   end
