@@ -122,6 +122,22 @@ describe("loom.thread streams", function()
     end)
   end)
 
+  it("carries a thread channel inside a large message, both ways", function()
+    within(20, function()
+      local ch = loom.thread.channel(4)
+      local t = records(N)
+      t[N].ch = ch
+      local back = pool:run(function(x)
+        x[N].ch:send("from the worker")
+        return x
+      end, t)
+      assert.equal("from the worker", ch:recv())
+      back[N].ch:send("through the copy")
+      assert.equal("through the copy", ch:recv())
+      check(back, N)
+    end)
+  end)
+
   it("sends many large copies through two workers at once (map)", function()
     within(30, function()
       local p2 = loom.thread.pool { size = 2 }
