@@ -46,7 +46,9 @@
  * reference, which the receiver resolves only for the tables the sender
  * marked shared; short strings met before go as a one-byte reference. The
  * receiver allocates, besides the copy, a table of the shared objects and
- * one of the repeated strings, each only if the message has any. */
+ * one of the repeated strings, each only if the message has any. A large
+ * copy to or from a worker goes as a stream instead (xstream.h), decoded
+ * while it is encoded. */
 #ifndef LM_THREAD_CODEC_H
 #define LM_THREAD_CODEC_H
 
@@ -75,6 +77,29 @@ char *lm_xbuf_dup(const char *p, size_t len);
 /* Pushes the values encoded in p[0..len) onto L; returns how many. Malformed input is a
  * `protocol` error, never a crash. */
 int lm_xcopy_decode(lua_State *L, const char *p, size_t len);
+
+/* Streaming (xstream.h): the receiver decodes while the sender encodes. */
+typedef struct lm_xstream lm_xstream;
+/* Whether the n values at idx are worth a stream: a table among them with
+ * LM_XSTREAM_ITEMS array items or more. */
+int lm_xstream_wanted(lua_State *L, int idx, int n);
+/* Encodes the n values at idx into s, a new stream, publishing as it
+ * goes, and marks s done. A value that cannot cross raises as
+ * lm_xcopy_encode does, and leaves s open: the caller must then end it
+ * with lm_xstream_fail (passing the error on if it can), or its receiver
+ * waits for good. Tables are not marked SHARED (the receiver may have read
+ * their tag), so the receiver keeps every table. */
+void lm_xcopy_encode_stream(lua_State *L, int idx, int n, const char *what, lm_xstream *s);
+/* The same, protected: LUA_OK, or the status with the error on top (and s
+ * still open). */
+int lm_xcopy_pencode_stream(lua_State *L, int idx, int n, const char *what, lm_xstream *s);
+/* Pushes the values of s as they come; returns how many. A stream that
+ * fails raises a `thread` error; cancel, when set, raises `cancelled`
+ * (checked every thousand tables or so). */
+int lm_xcopy_decode_stream(lua_State *L, lm_xstream *s, const _Atomic int *cancel);
+/* Lets go of the references to thread channels that the whole message
+ * p[0..len) holds, without freeing p (a stream's pages). */
+void lm_xbuf_release_chans(const char *p, size_t len);
 
 /* Test hooks of the core module (core._xcopy, core._xcall,
  * core._xcopy_decode_raw): copies through a second Lua state. */

@@ -138,6 +138,30 @@ static int raise_job_error(lua_State *L, tjob *j) {
   return lm_raise_with_traceback(L, base + 2);
 }
 
+static int decode_stream_k(lua_State *L) {
+  lm_xstream *s = lua_touserdata(L, 1);
+  lua_settop(L, 0);
+  return lm_xcopy_decode_stream(L, s, NULL);
+}
+
+/* Results that come as a stream, decoded as the worker encodes them. A
+ * worker that fails to encode them passes its error on in the stream. */
+static int decode_results(lua_State *L, tjob *j) {
+  lm_xstream *s = j->out_stream;
+  int base = lua_gettop(L);
+  lua_pushcfunction(L, decode_stream_k);
+  lua_pushlightuserdata(L, s);
+  if (lua_pcall(L, 1, LUA_MULTRET, 0) == LUA_OK)
+    return lua_gettop(L) - base;
+  if (lm_xstream_state(s) != LM_XSTREAM_FAILED || s->err == NULL)
+    return lua_error(L);
+  lua_settop(L, base);
+  if (lm_xcopy_decode(L, s->err, s->err_len) != 2)
+    return lm_error(L, "protocol", "a worker's error came back malformed");
+  lua_pushvalue(L, base + 1);
+  return lm_raise_with_traceback(L, base + 2);
+}
+
 static int run_k(lua_State *L, int status, lua_KContext kctx) {
   (void)status;
   thandle *h = LM_CONTAINER_OF((lm_request *)kctx, thandle, rq);
@@ -154,6 +178,8 @@ static int run_k(lua_State *L, int status, lua_KContext kctx) {
     return lm_error(L, "cancelled", "the job was cancelled while it ran");
   if (!j->ok)
     return raise_job_error(L, j);
+  if (j->out_stream)
+    return decode_results(L, j);
   int n = lm_xcopy_decode(L, j->out, j->out_len);
   (void)base;
   return n;
@@ -210,7 +236,8 @@ static int submit(lua_State *L, int slice) {
   size_t fn_len;
   const char *fn = shared ? encoded_fn(L, 2, &fn_len) : NULL;
   lm_xbuf *fb = fn ? NULL : lm_xcopy_encode(L, 2, 1, "fn");
-  lm_xbuf *ab = lm_xcopy_encode(L, 3, n, "args");
+  int streamed = lm_xstream_wanted(L, 3, n);
+  lm_xbuf *ab = streamed ? NULL : lm_xcopy_encode(L, 3, n, "args");
   thandle *h = lua_newuserdatauv(L, sizeof *h, 1);
   memset(h, 0, sizeof *h);
   luaL_setmetatable(L, LM_THREAD_JOB_MT);
@@ -231,19 +258,39 @@ static int submit(lua_State *L, int slice) {
   }
   j->fn_shared = shared;
   j->slice = slice;
-  j->args = lm_xbuf_take(ab, &j->args_len);
-  h->rq.ctx = p->ctx;
-  lm_request_prepare(L, &h->rq, &job_ops, 0);
   j->work.run = lm_tjob_run;
   j->work.done = job_done;
   j->work.data = j;
-  j->rq = &h->rq;
-  if (loom_workers_submit(p->workers, &p->ctx->loop, &j->work) != 0) {
-    lm_request_abort(&h->rq);
-    return lm_error(L, "closed", "the thread pool is closed");
+  if (streamed && (j->args_stream = lm_xstream_new()) == NULL)
+    ab = lm_xcopy_encode(L, 3, n, "args"); /* no address space: in one piece */
+  if (ab)
+    j->args = lm_xbuf_take(ab, &j->args_len);
+  if (j->args_stream) {
+    /* The job goes first, and the worker decodes the arguments as they
+     * are encoded here. Until the wait below nobody waits for it: done
+     * frees it if the encode fails. */
+    if (loom_workers_submit(p->workers, &p->ctx->loop, &j->work) != 0)
+      return lm_error(L, "closed", "the thread pool is closed");
+    j->pool = p;
+    LOOM_SET_ADD(p->jobs, j);
+    if (lm_xcopy_pencode_stream(L, 3, n, "args", j->args_stream) != LUA_OK) {
+      lm_xstream_fail(j->args_stream, NULL, 0);
+      h->job = NULL;
+      loom_work_cancel(&j->work);
+      return lua_error(L);
+    }
   }
-  j->pool = p;
-  LOOM_SET_ADD(p->jobs, j);
+  h->rq.ctx = p->ctx;
+  lm_request_prepare(L, &h->rq, &job_ops, 0);
+  j->rq = &h->rq;
+  if (j->args_stream == NULL) {
+    if (loom_workers_submit(p->workers, &p->ctx->loop, &j->work) != 0) {
+      lm_request_abort(&h->rq);
+      return lm_error(L, "closed", "the thread pool is closed");
+    }
+    j->pool = p;
+    LOOM_SET_ADD(p->jobs, j);
+  }
   return lm_request_wait(L, &h->rq, run_k);
 }
 

@@ -7,6 +7,7 @@
 #include "lm.h"
 #include "workers.h"
 #include "codec.h"
+#include "xstream.h"
 
 typedef struct tpool tpool;
 typedef struct tjob tjob;
@@ -33,6 +34,13 @@ struct tjob {
   size_t fn_len, args_len;
   char *out;         /* results, or the error and its traceback */
   size_t out_len;
+  /* Large values cross as streams (xstream.h), decoded as they are
+   * encoded: the arguments, which the worker reads while the caller still
+   * writes them, and the results, which the worker writes after the job's
+   * done went back (in after_job) while the caller reads them. The job
+   * holds a reference to each. */
+  lm_xstream *args_stream;
+  lm_xstream *out_stream;
   int fn_shared;     /* fn has no upvalue but _ENV: a worker may reuse it */
   int slice;         /* a map's job: the worker runs fn over args' items */
   int ok;            /* out holds results */

@@ -39,9 +39,14 @@ typedef struct tstate {
   char *setup_err;   /* the encoded error of a failed setup */
   size_t setup_err_len;
   int job_kb;        /* the state's memory as the last job began, in KB */
+  /* Results still to be streamed (after_job does), held in the registry
+   * at pending_key; the worker's reference to the stream. */
+  lm_xstream *pending;
+  int pending_n;
 } tstate;
 
 static const char stop_key = 0;
+static const char pending_key = 0;
 /* A map's job (tjob.slice): fn(item, index) over a slice of the list, in
  * the worker, where fn is decoded once per worker like any job's fn that
  * may be shared, instead of once per slice as an argument. Lua, so that fn
@@ -61,6 +66,8 @@ void lm_tjob_free(tjob *j) {
   lm_xbuf_free(j->fn, j->fn_len);
   lm_xbuf_free(j->args, j->args_len);
   lm_xbuf_free(j->out, j->out_len);
+  lm_xstream_unref(j->args_stream);
+  lm_xstream_unref(j->out_stream);
   free(j);
 }
 
@@ -183,7 +190,10 @@ static int job_main(lua_State *L) {
   if (j->slice)
     lua_rawgetp(L, LUA_REGISTRYINDEX, &slice_key);
   int n = push_fn(L, j) + j->slice;
-  n += lm_xcopy_decode(L, j->args, j->args_len);
+  if (j->args_stream)
+    n += lm_xcopy_decode_stream(L, j->args_stream, &j->work.cancelled);
+  else
+    n += lm_xcopy_decode(L, j->args, j->args_len);
   lm_task *t = lm_spawn(L, s->ctx, 1, n);
   /* A cancel that came before the job's first task ran. */
   if (loom_work_cancelled(&j->work))
@@ -196,6 +206,23 @@ static int job_main(lua_State *L) {
   if (t->state == LM_DONE) {
     int base = lua_gettop(L);
     lm_push_task_results(L, t);
+    lm_xstream *st;
+    /* Large results go as a stream that after_job writes once done has
+     * gone back, so the caller decodes while this thread encodes. */
+    if (lm_xstream_wanted(L, base + 1, t->nresults) && (st = lm_xstream_new()) != NULL) {
+      lua_createtable(L, t->nresults, 0);
+      for (int i = 1; i <= t->nresults; i++) {
+        lua_pushvalue(L, base + i);
+        lua_rawseti(L, -2, i);
+      }
+      lua_rawsetp(L, LUA_REGISTRYINDEX, &pending_key);
+      s->pending = st;
+      s->pending_n = t->nresults;
+      lm_xstream_ref(st);
+      j->out_stream = st;
+      j->ok = 1;
+      return 0;
+    }
     lm_xbuf *b = lm_xcopy_encode(L, base + 1, t->nresults, "results");
     j->out = lm_xbuf_take(b, &j->out_len);
     j->ok = 1;
@@ -232,9 +259,56 @@ static void job_fail(tstate *s, tjob *j, const char *kind, const char *msg) {
   encode_top(s->L, 2, "error", &j->out, &j->out_len);
 }
 
+static int send_k(lua_State *L) {
+  tstate *s = lua_touserdata(L, 1);
+  int n = s->pending_n;
+  luaL_checkstack(L, n + 8, NULL);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &pending_key);
+  int t = lua_gettop(L);
+  for (int i = 1; i <= n; i++)
+    lua_rawgeti(L, t, i);
+  lm_xcopy_encode_stream(L, t + 1, n, "results", s->pending);
+  return 0;
+}
+
+/* Streams the pending results (after_job): a value that cannot cross ends
+ * the stream with the error that says so, for the caller to raise. */
+static void send_pending(tstate *s) {
+  lua_State *L = s->L;
+  lua_settop(L, 0);
+  lua_pushcfunction(L, send_k);
+  lua_pushlightuserdata(L, s);
+  if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+    char *err = NULL;
+    size_t len = 0;
+    lua_pushliteral(L, "");
+    encode_top(L, 2, "error", &err, &len);
+    lm_xstream_fail(s->pending, err, len);
+  }
+  lua_settop(L, 0);
+  lm_xstream_unref(s->pending);
+  s->pending = NULL;
+  lua_pushnil(L);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &pending_key);
+}
+
+/* Pending results nobody waits for any more (the job was given up on, or
+ * abandoned: after_job did not run): the stream ends unsent. */
+static void drop_pending(tstate *s) {
+  if (s->pending == NULL)
+    return;
+  lm_xstream_fail(s->pending, NULL, 0);
+  lm_xstream_unref(s->pending);
+  s->pending = NULL;
+  lua_pushnil(s->L);
+  lua_rawsetp(s->L, LUA_REGISTRYINDEX, &pending_key);
+}
+
 void lm_tjob_run(loom_work_t *work, void *data) {
   tstate *s = data;
   tjob *j = work->data;
+  if (s)
+    drop_pending(s);
   /* Cancelled as it was taken off the queue. (A stop hook a cancel left
    * behind sat on the previous job's coroutine, cleared as that job ended:
    * this one starts clean.) */
@@ -256,6 +330,8 @@ void lm_tjob_run(loom_work_t *work, void *data) {
     lm_xbuf_free(j->out, j->out_len);
     j->out = NULL;
     j->ok = 0;
+    /* A cancel that stopped the arguments' decode. */
+    j->stopped = loom_work_cancelled(work);
     lua_pushliteral(L, "");
     encode_top(L, 2, "error", &j->out, &j->out_len);
   }
@@ -342,8 +418,10 @@ static void state_stop(void *data) {
   tstate *s = data;
   if (s == NULL)
     return;
-  if (s->L)
+  if (s->L) {
+    drop_pending(s);
     lua_close(s->L);
+  }
   lm_xbuf_free(s->setup_err, s->setup_err_len);
   uv_mutex_destroy(&s->lock);
   atomic_fetch_sub(&s->cfg->live, 1);
@@ -372,6 +450,8 @@ static void state_after_job(void *data) {
   tstate *s = data;
   if (s == NULL || s->L == NULL)
     return;
+  if (s->pending)
+    send_pending(s);
   int grown = lua_gc(s->L, LUA_GCCOUNT) - s->job_kb;
   if (grown > AFTER_JOB_MIN_KB && grown > s->job_kb)
     lua_gc(s->L, LUA_GCCOLLECT);
