@@ -210,8 +210,19 @@ return function(loom)
         for _ = 1, math.min(workers, n) do g:spawn(worker) end
         return
       end
+      -- A worker is added on each of the body's turns, unless workers
+      -- whose items were done took items since its last turn (not
+      -- counting the first item of the worker it added then): the map is
+      -- moving without one, and the body lets it.
+      local mark, added = 0, false
       repeat
-        g:spawn(worker)
+        if next_index - mark - (added and 1 or 0) > 0 then
+          added = false
+        else
+          g:spawn(worker)
+          added = true
+        end
+        mark = next_index
         loom.yield()
       until next_index >= n
     end)
