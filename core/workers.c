@@ -19,11 +19,10 @@
 #include "workers.h"
 
 /* A worker that just finished a job watches the queue for a while before
- * it sleeps in its poll (for how long: core/spin.h, kept in its loop's
- * `spin`): the next job of a map, or of a loop offloading one call after
- * another, then starts without a wake-up through the kernel on either
- * side (the origin loop spins for its answer likewise). */
-
+ * it sleeps in its poll (for how long: core/spin.h, its `spin`): the next
+ * job of a map, or of a loop offloading one call after another, then
+ * starts without a wake-up through the kernel on either side (the origin
+ * loop spins for its answer likewise). */
 
 struct loom_worker {
   loom_workers_t *pool;
