@@ -58,17 +58,21 @@ static inline void loom_spin_missed(loom_spin_t *s, uint64_t now) {
   s->slept_at = now;
 }
 
-/* After a sleep that loom_spin_missed began, the answer came from a
- * thread on core their_cpu (-1: unknown). */
-static inline void loom_spin_woken(loom_spin_t *s, int their_cpu) {
+/* After a sleep that loom_spin_missed began, the answer came at `now`
+ * from a thread on core their_cpu (-1: unknown). */
+static inline void loom_spin_woken_at(loom_spin_t *s, int their_cpu, uint64_t now) {
   if (s->slept_at == 0)
     return;
-  uint64_t waited = uv_hrtime() - s->slept_at + s->budget_ns;
+  uint64_t waited = now - s->slept_at + s->budget_ns;
   s->slept_at = 0;
   if ((their_cpu < 0 || their_cpu != s->cpu) && waited <= LOOM_SPIN_MAX_NS)
     loom_spin_found(s);
   else
     loom_spin_shrink(s);
+}
+
+static inline void loom_spin_woken(loom_spin_t *s, int their_cpu) {
+  loom_spin_woken_at(s, their_cpu, uv_hrtime());
 }
 
 /* The wait ended some other way (the thread stops, or gave up waiting). */
