@@ -68,27 +68,25 @@ static loom_job_t *pop(loom_lane_t *lane) {
   return head;
 }
 
+typedef struct taking {
+  loom_lane_t *lane;
+  loom_job_t *job;
+} taking;
+
+static int popped(void *arg) {
+  taking *t = arg;
+  return (t->job = pop(t->lane)) != NULL;
+}
+
 static loom_job_t *take(loom_lane_t *lane) {
-  loom_job_t *job = pop(lane);
-  if (job) {
+  taking t = {lane, pop(lane)};
+  if (t.job) {
     loom_spin_found(&lane->spin);
-    return job;
+    return t.job;
   }
-  uint64_t start = uv_hrtime();
-  for (unsigned i = 1;; i++) {
-    if ((job = pop(lane)) != NULL) {
-      loom_spin_found(&lane->spin);
-      return job;
-    }
-    if (i % LOOM_SPIN_CLOCK_EVERY == 0) {
-      uint64_t now = uv_hrtime();
-      if (now - start > lane->spin.budget_ns) {
-        loom_spin_missed(&lane->spin, now);
-        break;
-      }
-    }
-    loom_spin_pause();
-  }
+  if (loom_spin_until(&lane->spin, uv_hrtime(), popped, &t))
+    return t.job;
+  loom_job_t *job;
   uv_mutex_lock(&lane->lock);
   /* Said before looking once more, a full fence between: a submit that
    * linked its job after this look sees `sleeping` (submit's fence). */

@@ -133,27 +133,16 @@ static void poll_timer_cb(uv_timer_t *handle) { (void)handle; }
 
 /* Watches for expected posts before the poll sleeps in the kernel
  * (core/spin.h says for how long). */
+static int posts_waiting(void *loop) {
+  return atomic_load_explicit(&((loom_loop_t *)loop)->post_stack, memory_order_relaxed) != NULL;
+}
+
 static int spin_for_posts(loom_loop_t *loop) {
   uint64_t start = uv_hrtime();
   if (start - loop->last_run_ns > FAIRNESS_NS)
     return 0;
   atomic_store(&loop->spinning, 1);
-  int seen = 0;
-  for (unsigned i = 1;; i++) {
-    if (atomic_load_explicit(&loop->post_stack, memory_order_relaxed) != NULL) {
-      seen = 1;
-      loom_spin_found(&loop->spin);
-      break;
-    }
-    if (i % LOOM_SPIN_CLOCK_EVERY == 0) {
-      uint64_t now = uv_hrtime();
-      if (now - start > loop->spin.budget_ns) {
-        loom_spin_missed(&loop->spin, now);
-        break;
-      }
-    }
-    loom_spin_pause();
-  }
+  int seen = loom_spin_until(&loop->spin, start, posts_waiting, loop);
   atomic_store(&loop->spinning, 0);
   return run_posts(loop) > 0 || seen;
 }

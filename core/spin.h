@@ -94,4 +94,25 @@ static inline void loom_spin_pause(void) {
  * pauses. */
 #define LOOM_SPIN_CLOCK_EVERY 8
 
+/* Spins from `start` (a uv_hrtime reading) until ready(arg) says yes: 1,
+ * counted as found; or until the budget runs out: 0, counted as missed,
+ * and the caller sleeps and says how that went (loom_spin_woken). Inline
+ * with a known ready, the call through the pointer folds away. */
+static inline int loom_spin_until(loom_spin_t *s, uint64_t start, int (*ready)(void *arg), void *arg) {
+  for (unsigned i = 1;; i++) {
+    if (ready(arg)) {
+      loom_spin_found(s);
+      return 1;
+    }
+    if (i % LOOM_SPIN_CLOCK_EVERY == 0) {
+      uint64_t now = uv_hrtime();
+      if (now - start > s->budget_ns) {
+        loom_spin_missed(s, now);
+        return 0;
+      }
+    }
+    loom_spin_pause();
+  }
+}
+
 #endif

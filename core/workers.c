@@ -114,22 +114,12 @@ static void closed_posted(loom_post_t *p) {
 
 static void job_async_cb(uv_async_t *handle) { (void)handle; }
 
+static int job_queued(void *pool) {
+  return atomic_load_explicit(&((loom_workers_t *)pool)->queued, memory_order_relaxed) > 0;
+}
+
 static void spin_for_job(loom_worker_t *w) {
-  uint64_t start = uv_hrtime();
-  for (unsigned i = 1;; i++) {
-    if (atomic_load_explicit(&w->pool->queued, memory_order_relaxed) > 0) {
-      loom_spin_found(&w->spin);
-      return;
-    }
-    if (i % LOOM_SPIN_CLOCK_EVERY == 0) {
-      uint64_t now = uv_hrtime();
-      if (now - start > w->spin.budget_ns) {
-        loom_spin_missed(&w->spin, now);
-        return;
-      }
-    }
-    loom_spin_pause();
-  }
+  loom_spin_until(&w->spin, uv_hrtime(), job_queued, w->pool);
 }
 
 static void run_jobs(loom_worker_t *w) {

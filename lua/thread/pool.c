@@ -224,6 +224,16 @@ static const char *encoded_fn(lua_State *L, int idx, size_t *len) {
   return lua_tolstring(L, -1, len);
 }
 
+/* The job on the pool's queue and in its set of jobs (a close ends
+ * them); nonzero when the pool is closed. */
+static int enqueue(tpool *p, tjob *j) {
+  if (loom_workers_submit(p->workers, &p->ctx->loop, &j->work) != 0)
+    return -1;
+  j->pool = p;
+  LOOM_SET_ADD(p->jobs, j);
+  return 0;
+}
+
 /* pool:run(fn, ...); slice: pool:_slice(fn, items, first), a job of
  * map (fn over the items, in the worker). */
 static int submit(lua_State *L, int slice) {
@@ -269,10 +279,8 @@ static int submit(lua_State *L, int slice) {
     /* The job goes first, and the worker decodes the arguments as they
      * are encoded here. Until the wait below nobody waits for it: done
      * frees it if the encode fails. */
-    if (loom_workers_submit(p->workers, &p->ctx->loop, &j->work) != 0)
+    if (enqueue(p, j) != 0)
       return lm_error(L, "closed", "the thread pool is closed");
-    j->pool = p;
-    LOOM_SET_ADD(p->jobs, j);
     if (lm_xcopy_pencode_stream(L, 3, n, "args", j->args_stream) != LUA_OK) {
       lm_xstream_fail(j->args_stream, NULL, 0);
       h->job = NULL;
@@ -283,13 +291,9 @@ static int submit(lua_State *L, int slice) {
   h->rq.ctx = p->ctx;
   lm_request_prepare(L, &h->rq, &job_ops, 0);
   j->rq = &h->rq;
-  if (j->args_stream == NULL) {
-    if (loom_workers_submit(p->workers, &p->ctx->loop, &j->work) != 0) {
-      lm_request_abort(&h->rq);
-      return lm_error(L, "closed", "the thread pool is closed");
-    }
-    j->pool = p;
-    LOOM_SET_ADD(p->jobs, j);
+  if (j->args_stream == NULL && enqueue(p, j) != 0) {
+    lm_request_abort(&h->rq);
+    return lm_error(L, "closed", "the thread pool is closed");
   }
   return lm_request_wait(L, &h->rq, run_k);
 }

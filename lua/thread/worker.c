@@ -271,6 +271,15 @@ static int send_k(lua_State *L) {
   return 0;
 }
 
+/* Lets go of the pending results and the worker's reference to their
+ * stream. */
+static void forget_pending(tstate *s) {
+  lm_xstream_unref(s->pending);
+  s->pending = NULL;
+  lua_pushnil(s->L);
+  lua_rawsetp(s->L, LUA_REGISTRYINDEX, &pending_key);
+}
+
 /* Streams the pending results (after_job): a value that cannot cross ends
  * the stream with the error that says so, for the caller to raise. */
 static void send_pending(tstate *s) {
@@ -286,10 +295,7 @@ static void send_pending(tstate *s) {
     lm_xstream_fail(s->pending, err, len);
   }
   lua_settop(L, 0);
-  lm_xstream_unref(s->pending);
-  s->pending = NULL;
-  lua_pushnil(L);
-  lua_rawsetp(L, LUA_REGISTRYINDEX, &pending_key);
+  forget_pending(s);
 }
 
 /* Pending results nobody waits for any more (the job was given up on, or
@@ -298,10 +304,7 @@ static void drop_pending(tstate *s) {
   if (s->pending == NULL)
     return;
   lm_xstream_fail(s->pending, NULL, 0);
-  lm_xstream_unref(s->pending);
-  s->pending = NULL;
-  lua_pushnil(s->L);
-  lua_rawsetp(s->L, LUA_REGISTRYINDEX, &pending_key);
+  forget_pending(s);
 }
 
 void lm_tjob_run(loom_work_t *work, void *data) {
