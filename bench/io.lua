@@ -11,18 +11,25 @@
 --             read: the server's resident growth per connection <= 4 KiB
 --             (the kernel's own socket memory is not in it); luv's beside
 --             it for information.
+-- Beside them, for information: the C floor of the one-process echo
+-- (bench/echo_floor.c: a write, an epoll_wait and a read a side, nothing
+-- else) and the least a Lua coroutine library can do for it
+-- (bench/echo_least.c: raw epoll, no timeouts, no cancellation), which
+-- bound what any library of loom's kind can reach.
 -- Each figure comes from its own process or pair of processes (a server
 -- pinned to core 0, its client to core 1, with taskset when there are two
 -- cores); the best of BENCH_REPS counts, the implementations in turns.
 --
 --   bash bench/io.sh        (raises the descriptor limit first; run.sh runs it)
--- Environment: LOOM_BUILD_DIR (build-bench), BENCH_REPS (5), BENCH_SCALE
--- (1.0), BENCH_IDLE (10000: idle connections, fewer if the limit says so).
+-- Environment: LOOM_BUILD_DIR (build-bench, where io.sh also builds the
+-- floor and echo_least.so), BENCH_REPS (5), BENCH_SCALE (1.0), BENCH_IDLE
+-- (10000: idle connections, fewer if the limit says so).
 --
 -- This file is also every process the driver starts:
 --   lua5.4 bench/io.lua serve echo|bulk|idle IMPL [N]   prints "PORT p"
 --   lua5.4 bench/io.lua echo IMPL PORT N                 prints "RESULT r"
 --   lua5.4 bench/io.lua echo1 IMPL N                     both ends, "RESULT r"
+--                                       (IMPL least: bench/echo_least.c)
 --   lua5.4 bench/io.lua bulk IMPL PORT BYTES             prints "RESULT r"
 --   lua5.4 bench/io.lua hold PORT N                      N idle connections
 local here = arg[0]:match("^(.*)/") or "."
@@ -374,12 +381,36 @@ local function cq_echo1(n)
   assert(cq:loop())
 end
 
+-- ---- the least coroutine library (bench/echo_least.c) ----------------------
+
+local function least_echo1(n)
+  local least = require "echo_least"
+  local client, server = least.pair()
+  local echo = coroutine.create(function()
+    while true do
+      local m = server:read(64)
+      if not m then return end
+      server:write(m)
+    end
+  end)
+  local talk = coroutine.create(function()
+    for _ = 1, 1000 do client:write(MSG); client:read(64) end
+    local t0, cpu0 = least.now(), user_cpu()
+    for _ = 1, n do
+      client:write(MSG)
+      client:read(64)
+    end
+    echo_result(n, t0, cpu0, least.now())
+  end)
+  least.run(echo, talk)
+end
+
 -- ---- roles -------------------------------------------------------------------
 
 local serve = { loom = loom_serve, luv = luv_serve, cqueues = cq_serve }
 local echo = { loom = loom_echo, luv = luv_echo, cqueues = cq_echo }
 local bulk = { loom = loom_bulk, luv = luv_bulk }
-local echo1 = { loom = loom_echo1, luv = luv_echo1, cqueues = cq_echo1 }
+local echo1 = { loom = loom_echo1, luv = luv_echo1, cqueues = cq_echo1, least = least_echo1 }
 
 local role = arg[1]
 if role == "serve" then
@@ -442,15 +473,22 @@ local report = lib.report("loom TCP streams (bench/io.lua)")
 local n_echo = math.max(2000, math.floor(100000 * scale))
 local n_apart = math.max(1000, math.floor(10000 * scale))
 local best, apart, cpu = {}, {}, {}
+local floor = os.getenv("ECHO_FLOOR")
+have.floor = floor ~= nil
+have.least = package.searchpath("echo_least", package.cpath) ~= nil
 for rep = 1, lib.reps do
   lib.note("echo round %d/%d", rep, lib.reps)
-  for _, impl in ipairs({ "loom", "luv", "cqueues" }) do
+  for _, impl in ipairs({ "loom", "luv", "cqueues", "least", "floor" }) do
     if have[impl] then
-      local r, us = run_client(("%s %s echo1 %s %d"):format(lua, self, impl, n_echo))
+      local cmd = impl == "floor" and ("%s %d"):format(floor, n_echo)
+        or ("%s %s echo1 %s %d"):format(lua, self, impl, n_echo)
+      local r, us = run_client(cmd)
       best[impl] = math.max(best[impl] or 0, r)
       cpu[impl] = math.min(cpu[impl] or math.huge, us)
-      local two = pair("echo " .. impl, ("%s %s echo %s %%d %d"):format(lua, self, impl, n_apart))
-      apart[impl] = math.max(apart[impl] or 0, two)
+      if impl ~= "least" and impl ~= "floor" then
+        local two = pair("echo " .. impl, ("%s %s echo %s %%d %d"):format(lua, self, impl, n_apart))
+        apart[impl] = math.max(apart[impl] or 0, two)
+      end
     end
   end
 end
@@ -465,6 +503,23 @@ for _, peer in ipairs({ { "luv", 1.0 }, { "cqueues", 2.0 } }) do
       ("%.2fx"):format(apart.loom / apart[peer[1]]))
   else
     report:skip(name, "lua-" .. peer[1] .. " is not installed")
+  end
+end
+-- What bounds the targets: a library's distance from the floor and from
+-- the least coroutine library, and the least one's own ratio to cqueues,
+-- the most any library of loom's kind could show there.
+local bounds = {
+  { "loom", "floor", "C floor (bench/echo_floor.c)" },
+  { "loom", "least", "least coroutine library (bench/echo_least.c)" },
+  { "least", "cqueues", "the least coroutine library / cqueues" },
+}
+for _, b in ipairs(bounds) do
+  local a, z, what = b[1], b[2], b[3]
+  local name = "echo 64 B, 1 connection: " .. (a == "loom" and "loom / " or "") .. what
+  if best[a] and best[z] then
+    report:info(name, rate(best[a]), rate(best[z]), ("%.2fx"):format(best[a] / best[z]))
+  else
+    report:skip(name, (best[a] and z or a) .. " was not built or installed (bash bench/io.sh builds them)")
   end
 end
 

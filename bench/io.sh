@@ -9,6 +9,10 @@ export LOOM_BUILD_DIR=${LOOM_BUILD_DIR:-build-bench}
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
 bench_build || exit 1
+# The echo's bounds (bench/io.lua says what they are).
+gcc -O2 -o "$LOOM_BUILD_DIR/echo_floor" bench/echo_floor.c || exit 1
+gcc -O2 -shared -fPIC -I/usr/include/lua5.4 -o "$LOOM_BUILD_DIR/echo_least.so" bench/echo_least.c || exit 1
+export ECHO_FLOOR=$LOOM_BUILD_DIR/echo_floor
 
 want=${BENCH_IDLE:-10000}
 hard=$(ulimit -Hn)

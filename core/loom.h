@@ -100,6 +100,7 @@ struct loom_loop {
   _Atomic int poster_cpu; /* the core of the thread that posted last */
   int64_t expecting;      /* posts announced by loom_loop_expect, not yet run */
   uint64_t last_run_ns;   /* when libuv last polled, to keep I/O and timers fair */
+  uint64_t poll_end_ns;   /* when loom_loop_poll last returned */
   loom_spin_t spin;       /* how long a poll watches post_stack before it sleeps */
   int64_t posts_run;      /* how many posts ran, ever */
   int draining;           /* objects closed but still finishing I/O (a pool's
@@ -122,6 +123,9 @@ int loom_loop_close(loom_loop_t *loop);
  * (0: never wait, negative: until something happens). Returns nonzero while
  * anything is pending on the loop. */
 int loom_loop_poll(loom_loop_t *loop, int64_t timeout_ms);
+/* When loom_loop_poll last returned (uv_hrtime's clock): read there once,
+ * for whoever times the work that follows a poll. */
+uint64_t loom_loop_poll_end_ns(const loom_loop_t *loop);
 /* Nonzero while a timer is armed or a handle or request is active. */
 int loom_loop_alive(const loom_loop_t *loop);
 /* The backend file descriptor, for a host that polls it itself. */

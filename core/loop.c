@@ -95,6 +95,7 @@ int loom_loop_init(loom_loop_t *loop) {
    * bound of a poll must not make loom_loop_alive() report pending work. */
   uv_unref((uv_handle_t *)&loop->wakeup);
   uv_unref((uv_handle_t *)&loop->poll_timer);
+  loop->poll_end_ns = loop->last_run_ns = uv_hrtime();
   loop->initialized = 1;
   return 0;
 }
@@ -148,9 +149,10 @@ static int spin_for_posts(loom_loop_t *loop) {
 }
 
 int loom_loop_poll(loom_loop_t *loop, int64_t timeout_ms) {
-  if (timeout_ms != 0 && loop->expecting > 0 && spin_for_posts(loop))
+  if (timeout_ms != 0 && loop->expecting > 0 && spin_for_posts(loop)) {
+    loop->poll_end_ns = uv_hrtime();
     return 1;
-  loop->last_run_ns = uv_hrtime();
+  }
   if (timeout_ms == 0) {
     /* uv_run does not poll a loop with no referenced work, yet a wake-up
      * may be pending on its fd: left there, it keeps the fd readable and
@@ -158,6 +160,7 @@ int loom_loop_poll(loom_loop_t *loop, int64_t timeout_ms) {
     uv_ref((uv_handle_t *)&loop->wakeup);
     uv_run(&loop->uv, UV_RUN_NOWAIT);
     uv_unref((uv_handle_t *)&loop->wakeup);
+    loop->poll_end_ns = loop->last_run_ns = uv_hrtime();
     return uv_loop_alive(&loop->uv);
   }
   if (timeout_ms > 0)
@@ -169,12 +172,16 @@ int loom_loop_poll(loom_loop_t *loop, int64_t timeout_ms) {
   else
     loom_spin_forget(&loop->spin);
   /* libuv looked at sockets and timers as this run ended, not as it
-   * began: a run that slept long in epoll polled just now. */
-  loop->last_run_ns = uv_hrtime();
+   * began: a run that slept long in epoll polled just now. Read once a
+   * poll, after it, and shared (loom_loop_poll_end_ns): a loop that echoes
+   * small messages polls a few hundred thousand times a second. */
+  loop->poll_end_ns = loop->last_run_ns = uv_hrtime();
   if (timeout_ms > 0)
     uv_timer_stop(&loop->poll_timer);
   return alive;
 }
+
+uint64_t loom_loop_poll_end_ns(const loom_loop_t *loop) { return loop->poll_end_ns; }
 
 int loom_loop_alive(const loom_loop_t *loop) {
   return uv_loop_alive(&loop->uv);

@@ -298,9 +298,10 @@ static void resume_task(lm_ctx *ctx, lua_State *L, lm_task *t) {
   finish(ctx, L, t);
 }
 
-/* A new slice of run-queue work begins: the loop has just been polled. */
+/* A new slice of run-queue work begins: the loop has just been polled, and
+ * read the clock as it returned. */
 void lm_slice_start(lm_ctx *ctx) {
-  ctx->polled_ns = ctx->checked_ns = uv_hrtime();
+  ctx->polled_ns = ctx->checked_ns = loom_loop_poll_end_ns(&ctx->loop);
   if (ctx->check_every < 1)
     ctx->check_every = 1;
   ctx->until_check = ctx->check_every;
