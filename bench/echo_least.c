@@ -31,6 +31,7 @@ typedef struct {
   int fd;
   int readable;      /* the last edge has not been read to EAGAIN yet */
   lua_State *waiter; /* the coroutine waiting to read, if any */
+  size_t want;       /* how many bytes it waits for */
   size_t have;
   char buf[BUF];
 } stream;
@@ -79,8 +80,20 @@ static int least_pair(lua_State *L) {
   return 2;
 }
 
+/* The check every method needs, at its cheapest: the metatable, held as
+ * the method's upvalue, compared by identity (luaL_checkudata would look
+ * it up by name in the registry on every call). */
+static stream *check_stream(lua_State *L) {
+  stream *s = lua_touserdata(L, 1);
+  if (s == NULL || !lua_getmetatable(L, 1) ||
+      !lua_rawequal(L, -1, lua_upvalueindex(1)))
+    luaL_typeerror(L, 1, STREAM);
+  lua_pop(L, 1);
+  return s;
+}
+
 static int stream_write(lua_State *L) {
-  stream *s = luaL_checkudata(L, 1, STREAM);
+  stream *s = check_stream(L);
   size_t n;
   const char *p = luaL_checklstring(L, 2, &n);
   /* The echo's messages are far below the socket buffer: a write that
@@ -92,12 +105,9 @@ static int stream_write(lua_State *L) {
 
 static int stream_read_k(lua_State *L, int status, lua_KContext k);
 
-/* Reads exactly n bytes (or what is left at EOF), yielding while none are
- * there; the socket is read only when an edge says it has something. */
-static int stream_read(lua_State *L) {
-  stream *s = luaL_checkudata(L, 1, STREAM);
-  size_t want = (size_t)luaL_checkinteger(L, 2);
-  luaL_argcheck(L, want > 0 && want <= BUF, 2, "1 to 4096 bytes");
+/* Answers a read of want bytes from the buffer, reading the socket only
+ * when an edge says it has something; yields while nothing is there. */
+static int read_from(lua_State *L, stream *s, size_t want) {
   for (;;) {
     if (s->have >= want) {
       lua_pushlstring(L, s->buf, want);
@@ -122,13 +132,22 @@ static int stream_read(lua_State *L) {
     s->have += (size_t)r;
   }
   s->waiter = L;
-  return lua_yieldk(L, 0, 0, stream_read_k);
+  s->want = want;
+  return lua_yieldk(L, 0, (lua_KContext)s, stream_read_k);
+}
+
+/* s:read(n): exactly n bytes, or what is left at EOF. */
+static int stream_read(lua_State *L) {
+  stream *s = check_stream(L);
+  lua_Integer want = luaL_checkinteger(L, 2);
+  luaL_argcheck(L, want > 0 && want <= BUF, 2, "1 to 4096 bytes");
+  return read_from(L, s, (size_t)want);
 }
 
 static int stream_read_k(lua_State *L, int status, lua_KContext k) {
   (void)status;
-  (void)k;
-  return stream_read(L);
+  stream *s = (stream *)k;
+  return read_from(L, s, s->want);
 }
 
 /* Closing takes the socket out of the epoll set before its memory goes. */
@@ -194,7 +213,9 @@ int luaopen_echo_least(lua_State *L) {
   luaL_newmetatable(L, STREAM);
   lua_pushcfunction(L, stream_gc);
   lua_setfield(L, -2, "__gc");
-  luaL_newlib(L, methods);
+  luaL_newlibtable(L, methods);
+  lua_pushvalue(L, -2);
+  luaL_setfuncs(L, methods, 1);
   lua_setfield(L, -2, "__index");
   lua_pop(L, 1);
   luaL_newlib(L, fns);
