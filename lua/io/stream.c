@@ -578,19 +578,31 @@ static int stream_sethighwater(lua_State *L) {
   return 1;
 }
 
-/* s:setoption("nodelay", bool) | s:setoption("keepalive", bool | seconds) */
+/* The longest idle time before keepalive probes Linux takes (TCP_KEEPIDLE);
+ * lua/loom/server.lua checks connect's option against it too. */
+#define KEEPALIVE_MAX 32767
+
+/* s:setoption("nodelay", bool) | s:setoption("keepalive", bool | seconds)
+ * A value of another type is an error, not its truth: "no" is no "off". */
 static int stream_setoption(lua_State *L) {
   lstream *ls = check_open(L);
-  const char *name = luaL_checkstring(L, 2);
+  if (lua_type(L, 2) != LUA_TSTRING)
+    return lm_typeerror(L, 2, "string");
+  const char *name = lua_tostring(L, 2);
   if (ls->s->kind != LOOM_STREAM_TCP)
     return lm_argerror(L, 2, "options are for TCP streams");
   int rc;
   if (strcmp(name, "nodelay") == 0) {
+    if (lua_type(L, 3) != LUA_TBOOLEAN)
+      return lm_argerror(L, 3, "nodelay takes a boolean");
     rc = uv_tcp_nodelay(&ls->s->h.tcp, lua_toboolean(L, 3));
   } else if (strcmp(name, "keepalive") == 0) {
-    int on = lua_toboolean(L, 3);
-    unsigned delay = lua_type(L, 3) == LUA_TNUMBER ? (unsigned)lm_checkseconds(L, 3) : 60;
-    rc = uv_tcp_keepalive(&ls->s->h.tcp, on, delay ? delay : 1);
+    int t = lua_type(L, 3);
+    double secs = t == LUA_TNUMBER ? lua_tonumber(L, 3) : 60;
+    if ((t != LUA_TBOOLEAN && t != LUA_TNUMBER) || !(secs >= 0 && secs <= KEEPALIVE_MAX))
+      return lm_argerror(L, 3, "keepalive takes a boolean or seconds up to 32767");
+    unsigned delay = (unsigned)secs;
+    rc = uv_tcp_keepalive(&ls->s->h.tcp, lua_toboolean(L, 3), delay ? delay : 1);
   } else {
     return lm_argerror(L, 2, "unknown option (\"nodelay\" or \"keepalive\")");
   }

@@ -20,6 +20,10 @@ function dns.resolve(name, opts)
       :format(type(opts)))
   end
   opts = opts or {}
+  local timeout = opts.timeout
+  if timeout ~= nil and not (type(timeout) == "number" and timeout >= 0) then
+    loom.error("argument", "bad argument #2 to 'loom.dns.resolve' (timeout must be a non-negative number of seconds)")
+  end
   local family = opts.family
   if family ~= nil and family ~= "inet" and family ~= "inet6" then
     loom.error("argument", "bad argument #2 to 'loom.dns.resolve' (family must be \"inet\" or \"inet6\")")

@@ -1,0 +1,123 @@
+-- Streams, TCP, Unix domain sockets, TLS and DNS as a hostile user drives
+-- them: arguments of every wrong type, NUL bytes and overlong paths, calls
+-- that race a second task, peers that trickle, reset or never answer,
+-- closes and cancels at awkward moments. Each test proves a promise of
+-- docs/REFERENCE.md. Loopback only; every wait is bounded (each body runs
+-- under loom.timeout, every read that may wait has a timeout of its own).
+local loom = require "loom"
+local core = require "loom.core"
+local support = dofile("spec/support/io.lua")
+local within, expect_error, pair, listener = support.within, support.expect_error, support.pair, support.listener
+
+local function tmpdir()
+  local dir = os.tmpname()
+  os.remove(dir)
+  assert(os.execute("mkdir -p " .. dir))
+  return dir
+end
+
+-- client, server: the two ends of a Unix domain socket, whose kernel
+-- buffers are small enough that a writer waits on each read of its peer.
+local function unix_pair(dir)
+  local ends = loom.channel(1)
+  local srv = loom.unix.listen(dir .. "/pair", function(s)
+    ends:send(s)
+    loom.sleep(60) -- the handler's end lives as long as the test needs it
+  end)
+  local c = loom.unix.connect(dir .. "/pair")
+  local s = ends:recv()
+  return c, s, srv
+end
+
+-- A task reading n bytes at a time, pausing between reads, until EOF.
+local function slow_reader(s, n, pause)
+  return loom.spawn(function()
+    local got = 0
+    while true do
+      local d = s:read(n, { timeout = 10 })
+      if not d then return got end
+      got = got + #d
+      loom.sleep(pause)
+    end
+  end)
+end
+
+local function exists(path)
+  return os.execute("test -e '" .. path .. "' -o -S '" .. path .. "'") == true
+end
+
+describe("a hostile user of loom's I/O", function()
+  describe("options", function()
+    it("checks connect's options before connecting, naming loom.tcp.connect", function()
+      within(10, function()
+        local l, port = listener()
+        for _, opts in ipairs({
+          { timeout = "soon" }, { timeout = -1 }, { timeout = 0 / 0 },
+          { connect_timeout = "x" }, { handshake_timeout = -2 },
+          { read_timeout = "x" }, { write_timeout = 0 / 0 },
+          { high_water = 0 }, { high_water = "big" }, { high_water = 1.5 },
+          { keepalive = "yes" }, { keepalive = -1 }, { keepalive = math.huge },
+          { nodelay = "no" },
+        }) do
+          local err = expect_error("argument", loom.tcp.connect, "127.0.0.1", port, opts)
+          assert.truthy(err.message:find("loom.tcp.connect", 1, true), err.message)
+        end
+        -- Nothing reached the listener: no connection was made and dropped.
+        local ok, err = pcall(loom.timeout, 0.05, l.accept, l)
+        assert.is_false(ok)
+        assert.equal("timeout", err.kind)
+        l:close()
+      end)
+    end)
+
+    it("checks listen's options as loom errors naming the option", function()
+      within(10, function()
+        local h = function() end
+        for _, opts in ipairs({ { backlog = "x" }, { backlog = 1.5 }, { backlog = -1 }, { high_water = 0 } }) do
+          local err = expect_error("argument", loom.tcp.listen, "127.0.0.1", 0, h, opts)
+          assert.truthy(err.message:find("loom.tcp.listen", 1, true), err.message)
+        end
+        local dir = tmpdir()
+        local err = expect_error("argument", loom.unix.listen, dir .. "/s", h, { backlog = "x" })
+        assert.truthy(err.message:find("loom.unix.listen", 1, true), err.message)
+        assert.is_false(exists(dir .. "/s"))
+        os.execute("rm -rf " .. dir)
+      end)
+    end)
+
+    it("checks resolve's timeout as an argument of loom.dns.resolve", function()
+      within(10, function()
+        local err = expect_error("argument", loom.dns.resolve, "localhost", { timeout = "x" })
+        assert.truthy(err.message:find("loom.dns.resolve", 1, true), err.message)
+      end)
+    end)
+
+    it("checks setoption's name as a loom error", function()
+      within(10, function()
+        local c, s = pair()
+        expect_error("argument", c.setoption, c)
+        expect_error("argument", c.setoption, c, {})
+        expect_error("argument", c.setoption, c, "keepalive", "yes")
+        expect_error("argument", c.setoption, c, "keepalive", math.huge)
+        expect_error("argument", c.setoption, c, "nodelay", "no")
+        c:close(); s:close()
+      end)
+    end)
+  end)
+
+  describe("srv:close", function()
+    it("refuses a NaN deadline before closing anything", function()
+      within(10, function()
+        local srv = loom.tcp.listen("127.0.0.1", 0, function(s) s:write(s:read("l", { timeout = 5 }), "\n") end)
+        expect_error("argument", srv.close, srv, 0 / 0)
+        expect_error("argument", srv.close, srv, "1")
+        -- Still serving.
+        local c = loom.tcp.connect("127.0.0.1", srv.port)
+        c:write("ping\n")
+        assert.equal("ping", c:read("l", { timeout = 5 }))
+        c:close()
+        srv:close()
+      end)
+    end)
+  end)
+end)
