@@ -19,6 +19,10 @@ function dns.resolve(name, opts)
     loom.error("argument", ("bad argument #2 to 'loom.dns.resolve' (options table expected, got %s)")
       :format(type(opts)))
   end
+  if name:find("\0", 1, true) then
+    -- The resolver would read the name up to the NUL: another name.
+    loom.error("argument", "bad argument #1 to 'loom.dns.resolve' (a name has no NUL byte)")
+  end
   opts = opts or {}
   local timeout = opts.timeout
   if timeout ~= nil and not (type(timeout) == "number" and timeout >= 0) then

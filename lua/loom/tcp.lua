@@ -36,13 +36,21 @@ local function check_port(port, argn, fname, allow_zero)
   end
 end
 
+-- A NUL byte would end the name where the system reads it: the call would
+-- reach another host than the one given.
 local function check_host(host, fname, list_too)
-  if type(host) == "string" then return end
+  local function check_one(h)
+    if h == "" or h:find("\0", 1, true) then
+      loom.error("argument", ("bad argument #1 to '%s' (a host name is not empty and has no NUL byte)"):format(fname))
+    end
+  end
+  if type(host) == "string" then return check_one(host) end
   if list_too and type(host) == "table" and #host > 0 then
     for _, h in ipairs(host) do
       if type(h) ~= "string" then
         loom.error("argument", ("bad argument #1 to '%s' (every host must be a string)"):format(fname))
       end
+      check_one(h)
     end
     return
   end
