@@ -143,6 +143,18 @@ describe("a hostile user of loom's I/O", function()
     end)
   end)
 
+  describe("lines", function()
+    it("refuses more formats than it can keep, as io.lines does", function()
+      within(10, function()
+        local c, s = pair()
+        local fmts = {}
+        for i = 1, 300 do fmts[i] = "l" end
+        expect_error("argument", c.lines, c, table.unpack(fmts))
+        c:close(); s:close()
+      end)
+    end)
+  end)
+
   describe("srv:close", function()
     it("refuses a NaN deadline before closing anything", function()
       within(10, function()

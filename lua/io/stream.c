@@ -278,10 +278,16 @@ static int lines_next(lua_State *L) {
   return start_read(L, ls);
 }
 
+/* As Lua's io.lines: the formats are the iterator's upvalues, of which a C
+ * closure has at most 255. */
+#define MAXARGLINE 250
+
 /* s:lines(fmt, ...): for line in s:lines() do ... end */
 static int stream_lines(lua_State *L) {
   check_stream(L);
   int n = lua_gettop(L) - 1;
+  if (n > MAXARGLINE)
+    return lm_argerror(L, MAXARGLINE + 2, "too many formats");
   for (int i = 2; i <= n + 1; i++)
     if (lua_type(L, i) != LUA_TTABLE)
       lm_formats_check(L, i, i);
