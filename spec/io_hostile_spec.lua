@@ -105,6 +105,22 @@ describe("a hostile user of loom's I/O", function()
     end)
   end)
 
+  describe("hosts", function()
+    it("are checked by loom.tcp.connect and loom.tcp.listen, in their own names", function()
+      within(10, function()
+        local many = {}
+        for i = 1, 17 do many[i] = "127.0.0.1" end
+        local err = expect_error("argument", loom.tcp.connect, many, 1)
+        assert.truthy(err.message:find("loom.tcp.connect", 1, true), err.message)
+        err = expect_error("argument", loom.tcp.connect, { "127.0.0.1", nil, "127.0.0.1" }, 1)
+        assert.truthy(err.message:find("loom.tcp.connect", 1, true), err.message)
+        err = expect_error("argument", loom.tcp.listen, "999.1.1.1", 0, function() end)
+        assert.truthy(err.message:find("loom.tcp.listen", 1, true), err.message)
+        expect_error("argument", loom.tcp.listen, "", 0, function() end)
+      end)
+    end)
+  end)
+
   describe("names with NUL bytes", function()
     it("are refused, never cut short at the NUL", function()
       within(10, function()

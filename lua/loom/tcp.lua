@@ -36,6 +36,9 @@ local function check_port(port, argn, fname, allow_zero)
   end
 end
 
+-- As lua/io/connect.c takes them.
+local MAX_HOSTS = 16
+
 -- A NUL byte would end the name where the system reads it: the call would
 -- reach another host than the one given.
 local function check_host(host, fname, list_too)
@@ -46,7 +49,11 @@ local function check_host(host, fname, list_too)
   end
   if type(host) == "string" then return check_one(host) end
   if list_too and type(host) == "table" and #host > 0 then
-    for _, h in ipairs(host) do
+    if #host > MAX_HOSTS then
+      loom.error("argument", ("bad argument #1 to '%s' (a list of 1 to %d hosts expected)"):format(fname, MAX_HOSTS))
+    end
+    for i = 1, #host do -- not ipairs: a hole must not end the check early
+      local h = host[i]
       if type(h) ~= "string" then
         loom.error("argument", ("bad argument #1 to '%s' (every host must be a string)"):format(fname))
       end
