@@ -93,10 +93,15 @@ function tcp.connect(host, port, opts)
   check_port(port, 2, "loom.tcp.connect")
   opts = server.check_opts(opts, 3, "loom.tcp.connect")
   local tls, servername = client_tls(host, opts)
+  local started = loom.now()
   local s = core._connect("tcp", host, port, opts.connect_timeout or DEFAULT_CONNECT_TIMEOUT, opts.timeout)
   local ok, err = pcall(prepare(opts), s)
   if ok and tls then
-    ok, err = pcall(core._starttls, s, tls, servername, opts.handshake_timeout or DEFAULT_HANDSHAKE_TIMEOUT,
+    -- timeout bounds the whole call: the handshake gets what the connect
+    -- left of it, when that is less than its own bound.
+    local handshake = opts.handshake_timeout or DEFAULT_HANDSHAKE_TIMEOUT
+    if opts.timeout then handshake = math.min(handshake, math.max(0, opts.timeout - (loom.now() - started))) end
+    ok, err = pcall(core._starttls, s, tls, servername, handshake,
       ("TLS handshake with %s port %d"):format(servername, port))
   end
   if not ok then
