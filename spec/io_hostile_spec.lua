@@ -5,7 +5,6 @@
 -- docs/REFERENCE.md. Loopback only; every wait is bounded (each body runs
 -- under loom.timeout, every read that may wait has a timeout of its own).
 local loom = require "loom"
-local core = require "loom.core"
 local support = dofile("spec/support/io.lua")
 local within, expect_error, pair, listener = support.within, support.expect_error, support.pair, support.listener
 

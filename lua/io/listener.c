@@ -152,7 +152,7 @@ int lm_io_listen(lua_State *L) {
       uv_ip6_addr(target, port, (struct sockaddr_in6 *)&ss) != 0)
     /* In the name of the one caller with an address (a name was resolved). */
     return lm_error(L, "argument",
-                    "bad argument #1 to 'loom.tcp.listen' (not an IPv4 or IPv6 address: '%s')", target);
+                    "bad argument #1 to 'loom.tcp.listen' (not an IPv4 or IPv6 address)");
   llistener *ll = lua_newuserdatauv(L, sizeof *ll, 1);
   memset(ll, 0, sizeof *ll);
   ll->ctx = ctx;

@@ -102,7 +102,8 @@ end
 -- running, at most deadline seconds (nil: as long as they take); those
 -- still running then are cancelled and waited for.
 function Server:close(deadline)
-  if deadline ~= nil and (type(deadline) ~= "number" or not (deadline >= 0)) then
+  -- deadline ~= deadline: NaN, which no comparison refuses.
+  if deadline ~= nil and (type(deadline) ~= "number" or deadline < 0 or deadline ~= deadline) then
     loom.error("argument", "bad argument #1 to 'close' (deadline must be a non-negative number of seconds)")
   end
   if not self.closed then
