@@ -41,6 +41,18 @@ local function slow_reader(s, n, pause)
   end)
 end
 
+-- Descriptors this process holds (the count's own pipe included, alike
+-- each time).
+local function fd_count()
+  local f = assert(io.open("/proc/self/stat"))
+  local pid = f:read("n")
+  f:close()
+  local h = io.popen("ls /proc/" .. pid .. "/fd | wc -l")
+  local n = tonumber(h:read("l"))
+  h:close()
+  return n
+end
+
 local function exists(path)
   return os.execute("test -e '" .. path .. "' -o -S '" .. path .. "'") == true
 end
@@ -264,6 +276,48 @@ describe("a hostile user of loom's I/O", function()
         local err = expect_error("timeout", loom.tcp.connect, "127.0.0.1", port, { timeout = 0 })
         assert.equal("ETIMEDOUT", err.code)
         l:close()
+      end)
+    end)
+  end)
+
+  describe("streams dropped mid-wait", function()
+    it("are collected with a write, a read and a handshake pending, and hold no descriptor", function()
+      within(30, function()
+        local before = fd_count()
+        local l, port = listener()
+        local tasks = {
+          loom.spawn(function()
+            local c = loom.tcp.connect("127.0.0.1", port, { high_water = 1024 })
+            c:write(("x"):rep(8 * 1024 * 1024)) -- more than the kernel takes
+          end),
+          loom.spawn(function()
+            local c = loom.tcp.connect("127.0.0.1", port)
+            c:read("l")
+          end),
+          loom.spawn(function()
+            loom.tcp.connect("127.0.0.1", port, { tls = { verify = false } })
+          end),
+        }
+        local accepted = {}
+        for i = 1, #tasks do accepted[i] = l:accept() end
+        loom.sleep(0.1)
+        for _, t in ipairs(tasks) do
+          t:cancel()
+          expect_error("cancelled", t.join, t)
+        end
+        tasks = nil -- luacheck: ignore 311 (dropped for the collector)
+        collectgarbage()
+        collectgarbage()
+        -- Each peer sees its connection end (EOF, or a reset for the one
+        -- whose bytes were dropped unsent).
+        for _, s in ipairs(accepted) do
+          local ok, err = pcall(s.read, s, "a", { timeout = 10 })
+          assert(ok or err.kind == "connection", tostring(err))
+          s:close()
+        end
+        l:close()
+        loom.sleep(0.05)
+        assert.equal(before, fd_count())
       end)
     end)
   end)
