@@ -146,10 +146,15 @@ loom_connect_t *loom_connect_tcp(loom_loop_t *loop, const char *const *hosts, in
 
 loom_connect_t *loom_connect_pipe(loom_loop_t *loop, const char *path, uint64_t attempt_ns,
                                   loom_connect_cb cb, void *data, int *err) {
+  int rc = loom_stream_check_path(path);
+  if (rc) {
+    *err = rc;
+    return NULL;
+  }
   loom_connect_t *c = new_connect(loop, attempt_ns, cb, data);
   if (c)
     c->path = strdup(path);
-  int rc = c && c->path ? attempt(c, NULL) : UV_ENOMEM;
+  rc = c && c->path ? attempt(c, NULL) : UV_ENOMEM;
   if (rc) {
     if (c)
       free_connect(c);

@@ -13,7 +13,9 @@ static void on_connection(uv_stream_t *server, int status) {
 
 int loom_listener_open(loom_listener_t *l, loom_loop_t *loop, const struct sockaddr *sa,
                        const char *path, int backlog) {
-  int rc;
+  int rc = path ? loom_stream_check_path(path) : 0;
+  if (rc)
+    return rc;
   loom_stream_t *s = loom_stream_new(loop, path ? LOOM_STREAM_PIPE : LOOM_STREAM_TCP, &rc);
   if (s == NULL)
     return rc;

@@ -1,6 +1,7 @@
 /* The buffered stream (stream.h). */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/un.h>
 #include "stream.h"
 
 /* Where bytes land while a stream has no room of its own: libuv calls the
@@ -36,6 +37,11 @@ loom_stream_t *loom_stream_new(loom_loop_t *loop, int kind, int *err) {
   s->kind = kind;
   s->high_water = LOOM_STREAM_HIGH_WATER;
   return s;
+}
+
+int loom_stream_check_path(const char *path) {
+  struct sockaddr_un sun;
+  return strlen(path) < sizeof sun.sun_path ? 0 : UV_ENAMETOOLONG;
 }
 
 void loom_stream_set_transport(loom_stream_t *s, const loom_transport_t *t, void *data) {

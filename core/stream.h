@@ -113,6 +113,11 @@ loom_stream_t *loom_stream_new(loom_loop_t *loop, int kind, int *err);
 /* The libuv stream, for uv_accept, uv_spawn's stdio, uv_tcp_* options. */
 static inline uv_stream_t *loom_stream_uv(loom_stream_t *s) { return &s->h.stream; }
 
+/* 0, or UV_ENAMETOOLONG for a path longer than a Unix domain socket's
+ * address holds: libuv (1.44) would cut it short without a word, binding
+ * or connecting to another file than the one named. */
+int loom_stream_check_path(const char *path);
+
 /* Puts a transport under the stream (before any byte flows). */
 void loom_stream_set_transport(loom_stream_t *s, const loom_transport_t *t, void *data);
 

@@ -118,8 +118,12 @@ int lm_io_connect(lua_State *L) {
   luaL_setmetatable(L, LM_CONNECT_MT);
   lc->rq.ctx = ctx;
   lc->timeout = timeout;
-  if (timeout == 0)
-    return lm_error(L, "timeout", "timed out after 0 s connecting");
+  if (timeout == 0) { /* as the timeout of a connect under way says it */
+    lm_push_error(L, "timeout", "timed out after 0 s connecting");
+    lua_pushliteral(L, "ETIMEDOUT");
+    lua_setfield(L, -2, "code");
+    return lua_error(L);
+  }
   lm_request_prepare(L, &lc->rq, &connect_ops, 0);
   uint64_t attempt_ns = attempt > 0 ? (uint64_t)fmin(attempt * 1e9, 9e18) : attempt == 0 ? 1 : 0;
   int err = 0;

@@ -150,7 +150,9 @@ int lm_io_listen(lua_State *L) {
   memset(&ss, 0, sizeof ss);
   if (!is_unix && uv_ip4_addr(target, port, (struct sockaddr_in *)&ss) != 0 &&
       uv_ip6_addr(target, port, (struct sockaddr_in6 *)&ss) != 0)
-    return lm_argerror(L, 2, "a numeric IPv4 or IPv6 address expected");
+    /* In the name of the one caller with an address (a name was resolved). */
+    return lm_error(L, "argument",
+                    "bad argument #1 to 'loom.tcp.listen' (not an IPv4 or IPv6 address)");
   llistener *ll = lua_newuserdatauv(L, sizeof *ll, 1);
   memset(ll, 0, sizeof *ll);
   ll->ctx = ctx;

@@ -36,7 +36,8 @@ typedef struct lstream {
   lm_ctx *ctx;
   lm_request rd, wr, cl;
   double rtimeout, wtimeout; /* s:settimeouts(), -1: none */
-  double call_rtimeout, call_wtimeout;
+  double call_rtimeout, call_wtimeout; /* the call's under way... */
+  uint64_t rstart_ns, wstart_ns;       /* ...and when it began */
   int closed;       /* s:close() was called */
   int rd_waiting, wr_waiting, cl_waiting;
   int reading, writing; /* a read, a write or a shutdown call is under way */
@@ -92,6 +93,16 @@ static double call_timeout(lua_State *L, int idx, double fallback) {
     lm_argerror(L, idx, "timeout must be a non-negative number");
   lua_pop(L, 1);
   return s;
+}
+
+/* Seconds a call may still wait, -1 for no bound. A timeout bounds the
+ * whole call, not each wait in it: a peer sending one byte at a time,
+ * each in time, would otherwise hold a read (or a write) for ever. */
+static double time_left(double timeout, uint64_t start_ns) {
+  if (timeout < 0)
+    return -1;
+  double left = timeout - (double)(uv_hrtime() - start_ns) / 1e9;
+  return left > 0 ? left : 0;
 }
 
 /* ---- callbacks from the core ---------------------------------------------- */
@@ -212,8 +223,9 @@ static int read_step(lua_State *L, lstream *ls) {
   loom_stream_t *s = ls->s;
   if (s->read_error)
     return lm_stream_error(L, s, s->read_error, "read");
-  if (ls->call_rtimeout == 0)
-    return timed_out(L, 0, "read");
+  double left = time_left(ls->call_rtimeout, ls->rstart_ns);
+  if (left == 0)
+    return timed_out(L, ls->call_rtimeout, "read");
   check_can_wait(L, ls);
   lm_request_prepare(L, &ls->rd, &read_ops, 0);
   int rc = loom_stream_want(s, want);
@@ -221,7 +233,7 @@ static int read_step(lua_State *L, lstream *ls) {
     lm_request_abort(&ls->rd);
     return lm_io_error(L, rc, "read");
   }
-  lm_wait_arm(ls->rd.wait, ls->call_rtimeout);
+  lm_wait_arm(ls->rd.wait, left);
   loom_stream_keep_alive(s, 1);
   ls->rd_waiting = 1;
   ls->reading = 1;
@@ -244,9 +256,9 @@ static int read_k(lua_State *L, int status, lua_KContext kctx) {
 /* Stack from 2 on: formats, then an optional options table. */
 static int start_read(lua_State *L, lstream *ls) {
   int top = lua_gettop(L);
-  ls->call_rtimeout = ls->rtimeout;
+  double timeout = ls->rtimeout;
   if (top >= 2 && lua_type(L, top) == LUA_TTABLE) {
-    ls->call_rtimeout = call_timeout(L, top, ls->rtimeout);
+    timeout = call_timeout(L, top, ls->rtimeout);
     lua_settop(L, --top);
   }
   if (top == 1) {
@@ -254,8 +266,11 @@ static int start_read(lua_State *L, lstream *ls) {
     top = 2;
   }
   lm_formats_check(L, 2, top);
+  /* Refused before it touches the read under way: its timeout is its own. */
   if (ls->reading)
     return lm_error(L, "usage", "another task is reading this stream");
+  ls->call_rtimeout = timeout;
+  ls->rstart_ns = uv_hrtime();
   ls->nfmt = top - 1;
   return read_step(L, ls);
 }
@@ -278,10 +293,16 @@ static int lines_next(lua_State *L) {
   return start_read(L, ls);
 }
 
+/* As Lua's io.lines: the formats are the iterator's upvalues, of which a C
+ * closure has at most 255. */
+#define MAXARGLINE 250
+
 /* s:lines(fmt, ...): for line in s:lines() do ... end */
 static int stream_lines(lua_State *L) {
   check_stream(L);
   int n = lua_gettop(L) - 1;
+  if (n > MAXARGLINE)
+    return lm_argerror(L, MAXARGLINE + 2, "too many formats");
   for (int i = 2; i <= n + 1; i++)
     if (lua_type(L, i) != LUA_TTABLE)
       lm_formats_check(L, i, i);
@@ -316,14 +337,15 @@ static void wr_drained(lua_State *L, lm_request *r) {
 static const lm_request_ops write_ops = {wr_pending, wr_stop, wr_drained, NULL, 0};
 
 static int write_wait(lua_State *L, lstream *ls, lua_KFunction k) {
-  if (ls->call_wtimeout == 0) {
+  double left = time_left(ls->call_wtimeout, ls->wstart_ns);
+  if (left == 0) {
     ls->writing = 0;
-    return timed_out(L, 0, "write");
+    return timed_out(L, ls->call_wtimeout, "write");
   }
   ls->writing = 0; /* while prepare may raise (a cancel, an expired timeout) */
   lm_request_prepare(L, &ls->wr, &write_ops, 0);
   ls->writing = 1;
-  lm_wait_arm(ls->wr.wait, ls->call_wtimeout);
+  lm_wait_arm(ls->wr.wait, left);
   ls->wr_waiting = 1;
   anchor(L, ls, ANCHOR_WRITER);
   return lm_request_wait(L, &ls->wr, k);
@@ -379,20 +401,23 @@ static int write_k(lua_State *L, int status, lua_KContext kctx) {
   return write_step(L, ls);
 }
 
-static void start_writing(lua_State *L, lstream *ls) {
+/* Refused before it touches the write under way: its timeout is its own. */
+static void start_writing(lua_State *L, lstream *ls, double timeout) {
   check_can_wait(L, ls);
   if (ls->writing)
     lm_error(L, "usage", "another task is writing to this stream");
   ls->writing = 1;
+  ls->call_wtimeout = timeout;
+  ls->wstart_ns = uv_hrtime();
 }
 
 /* s:write(data, ... [, {timeout = s}]) -> s */
 static int stream_write(lua_State *L) {
   lstream *ls = check_open(L);
   int top = lua_gettop(L);
-  ls->call_wtimeout = ls->wtimeout;
+  double timeout = ls->wtimeout;
   if (top >= 2 && lua_type(L, top) == LUA_TTABLE) {
-    ls->call_wtimeout = call_timeout(L, top, ls->wtimeout);
+    timeout = call_timeout(L, top, ls->wtimeout);
     lua_settop(L, --top);
   }
   for (int i = 2; i <= top; i++) {
@@ -401,7 +426,7 @@ static int stream_write(lua_State *L) {
       lm_typeerror(L, i, "string");
     (void)lua_tolstring(L, i, NULL); /* numbers as strings, in place, as file:write does */
   }
-  start_writing(L, ls);
+  start_writing(L, ls, timeout);
   ls->wr_last = top;
   ls->wr_arg = 2;
   ls->wr_off = 0;
@@ -427,11 +452,11 @@ static int shutdown_k(lua_State *L, int status, lua_KContext kctx) {
  * before has gone; reading goes on. */
 static int stream_shutdown(lua_State *L) {
   lstream *ls = check_open(L);
-  ls->call_wtimeout = lua_type(L, 2) == LUA_TTABLE ? call_timeout(L, 2, ls->wtimeout) : ls->wtimeout;
+  double timeout = lua_type(L, 2) == LUA_TTABLE ? call_timeout(L, 2, ls->wtimeout) : ls->wtimeout;
   lua_settop(L, 1);
   if (ls->s->shut)
     return 0;
-  start_writing(L, ls);
+  start_writing(L, ls, timeout);
   int rc = loom_stream_shutdown(ls->s, on_shutdown);
   if (rc)
     return write_fail(L, ls, rc);
@@ -578,19 +603,31 @@ static int stream_sethighwater(lua_State *L) {
   return 1;
 }
 
-/* s:setoption("nodelay", bool) | s:setoption("keepalive", bool | seconds) */
+/* The longest idle time before keepalive probes Linux takes (TCP_KEEPIDLE);
+ * lua/loom/server.lua checks connect's option against it too. */
+#define KEEPALIVE_MAX 32767
+
+/* s:setoption("nodelay", bool) | s:setoption("keepalive", bool | seconds)
+ * A value of another type is an error, not its truth: "no" is no "off". */
 static int stream_setoption(lua_State *L) {
   lstream *ls = check_open(L);
-  const char *name = luaL_checkstring(L, 2);
+  if (lua_type(L, 2) != LUA_TSTRING)
+    return lm_typeerror(L, 2, "string");
+  const char *name = lua_tostring(L, 2);
   if (ls->s->kind != LOOM_STREAM_TCP)
     return lm_argerror(L, 2, "options are for TCP streams");
   int rc;
   if (strcmp(name, "nodelay") == 0) {
+    if (lua_type(L, 3) != LUA_TBOOLEAN)
+      return lm_argerror(L, 3, "nodelay takes a boolean");
     rc = uv_tcp_nodelay(&ls->s->h.tcp, lua_toboolean(L, 3));
   } else if (strcmp(name, "keepalive") == 0) {
-    int on = lua_toboolean(L, 3);
-    unsigned delay = lua_type(L, 3) == LUA_TNUMBER ? (unsigned)lm_checkseconds(L, 3) : 60;
-    rc = uv_tcp_keepalive(&ls->s->h.tcp, on, delay ? delay : 1);
+    int t = lua_type(L, 3);
+    double secs = t == LUA_TNUMBER ? lua_tonumber(L, 3) : 60;
+    if ((t != LUA_TBOOLEAN && t != LUA_TNUMBER) || !(secs >= 0 && secs <= KEEPALIVE_MAX))
+      return lm_argerror(L, 3, "keepalive takes a boolean or seconds up to 32767");
+    unsigned delay = (unsigned)secs;
+    rc = uv_tcp_keepalive(&ls->s->h.tcp, lua_toboolean(L, 3), delay ? delay : 1);
   } else {
     return lm_argerror(L, 2, "unknown option (\"nodelay\" or \"keepalive\")");
   }

@@ -54,12 +54,23 @@ static int bad_option(lua_State *L, const where_t *w, const char *msg) {
   return lm_error(L, "argument", "bad argument #%d to '%s' (%s)", w->arg, w->fname, msg);
 }
 
+/* OpenSSL reads names, paths and PEM text up to a NUL: a string holding one
+ * would be checked (or loaded) as a shorter one than given. */
+static int has_nul(lua_State *L, int idx) {
+  size_t len;
+  const char *s = lua_tolstring(L, idx, &len);
+  return strlen(s) != len;
+}
+
 static const char *opt_string(lua_State *L, int t, const where_t *w, const char *name) {
   int type = lua_getfield(L, t, name);
   const char *s = type == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+  int nul = s && has_nul(L, -1);
   lua_pop(L, 1); /* the option table keeps the string alive */
   if (type != LUA_TNIL && type != LUA_TSTRING)
     bad_option(L, w, lua_pushfstring(L, "tls.%s must be a string", name));
+  if (nul)
+    bad_option(L, w, lua_pushfstring(L, "tls.%s has a NUL byte", name));
   return s;
 }
 
@@ -73,6 +84,8 @@ static int opt_alpn(lua_State *L, int t, const where_t *w, const char **out) {
     for (n = 0; n < len; n++) {
       if (lua_geti(L, -1, n + 1) != LUA_TSTRING)
         bad_option(L, w, "tls.alpn must be a list of strings");
+      if (has_nul(L, -1))
+        bad_option(L, w, "tls.alpn has a NUL byte");
       out[n] = lua_tostring(L, -1);
       lua_pop(L, 1);
     }

@@ -19,7 +19,15 @@ function dns.resolve(name, opts)
     loom.error("argument", ("bad argument #2 to 'loom.dns.resolve' (options table expected, got %s)")
       :format(type(opts)))
   end
+  if name:find("\0", 1, true) then
+    -- The resolver would read the name up to the NUL: another name.
+    loom.error("argument", "bad argument #1 to 'loom.dns.resolve' (a name has no NUL byte)")
+  end
   opts = opts or {}
+  local timeout = opts.timeout
+  if timeout ~= nil and not (type(timeout) == "number" and timeout >= 0) then
+    loom.error("argument", "bad argument #2 to 'loom.dns.resolve' (timeout must be a non-negative number of seconds)")
+  end
   local family = opts.family
   if family ~= nil and family ~= "inet" and family ~= "inet6" then
     loom.error("argument", "bad argument #2 to 'loom.dns.resolve' (family must be \"inet\" or \"inet6\")")

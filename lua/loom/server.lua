@@ -102,7 +102,8 @@ end
 -- running, at most deadline seconds (nil: as long as they take); those
 -- still running then are cancelled and waited for.
 function Server:close(deadline)
-  if deadline ~= nil and (type(deadline) ~= "number" or deadline < 0) then
+  -- deadline ~= deadline: NaN, which no comparison refuses.
+  if deadline ~= nil and (type(deadline) ~= "number" or deadline < 0 or deadline ~= deadline) then
     loom.error("argument", "bad argument #1 to 'close' (deadline must be a non-negative number of seconds)")
   end
   if not self.closed then
@@ -133,14 +134,46 @@ function M.check_handler(handler, fname)
   end
 end
 
+-- Every option is checked before anything is done, in the caller's name:
+-- a bad one found only after connecting would open (and drop) a
+-- connection the peer sees, and the hidden functions behind the caller
+-- would name themselves and their own argument numbers.
+-- The longest idle time before keepalive probes Linux takes (TCP_KEEPIDLE).
+M.KEEPALIVE_MAX = 32767
+
+local SECONDS = { "timeout", "connect_timeout", "handshake_timeout", "read_timeout", "write_timeout" }
+
+local function is_seconds(v)
+  return type(v) == "number" and v >= 0 -- NaN fails the comparison
+end
+
 function M.check_opts(opts, argn, fname)
   if opts ~= nil and type(opts) ~= "table" then
     loom.error("argument", ("bad argument #%d to '%s' (options table expected, got %s)")
       :format(argn, fname, type(opts)))
   end
   opts = opts or {}
-  if opts.on_error ~= nil and not loom._is_callable(opts.on_error) then
-    loom.error("argument", ("bad argument #%d to '%s' (on_error must be a function)"):format(argn, fname))
+  local function bad(msg)
+    loom.error("argument", ("bad argument #%d to '%s' (%s)"):format(argn, fname, msg))
+  end
+  if opts.on_error ~= nil and not loom._is_callable(opts.on_error) then bad("on_error must be a function") end
+  for _, name in ipairs(SECONDS) do
+    if opts[name] ~= nil and not is_seconds(opts[name]) then
+      bad(name .. " must be a non-negative number of seconds")
+    end
+  end
+  local hw = opts.high_water
+  if hw ~= nil and (math.type(hw) ~= "integer" or hw < 1) then
+    bad("high_water must be a positive integer")
+  end
+  local backlog = opts.backlog
+  if backlog ~= nil and (math.type(backlog) ~= "integer" or backlog < 0 or backlog > 0x7fffffff) then
+    bad("backlog must be a non-negative integer")
+  end
+  if opts.nodelay ~= nil and type(opts.nodelay) ~= "boolean" then bad("nodelay must be a boolean") end
+  local ka = opts.keepalive
+  if ka ~= nil and type(ka) ~= "boolean" and not (is_seconds(ka) and ka <= M.KEEPALIVE_MAX) then
+    bad(("keepalive must be a boolean or seconds up to %d"):format(M.KEEPALIVE_MAX))
   end
   return opts
 end

@@ -36,13 +36,28 @@ local function check_port(port, argn, fname, allow_zero)
   end
 end
 
+-- As lua/io/connect.c takes them.
+local MAX_HOSTS = 16
+
+-- A NUL byte would end the name where the system reads it: the call would
+-- reach another host than the one given.
 local function check_host(host, fname, list_too)
-  if type(host) == "string" then return end
+  local function check_one(h)
+    if h == "" or h:find("\0", 1, true) then
+      loom.error("argument", ("bad argument #1 to '%s' (a host name is not empty and has no NUL byte)"):format(fname))
+    end
+  end
+  if type(host) == "string" then return check_one(host) end
   if list_too and type(host) == "table" and #host > 0 then
-    for _, h in ipairs(host) do
+    if #host > MAX_HOSTS then
+      loom.error("argument", ("bad argument #1 to '%s' (a list of 1 to %d hosts expected)"):format(fname, MAX_HOSTS))
+    end
+    for i = 1, #host do -- not ipairs: a hole must not end the check early
+      local h = host[i]
       if type(h) ~= "string" then
         loom.error("argument", ("bad argument #1 to '%s' (every host must be a string)"):format(fname))
       end
+      check_one(h)
     end
     return
   end
@@ -78,10 +93,15 @@ function tcp.connect(host, port, opts)
   check_port(port, 2, "loom.tcp.connect")
   opts = server.check_opts(opts, 3, "loom.tcp.connect")
   local tls, servername = client_tls(host, opts)
+  local started = loom.now()
   local s = core._connect("tcp", host, port, opts.connect_timeout or DEFAULT_CONNECT_TIMEOUT, opts.timeout)
   local ok, err = pcall(prepare(opts), s)
   if ok and tls then
-    ok, err = pcall(core._starttls, s, tls, servername, opts.handshake_timeout or DEFAULT_HANDSHAKE_TIMEOUT,
+    -- timeout bounds the whole call: the handshake gets what the connect
+    -- left of it, when that is less than its own bound.
+    local handshake = opts.handshake_timeout or DEFAULT_HANDSHAKE_TIMEOUT
+    if opts.timeout then handshake = math.min(handshake, math.max(0, opts.timeout - (loom.now() - started))) end
+    ok, err = pcall(core._starttls, s, tls, servername, handshake,
       ("TLS handshake with %s port %d"):format(servername, port))
   end
   if not ok then

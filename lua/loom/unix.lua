@@ -17,6 +17,10 @@ local function check_path(path, fname)
   if type(path) ~= "string" or path == "" then
     loom.error("argument", ("bad argument #1 to '%s' (socket path expected, got %s)"):format(fname, type(path)))
   end
+  -- The system would read the path up to the NUL: another socket file.
+  if path:find("\0", 1, true) then
+    loom.error("argument", ("bad argument #1 to '%s' (a socket path has no NUL byte)"):format(fname))
+  end
 end
 
 function unix.connect(path, opts)
