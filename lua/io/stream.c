@@ -270,7 +270,9 @@ static int start_read(lua_State *L, lstream *ls) {
   if (ls->reading)
     return lm_error(L, "usage", "another task is reading this stream");
   ls->call_rtimeout = timeout;
-  ls->rstart_ns = uv_hrtime();
+  /* The clock only for a call it bounds: an echo reads a few hundred
+   * thousand times a second. */
+  ls->rstart_ns = timeout >= 0 ? uv_hrtime() : 0;
   ls->nfmt = top - 1;
   return read_step(L, ls);
 }
@@ -408,7 +410,7 @@ static void start_writing(lua_State *L, lstream *ls, double timeout) {
     lm_error(L, "usage", "another task is writing to this stream");
   ls->writing = 1;
   ls->call_wtimeout = timeout;
-  ls->wstart_ns = uv_hrtime();
+  ls->wstart_ns = timeout >= 0 ? uv_hrtime() : 0;
 }
 
 /* s:write(data, ... [, {timeout = s}]) -> s */
