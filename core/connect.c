@@ -132,8 +132,13 @@ loom_connect_t *loom_connect_tcp(loom_loop_t *loop, const char *const *hosts, in
     for (rc = 0; c->nhosts < nhosts && rc == 0; c->nhosts++)
       if ((c->hosts[c->nhosts] = strdup(hosts[c->nhosts])) == NULL)
         rc = UV_ENOMEM;
-    if (rc == 0)
-      rc = resolve_next_host(c);
+    /* A host refused as it is looked up (a name that cannot be one) is
+     * one more failure, as one that does not resolve: the next may. */
+    if (rc == 0) {
+      do
+        rc = resolve_next_host(c);
+      while (rc != 0 && rc != UV_ENOMEM && c->next_host < c->nhosts);
+    }
   }
   if (rc) {
     if (c)

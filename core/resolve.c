@@ -35,6 +35,11 @@ int loom_resolve_start(loom_loop_t *loop, loom_resolve_t *r, const char *host, i
   int rc = uv_getaddrinfo(&loop->uv, &r->gai, on_resolved, host, port ? service : NULL, &hints);
   if (rc == 0)
     r->active = 1;
+  /* With these hints libuv refuses only a name that cannot be one (a
+   * label over 63 bytes, which its IDNA step rejects): no such name, as
+   * getaddrinfo says of the ones it parses. */
+  if (rc == UV_EINVAL && host)
+    rc = UV_EAI_NONAME;
   return rc;
 }
 

@@ -132,6 +132,27 @@ describe("a hostile user of loom's I/O", function()
     end)
   end)
 
+  describe("names that cannot be host names", function()
+    it("fail as dns, in messages of a bounded length, and pass to the next host", function()
+      within(20, function()
+        local long_label = ("a"):rep(300) -- one label over 63 bytes: no name
+        local huge = ("a"):rep(100000)
+        for _, name in ipairs({ long_label, huge }) do
+          local err = expect_error("dns", loom.dns.resolve, name, { timeout = 5 })
+          assert.equal("EAI_NONAME", err.code)
+          assert.truthy(#err.message < 200, #err.message)
+          err = expect_error("dns", loom.tcp.connect, name, 1, { timeout = 5 })
+          assert.truthy(#err.message < 200, #err.message)
+        end
+        local srv = loom.tcp.listen("127.0.0.1", 0, function(s) s:write("hi\n") end)
+        local s = loom.tcp.connect({ long_label, "127.0.0.1" }, srv.port, { timeout = 5 })
+        assert.equal("hi", s:read("l", { timeout = 5 }))
+        s:close()
+        srv:close(5)
+      end)
+    end)
+  end)
+
   describe("names with NUL bytes", function()
     it("are refused, never cut short at the NUL", function()
       within(10, function()

@@ -70,7 +70,8 @@ static int connected_k(lua_State *L, int status, lua_KContext kctx) {
   lconnect *lc = LM_CONTAINER_OF((lm_request *)kctx, lconnect, rq);
   lm_request_check(L, &lc->rq);
   if (lc->status) {
-    const char *target = lua_type(L, 2) == LUA_TSTRING ? lua_tostring(L, 2) : "every host";
+    const char *target =
+        lua_type(L, 2) == LUA_TSTRING ? lm_io_shown(L, lua_tostring(L, 2)) : "every host";
     const char *what = lua_isinteger(L, 3) ? lua_pushfstring(L, "connect to %s port %d", target,
                                                              (int)lua_tointeger(L, 3))
                                            : lua_pushfstring(L, "connect to %s", target);
@@ -132,7 +133,7 @@ int lm_io_connect(lua_State *L) {
               : loom_connect_tcp(&ctx->loop, hosts, nhosts, port, attempt_ns, on_done, lc, &err);
   if (lc->c == NULL) {
     lm_request_abort(&lc->rq);
-    return lm_io_error(L, err, lua_pushfstring(L, "connect to %s", hosts[0]));
+    return lm_io_error(L, err, lua_pushfstring(L, "connect to %s", lm_io_shown(L, hosts[0])));
   }
   lm_wait_arm(lc->rq.wait, timeout);
   return lm_request_wait(L, &lc->rq, connected_k);

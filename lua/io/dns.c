@@ -67,7 +67,8 @@ static int resolved_k(lua_State *L, int status, lua_KContext kctx) {
   lresolve *lr = LM_CONTAINER_OF((lm_request *)kctx, lresolve, rq);
   lm_request_check(L, &lr->rq);
   if (lr->status) {
-    lm_push_error(L, "dns", "resolve %s: %s", lua_tostring(L, 1), uv_strerror(lr->status));
+    lm_push_error(L, "dns", "resolve %s: %s", lm_io_shown(L, lua_tostring(L, 1)),
+                  uv_strerror(lr->status));
     lua_pushstring(L, uv_err_name(lr->status));
     lua_setfield(L, -2, "code");
     return lua_error(L);
@@ -104,7 +105,7 @@ int lm_io_dns_resolve(lua_State *L) {
   int rc = loom_resolve_start(&ctx->loop, lr->r, name, 0, on_resolved);
   if (rc) {
     lm_request_abort(&lr->rq);
-    return lm_io_error(L, rc, "resolve");
+    return lm_io_error(L, rc, lua_pushfstring(L, "resolve %s", lm_io_shown(L, name)));
   }
   lm_wait_arm(lr->rq.wait, timeout);
   return lm_request_wait(L, &lr->rq, resolved_k);

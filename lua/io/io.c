@@ -54,6 +54,15 @@ void lm_io_push_error(lua_State *L, int err, const char *what) {
   lua_setfield(L, -2, "code");
 }
 
+const char *lm_io_shown(lua_State *L, const char *name) {
+  /* A host name is at most 253 bytes; what is longer is no name, and an
+   * error message need not carry all of it. */
+  size_t len = strlen(name);
+  if (len <= 256)
+    return name;
+  return lua_pushfstring(L, "%s... (%I bytes)", lua_pushlstring(L, name, 64), (lua_Integer)len);
+}
+
 int lm_io_error(lua_State *L, int err, const char *what) {
   lm_io_push_error(L, err, what);
   return lua_error(L);

@@ -22,6 +22,9 @@ loom_stream_t *lm_stream_check(lua_State *L, int idx);
  * network did (refused, reset, unreachable, timed out), `io` otherwise,
  * code the errno name ("ECONNRESET"), message libuv's text and what. */
 int lm_io_error(lua_State *L, int err, const char *what);
+/* name as an error message shows it: cut short past 256 bytes (it may
+ * push strings). */
+const char *lm_io_shown(lua_State *L, const char *name);
 void lm_io_push_error(lua_State *L, int err, const char *what);
 
 /* {address=, port=, family=} of a socket address (family "inet",
