@@ -60,7 +60,9 @@ const char *lm_io_shown(lua_State *L, const char *name) {
   size_t len = strlen(name);
   if (len <= 256)
     return name;
-  return lua_pushfstring(L, "%s... (%I bytes)", lua_pushlstring(L, name, 64), (lua_Integer)len);
+  lua_pushinteger(L, (lua_Integer)len);
+  const char *bytes = lua_tostring(L, -1);
+  return lua_pushfstring(L, "%s... (%s bytes)", lua_pushlstring(L, name, 64), bytes);
 }
 
 int lm_io_error(lua_State *L, int err, const char *what) {
