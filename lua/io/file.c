@@ -243,7 +243,11 @@ static int parse_mode(const char *m, int *flags, fstate *st) {
     *flags |= O_EXCL;
     st->excl = 1;
   }
-  *flags |= O_CLOEXEC;
+  /* Opening a FIFO without a peer, or a device waiting for a carrier,
+   * blocks in open(2): on a pool thread no cancel or timeout can end it.
+   * Non-blocking, a FIFO opens at once (for writing without a reader:
+   * ENXIO); open_k clears the flag, which regular files ignore anyway. */
+  *flags |= O_CLOEXEC | O_NONBLOCK;
   st->readable = m[0] == 'r' || plus;
   st->writable = m[0] != 'r' || plus;
   st->append = m[0] == 'a';
@@ -257,6 +261,9 @@ static int open_k(lua_State *L, int status, lua_KContext kctx) {
   if (st->op.req.result < 0)
     return lm_fs_error(L, (int)st->op.req.result, "open", st->path);
   st->fd = (uv_file)st->op.req.result;
+  int fl = fcntl(st->fd, F_GETFL);
+  if (fl >= 0 && (fl & O_NONBLOCK))
+    fcntl(st->fd, F_SETFL, fl & ~O_NONBLOCK);
   st->inline_left = INLINE_BUDGET;
   lm_fs_reset(&st->op);
   /* The state is the file's now. */
