@@ -30,7 +30,7 @@ static const struct { const char *name; int num; } signals[] = {
 };
 #define NSIGNALS (sizeof signals / sizeof signals[0])
 
-#ifdef SIGRTMIN
+#ifdef __linux__
 /* "RTMIN", "RTMIN+3", "RTMAX-2", "RTMAX", as kill -l names them. */
 static int rt_signum(const char *s) {
   if (strncmp(s, "RTMIN", 5) != 0 && strncmp(s, "RTMAX", 5) != 0)
@@ -63,7 +63,7 @@ int lm_signum(lua_State *L, int idx) {
   for (size_t i = 0; i < NSIGNALS; i++)
     if (strcmp(signals[i].name, s) == 0)
       return signals[i].num;
-#ifdef SIGRTMIN
+#ifdef __linux__
   return rt_signum(s);
 #else
   return -1;
@@ -79,7 +79,7 @@ void lm_push_signame(lua_State *L, int signum) {
       return;
     }
   }
-#ifdef SIGRTMIN
+#ifdef __linux__
   if (signum == SIGRTMIN)
     lua_pushliteral(L, "RTMIN");
   else if (signum == SIGRTMAX)
@@ -116,7 +116,7 @@ static void restore_ignored(int signum) {
 /* Known, neither KILL nor STOP, nor one of the signals between the
  * classic ones and SIGRTMIN that the C library keeps for its threads. */
 static int catchable(int sig) {
-#ifdef SIGRTMIN
+#ifdef __linux__
   if (sig > 31 && sig < SIGRTMIN)
     return 0;
 #endif
