@@ -215,6 +215,10 @@ describe("loom.process, hostile", function()
   it("refuses an argument list with a hole rather than dropping what follows #subprocess", function()
     local err = expect_error("argument", process.run, "echo", { "a", nil, "c" })
     assert.is_truthy(err.message:find("argument 2", 1, true), err.message)
+    local many = {}
+    for i = 1, 100001 do many[i] = "x" end
+    err = expect_error("argument", process.spawn, "true", many)
+    assert.is_truthy(err.message:find("'loom.process.spawn'", 1, true), err.message)
   end)
 
   it("names a signal that has no short name by its number #subprocess", function()

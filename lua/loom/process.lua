@@ -36,6 +36,8 @@ local function check(fname, cmd, args, opts)
   end
   if opts ~= nil and type(opts) ~= "table" then arg_error(fname, 3, "options table expected, got " .. type(opts)) end
   local argv = {}
+  -- The C side's own bound, said here so the error names this function.
+  if args and #args > 100000 then arg_error(fname, 2, "too many arguments (at most 100000)") end
   -- #args, not ipairs: a nil among the arguments would drop all after it.
   for i = 1, args and #args or 0 do
     local a = args[i]
