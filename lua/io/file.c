@@ -19,6 +19,7 @@
 #define _GNU_SOURCE /* preadv2, RWF_NOWAIT */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <sys/uio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,6 +51,7 @@ typedef struct fstate {
   char *wb;
   size_t wlen;
   int64_t wpos;  /* file offset of wb[0] */
+  int closing;   /* close's own flush: shielded, as the close is */
   char *path;
 } fstate;
 
@@ -241,7 +243,11 @@ static int parse_mode(const char *m, int *flags, fstate *st) {
     *flags |= O_EXCL;
     st->excl = 1;
   }
-  *flags |= O_CLOEXEC;
+  /* Opening a FIFO without a peer, or a device waiting for a carrier,
+   * blocks in open(2): on a pool thread no cancel or timeout can end it.
+   * Non-blocking, a FIFO opens at once (for writing without a reader:
+   * ENXIO); open_k clears the flag, which regular files ignore anyway. */
+  *flags |= O_CLOEXEC | O_NONBLOCK;
   st->readable = m[0] == 'r' || plus;
   st->writable = m[0] != 'r' || plus;
   st->append = m[0] == 'a';
@@ -255,6 +261,9 @@ static int open_k(lua_State *L, int status, lua_KContext kctx) {
   if (st->op.req.result < 0)
     return lm_fs_error(L, (int)st->op.req.result, "open", st->path);
   st->fd = (uv_file)st->op.req.result;
+  int fl = fcntl(st->fd, F_GETFL);
+  if (fl >= 0 && (fl & O_NONBLOCK))
+    fcntl(st->fd, F_SETFL, fl & ~O_NONBLOCK);
   st->inline_left = INLINE_BUDGET;
   lm_fs_reset(&st->op);
   /* The state is the file's now. */
@@ -355,7 +364,11 @@ static int read_more(lua_State *L, lm_file *f, int nfmt) {
       continue;
     }
     size_t have = b->end - b->start;
-    size_t room = lm_rbuf_room(b, want == SIZE_MAX || want <= have ? 1 : want - have);
+    size_t need = want == SIZE_MAX || want <= have ? 1 : want - have;
+    /* A count is an upper bound, not a size: the buffer grows as bytes
+     * come (at most doubling), so read(math.maxinteger) reads the rest. */
+    size_t grow = b->cap > WBUF_CAP ? b->cap : WBUF_CAP;
+    size_t room = lm_rbuf_room(b, need < grow ? need : grow);
     if (room == 0)
       return lm_error(L, "memory", "cannot grow the read buffer of '%s'", st->path);
     size_t ask = room > IO_MAX ? IO_MAX : room;
@@ -463,7 +476,7 @@ static int write_more(lua_State *L, lm_file *f, int argi, size_t off, int flush_
     lua_settop(L, 1);
     return 1;
   }
-  lm_fswait *w = lm_fs_wait_new(L, f->ctx, &st->op, 0, 0);
+  lm_fswait *w = lm_fs_wait_new(L, f->ctx, &st->op, 0, st->closing);
   w->argi = flush_all ? -1 : argi;
   w->off = off;
   uv_buf_t buf = uv_buf_init(st->wb, (unsigned)st->wlen);
@@ -565,6 +578,13 @@ static int file_sync(lua_State *L) {
   return lm_fs_started(L, w, rc, sync_k, "sync", st->path);
 }
 
+/* base + off as a file offset, or -1 when it overflows or is negative. */
+static int64_t offset_from(int64_t base, lua_Integer off) {
+  if ((off > 0 && base > INT64_MAX - off) || (off < 0 && base < INT64_MIN - off))
+    return -1;
+  return base + off;
+}
+
 static int64_t position(const fstate *st) {
   if (st->wlen)
     return st->wpos + (int64_t)st->wlen;
@@ -586,7 +606,7 @@ static int seek_end_k(lua_State *L, int status, lua_KContext kctx) {
   lm_fs_reset(&st->op);
   if (r < 0)
     return lm_fs_error(L, (int)r, "seek", st->path);
-  int64_t pos = size + (int64_t)w->off;
+  int64_t pos = offset_from(size, (lua_Integer)(int64_t)w->off);
   if (pos < 0)
     return lm_fs_error(L, UV_EINVAL, "seek", st->path);
   set_position(st, pos);
@@ -594,14 +614,25 @@ static int seek_end_k(lua_State *L, int status, lua_KContext kctx) {
   return 1;
 }
 
+/* luaL_checkoption's error is a bare string: a loom error names it. */
+static int check_whence(lua_State *L, int arg) {
+  static const char *const names[] = {"set", "cur", "end"};
+  if (lua_isnoneornil(L, arg))
+    return 1;
+  const char *w = lua_type(L, arg) == LUA_TSTRING ? lua_tostring(L, arg) : NULL;
+  for (int i = 0; w && i < 3; i++)
+    if (strcmp(w, names[i]) == 0)
+      return i;
+  return lm_argerror(L, arg, "\"set\", \"cur\" or \"end\" expected");
+}
+
 /* f:seek([whence [, offset]]): "set", "cur" (default) or "end"; returns
  * the new position. Buffered writes go out first. */
 static int file_seek(lua_State *L) {
-  static const char *const names[] = {"set", "cur", "end", NULL};
   lm_file *f = check_file(L);
   fstate *st = usable(L, f);
-  int whence = luaL_checkoption(L, 2, "cur", names);
-  lua_Integer off = luaL_optinteger(L, 3, 0);
+  int whence = check_whence(L, 2);
+  lua_Integer off = lua_isnoneornil(L, 3) ? 0 : lm_checkinteger(L, 3);
   if (st->wlen)
     return flush_then(L, file_seek);
   if (whence == 1 && off == 0) {
@@ -615,7 +646,7 @@ static int file_seek(lua_State *L) {
     int rc = uv_fs_fstat(uvloop(f), &st->op.req, st->fd, lm_fs_cb);
     return lm_fs_started(L, w, rc, seek_end_k, "seek", st->path);
   }
-  int64_t pos = (whence == 0 ? 0 : position(st)) + off;
+  int64_t pos = offset_from(whence == 0 ? 0 : position(st), off);
   if (pos < 0)
     return lm_fs_error(L, UV_EINVAL, "seek", st->path);
   set_position(st, pos);
@@ -630,6 +661,11 @@ static int close_k(lua_State *L, int status, lua_KContext kctx) {
   ssize_t r = st->op.req.result;
   lm_fs_reset(&st->op);
   st->fd = -1;
+  /* The flush's failure comes first: it is what lost the data. */
+  if (w->argi) {
+    lua_pushvalue(L, 2);
+    return lua_error(L);
+  }
   if (r < 0)
     return lm_fs_error(L, (int)r, "close", st->path);
   return 0;
@@ -638,7 +674,10 @@ static int close_k(lua_State *L, int status, lua_KContext kctx) {
 static int close_flushed_k(lua_State *L, int status, lua_KContext kctx);
 
 /* f:close(): writes out what is buffered and closes; a second close does
- * nothing. The close itself runs even when the task is cancelled. */
+ * nothing. The close (its flush too) runs even when the task is
+ * cancelled, and a flush that fails (a full disk) still closes the file,
+ * then raises, as C's fclose does: a file whose buffer can never go out
+ * would otherwise stay open, every close failing again. */
 static int file_close(lua_State *L) {
   lm_file *f = check_file(L);
   if (f->closed)
@@ -647,20 +686,27 @@ static int file_close(lua_State *L) {
   lua_settop(L, 1);
   SETTLE_PREFETCH(L, f, file_close, 1);
   if (st->wlen) {
+    st->closing = 1;
     lua_pushcfunction(L, file_flush);
     lua_pushvalue(L, 1);
-    lua_callk(L, 1, 0, 0, close_flushed_k);
+    return close_flushed_k(L, lua_pcallk(L, 1, 0, 0, 0, close_flushed_k), 0);
   }
   return close_flushed_k(L, LUA_OK, 0);
 }
 
 static int close_flushed_k(lua_State *L, int status, lua_KContext kctx) {
-  (void)status; (void)kctx;
+  (void)kctx;
   lm_file *f = lua_touserdata(L, 1);
   fstate *st = f->st;
-  lua_settop(L, 1);
+  int failed = status != LUA_OK && status != LUA_YIELD;
+  if (failed) {
+    lua_copy(L, -1, 2); /* the flush's error, raised once closed */
+    st->wlen = 0;
+  }
+  lua_settop(L, failed ? 2 : 1);
   f->closed = 1;
   lm_fswait *w = lm_fs_wait_new(L, f->ctx, &st->op, 0, 1);
+  w->argi = failed;
   int rc = uv_fs_close(uvloop(f), &st->op.req, st->fd, lm_fs_cb);
   return lm_fs_started(L, w, rc, close_k, "close", st->path);
 }

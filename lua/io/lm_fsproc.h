@@ -88,9 +88,11 @@ void lm_open_process(lua_State *L);
 extern const luaL_Reg lm_process_funcs[];
 void lm_open_signal(lua_State *L);
 extern const luaL_Reg lm_signal_funcs[];
-/* A signal's number by name ("TERM", "SIGTERM") or number; -1 if unknown. */
+/* A signal's number by name ("TERM", "SIGTERM", "RTMIN+2") or number; -1
+ * if unknown. */
 int lm_signum(lua_State *L, int idx);
-const char *lm_signame(int signum);
+/* Pushes its name ("TERM", "RTMIN+2"; the number for one without). */
+void lm_push_signame(lua_State *L, int signum);
 
 /* The classes, and the functions into the module table on top: called
  * once by luaopen_loom_core. */

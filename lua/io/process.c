@@ -147,7 +147,7 @@ static lm_process *check_process(lua_State *L) {
 static void push_status(lua_State *L, const proc *p) {
   if (p->h.term_signal) {
     lua_pushnil(L);
-    lua_pushstring(L, lm_signame(p->h.term_signal));
+    lm_push_signame(L, p->h.term_signal);
   } else {
     lua_pushinteger(L, (lua_Integer)p->h.code);
     lua_pushnil(L);

@@ -10,6 +10,7 @@
  * collected unclosed closes them, and the signals go back to their
  * default action. */
 #include <signal.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include "lm_fsproc.h"
@@ -29,6 +30,26 @@ static const struct { const char *name; int num; } signals[] = {
 };
 #define NSIGNALS (sizeof signals / sizeof signals[0])
 
+#ifdef __linux__
+/* "RTMIN", "RTMIN+3", "RTMAX-2", "RTMAX", as kill -l names them. */
+static int rt_signum(const char *s) {
+  if (strncmp(s, "RTMIN", 5) != 0 && strncmp(s, "RTMAX", 5) != 0)
+    return -1;
+  long n = s[4] == 'N' ? SIGRTMIN : SIGRTMAX;
+  const char *r = s + 5;
+  if (*r) {
+    char *end;
+    if ((*r != '+' && *r != '-') || r[1] < '0' || r[1] > '9')
+      return -1;
+    long k = strtol(r, &end, 10);
+    if (*end || k < -64 || k > 64)
+      return -1;
+    n += k;
+  }
+  return n >= SIGRTMIN && n <= SIGRTMAX ? (int)n : -1;
+}
+#endif
+
 int lm_signum(lua_State *L, int idx) {
   if (lua_type(L, idx) == LUA_TNUMBER) {
     lua_Integer n = lua_tointeger(L, idx);
@@ -42,14 +63,64 @@ int lm_signum(lua_State *L, int idx) {
   for (size_t i = 0; i < NSIGNALS; i++)
     if (strcmp(signals[i].name, s) == 0)
       return signals[i].num;
+#ifdef __linux__
+  return rt_signum(s);
+#else
   return -1;
+#endif
 }
 
-const char *lm_signame(int signum) {
-  for (size_t i = 0; i < NSIGNALS; i++)
-    if (signals[i].num == signum)
-      return signals[i].name;
-  return "?";
+/* A real-time signal has no short name of its own: a child ended by
+ * signal 40 was reported "?", and a watched one too. */
+void lm_push_signame(lua_State *L, int signum) {
+  for (size_t i = 0; i < NSIGNALS; i++) {
+    if (signals[i].num == signum) {
+      lua_pushstring(L, signals[i].name);
+      return;
+    }
+  }
+#ifdef __linux__
+  if (signum == SIGRTMIN)
+    lua_pushliteral(L, "RTMIN");
+  else if (signum == SIGRTMAX)
+    lua_pushliteral(L, "RTMAX");
+  else if (signum > SIGRTMIN && signum < SIGRTMAX)
+    lua_pushfstring(L, "RTMIN+%d", signum - SIGRTMIN);
+  else
+#endif
+    lua_pushfstring(L, "%d", signum);
+}
+
+/* Signals that were ignored (SIG_IGN) when a watch of them began: libuv
+ * gives a signal back as SIG_DFL once its last watcher stops, and SIGPIPE,
+ * which loom ignores so that a write to a gone peer fails with EPIPE,
+ * would then end the process at the next such write. Set, never cleared:
+ * a signal ignored once is ignored again after each watch. */
+static _Atomic uint64_t ignored_before;
+
+static uint64_t sigbit(int signum) { return (uint64_t)1 << (signum - 1); }
+
+static void note_ignored(int signum) {
+  struct sigaction sa;
+  if (sigaction(signum, NULL, &sa) == 0 && sa.sa_handler == SIG_IGN)
+    ignored_before |= sigbit(signum);
+}
+
+/* After a uv_signal_t of signum stopped (uv_close stops it at once). */
+static void restore_ignored(int signum) {
+  struct sigaction sa;
+  if ((ignored_before & sigbit(signum)) && sigaction(signum, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL)
+    signal(signum, SIG_IGN);
+}
+
+/* Known, neither KILL nor STOP, nor one of the signals between the
+ * classic ones and SIGRTMIN that the C library keeps for its threads. */
+static int catchable(int sig) {
+#ifdef __linux__
+  if (sig > 31 && sig < SIGRTMIN)
+    return 0;
+#endif
+  return sig > 0 && sig != SIGKILL && sig != SIGSTOP;
 }
 
 typedef struct swait swait;
@@ -114,8 +185,12 @@ static void close_watcher(watcher *w) {
   if (w->closing)
     return;
   w->closing = 1;
-  for (int i = 0; i < w->nsig; i++)
+  for (int i = 0; i < w->nsig; i++) {
+    int signum = w->sig[i].signum;
     uv_close((uv_handle_t *)&w->sig[i], close_cb);
+    if (signum > 0)
+      restore_ignored(signum);
+  }
   uv_close((uv_handle_t *)&w->prep, close_cb);
   wake(w);
 }
@@ -156,7 +231,7 @@ static int push_next(lua_State *L, watcher *w) {
   int signum = w->queue[w->head];
   w->head = (w->head + 1) % QUEUE_MAX;
   w->len--;
-  lua_pushstring(L, lm_signame(signum));
+  lm_push_signame(L, signum);
   return 1;
 }
 
@@ -226,12 +301,21 @@ static int l_watch(lua_State *L) {
   if (n < 1 || n > 64)
     return lm_argerror(L, 1, "between 1 and 64 signal names expected");
   int nums[64];
-  for (int i = 0; i < n; i++) {
+  int given = n;
+  n = 0;
+  for (int i = 0; i < given; i++) {
     lua_rawgeti(L, 1, i + 1);
-    nums[i] = lm_signum(L, -1);
+    int num = lm_signum(L, -1);
     lua_pop(L, 1);
-    if (nums[i] < 0 || nums[i] == SIGKILL || nums[i] == SIGSTOP)
+    if (!catchable(num))
       return lm_argerror(L, 1, "unknown signal, or one that cannot be caught");
+    /* Named twice ("USR1", "SIGUSR1"): one handle, or each arrival would
+     * come twice. */
+    int dup = 0;
+    for (int j = 0; j < n; j++)
+      dup |= nums[j] == num;
+    if (!dup)
+      nums[n++] = num;
   }
   lm_watcher *ud = lua_newuserdatauv(L, sizeof *ud, 1);
   ud->w = NULL;
@@ -256,6 +340,7 @@ static int l_watch(lua_State *L) {
     uv_signal_init(&ctx->loop.uv, &w->sig[i]);
     w->sig[i].data = w;
     w->open_handles++;
+    note_ignored(nums[i]);
     int rc = uv_signal_start(&w->sig[i], signal_cb, nums[i]);
     if (rc < 0) {
       close_watcher(w);
@@ -281,8 +366,7 @@ static int l_raise(lua_State *L) {
  * watch (known, and neither KILL nor STOP), so loom.signal can say which
  * of its arguments is wrong before anything is watched. */
 static int l_catchable(lua_State *L) {
-  int sig = lm_signum(L, 1);
-  lua_pushboolean(L, sig > 0 && sig != SIGKILL && sig != SIGSTOP);
+  lua_pushboolean(L, catchable(lm_signum(L, 1)));
   return 1;
 }
 

@@ -158,6 +158,14 @@ function fs.write(path, data, opts)
   end
   opts = check_opts("write", 3, opts)
   local mode = check_mode("write", 3, opts.mode)
+  -- Not a file's name: split would put the temporary file beside the
+  -- current directory and the error would name that path. open(2) says
+  -- the same of them.
+  if path == "" or path:sub(-1) == "/" then
+    local code, why = path == "" and "ENOENT" or "EISDIR",
+      path == "" and "no such file or directory" or "illegal operation on a directory"
+    loom.error("io", ("open '%s': %s"):format(path, why), { code = code, path = path })
+  end
   local dir, base = split(path)
   if mode == nil then
     local ok, st = pcall(core._fs_stat, path, true)

@@ -28,16 +28,25 @@ local function check(fname, cmd, args, opts)
   if type(cmd) ~= "string" or cmd == "" then
     arg_error(fname, 1, "command string expected, got " .. (cmd == "" and "an empty string" or type(cmd)))
   end
+  -- The system takes C strings: a zero byte would cut the command, an
+  -- argument or a name short without a word.
+  if cmd:find("\0", 1, true) then arg_error(fname, 1, "a command cannot hold a zero byte") end
   if args ~= nil and type(args) ~= "table" then
     arg_error(fname, 2, "array of arguments expected, got " .. type(args))
   end
   if opts ~= nil and type(opts) ~= "table" then arg_error(fname, 3, "options table expected, got " .. type(opts)) end
   local argv = {}
-  for i, a in ipairs(args or {}) do
+  -- The C side's own bound, said here so the error names this function.
+  if args and #args > 100000 then arg_error(fname, 2, "too many arguments (at most 100000)") end
+  -- #args, not ipairs: a nil among the arguments would drop all after it.
+  for i = 1, args and #args or 0 do
+    local a = args[i]
     if type(a) ~= "string" and type(a) ~= "number" then
       arg_error(fname, 2, ("argument %d is a %s: strings or numbers expected"):format(i, type(a)))
     end
-    argv[i] = tostring(a)
+    a = tostring(a)
+    if a:find("\0", 1, true) then arg_error(fname, 2, ("argument %d holds a zero byte"):format(i)) end
+    argv[i] = a
   end
   opts = opts or {}
   local o = {}
@@ -51,11 +60,17 @@ local function check(fname, cmd, args, opts)
   if opts.env ~= nil and type(opts.env) ~= "table" then arg_error(fname, 3, "env must be a table") end
   for k, v in pairs(opts.env or {}) do
     if type(k) ~= "string" then arg_error(fname, 3, "env names must be strings") end
+    -- "A=B" = "1" would set A to "B=1"; "" would be dropped unsaid.
+    if k == "" or k:find("[=\0]") then arg_error(fname, 3, ("env name %q is not a name"):format(k)) end
     if v ~= false and type(v) ~= "string" and type(v) ~= "number" then
       arg_error(fname, 3, ("env.%s must be a string, a number or false, got %s"):format(k, type(v)))
     end
+    if type(v) == "string" and v:find("\0", 1, true) then
+      arg_error(fname, 3, ("env.%s holds a zero byte"):format(k))
+    end
   end
   if opts.cwd ~= nil and type(opts.cwd) ~= "string" then arg_error(fname, 3, "cwd must be a string") end
+  if opts.cwd and opts.cwd:find("\0", 1, true) then arg_error(fname, 3, "cwd cannot hold a zero byte") end
   local grace = opts.kill_grace
   if grace ~= nil and (type(grace) ~= "number" or not (grace >= 0)) then -- luacheck: ignore 581 (NaN too)
     arg_error(fname, 3, "kill_grace must be a non-negative number of seconds")
