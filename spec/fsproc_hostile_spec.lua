@@ -164,6 +164,29 @@ describe("a loom.fs file", function()
     assert.same({}, fs.list(dir .. "/sub"))
   end)
 
+  it("an atomic write refuses to replace a FIFO, a socket or a device with a file", function()
+    within(20, function()
+      local fifo = dir .. "/fifo"
+      assert(os.execute("mkfifo " .. fifo))
+      local srv = loom.unix.listen(dir .. "/sock", function() end)
+      -- Not /dev/null: were this to fail as root, the spec would replace it.
+      for _, p in ipairs({ fifo, dir .. "/sock" }) do
+        local before = fs.stat(p)
+        local err = expect_error("io", fs.write, p, "x")
+        assert.equal("EINVAL", err.code)
+        assert.equal(p, err.path)
+        assert.truthy(err.message:find("fs.open", 1, true), err.message)
+        local after = fs.stat(p)
+        assert.equal(before.type, after.type)
+        assert.equal(before.ino, after.ino)
+      end
+      srv:close(5)
+      -- Nothing was left beside them: the FIFO alone (the socket file
+      -- went with its server).
+      assert.same({ { name = "fifo", type = "fifo" } }, fs.list(dir))
+    end)
+  end)
+
   it("every method of a closed file raises closed; close twice is harmless", function()
     local f = fs.open(dir .. "/f", "w+")
     f:close()

@@ -149,7 +149,8 @@ end
 -- rename, through the directory) reaches the disk before it returns. The
 -- new file keeps the old one's permissions (or mode, or 8#666 less the
 -- umask). On any failure, a cancel or a timeout, the temporary file is
--- removed and the old file is left as it was.
+-- removed and the old file is left as it was. A device, a FIFO or a
+-- socket at path is refused (EINVAL), never replaced.
 function fs.write(path, data, opts)
   check_path("write", 1, path)
   if type(data) ~= "string" then
@@ -167,13 +168,18 @@ function fs.write(path, data, opts)
     loom.error("io", ("open '%s': %s"):format(path, why), { code = code, path = path })
   end
   local dir, base = split(path)
-  if mode == nil then
-    local ok, st = pcall(core._fs_stat, path, true)
-    if ok then
-      mode = st.mode
-    elseif not (loom.is_error(st, "io") and st.code == "ENOENT") then
-      error(st, 0)
+  local ok, st = pcall(core._fs_stat, path, true)
+  if ok then
+    -- The rename would put a regular file where a device, a FIFO or a
+    -- socket was (as root, /dev/null itself): writing to one is
+    -- fs.open's, replacing it nobody's.
+    if st.type ~= "file" and st.type ~= "directory" then
+      loom.error("io", ("write '%s': a %s, not a file: fs.write replaces files, fs.open writes to a %s")
+        :format(path, st.type, st.type), { code = "EINVAL", path = path })
     end
+    mode = mode or st.mode
+  elseif not (loom.is_error(st, "io") and st.code == "ENOENT") then
+    error(st, 0)
   end
   local tmp, f
   for _ = 1, 10 do
