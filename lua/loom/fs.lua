@@ -168,8 +168,8 @@ function fs.write(path, data, opts)
     loom.error("io", ("open '%s': %s"):format(path, why), { code = code, path = path })
   end
   local dir, base = split(path)
-  local ok, st = pcall(core._fs_stat, path, true)
-  if ok then
+  local found, st = pcall(core._fs_stat, path, true)
+  if found then
     -- The rename would put a regular file where a device, a FIFO or a
     -- socket was (as root, /dev/null itself): writing to one is
     -- fs.open's, replacing it nobody's.
