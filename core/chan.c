@@ -16,12 +16,14 @@ int loom_chan_init(loom_chan_t *ch, size_t cap) {
   ch->closed = 0;
   loom_waitq_init(&ch->senders);
   loom_waitq_init(&ch->receivers);
+  loom_waitq_init(&ch->enders);
   return 0;
 }
 
 void loom_chan_destroy(loom_chan_t *ch) {
   while (loom_waitq_shift(&ch->senders) != NULL) {}
   while (loom_waitq_shift(&ch->receivers) != NULL) {}
+  loom_waitq_wake_all(&ch->enders, LOOM_ECLOSED);
   free(ch->buf);
   ch->buf = NULL;
   ch->cap = ch->len = 0;
@@ -89,7 +91,12 @@ int loom_chan_close(loom_chan_t *ch) {
   ch->closed = 1;
   loom_waitq_wake_all(&ch->receivers, LOOM_ECLOSED);
   loom_waitq_wake_all(&ch->senders, LOOM_ECLOSED);
+  loom_waitq_wake_all(&ch->enders, LOOM_ECLOSED);
   return LOOM_OK;
+}
+
+void loom_chan_watch_end(loom_chan_t *ch, loom_waiter_t *w) {
+  loom_waitq_push(&ch->enders, w);
 }
 
 int loom_chan_drain_one(loom_chan_t *ch, int64_t *item) {

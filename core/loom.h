@@ -173,12 +173,20 @@ typedef struct loom_chan {
   int closed;
   loom_waitq_t senders;   /* waiter->item holds the item offered */
   loom_waitq_t receivers; /* waiter->item receives the item */
+  loom_waitq_t enders;    /* told when it closes or is destroyed */
 } loom_chan_t;
 
 int loom_chan_init(loom_chan_t *ch, size_t cap);
-/* Frees the buffer. Waiters still queued are unlinked without being woken;
- * items left in the buffer are the owner's to release before this. */
+/* Frees the buffer. Waiters still queued are unlinked without being woken
+ * (those of loom_chan_watch_end are woken); items left in the buffer are
+ * the owner's to release before this. */
 void loom_chan_destroy(loom_chan_t *ch);
+/* Queues w to be woken with LOOM_ECLOSED when the channel closes or is
+ * destroyed, whichever comes first: for what feeds a channel and must
+ * stop once nobody can read it, without holding it alive. Unlink w to
+ * stop watching. Look at ch->closed first: a closed channel wakes nobody
+ * again. */
+void loom_chan_watch_end(loom_chan_t *ch, loom_waiter_t *w);
 /* 0: delivered or buffered. LOOM_EAGAIN: would wait. LOOM_ECLOSED. */
 int loom_chan_try_send(loom_chan_t *ch, int64_t item);
 /* 0: *item set. LOOM_EAGAIN: empty. LOOM_ECLOSED: closed and drained. */

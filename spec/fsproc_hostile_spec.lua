@@ -360,6 +360,28 @@ describe("loom.signal, hostile", function()
     assert.is_truthy(out:find("write failed with E", 1, true), out)
   end)
 
+  it("stops watching once its channel is dropped and collected: INT ends the process again #subprocess", function()
+    local ok, out = run_child([[
+      local loom = require "loom"
+      loom.run(function()
+        local before = loom.stats().tasks
+        for _ = 1, 1000 do loom.signal("USR1") end
+        loom.signal("INT")
+        collectgarbage()
+        collectgarbage()
+        loom.sleep(0.1) -- the pumps see their channels gone, and end
+        print("tasks left " .. loom.stats().tasks - before)
+        io.stdout:flush()
+        loom.signal.raise("INT")
+        loom.sleep(1)
+        print("survived INT")
+      end)
+    ]], 30)
+    assert.is_falsy(ok, out) -- ended by the signal
+    assert.is_truthy(out:find("tasks left 0", 1, true), out)
+    assert.is_falsy(out:find("survived", 1, true), out)
+  end)
+
   it("closing a channel with a receiver waiting ends the receive", function()
     within(10, function()
       local ch = signal("USR1")

@@ -263,3 +263,33 @@ TEST_IMPL(chan_cancelled_waiter_skipped) {
   ASSERT_EQ(log.n, 1);
   ASSERT(!loom_waiter_queued(&r[2].w));
 }
+
+/* What feeds a channel learns that it ended: once at its close, or at its
+ * destruction when nobody closed it, and never after being unlinked. */
+TEST_IMPL(chan_watch_end) {
+  loom_chan_t ch;
+  loom_test_log_t log = {0};
+  loom_test_waiter_t a, b, gone;
+  ASSERT_EQ(loom_chan_init(&ch, 1), 0);
+  waiter(&a, &log, 1, 0);
+  waiter(&gone, &log, 2, 0);
+  loom_chan_watch_end(&ch, &a.w);
+  loom_chan_watch_end(&ch, &gone.w);
+  loom_waiter_unlink(&gone.w);
+  ASSERT_EQ(loom_chan_try_send(&ch, 5), LOOM_OK);
+  ASSERT_EQ(log.n, 0);
+  ASSERT_EQ(loom_chan_close(&ch), LOOM_OK);
+  ASSERT_EQ(log.n, 1);
+  ASSERT_EQ(log.order[0], 1);
+  ASSERT_EQ(log.status[0], LOOM_ECLOSED);
+  loom_chan_destroy(&ch);
+  ASSERT_EQ(log.n, 1); /* told once, at the close */
+
+  ASSERT_EQ(loom_chan_init(&ch, 0), 0);
+  waiter(&b, &log, 3, 0);
+  loom_chan_watch_end(&ch, &b.w);
+  loom_chan_destroy(&ch);
+  ASSERT_EQ(log.n, 2);
+  ASSERT_EQ(log.order[1], 3);
+  ASSERT_EQ(log.status[1], LOOM_ECLOSED);
+}

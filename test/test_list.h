@@ -36,6 +36,7 @@
   X(chan, close_twice)                  \
   X(chan, try_ops)                      \
   X(chan, cancelled_waiter_skipped)     \
+  X(chan, watch_end)                    \
   X(sem, acquire_release)               \
   X(sem, fifo_handoff)                  \
   X(sem, no_barging)                    \

@@ -1,10 +1,11 @@
 /* Signal watchers on uv_signal_t (never a raw sigaction: uv_spawn reaps
  * children through libuv's own SIGCHLD handler). A watcher queues the
  * signals that arrive; w:next() waits for the next one. signal.lua pumps
- * them into a loom channel and stops when that channel is closed: the
- * watcher looks at the channel before each poll of the loop (a prepare
- * handle), so closing the channel ends the watching at once, not at the
- * next signal.
+ * them into a loom channel and stops when that channel ends: the channel
+ * tells the watcher when it is closed or collected (loom_chan_watch_end),
+ * so the watching ends at once, not at the next signal, and a channel its
+ * user dropped stops it too. The watcher holds no reference to the
+ * channel, and the pump only a weak one.
  *
  * The handles are malloc'd and freed by their close callbacks: a watcher
  * collected unclosed closes them, and the signals go back to their
@@ -126,9 +127,9 @@ static int catchable(int sig) {
 typedef struct swait swait;
 
 typedef struct watcher {
-  uv_prepare_t prep;
   lm_ctx *ctx;
-  lm_chan *ch;        /* closed: the watching ends (NULL: no channel) */
+  loom_waiter_t chan_end; /* queued on the channel while it lasts */
+  int chan_ended;         /* the channel was closed or collected */
   int queue[QUEUE_MAX];
   int head, len;
   int open_handles;   /* close callbacks still to come */
@@ -150,7 +151,7 @@ struct swait {
 };
 
 static int ended(const watcher *w) {
-  return w->closing || (w->ch && w->ch->ch.closed);
+  return w->closing || w->chan_ended;
 }
 
 static void wake(watcher *w) {
@@ -169,10 +170,13 @@ static void signal_cb(uv_signal_t *h, int signum) {
   wake(w);
 }
 
-static void prepare_cb(uv_prepare_t *h) {
-  watcher *w = h->data;
-  if (w->ch && w->ch->ch.closed)
-    wake(w);
+/* The channel closed, or is being collected (from its finalizer: only C
+ * here, the pump runs later). */
+static void chan_ended(loom_waiter_t *waiter, int status) {
+  (void)status;
+  watcher *w = waiter->data;
+  w->chan_ended = 1;
+  wake(w);
 }
 
 static void close_cb(uv_handle_t *h) {
@@ -185,13 +189,13 @@ static void close_watcher(watcher *w) {
   if (w->closing)
     return;
   w->closing = 1;
+  loom_waiter_unlink(&w->chan_end);
   for (int i = 0; i < w->nsig; i++) {
     int signum = w->sig[i].signum;
     uv_close((uv_handle_t *)&w->sig[i], close_cb);
     if (signum > 0)
       restore_ignored(signum);
   }
-  uv_close((uv_handle_t *)&w->prep, close_cb);
   wake(w);
 }
 
@@ -317,24 +321,19 @@ static int l_watch(lua_State *L) {
     if (!dup)
       nums[n++] = num;
   }
-  lm_watcher *ud = lua_newuserdatauv(L, sizeof *ud, 1);
+  lm_watcher *ud = lua_newuserdatauv(L, sizeof *ud, 0);
   ud->w = NULL;
   luaL_setmetatable(L, LM_SIGNAL_MT);
-  if (ch) {
-    lua_pushvalue(L, 2);
-    lua_setiuservalue(L, -2, 1);
-  }
   watcher *w = calloc(1, sizeof *w + (size_t)n * sizeof(uv_signal_t));
   if (w == NULL)
     return lm_error(L, "memory", "cannot allocate a signal watcher");
-  w->ch = ch;
   w->ctx = ctx;
   w->nsig = n;
-  uv_prepare_init(&ctx->loop.uv, &w->prep);
-  w->prep.data = w;
-  w->open_handles = 1;
-  uv_prepare_start(&w->prep, prepare_cb);
-  uv_unref((uv_handle_t *)&w->prep);
+  loom_waiter_init(&w->chan_end, chan_ended, w);
+  if (ch && ch->ch.closed)
+    w->chan_ended = 1;
+  else if (ch)
+    loom_chan_watch_end(&ch->ch, &w->chan_end);
   ud->w = w;
   for (int i = 0; i < n; i++) {
     uv_signal_init(&ctx->loop.uv, &w->sig[i]);

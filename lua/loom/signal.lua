@@ -28,16 +28,28 @@ local function check_names(fname, names)
   return names
 end
 
--- A watcher of names whose signals go into ch until ch is closed (or the
--- watcher is): a daemon task pumps them, so loom.run does not wait for it.
+-- Sends name into the channel held, if it is still there; false once it
+-- is gone or closed. A frame of its own: the channel never sits in the
+-- pump's registers while the pump waits, where the collector would see
+-- it and keep it.
+local function deliver(held, name)
+  local ch = held[1]
+  return ch ~= nil and (pcall(ch.send, ch, name))
+end
+
+-- A watcher of names whose signals go into ch until ch is closed or
+-- collected (or the watcher is closed): a daemon task pumps them, so
+-- loom.run does not wait for it. The pump holds ch weakly: a channel its
+-- user dropped is collected, which ends the watching and gives the
+-- signals their default action back (a dropped loom.signal("INT") must
+-- not leave Ctrl-C doing nothing).
 local function watch(names, ch)
   local w = core._signal_watch(names, ch)
+  local held = setmetatable({ ch }, { __mode = "v" })
   core._spawn_daemon(function()
     while true do
       local name = w:next()
-      if name == nil then break end
-      local ok = pcall(ch.send, ch, name)
-      if not ok then break end
+      if name == nil or not deliver(held, name) then break end
     end
     w:close()
   end)
