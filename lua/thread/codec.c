@@ -165,7 +165,9 @@ void lm_xbuf_free(char *p, size_t len) {
 void lm_xbuf_release_chans(const char *p, size_t len) { each_chan(p, len, loom_xchan_unref); }
 
 static int xbuf_gc(lua_State *L) {
-  xbuf_release(lua_touserdata(L, 1), 0);
+  xbuf_ud *u = luaL_testudata(L, 1, XBUF_MT);
+  if (u)
+    xbuf_release(u, 0);
   return 0;
 }
 
@@ -584,13 +586,25 @@ static seen *enc_seen(enc *e, int idx) {
   return s;
 }
 
+/* A class with a finalizer is one of userdata (a channel's, a file's):
+ * its __gc would take a table for its object, and crash or worse. */
+static int has_finalizer(lua_State *L, int mt) {
+  lua_pushliteral(L, "__gc");
+  int yes = lua_rawget(L, mt) != LUA_TNIL;
+  lua_pop(L, 1);
+  return yes;
+}
+
 /* A metatable made by luaL_newmetatable (its __name is the registry key
  * that holds it) is a class both states register the same way, such as
- * loom.error: it goes by that name. Any other refuses the table. */
+ * loom.error: it goes by that name. Any other refuses the table, and so
+ * does a class of userdata. */
 static void enc_metatable(enc *e, int idx, seen *s) {
   lua_State *L = e->L;
   if (!lua_getmetatable(L, idx))
     return;
+  if (has_finalizer(L, lua_gettop(L)))
+    enc_fail(e, "a table with a userdata class's metatable");
   if (lua_getfield(L, -1, "__name") == LUA_TSTRING) {
     size_t n;
     const char *name = lua_tolstring(L, -1, &n);
@@ -1201,6 +1215,11 @@ static void dec_meta(dec *d) {
   if (!lua_istable(L, -1))
     lm_error(L, "argument", "cannot find the metatable '%s' in the receiving state",
              lua_tostring(L, -3));
+  if (has_finalizer(L, lua_gettop(L)))
+    lm_error(L, "argument",
+             "cannot give a table the metatable '%s': a class of userdata "
+             "in the receiving state",
+             lua_tostring(L, -3));
   lua_setmetatable(L, -2);
   lua_remove(L, -2);
 }
@@ -1393,8 +1412,8 @@ typedef struct peer {
 } peer;
 
 static int peer_gc(lua_State *L) {
-  peer *pp = lua_touserdata(L, 1);
-  if (pp->L) {
+  peer *pp = luaL_testudata(L, 1, PEER_MT);
+  if (pp && pp->L) {
     lua_close(pp->L);
     pp->L = NULL;
   }
