@@ -122,6 +122,73 @@ describe("loom.thread, hostile", function()
     end)
   end)
 
+  describe("closures sharing a variable", function()
+    -- Each closure's upvalues were copied on their own: two functions over
+    -- one local (a counter and its reader) each got a variable of their
+    -- own, and the job saw the reader stuck at the start value.
+    it("keep sharing it in the copy, and leave the caller's alone", function()
+      within(10, function()
+        local count = 0
+        local function add(n) count = count + n end
+        local function total() return count end
+        assert.equal(55, pool:run(function()
+          for i = 1, 10 do add(i) end
+          return total()
+        end))
+        assert.equal(0, count)
+        -- Copied as values of a table, as arguments, and through a channel.
+        local api = { add = add, total = total }
+        assert.equal(3, pool:run(function(a, t) a.add(1); a.add(2); return t() end, api, total))
+        local ch = loom.thread.channel(1)
+        ch:send(api)
+        local got = ch:recv()
+        got.add(4)
+        assert.equal(4, got.total()); assert.equal(0, total())
+        -- A closure inside the shared variable's own value.
+        local x
+        local function set(v) x = v end
+        x = { get = function() return x end }
+        local same, after = pool:run(function()
+          local g = x.get
+          local was = g() == x
+          set(7)
+          return was, g()
+        end)
+        assert.is_true(same); assert.equal(7, after)
+        -- A large message goes as a stream: the same there.
+        local big = {}
+        for i = 1, 100000 do big[i] = i end
+        local sum, n = pool:run(function(b) add(5); add(6); return total(), #b end, big)
+        assert.equal(11, sum); assert.equal(100000, n)
+      end)
+    end)
+
+    it("refer to their first place, a reference the receiver checks", function()
+      local v = 0
+      local function inc() v = v + 1 end
+      local function get() return v end
+      local raw = core._xcopy_encode_raw(inc, get)
+      local a, b = core._xcopy_decode_raw(raw)
+      a(); a()
+      assert.equal(2, b())
+      for i = 0, #raw - 1 do
+        expect_error("protocol", core._xcopy_decode_raw, raw:sub(1, i))
+      end
+      -- The reference: a tag (19), the function's number, the upvalue's,
+      -- just before the 4-byte trailer.
+      local at = #raw - 4 - 6 + 1
+      assert.equal(19, raw:byte(at))
+      local function with(seq, n)
+        return raw:sub(1, at) .. string.pack("<I4B", seq, n) .. raw:sub(-4)
+      end
+      assert.equal(2, select("#", core._xcopy_decode_raw(with(0, 1))))
+      for _, bad in ipairs { { 1, 1 }, { 2, 1 }, { 0xffffffff, 1 }, { 0, 0 }, { 0, 2 }, { 0, 255 } } do
+        local err = expect_error("protocol", core._xcopy_decode_raw, with(bad[1], bad[2]))
+        assert.matches("a reference to no upvalue", err.message)
+      end
+    end)
+  end)
+
   describe("classes of userdata", function()
     -- A table given a userdata class's metatable crossed by the class's
     -- name, and its __gc then took the table for its object: a crash in
