@@ -169,7 +169,9 @@ lm_task *lm_spawn(lua_State *L, lm_ctx *ctx, int first, int n) {
   lua_State *co = lua_newthread(L);
   lua_setiuservalue(L, -2, LM_TASK_CO);
   t->co = co;
-  if (!lua_checkstack(co, n + 2))
+  /* The arguments are copied on L before they move: room for them there
+   * too (a C caller is owed only LUA_MINSTACK slots past its own). */
+  if (!lua_checkstack(co, n + 2) || !lua_checkstack(L, n))
     lm_error(L, "argument", "too many arguments to spawn");
   lua_pushcfunction(co, task_body);
   for (int i = 0; i < n; i++)

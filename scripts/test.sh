@@ -226,7 +226,8 @@ if [ "${LOOM_SKIP_TSAN:-}" != 1 ]; then
       fail_stage "ThreadSanitizer report in the SQLite specs"
     fi
     specs build-tsan LD_PRELOAD="$tsan_preload" \
-      -- --exclude-tags=subprocess spec/thread_spec.lua spec/thread_channel_spec.lua spec/thread_stream_spec.lua
+      -- --exclude-tags=subprocess spec/thread_spec.lua spec/thread_channel_spec.lua spec/thread_stream_spec.lua \
+      spec/thread_hostile_spec.lua
     if grep -q "WARNING: ThreadSanitizer" "$logs/busted-build-tsan.log"; then
       fail_stage "ThreadSanitizer report in the thread specs"
     fi

@@ -65,8 +65,8 @@ function thread.pool(opts)
   end
   opts = opts or {}
   local size = opts.size
-  if size ~= nil and (math.type(size) ~= "integer" or size < 1) then
-    loom.error("argument", "bad argument #1 to 'loom.thread.pool' (size must be a positive integer)")
+  if size ~= nil and (math.type(size) ~= "integer" or size < 1 or size > 1024) then
+    loom.error("argument", "bad argument #1 to 'loom.thread.pool' (size must be an integer from 1 to 1024)")
   end
   if opts.setup ~= nil and not is_callable(opts.setup) then
     loom.error("argument", ("bad argument #1 to 'loom.thread.pool' (setup must be a function, got %s)")

@@ -8,7 +8,9 @@
  * Lua functions are numbered in the order they are first met; meeting one
  * again emits a back reference to that number and sets the SHARED bit in
  * the first occurrence's tag, so the receiver keeps a reference only to
- * objects that are referred to again (most are not).
+ * objects that are referred to again (most are not). An upvalue met again
+ * (closures sharing a variable) is a reference to the first function and
+ * upvalue that had it, joined by the receiver.
  *
  * The receiver checks the framing of everything it reads (a truncated or
  * garbled buffer is a `protocol` error); the bytecode inside a function is
@@ -43,7 +45,7 @@
 enum {
   T_NIL, T_FALSE, T_TRUE, T_INT8, T_INT32, T_INT64, T_FLOAT, T_SSTR, T_STR,
   T_TABLE, T_FUNC, T_REF, T_CFUNC, T_MODULE, T_NULL, T_META, T_KSTR, T_KREF,
-  T_XCHAN
+  T_XCHAN, T_UPREF
 };
 #define T_SHARED 0x80
 
@@ -63,8 +65,11 @@ static const char cindex_key = 'c';
 typedef struct seen {
   const void *key;
   uint32_t seq;    /* its number, or the module's in `modules` */
-  uint32_t module; /* 1: a module's table, sent by name */
+  uint32_t module; /* 1: a module's table, sent by name; UPVALUE + n: the
+                      key is an upvalue (lua_upvalueid), the n-th of
+                      function number seq */
 } seen;
+#define UPVALUE 1
 
 typedef struct module_name {
   const char *name;
@@ -165,7 +170,9 @@ void lm_xbuf_free(char *p, size_t len) {
 void lm_xbuf_release_chans(const char *p, size_t len) { each_chan(p, len, loom_xchan_unref); }
 
 static int xbuf_gc(lua_State *L) {
-  xbuf_release(lua_touserdata(L, 1), 0);
+  xbuf_ud *u = luaL_testudata(L, 1, XBUF_MT);
+  if (u)
+    xbuf_release(u, 0);
   return 0;
 }
 
@@ -584,13 +591,25 @@ static seen *enc_seen(enc *e, int idx) {
   return s;
 }
 
+/* A class with a finalizer is one of userdata (a channel's, a file's):
+ * its __gc would take a table for its object, and crash or worse. */
+static int has_finalizer(lua_State *L, int mt) {
+  lua_pushliteral(L, "__gc");
+  int yes = lua_rawget(L, mt) != LUA_TNIL;
+  lua_pop(L, 1);
+  return yes;
+}
+
 /* A metatable made by luaL_newmetatable (its __name is the registry key
  * that holds it) is a class both states register the same way, such as
- * loom.error: it goes by that name. Any other refuses the table. */
+ * loom.error: it goes by that name. Any other refuses the table, and so
+ * does a class of userdata. */
 static void enc_metatable(enc *e, int idx, seen *s) {
   lua_State *L = e->L;
   if (!lua_getmetatable(L, idx))
     return;
+  if (has_finalizer(L, lua_gettop(L)))
+    enc_fail(e, "a table with a userdata class's metatable");
   if (lua_getfield(L, -1, "__name") == LUA_TSTRING) {
     size_t n;
     const char *name = lua_tolstring(L, -1, &n);
@@ -716,14 +735,43 @@ static void enc_table(enc *e, int idx) {
   e->hold = held;
 }
 
+/* The i-th upvalue of function number seq (at idx), its value on top. A
+ * variable that closures share (a counter two local functions update)
+ * stays shared: met again, it goes as a reference to the first function
+ * and upvalue that had it, which the receiver joins (lua_upvaluejoin).
+ * Its first place is recorded before its value is encoded, so a closure
+ * inside that value joins it too: the receiver sets the value into the
+ * joined upvalue afterwards. */
+static void enc_upvalue(enc *e, int idx, uint32_t seq, int i) {
+  xbuf_ud *u = e->u;
+  seen *up = seen_find(e, lua_upvalueid(e->L, idx, i));
+  if (up->key == NULL) {
+    up->key = lua_upvalueid(e->L, idx, i);
+    up->seq = seq;
+    up->module = UPVALUE + (uint32_t)i;
+    u->seen_n++;
+    enc_value(e, lua_gettop(e->L));
+    return;
+  }
+  char *p = reserve(e, 6);
+  p[0] = T_UPREF;
+  memcpy(p + 1, &up->seq, 4);
+  p[5] = (char)(unsigned char)(up->module - UPVALUE);
+  /* The receiver must keep the function it joins to. */
+  if (!u->stream)
+    u->b.p[u->pos[up->seq]] |= (char)T_SHARED;
+}
+
 static void enc_function(enc *e, int idx) {
   lua_State *L = e->L;
   if (lua_iscfunction(L, idx)) {
     enc_cfunction(e, idx);
     return;
   }
-  if (enc_seen(e, idx) == NULL)
+  seen *entry = enc_seen(e, idx);
+  if (entry == NULL)
     return;
+  uint32_t seq = entry->seq;
   lm_xbuf *b = &e->u->b;
   put_byte(e, T_FUNC);
   size_t lenpos = b->len;
@@ -750,7 +798,7 @@ static void enc_function(enc *e, int idx) {
     if (s->name && strcmp(s->name, "_ENV") == 0 && lua_type(L, -1) == LUA_TTABLE)
       put_name(e, T_MODULE, GLOBALS_NAME, sizeof GLOBALS_NAME - 1);
     else
-      enc_value(e, lua_gettop(L));
+      enc_upvalue(e, idx, seq, i);
     lua_pop(L, 1);
   }
   e->depth--;
@@ -1095,6 +1143,24 @@ static const char *chunk_reader(lua_State *L, void *ud, size_t *size) {
   return *size ? c->p : NULL;
 }
 
+/* The i-th upvalue of the function at f is the one of a function decoded
+ * before: joined to it (enc_upvalue). */
+static void dec_upref(dec *d, int f, int i) {
+  lua_State *L = d->L;
+  d->p++;
+  uint32_t seq = get_u32(d);
+  need(d, 1);
+  int n = (unsigned char)*d->p;
+  if (seq >= d->nobj || lua_isnil(L, d->refs) ||
+      lua_rawgeti(L, d->refs, (lua_Integer)seq + 1) != LUA_TFUNCTION ||
+      lua_iscfunction(L, -1) || lua_getupvalue(L, -1, n) == NULL)
+    dec_fail(d, "a reference to no upvalue");
+  d->p++;
+  lua_pop(L, 1);
+  lua_upvaluejoin(L, f, i, -1, n);
+  lua_pop(L, 1);
+}
+
 static void dec_function(dec *d, int shared) {
   lua_State *L = d->L;
   uint64_t len = get_u64(d);
@@ -1110,9 +1176,16 @@ static void dec_function(dec *d, int shared) {
   int nups = (unsigned char)*d->p++;
   int f = lua_gettop(L);
   for (int i = 1; i <= nups; i++) {
-    dec_value(d);
-    if (lua_setupvalue(L, f, i) == NULL)
+    if (lua_getupvalue(L, f, i) == NULL)
       dec_fail(d, "more upvalues than the function has");
+    lua_pop(L, 1);
+    need(d, 1);
+    if ((unsigned char)*d->p == T_UPREF) {
+      dec_upref(d, f, i);
+      continue;
+    }
+    dec_value(d);
+    lua_setupvalue(L, f, i);
   }
   d->depth--;
 }
@@ -1200,6 +1273,11 @@ static void dec_meta(dec *d) {
   }
   if (!lua_istable(L, -1))
     lm_error(L, "argument", "cannot find the metatable '%s' in the receiving state",
+             lua_tostring(L, -3));
+  if (has_finalizer(L, lua_gettop(L)))
+    lm_error(L, "argument",
+             "cannot give a table the metatable '%s': a class of userdata "
+             "in the receiving state",
              lua_tostring(L, -3));
   lua_setmetatable(L, -2);
   lua_remove(L, -2);
@@ -1393,8 +1471,8 @@ typedef struct peer {
 } peer;
 
 static int peer_gc(lua_State *L) {
-  peer *pp = lua_touserdata(L, 1);
-  if (pp->L) {
+  peer *pp = luaL_testudata(L, 1, PEER_MT);
+  if (pp && pp->L) {
     lua_close(pp->L);
     pp->L = NULL;
   }

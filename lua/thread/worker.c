@@ -105,6 +105,52 @@ static int encode_top(lua_State *L, int n, const char *what, char **out, size_t 
   return 0;
 }
 
+static int tostring_k(lua_State *L) {
+  luaL_tolstring(L, 1, NULL);
+  return 1;
+}
+
+/* Encodes what a job or setup raised (the value, then its traceback, on
+ * top of L; popped). A value that cannot cross (a table with a metatable,
+ * userdata) comes back as the argument error that says so, with the
+ * value's text in its message and the worker's traceback kept: the caller
+ * still learns what failed, and where. */
+static void encode_raised(lua_State *L, char **out, size_t *len) {
+  if (!lua_isstring(L, -1)) {
+    lua_pop(L, 1);
+    lua_pushliteral(L, "");
+  }
+  int raised = lua_gettop(L) - 1;
+  lua_pushcfunction(L, encode_k);
+  lua_pushlightuserdata(L, out);
+  lua_pushlightuserdata(L, len);
+  lua_pushliteral(L, "error");
+  lua_pushvalue(L, raised);
+  lua_pushvalue(L, raised + 1);
+  if (lua_pcall(L, 5, 0, 0) != LUA_OK) {
+    /* Why it cannot cross (a loom error naming the path), and the value's
+     * own text (its __tostring may fail: then its type). */
+    int why = lua_gettop(L);
+    if (lua_type(L, why) != LUA_TTABLE ||
+        lua_getfield(L, why, "message") != LUA_TSTRING) {
+      lua_settop(L, why);
+      lua_pushliteral(L, "cannot copy the error");
+    }
+    lua_pushcfunction(L, tostring_k);
+    lua_pushvalue(L, raised);
+    if (lua_pcall(L, 1, 1, 0) != LUA_OK || !lua_isstring(L, -1)) {
+      lua_pop(L, 1);
+      lua_pushfstring(L, "(error object is a %s value)",
+                      luaL_typename(L, raised));
+    }
+    lm_push_error(L, "argument", "%s (what was raised: %s)",
+                  lua_tostring(L, -2), lua_tostring(L, -1));
+    lua_pushvalue(L, raised + 1);
+    encode_top(L, 2, "error", out, len);
+  }
+  lua_settop(L, raised - 1);
+}
+
 static void stop_hook(lua_State *L, lua_Debug *ar) {
   (void)ar;
   lua_sethook(L, stop_hook, LUA_MASKCOUNT, STOP_REARM);
@@ -234,12 +280,7 @@ static int job_main(lua_State *L) {
   }
   lua_getiuservalue(L, task_idx, LM_TASK_ERROR);
   lua_getiuservalue(L, task_idx, LM_TASK_TRACEBACK);
-  if (!lua_isstring(L, -1)) {
-    lua_pop(L, 1);
-    lua_pushliteral(L, "");
-  }
-  lm_xbuf *b = lm_xcopy_encode(L, -2, 2, "error");
-  j->out = lm_xbuf_take(b, &j->out_len);
+  encode_raised(L, &j->out, &j->out_len);
   return 0;
 }
 
@@ -406,7 +447,7 @@ static void *state_start(loom_loop_t *loop, void *data) {
   if (lua_pcall(s->L, 2, 0, 0) != LUA_OK) {
     /* Every job of this worker fails with what setup raised. */
     lua_pushliteral(s->L, "");
-    encode_top(s->L, 2, "error", &s->setup_err, &s->setup_err_len);
+    encode_raised(s->L, &s->setup_err, &s->setup_err_len);
     if (s->setup_err == NULL || s->ctx == NULL) {
       lua_close(s->L);
       s->L = NULL;
