@@ -193,6 +193,12 @@ const luaL_Reg lm_error_funcs[] = {
 
 static const luaL_Reg error_metamethods[] = {{"__tostring", error_tostring}, {NULL, NULL}};
 
+/* Not lm_new_class: its guard passes on only userdata, and errors are
+ * tables. */
 void lm_open_error(lua_State *L) {
-  lm_new_class(L, LM_ERROR_MT, NULL, error_metamethods);
+  if (luaL_newmetatable(L, LM_ERROR_MT)) {
+    lua_pushvalue(L, -1);
+    luaL_setfuncs(L, error_metamethods, 1);
+  }
+  lua_pop(L, 1);
 }
