@@ -200,6 +200,9 @@ static int wait_k(lua_State *L, int status, lua_KContext kctx) {
  * one of those asked for did, or the transfer ended. */
 static int xfer_wait(lua_State *L) {
   lm_http_xfer *u = check_xfer(L);
+  /* One request slot: a second waiter would orphan the first's wait. */
+  if (u->rq.wait)
+    return lm_error(L, "usage", "another task is reading this HTTP response");
   u->want = (int)luaL_checkinteger(L, 2) | LOOM_HTTP_EV_DONE;
   if (u->x->done || (u->events & u->want))
     return push_events(L, u);
