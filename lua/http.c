@@ -248,6 +248,15 @@ static int xfer_take(lua_State *L) {
   return 1;
 }
 
+/* t:want(n): the transfer goes on until n body bytes are buffered, its
+ * buffer option notwithstanding, for a read that asks for more. */
+static int xfer_want(lua_State *L) {
+  lm_http_xfer *u = check_xfer(L);
+  lua_Integer n = luaL_checkinteger(L, 2);
+  u->eng->want(u->x, n < 0 ? 0 : (size_t)n);
+  return 0;
+}
+
 /* t:find(byte) -> the position of the first such byte buffered, or nil */
 static int xfer_find(lua_State *L) {
   lm_http_xfer *u = check_xfer(L);
@@ -308,6 +317,7 @@ static const luaL_Reg xfer_methods[] = {
   {"result", xfer_result},
   {"take", xfer_take},
   {"find", xfer_find},
+  {"want", xfer_want},
   {"buffered", xfer_buffered},
   {"feed", xfer_feed},
   {"close", xfer_close},

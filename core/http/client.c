@@ -218,6 +218,7 @@ const loom_http_engine_t loom_http_engine = {
   .close = http_close,
   .start = loom__http_start,
   .consume = loom__http_consume,
+  .want = loom__http_want,
   .feed = loom__http_feed,
   .abort = loom__http_abort,
   .free = loom__http_free,

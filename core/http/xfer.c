@@ -66,7 +66,7 @@ static size_t on_write(char *p, size_t size, size_t nmemb, void *data) {
   }
   /* Paused, the chunk stays with curl, which hands it over again once the
    * owner resumes the transfer. */
-  if (x->high_water && x->pub.len >= x->high_water) {
+  if (x->high_water && x->pub.len >= x->high_water && x->pub.len >= x->need) {
     x->recv_paused = 1;
     notify(x, events & ~LOOM_HTTP_EV_DATA);
     return CURL_WRITEFUNC_PAUSE;
@@ -259,12 +259,22 @@ static void resume(http_xfer *x) {
 
 void loom__http_consume(loom_http_xfer_t *pub, size_t n) {
   http_xfer *x = (http_xfer *)pub;
+  x->need = 0;
   x->off += n;
   x->pub.len -= n;
   x->pub.buf = x->base + x->off;
   if (x->pub.len == 0)
     x->off = 0;
   if (x->recv_paused && x->easy && x->pub.len < x->high_water / 2 + 1) {
+    x->recv_paused = 0;
+    resume(x);
+  }
+}
+
+void loom__http_want(loom_http_xfer_t *pub, size_t n) {
+  http_xfer *x = (http_xfer *)pub;
+  x->need = n;
+  if (x->recv_paused && x->easy && x->pub.len < n) {
     x->recv_paused = 0;
     resume(x);
   }

@@ -177,6 +177,18 @@ local function more(self)
   return false
 end
 
+-- Waits until n bytes are buffered (false: the body ended first). A
+-- read may want more than the buffer option lets the transfer hold ahead:
+-- it goes on for that read rather than pause short of it for good.
+local function fill(self, n)
+  local x = self._x
+  while x:buffered() < n do
+    x:want(n)
+    if not more(self) then return false end
+  end
+  return true
+end
+
 local function read_line(self, keep)
   local x = self._x
   while true do
@@ -185,7 +197,7 @@ local function read_line(self, keep)
       local line = x:take(at)
       return keep and line or line:sub(1, -2):gsub("\r$", "")
     end
-    if not more(self) then
+    if not fill(self, x:buffered() + 1) then
       local rest = x:take()
       if rest == "" then return nil end
       return rest
@@ -205,14 +217,15 @@ function Response:read(fmt)
   fmt = fmt or "l"
   if math.type(fmt) == "integer" then
     if fmt < 0 then argerror("read", "n", "must not be negative") end
-    while x:buffered() < fmt and more(self) do end
+    -- read(0), as a file's: "" unless the body is at its end.
+    fill(self, math.max(fmt, 1))
     local s = x:take(fmt)
-    if s == "" and fmt > 0 then return nil end
+    if s == "" and x:buffered() == 0 then return nil end
     return s
   end
   fmt = type(fmt) == "string" and fmt:gsub("^%*", "") or fmt
   if fmt == "a" then
-    while more(self) do end
+    fill(self, math.maxinteger)
     return x:take()
   elseif fmt == "l" or fmt == "L" then
     return read_line(self, fmt == "L")
