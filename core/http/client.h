@@ -47,6 +47,7 @@ struct http_xfer {
   size_t up_len, up_off, up_cap;
   int up_eof;
   int recv_paused, send_paused;
+  int head_open;        /* a header block began and its blank line did not come */
   char errbuf[CURL_ERROR_SIZE];
 };
 
