@@ -4,6 +4,7 @@
  * the loom.curl module as a vtable (core/http/http.h), as a database
  * driver's does: loom.core itself links no libcurl. lua/loom/http.lua
  * makes the API out of these pieces. */
+#include <limits.h>
 #include <string.h>
 #include "lm.h"
 #include "http/http.h"
@@ -123,6 +124,14 @@ static lua_Integer opt_int(lua_State *L, int t, const char *k) {
   return n;
 }
 
+/* Seconds as curl's milliseconds, rounded up: a timeout under a
+ * millisecond is not none. One too long for a long (or infinite) is none:
+ * the cast would be undefined. */
+static long to_ms(lua_Number seconds) {
+  lua_Number ms = seconds * 1000 + 0.999;
+  return ms > 0 && ms < (lua_Number)LONG_MAX ? (long)ms : 0;
+}
+
 /* core._http_start(engine, opts) -> transfer, started. opts comes checked
  * from lua/loom/http.lua: method, url, headers (a list of "Name: value"),
  * body (a string) or body_pull, timeout and connect_timeout (seconds),
@@ -145,11 +154,10 @@ static int l_http_start(lua_State *L) {
   o.body_pull = lua_toboolean(L, -1);
   lua_getfield(L, 2, "verify");
   o.verify = lua_toboolean(L, -1);
-  /* Rounded up: a timeout under a millisecond is not none. */
   lua_getfield(L, 2, "timeout");
-  o.timeout_ms = (long)(lua_tonumber(L, -1) * 1000 + 0.999);
+  o.timeout_ms = to_ms(lua_tonumber(L, -1));
   lua_getfield(L, 2, "connect_timeout");
-  o.connect_timeout_ms = (long)(lua_tonumber(L, -1) * 1000 + 0.999);
+  o.connect_timeout_ms = to_ms(lua_tonumber(L, -1));
   lua_pop(L, 4);
   o.follow = (long)opt_int(L, 2, "follow");
   o.version = (int)opt_int(L, 2, "version");
