@@ -294,8 +294,8 @@ end
 -- the response once its headers are in and, unless stream = true, its
 -- whole body. A status of 4xx or 5xx is a response too; an error is a
 -- request that got none.
-function http.request(o)
-  local opts, pull, stream = options("request", o)
+local function request(fname, o)
+  local opts, pull, stream = options(fname, o)
   local x = core._http_start(get_engine(), opts)
   local ok, err = pcall(pump, x, pull, stream and (HEAD | SEND) or SEND)
   if not ok then
@@ -326,13 +326,16 @@ function http.request(o)
   return res
 end
 
+function http.request(o) return request("request", o) end
+
+-- get, post...: request under their own names, in errors too.
 local function with(fname, method, url, opts, body)
   expect(fname, "url", url, "string")
   local o = {}
   for k, v in pairs(expect(fname, "opts", opts, "table", true) or {}) do o[k] = v end
   o.method, o.url = method, url
   if body ~= nil then o.body = body end
-  return http.request(o)
+  return request(fname, o)
 end
 
 function http.get(url, opts) return with("get", "GET", url, opts) end
