@@ -4,6 +4,7 @@
  * the loom.curl module as a vtable (core/http/http.h), as a database
  * driver's does: loom.core itself links no libcurl. lua/loom/http.lua
  * makes the API out of these pieces. */
+#include <limits.h>
 #include <string.h>
 #include "lm.h"
 #include "http/http.h"
@@ -123,6 +124,14 @@ static lua_Integer opt_int(lua_State *L, int t, const char *k) {
   return n;
 }
 
+/* Seconds as curl's milliseconds, rounded up: a timeout under a
+ * millisecond is not none. One too long for a long (or infinite) is none:
+ * the cast would be undefined. */
+static long to_ms(lua_Number seconds) {
+  lua_Number ms = seconds * 1000 + 0.999;
+  return ms > 0 && ms < (lua_Number)LONG_MAX ? (long)ms : 0;
+}
+
 /* core._http_start(engine, opts) -> transfer, started. opts comes checked
  * from lua/loom/http.lua: method, url, headers (a list of "Name: value"),
  * body (a string) or body_pull, timeout and connect_timeout (seconds),
@@ -145,11 +154,10 @@ static int l_http_start(lua_State *L) {
   o.body_pull = lua_toboolean(L, -1);
   lua_getfield(L, 2, "verify");
   o.verify = lua_toboolean(L, -1);
-  /* Rounded up: a timeout under a millisecond is not none. */
   lua_getfield(L, 2, "timeout");
-  o.timeout_ms = (long)(lua_tonumber(L, -1) * 1000 + 0.999);
+  o.timeout_ms = to_ms(lua_tonumber(L, -1));
   lua_getfield(L, 2, "connect_timeout");
-  o.connect_timeout_ms = (long)(lua_tonumber(L, -1) * 1000 + 0.999);
+  o.connect_timeout_ms = to_ms(lua_tonumber(L, -1));
   lua_pop(L, 4);
   o.follow = (long)opt_int(L, 2, "follow");
   o.version = (int)opt_int(L, 2, "version");
@@ -200,6 +208,9 @@ static int wait_k(lua_State *L, int status, lua_KContext kctx) {
  * one of those asked for did, or the transfer ended. */
 static int xfer_wait(lua_State *L) {
   lm_http_xfer *u = check_xfer(L);
+  /* One request slot: a second waiter would orphan the first's wait. */
+  if (u->rq.wait)
+    return lm_error(L, "usage", "another task is reading this HTTP response");
   u->want = (int)luaL_checkinteger(L, 2) | LOOM_HTTP_EV_DONE;
   if (u->x->done || (u->events & u->want))
     return push_events(L, u);
@@ -243,6 +254,15 @@ static int xfer_take(lua_State *L) {
   if (n > 0)
     u->eng->consume(u->x, n);
   return 1;
+}
+
+/* t:want(n): the transfer goes on until n body bytes are buffered, its
+ * buffer option notwithstanding, for a read that asks for more. */
+static int xfer_want(lua_State *L) {
+  lm_http_xfer *u = check_xfer(L);
+  lua_Integer n = luaL_checkinteger(L, 2);
+  u->eng->want(u->x, n < 0 ? 0 : (size_t)n);
+  return 0;
 }
 
 /* t:find(byte) -> the position of the first such byte buffered, or nil */
@@ -305,6 +325,7 @@ static const luaL_Reg xfer_methods[] = {
   {"result", xfer_result},
   {"take", xfer_take},
   {"find", xfer_find},
+  {"want", xfer_want},
   {"buffered", xfer_buffered},
   {"feed", xfer_feed},
   {"close", xfer_close},

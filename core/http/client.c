@@ -27,7 +27,13 @@ static void act(loom_http_t *h, curl_socket_t fd, int flags) {
 }
 
 static void on_timeout(uv_timer_t *t) {
-  act(t->data, CURL_SOCKET_TIMEOUT, 0);
+  loom_http_t *h = t->data;
+  act(h, CURL_SOCKET_TIMEOUT, 0);
+  /* libuv runs due timers before it polls: a transfer this ended (curl's
+   * own timeout, the end of a body seen after a resume) must wake its
+   * task now, not when some later, unrelated event ends the poll (as
+   * core/timer.c's timers do). */
+  uv_stop(&h->loop->uv);
 }
 
 void loom__http_kick(loom_http_t *h) {
@@ -212,6 +218,7 @@ const loom_http_engine_t loom_http_engine = {
   .close = http_close,
   .start = loom__http_start,
   .consume = loom__http_consume,
+  .want = loom__http_want,
   .feed = loom__http_feed,
   .abort = loom__http_abort,
   .free = loom__http_free,

@@ -42,10 +42,12 @@ struct http_xfer {
   char *base;           /* pub.buf is base + off */
   size_t off, cap, hcap;
   size_t high_water;
+  size_t need;          /* what a waiting reader wants buffered (high_water may be less) */
   char *up;             /* upload bytes fed and not sent yet */
   size_t up_len, up_off, up_cap;
   int up_eof;
   int recv_paused, send_paused;
+  int head_open;        /* a header block began and its blank line did not come */
   char errbuf[CURL_ERROR_SIZE];
 };
 
@@ -58,6 +60,7 @@ int loom__http_closesocket(void *clientp, curl_socket_t fd);
 loom_http_xfer_t *loom__http_start(loom_http_t *h, const loom_http_opts *o,
                                    void (*notify)(loom_http_xfer_t *, int), void *data);
 void loom__http_consume(loom_http_xfer_t *x, size_t n);
+void loom__http_want(loom_http_xfer_t *x, size_t n);
 int loom__http_feed(loom_http_xfer_t *x, const char *p, size_t len);
 void loom__http_abort(loom_http_xfer_t *x);
 void loom__http_free(loom_http_xfer_t *x);

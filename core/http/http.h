@@ -79,6 +79,10 @@ typedef struct loom_http_engine {
   /* The owner took n body bytes from the front of buf (resumes a paused
    * transfer once enough is gone). */
   void (*consume)(loom_http_xfer_t *x, size_t n);
+  /* The owner waits until n body bytes are buffered (a read longer than
+   * the high-water mark): the transfer does not pause short of that. The
+   * next consume ends the wish. */
+  void (*want)(loom_http_xfer_t *x, size_t n);
   /* The next upload chunk; len 0 ends the body. */
   int (*feed)(loom_http_xfer_t *x, const char *p, size_t len);
   /* Stops the transfer (done, result "aborted") and frees its handle. */

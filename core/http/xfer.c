@@ -66,7 +66,7 @@ static size_t on_write(char *p, size_t size, size_t nmemb, void *data) {
   }
   /* Paused, the chunk stays with curl, which hands it over again once the
    * owner resumes the transfer. */
-  if (x->high_water && x->pub.len >= x->high_water) {
+  if (x->high_water && x->pub.len >= x->high_water && x->pub.len >= x->need) {
     x->recv_paused = 1;
     notify(x, events & ~LOOM_HTTP_EV_DATA);
     return CURL_WRITEFUNC_PAUSE;
@@ -92,8 +92,13 @@ static size_t on_header(char *p, size_t size, size_t nmemb, void *data) {
   size_t n = size * nmemb;
   if (x->pub.head)
     return n;
-  if (n >= 5 && memcmp(p, "HTTP/", 5) == 0)
+  if (n >= 5 && memcmp(p, "HTTP/", 5) == 0) {
     x->pub.headers_len = 0;
+    x->head_open = 1;
+  } else if ((n == 2 && p[0] == '\r' && p[1] == '\n') ||
+             (n == 1 && p[0] == '\n')) {
+    x->head_open = 0;
+  }
   if (!reserve(&x->pub.headers, &x->hcap, x->pub.headers_len + n + 1))
     return 0;
   memcpy(x->pub.headers + x->pub.headers_len, p, n);
@@ -245,6 +250,13 @@ void loom__http_xfer_finished(http_xfer *x, CURLcode result) {
     events |= LOOM_HTTP_EV_HEAD;
   }
   release(x);
+  /* curl 7.88 ends a response whose connection closed amid its headers
+   * with CURLE_OK, as if it were whole: it is not. */
+  if (result == CURLE_OK && x->head_open) {
+    result = CURLE_PARTIAL_FILE;
+    snprintf(x->errbuf, sizeof x->errbuf,
+             "the connection closed in the middle of the response's headers");
+  }
   set_result(x, result, result == CURLE_OK ? "" : x->errbuf[0] ? x->errbuf : curl_easy_strerror(result));
   notify(x, events);
 }
@@ -259,12 +271,22 @@ static void resume(http_xfer *x) {
 
 void loom__http_consume(loom_http_xfer_t *pub, size_t n) {
   http_xfer *x = (http_xfer *)pub;
+  x->need = 0;
   x->off += n;
   x->pub.len -= n;
   x->pub.buf = x->base + x->off;
   if (x->pub.len == 0)
     x->off = 0;
   if (x->recv_paused && x->easy && x->pub.len < x->high_water / 2 + 1) {
+    x->recv_paused = 0;
+    resume(x);
+  }
+}
+
+void loom__http_want(loom_http_xfer_t *pub, size_t n) {
+  http_xfer *x = (http_xfer *)pub;
+  x->need = n;
+  if (x->recv_paused && x->easy && x->pub.len < n) {
     x->recv_paused = 0;
     resume(x);
   }

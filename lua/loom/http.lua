@@ -39,12 +39,16 @@ local function expect(fname, name, value, want, optional)
   argerror(fname, name, ("%s expected, got %s"):format(want, got))
 end
 
+-- A header name's or a method's characters (RFC 9110's token): nothing
+-- curl would send as another header or cut short at a NUL.
+local TOKEN = "^[%w!#$%%&'*+.^_`|~-]+$"
+
 -- Headers to send, as curl takes them: "Name: value" lines. A list value
 -- sends the header once per element.
 local function header_lines(fname, headers)
   local lines = {}
   for name, value in pairs(headers) do
-    if type(name) ~= "string" or name:find("[:\r\n]") or name == "" then
+    if type(name) ~= "string" or not name:find(TOKEN) then
       argerror(fname, "headers", ("bad header name %q"):format(tostring(name)))
     end
     local list = type(value) == "table" and value or { value }
@@ -54,11 +58,19 @@ local function header_lines(fname, headers)
       end
       v = tostring(v)
       if v:find("[\r\n]") then argerror(fname, "headers", ("the value of %s spans lines"):format(name)) end
+      -- curl takes C strings: a NUL would cut the value short unseen.
+      if v:find("\0", 1, true) then argerror(fname, "headers", ("the value of %s holds a NUL byte"):format(name)) end
       -- "Name:" alone would tell curl to drop the header: "Name;" sends it empty.
       lines[#lines + 1] = v == "" and name .. ";" or name .. ": " .. v
     end
   end
   return lines
+end
+
+-- A userdata need not be indexable: asking it for read must not raise.
+local function has_read(body)
+  local ok, read = pcall(function() return body.read end)
+  return ok and read ~= nil
 end
 
 -- The request's body as the engine takes it: a string whole, anything
@@ -67,22 +79,34 @@ end
 local function body_source(fname, body)
   if body == nil or type(body) == "string" then return nil end
   if loom._is_callable(body) then return body end
-  if (type(body) == "table" or type(body) == "userdata") and body.read then
+  if (type(body) == "table" or type(body) == "userdata") and has_read(body) then
     return function() return body:read(READ_CHUNK) end
   end
   argerror(fname, "body", ("string, function or stream expected, got %s"):format(type(body)))
 end
 
+-- A string curl takes as a C string: a NUL would cut it short unseen.
+local function c_string(fname, name, value, optional)
+  expect(fname, name, value, "string", optional)
+  if value and value:find("\0", 1, true) then argerror(fname, name, "holds a NUL byte") end
+  return value
+end
+
+-- Seconds: positive; NaN is no number of seconds (huge ones mean none).
+local function seconds(fname, name, value)
+  expect(fname, name, value, "number", true)
+  if value and (value <= 0 or value ~= value) then argerror(fname, name, "must be a positive number of seconds") end
+  return value
+end
+
 local function options(fname, o)
   expect(fname, "opts", o, "table")
-  local url = expect(fname, "url", o.url, "string")
+  local url = c_string(fname, "url", o.url)
   local method = expect(fname, "method", o.method, "string", true) or (o.body ~= nil and "POST" or "GET")
   if not method:find("^%u+$") then method = method:upper() end
-  if not method:find("^[%w!#$%%&'*+.^_`|~-]+$") then argerror(fname, "method", ("bad method %q"):format(method)) end
-  local timeout = expect(fname, "timeout", o.timeout, "number", true)
-  if timeout and timeout <= 0 then argerror(fname, "timeout", "must be positive") end
-  local connect_timeout = expect(fname, "connect_timeout", o.connect_timeout, "number", true)
-  if connect_timeout and connect_timeout <= 0 then argerror(fname, "connect_timeout", "must be positive") end
+  if not method:find(TOKEN) then argerror(fname, "method", ("bad method %q"):format(method)) end
+  local timeout = seconds(fname, "timeout", o.timeout)
+  local connect_timeout = seconds(fname, "connect_timeout", o.connect_timeout)
   local follow = o.follow
   if follow == true then follow = FOLLOW_DEFAULT
   elseif follow == nil or follow == false then follow = 0
@@ -107,7 +131,7 @@ local function options(fname, o)
     headers = header_lines(fname, expect(fname, "headers", o.headers, "table", true) or {}),
     body = not pull and o.body or nil, body_pull = pull ~= nil,
     timeout = timeout, connect_timeout = connect_timeout, follow = follow, version = version,
-    verify = verify ~= false, cafile = expect(fname, "cafile", o.cafile, "string", true),
+    verify = verify ~= false, cafile = c_string(fname, "cafile", o.cafile, true),
     high_water = stream and high_water or 0,
   }, pull, stream
 end
@@ -177,6 +201,18 @@ local function more(self)
   return false
 end
 
+-- Waits until n bytes are buffered (false: the body ended first). A
+-- read may want more than the buffer option lets the transfer hold ahead:
+-- it goes on for that read rather than pause short of it for good.
+local function fill(self, n)
+  local x = self._x
+  while x:buffered() < n do
+    x:want(n)
+    if not more(self) then return false end
+  end
+  return true
+end
+
 local function read_line(self, keep)
   local x = self._x
   while true do
@@ -185,7 +221,7 @@ local function read_line(self, keep)
       local line = x:take(at)
       return keep and line or line:sub(1, -2):gsub("\r$", "")
     end
-    if not more(self) then
+    if not fill(self, x:buffered() + 1) then
       local rest = x:take()
       if rest == "" then return nil end
       return rest
@@ -205,14 +241,15 @@ function Response:read(fmt)
   fmt = fmt or "l"
   if math.type(fmt) == "integer" then
     if fmt < 0 then argerror("read", "n", "must not be negative") end
-    while x:buffered() < fmt and more(self) do end
+    -- read(0), as a file's: "" unless the body is at its end.
+    fill(self, math.max(fmt, 1))
     local s = x:take(fmt)
-    if s == "" and fmt > 0 then return nil end
+    if s == "" and x:buffered() == 0 then return nil end
     return s
   end
   fmt = type(fmt) == "string" and fmt:gsub("^%*", "") or fmt
   if fmt == "a" then
-    while more(self) do end
+    fill(self, math.maxinteger)
     return x:take()
   elseif fmt == "l" or fmt == "L" then
     return read_line(self, fmt == "L")
@@ -257,8 +294,8 @@ end
 -- the response once its headers are in and, unless stream = true, its
 -- whole body. A status of 4xx or 5xx is a response too; an error is a
 -- request that got none.
-function http.request(o)
-  local opts, pull, stream = options("request", o)
+local function request(fname, o)
+  local opts, pull, stream = options(fname, o)
   local x = core._http_start(get_engine(), opts)
   local ok, err = pcall(pump, x, pull, stream and (HEAD | SEND) or SEND)
   if not ok then
@@ -289,13 +326,16 @@ function http.request(o)
   return res
 end
 
+function http.request(o) return request("request", o) end
+
+-- get, post...: request under their own names, in errors too.
 local function with(fname, method, url, opts, body)
   expect(fname, "url", url, "string")
   local o = {}
   for k, v in pairs(expect(fname, "opts", opts, "table", true) or {}) do o[k] = v end
   o.method, o.url = method, url
   if body ~= nil then o.body = body end
-  return http.request(o)
+  return request(fname, o)
 end
 
 function http.get(url, opts) return with("get", "GET", url, opts) end
