@@ -215,8 +215,11 @@ static int l_yield(lua_State *L) {
     lm_step(ctx, L, 0);
     return 0;
   }
-  if (t->cancelled)
-    lm_wait_prepare(L, ctx); /* raises unless the cancel is held off */
+  /* A yield is a wait: a cancel (unless held off) or a loom.timeout
+   * that ran out raises here, or a loop of CPU work that yields between
+   * chunks could never be stopped. */
+  if (lm_wait_would_raise(ctx))
+    lm_wait_prepare(L, ctx);
   if (!lua_isyieldable(L))
     return 0;
   /* With no other task ready, what other threads finished meanwhile (a

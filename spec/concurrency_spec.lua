@@ -788,6 +788,20 @@ describe("loom.timeout", function()
     end)
   end)
 
+  it("stops CPU work that yields between chunks, even as the only task", function()
+    run(function()
+      local chunks = 0
+      local err = expect_error("timeout", loom.timeout, 0.05, function()
+        while true do
+          chunks = chunks + 1
+          loom.yield()
+        end
+      end)
+      assert.truthy(err)
+      assert.truthy(chunks > 1, chunks)
+    end)
+  end)
+
   it("raises an error of kind timeout when the deadline passes", function()
     run(function()
       local t0 = loom.now()

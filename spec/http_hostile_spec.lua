@@ -143,6 +143,31 @@ describe("a hostile user of loom.http", function()
     end)
   end)
 
+  describe("a request body that only gives empty chunks", function()
+    it("lets the loop run and is ended by the timeout around it", function()
+      within(20, function()
+        -- The 100 Continue at once: curl asks for the body now, not after
+        -- its one-second wait for it.
+        local srv, url = server(function(s)
+          s:write("HTTP/1.1 100 Continue\r\n\r\n")
+          s:read("a", { timeout = 10 })
+        end)
+        local ticks, pulls = 0, 0
+        local ticker = loom.spawn(function()
+          while true do loom.sleep(0.01); ticks = ticks + 1 end
+        end)
+        local err = expect_error("timeout", loom.timeout, 0.3, loom.http.post, url .. "/",
+          function() pulls = pulls + 1; return "" end)
+        assert.truthy(err)
+        assert.truthy(pulls > 1, pulls)
+        -- The ticker ran meanwhile: the empty chunks did not hold the loop.
+        assert.truthy(ticks > 0, ticks)
+        ticker:cancel()
+        srv:close()
+      end)
+    end)
+  end)
+
   describe("a streamed body", function()
     it("is read whole by read('a') though it is larger than the buffer", function()
       within(30, function()
@@ -287,6 +312,8 @@ describe("a hostile user of loom.http", function()
           local chunk = ("z"):rep(65536)
           for _ = 1, 1600 do s:write(chunk, { timeout = 5 }) end
         end)
+        stats_settle() -- earlier tests' leftovers go before the count
+        loom.sleep(0.05)
         local before = fd_count()
         for _ = 1, 5 do
           local res = loom.http.get(url .. "/", { stream = true, buffer = 8192 })
@@ -424,6 +451,10 @@ describe("a hostile user of loom.http", function()
         -- from then on.
         expect_error("timeout", loom.http.get, url .. "/head", { timeout = 0.05 })
         assert.is_true(eventually(15, function() return served.done == served.count end))
+        -- What earlier specs left to the collector (a stream, a pipe) goes
+        -- now, with its close callbacks, not in the middle of the count.
+        stats_settle()
+        loom.sleep(0.05)
         local before = fd_count()
         for i = 1, 10 do
           local path = i % 2 == 0 and "/head" or "/body"
@@ -442,7 +473,10 @@ describe("a hostile user of loom.http", function()
         assert.equal(0, s.transfers)
         assert.equal(0, s.easy_live)
         assert.is_true(eventually(15, function() return served.done == served.count end))
-        assert.equal(before, fd_count())
+        -- None left behind; fewer is fine (curl's cache may drop an idle
+        -- connection an earlier test left).
+        local after = fd_count()
+        assert.is_true(after <= before, ("%d descriptors before, %d after"):format(before, after))
         srv:close()
       end)
     end)

@@ -280,7 +280,13 @@ local function pump(x, pull, want)
     local ev = x:wait(want)
     if ev & SEND ~= 0 then
       local chunk
-      repeat chunk = pull() until chunk ~= ""
+      -- An empty chunk is no chunk; asking again at once, a body that
+      -- only ever gives "" would spin past every timeout and cancel.
+      chunk = pull()
+      while chunk == "" do
+        loom.yield()
+        chunk = pull()
+      end
       if chunk ~= nil and type(chunk) ~= "string" then
         loom.error("argument", ("the request body gave a %s, not a string"):format(type(chunk)))
       end
