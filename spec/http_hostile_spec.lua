@@ -326,7 +326,10 @@ describe("a hostile user of loom.http", function()
         assert.equal(0, s.transfers)
         assert.equal(0, s.easy_live)
         assert.is_true(eventually(10, function() return served.done == 5 end), "the server saw each client go")
-        assert.equal(before, fd_count())
+        -- None left behind; fewer is fine (what earlier tests left may
+        -- close meanwhile, later under the sanitizers).
+        local after = fd_count()
+        assert.is_true(after <= before, ("%d descriptors before, %d after"):format(before, after))
         srv:close()
       end)
     end)
