@@ -22,9 +22,18 @@ local Adapter = {}
 Adapter.__index = Adapter
 
 function M.start(uv)
-  assert(type(uv) == "table" and uv.new_poll, "loom.luv.start: the luv module expected")
+  if type(uv) ~= "table" or type(uv.new_poll) ~= "function" then
+    loom.error("argument", "bad argument #1 to 'loom.luv.start' (the luv module expected, got "
+      .. type(uv) .. ")")
+  end
+  -- libuv lets one poll handle watch an fd: a second adapter's is refused.
+  local poll, err = uv.new_poll(loom.fd())
+  if not poll then
+    loom.error("usage", "loom.luv.start: cannot watch loom's descriptor (" .. tostring(err)
+      .. "): another adapter steps loom on this loop already; stop it first")
+  end
   local self = setmetatable({
-    poll = uv.new_poll(loom.fd()),
+    poll = poll,
     timer = uv.new_timer(),
     check = uv.new_check(),
     running = true,
@@ -36,8 +45,11 @@ function M.start(uv)
   end)
   self.check:unref()
   -- The first step comes at uv.run()'s first turn, so that it sees the
-  -- tasks the program spawns between start() and uv.run().
-  self:_arm(true)
+  -- tasks the program spawns between start() and uv.run(): those reach
+  -- neither the fd nor next_timeout() yet, and with no other handle of
+  -- the program's to turn the loop, luv would block on the fd for ever.
+  self.poll:ref()
+  self.timer:start(0, 0, step)
   return self
 end
 
