@@ -5,6 +5,7 @@
 -- docs/REFERENCE.md. Every wait is bounded: a test body that would hang runs
 -- under loom.timeout, or in a child process with a deadline.
 local loom = require "loom"
+local run_child = require("spec.support.child").run
 
 local function error_of(fn, ...)
   local ok, err = pcall(fn, ...)
@@ -203,6 +204,159 @@ describe("a hostile user of the runtime", function()
       assert.is_true(ok, tostring(perr))
       assert.equal(1, #reported)
       assert.is_true(rawequal(e, reported[1]))
+    end)
+  end)
+
+  -- The luv adapter in a child: uv.run() is the process's one default loop,
+  -- and a program that hangs must fail the test, not the spec process. The
+  -- child runs uv.run() once more after stop(): luv's own collector crashes
+  -- at exit on handles closed since the last run (luv, not loom).
+  describe("loom.luv", function()
+    local prelude = [[
+      local loom = require "loom"
+      local uv = require "luv"
+      local luv = require "loom.luv"
+    ]]
+
+    -- With no handle of the program's own to turn luv's loop, the adapter
+    -- armed its first step from next_timeout(), which was nil (loom idle at
+    -- start()): uv.run() blocked on loom's fd for ever, the tasks spawned
+    -- before it never ran.
+    it("runs tasks spawned between start() and uv.run() with no other luv handle", function()
+      local ok, out = run_child(prelude .. [[
+        local ad = luv.start(uv)
+        local n = 0
+        loom.spawn(function() for _ = 1, 3 do loom.sleep(0.01); n = n + 1 end end)
+        uv.run("default")
+        ad:stop()
+        uv.run("default")
+        print("ticks " .. n)
+      ]], 20)
+      assert.is_true(ok, out)
+      assert.matches("ticks 3", out)
+    end)
+
+    it("lets a task stop the adapter that steps it", function()
+      local ok, out = run_child(prelude .. [[
+        local ad = luv.start(uv)
+        local log = {}
+        loom.spawn(function()
+          loom.sleep(0.01)
+          ad:stop()
+          log[#log + 1] = "stopped"
+        end)
+        uv.run("default")
+        print(table.concat(log, ","), loom.stats().tasks)
+      ]], 20)
+      assert.is_true(ok, out)
+      assert.matches("stopped\t0", out)
+    end)
+
+    -- A second start() on the same loop got nil from uv.new_poll (libuv
+    -- lets one handle watch an fd) and failed indexing it.
+    it("refuses a second adapter on the same loop with a usage error", function()
+      local ok, out = run_child(prelude .. [[
+        local ad = luv.start(uv)
+        local ok2, err = pcall(luv.start, uv)
+        print(ok2, loom.is_error(err, "usage"), tostring(err))
+        ad:stop()
+        uv.run("default")
+        local ad2 = luv.start(uv) -- once the first is stopped, a new one starts
+        local done = false
+        loom.spawn(function() loom.sleep(0.01); done = true end)
+        uv.run("default")
+        ad2:stop()
+        uv.run("default")
+        print("done", done)
+      ]], 20)
+      assert.is_true(ok, out)
+      assert.matches("false\ttrue\tusage", out)
+      assert.matches("done\ttrue", out)
+    end)
+
+    it("names a bad argument to start() with kind argument", function()
+      local ok, out = run_child(prelude .. [[
+        for _, v in ipairs { "nil", "{}", "42" } do
+          local ok2, err = pcall(luv.start, load("return " .. v)())
+          print(ok2, loom.is_error(err, "argument"), tostring(err))
+        end
+      ]], 20)
+      assert.is_true(ok, out)
+      local _, refused = out:gsub("false\ttrue\targument: bad argument #1 to 'loom.luv.start'", "")
+      assert.equal(3, refused, out)
+    end)
+  end)
+
+  describe("loom.cqueues", function()
+    local has_cqueues = pcall(require, "cqueues")
+    local prelude = [[
+      local loom = require "loom"
+      local cqueues = require "cqueues"
+      local adapter = require "loom.cqueues"
+    ]]
+
+    -- adapter:call() after stop() spawned a task nothing would step and
+    -- waited for it without end: cq:loop() never returned.
+    it("raises closed from call() on a stopped adapter instead of hanging", function()
+      if not has_cqueues then return pending("cqueues is not installed") end
+      local ok, out = run_child(prelude .. [[
+        local cq = cqueues.new()
+        local ad = adapter.wrap(cq)
+        ad:stop()
+        cq:wrap(function()
+          local ok2, err = pcall(ad.call, ad, function() return 1 end)
+          print("call", ok2, loom.is_error(err, "closed"))
+        end)
+        assert(cq:loop())
+        print("returned", loom.stats().tasks)
+      ]], 20)
+      assert.is_true(ok, out)
+      assert.matches("call\tfalse\ttrue", out)
+      assert.matches("returned\t0", out)
+    end)
+
+    -- The same when the call's own task stops the adapter and waits again.
+    it("wakes a call waiting when the adapter stops, with closed", function()
+      if not has_cqueues then return pending("cqueues is not installed") end
+      local ok, out = run_child(prelude .. [[
+        local cq = cqueues.new()
+        local ad = adapter.wrap(cq)
+        cq:wrap(function()
+          local ok2, err = pcall(ad.call, ad, function()
+            ad:stop()
+            loom.sleep(0.01)
+            return "after stop"
+          end)
+          print("call", ok2, loom.is_error(err, "closed"))
+        end)
+        assert(cq:loop())
+        -- The task was cancelled: the next drive of loom ends it.
+        loom.step(0)
+        print("tasks", loom.stats().tasks)
+      ]], 20)
+      assert.is_true(ok, out)
+      assert.matches("call\tfalse\ttrue", out)
+      assert.matches("tasks\t0", out)
+    end)
+
+    it("names a function that is not callable with kind argument", function()
+      if not has_cqueues then return pending("cqueues is not installed") end
+      local ok, out = run_child(prelude .. [[
+        local cq = cqueues.new()
+        local ad = adapter.wrap(cq)
+        cq:wrap(function()
+          local ok2, err = pcall(ad.call, ad, 42)
+          print("call", ok2, loom.is_error(err, "argument"), tostring(err))
+          local e = setmetatable({}, { __index = function() error("strict") end })
+          local ok3, err3 = pcall(ad.call, ad, function() error(e) end)
+          print("user error", ok3, rawequal(err3, e))
+          ad:stop()
+        end)
+        assert(cq:loop())
+      ]], 20)
+      assert.is_true(ok, out)
+      assert.matches("call\tfalse\ttrue\targument", out)
+      assert.matches("user error\tfalse\ttrue", out)
     end)
   end)
 end)
