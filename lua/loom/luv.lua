@@ -18,6 +18,9 @@ local loom = require "loom"
 
 local M = {}
 
+-- The adapter running on each luv module (one loop each), weakly.
+local running = setmetatable({}, { __mode = "k" })
+
 local Adapter = {}
 Adapter.__index = Adapter
 
@@ -26,18 +29,23 @@ function M.start(uv)
     loom.error("argument", "bad argument #1 to 'loom.luv.start' (the luv module expected, got "
       .. type(uv) .. ")")
   end
-  -- libuv lets one poll handle watch an fd: a second adapter's is refused.
+  -- libuv lets one poll handle watch an fd: a second adapter's is refused
+  -- (asked first: luv leaks the handle whose init failed).
+  if running[uv] then
+    loom.error("usage", "loom.luv.start: another adapter steps loom on this loop already; stop it first")
+  end
   local poll, err = uv.new_poll(loom.fd())
   if not poll then
-    loom.error("usage", "loom.luv.start: cannot watch loom's descriptor (" .. tostring(err)
-      .. "): another adapter steps loom on this loop already; stop it first")
+    loom.error("usage", "loom.luv.start: cannot watch loom's descriptor (" .. tostring(err) .. ")")
   end
   local self = setmetatable({
     poll = poll,
     timer = uv.new_timer(),
     check = uv.new_check(),
     running = true,
+    uv = uv,
   }, Adapter)
+  running[uv] = self
   local function step() self:_step() end
   self.poll:start("r", step)
   self.check:start(function()
@@ -75,6 +83,7 @@ end
 function Adapter:stop()
   if not self.running then return end
   self.running = false
+  if running[self.uv] == self then running[self.uv] = nil end
   for _, h in ipairs { self.poll, self.timer, self.check } do
     if not h:is_closing() then h:close() end
   end
