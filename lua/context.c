@@ -211,15 +211,15 @@ extern const char lm_wait_marker;
 static int l_yield(lua_State *L) {
   lm_ctx *ctx = upctx(L);
   lm_task *t = ctx->current;
+  /* A yield is a wait: a cancel (unless held off) or a loom.timeout
+   * that ran out raises here, or a loop of CPU work that yields between
+   * chunks could never be stopped (outside tasks as in one). */
+  if (lm_wait_would_raise(ctx))
+    lm_wait_prepare(L, ctx);
   if (t == NULL) {
     lm_step(ctx, L, 0);
     return 0;
   }
-  /* A yield is a wait: a cancel (unless held off) or a loom.timeout
-   * that ran out raises here, or a loop of CPU work that yields between
-   * chunks could never be stopped. */
-  if (lm_wait_would_raise(ctx))
-    lm_wait_prepare(L, ctx);
   if (!lua_isyieldable(L))
     return 0;
   /* With no other task ready, what other threads finished meanwhile (a

@@ -38,6 +38,22 @@ static lua_State *the_co(lua_State *L, int mode) {
 
 static int resume_k(lua_State *L, int status, lua_KContext kctx);
 
+/* A coroutine parked in a loom wait keeps the marker on its stack until its
+ * resumer takes it back in: the wait belongs to that resumer (its task, or
+ * its drive of the loop), and a resume from anyone else (a second task
+ * calling the same coroutine.wrap generator) would run the wait's
+ * continuation before the wait ended, leave its waiter queued, and hand the
+ * value meant for it to nobody. */
+static int parked(lua_State *co) {
+  return lua_status(co) == LUA_YIELD && lua_gettop(co) > 0 &&
+         lua_touserdata(co, -1) == &lm_wait_marker;
+}
+
+static void park(lua_State *co, int nres) {
+  lua_pop(co, nres);
+  lua_pushlightuserdata(co, (void *)&lm_wait_marker);
+}
+
 /* Resumes co with narg values already on its stack, until it finishes or
  * yields something of its own. Returns what the Lua-facing function
  * returns. */
@@ -45,16 +61,19 @@ static int resume_through(lua_State *L, lua_State *co, int narg, int mode) {
   lm_ctx *ctx = lua_touserdata(L, lua_upvalueindex(1));
   for (;;) {
     int nres;
+    if (narg == 0 && parked(co))
+      lua_pop(co, 1);
     int st = lua_resume(co, L, narg, &nres);
     narg = 0;
     if (st == LUA_YIELD && nres >= 1 && lua_touserdata(co, -nres) == &lm_wait_marker) {
       lm_wait *outside = nres >= 2 ? lua_touserdata(co, -nres + 1) : NULL;
-      lua_pop(co, nres);
+      park(co, nres);
       if (outside) {
         lm_drive(ctx, L, outside);
         continue;
       }
       if (!lua_isyieldable(L)) {
+        lua_pop(co, 1); /* its wait is dropped: a later resume raises */
         if (ctx->current)
           lm_wait_abort(&ctx->current->wait);
         return lm_error(L, "usage",
@@ -110,6 +129,8 @@ static int start(lua_State *L, lua_State *co, int first, int mode) {
     why = "cannot resume dead coroutine";
   else if (state == COS_NORMAL)
     why = "cannot resume non-suspended coroutine";
+  else if (parked(co))
+    why = "cannot resume a coroutine that waits in loom for its own resumer";
   if (why) {
     if (mode & AS_WRAP)
       return luaL_error(L, "%s", why);

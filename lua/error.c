@@ -133,7 +133,11 @@ void *lm_checkudata(lua_State *L, int arg, const char *mt, const char *tname) {
 int lm_is_error_kind(lua_State *L, int idx, const char *kind) {
   if (lua_type(L, idx) != LUA_TTABLE)
     return 0;
-  lua_getfield(L, idx, "kind");
+  /* Raw: the value may be a user's table whose __index raises or yields
+   * (a strict object), and it must pass through unchanged. */
+  idx = lua_absindex(L, idx);
+  lua_pushliteral(L, "kind");
+  lua_rawget(L, idx);
   int same = lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), kind) == 0;
   lua_pop(L, 1);
   return same;

@@ -26,7 +26,7 @@ local Adapter = {}
 Adapter.__index = Adapter
 
 function M.wrap(cq)
-  local self = setmetatable({ running = true, woken = condition.new() }, Adapter)
+  local self = setmetatable({ running = true, woken = condition.new(), calls = {} }, Adapter)
   cq:wrap(function()
     while self.running do
       cqueues.poll(M.pollable, self.woken)
@@ -38,21 +38,40 @@ end
 
 function Adapter:wake() self.woken:signal() end
 
+-- The calls still waiting are woken too: with nothing stepping loom their
+-- tasks could never finish, and their callers would hold cq:loop() for ever.
 function Adapter:stop()
   self.running = false
   self.woken:signal()
+  for done in pairs(self.calls) do done:signal() end
+end
+
+local function stopped()
+  loom.error("closed", "the loom.cqueues adapter is stopped: nothing steps loom for this call")
 end
 
 -- The calling cqueues coroutine waits on a condition the task signals; cq
 -- runs its other coroutines (and the stepper) meanwhile.
 function Adapter:call(fn, ...)
+  if not loom._is_callable(fn) then
+    loom.error("argument", "bad argument #1 to 'call' (function expected, got " .. type(fn) .. ")")
+  end
+  if not self.running then stopped() end
   local done, result = condition.new(), nil
-  loom.spawn(function(...)
+  local task = loom.spawn(function(...)
     result = table.pack(pcall(fn, ...))
     done:signal()
   end, ...)
+  self.calls[done] = true
   self:wake()
-  while not result do done:wait() end
+  while not result and self.running do done:wait() end
+  self.calls[done] = nil
+  if not result then
+    -- Cancelled, so the task ends (without running fn, if it never
+    -- started) at loom's next step, whoever drives it.
+    task:cancel()
+    stopped()
+  end
   if result[1] then return table.unpack(result, 2, result.n) end
   error(result[2], 0)
 end

@@ -18,17 +18,34 @@ local loom = require "loom"
 
 local M = {}
 
+-- The adapter running on each luv module (one loop each), weakly.
+local running = setmetatable({}, { __mode = "k" })
+
 local Adapter = {}
 Adapter.__index = Adapter
 
 function M.start(uv)
-  assert(type(uv) == "table" and uv.new_poll, "loom.luv.start: the luv module expected")
+  if type(uv) ~= "table" or type(uv.new_poll) ~= "function" then
+    loom.error("argument", "bad argument #1 to 'loom.luv.start' (the luv module expected, got "
+      .. type(uv) .. ")")
+  end
+  -- libuv lets one poll handle watch an fd: a second adapter's is refused
+  -- (asked first: luv leaks the handle whose init failed).
+  if running[uv] then
+    loom.error("usage", "loom.luv.start: another adapter steps loom on this loop already; stop it first")
+  end
+  local poll, err = uv.new_poll(loom.fd())
+  if not poll then
+    loom.error("usage", "loom.luv.start: cannot watch loom's descriptor (" .. tostring(err) .. ")")
+  end
   local self = setmetatable({
-    poll = uv.new_poll(loom.fd()),
+    poll = poll,
     timer = uv.new_timer(),
     check = uv.new_check(),
     running = true,
+    uv = uv,
   }, Adapter)
+  running[uv] = self
   local function step() self:_step() end
   self.poll:start("r", step)
   self.check:start(function()
@@ -36,8 +53,11 @@ function M.start(uv)
   end)
   self.check:unref()
   -- The first step comes at uv.run()'s first turn, so that it sees the
-  -- tasks the program spawns between start() and uv.run().
-  self:_arm(true)
+  -- tasks the program spawns between start() and uv.run(): those reach
+  -- neither the fd nor next_timeout() yet, and with no other handle of
+  -- the program's to turn the loop, luv would block on the fd for ever.
+  self.poll:ref()
+  self.timer:start(0, 0, step)
   return self
 end
 
@@ -63,6 +83,7 @@ end
 function Adapter:stop()
   if not self.running then return end
   self.running = false
+  if running[self.uv] == self then running[self.uv] = nil end
   for _, h in ipairs { self.poll, self.timer, self.check } do
     if not h:is_closing() then h:close() end
   end
