@@ -7,28 +7,13 @@
 local loom = require "loom"
 local fs = loom.fs
 
-local expect_error = require("spec.support.io").expect_error
-
--- Removes path and everything under it.
-local function remove_all(path)
-  local ok, st = pcall(fs.stat, path, { follow = false })
-  if not ok then return end
-  if st.type == "directory" then
-    for _, e in ipairs(fs.list(path)) do remove_all(path .. "/" .. e.name) end
-  end
-  fs.remove(path)
-end
+local support = require("spec.support.io")
+local expect_error, remove_all = support.expect_error, support.remove_all
 
 -- A fresh directory per spec, removed after it with whatever is left.
 local dir
-before_each(function()
-  dir = os.tmpname()
-  os.remove(dir)
-  fs.mkdir(dir)
-end)
-after_each(function()
-  remove_all(dir)
-end)
+before_each(function() dir = support.new_dir() end)
+after_each(function() remove_all(dir) end)
 
 local function plain_read(path)
   local f = assert(io.open(path, "rb"))

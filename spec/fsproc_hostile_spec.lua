@@ -9,26 +9,13 @@ local fs = loom.fs
 local process = loom.process
 local signal = loom.signal
 local run_child = require("spec.support.child").run
-local expect_error = require("spec.support.io").expect_error
+local support = require("spec.support.io")
+local expect_error = support.expect_error
 
-local function remove_all(path)
-  local ok, st = pcall(fs.stat, path, { follow = false })
-  if not ok then return end
-  if st.type == "directory" then
-    for _, e in ipairs(fs.list(path)) do remove_all(path .. "/" .. e.name) end
-  end
-  fs.remove(path)
-end
-
+-- A fresh directory per spec, removed after it with whatever is left.
 local dir
-before_each(function()
-  dir = os.tmpname()
-  os.remove(dir)
-  fs.mkdir(dir)
-end)
-after_each(function()
-  remove_all(dir)
-end)
+before_each(function() dir = support.new_dir() end)
+after_each(function() support.remove_all(dir) end)
 
 local function open_fds()
   return #fs.list("/proc/self/fd")

@@ -8,17 +8,7 @@ local loom = require "loom"
 local support = dofile("spec/support/io.lua")
 local within, expect_error, eventually = support.within, support.expect_error, support.eventually
 
--- Descriptors this process holds (the count's own pipe included, alike
--- each time).
-local function fd_count()
-  local f = assert(io.open("/proc/self/stat"))
-  local pid = f:read("n")
-  f:close()
-  local h = io.popen("ls /proc/" .. pid .. "/fd | wc -l")
-  local n = tonumber(h:read("l"))
-  h:close()
-  return n
-end
+local fd_count = support.fd_count
 
 -- A server on 127.0.0.1 that reads each request's head and hands the
 -- connection to respond(stream, request_line, headers); returns it and its

@@ -41,17 +41,7 @@ local function slow_reader(s, n, pause)
   end)
 end
 
--- Descriptors this process holds (the count's own pipe included, alike
--- each time).
-local function fd_count()
-  local f = assert(io.open("/proc/self/stat"))
-  local pid = f:read("n")
-  f:close()
-  local h = io.popen("ls /proc/" .. pid .. "/fd | wc -l")
-  local n = tonumber(h:read("l"))
-  h:close()
-  return n
-end
+local fd_count = support.fd_count
 
 local function exists(path)
   return os.execute("test -e '" .. path .. "' -o -S '" .. path .. "'") == true

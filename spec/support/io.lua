@@ -1,5 +1,6 @@
--- What the stream, TCP and DNS specs share: a bounded run, a check of a
--- loom error's kind, and a connected pair of TCP streams on loopback.
+-- What the stream, TCP, DNS, HTTP and file specs share: a bounded run, a
+-- check of a loom error's kind, a connected pair of TCP streams on
+-- loopback, a count of descriptors, and a scratch directory per spec.
 local loom = require "loom"
 local core = require "loom.core"
 local shared = dofile("spec/support/thread.lua")
@@ -33,6 +34,37 @@ function M.eventually(seconds, cond)
     loom.sleep(0.01)
   end
   return true
+end
+
+-- Descriptors this process holds (the count's own pipe included, alike
+-- each time).
+function M.fd_count()
+  local f = assert(io.open("/proc/self/stat"))
+  local pid = f:read("n")
+  f:close()
+  local h = io.popen("ls /proc/" .. pid .. "/fd | wc -l")
+  local n = tonumber(h:read("l"))
+  h:close()
+  return n
+end
+
+-- Removes path and everything under it.
+function M.remove_all(path)
+  local fs = loom.fs
+  local ok, st = pcall(fs.stat, path, { follow = false })
+  if not ok then return end
+  if st.type == "directory" then
+    for _, e in ipairs(fs.list(path)) do M.remove_all(path .. "/" .. e.name) end
+  end
+  fs.remove(path)
+end
+
+-- A fresh empty directory (remove_all it after the spec).
+function M.new_dir()
+  local dir = os.tmpname()
+  os.remove(dir)
+  loom.fs.mkdir(dir)
+  return dir
 end
 
 return M
