@@ -1,8 +1,10 @@
 /* Child processes (process.h). */
 #define _GNU_SOURCE
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -326,9 +328,24 @@ static void *reap_later(void *arg) {
   return NULL;
 }
 
+/* The reaper outlives the state, and with it the module: Lua unloads a C
+ * module (dlclose) as the state that loaded it closes, and a reaper still
+ * starting, or still in waitpid when the process exits, would then run
+ * code no longer mapped (seen as a crash at exit, about one run in
+ * twelve). Once a reaper exists, the module it runs in stays loaded. */
+static void keep_module_loaded(void) {
+  static atomic_int kept;
+  if (atomic_exchange(&kept, 1))
+    return;
+  Dl_info info;
+  if (dladdr((void *)reap_later, &info) && info.dli_fname)
+    (void)dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
+}
+
 static void reap_in_background(pid_t pid) {
   pthread_attr_t attr;
   pthread_t thread;
+  keep_module_loaded();
   if (pthread_attr_init(&attr) != 0)
     return;
   pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
