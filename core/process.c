@@ -339,6 +339,8 @@ static void keep_module_loaded(void) {
     return;
   Dl_info info;
   if (dladdr((void *)reap_later, &info) && info.dli_fname)
+    /* Never closed: the handle is the pin. */
+    // cppcheck-suppress leakReturnValNotUsed
     (void)dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
 }
 
