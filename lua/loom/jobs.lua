@@ -30,19 +30,39 @@ local function argerror(n, fname, msg)
   loom.error("argument", ("bad argument #%d to '%s' (%s)"):format(n, fname, msg))
 end
 
-local function seconds(v, n, fname, what, positive)
+-- The columns' ranges on every back end: times in epoch milliseconds
+-- (bigint), timeouts in milliseconds, priorities and attempts (int4).
+local MAX_SECONDS = 1e12
+local MAX_TIMEOUT = 2147483
+local INT4_MIN, INT4_MAX = -0x80000000, 0x7fffffff
+
+-- What is wrong with an option of seconds, or nil.
+local function bad_seconds(v, what, positive, max)
   -- luacheck: push ignore 581 (not (x >= 0) refuses NaN too)
-  if v ~= nil and (type(v) ~= "number" or not (v >= 0) or (positive and v == 0)) then
+  if v ~= nil and (type(v) ~= "number" or not (v >= 0) or (positive and v == 0) or (max and v > max)) then
     -- luacheck: pop
-    argerror(n, fname, ("%s must be a %s number of seconds"):format(what, positive and "positive" or "non-negative"))
+    return ("%s must be a %s number of seconds%s"):format(what, positive and "positive" or "non-negative",
+      max and (", at most %.0f"):format(max) or "")
   end
+end
+
+local function seconds(v, n, fname, what, positive, max)
+  local msg = bad_seconds(v, what, positive, max)
+  if msg then argerror(n, fname, msg) end
   return v
 end
 
-local function whole(v, n, fname, what, min)
-  if v ~= nil and (math.type(v) ~= "integer" or v < min) then
-    argerror(n, fname, ("%s must be a whole number of %d or more"):format(what, min))
+-- What is wrong with an option of a whole number, or nil.
+local function bad_whole(v, what, min, max)
+  max = max or INT4_MAX
+  if v ~= nil and (math.type(v) ~= "integer" or v < min or v > max) then
+    return ("%s must be a whole number from %d to %d"):format(what, min, max)
   end
+end
+
+local function whole(v, n, fname, what, min, max)
+  local msg = bad_whole(v, what, min, max)
+  if msg then argerror(n, fname, msg) end
   return v
 end
 
@@ -57,6 +77,65 @@ local function integral(v)
 end
 
 local function decode(text) return integral(cjson.decode(text)) end
+
+-- cjson writes numbers with 14 significant digits: a microsecond timestamp
+-- or 0.1 + 0.2 would come back changed. A number that does not survive
+-- that goes in as a placeholder string, replaced by its exact text in the
+-- JSON: whole numbers in full (up to 2^53, what a JSON reader's double
+-- holds exactly), floats with 17 digits. The walk also turns loom.null (a
+-- row's NULL) into JSON null, and refuses strings that PostgreSQL and
+-- MySQL would refuse (not UTF-8, NUL), so a payload stored on SQLite is
+-- one the others store too. The caller's tables are copied, not changed.
+local EXACT = 2 ^ 53
+local MARK = ("\0loom.jobs.%08x:"):format(math.random(0, 0x7fffffff))
+local MARKED = '"' .. MARK:gsub("\0", "\\u0000"):gsub("%p", "%%%0") .. '(%d+)\\u0000"'
+
+local function prepare(v, exact, depth)
+  local t = type(v)
+  if t == "number" then
+    if math.type(v) == "integer" then
+      if v > EXACT or v < -EXACT then error("whole number " .. v .. " is past 2^53 (send it as a string)", 0) end
+      if v >= -1e14 and v <= 1e14 then return v end
+      exact[#exact + 1] = ("%d"):format(v)
+    else
+      if v ~= v or v == math.huge or v == -math.huge or tonumber(("%.14g"):format(v)) == v then return v end
+      exact[#exact + 1] = ("%.17g"):format(v)
+    end
+    return MARK .. #exact .. "\0"
+  elseif t == "string" then
+    if not utf8.len(v) then error("a string is not UTF-8 text (send bytes encoded, as base64)", 0) end
+    if v:find("\0", 1, true) then error("a string holds a NUL byte, which PostgreSQL refuses", 0) end
+    return v
+  elseif v == null then
+    return cjson.null
+  elseif t ~= "table" then
+    return v -- cjson says what it thinks of it
+  end
+  if depth > 1000 then error("nested too deep (a cycle?)", 0) end
+  local copy
+  for k, x in pairs(v) do
+    if type(k) == "string" then prepare(k, exact, depth) end
+    local y = prepare(x, exact, depth + 1)
+    if y ~= x and not copy then
+      copy = {}
+      for k2, x2 in pairs(v) do copy[k2] = x2 end
+    end
+    if copy then copy[k] = y end
+  end
+  return copy or v
+end
+
+-- The payload as JSON text, or nil and why not.
+local function encode(payload)
+  local exact = {}
+  local ok, v = pcall(prepare, payload, exact, 0)
+  if not ok then return nil, v end
+  local json
+  ok, json = pcall(cjson.encode, v == nil and cjson.null or v)
+  if not ok then return nil, tostring(json) end
+  if #exact > 0 then json = json:gsub(MARKED, function(i) return exact[tonumber(i)] end) end
+  return json
+end
 
 local function migrate(self)
   local sql, steps = self.sql, self.dialect.schema(self.prefix)
@@ -107,32 +186,57 @@ end
 
 -- Seconds before attempt n + 1: exponential, capped, with jitter so jobs
 -- that failed together do not retry together.
-function Jobs:_backoff(attempt)
-  local b = self.backoff
-  if is_callable(b) then return b(attempt) end
+local function exponential(b, attempt)
   local d = math.min(b.max or 3600, (b.base or 1) * 2 ^ (attempt - 1))
   return d * (0.5 + 0.5 * math.random())
 end
 
--- The insert's parameters, in the order of sql.insert.
-local function row(self, fname, n, name, payload, o)
-  if type(name) ~= "string" or name == "" then argerror(n, fname, "job name expected") end
-  if type(o) ~= "table" then argerror(n + 2, fname, "options table expected") end
-  local queue = o.queue or "default"
-  if type(queue) ~= "string" or queue == "" then argerror(n + 2, fname, "queue must be a non-empty string") end
-  if o.unique_key ~= nil and type(o.unique_key) ~= "string" then
-    argerror(n + 2, fname, "unique_key must be a string")
+-- A backoff function that raises or answers what no run_at can hold
+-- (nil, NaN, negative, huge) must not leave its job unrecorded, running
+-- for ever: the default's delay, and what was wrong as a second result
+-- for the worker to report.
+function Jobs:_backoff(attempt)
+  local b = self.backoff
+  if not is_callable(b) then return exponential(b, attempt) end
+  local ok, d = pcall(b, attempt)
+  if not ok then
+    return exponential({}, attempt), "the backoff function raised: " .. (type(d) == "string" and d or "a " .. type(d))
   end
-  local run_at = seconds(o.run_at, n + 2, fname, "run_at (epoch seconds)")
-  local delay = seconds(o.delay, n + 2, fname, "delay") or 0
-  local timeout = seconds(o.timeout, n + 2, fname, "timeout", true)
-  local ok, json = pcall(cjson.encode, payload == nil and cjson.null or payload)
-  if not ok then argerror(n + 1, fname, "payload cannot be JSON: " .. tostring(json)) end
+  -- luacheck: push ignore 581 (not (d >= 0) refuses NaN too)
+  if type(d) ~= "number" or not (d >= 0 and d <= MAX_SECONDS) then
+    -- luacheck: pop
+    return exponential({}, attempt), ("the backoff function returned %s, not seconds from 0 to %.0f")
+      :format(type(d) == "number" and ("%g"):format(d) or "a " .. type(d), MAX_SECONDS)
+  end
+  return d
+end
+
+-- The insert's parameters, in the order of sql.insert. The arguments are
+-- #n (name), #n + 1 (payload), #n + 2 (options) of fname, or job `item` of
+-- fname's list (argument #1).
+local function row(self, fname, n, name, payload, o, item)
+  local function bad(k, msg)
+    if item then argerror(1, fname, ("job %d: %s"):format(item, msg)) end
+    argerror(n + k, fname, msg)
+  end
+  if type(name) ~= "string" or name == "" then bad(0, "job name expected") end
+  if type(o) ~= "table" then bad(2, "options table expected") end
+  local queue = o.queue or "default"
+  if type(queue) ~= "string" or queue == "" then bad(2, "queue must be a non-empty string") end
+  if o.unique_key ~= nil and type(o.unique_key) ~= "string" then bad(2, "unique_key must be a string") end
+  local msg = bad_seconds(o.run_at, "run_at (epoch seconds)", false, MAX_SECONDS)
+    or bad_seconds(o.delay, "delay", false, MAX_SECONDS) or bad_seconds(o.timeout, "timeout", true, MAX_TIMEOUT)
+    or bad_whole(o.priority, "priority", INT4_MIN) or bad_whole(o.max_attempts, "max_attempts", 1)
+  if msg then bad(2, msg) end
+  local run_at, delay, timeout = o.run_at, o.delay or 0, o.timeout
+  if o.tx ~= nil and (type(o.tx) ~= "table" or not is_callable(o.tx.exec)) then
+    bad(2, "tx must be a transaction of db:transaction")
+  end
+  local json, why = encode(payload)
+  if not json then bad(1, "payload cannot be JSON: " .. why) end
   return {
-    queue, name, json, whole(o.priority, n + 2, fname, "priority", math.mininteger) or 0,
-    run_at and math.floor(run_at * 1000) or null, math.floor(delay * 1000),
-    whole(o.max_attempts, n + 2, fname, "max_attempts", 1) or self.max_attempts,
-    o.unique_key or null, timeout and math.floor(timeout * 1000) or null,
+    queue, name, json, o.priority or 0, run_at and math.floor(run_at * 1000) or null, math.floor(delay * 1000),
+    o.max_attempts or self.max_attempts, o.unique_key or null, timeout and math.floor(timeout * 1000) or null,
   }
 end
 
@@ -198,7 +302,7 @@ function Jobs:enqueue_many(list, opts)
   local now
   for i, item in ipairs(list) do
     if type(item) ~= "table" then argerror(1, "enqueue_many", ("job %d is not a table"):format(i)) end
-    local p = row(self, "enqueue_many", 1, item.name, item.payload, item)
+    local p = row(self, "enqueue_many", 1, item.name, item.payload, item, i)
     queues[p[1]] = true
     if p[8] ~= null then
       singles[#singles + 1] = item
@@ -236,10 +340,20 @@ end
 -- is skipped, not caught up. Takes effect in jobs:work.
 function Jobs:every(name, period, opts)
   if type(name) ~= "string" or name == "" then argerror(1, "every", "job name expected") end
-  seconds(period, 2, "every", "period", true)
+  seconds(period, 2, "every", "period", true, MAX_SECONDS)
   if period == nil then argerror(2, "every", "period expected") end
   opts = opts or {}
   if type(opts) ~= "table" then argerror(3, "every", "options table expected") end
+  -- Checked now: a bad option found by the scheduler would fail every
+  -- period, far from the call.
+  local msg = opts.queue ~= nil and (type(opts.queue) ~= "string" or opts.queue == "")
+    and "queue must be a non-empty string" or bad_whole(opts.priority, "priority", INT4_MIN)
+    or bad_whole(opts.max_attempts, "max_attempts", 1) or bad_seconds(opts.timeout, "timeout", true, MAX_TIMEOUT)
+  if not msg then
+    local json, why = encode(opts.payload)
+    if not json then msg = "payload cannot be JSON: " .. why end
+  end
+  if msg then argerror(3, "every", msg) end
   self.periodic[name] = {
     name = name, period_ms = math.max(1, math.floor(period * 1000)), payload = opts.payload,
     queue = opts.queue, max_attempts = opts.max_attempts, timeout = opts.timeout, priority = opts.priority,
@@ -258,8 +372,16 @@ function Jobs:work(opts)
   opts = opts or {}
   if type(opts) ~= "table" then argerror(1, "work", "options table expected") end
   if self.worker then loom.error("usage", "this jobs handle is working already (one worker per handle)") end
-  seconds(opts.poll, 1, "work", "poll", true)
-  seconds(opts.lease, 1, "work", "lease", true)
+  if opts.queues ~= nil and type(opts.queues) ~= "table" then
+    argerror(1, "work", "queues must map queue names to concurrency")
+  end
+  for _, k in ipairs({ "poll", "lease", "heartbeat", "rescue_every" }) do
+    seconds(opts[k], 1, "work", k, true, MAX_SECONDS)
+  end
+  seconds(opts.timeout, 1, "work", "timeout", true)
+  if opts.on_error ~= nil and not is_callable(opts.on_error) then
+    argerror(1, "work", "on_error must be a function(err, what)")
+  end
   self.worker = Worker.new(self, opts)
   local ok, e = pcall(self.worker.start, self.worker)
   if not ok then self.worker = nil; error(e, 0) end
@@ -273,9 +395,7 @@ function Jobs:stop(deadline)
   seconds(deadline, 1, "stop", "deadline")
   local w = self.worker
   if not w then return 0 end
-  local n = w:stop(deadline)
-  self.worker = nil
-  return n
+  return w:stop(deadline) -- which lets go of self.worker once stopped
 end
 
 -- jobs:cancel(id) -> true when the job was queued (now cancelled) or
@@ -322,6 +442,7 @@ end
 -- One row of the jobs table, for tests and tools: nil when the job is
 -- gone (finished jobs are deleted).
 function Jobs:get(id)
+  if math.type(id) ~= "integer" then argerror(1, "get", "job id expected") end
   local r = self.db:first(self.sql.get, id)
   if r and r.payload then r.payload = decode(r.payload) end
   return r

@@ -20,6 +20,9 @@ end
 -- another worker) it raises kind `lease_lost`, so tx rolls back and the
 -- other run's effects are the only ones. Without tx it completes now.
 function Job:complete(tx)
+  if tx ~= nil and (type(tx) ~= "table" or not loom._is_callable(tx.exec)) then
+    loom.error("argument", "bad argument #1 to 'complete' (a transaction of db:transaction expected)")
+  end
   local w = self.worker
   local n = (tx or w.db):exec(w.sql.complete, self.id, w.id, self.attempt)
   if n ~= 1 then

@@ -36,9 +36,44 @@ local function unique_id()
   return ("%s-%s"):format(hostname(), (bytes:gsub(".", function(c) return ("%02x"):format(c:byte()) end)))
 end
 
+-- The text of what a handler raised, whatever it raised: a __tostring
+-- that fails or returns no string falls back to the value's type.
 local function message(e)
   if type(e) == "string" then return e end
-  return tostring(e)
+  local ok, text = pcall(tostring, e)
+  if ok and type(text) == "string" then return text end
+  return ("(a %s error value that tostring cannot turn into text)"):format(type(e))
+end
+
+-- A column of text takes what every back end stores: PostgreSQL refuses
+-- NUL and bytes that are not UTF-8, MySQL those too and more than 64 KiB
+-- in TEXT. A refused outcome would leave its job running for ever, so
+-- such bytes are written as \xNN and the text is cut (at a character).
+local TEXT_MAX = 16384
+
+local function storable(text)
+  if text:find("[\0\128-\255]") and not (utf8.len(text) and not text:find("\0", 1, true)) then
+    local out, i = {}, 1
+    while i <= #text do
+      local c = text:byte(i)
+      local n = c < 0x80 and 1 or c >= 0xF0 and 4 or c >= 0xE0 and 3 or c >= 0xC2 and 2 or 0
+      local piece = n > 0 and text:sub(i, i + n - 1)
+      if c == 0 or n == 0 or #piece < n or not utf8.len(piece) then
+        out[#out + 1] = ("\\x%02X"):format(c)
+        i = i + 1
+      else
+        out[#out + 1] = piece
+        i = i + n
+      end
+    end
+    text = table.concat(out)
+  end
+  if #text > TEXT_MAX then
+    local cut = TEXT_MAX
+    while cut > 0 and (text:byte(cut + 1) or 0) & 0xC0 == 0x80 do cut = cut - 1 end
+    text = text:sub(1, cut) .. ("... (%d bytes cut)"):format(#text - cut)
+  end
+  return text
 end
 
 local function poke(ch) if ch then ch:try_send(true) end end
@@ -61,7 +96,7 @@ function Worker.new(jobs, opts)
     jobs = jobs, db = jobs.db, sql = jobs.sql, dialect = jobs.dialect,
     id = unique_id(),
     queues = queues, running = {}, buffered = {}, active = 0, done = {}, done_wake = loom.channel(1),
-    beat_wake = loom.channel(1), idle = loom.event(),
+    beat_wake = loom.channel(1), settled = loom.channel(1), entries = {},
     lease_ms = math.floor(lease * 1000), heartbeat = opts.heartbeat or lease / 3,
     rescue_every = opts.rescue_every or lease / 2,
     poll = opts.poll or jobs.dialect.poll, timeout = opts.timeout,
@@ -131,6 +166,14 @@ local function settle(self, entry, ok, err, tb)
     poke(self.done_wake)
     return
   end
+  local last = job.attempt >= job.max_attempts
+  local wait_ms = 0
+  if not (last or entry.cancel or entry.release) then
+    local s, complaint = self.jobs:_backoff(job.attempt)
+    if complaint then self:_report(complaint, "the backoff of " .. tostring(job)) end
+    wait_ms = math.floor(s * 1000)
+  end
+  local text, trace = storable(message(err)), tb and storable(tb) or null
   local delay = 0.05
   for _ = 1, 8 do
     local done, e = pcall(function()
@@ -139,10 +182,7 @@ local function settle(self, entry, ok, err, tb)
       elseif entry.release then
         db:exec(sql.release, job.id, self.id, job.attempt)
       else
-        local last = job.attempt >= job.max_attempts
-        local wait_ms = last and 0 or math.floor(self.jobs:_backoff(job.attempt) * 1000)
-        db:exec(sql.fail, last and "failed" or "available", wait_ms, message(err), tb or null,
-          job.id, self.id, job.attempt)
+        db:exec(sql.fail, last and "failed" or "available", wait_ms, text, trace, job.id, self.id, job.attempt)
       end
     end)
     if done then return end
@@ -173,11 +213,15 @@ local function run(self, q, entry, bad_payload)
   end
   -- A success only queues the completion (no wait, nothing to shield).
   if ok then settle(self, entry, ok) else loom.shield(settle, self, entry, ok, err, tb) end
-  self.running[entry.job.id] = nil
+  -- The same job may run here twice: a lease lost while the database was
+  -- away, the job taken back and claimed again by this worker. The stale
+  -- run ending must not hide the new one from cancels and the stop.
+  if self.running[entry.job.id] == entry then self.running[entry.job.id] = nil end
+  self.entries[entry] = nil
   q.active = q.active - 1
   self.active = self.active - 1
   fill(self, q)
-  if self.active == 0 then self.idle:set() end
+  if self.active == 0 then poke(self.settled) end
   poke(q.freed)
 end
 
@@ -201,8 +245,8 @@ function Worker:_start(q, row)
   local entry = { job = Job.new(self, row, okp and payload or nil) }
   q.active = q.active + 1
   self.active = self.active + 1
-  self.idle:clear()
   self.running[row.id] = entry
+  self.entries[entry] = true
   entry.task = loom.spawn(run, self, q, entry, not okp and payload or nil)
 end
 
@@ -393,27 +437,20 @@ end
 -- A job of this worker was asked to stop (jobs:cancel in this process).
 function Worker:_cancel_local() poke(self.beat_wake) end
 
-local function wait_idle(self, seconds)
-  if self.active == 0 then return true end
-  if seconds then return (pcall(self.idle.wait, self.idle, seconds)) end
-  self.idle:wait()
+-- Waits until no job runs, or the stop's deadline (which a later
+-- jobs:stop may bring forward) passes: false then.
+local function wait_idle(self)
+  while self.active > 0 do
+    local left = self.stop_by and self.stop_by - loom.now()
+    if left and left <= 0 then return false end
+    loom.select({ { self.settled, "recv" }, timeout = left })
+  end
   return true
 end
 
--- Stops claiming, lets running jobs finish for up to `deadline` seconds
--- (nil: as long as they take), then cancels the rest and gives their jobs
--- back to the queue; flushes completions and leaves. Returns how many
--- jobs were given back.
-function Worker:stop(deadline)
-  if self.stopping then
-    self.left:wait()
-    return self.released
-  end
-  self.stopping = true
-  self.left = loom.event()
+local function shut(self)
   for _, q in pairs(self.queues) do poke(q.wake) end
   for _, t in ipairs(self.claimers) do pcall(t.join, t) end
-  self.released = 0
   -- Claimed, never started: back to the queue at once, for other workers.
   local ids = {}
   for id in pairs(self.buffered) do ids[#ids + 1] = id end
@@ -424,14 +461,16 @@ function Worker:stop(deadline)
     local ok, e = pcall(self.db.exec, self.db, self.sql.release_many(#chunk), self.id, table.unpack(chunk))
     if not ok then self:_report(e, "giving back claimed jobs") end
   end
-  if not wait_idle(self, deadline) then
-    for _, entry in pairs(self.running) do
-      if not entry.cancel then
+  if not wait_idle(self) then
+    self.cancelling = true
+    for entry in pairs(self.entries) do
+      if not entry.cancel and not entry.release then
         entry.release = true
         self.released = self.released + 1
       end
       cancel(entry, "worker stopping")
     end
+    self.stop_by = nil
     wait_idle(self)
   end
   self.closing = true
@@ -445,7 +484,39 @@ function Worker:stop(deadline)
   end
   local ok, e = pcall(self.db.exec, self.db, self.sql.unregister, self.id)
   if not ok then self:_report(e, "leaving") end
-  self.left:set()
+end
+
+-- Stops claiming, lets running jobs finish for up to `deadline` seconds
+-- (nil: as long as they take), then cancels the rest and gives their jobs
+-- back to the queue; flushes completions and leaves. Returns how many
+-- jobs were given back.
+--
+-- The stop runs in a task of its own: a caller cancelled or timed out
+-- while it waits leaves it going (a later stop waits for the same end,
+-- and its deadline, if sooner, applies), never a worker half stopped. A
+-- handler of this worker cannot wait for its own job to end: from one,
+-- the stop starts and this returns nil at once.
+function Worker:stop(deadline)
+  local by = deadline and deadline < math.huge and loom.now() + deadline or nil
+  if not self.stopping then
+    self.stopping = true
+    self.left = loom.event()
+    self.stop_by = by
+    loom.spawn(function()
+      local ok, e = pcall(shut, self)
+      if self.jobs.worker == self then self.jobs.worker = nil end
+      self.left:set()
+      if not ok then self:_report(e, "stopping") end
+    end)
+  elseif by and not self.cancelling and (not self.stop_by or by < self.stop_by) then
+    self.stop_by = by
+    poke(self.settled)
+  end
+  local me = loom.current()
+  for entry in pairs(self.entries) do
+    if entry.task == me then return nil end
+  end
+  self.left:wait()
   return self.released
 end
 
