@@ -133,9 +133,19 @@ void *lm_checkudata(lua_State *L, int arg, const char *mt, const char *tname) {
 int lm_is_error_kind(lua_State *L, int idx, const char *kind) {
   if (lua_type(L, idx) != LUA_TTABLE)
     return 0;
+  idx = lua_absindex(L, idx);
+  /* loom's own errors only (as loom.is_error): a user's plain table with
+   * kind = "cancelled" is a failure like any value a task raises, not a
+   * cancel that goes unreported. */
+  if (!lua_getmetatable(L, idx))
+    return 0;
+  luaL_getmetatable(L, LM_ERROR_MT);
+  int ours = lua_rawequal(L, -1, -2);
+  lua_pop(L, 2);
+  if (!ours)
+    return 0;
   /* Raw: the value may be a user's table whose __index raises or yields
    * (a strict object), and it must pass through unchanged. */
-  idx = lua_absindex(L, idx);
   lua_pushliteral(L, "kind");
   lua_rawget(L, idx);
   int same = lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), kind) == 0;

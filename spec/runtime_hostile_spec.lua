@@ -147,6 +147,21 @@ describe("a hostile user of the runtime", function()
     end)
   end)
 
+  describe("a plain table with kind = \"cancelled\"", function()
+    -- Only loom's own errors (loom.is_error) say a task was cancelled: a
+    -- user's look-alike is a failure, reported and joined as one.
+    it("raised by a task makes it failed, not cancelled", function()
+      local e = { kind = "cancelled", message = "mine" }
+      local t, got
+      loom.run(function()
+        t = loom.spawn(function() error(e) end)
+        got = select(2, pcall(t.join, t))
+      end)
+      assert.is_true(rawequal(e, got))
+      assert.equal("failed", t:status())
+    end)
+  end)
+
   describe("an error value whose __index raises", function()
     -- Loom read err.kind through __index to tell a cancel from a failure:
     -- a strict table raised "no field kind" from there, which replaced it.
