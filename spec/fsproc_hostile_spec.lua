@@ -292,6 +292,12 @@ describe("loom.process, hostile", function()
 end)
 
 describe("loom.signal, hostile", function()
+  it("refuses to watch a fault's signal, which would turn a crash into a busy loop", function()
+    for _, name in ipairs({ "SEGV", "BUS", "FPE", "ILL", "SIGSEGV" }) do
+      expect_error("argument", signal, name)
+    end
+  end)
+
   it("delivers each arrival once when a signal is named twice", function()
     within(10, function()
       local ch = signal("USR2", "SIGUSR2", "USR2")

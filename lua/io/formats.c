@@ -4,6 +4,7 @@
  * from the buffer together, or none is and the caller refills and asks
  * again; so a read that a timeout or a cancel interrupts has taken no
  * bytes, and a partial line is never handed out. */
+#include <limits.h>
 #include <stdint.h>
 #include <string.h>
 #include "lm_io.h"
@@ -11,7 +12,10 @@
 void lm_formats_check(lua_State *L, int first, int last) {
   for (int idx = first; idx <= last; idx++) {
     if (lua_type(L, idx) == LUA_TNUMBER) {
-      if (!lua_isinteger(L, idx) || lua_tointeger(L, idx) < 0)
+      /* As Lua's io: a float with an integer's value (2^20) is a count. */
+      int exact;
+      lua_Integer n = lua_tointegerx(L, idx, &exact);
+      if (!exact || n < 0)
         lm_argerror(L, idx, "a byte count must be a non-negative integer");
       continue;
     }
@@ -88,7 +92,8 @@ int lm_formats_answer(lua_State *L, int first, int n, const char *p, size_t len,
                       size_t max, size_t *used, size_t *want) {
   size_t off = 0;
   int failed = 0, pushed = 0;
-  luaL_checkstack(L, n + LUA_MINSTACK, "too many formats");
+  if (n > INT_MAX - LUA_MINSTACK || !lua_checkstack(L, n + LUA_MINSTACK))
+    lm_error(L, "argument", "too many formats (%d)", n);
   /* As Lua's io: the first format that fails ends the read with nil. */
   for (int i = 0; i < n && !failed; i++, pushed++) {
     size_t need = one_format(L, first + i, p, len, &off, done, max, &failed);

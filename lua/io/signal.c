@@ -121,6 +121,11 @@ static int catchable(int sig) {
   if (sig > 31 && sig < SIGRTMIN)
     return 0;
 #endif
+  /* A fault's signal comes back at once when its handler returns (the
+   * faulting instruction runs again): watched, a crash would become a
+   * busy loop instead of a core dump. */
+  if (sig == SIGSEGV || sig == SIGBUS || sig == SIGFPE || sig == SIGILL)
+    return 0;
   return sig > 0 && sig != SIGKILL && sig != SIGSTOP;
 }
 
