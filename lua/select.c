@@ -35,8 +35,8 @@ static void case_xwake(loom_xwaiter_t *xw, int status) {
 /* A select dropped mid-wait (its coroutine collected, the state closing)
  * or done: thread channels' waiters and messages go. */
 static int select_gc(lua_State *L) {
-  lm_select *s = luaL_testudata(L, 1, LM_SELECT_MT);
-  for (int i = 0; s && i < s->n; i++) {
+  lm_select *s = lua_touserdata(L, 1);
+  for (int i = 0; i < s->n; i++) {
     loom_xchan_unwait(&s->cases[i].xwaiter);
     lm_xbuf_free(s->cases[i].msg, s->cases[i].len);
     s->cases[i].msg = NULL;

@@ -73,10 +73,9 @@ typedef struct hub_ud {
 } hub_ud;
 
 static int hub_gc(lua_State *L) {
-  hub_ud *h = luaL_testudata(L, 1, LM_XHUB_MT);
-  if (h == NULL || h->hub == NULL)
-    return 0;
-  loom_xhub_free(h->hub);
+  hub_ud *h = lua_touserdata(L, 1);
+  if (h->hub)
+    loom_xhub_free(h->hub);
   h->hub = NULL;
   return 0;
 }
@@ -110,9 +109,7 @@ static void xwait_wake(loom_xwaiter_t *w, int status) {
 }
 
 static int xwait_gc(lua_State *L) {
-  xwait *x = luaL_testudata(L, 1, LM_XWAIT_MT);
-  if (x == NULL)
-    return 0;
+  xwait *x = lua_touserdata(L, 1);
   loom_xchan_unwait(&x->w);
   lm_xbuf_free(x->msg, x->len);
   x->msg = NULL;
@@ -344,10 +341,9 @@ static int xchan_tostring(lua_State *L) {
 }
 
 static int xchan_gc(lua_State *L) {
-  lm_xchan *c = luaL_testudata(L, 1, LM_XCHAN_MT);
-  if (c == NULL || c->ch == NULL)
-    return 0;
-  loom_xchan_unref(c->ch);
+  lm_xchan *c = lua_touserdata(L, 1);
+  if (c->ch)
+    loom_xchan_unref(c->ch);
   c->ch = NULL;
   return 0;
 }

@@ -108,8 +108,8 @@ static const lm_request_ops job_ops = {
 };
 
 static int handle_gc(lua_State *L) {
-  thandle *h = luaL_testudata(L, 1, LM_THREAD_JOB_MT);
-  tjob *j = h ? h->job : NULL;
+  thandle *h = lua_touserdata(L, 1);
+  tjob *j = h->job;
   if (j == NULL)
     return 0;
   h->job = NULL;
@@ -349,8 +349,8 @@ static int pool_close(lua_State *L) {
 }
 
 static int pool_gc(lua_State *L) {
-  tpool *p = luaL_testudata(L, 1, LM_THREAD_POOL_MT);
-  if (p && p->workers)
+  tpool *p = lua_touserdata(L, 1);
+  if (p->workers)
     pool_shut(p, 1);
   return 0;
 }
