@@ -70,8 +70,9 @@ end
 
 -- ---- loom ------------------------------------------------------------------
 
--- Echoes 64-byte messages until EOF.
-local function loom_echo_handler(s)
+-- Echoes 64-byte messages until EOF (loom's handler, and the least
+-- library's server coroutine).
+local function echo_handler(s)
   while true do
     local m = s:read(64)
     if not m then return end
@@ -79,16 +80,21 @@ local function loom_echo_handler(s)
   end
 end
 
--- n round trips after a warm-up, the result said.
-local function loom_echo_client(loom, port, n)
-  local s = loom.tcp.connect("127.0.0.1", port)
+-- n round trips on stream s after a warm-up, timed by now(), the result
+-- said: loom's and the least library's streams read and write alike.
+local function timed_echo(s, n, now)
   for _ = 1, 1000 do s:write(MSG); s:read(64) end
-  local t0, cpu0 = loom.now(), user_cpu()
+  local t0, cpu0 = now(), user_cpu()
   for _ = 1, n do
     s:write(MSG)
     s:read(64)
   end
-  echo_result(n, t0, cpu0, loom.now())
+  echo_result(n, t0, cpu0, now())
+end
+
+local function loom_echo_client(loom, port, n)
+  local s = loom.tcp.connect("127.0.0.1", port)
+  timed_echo(s, n, loom.now)
   s:close()
 end
 
@@ -100,7 +106,7 @@ local function loom_serve(kind, n)
     local srv
     srv = loom.tcp.listen("127.0.0.1", 0, function(s)
       if kind == "echo" then
-        loom_echo_handler(s)
+        echo_handler(s)
         done:set()
       elseif kind == "bulk" then
         local got = 0
@@ -140,7 +146,7 @@ end
 local function loom_echo1(n)
   local loom = require "loom"
   loom.run(function()
-    local srv = loom.tcp.listen("127.0.0.1", 0, loom_echo_handler)
+    local srv = loom.tcp.listen("127.0.0.1", 0, echo_handler)
     loom_echo_client(loom, srv.port, n)
     srv:close(5)
   end)
@@ -386,22 +392,8 @@ end
 local function least_echo1(n)
   local least = require "echo_least"
   local client, server = least.pair()
-  local echo = coroutine.create(function()
-    while true do
-      local m = server:read(64)
-      if not m then return end
-      server:write(m)
-    end
-  end)
-  local talk = coroutine.create(function()
-    for _ = 1, 1000 do client:write(MSG); client:read(64) end
-    local t0, cpu0 = least.now(), user_cpu()
-    for _ = 1, n do
-      client:write(MSG)
-      client:read(64)
-    end
-    echo_result(n, t0, cpu0, least.now())
-  end)
+  local echo = coroutine.create(function() echo_handler(server) end)
+  local talk = coroutine.create(function() timed_echo(client, n, least.now) end)
   least.run(echo, talk)
 end
 
